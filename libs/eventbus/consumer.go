@@ -1,0 +1,318 @@
+package eventbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
+)
+
+// Delivery is one event handed to a consumer.
+type Delivery struct {
+	Envelope *eventv1.Envelope
+	Subject  string
+	// StreamSeq is the event's sequence in the stream; consumers record the
+	// highest sequence they applied.
+	StreamSeq uint64
+	// NumDelivered counts deliveries of this message, starting at 1.
+	NumDelivered uint64
+	// SpanContext is the producer's span, from the traceparent header.
+	SpanContext trace.SpanContext
+	msg         jetstream.Msg
+}
+
+// Context returns ctx carrying the producer's trace context and the event's
+// tenant and conversation, for logging and child spans.
+func (d *Delivery) Context(ctx context.Context) context.Context {
+	if d.SpanContext.IsValid() {
+		ctx = trace.ContextWithRemoteSpanContext(ctx, d.SpanContext)
+	}
+	return ctx
+}
+
+// Handler applies a batch of events. It returns nil only once the effect of
+// every event is durable; the batch is then acknowledged. On error the
+// consumer retries the batch's events one by one so that a single bad event
+// cannot hold back the others.
+type Handler func(ctx context.Context, batch []*Delivery) error
+
+// permanentError marks a failure that retrying cannot fix.
+type permanentError struct{ err error }
+
+func (p permanentError) Error() string { return p.err.Error() }
+func (p permanentError) Unwrap() error { return p.err }
+
+// Permanent wraps err so that the consumer dead-letters the event at once
+// instead of retrying it.
+func Permanent(err error) error { return permanentError{err} }
+
+// ConsumerConfig describes a durable pull consumer.
+type ConsumerConfig struct {
+	// Durable is the consumer's name; it also names its dead letters.
+	Durable string
+	// Stream defaults to PARLEY_CONV.
+	Stream string
+	// FilterSubjects restricts the subjects delivered (all when empty).
+	FilterSubjects []string
+	// BatchSize is the most events handed to the handler at once (default 500).
+	BatchSize int
+	// MaxWait is how long a fetch waits to fill a batch (default 250ms).
+	MaxWait time.Duration
+	// MaxDeliver bounds deliveries of one event before it is dead-lettered
+	// (default 5).
+	MaxDeliver int
+	// Backoff between redeliveries, indexed by delivery count (last value
+	// repeats). Default 1s, 5s, 15s, 30s.
+	Backoff []time.Duration
+	// AckWait is how long the server waits for an ack before redelivering
+	// (default 60s); in-flight batches are kept alive while being handled.
+	AckWait time.Duration
+	// DeliverPolicy is where a new consumer starts (default all).
+	DeliverPolicy jetstream.DeliverPolicy
+}
+
+func (c *ConsumerConfig) defaults() {
+	if c.Stream == "" {
+		c.Stream = ConvStream
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 500
+	}
+	if c.MaxWait <= 0 {
+		c.MaxWait = 250 * time.Millisecond
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = 5
+	}
+	if len(c.Backoff) == 0 {
+		c.Backoff = []time.Duration{time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second}
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 60 * time.Second
+	}
+}
+
+// Consume runs a durable consumer until ctx is cancelled. The batch in
+// progress when ctx is cancelled is finished and acknowledged before Consume
+// returns (graceful drain).
+func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error {
+	cfg.defaults()
+	if cfg.Durable == "" {
+		return errors.New("eventbus: consumer needs a durable name")
+	}
+	cons, err := b.js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
+		Durable:        cfg.Durable,
+		FilterSubjects: cfg.FilterSubjects,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        cfg.AckWait,
+		// Redelivery is bounded by the client (see fail) so that the last
+		// failure is dead-lettered rather than silently abandoned.
+		MaxDeliver:    -1,
+		MaxAckPending: cfg.BatchSize * 4,
+		DeliverPolicy: cfg.DeliverPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("eventbus: consumer %s: %w", cfg.Durable, classify(err))
+	}
+	log := b.opts.Logger.With("consumer", cfg.Durable)
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(cfg.BatchSize, jetstream.FetchMaxWait(cfg.MaxWait))
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			log.Warn("fetch failed; retrying", "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		var msgs []jetstream.Msg
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && len(msgs) == 0 && ctx.Err() == nil {
+			log.Debug("fetch ended", "err", err)
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		// The batch was delivered to us: finish it even if shutdown begins.
+		b.handleBatch(context.WithoutCancel(ctx), cfg, msgs, h)
+	}
+	return nil
+}
+
+func (b *Bus) handleBatch(ctx context.Context, cfg ConsumerConfig, msgs []jetstream.Msg, h Handler) {
+	deliveries := make([]*Delivery, 0, len(msgs))
+	links := make([]trace.Link, 0, len(msgs))
+	for _, m := range msgs {
+		d, err := b.decode(m)
+		if err != nil {
+			b.deadLetter(ctx, cfg, m, Permanent(err))
+			continue
+		}
+		deliveries = append(deliveries, d)
+		if d.SpanContext.IsValid() && len(links) < 128 {
+			links = append(links, trace.Link{SpanContext: d.SpanContext})
+		}
+	}
+	if len(deliveries) == 0 {
+		return
+	}
+	ctx, span := b.tracer.Start(ctx, "consume "+cfg.Durable,
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithLinks(links...),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.consumer.group.name", cfg.Durable),
+			attribute.Int("messaging.batch.message_count", len(deliveries)),
+		))
+	defer span.End()
+
+	stop := keepAlive(ctx, deliveries, cfg.AckWait/3)
+	err := h(ctx, deliveries)
+	stop()
+	if err == nil {
+		for _, d := range deliveries {
+			b.ack(ctx, d)
+		}
+		return
+	}
+	span.RecordError(err)
+	span.SetStatus(codes.Error, err.Error())
+	if len(deliveries) == 1 {
+		b.fail(ctx, cfg, deliveries[0], err)
+		return
+	}
+	// Isolate the failure: retry each event on its own.
+	for _, d := range deliveries {
+		if err := h(d.Context(ctx), []*Delivery{d}); err != nil {
+			b.fail(ctx, cfg, d, err)
+			continue
+		}
+		b.ack(ctx, d)
+	}
+}
+
+func (b *Bus) ack(ctx context.Context, d *Delivery) {
+	if err := d.msg.Ack(); err != nil {
+		// The effect is durable and idempotent; the event will be redelivered
+		// and applied again without harm.
+		b.opts.Logger.WarnContext(ctx, "ack failed", "subject", d.Subject, "stream_seq", d.StreamSeq, "err", err)
+	}
+}
+
+func (b *Bus) fail(ctx context.Context, cfg ConsumerConfig, d *Delivery, err error) {
+	var perm permanentError
+	if errors.As(err, &perm) || d.NumDelivered >= uint64(cfg.MaxDeliver) {
+		b.deadLetter(ctx, cfg, d.msg, err)
+		return
+	}
+	i := int(d.NumDelivered) - 1
+	if i >= len(cfg.Backoff) {
+		i = len(cfg.Backoff) - 1
+	}
+	b.opts.Logger.WarnContext(d.Context(ctx), "event failed; will retry", "consumer", cfg.Durable, "subject", d.Subject,
+		"stream_seq", d.StreamSeq, "delivery", d.NumDelivered, "err", err)
+	if nerr := d.msg.NakWithDelay(cfg.Backoff[i]); nerr != nil {
+		b.opts.Logger.WarnContext(ctx, "nak failed", "err", nerr)
+	}
+}
+
+// deadLetter copies the message to PARLEY_DLQ and terminates it. If the copy
+// cannot be stored, the message is left unacknowledged so that it is
+// redelivered after AckWait: nothing is dropped silently.
+func (b *Bus) deadLetter(ctx context.Context, cfg ConsumerConfig, m jetstream.Msg, cause error) {
+	meta, _ := m.Metadata()
+	var seq, delivered uint64
+	if meta != nil {
+		seq, delivered = meta.Sequence.Stream, meta.NumDelivered
+	}
+	dl := nats.NewMsg(DLQSubjectPrefix + "." + cfg.Durable)
+	dl.Data = m.Data()
+	for k, v := range m.Headers() {
+		if k == jetstream.MsgIDHeader {
+			continue
+		}
+		dl.Header[k] = v
+	}
+	dl.Header.Set(HeaderDLQSubject, m.Subject())
+	dl.Header.Set(HeaderDLQSequence, strconv.FormatUint(seq, 10))
+	dl.Header.Set(HeaderDLQConsumer, cfg.Durable)
+	dl.Header.Set(HeaderDLQError, truncate(cause.Error(), 1024))
+	dl.Header.Set(HeaderDLQAttempts, strconv.FormatUint(delivered, 10))
+	pctx, cancel := context.WithTimeout(ctx, b.opts.PublishTimeout)
+	defer cancel()
+	if _, err := b.js.PublishMsg(pctx, dl, jetstream.WithMsgID(cfg.Durable+":"+cfg.Stream+":"+strconv.FormatUint(seq, 10))); err != nil {
+		b.opts.Logger.ErrorContext(ctx, "dead-letter publish failed; message stays pending", "consumer", cfg.Durable, "stream_seq", seq, "err", err)
+		return
+	}
+	b.opts.Logger.ErrorContext(ctx, "event dead-lettered", "consumer", cfg.Durable, "subject", m.Subject(), "stream_seq", seq, "deliveries", delivered, "err", cause)
+	if err := m.Term(); err != nil {
+		b.opts.Logger.WarnContext(ctx, "term failed", "err", err)
+	}
+}
+
+func (b *Bus) decode(m jetstream.Msg) (*Delivery, error) {
+	env := &eventv1.Envelope{}
+	if err := proto.Unmarshal(m.Data(), env); err != nil {
+		return nil, fmt.Errorf("decode envelope: %w", err)
+	}
+	d := &Delivery{Envelope: env, Subject: m.Subject(), msg: m, NumDelivered: 1}
+	if meta, err := m.Metadata(); err == nil {
+		d.StreamSeq, d.NumDelivered = meta.Sequence.Stream, meta.NumDelivered
+	}
+	if h := m.Headers(); h != nil {
+		pctx := b.opts.Propagator.Extract(context.Background(), propagation.HeaderCarrier(h))
+		d.SpanContext = trace.SpanContextFromContext(pctx)
+	}
+	return d, nil
+}
+
+// keepAlive tells the server the batch is still being worked on, so a slow
+// handler is not mistaken for a crashed one.
+func keepAlive(ctx context.Context, ds []*Delivery, every time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				for _, d := range ds {
+					_ = d.msg.InProgress()
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

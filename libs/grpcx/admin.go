@@ -1,0 +1,87 @@
+package grpcx
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Check is one readiness check, e.g. "nats" or "postgres".
+type Check struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// Admin is the admin HTTP server: /healthz (the process is alive), /readyz
+// (every dependency answers) and /metrics (Prometheus).
+type Admin struct {
+	mux    *http.ServeMux
+	checks []Check
+	log    *slog.Logger
+}
+
+// NewAdmin builds the admin server over a Prometheus registry.
+func NewAdmin(reg *prometheus.Registry, log *slog.Logger, checks ...Check) *Admin {
+	a := &Admin{mux: http.NewServeMux(), checks: checks, log: log}
+	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	a.mux.HandleFunc("GET /readyz", a.ready)
+	a.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return a
+}
+
+// Handle adds a handler to the admin mux (e.g. debug endpoints).
+func (a *Admin) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
+
+func (a *Admin) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	result := map[string]string{}
+	ok := true
+	for _, c := range a.checks {
+		if err := c.Check(ctx); err != nil {
+			ok = false
+			result[c.Name] = err.Error()
+			continue
+		}
+		result[c.Name] = "ok"
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if !ok {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(map[string]any{"ready": ok, "checks": result})
+}
+
+// Serve listens on addr until ctx is cancelled.
+func (a *Admin) Serve(ctx context.Context, addr string) error {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("grpcx: admin listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: a.mux, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	a.log.Info("admin server listening", "addr", lis.Addr().String())
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}

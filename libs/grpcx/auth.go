@@ -1,0 +1,140 @@
+package grpcx
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// Scopes an API key can hold.
+const (
+	ScopeIngest = "ingest"
+	ScopeRead   = "read"
+	ScopeAdmin  = "admin"
+)
+
+// Principal is the authenticated caller: one tenant and its scopes.
+type Principal struct {
+	TenantID string
+	KeyID    string
+	Scopes   []string
+}
+
+// Has reports whether the principal holds scope; admin holds every scope.
+func (p Principal) Has(scope string) bool {
+	return slices.Contains(p.Scopes, scope) || slices.Contains(p.Scopes, ScopeAdmin)
+}
+
+// ErrInvalidKey is what an Authenticator returns for an unknown or revoked key.
+var ErrInvalidKey = errors.New("invalid API key")
+
+// Authenticator resolves an API key to a principal. It returns ErrInvalidKey
+// for keys that do not authenticate and another error when it cannot tell
+// (e.g. its database is down).
+type Authenticator interface {
+	Authenticate(ctx context.Context, apiKey string) (Principal, error)
+}
+
+type principalKey struct{}
+
+// WithPrincipal stores p in ctx.
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// PrincipalFrom returns the caller stored by the auth interceptor.
+func PrincipalFrom(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
+	return p, ok
+}
+
+// APIKeyFromMetadata reads the key from "authorization: Bearer <key>" or
+// "x-api-key: <key>".
+func APIKeyFromMetadata(md metadata.MD) string {
+	for _, v := range md.Get("authorization") {
+		if k, ok := strings.CutPrefix(v, "Bearer "); ok {
+			return strings.TrimSpace(k)
+		}
+	}
+	if v := md.Get("x-api-key"); len(v) > 0 {
+		return strings.TrimSpace(v[0])
+	}
+	return ""
+}
+
+// publicMethod reports methods that need no API key: health and reflection.
+func publicMethod(fullMethod string) bool {
+	return strings.HasPrefix(fullMethod, "/grpc.health.v1.Health/") ||
+		strings.HasPrefix(fullMethod, "/grpc.reflection.")
+}
+
+type authorizer struct {
+	auth   Authenticator
+	scopes map[string]string
+}
+
+func (a authorizer) authorize(ctx context.Context, fullMethod string) (context.Context, error) {
+	if publicMethod(fullMethod) {
+		return ctx, nil
+	}
+	scope, ok := a.scopes[fullMethod]
+	if !ok {
+		// Deny by default: every method must declare the scope it needs.
+		scope = ScopeAdmin
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	key := APIKeyFromMetadata(md)
+	if key == "" {
+		return nil, status.Error(codes.Unauthenticated, "missing API key: send \"authorization: Bearer <key>\" or \"x-api-key: <key>\"")
+	}
+	p, err := a.auth.Authenticate(ctx, key)
+	if errors.Is(err, ErrInvalidKey) {
+		return nil, status.Error(codes.Unauthenticated, "invalid or revoked API key")
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "cannot verify API key right now: %v", err)
+	}
+	if !p.Has(scope) {
+		return nil, status.Errorf(codes.PermissionDenied, "API key lacks the %q scope required by %s", scope, fullMethod)
+	}
+	return WithPrincipal(ctx, p), nil
+}
+
+func (a authorizer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	ctx, err := a.authorize(ctx, info.FullMethod)
+	if err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+func (a authorizer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx, err := a.authorize(ss.Context(), info.FullMethod)
+	if err != nil {
+		return err
+	}
+	return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+}
+
+type wrappedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (w *wrappedStream) Context() context.Context { return w.ctx }
+
+// RequireTenant returns the caller's principal or Unauthenticated. Handlers
+// use it to scope every read and write to the caller's tenant.
+func RequireTenant(ctx context.Context) (Principal, error) {
+	p, ok := PrincipalFrom(ctx)
+	if !ok || p.TenantID == "" {
+		return Principal{}, status.Error(codes.Unauthenticated, "no authenticated tenant")
+	}
+	return p, nil
+}

@@ -1,0 +1,59 @@
+package localinfra
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// NATSOptions configure an embedded NATS server.
+type NATSOptions struct {
+	// Dir holds JetStream's file store.
+	Dir  string
+	Host string
+	// Port to listen on; -1 picks a free one.
+	Port int
+	// SyncAlways makes JetStream fsync every write before acknowledging it
+	// (production setting). When false, JetStream flushes on its own
+	// schedule (every two minutes by default), which is faster but can lose
+	// acknowledged writes on power failure.
+	SyncAlways bool
+	// Debug enables the server's own logging to stderr.
+	Debug bool
+}
+
+// StartNATS starts an embedded NATS server with JetStream enabled.
+func StartNATS(opts NATSOptions) (*server.Server, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("localinfra: NATS needs a store directory")
+	}
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
+	sopts := &server.Options{
+		ServerName: "parley-local",
+		Host:       opts.Host,
+		Port:       opts.Port,
+		JetStream:  true,
+		StoreDir:   opts.Dir,
+		NoSigs:     true,
+		NoLog:      !opts.Debug,
+		SyncAlways: opts.SyncAlways,
+		MaxPayload: 8 << 20,
+	}
+	s, err := server.NewServer(sopts)
+	if err != nil {
+		return nil, fmt.Errorf("localinfra: nats: %w", err)
+	}
+	if opts.Debug {
+		s.ConfigureLogger()
+	}
+	s.Start()
+	if !s.ReadyForConnections(15 * time.Second) {
+		s.Shutdown()
+		return nil, errors.New("localinfra: nats did not become ready")
+	}
+	return s, nil
+}
