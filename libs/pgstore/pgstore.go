@@ -1,0 +1,70 @@
+// Package pgstore connects to PostgreSQL with pgx and applies a component's
+// goose migrations. Each component keeps its own migration version table, so
+// services can share a database and still evolve their schemas independently.
+package pgstore
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/parley-dev/parley/libs/config"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+)
+
+// Connect opens a pool and checks that the server answers.
+func Connect(ctx context.Context, cfg config.Postgres) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: PARLEY_POSTGRES_URL: %w", err)
+	}
+	if cfg.MaxConns > 0 {
+		pc.MaxConns = cfg.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("pgstore: ping %s@%s: %w", pc.ConnConfig.User, pc.ConnConfig.Host, err)
+	}
+	return pool, nil
+}
+
+// Migrate applies the migrations in fsys (goose SQL files at its root),
+// recording versions in the table named versionTable. Concurrent callers are
+// serialised by a PostgreSQL advisory lock.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, versionTable string, log *slog.Logger) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return err
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
+		goose.WithTableName(versionTable),
+		goose.WithSessionLocker(locker),
+		goose.WithDisableGlobalRegistry(true),
+	)
+	if err != nil {
+		return fmt.Errorf("pgstore: migrations %s: %w", versionTable, err)
+	}
+	results, err := p.Up(ctx)
+	if err != nil {
+		return fmt.Errorf("pgstore: migrate %s: %w", versionTable, err)
+	}
+	for _, r := range results {
+		if log != nil {
+			log.Info("migration applied", "table", versionTable, "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration)
+		}
+	}
+	return nil
+}

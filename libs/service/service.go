@@ -1,0 +1,160 @@
+// Package service wires the parts every Parley service has: telemetry, the
+// event bus, PostgreSQL with the tenancy schema, the gRPC server with API-key
+// auth, and the admin server; and runs them with graceful shutdown.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/parley-dev/parley/libs/config"
+	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/grpcx"
+	"github.com/parley-dev/parley/libs/pgstore"
+	"github.com/parley-dev/parley/libs/telemetry"
+	"github.com/parley-dev/parley/libs/tenancy"
+	"golang.org/x/sync/errgroup"
+)
+
+// Options describe one service process.
+type Options struct {
+	// Name is the service name: ingest, lifecycle, tagging, reporting or notification.
+	Name      string
+	Version   string
+	Server    config.Server
+	NATS      config.NATS
+	Postgres  config.Postgres
+	GRPCAddr  string
+	AdminAddr string
+	// Scopes maps each gRPC method to the API-key scope it needs.
+	Scopes map[string]string
+	// Telemetry, when set, is used instead of building one (tests, the local
+	// stack's shared log output).
+	Telemetry *telemetry.Telemetry
+}
+
+// Base is a started service's shared parts.
+type Base struct {
+	Name    string
+	Tel     *telemetry.Telemetry
+	Log     *slog.Logger
+	Bus     *eventbus.Bus
+	PG      *pgxpool.Pool
+	Tenancy *tenancy.Store
+	GRPC    *grpcx.Server
+	opts    Options
+	checks  []grpcx.Check
+	closers []func()
+}
+
+// Start connects to NATS and PostgreSQL, ensures the streams and the tenancy
+// schema, and builds the gRPC server. Register services on b.GRPC, then call
+// Run.
+func Start(ctx context.Context, o Options) (b *Base, err error) {
+	b = &Base{Name: o.Name, opts: o}
+	defer func() {
+		if err != nil {
+			b.close()
+		}
+	}()
+	b.Tel = o.Telemetry
+	if b.Tel == nil {
+		if b.Tel, err = telemetry.New(ctx, telemetry.Config{Service: o.Name, Version: o.Version, LogLevel: o.Server.LogLevel}); err != nil {
+			return nil, err
+		}
+		tel := b.Tel
+		b.closers = append(b.closers, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = tel.Shutdown(sctx)
+		})
+	}
+	b.Log = b.Tel.Logger
+
+	if b.PG, err = pgstore.Connect(ctx, o.Postgres); err != nil {
+		return nil, err
+	}
+	b.closers = append(b.closers, b.PG.Close)
+	if err = tenancy.Migrate(ctx, b.PG, b.Log); err != nil {
+		return nil, err
+	}
+	b.Tenancy = tenancy.NewStore(b.PG)
+
+	if b.Bus, err = eventbus.Connect(ctx, o.NATS.URL, "parley-"+o.Name, eventbus.Options{
+		Producer:        o.Name,
+		Replicas:        o.NATS.Replicas,
+		DuplicateWindow: o.NATS.DuplicateWindow,
+		Logger:          b.Log,
+		TracerProvider:  b.Tel.TracerProvider,
+		Propagator:      b.Tel.Propagator,
+	}); err != nil {
+		return nil, err
+	}
+	b.closers = append(b.closers, func() { _ = b.Bus.Close() })
+	if err = b.Bus.EnsureStreams(ctx); err != nil {
+		return nil, err
+	}
+
+	if b.GRPC, err = grpcx.NewServer(grpcx.ServerConfig{Telemetry: b.Tel, Auth: b.Tenancy, Scopes: o.Scopes}); err != nil {
+		return nil, err
+	}
+	b.AddCheck("nats", b.Bus.Ready)
+	b.AddCheck("postgres", func(ctx context.Context) error { return b.PG.Ping(ctx) })
+	return b, nil
+}
+
+// AddCheck adds a readiness check served on /readyz.
+func (b *Base) AddCheck(name string, check func(context.Context) error) {
+	b.checks = append(b.checks, grpcx.Check{Name: name, Check: check})
+}
+
+// OnClose registers a function run after the service stopped.
+func (b *Base) OnClose(f func()) { b.closers = append(b.closers, f) }
+
+// Run serves gRPC and the admin endpoints and runs the workers (consumers,
+// sweepers) until ctx is cancelled or one of them fails; then it shuts down
+// gracefully: stop taking calls, let workers finish and ack their batch,
+// drain NATS, close pools.
+func (b *Base) Run(ctx context.Context, workers ...func(context.Context) error) error {
+	defer b.close()
+	admin := grpcx.NewAdmin(b.Tel.Registry, b.Log, b.checks...)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return b.GRPC.Serve(gctx, b.opts.GRPCAddr, shutdownTimeout(b.opts.Server)) })
+	g.Go(func() error { return admin.Serve(gctx, b.opts.AdminAddr) })
+	for _, w := range workers {
+		g.Go(func() error { return w(gctx) })
+	}
+	b.Log.Info("service started", "grpc_addr", b.opts.GRPCAddr, "admin_addr", b.opts.AdminAddr)
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	if err != nil {
+		b.Log.Error("service stopped with error", "err", err)
+		return fmt.Errorf("%s: %w", b.Name, err)
+	}
+	b.Log.Info("service stopped")
+	return nil
+}
+
+// Close releases what Start opened; for setup failures after Start (Run
+// closes on its own).
+func (b *Base) Close() { b.close() }
+
+func (b *Base) close() {
+	for i := len(b.closers) - 1; i >= 0; i-- {
+		b.closers[i]()
+	}
+	b.closers = nil
+}
+
+func shutdownTimeout(s config.Server) time.Duration {
+	if s.ShutdownTimeout > 0 {
+		return s.ShutdownTimeout
+	}
+	return 20 * time.Second
+}

@@ -1,0 +1,90 @@
+// Package validate checks client-supplied events before they are appended.
+// It is pure: no I/O, no clock of its own.
+package validate
+
+import (
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/parley-dev/parley/libs/eventbus"
+	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
+)
+
+// Limits bound what one request may carry. They are documented in
+// docs/events.md and the README.
+type Limits struct {
+	// MaxBatch is the most events in one Append request.
+	MaxBatch int
+	// MaxTextBytes is the longest message text, in bytes.
+	MaxTextBytes int
+	// MaxFutureSkew is how far occurred_at may lie ahead of the server clock.
+	MaxFutureSkew time.Duration
+}
+
+// DefaultLimits are the limits unless configured otherwise.
+var DefaultLimits = Limits{MaxBatch: 1000, MaxTextBytes: 16 << 10, MaxFutureSkew: 5 * time.Minute}
+
+// Violation names the offending field and what is wrong with it.
+type Violation struct {
+	Field       string
+	Description string
+}
+
+func (v Violation) Error() string { return v.Field + ": " + v.Description }
+
+// Envelope checks one client event at index i of a batch. tenant is the
+// caller's tenant; now is the server clock.
+func Envelope(l Limits, i int, env *eventv1.Envelope, tenant string, now time.Time) *Violation {
+	at := func(field, format string, args ...any) *Violation {
+		return &Violation{Field: fmt.Sprintf("events[%d].%s", i, field), Description: fmt.Sprintf(format, args...)}
+	}
+	if env == nil {
+		return at("", "event is empty")
+	}
+	if env.TenantId != "" && env.TenantId != tenant {
+		return at("tenant_id", "must be empty or the API key's tenant")
+	}
+	if !eventbus.ValidConversationID(env.ConversationId) {
+		return at("conversation_id", "required; 1-128 characters of A-Z a-z 0-9 _ -")
+	}
+	if env.EventId != "" {
+		if _, err := uuid.Parse(env.EventId); err != nil {
+			return at("event_id", "must be a UUID when set")
+		}
+	}
+	if len(env.ClientEventId) > 128 || !utf8.ValidString(env.ClientEventId) {
+		return at("client_event_id", "at most 128 bytes of UTF-8")
+	}
+	if ts := env.OccurredAt; ts != nil {
+		if err := ts.CheckValid(); err != nil {
+			return at("occurred_at", "invalid timestamp")
+		}
+		if ts.AsTime().After(now.Add(l.MaxFutureSkew)) {
+			return at("occurred_at", "lies more than %s in the future", l.MaxFutureSkew)
+		}
+	}
+	switch p := env.Payload.(type) {
+	case nil:
+		return at("payload", "exactly one payload is required")
+	case *eventv1.Envelope_MessagePosted:
+		m := p.MessagePosted
+		if m.Role == eventv1.Role_ROLE_UNSPECIFIED {
+			return at("message_posted.role", "required")
+		}
+		if _, ok := eventv1.Role_name[int32(m.Role)]; !ok {
+			return at("message_posted.role", "unknown value %d", m.Role)
+		}
+		if len(m.Text) > l.MaxTextBytes {
+			return at("message_posted.text", "longer than %d bytes", l.MaxTextBytes)
+		}
+		if !utf8.ValidString(m.Text) {
+			return at("message_posted.text", "not valid UTF-8")
+		}
+	case *eventv1.Envelope_ConversationEnded, *eventv1.Envelope_EngagementClassified,
+		*eventv1.Envelope_OperatorNoResponse, *eventv1.Envelope_LateEventRecorded:
+		return at("payload", "%s events are emitted by Parley itself, not by clients", eventbus.Kind(env))
+	}
+	return nil
+}

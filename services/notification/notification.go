@@ -1,0 +1,68 @@
+// Package notification is the service that sends email and webhooks and keeps the delivery log.
+//
+// The service runs, serves health, readiness and metrics, and answers its
+// gRPC API; methods that are not built yet answer with codes.Unimplemented.
+package notification
+
+import (
+	"context"
+
+	"github.com/parley-dev/parley/libs/config"
+	"github.com/parley-dev/parley/libs/grpcx"
+	"github.com/parley-dev/parley/libs/service"
+	"github.com/parley-dev/parley/libs/telemetry"
+	notificationv1 "github.com/parley-dev/parley/proto/parley/notification/v1"
+)
+
+// Config is notification's configuration, read from the environment.
+type Config struct {
+	Server   config.Server
+	NATS     config.NATS
+	Postgres config.Postgres
+	// GRPCAddr is where the gRPC API listens.
+	GRPCAddr string `env:"PARLEY_NOTIFICATION_GRPC_ADDR" envDefault:":7105"`
+	// AdminAddr serves /healthz, /readyz and /metrics.
+	AdminAddr string `env:"PARLEY_NOTIFICATION_ADMIN_ADDR" envDefault:":7205"`
+	// Telemetry overrides the service's own telemetry (tests, local stack).
+	Telemetry *telemetry.Telemetry `env:"-"`
+}
+
+// Run serves notification until ctx is cancelled.
+func Run(ctx context.Context, cfg Config) error {
+	b, err := service.Start(ctx, service.Options{
+		Name: "notification", Server: cfg.Server, NATS: cfg.NATS, Postgres: cfg.Postgres,
+		GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Scopes: Scopes(), Telemetry: cfg.Telemetry,
+	})
+	if err != nil {
+		return err
+	}
+	notificationv1.RegisterNotificationServiceServer(b.GRPC, server{})
+	return b.Run(ctx)
+}
+
+// server answers every method with Unimplemented until it is built.
+type server struct {
+	notificationv1.UnimplementedNotificationServiceServer
+}
+
+// Scopes lists the API-key scope each method needs: reads need "read",
+// everything else "admin".
+func Scopes() map[string]string {
+	reads := map[string]string{"ListSubscriptions": grpcx.ScopeRead, "ListDeliveries": grpcx.ScopeRead}
+	desc := notificationv1.NotificationService_ServiceDesc
+	m := map[string]string{}
+	for _, md := range desc.Methods {
+		m["/"+desc.ServiceName+"/"+md.MethodName] = scopeOr(reads, md.MethodName)
+	}
+	for _, sd := range desc.Streams {
+		m["/"+desc.ServiceName+"/"+sd.StreamName] = scopeOr(reads, sd.StreamName)
+	}
+	return m
+}
+
+func scopeOr(reads map[string]string, method string) string {
+	if s, ok := reads[method]; ok {
+		return s
+	}
+	return grpcx.ScopeAdmin
+}

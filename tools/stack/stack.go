@@ -1,0 +1,336 @@
+// Package stack runs the whole of Parley on one machine: embedded NATS
+// JetStream, a private PostgreSQL cluster and a private ClickHouse server with
+// their data under one directory, and the five services in this process. It
+// is what `make run` starts, and what end-to-end tests start in a temp dir.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/parley-dev/parley/libs/config"
+	"github.com/parley-dev/parley/libs/grpcx"
+	"github.com/parley-dev/parley/libs/localinfra"
+	"github.com/parley-dev/parley/libs/pgstore"
+	"github.com/parley-dev/parley/libs/telemetry"
+	"github.com/parley-dev/parley/libs/tenancy"
+	"github.com/parley-dev/parley/services/ingest"
+	"github.com/parley-dev/parley/services/lifecycle"
+	"github.com/parley-dev/parley/services/notification"
+	"github.com/parley-dev/parley/services/reporting"
+	"github.com/parley-dev/parley/services/tagging"
+)
+
+// Ports of the local stack. Zero values are replaced by defaults (or free
+// ports when Options.FreePorts is set).
+type Ports struct {
+	NATS, Postgres, ClickHouseTCP, ClickHouseHTTP int
+	// GRPC and Admin are indexed like Services.
+	GRPC, Admin [5]int
+}
+
+// Services lists the services in start order.
+var Services = [5]string{"ingest", "lifecycle", "tagging", "reporting", "notification"}
+
+// DefaultPorts are the ports `make run` uses.
+func DefaultPorts() Ports {
+	return Ports{
+		NATS: 4222, Postgres: 55432, ClickHouseTCP: 19000, ClickHouseHTTP: 18123,
+		GRPC:  [5]int{7101, 7102, 7103, 7104, 7105},
+		Admin: [5]int{7201, 7202, 7203, 7204, 7205},
+	}
+}
+
+// Options configure the stack.
+type Options struct {
+	// Dir holds every store's data, the logs and the demo key.
+	Dir   string
+	Ports Ports
+	// FreePorts picks free ports for every zero port instead of defaults.
+	FreePorts bool
+	// SyncAlways makes JetStream fsync before acknowledging (production
+	// setting); the local stack defaults to JetStream's lazy flush.
+	SyncAlways bool
+	// LogOutput receives the services' JSON logs.
+	LogOutput io.Writer
+	// LogLevel of the services.
+	LogLevel string
+	// DemoTenant is created with a demo API key (all scopes) when set.
+	DemoTenant string
+}
+
+// Stack is a running local stack.
+type Stack struct {
+	Options
+	NATSURL        string
+	PostgresURL    string
+	ClickHouseAddr string
+	// DemoKey is an API key of DemoTenant with every scope.
+	DemoKey string
+	// Notes are things the operator should know about this start.
+	Notes []string
+
+	nats    *server.Server
+	pg      *localinfra.Postgres
+	ch      *localinfra.ClickHouse
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	errc    chan error
+	stopped sync.Once
+}
+
+// GRPCAddr returns a service's gRPC address.
+func (s *Stack) GRPCAddr(service string) string {
+	return fmt.Sprintf("127.0.0.1:%d", s.Ports.GRPC[index(service)])
+}
+
+// AdminAddr returns a service's admin address.
+func (s *Stack) AdminAddr(service string) string {
+	return fmt.Sprintf("127.0.0.1:%d", s.Ports.Admin[index(service)])
+}
+
+func index(service string) int {
+	for i, n := range Services {
+		if n == service {
+			return i
+		}
+	}
+	panic("stack: unknown service " + service)
+}
+
+func (o *Options) fill() error {
+	def := DefaultPorts()
+	pick := func(p *int, d int) error {
+		if *p != 0 {
+			return nil
+		}
+		if !o.FreePorts {
+			*p = d
+			return nil
+		}
+		var err error
+		*p, err = localinfra.FreePort()
+		return err
+	}
+	ps := []*int{&o.Ports.NATS, &o.Ports.Postgres, &o.Ports.ClickHouseTCP, &o.Ports.ClickHouseHTTP}
+	ds := []int{def.NATS, def.Postgres, def.ClickHouseTCP, def.ClickHouseHTTP}
+	for i := range 5 {
+		ps = append(ps, &o.Ports.GRPC[i], &o.Ports.Admin[i])
+		ds = append(ds, def.GRPC[i], def.Admin[i])
+	}
+	for i := range ps {
+		if err := pick(ps[i], ds[i]); err != nil {
+			return err
+		}
+	}
+	if o.LogOutput == nil {
+		o.LogOutput = io.Discard
+	}
+	var err error
+	o.Dir, err = filepath.Abs(o.Dir)
+	return err
+}
+
+// Start brings everything up and returns once every service is ready.
+func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
+	if err := opts.fill(); err != nil {
+		return nil, err
+	}
+	st := &Stack{Options: opts, errc: make(chan error, 8)}
+	defer func() {
+		if err != nil {
+			st.Stop()
+		}
+	}()
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "log"), 0o755); err != nil {
+		return nil, err
+	}
+	infraLog, err := os.OpenFile(filepath.Join(opts.Dir, "log", "infra.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+
+	if st.nats, err = localinfra.StartNATS(localinfra.NATSOptions{Dir: filepath.Join(opts.Dir, "nats"), Port: opts.Ports.NATS, SyncAlways: opts.SyncAlways}); err != nil {
+		return nil, err
+	}
+	st.NATSURL = st.nats.ClientURL()
+
+	pgDir := filepath.Join(opts.Dir, "postgres")
+	if !localinfra.PostgresCanReach(pgDir) {
+		// PostgreSQL runs as the postgres user, who cannot enter this
+		// directory; keep its data where it can, keyed by the stack dir.
+		pgDir = filepath.Join("/var/lib/parley", strings.ReplaceAll(strings.Trim(opts.Dir, "/"), "/", "_"), "postgres")
+		st.Notes = append(st.Notes, "PostgreSQL data is in "+pgDir+" (the postgres user cannot enter "+opts.Dir+")")
+	}
+	if st.pg, err = localinfra.StartPostgres(ctx, localinfra.PostgresOptions{
+		Dir: pgDir, Port: opts.Ports.Postgres,
+		Database: "parley", User: "parley", Password: "parley", Durable: true, Output: infraLog,
+	}); err != nil {
+		return nil, err
+	}
+	st.PostgresURL = st.pg.URL
+
+	if st.ch, err = localinfra.StartClickHouse(ctx, localinfra.ClickHouseOptions{
+		Dir: filepath.Join(opts.Dir, "clickhouse"), TCPPort: opts.Ports.ClickHouseTCP, HTTPPort: opts.Ports.ClickHouseHTTP, Output: infraLog,
+	}); err != nil {
+		return nil, err
+	}
+	st.ClickHouseAddr = st.ch.Addr
+
+	if opts.DemoTenant != "" {
+		if st.DemoKey, err = st.ensureDemo(ctx); err != nil {
+			return nil, err
+		}
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	st.cancel = cancel
+	if err := st.startServices(runCtx); err != nil {
+		return nil, err
+	}
+	if err := st.waitReady(ctx, 90*time.Second); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func (s *Stack) startServices(ctx context.Context) error {
+	srv := config.Server{LogLevel: s.LogLevel, ShutdownTimeout: 10 * time.Second}
+	nc := config.NATS{URL: s.NATSURL, Replicas: 1, DuplicateWindow: 2 * time.Minute}
+	pg := config.Postgres{URL: s.PostgresURL, MaxConns: 10}
+	ch := config.ClickHouse{Addr: s.ClickHouseAddr, Database: "parley", User: "default"}
+	runs := map[string]func(context.Context, *telemetry.Telemetry) error{
+		"ingest": func(ctx context.Context, tel *telemetry.Telemetry) error {
+			return ingest.Run(ctx, ingest.Config{Server: srv, NATS: nc, Postgres: pg, GRPCAddr: s.GRPCAddr("ingest"), AdminAddr: s.AdminAddr("ingest"),
+				MaxBatch: 1000, MaxTextBytes: 16 << 10, MaxFutureSkew: 5 * time.Minute, Telemetry: tel})
+		},
+		"lifecycle": func(ctx context.Context, tel *telemetry.Telemetry) error {
+			return lifecycle.Run(ctx, lifecycle.Config{Server: srv, NATS: nc, Postgres: pg, GRPCAddr: s.GRPCAddr("lifecycle"), AdminAddr: s.AdminAddr("lifecycle"), Telemetry: tel})
+		},
+		"tagging": func(ctx context.Context, tel *telemetry.Telemetry) error {
+			return tagging.Run(ctx, tagging.Config{Server: srv, NATS: nc, Postgres: pg, GRPCAddr: s.GRPCAddr("tagging"), AdminAddr: s.AdminAddr("tagging"), Telemetry: tel})
+		},
+		"reporting": func(ctx context.Context, tel *telemetry.Telemetry) error {
+			return reporting.Run(ctx, reporting.Config{Server: srv, NATS: nc, Postgres: pg, ClickHouse: ch, GRPCAddr: s.GRPCAddr("reporting"), AdminAddr: s.AdminAddr("reporting"),
+				ProjectorBatch: 5000, ProjectorMaxWait: 200 * time.Millisecond, QueryTimeout: 10 * time.Second, Telemetry: tel})
+		},
+		"notification": func(ctx context.Context, tel *telemetry.Telemetry) error {
+			return notification.Run(ctx, notification.Config{Server: srv, NATS: nc, Postgres: pg, GRPCAddr: s.GRPCAddr("notification"), AdminAddr: s.AdminAddr("notification"), Telemetry: tel})
+		},
+	}
+	for _, name := range Services {
+		tel, err := telemetry.New(ctx, telemetry.Config{Service: name, LogLevel: s.LogLevel, LogOutput: s.LogOutput})
+		if err != nil {
+			return err
+		}
+		run := runs[name]
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer tel.Shutdown(context.Background()) //nolint:errcheck
+			if err := run(ctx, tel); err != nil {
+				s.errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	return nil
+}
+
+func (s *Stack) waitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for _, name := range Services {
+		url := "http://" + s.AdminAddr(name) + "/readyz"
+		for {
+			select {
+			case err := <-s.errc:
+				return err
+			default:
+			}
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return fmt.Errorf("stack: %s not ready after %s", name, timeout)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// Errors reports services that stopped with an error while running.
+func (s *Stack) Errors() <-chan error { return s.errc }
+
+// Stop stops the services (graceful drain), then ClickHouse, PostgreSQL and
+// NATS. It is safe to call more than once.
+func (s *Stack) Stop() {
+	s.stopped.Do(func() {
+		if s.cancel != nil {
+			s.cancel()
+			s.wg.Wait()
+		}
+		if s.ch != nil {
+			_ = s.ch.Stop(30 * time.Second)
+		}
+		if s.pg != nil {
+			_ = s.pg.Stop(30 * time.Second)
+		}
+		if s.nats != nil {
+			s.nats.Shutdown()
+			s.nats.WaitForShutdown()
+		}
+	})
+}
+
+// ensureDemo creates the demo tenant and returns a working demo key, reusing
+// the one saved in Dir/demo-api-key from an earlier run.
+func (s *Stack) ensureDemo(ctx context.Context) (string, error) {
+	pool, err := pgstore.Connect(ctx, config.Postgres{URL: s.PostgresURL, MaxConns: 2})
+	if err != nil {
+		return "", err
+	}
+	defer pool.Close()
+	return EnsureDemoKey(ctx, pool, s.DemoTenant, filepath.Join(s.Dir, "demo-api-key"), slog.New(slog.DiscardHandler))
+}
+
+// EnsureDemoKey creates tenant (if missing) and returns an API key with every
+// scope, reusing the key stored in keyFile when it still authenticates.
+func EnsureDemoKey(ctx context.Context, pool *pgxpool.Pool, tenant, keyFile string, log *slog.Logger) (string, error) {
+	if err := tenancy.Migrate(ctx, pool, log); err != nil {
+		return "", err
+	}
+	store := tenancy.NewStore(pool)
+	if err := store.CreateTenant(ctx, tenant, "Demo tenant"); err != nil && !errors.Is(err, tenancy.ErrExists) {
+		return "", err
+	}
+	if b, err := os.ReadFile(keyFile); err == nil {
+		key := strings.TrimSpace(string(b))
+		if p, err := store.Authenticate(ctx, key); err == nil && p.TenantID == tenant {
+			return key, nil
+		}
+	}
+	key, _, err := store.CreateAPIKey(ctx, tenant, "demo (make run)", []string{grpcx.ScopeIngest, grpcx.ScopeRead, grpcx.ScopeAdmin})
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return key, nil
+}
