@@ -69,6 +69,9 @@ func StartClickHouse(ctx context.Context, opts ClickHouseOptions) (*ClickHouse, 
 			}
 		}
 	}
+	if err := ensureFree("clickhouse", opts.TCPPort, opts.HTTPPort); err != nil {
+		return nil, err
+	}
 	if opts.MaxMemoryBytes == 0 {
 		opts.MaxMemoryBytes = 4_000_000_000
 	}

@@ -93,6 +93,19 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// ensureFree fails when something already listens on one of the ports, so a
+// readiness probe cannot be answered by another server.
+func ensureFree(what string, ports ...int) error {
+	for _, p := range ports {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			return fmt.Errorf("localinfra: %s port %d is in use (another instance running? stop it or choose other ports): %w", what, p, err)
+		}
+		l.Close()
+	}
+	return nil
+}
+
 func waitFor(ctx context.Context, p *Process, what string, timeout time.Duration, probe func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

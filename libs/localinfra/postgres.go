@@ -96,6 +96,9 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 			return nil, err
 		}
 	}
+	if err := ensureFree("postgres", opts.Port); err != nil {
+		return nil, err
+	}
 	cred, u, err := runAs()
 	if err != nil {
 		return nil, err

@@ -1,0 +1,126 @@
+// Command parley-stack runs the whole of Parley on this machine (`make run`):
+// embedded NATS JetStream, PostgreSQL and ClickHouse from the machine's
+// packages with their data under --dir, and the five services. It prints the
+// endpoints, a demo API key and commands to try, and stops everything on
+// Ctrl-C.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/parley-dev/parley/tools/stack"
+)
+
+func main() {
+	dir := flag.String("dir", envOr("PARLEY_STACK_DIR", ".parley"), "directory for all local data and logs (env PARLEY_STACK_DIR)")
+	syncAlways := flag.Bool("sync-always", os.Getenv("PARLEY_STACK_SYNC_ALWAYS") == "true", "fsync JetStream before every ack (production setting; env PARLEY_STACK_SYNC_ALWAYS=true)")
+	logLevel := flag.String("log-level", envOr("PARLEY_LOG_LEVEL", "info"), "service log level")
+	flag.Parse()
+
+	if err := run(*dir, *syncAlways, *logLevel); err != nil {
+		fmt.Fprintln(os.Stderr, "parley-stack:", err)
+		os.Exit(1)
+	}
+}
+
+func run(dir string, syncAlways bool, logLevel string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := os.MkdirAll(filepath.Join(dir, "log"), 0o755); err != nil {
+		return err
+	}
+	logPath := filepath.Join(dir, "log", "services.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+
+	fmt.Println("Starting Parley: NATS JetStream, PostgreSQL, ClickHouse and five services ...")
+	started := time.Now()
+	st, err := stack.Start(ctx, stack.Options{Dir: dir, SyncAlways: syncAlways, LogOutput: logFile, LogLevel: logLevel, DemoTenant: "demo"})
+	if err != nil {
+		return err
+	}
+	printBanner(st, logPath, time.Since(started))
+
+	select {
+	case <-ctx.Done():
+		fmt.Println("\nStopping Parley (draining services, then ClickHouse, PostgreSQL, NATS) ...")
+	case err := <-st.Errors():
+		fmt.Fprintln(os.Stderr, "a service failed:", err)
+	}
+	st.Stop()
+	fmt.Println("Parley stopped. Data kept in", st.Dir, "- run `make run` again to continue where you left off.")
+	return nil
+}
+
+func printBanner(st *stack.Stack, logPath string, took time.Duration) {
+	grpcurl := "grpcurl"
+	if wd, err := os.Getwd(); err == nil {
+		if p := filepath.Join(wd, ".bin", "grpcurl"); fileExists(p) {
+			grpcurl = p
+		}
+	}
+	fsync := "lazy (JetStream default flush; fast, may lose the last writes on power loss)"
+	if st.SyncAlways {
+		fsync = "always (fsync before every ack, the production setting)"
+	}
+	fmt.Printf(`
+Parley is ready (%s).
+
+  Service        gRPC                admin (/healthz /readyz /metrics)
+`, took.Round(time.Millisecond))
+	for _, name := range stack.Services {
+		fmt.Printf("  %-13s  %-18s  http://%s\n", name, st.GRPCAddr(name), st.AdminAddr(name))
+	}
+	fmt.Printf(`
+  NATS           %s   (JetStream sync: %s)
+  PostgreSQL     %s
+  ClickHouse     %s   (native protocol; database "parley")
+  Data           %s
+  Logs           %s
+`, st.NATSURL, fsync, st.PostgresURL, st.ClickHouseAddr, st.Dir, logPath)
+	for _, n := range st.Notes {
+		fmt.Println("  Note:", n)
+	}
+	fmt.Printf(`
+Demo tenant "demo", API key (all scopes):
+  export PARLEY_KEY=%[1]s
+
+Post a message:
+  %[2]s -plaintext -H "authorization: Bearer $PARLEY_KEY" \
+    -d '{"conversation_id":"demo-1","message":{"message_id":"m1","role":"ROLE_VISITOR","text":"Hello Parley"}}' \
+    %[3]s parley.ingest.v1.IngestService/PostMessage
+
+Read it back:
+  %[2]s -plaintext -H "authorization: Bearer $PARLEY_KEY" \
+    -d '{"conversation_id":"demo-1"}' \
+    %[4]s parley.reporting.v1.ReportingService/GetConversation
+
+Query ClickHouse:
+  clickhouse-client --port %[5]d --database parley \
+    -q "SELECT conversation_id, role, text FROM messages ORDER BY occurred_at_us DESC LIMIT 10"
+
+Press Ctrl-C to stop.
+`, st.DemoKey, grpcurl, st.GRPCAddr("ingest"), st.GRPCAddr("reporting"), st.Ports.ClickHouseTCP)
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
+}
+
+func envOr(k, d string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return d
+}

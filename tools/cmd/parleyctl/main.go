@@ -1,0 +1,159 @@
+// Command parleyctl is Parley's operator CLI: tenants, bots and API keys.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/parley-dev/parley/libs/config"
+	"github.com/parley-dev/parley/libs/pgstore"
+	"github.com/parley-dev/parley/libs/tenancy"
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRoot().ExecuteContext(ctx); err != nil {
+		os.Exit(1)
+	}
+}
+
+type app struct {
+	postgresURL string
+}
+
+func newRoot() *cobra.Command {
+	a := &app{}
+	root := &cobra.Command{
+		Use:           "parleyctl",
+		Short:         "Operate Parley: tenants, bots and API keys",
+		SilenceUsage:  true,
+		SilenceErrors: false,
+	}
+	def := os.Getenv("PARLEY_POSTGRES_URL")
+	if def == "" {
+		def = "postgres://parley:parley@127.0.0.1:55432/parley?sslmode=disable"
+	}
+	root.PersistentFlags().StringVar(&a.postgresURL, "postgres-url", def, "PostgreSQL URL (env PARLEY_POSTGRES_URL)")
+	root.AddCommand(a.tenants(), a.keys(), a.bots())
+	return root
+}
+
+func (a *app) store(ctx context.Context) (*tenancy.Store, *pgxpool.Pool, error) {
+	pool, err := pgstore.Connect(ctx, config.Postgres{URL: a.postgresURL, MaxConns: 2})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := tenancy.Migrate(ctx, pool, nil); err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return tenancy.NewStore(pool), pool, nil
+}
+
+func (a *app) tenants() *cobra.Command {
+	cmd := &cobra.Command{Use: "tenants", Short: "Manage tenants"}
+	var name string
+	create := &cobra.Command{
+		Use:   "create TENANT_ID",
+		Short: "Create a tenant",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, pool, err := a.store(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			if err := s.CreateTenant(cmd.Context(), args[0], name); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "tenant %s created\n", args[0])
+			return nil
+		},
+	}
+	create.Flags().StringVar(&name, "name", "", "display name")
+	cmd.AddCommand(create)
+	return cmd
+}
+
+func (a *app) keys() *cobra.Command {
+	cmd := &cobra.Command{Use: "keys", Short: "Manage API keys"}
+	var tenant, name, scopes string
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create an API key (printed once; only its hash is stored)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, pool, err := a.store(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			key, id, err := s.CreateAPIKey(cmd.Context(), tenant, name, strings.Split(scopes, ","))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "key %s for tenant %s with scopes %s (store it now; it is not shown again)\n", id, tenant, scopes)
+			fmt.Fprintln(cmd.OutOrStdout(), key)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&tenant, "tenant", "", "tenant id (required)")
+	create.Flags().StringVar(&name, "name", "", "what the key is for")
+	create.Flags().StringVar(&scopes, "scopes", "ingest", "comma-separated scopes: ingest, read, admin")
+	_ = create.MarkFlagRequired("tenant")
+	revoke := &cobra.Command{
+		Use:   "revoke KEY_ID",
+		Short: "Revoke an API key (effective within 30 seconds)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, pool, err := a.store(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			if err := s.RevokeAPIKey(cmd.Context(), tenant, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "key %s revoked\n", args[0])
+			return nil
+		},
+	}
+	revoke.Flags().StringVar(&tenant, "tenant", "", "tenant id (required)")
+	_ = revoke.MarkFlagRequired("tenant")
+	cmd.AddCommand(create, revoke)
+	return cmd
+}
+
+func (a *app) bots() *cobra.Command {
+	cmd := &cobra.Command{Use: "bots", Short: "Manage bots"}
+	var tenant, name string
+	create := &cobra.Command{
+		Use:   "create BOT_ID",
+		Short: "Register a bot with a tenant",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, pool, err := a.store(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			if err := s.CreateBot(cmd.Context(), tenant, args[0], name); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "bot %s created for tenant %s\n", args[0], tenant)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&tenant, "tenant", "", "tenant id (required)")
+	create.Flags().StringVar(&name, "name", "", "display name")
+	_ = create.MarkFlagRequired("tenant")
+	cmd.AddCommand(create)
+	return cmd
+}
