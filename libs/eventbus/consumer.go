@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -185,6 +186,7 @@ func (b *Bus) handleBatch(ctx context.Context, cfg ConsumerConfig, msgs []jetstr
 		for _, d := range deliveries {
 			b.ack(ctx, d)
 		}
+		b.flush(ctx)
 		return
 	}
 	span.RecordError(err)
@@ -200,6 +202,15 @@ func (b *Bus) handleBatch(ctx context.Context, cfg ConsumerConfig, msgs []jetstr
 			continue
 		}
 		b.ack(ctx, d)
+	}
+	b.flush(ctx)
+}
+
+// flush waits until the server has processed the acks sent so far (one
+// round trip per batch rather than one per event).
+func (b *Bus) flush(ctx context.Context) {
+	if err := b.nc.FlushTimeout(b.opts.PublishTimeout); err != nil {
+		b.opts.Logger.WarnContext(ctx, "flush after acks failed; unconfirmed events will be redelivered", "err", err)
 	}
 }
 
@@ -240,7 +251,9 @@ func (b *Bus) deadLetter(ctx context.Context, cfg ConsumerConfig, m jetstream.Ms
 	dl := nats.NewMsg(DLQSubjectPrefix + "." + cfg.Durable)
 	dl.Data = m.Data()
 	for k, v := range m.Headers() {
-		if k == jetstream.MsgIDHeader {
+		// Nats-* headers are JetStream instructions (message id, expected
+		// stream, ...) that must not apply to the copy.
+		if strings.HasPrefix(strings.ToLower(k), "nats-") {
 			continue
 		}
 		dl.Header[k] = v

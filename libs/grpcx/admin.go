@@ -85,3 +85,6 @@ func (a *Admin) Serve(ctx context.Context, addr string) error {
 	defer cancel()
 	return srv.Shutdown(sctx)
 }
+
+// ServeHTTP serves the admin endpoints (for embedding in another server).
+func (a *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
