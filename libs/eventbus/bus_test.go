@@ -234,5 +234,3 @@ func waitDone(t *testing.T, done chan error) {
 		t.Fatal("consumer did not stop")
 	}
 }
-
-
