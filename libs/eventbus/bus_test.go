@@ -89,11 +89,10 @@ func TestConsumeBatchesAcksAndPropagatesTrace(t *testing.T) {
 	tp := sdktrace.NewTracerProvider()
 	ctx, span := tp.Tracer("test").Start(context.Background(), "client-request")
 	const total = 50
-	for i := range total {
+	for range total {
 		if _, err := b.Publish(ctx, message("c1", eventbus.NewEventID(), "m")); err != nil {
 			t.Fatal(err)
 		}
-		_ = i
 	}
 	span.End()
 
