@@ -195,7 +195,10 @@ func (b *Bus) handleBatch(ctx context.Context, cfg ConsumerConfig, msgs []jetstr
 		b.fail(ctx, cfg, deliveries[0], err)
 		return
 	}
-	// Isolate the failure: retry each event on its own.
+	// Isolate the failure: retry each event on its own, keeping the others
+	// alive meanwhile.
+	stop = keepAlive(ctx, deliveries, cfg.AckWait/3)
+	defer stop()
 	for _, d := range deliveries {
 		if err := h(d.Context(ctx), []*Delivery{d}); err != nil {
 			b.fail(ctx, cfg, d, err)

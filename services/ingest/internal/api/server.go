@@ -5,6 +5,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -141,7 +142,7 @@ func (s *Server) appendBatch(ctx context.Context, tenant string, events []*event
 		return nil, invalid(validate.Violation{Field: "events", Description: "at least one event is required"})
 	}
 	if len(events) > s.limits.MaxBatch {
-		return nil, invalid(validate.Violation{Field: "events", Description: "more than the limit of events per request"})
+		return nil, invalid(validate.Violation{Field: "events", Description: fmt.Sprintf("%d events; at most %d per request", len(events), s.limits.MaxBatch)})
 	}
 	now := s.now()
 	// Validate everything first: a rejected batch appends nothing.
@@ -171,7 +172,7 @@ func (s *Server) appendBatch(ctx context.Context, tenant string, events []*event
 		ack, err := s.append.Publish(telemetry.WithConversation(ctx, tenant, env.ConversationId), env)
 		if err != nil {
 			if errors.Is(err, eventbus.ErrUnavailable) {
-				return nil, status.Errorf(codes.Unavailable, "event log unavailable; %d of %d events stored, retry with the same event ids: %v", len(out.Results), len(events), err)
+				return nil, status.Errorf(codes.Unavailable, "event log unavailable; %d of %d events stored. Retrying is safe for events that carry event_id or client_event_id (stored ones come back as duplicates): %v", len(out.Results), len(events), err)
 			}
 			return nil, status.Errorf(codes.Internal, "append: %v", err)
 		}

@@ -26,6 +26,10 @@ type Limits struct {
 // DefaultLimits are the limits unless configured otherwise.
 var DefaultLimits = Limits{MaxBatch: 1000, MaxTextBytes: 16 << 10, MaxFutureSkew: 5 * time.Minute}
 
+// MinOccurredAt is the earliest accepted event time (ClickHouse DateTime
+// cannot hold times before 1970; no chatbot spoke before 2000).
+var MinOccurredAt = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
 // Violation names the offending field and what is wrong with it.
 type Violation struct {
 	Field       string
@@ -61,6 +65,9 @@ func Envelope(l Limits, i int, env *eventv1.Envelope, tenant string, now time.Ti
 		if err := ts.CheckValid(); err != nil {
 			return at("occurred_at", "invalid timestamp")
 		}
+		if ts.AsTime().Before(MinOccurredAt) {
+			return at("occurred_at", "before %s", MinOccurredAt.Format(time.DateOnly))
+		}
 		if ts.AsTime().After(now.Add(l.MaxFutureSkew)) {
 			return at("occurred_at", "lies more than %s in the future", l.MaxFutureSkew)
 		}
@@ -82,9 +89,21 @@ func Envelope(l Limits, i int, env *eventv1.Envelope, tenant string, now time.Ti
 		if !utf8.ValidString(m.Text) {
 			return at("message_posted.text", "not valid UTF-8")
 		}
-	case *eventv1.Envelope_ConversationEnded, *eventv1.Envelope_EngagementClassified,
-		*eventv1.Envelope_OperatorNoResponse, *eventv1.Envelope_LateEventRecorded:
-		return at("payload", "%s events are emitted by Parley itself, not by clients", eventbus.Kind(env))
+	}
+	if serverOnly[eventbus.Kind(env)] {
+		return at("payload", "%s events are emitted by Parley itself (lifecycle or tagging), not by clients", eventbus.Kind(env))
 	}
 	return nil
 }
+
+// serverOnly lists the kinds that only Parley's own services append:
+// lifecycle's state transitions and tagging's tags, labels, flags and issues
+// (labels and flags are commands on the tagging service).
+var serverOnly = map[string]bool{
+	"conversation_ended": true, "engagement_classified": true, "operator_no_response": true, "late_event_recorded": true,
+	"tag_applied": true, "tag_removed": true, "label_added": true, "label_removed": true,
+	"flagged": true, "unflagged": true, "issue_detected": true,
+}
+
+// ServerOnly reports whether clients may not send kind.
+func ServerOnly(kind string) bool { return serverOnly[kind] }

@@ -36,6 +36,13 @@ func TestEnvelope(t *testing.T) {
 		{"no role", &eventv1.Envelope{ConversationId: "c", Payload: &eventv1.Envelope_MessagePosted{MessagePosted: &eventv1.MessagePosted{Text: "x"}}}, "events[0].message_posted.role"},
 		{"text too long", msg("c", strings.Repeat("a", DefaultLimits.MaxTextBytes+1)), "events[0].message_posted.text"},
 		{"bad utf8", msg("c", "\xff"), "events[0].message_posted.text"},
+		{"tagging kind", &eventv1.Envelope{ConversationId: "c", Payload: &eventv1.Envelope_TagApplied{TagApplied: &eventv1.TagApplied{Tag: "x"}}}, "events[0].payload"},
+		{"client kind", &eventv1.Envelope{ConversationId: "c", Payload: &eventv1.Envelope_PageViewed{PageViewed: &eventv1.PageViewed{Url: "https://x"}}}, ""},
+		{"ancient", func() *eventv1.Envelope {
+			e := msg("c", "x")
+			e.OccurredAt = timestamppb.New(time.Unix(-5, 0))
+			return e
+		}(), "events[0].occurred_at"},
 		{"server-only kind", &eventv1.Envelope{ConversationId: "c", Payload: &eventv1.Envelope_ConversationEnded{ConversationEnded: &eventv1.ConversationEnded{}}}, "events[0].payload"},
 	}
 	for _, c := range cases {

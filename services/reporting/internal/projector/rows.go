@@ -9,6 +9,7 @@ import (
 	"github.com/parley-dev/parley/libs/eventbus"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
 
 // EventRow is one row of the events table.
@@ -54,7 +55,15 @@ func (r *Rows) Add(env *eventv1.Envelope, seq uint64, traceID string) {
 	recorded := env.GetRecordedAt().AsTime().UTC()
 	payload := ""
 	if fd := env.ProtoReflect().WhichOneof(payloadOneof); fd != nil {
-		if b, err := (protojson.MarshalOptions{UseProtoNames: true}).Marshal(env.ProtoReflect().Get(fd).Message().Interface()); err == nil {
+		msg := env.ProtoReflect().Get(fd).Message().Interface()
+		if v := env.GetConversationStarted().GetVisitor(); v.GetIp() != "" {
+			// The visitor's IP is used for location lookup only; analysts
+			// never see it.
+			c := proto.Clone(msg).(*eventv1.ConversationStarted)
+			c.Visitor.Ip = ""
+			msg = c
+		}
+		if b, err := (protojson.MarshalOptions{UseProtoNames: true}).Marshal(msg); err == nil {
 			payload = string(b)
 		}
 	}
