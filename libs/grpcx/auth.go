@@ -138,3 +138,23 @@ func RequireTenant(ctx context.Context) (Principal, error) {
 	}
 	return p, nil
 }
+
+// MethodScopes maps every method of a service to the scope it needs: the
+// method's entry in overrides (by short name), else def.
+func MethodScopes(desc grpc.ServiceDesc, def string, overrides map[string]string) map[string]string {
+	m := map[string]string{}
+	add := func(name string) {
+		scope := def
+		if s, ok := overrides[name]; ok {
+			scope = s
+		}
+		m["/"+desc.ServiceName+"/"+name] = scope
+	}
+	for _, md := range desc.Methods {
+		add(md.MethodName)
+	}
+	for _, sd := range desc.Streams {
+		add(sd.StreamName)
+	}
+	return m
+}

@@ -48,21 +48,5 @@ type server struct {
 // Scopes lists the API-key scope each method needs: reads need "read",
 // everything else "admin".
 func Scopes() map[string]string {
-	reads := map[string]string{"GetConversationState": grpcx.ScopeRead, "GetStats": grpcx.ScopeRead}
-	desc := lifecyclev1.LifecycleService_ServiceDesc
-	m := map[string]string{}
-	for _, md := range desc.Methods {
-		m["/"+desc.ServiceName+"/"+md.MethodName] = scopeOr(reads, md.MethodName)
-	}
-	for _, sd := range desc.Streams {
-		m["/"+desc.ServiceName+"/"+sd.StreamName] = scopeOr(reads, sd.StreamName)
-	}
-	return m
-}
-
-func scopeOr(reads map[string]string, method string) string {
-	if s, ok := reads[method]; ok {
-		return s
-	}
-	return grpcx.ScopeAdmin
+	return grpcx.MethodScopes(lifecyclev1.LifecycleService_ServiceDesc, grpcx.ScopeAdmin, map[string]string{"GetConversationState": grpcx.ScopeRead, "GetStats": grpcx.ScopeRead})
 }

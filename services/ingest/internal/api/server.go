@@ -46,16 +46,9 @@ func New(a Appender, limits validate.Limits, log Logger, now func() time.Time) *
 	return &Server{append: a, limits: limits, log: log, now: now}
 }
 
-// Scopes lists the API-key scope each method needs.
+// Scopes lists the API-key scope each method needs: all need "ingest".
 func Scopes() map[string]string {
-	m := map[string]string{}
-	for _, method := range ingestv1.IngestService_ServiceDesc.Methods {
-		m["/"+ingestv1.IngestService_ServiceDesc.ServiceName+"/"+method.MethodName] = grpcx.ScopeIngest
-	}
-	for _, st := range ingestv1.IngestService_ServiceDesc.Streams {
-		m["/"+ingestv1.IngestService_ServiceDesc.ServiceName+"/"+st.StreamName] = grpcx.ScopeIngest
-	}
-	return m
+	return grpcx.MethodScopes(ingestv1.IngestService_ServiceDesc, grpcx.ScopeIngest, nil)
 }
 
 // Append validates the whole batch, then appends every event.

@@ -29,11 +29,7 @@ func New(r *query.Reader, log *slog.Logger) *Server { return &Server{reader: r, 
 
 // Scopes lists the API-key scope each method needs: every method reads.
 func Scopes() map[string]string {
-	m := map[string]string{}
-	for _, method := range reportingv1.ReportingService_ServiceDesc.Methods {
-		m["/"+reportingv1.ReportingService_ServiceDesc.ServiceName+"/"+method.MethodName] = grpcx.ScopeRead
-	}
-	return m
+	return grpcx.MethodScopes(reportingv1.ReportingService_ServiceDesc, grpcx.ScopeRead, nil)
 }
 
 // GetConversation returns one conversation of the caller's tenant with its
