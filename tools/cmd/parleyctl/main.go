@@ -9,7 +9,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/tenancy"
@@ -45,16 +44,17 @@ func newRoot() *cobra.Command {
 	return root
 }
 
-func (a *app) store(ctx context.Context) (*tenancy.Store, *pgxpool.Pool, error) {
+// withStore connects to PostgreSQL, applies the tenancy schema and runs f.
+func (a *app) withStore(ctx context.Context, f func(*tenancy.Store) error) error {
 	pool, err := pgstore.Connect(ctx, config.Postgres{URL: a.postgresURL, MaxConns: 2})
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
+	defer pool.Close()
 	if err := tenancy.Migrate(ctx, pool, nil); err != nil {
-		pool.Close()
-		return nil, nil, err
+		return err
 	}
-	return tenancy.NewStore(pool), pool, nil
+	return f(tenancy.NewStore(pool))
 }
 
 func (a *app) tenants() *cobra.Command {
@@ -65,16 +65,13 @@ func (a *app) tenants() *cobra.Command {
 		Short: "Create a tenant",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, pool, err := a.store(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer pool.Close()
-			if err := s.CreateTenant(cmd.Context(), args[0], name); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "tenant %s created\n", args[0])
-			return nil
+			return a.withStore(cmd.Context(), func(s *tenancy.Store) error {
+				if err := s.CreateTenant(cmd.Context(), args[0], name); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "tenant %s created\n", args[0])
+				return nil
+			})
 		},
 	}
 	create.Flags().StringVar(&name, "name", "", "display name")
@@ -90,18 +87,15 @@ func (a *app) keys() *cobra.Command {
 		Short: "Create an API key (printed once; only its hash is stored)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, pool, err := a.store(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer pool.Close()
-			key, id, err := s.CreateAPIKey(cmd.Context(), tenant, name, strings.Split(scopes, ","))
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "key %s for tenant %s with scopes %s (store it now; it is not shown again)\n", id, tenant, scopes)
-			fmt.Fprintln(cmd.OutOrStdout(), key)
-			return nil
+			return a.withStore(cmd.Context(), func(s *tenancy.Store) error {
+				key, id, err := s.CreateAPIKey(cmd.Context(), tenant, name, strings.Split(scopes, ","))
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "key %s for tenant %s with scopes %s (store it now; it is not shown again)\n", id, tenant, scopes)
+				fmt.Fprintln(cmd.OutOrStdout(), key)
+				return nil
+			})
 		},
 	}
 	create.Flags().StringVar(&tenant, "tenant", "", "tenant id (required)")
@@ -113,16 +107,13 @@ func (a *app) keys() *cobra.Command {
 		Short: "Revoke an API key (effective within 30 seconds)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, pool, err := a.store(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer pool.Close()
-			if err := s.RevokeAPIKey(cmd.Context(), tenant, args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "key %s revoked\n", args[0])
-			return nil
+			return a.withStore(cmd.Context(), func(s *tenancy.Store) error {
+				if err := s.RevokeAPIKey(cmd.Context(), tenant, args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "key %s revoked\n", args[0])
+				return nil
+			})
 		},
 	}
 	revoke.Flags().StringVar(&tenant, "tenant", "", "tenant id (required)")
@@ -139,16 +130,13 @@ func (a *app) bots() *cobra.Command {
 		Short: "Register a bot with a tenant",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, pool, err := a.store(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer pool.Close()
-			if err := s.CreateBot(cmd.Context(), tenant, args[0], name); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "bot %s created for tenant %s\n", args[0], tenant)
-			return nil
+			return a.withStore(cmd.Context(), func(s *tenancy.Store) error {
+				if err := s.CreateBot(cmd.Context(), tenant, args[0], name); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "bot %s created for tenant %s\n", args[0], tenant)
+				return nil
+			})
 		},
 	}
 	create.Flags().StringVar(&tenant, "tenant", "", "tenant id (required)")

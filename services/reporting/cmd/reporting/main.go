@@ -3,26 +3,8 @@
 package main
 
 import (
-	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
-
-	"github.com/parley-dev/parley/libs/config"
+	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/services/reporting"
 )
 
-func main() {
-	cfg, err := config.Load[reporting.Config]()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := reporting.Run(ctx, cfg); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main(reporting.Run) }

@@ -3,26 +3,8 @@
 package main
 
 import (
-	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
-
-	"github.com/parley-dev/parley/libs/config"
+	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/services/tagging"
 )
 
-func main() {
-	cfg, err := config.Load[tagging.Config]()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := tagging.Run(ctx, cfg); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main(tagging.Run) }
