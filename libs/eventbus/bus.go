@@ -15,7 +15,6 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
-	"google.golang.org/protobuf/proto"
 )
 
 // ErrUnavailable wraps failures that mean the event log could not be reached
@@ -193,42 +192,28 @@ func Validate(env *eventv1.Envelope) error {
 // duplicate window is reported as Duplicate and stored only once. The current
 // trace context travels in the message headers.
 func (b *Bus) Publish(ctx context.Context, env *eventv1.Envelope) (PubAck, error) {
-	completeEnvelope(env, b.opts.Producer, time.Now())
-	if err := Validate(env); err != nil {
-		return PubAck{}, fmt.Errorf("eventbus: %w", err)
-	}
-	subject := ConvSubject(env.TenantId, env.ConversationId, env.Kind)
-	ctx, span := b.tracer.Start(ctx, "publish "+env.Kind,
+	ctx, span := b.tracer.Start(ctx, "publish "+Kind(env),
 		trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "nats"),
-			attribute.String("messaging.destination.name", subject),
-			attribute.String("messaging.message.id", env.EventId),
-			attribute.String("parley.tenant_id", env.TenantId),
-			attribute.String("parley.conversation_id", env.ConversationId),
+			attribute.String("messaging.message.id", env.GetEventId()),
+			attribute.String("parley.tenant_id", env.GetTenantId()),
+			attribute.String("parley.conversation_id", env.GetConversationId()),
 		))
 	defer span.End()
-
-	data, err := proto.Marshal(env)
+	msg, err := b.message(ctx, env, time.Now())
 	if err != nil {
-		return PubAck{}, fmt.Errorf("eventbus: marshal: %w", err)
+		return PubAck{}, err
 	}
-	msg := nats.NewMsg(subject)
-	msg.Data = data
-	msg.Header.Set(HeaderKind, env.Kind)
-	b.opts.Propagator.Inject(ctx, propagation.HeaderCarrier(msg.Header))
-
-	pctx, cancel := context.WithTimeout(ctx, b.opts.PublishTimeout)
-	defer cancel()
-	ack, err := b.js.PublishMsg(pctx, msg, jetstream.WithMsgID(env.EventId), jetstream.WithExpectStream(ConvStream))
+	span.SetAttributes(attribute.String("messaging.destination.name", msg.Subject))
+	ack, err := b.publishMsg(ctx, msg)
 	if err != nil {
-		err = classify(err)
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
-		return PubAck{}, fmt.Errorf("eventbus: publish %s: %w", subject, err)
+		return PubAck{}, err
 	}
 	span.SetAttributes(attribute.Int64("messaging.nats.stream_sequence", int64(ack.Sequence)), attribute.Bool("parley.duplicate", ack.Duplicate))
-	return PubAck{Sequence: ack.Sequence, Duplicate: ack.Duplicate}, nil
+	return ack, nil
 }
 
 // classify marks connectivity and timeout failures as ErrUnavailable.

@@ -33,13 +33,22 @@ type NATSServer struct {
 	URL  string
 	Port int
 	Dir  string
-	t    testing.TB
+	// SyncAlways: JetStream fsyncs before acknowledging (production setting).
+	SyncAlways bool
+	t          testing.TB
 }
 
-// NATS starts an embedded JetStream server on a free port.
+// NATS starts an embedded JetStream server on a free port with JetStream's
+// default (lazy) sync.
 func NATS(t testing.TB) *NATSServer {
+	return NATSWithSync(t, false)
+}
+
+// NATSWithSync starts an embedded JetStream server; syncAlways makes it fsync
+// every write before acknowledging (sync_interval: always).
+func NATSWithSync(t testing.TB, syncAlways bool) *NATSServer {
 	t.Helper()
-	n := &NATSServer{Dir: t.TempDir(), Port: -1, t: t}
+	n := &NATSServer{Dir: t.TempDir(), Port: -1, SyncAlways: syncAlways, t: t}
 	n.start()
 	t.Cleanup(n.Shutdown)
 	return n
@@ -47,7 +56,7 @@ func NATS(t testing.TB) *NATSServer {
 
 func (n *NATSServer) start() {
 	n.t.Helper()
-	s, err := localinfra.StartNATS(localinfra.NATSOptions{Dir: n.Dir, Port: n.Port})
+	s, err := localinfra.StartNATS(localinfra.NATSOptions{Dir: n.Dir, Port: n.Port, SyncAlways: n.SyncAlways})
 	if err != nil {
 		n.t.Fatalf("testenv: %v", err)
 	}
