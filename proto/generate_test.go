@@ -50,7 +50,7 @@ func TestGeneratedCodeIsCurrent(t *testing.T) {
 func goFiles(t *testing.T, root string) map[string][]byte {
 	files := map[string][]byte{}
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".pb.go") {
+		if err != nil || d.IsDir() || !(strings.HasSuffix(path, ".pb.go") || strings.HasSuffix(path, ".pb.gw.go")) {
 			return err
 		}
 		b, err := os.ReadFile(path)
