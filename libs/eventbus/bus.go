@@ -78,6 +78,9 @@ func Connect(ctx context.Context, url, name string, opts Options) (*Bus, error) 
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500*time.Millisecond),
 		nats.RetryOnFailedConnect(false),
+		// Fail fast while disconnected instead of buffering publishes that
+		// the caller will already have been told failed.
+		nats.ReconnectBufSize(-1),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("%w: connect %s: %v", ErrUnavailable, url, err)
@@ -232,8 +235,12 @@ func classify(err error) error {
 		errors.Is(err, nats.ErrConnectionDraining),
 		errors.Is(err, nats.ErrDisconnected),
 		errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrReconnectBufExceeded),
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled):
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return err
 }
+
+// Replicas is the replica count the bus creates streams and buckets with.
+func (b *Bus) Replicas() int { return b.opts.Replicas }

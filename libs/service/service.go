@@ -35,6 +35,9 @@ type Options struct {
 	// Telemetry, when set, is used instead of building one (tests, the local
 	// stack's shared log output).
 	Telemetry *telemetry.Telemetry
+	// MaxRecvMsgSize bounds one gRPC request message in bytes (grpc-go's
+	// default, 4 MiB, when 0).
+	MaxRecvMsgSize int
 }
 
 // Base is a started service's shared parts.
@@ -99,7 +102,7 @@ func Start(ctx context.Context, o Options) (b *Base, err error) {
 		return nil, err
 	}
 
-	if b.GRPC, err = grpcx.NewServer(grpcx.ServerConfig{Telemetry: b.Tel, Auth: b.Tenancy, Scopes: o.Scopes}); err != nil {
+	if b.GRPC, err = grpcx.NewServer(grpcx.ServerConfig{Telemetry: b.Tel, Auth: b.Tenancy, Scopes: o.Scopes, MaxRecvMsgSize: o.MaxRecvMsgSize}); err != nil {
 		return nil, err
 	}
 	b.AddCheck("nats", b.Bus.Ready)

@@ -1,17 +1,26 @@
 // Package ingest is the service that accepts conversation facts from bot
-// runtimes and widgets, validates and authenticates them, and appends them to
-// the event log (stream PARLEY_CONV).
+// runtimes, widgets and Rasa assistants, validates and authenticates them,
+// and appends them to the event log (stream PARLEY_CONV).
 package ingest
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/config"
+	"github.com/parley-dev/parley/libs/convview"
+	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/telemetry"
 	ingestv1 "github.com/parley-dev/parley/proto/parley/ingest/v1"
 	"github.com/parley-dev/parley/services/ingest/internal/api"
+	"github.com/parley-dev/parley/services/ingest/internal/enrich"
+	"github.com/parley-dev/parley/services/ingest/internal/httpapi"
 	"github.com/parley-dev/parley/services/ingest/internal/validate"
 )
 
@@ -22,28 +31,157 @@ type Config struct {
 	Postgres config.Postgres
 	// GRPCAddr is where the gRPC API listens.
 	GRPCAddr string `env:"PARLEY_INGEST_GRPC_ADDR" envDefault:":7101"`
+	// HTTPAddr serves HTTP/JSON (grpc-gateway) and the Rasa endpoint.
+	HTTPAddr string `env:"PARLEY_INGEST_HTTP_ADDR" envDefault:":7301"`
 	// AdminAddr serves /healthz, /readyz and /metrics.
 	AdminAddr string `env:"PARLEY_INGEST_ADMIN_ADDR" envDefault:":7201"`
 	// MaxBatch is the most events in one Append request.
 	MaxBatch int `env:"PARLEY_INGEST_MAX_BATCH" envDefault:"1000"`
 	// MaxTextBytes is the longest message text accepted.
 	MaxTextBytes int `env:"PARLEY_INGEST_MAX_TEXT_BYTES" envDefault:"16384"`
+	// MaxRequestBytes bounds one request (a gRPC message or an HTTP body).
+	MaxRequestBytes int `env:"PARLEY_INGEST_MAX_REQUEST_BYTES" envDefault:"4194304"`
 	// MaxFutureSkew is how far ahead of the server clock occurred_at may be.
 	MaxFutureSkew time.Duration `env:"PARLEY_INGEST_MAX_FUTURE_SKEW" envDefault:"5m"`
+	// CommitMode is "atomic" (group commit into JetStream atomic batches; for
+	// servers that sync before acknowledging) or "pipelined" (one publish
+	// per event, pipelined; faster when JetStream acknowledges before
+	// syncing).
+	CommitMode string `env:"PARLEY_INGEST_COMMIT_MODE" envDefault:"atomic"`
+	// CommitMaxEvents is the most events in one atomic batch (≤ 1000).
+	CommitMaxEvents int `env:"PARLEY_INGEST_COMMIT_MAX_EVENTS" envDefault:"1000"`
+	// CommitMaxInFlight is how many atomic batches may await their commit.
+	CommitMaxInFlight int `env:"PARLEY_INGEST_COMMIT_MAX_IN_FLIGHT" envDefault:"2"`
+	// CommitLinger is how long a batch waits for company while another is
+	// in flight.
+	CommitLinger time.Duration `env:"PARLEY_INGEST_COMMIT_LINGER" envDefault:"1ms"`
+	// TenantRate limits each tenant to this many events per second (0: no
+	// limit); TenantBurst is the bucket size (default: one second's worth).
+	TenantRate  float64 `env:"PARLEY_INGEST_TENANT_RATE" envDefault:"0"`
+	TenantBurst int     `env:"PARLEY_INGEST_TENANT_BURST" envDefault:"0"`
+	// TenantRateOverrides sets limits per tenant: "acme=500:1000,beta=50".
+	TenantRateOverrides string `env:"PARLEY_INGEST_TENANT_RATE_OVERRIDES" envDefault:""`
+	// CORSOrigins are the browser origins (widgets) allowed to call the HTTP
+	// API, comma-separated; "*" allows any.
+	CORSOrigins []string `env:"PARLEY_INGEST_CORS_ORIGINS" envDefault:""`
+	// TrustProxy takes the visitor IP from X-Forwarded-For / X-Real-IP.
+	TrustProxy bool `env:"PARLEY_INGEST_TRUST_PROXY" envDefault:"false"`
+	// GeoIPDB is a MaxMind-format City database (GeoLite2-City.mmdb, DB-IP
+	// City Lite) for locating visitors; empty: no location lookup.
+	GeoIPDB string `env:"PARLEY_INGEST_GEOIP_DB" envDefault:""`
 	// Telemetry overrides the service's own telemetry (tests, local stack).
 	Telemetry *telemetry.Telemetry `env:"-"`
 }
 
 // Run serves ingest until ctx is cancelled.
 func Run(ctx context.Context, cfg Config) error {
+	mode, err := eventbus.ParseCommitMode(cfg.CommitMode)
+	if err != nil {
+		return err
+	}
+	overrides, err := api.ParseLimits(cfg.TenantRateOverrides)
+	if err != nil {
+		return fmt.Errorf("PARLEY_INGEST_TENANT_RATE_OVERRIDES: %w", err)
+	}
+	if cfg.MaxBatch > eventbus.MaxAtomicBatch && mode == eventbus.CommitAtomic {
+		return fmt.Errorf("PARLEY_INGEST_MAX_BATCH %d: at most %d in atomic commit mode", cfg.MaxBatch, eventbus.MaxAtomicBatch)
+	}
+	var locator enrich.Locator = enrich.NoLocator{}
+	if cfg.GeoIPDB != "" {
+		g, err := enrich.OpenGeoIP(cfg.GeoIPDB)
+		if err != nil {
+			return fmt.Errorf("PARLEY_INGEST_GEOIP_DB: %w", err)
+		}
+		defer g.Close()
+		locator = g
+	}
 	b, err := service.Start(ctx, service.Options{
 		Name: "ingest", Server: cfg.Server, NATS: cfg.NATS, Postgres: cfg.Postgres,
 		GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Scopes: api.Scopes(), Telemetry: cfg.Telemetry,
+		MaxRecvMsgSize: cfg.MaxRequestBytes,
 	})
 	if err != nil {
 		return err
 	}
+	view, err := watchEnded(ctx, b)
+	if err != nil {
+		b.Close()
+		return err
+	}
+	b.AddCheck("ended-view", view.Ready)
+	committer := eventbus.NewGroupCommitter(b.Bus, eventbus.GroupCommitOptions{
+		Mode: mode, MaxEvents: cfg.CommitMaxEvents, MaxInFlight: cfg.CommitMaxInFlight, Linger: cfg.CommitLinger,
+	})
+	b.OnClose(committer.Close)
 	limits := validate.Limits{MaxBatch: cfg.MaxBatch, MaxTextBytes: cfg.MaxTextBytes, MaxFutureSkew: cfg.MaxFutureSkew}
-	ingestv1.RegisterIngestServiceServer(b.GRPC, api.New(b.Bus, limits, b.Log, time.Now))
-	return b.Run(ctx)
+	ingestv1.RegisterIngestServiceServer(b.GRPC, api.New(api.Deps{
+		Committer: committer,
+		Ended:     view,
+		Enricher:  enrich.New(locator),
+		Limiter:   api.NewRateLimiter(api.Limit{Rate: cfg.TenantRate, Burst: cfg.TenantBurst}, overrides),
+		Limits:    limits,
+		Log:       b.Log,
+		Now:       time.Now,
+	}))
+	edge, err := httpapi.New(ctx, httpapi.Config{
+		GRPCTarget: loopback(cfg.GRPCAddr), CORSOrigins: cfg.CORSOrigins, TrustProxy: cfg.TrustProxy,
+		MaxBodyBytes: int64(cfg.MaxRequestBytes), Log: b.Log,
+		TracerProvider: b.Tel.TracerProvider, Propagator: b.Tel.Propagator,
+	})
+	if err != nil {
+		b.Close()
+		return err
+	}
+	b.OnClose(func() { _ = edge.Close() })
+	return b.Run(ctx, func(ctx context.Context) error { return serveHTTP(ctx, cfg.HTTPAddr, edge, b) })
+}
+
+// watchEnded opens lifecycle's ended-conversations view (creating the bucket
+// when lifecycle has not yet) and copies it into memory.
+func watchEnded(ctx context.Context, b *service.Base) (*convview.Reader, error) {
+	js := b.Bus.JetStream()
+	kv, err := js.KeyValue(ctx, convview.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = convview.Ensure(ctx, js, convview.DefaultTTL, b.Bus.Replicas())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ingest: ended view: %w", err)
+	}
+	ttl := convview.DefaultTTL
+	if st, err := kv.Status(ctx); err == nil && st.TTL() > 0 {
+		ttl = st.TTL()
+	}
+	return convview.Watch(ctx, kv, ttl, b.Log)
+}
+
+func serveHTTP(ctx context.Context, addr string, h http.Handler, b *service.Base) error {
+	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("ingest: http listen %s: %w", addr, err)
+	}
+	b.Log.Info("http api listening", "http_addr", addr)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		return nil
+	}
+}
+
+// loopback turns a listen address (":7101") into a dial target.
+func loopback(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }

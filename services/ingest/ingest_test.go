@@ -27,12 +27,14 @@ import (
 )
 
 type fixture struct {
-	nats   *testenv.NATSServer
-	client ingestv1.IngestServiceClient
-	key    string
+	nats    *testenv.NATSServer
+	client  ingestv1.IngestServiceClient
+	key     string
+	httpURL string
+	store   *tenancy.Store
 }
 
-func start(t *testing.T) *fixture {
+func start(t *testing.T, opts ...func(*ingest.Config)) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	n := testenv.NATS(t)
@@ -41,7 +43,7 @@ func start(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pool.Close()
+	t.Cleanup(pool.Close)
 	if err := tenancy.Migrate(ctx, pool, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -55,10 +57,15 @@ func start(t *testing.T) *fixture {
 	}
 	gport, _ := localinfra.FreePort()
 	aport, _ := localinfra.FreePort()
+	hport, _ := localinfra.FreePort()
 	cfg := ingest.Config{
+		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hport), MaxRequestBytes: 64 << 10, CommitMode: "atomic", CommitMaxEvents: 1000, CommitMaxInFlight: 2, CommitLinger: time.Millisecond,
 		Server: config.Server{ShutdownTimeout: 5 * time.Second}, NATS: config.NATS{URL: n.URL, Replicas: 1, DuplicateWindow: time.Minute},
 		Postgres: config.Postgres{URL: pgURL, MaxConns: 4}, GRPCAddr: fmt.Sprintf("127.0.0.1:%d", gport), AdminAddr: fmt.Sprintf("127.0.0.1:%d", aport),
 		MaxBatch: 10, MaxTextBytes: 100, MaxFutureSkew: time.Minute, Telemetry: testenv.Telemetry(t, "ingest"),
+	}
+	for _, o := range opts {
+		o(&cfg)
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -74,7 +81,7 @@ func start(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	f := &fixture{nats: n, client: ingestv1.NewIngestServiceClient(conn), key: key}
+	f := &fixture{nats: n, client: ingestv1.NewIngestServiceClient(conn), key: key, httpURL: "http://" + cfg.HTTPAddr, store: store}
 	// Wait until the server answers.
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -7,13 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
+	"github.com/parley-dev/parley/libs/convview"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/telemetry"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	ingestv1 "github.com/parley-dev/parley/proto/parley/ingest/v1"
+	"github.com/parley-dev/parley/services/ingest/internal/enrich"
 	"github.com/parley-dev/parley/services/ingest/internal/validate"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -22,18 +25,36 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// Appender stores envelopes in the event log.
-type Appender interface {
-	Publish(ctx context.Context, env *eventv1.Envelope) (eventbus.PubAck, error)
+// Committer stores a request's envelopes in the event log and returns one
+// acknowledgement per envelope, in order, once all are stored.
+type Committer interface {
+	Append(ctx context.Context, envs []*eventv1.Envelope) ([]eventbus.PubAck, error)
+}
+
+// EndedView tells whether lifecycle has ended a conversation (the fast view
+// in libs/convview).
+type EndedView interface {
+	Ended(tenantID, conversationID string) (convview.Ended, bool)
+}
+
+// Deps are what the server needs.
+type Deps struct {
+	Committer Committer
+	// Ended may be nil (no ended-conversation check).
+	Ended EndedView
+	// Enricher completes ConversationStarted from the request (nil: none).
+	Enricher *enrich.Enricher
+	// Limiter applies per-tenant rate limits (nil: unlimited).
+	Limiter *RateLimiter
+	Limits  validate.Limits
+	Log     Logger
+	Now     func() time.Time
 }
 
 // Server implements ingestv1.IngestServiceServer.
 type Server struct {
 	ingestv1.UnimplementedIngestServiceServer
-	log    Logger
-	append Appender
-	limits validate.Limits
-	now    func() time.Time
+	d Deps
 }
 
 // Logger is the subset of slog the server uses.
@@ -42,8 +63,14 @@ type Logger interface {
 }
 
 // New returns a server.
-func New(a Appender, limits validate.Limits, log Logger, now func() time.Time) *Server {
-	return &Server{append: a, limits: limits, log: log, now: now}
+func New(d Deps) *Server {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Enricher == nil {
+		d.Enricher = enrich.New(nil)
+	}
+	return &Server{d: d}
 }
 
 // Scopes lists the API-key scope each method needs: all need "ingest".
@@ -134,17 +161,27 @@ func (s *Server) appendBatch(ctx context.Context, tenant string, events []*event
 	if len(events) == 0 {
 		return nil, invalid(validate.Violation{Field: "events", Description: "at least one event is required"})
 	}
-	if len(events) > s.limits.MaxBatch {
-		return nil, invalid(validate.Violation{Field: "events", Description: fmt.Sprintf("%d events; at most %d per request", len(events), s.limits.MaxBatch)})
+	if len(events) > s.d.Limits.MaxBatch {
+		return nil, invalid(validate.Violation{Field: "events", Description: fmt.Sprintf("%d events; at most %d per request", len(events), s.d.Limits.MaxBatch)})
 	}
-	now := s.now()
+	now := s.d.Now()
 	// Validate everything first: a rejected batch appends nothing.
 	for i, env := range events {
-		if v := validate.Envelope(s.limits, i, env, tenant, now); v != nil {
+		if v := validate.Envelope(s.d.Limits, i, env, tenant, now); v != nil {
 			return nil, invalid(*v)
 		}
 	}
-	out := &ingestv1.AppendResponse{Results: make([]*ingestv1.EventResult, 0, len(events))}
+	if s.d.Ended != nil {
+		for i, env := range events {
+			if e, ok := s.d.Ended.Ended(tenant, env.ConversationId); ok {
+				return nil, ended(i, env.ConversationId, e)
+			}
+		}
+	}
+	if err := s.d.Limiter.Allow(tenant, len(events), now); err != nil {
+		return nil, err
+	}
+	req := requestInfo(ctx)
 	for _, env := range events {
 		env.TenantId = tenant
 		if env.EventId == "" {
@@ -162,16 +199,38 @@ func (s *Server) appendBatch(ctx context.Context, tenant string, events []*event
 		if env.CorrelationId == "" {
 			env.CorrelationId = env.EventId
 		}
-		ack, err := s.append.Publish(telemetry.WithConversation(ctx, tenant, env.ConversationId), env)
-		if err != nil {
-			if errors.Is(err, eventbus.ErrUnavailable) {
-				return nil, status.Errorf(codes.Unavailable, "event log unavailable; %d of %d events stored. Retrying is safe for events that carry event_id or client_event_id (stored ones come back as duplicates): %v", len(out.Results), len(events), err)
-			}
-			return nil, status.Errorf(codes.Internal, "append: %v", err)
+		if cs := env.GetConversationStarted(); cs != nil {
+			s.d.Enricher.Started(cs, req)
 		}
-		out.Results = append(out.Results, &ingestv1.EventResult{EventId: env.EventId, StreamSequence: ack.Sequence, Duplicate: ack.Duplicate})
+	}
+	if len(events) == 1 {
+		ctx = telemetry.WithConversation(ctx, tenant, events[0].ConversationId)
+	}
+	acks, err := s.d.Committer.Append(ctx, events)
+	if err != nil {
+		if errors.Is(err, eventbus.ErrUnavailable) {
+			return nil, status.Errorf(codes.Unavailable, "event log unavailable; nothing from this request may be assumed stored. Retrying is safe for events that carry event_id or client_event_id (stored ones come back as duplicates): %v", err)
+		}
+		return nil, status.Errorf(codes.Internal, "append: %v", err)
+	}
+	out := &ingestv1.AppendResponse{Results: make([]*ingestv1.EventResult, len(events))}
+	for i, env := range events {
+		out.Results[i] = &ingestv1.EventResult{EventId: env.EventId, StreamSequence: acks[i].Sequence, Duplicate: acks[i].Duplicate}
 	}
 	return out, nil
+}
+
+// ended is the FailedPrecondition for an event of an ended conversation.
+func ended(i int, conv string, e convview.Ended) error {
+	reason := strings.ToLower(strings.TrimPrefix(e.Reason.String(), "END_REASON_"))
+	msg := fmt.Sprintf("events[%d]: conversation %s ended at %s (%s); it accepts no more events", i, conv, e.EndedAt.UTC().Format(time.RFC3339), reason)
+	st := status.New(codes.FailedPrecondition, msg)
+	if d, err := st.WithDetails(&errdetails.PreconditionFailure{Violations: []*errdetails.PreconditionFailure_Violation{{
+		Type: "CONVERSATION_ENDED", Subject: fmt.Sprintf("events[%d].conversation_id", i), Description: msg,
+	}}}); err == nil {
+		return d.Err()
+	}
+	return st.Err()
 }
 
 func invalid(v validate.Violation) error {
