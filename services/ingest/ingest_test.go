@@ -34,10 +34,16 @@ type fixture struct {
 	store   *tenancy.Store
 }
 
-func start(t *testing.T, opts ...func(*ingest.Config)) *fixture {
+func start(t testing.TB, opts ...func(*ingest.Config)) *fixture {
+	return startWith(t, false, opts...)
+}
+
+// startWith runs ingest against a fresh JetStream; syncAlways makes it fsync
+// before acknowledging.
+func startWith(t testing.TB, syncAlways bool, opts ...func(*ingest.Config)) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	n := testenv.NATS(t)
+	n := testenv.NATSWithSync(t, syncAlways)
 	pgURL := testenv.Postgres(t)
 	pool, err := pgstore.Connect(ctx, config.Postgres{URL: pgURL})
 	if err != nil {
@@ -101,7 +107,7 @@ func (f *fixture) ctx() context.Context {
 	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+f.key)
 }
 
-func (f *fixture) streamMsgs(t *testing.T) uint64 {
+func (f *fixture) streamMsgs(t testing.TB) uint64 {
 	t.Helper()
 	nc, err := nats.Connect(f.nats.URL)
 	if err != nil {
