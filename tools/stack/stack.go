@@ -38,6 +38,8 @@ type Ports struct {
 	NATS, Postgres, ClickHouseTCP, ClickHouseHTTP int
 	// GRPC and Admin are indexed like Services.
 	GRPC, Admin [5]int
+	// IngestHTTP serves ingest's HTTP/JSON API and the Rasa endpoint.
+	IngestHTTP int
 }
 
 // Services lists the services in start order.
@@ -49,6 +51,7 @@ func DefaultPorts() Ports {
 		NATS: 4222, Postgres: 55432, ClickHouseTCP: 19000, ClickHouseHTTP: 18123,
 		GRPC:  [5]int{7101, 7102, 7103, 7104, 7105},
 		Admin: [5]int{7201, 7202, 7203, 7204, 7205},
+		IngestHTTP: 7301,
 	}
 }
 
@@ -95,6 +98,11 @@ func (s *Stack) GRPCAddr(service string) string {
 	return fmt.Sprintf("127.0.0.1:%d", s.Ports.GRPC[index(service)])
 }
 
+// IngestHTTPURL is the base URL of ingest's HTTP/JSON API.
+func (s *Stack) IngestHTTPURL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d", s.Ports.IngestHTTP)
+}
+
 // AdminAddr returns a service's admin address.
 func (s *Stack) AdminAddr(service string) string {
 	return fmt.Sprintf("127.0.0.1:%d", s.Ports.Admin[index(service)])
@@ -123,8 +131,8 @@ func (o *Options) fill() error {
 		*p, err = localinfra.FreePort()
 		return err
 	}
-	ps := []*int{&o.Ports.NATS, &o.Ports.Postgres, &o.Ports.ClickHouseTCP, &o.Ports.ClickHouseHTTP}
-	ds := []int{def.NATS, def.Postgres, def.ClickHouseTCP, def.ClickHouseHTTP}
+	ps := []*int{&o.Ports.NATS, &o.Ports.Postgres, &o.Ports.ClickHouseTCP, &o.Ports.ClickHouseHTTP, &o.Ports.IngestHTTP}
+	ds := []int{def.NATS, def.Postgres, def.ClickHouseTCP, def.ClickHouseHTTP, def.IngestHTTP}
 	for i := range 5 {
 		ps = append(ps, &o.Ports.GRPC[i], &o.Ports.Admin[i])
 		ds = append(ds, def.GRPC[i], def.Admin[i])
@@ -212,8 +220,22 @@ func (s *Stack) startServices(ctx context.Context) error {
 	ch := config.ClickHouse{Addr: s.ClickHouseAddr, Database: "parley", User: "default"}
 	runs := map[string]func(context.Context, *telemetry.Telemetry) error{
 		"ingest": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			return ingest.Run(ctx, ingest.Config{Server: srv, NATS: nc, Postgres: pg, GRPCAddr: s.GRPCAddr("ingest"), AdminAddr: s.AdminAddr("ingest"),
-				MaxBatch: 1000, MaxTextBytes: 16 << 10, MaxFutureSkew: 5 * time.Minute, Telemetry: tel})
+			// Documented defaults (and PARLEY_INGEST_* from the environment),
+			// with the stack's addresses.
+			cfg, err := config.Load[ingest.Config]()
+			if err != nil {
+				return err
+			}
+			cfg.Server, cfg.NATS, cfg.Postgres, cfg.Telemetry = srv, nc, pg, tel
+			cfg.GRPCAddr, cfg.AdminAddr = s.GRPCAddr("ingest"), s.AdminAddr("ingest")
+			cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", s.Ports.IngestHTTP)
+			if len(cfg.CORSOrigins) == 0 {
+				cfg.CORSOrigins = []string{"*"} // local widget experiments
+			}
+			if !s.SyncAlways && os.Getenv("PARLEY_INGEST_COMMIT_MODE") == "" {
+				cfg.CommitMode = "pipelined" // the lazy server's fastest mode
+			}
+			return ingest.Run(ctx, cfg)
 		},
 		"lifecycle": func(ctx context.Context, tel *telemetry.Telemetry) error {
 			return lifecycle.Run(ctx, lifecycle.Config{Server: srv, NATS: nc, Postgres: pg, GRPCAddr: s.GRPCAddr("lifecycle"), AdminAddr: s.AdminAddr("lifecycle"), Telemetry: tel})

@@ -82,12 +82,13 @@ Parley is ready (%s).
 		fmt.Printf("  %-13s  %-18s  http://%s\n", name, st.GRPCAddr(name), st.AdminAddr(name))
 	}
 	fmt.Printf(`
+  ingest HTTP    %s   (JSON API, Rasa broker endpoint /v1/rasa/events)
   NATS           %s   (JetStream sync: %s)
   PostgreSQL     %s
   ClickHouse     %s   (native protocol; database "parley")
   Data           %s
   Logs           %s
-`, st.NATSURL, fsync, st.PostgresURL, st.ClickHouseAddr, st.Dir, logPath)
+`, st.IngestHTTPURL(), st.NATSURL, fsync, st.PostgresURL, st.ClickHouseAddr, st.Dir, logPath)
 	for _, n := range st.Notes {
 		fmt.Println("  Note:", n)
 	}
@@ -100,6 +101,11 @@ Post a message:
     -d '{"conversation_id":"demo-1","message":{"message_id":"m1","role":"ROLE_VISITOR","text":"Hello Parley"}}' \
     %[3]s parley.ingest.v1.IngestService/PostMessage
 
+Or over HTTP/JSON:
+  curl -s -H "Authorization: Bearer $PARLEY_KEY" \
+    -d '{"message":{"role":"ROLE_BOT","text":"Hi! How can I help?"}}' \
+    %[6]s/v1/conversations/demo-1/messages
+
 Read it back:
   %[2]s -plaintext -H "authorization: Bearer $PARLEY_KEY" \
     -d '{"conversation_id":"demo-1"}' \
@@ -110,7 +116,7 @@ Query ClickHouse:
     -q "SELECT conversation_id, role, text FROM messages ORDER BY occurred_at_us DESC LIMIT 10"
 
 Press Ctrl-C to stop.
-`, st.DemoKey, grpcurl, st.GRPCAddr("ingest"), st.GRPCAddr("reporting"), st.Ports.ClickHouseTCP)
+`, st.DemoKey, grpcurl, st.GRPCAddr("ingest"), st.GRPCAddr("reporting"), st.Ports.ClickHouseTCP, st.IngestHTTPURL())
 }
 
 func fileExists(p string) bool {

@@ -683,8 +683,10 @@ func (x *Location) GetCity() string {
 	return ""
 }
 
-// ConversationStarted opens a conversation with its metadata. Ingest also
-// synthesizes it when the first event of an unknown conversation arrives.
+// ConversationStarted carries a conversation's opening metadata. It is
+// optional: the first event of any kind opens an unknown conversation.
+// Ingest completes the visitor's display name, platform, device type and
+// location when the client left them empty.
 type ConversationStarted struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	BotId    string                 `protobuf:"bytes,1,opt,name=bot_id,json=botId,proto3" json:"bot_id,omitempty"`
