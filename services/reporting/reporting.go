@@ -16,6 +16,7 @@ import (
 	"github.com/parley-dev/parley/services/reporting/internal/projector"
 	"github.com/parley-dev/parley/services/reporting/internal/query"
 	"github.com/parley-dev/parley/services/reporting/internal/schema"
+	"github.com/parley-dev/parley/services/reporting/internal/statestore"
 )
 
 // Config is reporting's configuration, read from the environment.
@@ -58,8 +59,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	b.AddCheck("clickhouse", ch.Ping)
+	if err := statestore.Migrate(ctx, b.PG, b.Log); err != nil {
+		b.Close()
+		return err
+	}
 	reportingv1.RegisterReportingServiceServer(b.GRPC, api.New(query.NewReader(ch, cfg.QueryTimeout), b.Log))
-	proj := projector.New(ch, b.Log)
+	proj := projector.New(ch, statestore.New(b.PG), b.Log)
 	return b.Run(ctx, func(ctx context.Context) error {
 		return b.Bus.Consume(ctx, eventbus.ConsumerConfig{
 			Durable:   projector.Durable,

@@ -2,6 +2,7 @@ package projector_test
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -9,11 +10,13 @@ import (
 	"github.com/parley-dev/parley/libs/chstore"
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/testenv"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"github.com/parley-dev/parley/services/reporting/internal/projector"
 	"github.com/parley-dev/parley/services/reporting/internal/query"
 	"github.com/parley-dev/parley/services/reporting/internal/schema"
+	"github.com/parley-dev/parley/services/reporting/internal/statestore"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -41,6 +44,15 @@ func TestProjectionIsIdempotentAndTenantScoped(t *testing.T) {
 	if err := schema.Migrate(ctx, ch, tel.Logger); err != nil {
 		t.Fatal(err)
 	}
+	pool, err := pgstore.Connect(ctx, config.Postgres{URL: testenv.Postgres(t), MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := statestore.Migrate(ctx, pool, tel.Logger); err != nil {
+		t.Fatal(err)
+	}
+	states := statestore.New(pool)
 	bus, err := eventbus.Connect(ctx, n.URL, "test", eventbus.Options{Producer: "test", Logger: tel.Logger})
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +79,7 @@ func TestProjectionIsIdempotentAndTenantScoped(t *testing.T) {
 
 	project := func(durable string) {
 		t.Helper()
-		p := projector.New(ch, tel.Logger)
+		p := projector.New(ch, states, tel.Logger)
 		cctx, cancel := context.WithCancel(ctx)
 		seen := 0
 		done := make(chan error, 1)
@@ -104,8 +116,28 @@ func TestProjectionIsIdempotentAndTenantScoped(t *testing.T) {
 			t.Fatalf("message %d out of order or wrong time: %+v", i, m)
 		}
 	}
+	convRow := func() string {
+		var row string
+		if err := ch.QueryRow(ctx, `SELECT concat(toString(count()), '|', toString(sum(message_count)), '|', toString(sum(visitor_messages)), '|', toString(max(version)), '|', toString(min(started_at_us)))
+			FROM conversations FINAL WHERE tenant_id = 'acme'`).Scan(&row); err != nil {
+			t.Fatal(err)
+		}
+		return row
+	}
+	want := fmt.Sprintf("1|30|15|30|%d", base.UnixMicro())
+	if got := convRow(); got != want {
+		t.Fatalf("conversations row: got %s, want %s", got, want)
+	}
 	// Replay the whole stream with a fresh consumer: same results.
 	project("projector-replay")
+	// And a replay from scratch (fold state lost, as in a rebuild): same.
+	if _, err := pool.Exec(ctx, "TRUNCATE reporting_conversation_state"); err != nil {
+		t.Fatal(err)
+	}
+	project("projector-rebuild")
+	if got := convRow(); got != want {
+		t.Fatalf("conversations row after replays: got %s, want %s", got, want)
+	}
 	again, err := r.Transcript(ctx, "acme", "c1")
 	if err != nil {
 		t.Fatal(err)

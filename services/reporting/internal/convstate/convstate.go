@@ -1,0 +1,368 @@
+// Package convstate folds a conversation's events into the latest state that
+// the conversations table holds: one row per conversation with its metadata,
+// counts, flows, goals, takeover, tags, labels, flag and cost. It is pure:
+// no I/O, no clock. Applying the same events again (a redelivery or a replay)
+// changes nothing, because every event carries its stream sequence and a
+// state remembers the last one it applied.
+package convstate
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
+)
+
+// Bounds on list-valued fields, so one runaway conversation cannot grow a row
+// without limit. Counts stay exact.
+const (
+	MaxListItems = 100
+	MaxPageURLs  = 50
+	maxTextChars = 500
+)
+
+// State is one conversation's latest facts. Times are UTC; zero means unknown.
+type State struct {
+	TenantID       string `json:"t"`
+	ConversationID string `json:"c"`
+	// StartedAt is the occurred_at of the first event projected for the
+	// conversation. It never changes afterwards, so it is a stable sort and
+	// pagination key.
+	StartedAt      time.Time `json:"sa"`
+	LastActivityAt time.Time `json:"la"`
+	EndedAt        time.Time `json:"ea,omitzero"`
+	// Status is "active" or "ended".
+	Status    string `json:"st"`
+	EndReason string `json:"er,omitempty"`
+	EndedBy   string `json:"eb,omitempty"`
+
+	BotID      string `json:"b,omitempty"`
+	Channel    string `json:"ch,omitempty"`
+	Platform   string `json:"pl,omitempty"`
+	Type       string `json:"ty,omitempty"`
+	DeviceType string `json:"dt,omitempty"`
+
+	VisitorToken string `json:"vt,omitempty"`
+	VisitorName  string `json:"vn,omitempty"`
+	Locale       string `json:"lo,omitempty"`
+	Country      string `json:"co,omitempty"`
+	Region       string `json:"re,omitempty"`
+	City         string `json:"ci,omitempty"`
+
+	StartPageURL string            `json:"sp,omitempty"`
+	Referrer     string            `json:"rf,omitempty"`
+	PageURLs     []string          `json:"pu,omitempty"`
+	Variables    map[string]string `json:"va,omitempty"`
+
+	VisitorMessages   uint32    `json:"mv,omitempty"`
+	BotMessages       uint32    `json:"mb,omitempty"`
+	AgentMessages     uint32    `json:"ma,omitempty"`
+	SystemMessages    uint32    `json:"ms,omitempty"`
+	UnidentifiedCount uint32    `json:"un,omitempty"`
+	PaidMessages      uint32    `json:"pm,omitempty"`
+	LastMessageText   string    `json:"lt,omitempty"`
+	LastMessageRole   string    `json:"lr,omitempty"`
+	LastMessageAt     time.Time `json:"lm,omitzero"`
+	Intents           []string  `json:"in,omitempty"`
+	Nodes             []string  `json:"no,omitempty"`
+
+	FlowsStarted   []string `json:"fs,omitempty"`
+	FlowsCompleted []string `json:"fc,omitempty"`
+	// FlowDrops are "flow_id/step_id/node_id" of every drop-off.
+	FlowDrops []string `json:"fd,omitempty"`
+	// FlowSteps are "flow_id/step_id" of every step reached.
+	FlowSteps []string `json:"fp,omitempty"`
+	Goals     []string `json:"go,omitempty"`
+	GoalValue int64    `json:"gv,omitempty"`
+	Leads     uint32   `json:"le,omitempty"`
+	Markers   []string `json:"mk,omitempty"`
+
+	HandoffRequested   bool      `json:"hr,omitempty"`
+	HandoffAt          time.Time `json:"ha,omitzero"`
+	TakenOver          bool      `json:"to,omitempty"`
+	TakeoverAt         time.Time `json:"ta,omitzero"`
+	Agents             []string  `json:"ag,omitempty"`
+	AgentName          string    `json:"an,omitempty"`
+	OperatorNoResponse bool      `json:"nr,omitempty"`
+	// FirstResponseMS is the first agent reply's response time after the
+	// takeover; ResponseMSSum/Count give the average over agent replies.
+	FirstResponseMS uint32 `json:"fr,omitempty"`
+	ResponseMSSum   uint64 `json:"rs,omitempty"`
+	ResponseCount   uint32 `json:"rc,omitempty"`
+	MaxResponseMS   uint32 `json:"rm,omitempty"`
+
+	Engagement string `json:"en,omitempty"`
+	Resolved   bool   `json:"rv,omitempty"`
+
+	Tags    []string `json:"tg,omitempty"`
+	Labels  []string `json:"lb,omitempty"`
+	Flagged bool     `json:"fl,omitempty"`
+
+	CostMicros   int64  `json:"cm,omitempty"`
+	Currency     string `json:"cu,omitempty"`
+	InputTokens  uint64 `json:"it,omitempty"`
+	OutputTokens uint64 `json:"ot,omitempty"`
+
+	EventCount uint32 `json:"ec"`
+	// LastSeq is the stream sequence of the last event applied: the row
+	// version in ClickHouse, and the guard against applying an event twice.
+	LastSeq uint64 `json:"sq"`
+}
+
+// New returns the empty state of a conversation.
+func New(tenantID, conversationID string) *State {
+	return &State{TenantID: tenantID, ConversationID: conversationID, Status: "active"}
+}
+
+// Apply folds one event with its stream sequence into s. It returns false
+// (and changes nothing) when the event was applied before.
+func (s *State) Apply(env *eventv1.Envelope, seq uint64) bool {
+	if seq <= s.LastSeq {
+		return false
+	}
+	s.LastSeq = seq
+	s.EventCount++
+	at := env.GetOccurredAt().AsTime().UTC()
+	if s.StartedAt.IsZero() {
+		s.StartedAt = at
+	}
+	client := env.GetProducer() == "" || env.GetProducer() == "ingest"
+	ended := s.Status == "ended"
+	if client && !ended && at.After(s.LastActivityAt) {
+		s.LastActivityAt = at
+	}
+	switch p := env.Payload.(type) {
+	case *eventv1.Envelope_ConversationStarted:
+		s.started(p.ConversationStarted)
+	case *eventv1.Envelope_MessagePosted:
+		if !ended {
+			s.message(p.MessagePosted, at)
+		}
+	case *eventv1.Envelope_PageViewed:
+		if u := p.PageViewed.GetUrl(); u != "" {
+			if s.StartPageURL == "" {
+				s.StartPageURL = u
+			}
+			s.PageURLs = addBounded(s.PageURLs, u, MaxPageURLs)
+		}
+	case *eventv1.Envelope_VariablesCaptured:
+		for k, v := range p.VariablesCaptured.GetVariables() {
+			if s.Variables == nil {
+				s.Variables = map[string]string{}
+			}
+			if _, ok := s.Variables[k]; ok || len(s.Variables) < MaxListItems {
+				s.Variables[k] = v
+			}
+		}
+	case *eventv1.Envelope_FlowStarted:
+		s.FlowsStarted = addBounded(s.FlowsStarted, p.FlowStarted.GetFlowId(), MaxListItems)
+	case *eventv1.Envelope_FlowStep:
+		f := p.FlowStep
+		s.FlowSteps = addBounded(s.FlowSteps, f.GetFlowId()+"/"+f.GetStepId(), MaxListItems)
+		if f.GetNodeId() != "" {
+			s.Nodes = addBounded(s.Nodes, f.GetNodeId(), MaxListItems)
+		}
+	case *eventv1.Envelope_FlowCompleted:
+		id := p.FlowCompleted.GetFlowId()
+		if id == "" && len(s.FlowsStarted) > 0 {
+			id = s.FlowsStarted[len(s.FlowsStarted)-1]
+		}
+		s.FlowsCompleted = addBounded(s.FlowsCompleted, id, MaxListItems)
+	case *eventv1.Envelope_FlowDropped:
+		f := p.FlowDropped
+		s.FlowDrops = addBounded(s.FlowDrops, f.GetFlowId()+"/"+f.GetStepId()+"/"+f.GetNodeId(), MaxListItems)
+		if f.GetNodeId() != "" {
+			s.Nodes = addBounded(s.Nodes, f.GetNodeId(), MaxListItems)
+		}
+	case *eventv1.Envelope_GoalReached:
+		g := p.GoalReached
+		id := g.GetGoalId()
+		if id == "" {
+			id = g.GetName()
+		}
+		if !slices.Contains(s.Goals, id) {
+			s.GoalValue += g.GetValueMicros()
+		}
+		s.Goals = addBounded(s.Goals, id, MaxListItems)
+	case *eventv1.Envelope_LeadCaptured:
+		s.Leads++
+	case *eventv1.Envelope_UsageRecorded:
+		u := p.UsageRecorded
+		s.CostMicros += u.GetCostMicros()
+		s.InputTokens += u.GetInputTokens()
+		s.OutputTokens += u.GetOutputTokens()
+		s.PaidMessages += u.GetPaidMessages()
+		if s.Currency == "" {
+			s.Currency = u.GetCurrency()
+		}
+	case *eventv1.Envelope_HandoffRequested:
+		if !s.HandoffRequested {
+			s.HandoffRequested, s.HandoffAt = true, at
+		}
+	case *eventv1.Envelope_AgentJoined:
+		a := p.AgentJoined
+		if !s.TakenOver {
+			s.TakenOver, s.TakeoverAt = true, at
+		}
+		s.Agents = addBounded(s.Agents, a.GetAgentId(), MaxListItems)
+		if a.GetAgentName() != "" {
+			s.AgentName = a.GetAgentName()
+		}
+	case *eventv1.Envelope_OperatorNoResponse:
+		s.OperatorNoResponse = true
+	case *eventv1.Envelope_ConversationEnded:
+		if !ended {
+			e := p.ConversationEnded
+			s.Status, s.EndedAt, s.EndedBy = "ended", at, e.GetEndedBy()
+			s.EndReason = EnumName(e.GetReason().String(), "END_REASON_")
+			if t := e.GetLastActivityAt(); t != nil && t.AsTime().After(s.LastActivityAt) {
+				s.LastActivityAt = t.AsTime().UTC()
+			}
+		}
+	case *eventv1.Envelope_EngagementClassified:
+		e := p.EngagementClassified
+		s.Engagement = EnumName(e.GetEngagement().String(), "ENGAGEMENT_")
+		s.Resolved = e.GetResolved()
+	case *eventv1.Envelope_TagApplied:
+		s.Tags = addBounded(s.Tags, p.TagApplied.GetTag(), MaxListItems)
+	case *eventv1.Envelope_TagRemoved:
+		s.Tags = remove(s.Tags, p.TagRemoved.GetTag())
+	case *eventv1.Envelope_LabelAdded:
+		s.Labels = addBounded(s.Labels, p.LabelAdded.GetLabel(), MaxListItems)
+	case *eventv1.Envelope_LabelRemoved:
+		s.Labels = remove(s.Labels, p.LabelRemoved.GetLabel())
+	case *eventv1.Envelope_Flagged:
+		s.Flagged = true
+	case *eventv1.Envelope_Unflagged:
+		s.Flagged = false
+	case *eventv1.Envelope_MarkerAdded:
+		s.Markers = addBounded(s.Markers, p.MarkerAdded.GetMarker(), MaxListItems)
+	case *eventv1.Envelope_LocationResolved:
+		s.location(p.LocationResolved.GetLocation())
+	}
+	return true
+}
+
+func (s *State) started(cs *eventv1.ConversationStarted) {
+	setIf := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	setIf(&s.BotID, cs.GetBotId())
+	if cs.GetChannel() != eventv1.Channel_CHANNEL_UNSPECIFIED {
+		s.Channel = EnumName(cs.GetChannel().String(), "CHANNEL_")
+	}
+	if cs.GetPlatform() != eventv1.Platform_PLATFORM_UNSPECIFIED {
+		s.Platform = EnumName(cs.GetPlatform().String(), "PLATFORM_")
+	}
+	if cs.GetType() != eventv1.ConversationType_CONVERSATION_TYPE_UNSPECIFIED {
+		s.Type = EnumName(cs.GetType().String(), "CONVERSATION_TYPE_")
+	}
+	setIf(&s.DeviceType, cs.GetDeviceType())
+	v := cs.GetVisitor()
+	setIf(&s.VisitorToken, v.GetToken())
+	setIf(&s.VisitorName, v.GetDisplayName())
+	setIf(&s.Locale, v.GetLocale())
+	s.location(cs.GetLocation())
+	if u := cs.GetPageUrl(); u != "" {
+		s.StartPageURL = u
+		s.PageURLs = addBounded(s.PageURLs, u, MaxPageURLs)
+	}
+	setIf(&s.Referrer, cs.GetReferrer())
+	for k, val := range cs.GetVariables() {
+		if s.Variables == nil {
+			s.Variables = map[string]string{}
+		}
+		if _, ok := s.Variables[k]; !ok && len(s.Variables) < MaxListItems {
+			s.Variables[k] = val
+		}
+	}
+}
+
+func (s *State) location(l *eventv1.Location) {
+	if l.GetCountry() == "" && l.GetRegion() == "" && l.GetCity() == "" {
+		return
+	}
+	s.Country, s.Region, s.City = l.GetCountry(), l.GetRegion(), l.GetCity()
+}
+
+func (s *State) message(m *eventv1.MessagePosted, at time.Time) {
+	role := EnumName(m.GetRole().String(), "ROLE_")
+	switch m.GetRole() {
+	case eventv1.Role_ROLE_VISITOR:
+		s.VisitorMessages++
+	case eventv1.Role_ROLE_BOT:
+		s.BotMessages++
+	case eventv1.Role_ROLE_AGENT:
+		s.AgentMessages++
+		if ms := m.GetResponseTimeMs(); ms > 0 {
+			if s.ResponseCount == 0 {
+				s.FirstResponseMS = ms
+			}
+			s.ResponseCount++
+			s.ResponseMSSum += uint64(ms)
+		}
+		if id := m.GetAgentId(); id != "" {
+			s.Agents = addBounded(s.Agents, id, MaxListItems)
+		}
+	default:
+		s.SystemMessages++
+	}
+	if ms := m.GetResponseTimeMs(); ms > s.MaxResponseMS {
+		s.MaxResponseMS = ms
+	}
+	if m.GetUnidentified() {
+		s.UnidentifiedCount++
+	}
+	if m.GetPaid() {
+		s.PaidMessages++
+	}
+	if name := m.GetIntent().GetName(); name != "" {
+		s.Intents = addBounded(s.Intents, name, MaxListItems)
+	}
+	if n := m.GetNodeId(); n != "" {
+		s.Nodes = addBounded(s.Nodes, n, MaxListItems)
+	}
+	if !at.Before(s.LastMessageAt) {
+		s.LastMessageAt, s.LastMessageRole = at, role
+		s.LastMessageText = truncate(m.GetText(), maxTextChars)
+	}
+}
+
+// MessageCount is the number of messages of every role.
+func (s *State) MessageCount() uint32 {
+	return s.VisitorMessages + s.BotMessages + s.AgentMessages + s.SystemMessages
+}
+
+// EnumName turns "CHANNEL_WEB_WIDGET" into "web_widget" given the prefix.
+func EnumName(full, prefix string) string {
+	n := strings.ToLower(strings.TrimPrefix(full, prefix))
+	if n == "unspecified" {
+		return ""
+	}
+	return n
+}
+
+func addBounded(list []string, v string, limit int) []string {
+	if v == "" || slices.Contains(list, v) || len(list) >= limit {
+		return list
+	}
+	return append(list, v)
+}
+
+func remove(list []string, v string) []string {
+	return slices.DeleteFunc(list, func(x string) bool { return x == v })
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n]) + "…"
+}

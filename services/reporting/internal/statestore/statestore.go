@@ -1,0 +1,92 @@
+// Package statestore keeps the projector's per-conversation fold state in
+// PostgreSQL (table reporting_conversation_state).
+package statestore
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/parley-dev/parley/libs/pgstore"
+	"github.com/parley-dev/parley/services/reporting/internal/convstate"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrate creates or updates the tables (goose version table goose_reporting).
+func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
+	sub, _ := fs.Sub(migrations, "migrations")
+	return pgstore.Migrate(ctx, pool, sub, "goose_reporting", log)
+}
+
+// Key names a conversation.
+type Key struct{ TenantID, ConversationID string }
+
+// Store reads and writes fold states.
+type Store struct{ pool *pgxpool.Pool }
+
+// New returns a store on pool.
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+// Load returns the stored states of keys; conversations without a state are
+// absent from the map.
+func (s *Store) Load(ctx context.Context, keys []Key) (map[Key]*convstate.State, error) {
+	tenants := make([]string, len(keys))
+	convs := make([]string, len(keys))
+	for i, k := range keys {
+		tenants[i], convs[i] = k.TenantID, k.ConversationID
+	}
+	rows, err := s.pool.Query(ctx, `SELECT s.state FROM reporting_conversation_state s
+		JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, conversation_id)
+		  ON s.tenant_id = k.tenant_id AND s.conversation_id = k.conversation_id`, tenants, convs)
+	if err != nil {
+		return nil, fmt.Errorf("statestore: load: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[Key]*convstate.State, len(keys))
+	for rows.Next() {
+		var raw []byte
+		if err := rows.Scan(&raw); err != nil {
+			return nil, fmt.Errorf("statestore: load: %w", err)
+		}
+		st := &convstate.State{}
+		if err := json.Unmarshal(raw, st); err != nil {
+			return nil, fmt.Errorf("statestore: decode: %w", err)
+		}
+		out[Key{st.TenantID, st.ConversationID}] = st
+	}
+	return out, rows.Err()
+}
+
+// Save upserts states. A stored state with a higher last_seq is kept (a
+// slower, older writer never overwrites a newer state).
+func (s *Store) Save(ctx context.Context, states []*convstate.State) error {
+	if len(states) == 0 {
+		return nil
+	}
+	tenants := make([]string, len(states))
+	convs := make([]string, len(states))
+	seqs := make([]int64, len(states))
+	docs := make([]string, len(states))
+	for i, st := range states {
+		b, err := json.Marshal(st)
+		if err != nil {
+			return fmt.Errorf("statestore: encode: %w", err)
+		}
+		tenants[i], convs[i], seqs[i], docs[i] = st.TenantID, st.ConversationID, int64(st.LastSeq), string(b)
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO reporting_conversation_state (tenant_id, conversation_id, last_seq, state)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[])
+		ON CONFLICT (tenant_id, conversation_id) DO UPDATE
+		  SET last_seq = excluded.last_seq, state = excluded.state
+		  WHERE reporting_conversation_state.last_seq < excluded.last_seq`, tenants, convs, seqs, docs)
+	if err != nil {
+		return fmt.Errorf("statestore: save: %w", err)
+	}
+	return nil
+}
