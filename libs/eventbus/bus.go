@@ -146,7 +146,12 @@ func (b *Bus) EnsureStreams(ctx context.Context) error {
 		},
 	}
 	for _, cfg := range streams {
-		if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		_, err := b.js.CreateOrUpdateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			// Another process created it between our lookup and create.
+			_, err = b.js.CreateOrUpdateStream(ctx, cfg)
+		}
+		if err != nil {
 			return fmt.Errorf("eventbus: stream %s: %w", cfg.Name, classify(err))
 		}
 	}

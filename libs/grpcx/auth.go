@@ -69,6 +69,14 @@ func APIKeyFromMetadata(md metadata.MD) string {
 }
 
 // publicMethod reports methods that need no API key: health and reflection.
+const optionalPrefix = "optional:"
+
+// Optional marks a method's scope as optional: a call with an API key needs
+// the scope as usual; a call without one reaches the method without a
+// principal, and the method must authorize it by other means or answer
+// Unauthenticated.
+func Optional(scope string) string { return optionalPrefix + scope }
+
 func publicMethod(fullMethod string) bool {
 	return strings.HasPrefix(fullMethod, "/grpc.health.v1.Health/") ||
 		strings.HasPrefix(fullMethod, "/grpc.reflection.")
@@ -90,6 +98,11 @@ func (a authorizer) authorize(ctx context.Context, fullMethod string) (context.C
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	key := APIKeyFromMetadata(md)
+	scope, optional := strings.CutPrefix(scope, optionalPrefix)
+	if key == "" && optional {
+		// The method authorizes the call itself (e.g. a signed share link).
+		return ctx, nil
+	}
 	if key == "" {
 		return nil, status.Error(codes.Unauthenticated, "missing API key: send \"authorization: Bearer <key>\" or \"x-api-key: <key>\"")
 	}

@@ -57,8 +57,8 @@ type Base struct {
 // Start connects to NATS and PostgreSQL, ensures the streams and the tenancy
 // schema, and builds the gRPC server. Register services on b.GRPC, then call
 // Run.
-func Start(ctx context.Context, o Options) (b *Base, err error) {
-	b = &Base{Name: o.Name, opts: o}
+func Start(ctx context.Context, o Options) (_ *Base, err error) {
+	b := &Base{Name: o.Name, opts: o}
 	defer func() {
 		if err != nil {
 			b.close()

@@ -94,6 +94,20 @@ func (s *Store) TenantExists(ctx context.Context, tenantID string) (bool, error)
 	return ok, err
 }
 
+// TimeZone returns the tenant's IANA time zone ("UTC" when unset or the
+// tenant is unknown).
+func (s *Store) TimeZone(ctx context.Context, tenantID string) (string, error) {
+	var tz *string
+	err := s.pool.QueryRow(ctx, `SELECT time_zone FROM tenants WHERE tenant_id = $1`, tenantID).Scan(&tz)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && (tz == nil || *tz == "")) {
+		return "UTC", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return *tz, nil
+}
+
 // CreateBot adds a bot to a tenant.
 func (s *Store) CreateBot(ctx context.Context, tenantID, botID, name string) error {
 	if name == "" {

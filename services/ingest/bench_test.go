@@ -37,7 +37,12 @@ func BenchmarkAppend(b *testing.B) {
 			setting, mode = "sync-always", "atomic"
 		}
 		b.Run(setting, func(b *testing.B) {
-			f := startWith(b, syncAlways, func(c *ingest.Config) { c.MaxBatch = 1000; c.CommitMode = mode; c.MaxTextBytes = 16 << 10; c.MaxRequestBytes = 4 << 20 })
+			f := startWith(b, syncAlways, func(c *ingest.Config) {
+				c.MaxBatch = 1000
+				c.CommitMode = mode
+				c.MaxTextBytes = 16 << 10
+				c.MaxRequestBytes = 4 << 20
+			})
 			var raw float64
 			b.Run("raw-js-publish", func(b *testing.B) {
 				raw = rawPublish(b, f.nats.URL, text)

@@ -7,14 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/convview"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/httpgw"
 	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/telemetry"
 	ingestv1 "github.com/parley-dev/parley/proto/parley/ingest/v1"
@@ -124,7 +123,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Now:       time.Now,
 	}))
 	edge, err := httpapi.New(ctx, httpapi.Config{
-		GRPCTarget: loopback(cfg.GRPCAddr), CORSOrigins: cfg.CORSOrigins, TrustProxy: cfg.TrustProxy,
+		GRPCAddr: cfg.GRPCAddr, CORSOrigins: cfg.CORSOrigins, TrustProxy: cfg.TrustProxy,
 		MaxBodyBytes: int64(cfg.MaxRequestBytes), Log: b.Log,
 		TracerProvider: b.Tel.TracerProvider, Propagator: b.Tel.Propagator,
 	})
@@ -133,7 +132,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	b.OnClose(func() { _ = edge.Close() })
-	return b.Run(ctx, func(ctx context.Context) error { return serveHTTP(ctx, cfg.HTTPAddr, edge, b) })
+	return b.Run(ctx, func(ctx context.Context) error { return httpgw.Serve(ctx, cfg.HTTPAddr, edge, b.Log) })
 }
 
 // watchEnded opens lifecycle's ended-conversations view (creating the bucket
@@ -152,36 +151,4 @@ func watchEnded(ctx context.Context, b *service.Base) (*convview.Reader, error) 
 		ttl = st.TTL()
 	}
 	return convview.Watch(ctx, kv, ttl, b.Log)
-}
-
-func serveHTTP(ctx context.Context, addr string, h http.Handler, b *service.Base) error {
-	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("ingest: http listen %s: %w", addr, err)
-	}
-	b.Log.Info("http api listening", "http_addr", addr)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		return nil
-	}
-}
-
-// loopback turns a listen address (":7101") into a dial target.
-func loopback(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
 }

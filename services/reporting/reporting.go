@@ -4,11 +4,13 @@ package reporting
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/parley-dev/parley/libs/chstore"
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/httpgw"
 	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/telemetry"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
@@ -16,6 +18,7 @@ import (
 	"github.com/parley-dev/parley/services/reporting/internal/projector"
 	"github.com/parley-dev/parley/services/reporting/internal/query"
 	"github.com/parley-dev/parley/services/reporting/internal/schema"
+	"github.com/parley-dev/parley/services/reporting/internal/share"
 	"github.com/parley-dev/parley/services/reporting/internal/statestore"
 )
 
@@ -35,6 +38,19 @@ type Config struct {
 	ProjectorMaxWait time.Duration `env:"PARLEY_REPORTING_PROJECTOR_MAX_WAIT" envDefault:"200ms"`
 	// QueryTimeout bounds each ClickHouse query.
 	QueryTimeout time.Duration `env:"PARLEY_REPORTING_QUERY_TIMEOUT" envDefault:"10s"`
+	// HTTPAddr serves the HTTP/JSON API (grpc-gateway), share links included.
+	HTTPAddr string `env:"PARLEY_REPORTING_HTTP_ADDR" envDefault:":7304"`
+	// CORSOrigins are browser origins allowed to call the HTTP API, comma
+	// separated; "*" allows any.
+	CORSOrigins []string `env:"PARLEY_REPORTING_CORS_ORIGINS" envDefault:""`
+	// ShareBaseURL is the public base URL of reporting's HTTP API, used in
+	// share links (<base>/v1/shared/<token>).
+	ShareBaseURL string `env:"PARLEY_REPORTING_SHARE_BASE_URL" envDefault:"http://127.0.0.1:7304"`
+	// ShareTTL is how long a share link stays valid.
+	ShareTTL time.Duration `env:"PARLEY_REPORTING_SHARE_TTL" envDefault:"168h"`
+	// ShareSecret signs share links (at least 32 bytes). Empty: a random
+	// secret kept in PostgreSQL, shared by all replicas.
+	ShareSecret string `env:"PARLEY_REPORTING_SHARE_SECRET" envDefault:""`
 	// Telemetry overrides the service's own telemetry (tests, local stack).
 	Telemetry *telemetry.Telemetry `env:"-"`
 }
@@ -63,9 +79,38 @@ func Run(ctx context.Context, cfg Config) error {
 		b.Close()
 		return err
 	}
-	reportingv1.RegisterReportingServiceServer(b.GRPC, api.New(query.NewReader(ch, cfg.QueryTimeout), b.Log))
-	proj := projector.New(ch, statestore.New(b.PG), b.Log)
+	states := statestore.New(b.PG)
+	secret := []byte(cfg.ShareSecret)
+	if len(secret) == 0 {
+		if secret, err = states.Secret(ctx, "share-link"); err != nil {
+			b.Close()
+			return err
+		}
+	}
+	signer, err := share.NewSigner(secret)
+	if err != nil {
+		b.Close()
+		return fmt.Errorf("PARLEY_REPORTING_SHARE_SECRET: %w", err)
+	}
+	reportingv1.RegisterReportingServiceServer(b.GRPC, api.New(api.Deps{
+		Reader: query.NewReader(ch, cfg.QueryTimeout), TimeZones: b.Tenancy, Signer: signer,
+		ShareBaseURL: cfg.ShareBaseURL, ShareTTL: cfg.ShareTTL, Log: b.Log, Now: time.Now,
+	}))
+	gw, err := httpgw.New(httpgw.Config{Name: "reporting-http", GRPCAddr: cfg.GRPCAddr, CORSOrigins: cfg.CORSOrigins,
+		MaxBodyBytes: 1 << 20, TracerProvider: b.Tel.TracerProvider, Propagator: b.Tel.Propagator})
+	if err != nil {
+		b.Close()
+		return err
+	}
+	b.OnClose(func() { _ = gw.Close() })
+	if err := reportingv1.RegisterReportingServiceHandler(ctx, gw.GW, gw.Conn); err != nil {
+		b.Close()
+		return fmt.Errorf("reporting: http gateway: %w", err)
+	}
+	proj := projector.New(ch, states, b.Log)
 	return b.Run(ctx, func(ctx context.Context) error {
+		return httpgw.Serve(ctx, cfg.HTTPAddr, gw.Handler(), b.Log)
+	}, func(ctx context.Context) error {
 		return b.Bus.Consume(ctx, eventbus.ConsumerConfig{
 			Durable:   projector.Durable,
 			BatchSize: cfg.ProjectorBatch,

@@ -40,6 +40,8 @@ type Ports struct {
 	GRPC, Admin [5]int
 	// IngestHTTP serves ingest's HTTP/JSON API and the Rasa endpoint.
 	IngestHTTP int
+	// ReportingHTTP serves reporting's HTTP/JSON API and share links.
+	ReportingHTTP int
 }
 
 // Services lists the services in start order.
@@ -49,9 +51,10 @@ var Services = [5]string{"ingest", "lifecycle", "tagging", "reporting", "notific
 func DefaultPorts() Ports {
 	return Ports{
 		NATS: 4222, Postgres: 55432, ClickHouseTCP: 19000, ClickHouseHTTP: 18123,
-		GRPC:  [5]int{7101, 7102, 7103, 7104, 7105},
-		Admin: [5]int{7201, 7202, 7203, 7204, 7205},
-		IngestHTTP: 7301,
+		GRPC:          [5]int{7101, 7102, 7103, 7104, 7105},
+		Admin:         [5]int{7201, 7202, 7203, 7204, 7205},
+		IngestHTTP:    7301,
+		ReportingHTTP: 7304,
 	}
 }
 
@@ -103,6 +106,11 @@ func (s *Stack) IngestHTTPURL() string {
 	return fmt.Sprintf("http://127.0.0.1:%d", s.Ports.IngestHTTP)
 }
 
+// ReportingHTTPURL is the base URL of reporting's HTTP/JSON API.
+func (s *Stack) ReportingHTTPURL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d", s.Ports.ReportingHTTP)
+}
+
 // AdminAddr returns a service's admin address.
 func (s *Stack) AdminAddr(service string) string {
 	return fmt.Sprintf("127.0.0.1:%d", s.Ports.Admin[index(service)])
@@ -131,8 +139,8 @@ func (o *Options) fill() error {
 		*p, err = localinfra.FreePort()
 		return err
 	}
-	ps := []*int{&o.Ports.NATS, &o.Ports.Postgres, &o.Ports.ClickHouseTCP, &o.Ports.ClickHouseHTTP, &o.Ports.IngestHTTP}
-	ds := []int{def.NATS, def.Postgres, def.ClickHouseTCP, def.ClickHouseHTTP, def.IngestHTTP}
+	ps := []*int{&o.Ports.NATS, &o.Ports.Postgres, &o.Ports.ClickHouseTCP, &o.Ports.ClickHouseHTTP, &o.Ports.IngestHTTP, &o.Ports.ReportingHTTP}
+	ds := []int{def.NATS, def.Postgres, def.ClickHouseTCP, def.ClickHouseHTTP, def.IngestHTTP, def.ReportingHTTP}
 	for i := range 5 {
 		ps = append(ps, &o.Ports.GRPC[i], &o.Ports.Admin[i])
 		ds = append(ds, def.GRPC[i], def.Admin[i])
@@ -244,8 +252,14 @@ func (s *Stack) startServices(ctx context.Context) error {
 			return tagging.Run(ctx, tagging.Config{Server: srv, NATS: nc, Postgres: pg, GRPCAddr: s.GRPCAddr("tagging"), AdminAddr: s.AdminAddr("tagging"), Telemetry: tel})
 		},
 		"reporting": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			return reporting.Run(ctx, reporting.Config{Server: srv, NATS: nc, Postgres: pg, ClickHouse: ch, GRPCAddr: s.GRPCAddr("reporting"), AdminAddr: s.AdminAddr("reporting"),
-				ProjectorBatch: 5000, ProjectorMaxWait: 200 * time.Millisecond, QueryTimeout: 10 * time.Second, Telemetry: tel})
+			cfg, err := config.Load[reporting.Config]()
+			if err != nil {
+				return err
+			}
+			cfg.Server, cfg.NATS, cfg.Postgres, cfg.ClickHouse, cfg.Telemetry = srv, nc, pg, ch, tel
+			cfg.GRPCAddr, cfg.AdminAddr = s.GRPCAddr("reporting"), s.AdminAddr("reporting")
+			cfg.HTTPAddr, cfg.ShareBaseURL = fmt.Sprintf("127.0.0.1:%d", s.Ports.ReportingHTTP), s.ReportingHTTPURL()
+			return reporting.Run(ctx, cfg)
 		},
 		"notification": func(ctx context.Context, tel *telemetry.Telemetry) error {
 			return notification.Run(ctx, notification.Config{Server: srv, NATS: nc, Postgres: pg, GRPCAddr: s.GRPCAddr("notification"), AdminAddr: s.AdminAddr("notification"), Telemetry: tel})

@@ -395,6 +395,23 @@ type ConversationSummary struct {
 	Status             string                 `protobuf:"bytes,9,opt,name=status,proto3" json:"status,omitempty"`
 	MessageCount       uint32                 `protobuf:"varint,10,opt,name=message_count,json=messageCount,proto3" json:"message_count,omitempty"`
 	LastMessageText    string                 `protobuf:"bytes,11,opt,name=last_message_text,json=lastMessageText,proto3" json:"last_message_text,omitempty"`
+	EndReason          v1.EndReason           `protobuf:"varint,12,opt,name=end_reason,json=endReason,proto3,enum=parley.event.v1.EndReason" json:"end_reason,omitempty"`
+	EndedAt            *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
+	Engagement         v1.Engagement          `protobuf:"varint,14,opt,name=engagement,proto3,enum=parley.event.v1.Engagement" json:"engagement,omitempty"`
+	Resolved           bool                   `protobuf:"varint,15,opt,name=resolved,proto3" json:"resolved,omitempty"`
+	Tags               []string               `protobuf:"bytes,16,rep,name=tags,proto3" json:"tags,omitempty"`
+	Labels             []string               `protobuf:"bytes,17,rep,name=labels,proto3" json:"labels,omitempty"`
+	Flagged            bool                   `protobuf:"varint,18,opt,name=flagged,proto3" json:"flagged,omitempty"`
+	TakenOver          bool                   `protobuf:"varint,19,opt,name=taken_over,json=takenOver,proto3" json:"taken_over,omitempty"`
+	AgentName          string                 `protobuf:"bytes,20,opt,name=agent_name,json=agentName,proto3" json:"agent_name,omitempty"`
+	OperatorNoResponse bool                   `protobuf:"varint,21,opt,name=operator_no_response,json=operatorNoResponse,proto3" json:"operator_no_response,omitempty"`
+	Country            string                 `protobuf:"bytes,22,opt,name=country,proto3" json:"country,omitempty"`
+	Region             string                 `protobuf:"bytes,23,opt,name=region,proto3" json:"region,omitempty"`
+	City               string                 `protobuf:"bytes,24,opt,name=city,proto3" json:"city,omitempty"`
+	UnidentifiedCount  uint32                 `protobuf:"varint,25,opt,name=unidentified_count,json=unidentifiedCount,proto3" json:"unidentified_count,omitempty"`
+	Goals              []string               `protobuf:"bytes,26,rep,name=goals,proto3" json:"goals,omitempty"`
+	HasLead            bool                   `protobuf:"varint,27,opt,name=has_lead,json=hasLead,proto3" json:"has_lead,omitempty"`
+	VisitorToken       string                 `protobuf:"bytes,28,opt,name=visitor_token,json=visitorToken,proto3" json:"visitor_token,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -506,6 +523,125 @@ func (x *ConversationSummary) GetLastMessageText() string {
 	return ""
 }
 
+func (x *ConversationSummary) GetEndReason() v1.EndReason {
+	if x != nil {
+		return x.EndReason
+	}
+	return v1.EndReason(0)
+}
+
+func (x *ConversationSummary) GetEndedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndedAt
+	}
+	return nil
+}
+
+func (x *ConversationSummary) GetEngagement() v1.Engagement {
+	if x != nil {
+		return x.Engagement
+	}
+	return v1.Engagement(0)
+}
+
+func (x *ConversationSummary) GetResolved() bool {
+	if x != nil {
+		return x.Resolved
+	}
+	return false
+}
+
+func (x *ConversationSummary) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *ConversationSummary) GetLabels() []string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *ConversationSummary) GetFlagged() bool {
+	if x != nil {
+		return x.Flagged
+	}
+	return false
+}
+
+func (x *ConversationSummary) GetTakenOver() bool {
+	if x != nil {
+		return x.TakenOver
+	}
+	return false
+}
+
+func (x *ConversationSummary) GetAgentName() string {
+	if x != nil {
+		return x.AgentName
+	}
+	return ""
+}
+
+func (x *ConversationSummary) GetOperatorNoResponse() bool {
+	if x != nil {
+		return x.OperatorNoResponse
+	}
+	return false
+}
+
+func (x *ConversationSummary) GetCountry() string {
+	if x != nil {
+		return x.Country
+	}
+	return ""
+}
+
+func (x *ConversationSummary) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *ConversationSummary) GetCity() string {
+	if x != nil {
+		return x.City
+	}
+	return ""
+}
+
+func (x *ConversationSummary) GetUnidentifiedCount() uint32 {
+	if x != nil {
+		return x.UnidentifiedCount
+	}
+	return 0
+}
+
+func (x *ConversationSummary) GetGoals() []string {
+	if x != nil {
+		return x.Goals
+	}
+	return nil
+}
+
+func (x *ConversationSummary) GetHasLead() bool {
+	if x != nil {
+		return x.HasLead
+	}
+	return false
+}
+
+func (x *ConversationSummary) GetVisitorToken() string {
+	if x != nil {
+		return x.VisitorToken
+	}
+	return ""
+}
+
 // ListConversationsResponse holds one page.
 type ListConversationsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -571,8 +707,11 @@ func (x *ListConversationsResponse) GetTotalCount() uint64 {
 type GetConversationRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// A share token from a share_url opens the conversation without an API
+	// key while it is valid (the tenant comes from the token).
+	ShareToken    string `protobuf:"bytes,2,opt,name=share_token,json=shareToken,proto3" json:"share_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetConversationRequest) Reset() {
@@ -608,6 +747,13 @@ func (*GetConversationRequest) Descriptor() ([]byte, []int) {
 func (x *GetConversationRequest) GetConversationId() string {
 	if x != nil {
 		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *GetConversationRequest) GetShareToken() string {
+	if x != nil {
+		return x.ShareToken
 	}
 	return ""
 }
@@ -747,19 +893,34 @@ func (x *Message) GetResponseTimeMs() uint32 {
 
 // Conversation is one conversation in full.
 type Conversation struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Summary       *ConversationSummary   `protobuf:"bytes,1,opt,name=summary,proto3" json:"summary,omitempty"`
-	Messages      []*Message             `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
-	Variables     map[string]string      `protobuf:"bytes,3,rep,name=variables,proto3" json:"variables,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Tags          []string               `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty"`
-	Labels        []string               `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty"`
-	Flagged       bool                   `protobuf:"varint,6,opt,name=flagged,proto3" json:"flagged,omitempty"`
-	CostMicros    int64                  `protobuf:"varint,7,opt,name=cost_micros,json=costMicros,proto3" json:"cost_micros,omitempty"`
-	Tokens        uint64                 `protobuf:"varint,8,opt,name=tokens,proto3" json:"tokens,omitempty"`
-	TraceIds      []string               `protobuf:"bytes,9,rep,name=trace_ids,json=traceIds,proto3" json:"trace_ids,omitempty"`
-	ShareUrl      string                 `protobuf:"bytes,10,opt,name=share_url,json=shareUrl,proto3" json:"share_url,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Summary    *ConversationSummary   `protobuf:"bytes,1,opt,name=summary,proto3" json:"summary,omitempty"`
+	Messages   []*Message             `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
+	Variables  map[string]string      `protobuf:"bytes,3,rep,name=variables,proto3" json:"variables,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Tags       []string               `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty"`
+	Labels     []string               `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty"`
+	Flagged    bool                   `protobuf:"varint,6,opt,name=flagged,proto3" json:"flagged,omitempty"`
+	CostMicros int64                  `protobuf:"varint,7,opt,name=cost_micros,json=costMicros,proto3" json:"cost_micros,omitempty"`
+	Tokens     uint64                 `protobuf:"varint,8,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	TraceIds   []string               `protobuf:"bytes,9,rep,name=trace_ids,json=traceIds,proto3" json:"trace_ids,omitempty"`
+	ShareUrl   string                 `protobuf:"bytes,10,opt,name=share_url,json=shareUrl,proto3" json:"share_url,omitempty"`
+	// Flows started, completed, and where the visitor dropped off
+	// ("flow_id/step_id/node_id").
+	FlowsStarted      []string               `protobuf:"bytes,11,rep,name=flows_started,json=flowsStarted,proto3" json:"flows_started,omitempty"`
+	FlowsCompleted    []string               `protobuf:"bytes,12,rep,name=flows_completed,json=flowsCompleted,proto3" json:"flows_completed,omitempty"`
+	FlowDrops         []string               `protobuf:"bytes,13,rep,name=flow_drops,json=flowDrops,proto3" json:"flow_drops,omitempty"`
+	Leads             uint32                 `protobuf:"varint,14,opt,name=leads,proto3" json:"leads,omitempty"`
+	PageUrls          []string               `protobuf:"bytes,15,rep,name=page_urls,json=pageUrls,proto3" json:"page_urls,omitempty"`
+	TakeoverAt        *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=takeover_at,json=takeoverAt,proto3" json:"takeover_at,omitempty"`
+	Agents            []string               `protobuf:"bytes,17,rep,name=agents,proto3" json:"agents,omitempty"`
+	FirstResponseMs   uint32                 `protobuf:"varint,18,opt,name=first_response_ms,json=firstResponseMs,proto3" json:"first_response_ms,omitempty"`
+	AverageResponseMs uint32                 `protobuf:"varint,19,opt,name=average_response_ms,json=averageResponseMs,proto3" json:"average_response_ms,omitempty"`
+	InputTokens       uint64                 `protobuf:"varint,20,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	OutputTokens      uint64                 `protobuf:"varint,21,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	Markers           []string               `protobuf:"bytes,22,rep,name=markers,proto3" json:"markers,omitempty"`
+	ShareExpiresAt    *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=share_expires_at,json=shareExpiresAt,proto3" json:"share_expires_at,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Conversation) Reset() {
@@ -862,6 +1023,97 @@ func (x *Conversation) GetShareUrl() string {
 	return ""
 }
 
+func (x *Conversation) GetFlowsStarted() []string {
+	if x != nil {
+		return x.FlowsStarted
+	}
+	return nil
+}
+
+func (x *Conversation) GetFlowsCompleted() []string {
+	if x != nil {
+		return x.FlowsCompleted
+	}
+	return nil
+}
+
+func (x *Conversation) GetFlowDrops() []string {
+	if x != nil {
+		return x.FlowDrops
+	}
+	return nil
+}
+
+func (x *Conversation) GetLeads() uint32 {
+	if x != nil {
+		return x.Leads
+	}
+	return 0
+}
+
+func (x *Conversation) GetPageUrls() []string {
+	if x != nil {
+		return x.PageUrls
+	}
+	return nil
+}
+
+func (x *Conversation) GetTakeoverAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TakeoverAt
+	}
+	return nil
+}
+
+func (x *Conversation) GetAgents() []string {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+func (x *Conversation) GetFirstResponseMs() uint32 {
+	if x != nil {
+		return x.FirstResponseMs
+	}
+	return 0
+}
+
+func (x *Conversation) GetAverageResponseMs() uint32 {
+	if x != nil {
+		return x.AverageResponseMs
+	}
+	return 0
+}
+
+func (x *Conversation) GetInputTokens() uint64 {
+	if x != nil {
+		return x.InputTokens
+	}
+	return 0
+}
+
+func (x *Conversation) GetOutputTokens() uint64 {
+	if x != nil {
+		return x.OutputTokens
+	}
+	return 0
+}
+
+func (x *Conversation) GetMarkers() []string {
+	if x != nil {
+		return x.Markers
+	}
+	return nil
+}
+
+func (x *Conversation) GetShareExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ShareExpiresAt
+	}
+	return nil
+}
+
 // GetDashboardRequest selects conversations for the dashboard.
 type GetDashboardRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -909,17 +1161,31 @@ func (x *GetDashboardRequest) GetFilter() *Filter {
 
 // Dashboard holds the dashboard figures.
 type Dashboard struct {
-	state              protoimpl.MessageState `protogen:"open.v1"`
-	Total              uint64                 `protobuf:"varint,1,opt,name=total,proto3" json:"total,omitempty"`
-	Active             uint64                 `protobuf:"varint,2,opt,name=active,proto3" json:"active,omitempty"`
-	Ended              uint64                 `protobuf:"varint,3,opt,name=ended,proto3" json:"ended,omitempty"`
-	AverageMessages    float64                `protobuf:"fixed64,4,opt,name=average_messages,json=averageMessages,proto3" json:"average_messages,omitempty"`
-	LeadConversionRate float64                `protobuf:"fixed64,5,opt,name=lead_conversion_rate,json=leadConversionRate,proto3" json:"lead_conversion_rate,omitempty"`
-	GoalCompletionRate float64                `protobuf:"fixed64,6,opt,name=goal_completion_rate,json=goalCompletionRate,proto3" json:"goal_completion_rate,omitempty"`
-	CostMicros         int64                  `protobuf:"varint,7,opt,name=cost_micros,json=costMicros,proto3" json:"cost_micros,omitempty"`
-	Tokens             uint64                 `protobuf:"varint,8,opt,name=tokens,proto3" json:"tokens,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Total           uint64                 `protobuf:"varint,1,opt,name=total,proto3" json:"total,omitempty"`
+	Active          uint64                 `protobuf:"varint,2,opt,name=active,proto3" json:"active,omitempty"`
+	Ended           uint64                 `protobuf:"varint,3,opt,name=ended,proto3" json:"ended,omitempty"`
+	AverageMessages float64                `protobuf:"fixed64,4,opt,name=average_messages,json=averageMessages,proto3" json:"average_messages,omitempty"`
+	// Share of conversations with at least one lead (0..1).
+	LeadConversionRate float64 `protobuf:"fixed64,5,opt,name=lead_conversion_rate,json=leadConversionRate,proto3" json:"lead_conversion_rate,omitempty"`
+	// Share of conversations that reached at least one goal (0..1).
+	GoalCompletionRate float64 `protobuf:"fixed64,6,opt,name=goal_completion_rate,json=goalCompletionRate,proto3" json:"goal_completion_rate,omitempty"`
+	CostMicros         int64   `protobuf:"varint,7,opt,name=cost_micros,json=costMicros,proto3" json:"cost_micros,omitempty"`
+	Tokens             uint64  `protobuf:"varint,8,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	// Conversations by status ("active", "ended", "no_operator_response"),
+	// with their share of the total.
+	Statuses []*Count `protobuf:"bytes,9,rep,name=statuses,proto3" json:"statuses,omitempty"`
+	// Conversations started per day (in the filter's time zone) over the 30
+	// days ending with the filter's end (or today).
+	Trend []*DayCount `protobuf:"bytes,10,rep,name=trend,proto3" json:"trend,omitempty"`
+	// Conversations by country (top 50), and by city (top 50).
+	Countries []*Count `protobuf:"bytes,11,rep,name=countries,proto3" json:"countries,omitempty"`
+	Cities    []*Count `protobuf:"bytes,12,rep,name=cities,proto3" json:"cities,omitempty"`
+	// The 20 most frequent tags.
+	TopTags       []*Count `protobuf:"bytes,13,rep,name=top_tags,json=topTags,proto3" json:"top_tags,omitempty"`
+	Messages      uint64   `protobuf:"varint,14,opt,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Dashboard) Reset() {
@@ -1008,6 +1274,172 @@ func (x *Dashboard) GetTokens() uint64 {
 	return 0
 }
 
+func (x *Dashboard) GetStatuses() []*Count {
+	if x != nil {
+		return x.Statuses
+	}
+	return nil
+}
+
+func (x *Dashboard) GetTrend() []*DayCount {
+	if x != nil {
+		return x.Trend
+	}
+	return nil
+}
+
+func (x *Dashboard) GetCountries() []*Count {
+	if x != nil {
+		return x.Countries
+	}
+	return nil
+}
+
+func (x *Dashboard) GetCities() []*Count {
+	if x != nil {
+		return x.Cities
+	}
+	return nil
+}
+
+func (x *Dashboard) GetTopTags() []*Count {
+	if x != nil {
+		return x.TopTags
+	}
+	return nil
+}
+
+func (x *Dashboard) GetMessages() uint64 {
+	if x != nil {
+		return x.Messages
+	}
+	return 0
+}
+
+// Count is one bucket of a breakdown.
+type Count struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Count uint64                 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// count / total of the dashboard (0..1).
+	Share         float64 `protobuf:"fixed64,3,opt,name=share,proto3" json:"share,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Count) Reset() {
+	*x = Count{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Count) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Count) ProtoMessage() {}
+
+func (x *Count) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Count.ProtoReflect.Descriptor instead.
+func (*Count) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Count) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Count) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Count) GetShare() float64 {
+	if x != nil {
+		return x.Share
+	}
+	return 0
+}
+
+// DayCount is one day of a trend.
+type DayCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Calendar date, YYYY-MM-DD.
+	Date          string `protobuf:"bytes,1,opt,name=date,proto3" json:"date,omitempty"`
+	Conversations uint64 `protobuf:"varint,2,opt,name=conversations,proto3" json:"conversations,omitempty"`
+	Messages      uint64 `protobuf:"varint,3,opt,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DayCount) Reset() {
+	*x = DayCount{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DayCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DayCount) ProtoMessage() {}
+
+func (x *DayCount) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DayCount.ProtoReflect.Descriptor instead.
+func (*DayCount) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DayCount) GetDate() string {
+	if x != nil {
+		return x.Date
+	}
+	return ""
+}
+
+func (x *DayCount) GetConversations() uint64 {
+	if x != nil {
+		return x.Conversations
+	}
+	return 0
+}
+
+func (x *DayCount) GetMessages() uint64 {
+	if x != nil {
+		return x.Messages
+	}
+	return 0
+}
+
 // RunReportRequest names a report kind and a filter.
 type RunReportRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1021,7 +1453,7 @@ type RunReportRequest struct {
 
 func (x *RunReportRequest) Reset() {
 	*x = RunReportRequest{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[10]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1465,7 @@ func (x *RunReportRequest) String() string {
 func (*RunReportRequest) ProtoMessage() {}
 
 func (x *RunReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[10]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1478,7 @@ func (x *RunReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunReportRequest.ProtoReflect.Descriptor instead.
 func (*RunReportRequest) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{10}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RunReportRequest) GetKind() string {
@@ -1074,7 +1506,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[11]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1518,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[11]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1531,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{11}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Report) GetColumns() []string {
@@ -1126,7 +1558,7 @@ type ReportRow struct {
 
 func (x *ReportRow) Reset() {
 	*x = ReportRow{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[12]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1570,7 @@ func (x *ReportRow) String() string {
 func (*ReportRow) ProtoMessage() {}
 
 func (x *ReportRow) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[12]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1151,7 +1583,7 @@ func (x *ReportRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRow.ProtoReflect.Descriptor instead.
 func (*ReportRow) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{12}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReportRow) GetValues() []string {
@@ -1209,7 +1641,7 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\x06filter\x18\x01 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"\x93\x04\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\xdf\b\n" +
 	"\x13ConversationSummary\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x15\n" +
 	"\x06bot_id\x18\x02 \x01(\tR\x05botId\x122\n" +
@@ -1223,14 +1655,38 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\x06status\x18\t \x01(\tR\x06status\x12#\n" +
 	"\rmessage_count\x18\n" +
 	" \x01(\rR\fmessageCount\x12*\n" +
-	"\x11last_message_text\x18\v \x01(\tR\x0flastMessageText\"\xb4\x01\n" +
+	"\x11last_message_text\x18\v \x01(\tR\x0flastMessageText\x129\n" +
+	"\n" +
+	"end_reason\x18\f \x01(\x0e2\x1a.parley.event.v1.EndReasonR\tendReason\x125\n" +
+	"\bended_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12;\n" +
+	"\n" +
+	"engagement\x18\x0e \x01(\x0e2\x1b.parley.event.v1.EngagementR\n" +
+	"engagement\x12\x1a\n" +
+	"\bresolved\x18\x0f \x01(\bR\bresolved\x12\x12\n" +
+	"\x04tags\x18\x10 \x03(\tR\x04tags\x12\x16\n" +
+	"\x06labels\x18\x11 \x03(\tR\x06labels\x12\x18\n" +
+	"\aflagged\x18\x12 \x01(\bR\aflagged\x12\x1d\n" +
+	"\n" +
+	"taken_over\x18\x13 \x01(\bR\ttakenOver\x12\x1d\n" +
+	"\n" +
+	"agent_name\x18\x14 \x01(\tR\tagentName\x120\n" +
+	"\x14operator_no_response\x18\x15 \x01(\bR\x12operatorNoResponse\x12\x18\n" +
+	"\acountry\x18\x16 \x01(\tR\acountry\x12\x16\n" +
+	"\x06region\x18\x17 \x01(\tR\x06region\x12\x12\n" +
+	"\x04city\x18\x18 \x01(\tR\x04city\x12-\n" +
+	"\x12unidentified_count\x18\x19 \x01(\rR\x11unidentifiedCount\x12\x14\n" +
+	"\x05goals\x18\x1a \x03(\tR\x05goals\x12\x19\n" +
+	"\bhas_lead\x18\x1b \x01(\bR\ahasLead\x12#\n" +
+	"\rvisitor_token\x18\x1c \x01(\tR\fvisitorToken\"\xb4\x01\n" +
 	"\x19ListConversationsResponse\x12N\n" +
 	"\rconversations\x18\x01 \x03(\v2(.parley.reporting.v1.ConversationSummaryR\rconversations\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1f\n" +
 	"\vtotal_count\x18\x03 \x01(\x04R\n" +
-	"totalCount\"A\n" +
+	"totalCount\"b\n" +
 	"\x16GetConversationRequest\x12'\n" +
-	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\"\x9f\x03\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x1f\n" +
+	"\vshare_token\x18\x02 \x01(\tR\n" +
+	"shareToken\"\x9f\x03\n" +
 	"\aMessage\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x1d\n" +
 	"\n" +
@@ -1246,7 +1702,7 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\anode_id\x18\n" +
 	" \x01(\tR\x06nodeId\x12\x19\n" +
 	"\bagent_id\x18\v \x01(\tR\aagentId\x12(\n" +
-	"\x10response_time_ms\x18\f \x01(\rR\x0eresponseTimeMs\"\xd3\x03\n" +
+	"\x10response_time_ms\x18\f \x01(\rR\x0eresponseTimeMs\"\xcc\a\n" +
 	"\fConversation\x12B\n" +
 	"\asummary\x18\x01 \x01(\v2(.parley.reporting.v1.ConversationSummaryR\asummary\x128\n" +
 	"\bmessages\x18\x02 \x03(\v2\x1c.parley.reporting.v1.MessageR\bmessages\x12N\n" +
@@ -1259,12 +1715,27 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\x06tokens\x18\b \x01(\x04R\x06tokens\x12\x1b\n" +
 	"\ttrace_ids\x18\t \x03(\tR\btraceIds\x12\x1b\n" +
 	"\tshare_url\x18\n" +
-	" \x01(\tR\bshareUrl\x1a<\n" +
+	" \x01(\tR\bshareUrl\x12#\n" +
+	"\rflows_started\x18\v \x03(\tR\fflowsStarted\x12'\n" +
+	"\x0fflows_completed\x18\f \x03(\tR\x0eflowsCompleted\x12\x1d\n" +
+	"\n" +
+	"flow_drops\x18\r \x03(\tR\tflowDrops\x12\x14\n" +
+	"\x05leads\x18\x0e \x01(\rR\x05leads\x12\x1b\n" +
+	"\tpage_urls\x18\x0f \x03(\tR\bpageUrls\x12;\n" +
+	"\vtakeover_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"takeoverAt\x12\x16\n" +
+	"\x06agents\x18\x11 \x03(\tR\x06agents\x12*\n" +
+	"\x11first_response_ms\x18\x12 \x01(\rR\x0ffirstResponseMs\x12.\n" +
+	"\x13average_response_ms\x18\x13 \x01(\rR\x11averageResponseMs\x12!\n" +
+	"\finput_tokens\x18\x14 \x01(\x04R\vinputTokens\x12#\n" +
+	"\routput_tokens\x18\x15 \x01(\x04R\foutputTokens\x12\x18\n" +
+	"\amarkers\x18\x16 \x03(\tR\amarkers\x12D\n" +
+	"\x10share_expires_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x0eshareExpiresAt\x1a<\n" +
 	"\x0eVariablesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"J\n" +
 	"\x13GetDashboardRequest\x123\n" +
-	"\x06filter\x18\x01 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\"\x97\x02\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\"\xc5\x04\n" +
 	"\tDashboard\x12\x14\n" +
 	"\x05total\x18\x01 \x01(\x04R\x05total\x12\x16\n" +
 	"\x06active\x18\x02 \x01(\x04R\x06active\x12\x14\n" +
@@ -1274,7 +1745,22 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\x14goal_completion_rate\x18\x06 \x01(\x01R\x12goalCompletionRate\x12\x1f\n" +
 	"\vcost_micros\x18\a \x01(\x03R\n" +
 	"costMicros\x12\x16\n" +
-	"\x06tokens\x18\b \x01(\x04R\x06tokens\"[\n" +
+	"\x06tokens\x18\b \x01(\x04R\x06tokens\x126\n" +
+	"\bstatuses\x18\t \x03(\v2\x1a.parley.reporting.v1.CountR\bstatuses\x123\n" +
+	"\x05trend\x18\n" +
+	" \x03(\v2\x1d.parley.reporting.v1.DayCountR\x05trend\x128\n" +
+	"\tcountries\x18\v \x03(\v2\x1a.parley.reporting.v1.CountR\tcountries\x122\n" +
+	"\x06cities\x18\f \x03(\v2\x1a.parley.reporting.v1.CountR\x06cities\x125\n" +
+	"\btop_tags\x18\r \x03(\v2\x1a.parley.reporting.v1.CountR\atopTags\x12\x1a\n" +
+	"\bmessages\x18\x0e \x01(\x04R\bmessages\"E\n" +
+	"\x05Count\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\x12\x14\n" +
+	"\x05share\x18\x03 \x01(\x01R\x05share\"`\n" +
+	"\bDayCount\x12\x12\n" +
+	"\x04date\x18\x01 \x01(\tR\x04date\x12$\n" +
+	"\rconversations\x18\x02 \x01(\x04R\rconversations\x12\x1a\n" +
+	"\bmessages\x18\x03 \x01(\x04R\bmessages\"[\n" +
 	"\x10RunReportRequest\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x123\n" +
 	"\x06filter\x18\x02 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\"V\n" +
@@ -1301,7 +1787,7 @@ func file_parley_reporting_v1_reporting_proto_rawDescGZIP() []byte {
 	return file_parley_reporting_v1_reporting_proto_rawDescData
 }
 
-var file_parley_reporting_v1_reporting_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_parley_reporting_v1_reporting_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_parley_reporting_v1_reporting_proto_goTypes = []any{
 	(*TimeRange)(nil),                 // 0: parley.reporting.v1.TimeRange
 	(*Filter)(nil),                    // 1: parley.reporting.v1.Filter
@@ -1313,55 +1799,67 @@ var file_parley_reporting_v1_reporting_proto_goTypes = []any{
 	(*Conversation)(nil),              // 7: parley.reporting.v1.Conversation
 	(*GetDashboardRequest)(nil),       // 8: parley.reporting.v1.GetDashboardRequest
 	(*Dashboard)(nil),                 // 9: parley.reporting.v1.Dashboard
-	(*RunReportRequest)(nil),          // 10: parley.reporting.v1.RunReportRequest
-	(*Report)(nil),                    // 11: parley.reporting.v1.Report
-	(*ReportRow)(nil),                 // 12: parley.reporting.v1.ReportRow
-	nil,                               // 13: parley.reporting.v1.Conversation.VariablesEntry
-	(*timestamppb.Timestamp)(nil),     // 14: google.protobuf.Timestamp
-	(v1.Channel)(0),                   // 15: parley.event.v1.Channel
-	(v1.Platform)(0),                  // 16: parley.event.v1.Platform
-	(v1.ConversationType)(0),          // 17: parley.event.v1.ConversationType
-	(v1.Engagement)(0),                // 18: parley.event.v1.Engagement
-	(v1.EndReason)(0),                 // 19: parley.event.v1.EndReason
-	(v1.Role)(0),                      // 20: parley.event.v1.Role
+	(*Count)(nil),                     // 10: parley.reporting.v1.Count
+	(*DayCount)(nil),                  // 11: parley.reporting.v1.DayCount
+	(*RunReportRequest)(nil),          // 12: parley.reporting.v1.RunReportRequest
+	(*Report)(nil),                    // 13: parley.reporting.v1.Report
+	(*ReportRow)(nil),                 // 14: parley.reporting.v1.ReportRow
+	nil,                               // 15: parley.reporting.v1.Conversation.VariablesEntry
+	(*timestamppb.Timestamp)(nil),     // 16: google.protobuf.Timestamp
+	(v1.Channel)(0),                   // 17: parley.event.v1.Channel
+	(v1.Platform)(0),                  // 18: parley.event.v1.Platform
+	(v1.ConversationType)(0),          // 19: parley.event.v1.ConversationType
+	(v1.Engagement)(0),                // 20: parley.event.v1.Engagement
+	(v1.EndReason)(0),                 // 21: parley.event.v1.EndReason
+	(v1.Role)(0),                      // 22: parley.event.v1.Role
 }
 var file_parley_reporting_v1_reporting_proto_depIdxs = []int32{
-	14, // 0: parley.reporting.v1.TimeRange.from:type_name -> google.protobuf.Timestamp
-	14, // 1: parley.reporting.v1.TimeRange.to:type_name -> google.protobuf.Timestamp
+	16, // 0: parley.reporting.v1.TimeRange.from:type_name -> google.protobuf.Timestamp
+	16, // 1: parley.reporting.v1.TimeRange.to:type_name -> google.protobuf.Timestamp
 	0,  // 2: parley.reporting.v1.Filter.time_range:type_name -> parley.reporting.v1.TimeRange
-	15, // 3: parley.reporting.v1.Filter.channels:type_name -> parley.event.v1.Channel
-	16, // 4: parley.reporting.v1.Filter.platforms:type_name -> parley.event.v1.Platform
-	17, // 5: parley.reporting.v1.Filter.types:type_name -> parley.event.v1.ConversationType
-	18, // 6: parley.reporting.v1.Filter.engagements:type_name -> parley.event.v1.Engagement
-	19, // 7: parley.reporting.v1.Filter.end_reasons:type_name -> parley.event.v1.EndReason
+	17, // 3: parley.reporting.v1.Filter.channels:type_name -> parley.event.v1.Channel
+	18, // 4: parley.reporting.v1.Filter.platforms:type_name -> parley.event.v1.Platform
+	19, // 5: parley.reporting.v1.Filter.types:type_name -> parley.event.v1.ConversationType
+	20, // 6: parley.reporting.v1.Filter.engagements:type_name -> parley.event.v1.Engagement
+	21, // 7: parley.reporting.v1.Filter.end_reasons:type_name -> parley.event.v1.EndReason
 	1,  // 8: parley.reporting.v1.ListConversationsRequest.filter:type_name -> parley.reporting.v1.Filter
-	15, // 9: parley.reporting.v1.ConversationSummary.channel:type_name -> parley.event.v1.Channel
-	16, // 10: parley.reporting.v1.ConversationSummary.platform:type_name -> parley.event.v1.Platform
-	17, // 11: parley.reporting.v1.ConversationSummary.type:type_name -> parley.event.v1.ConversationType
-	14, // 12: parley.reporting.v1.ConversationSummary.started_at:type_name -> google.protobuf.Timestamp
-	14, // 13: parley.reporting.v1.ConversationSummary.last_activity_at:type_name -> google.protobuf.Timestamp
-	3,  // 14: parley.reporting.v1.ListConversationsResponse.conversations:type_name -> parley.reporting.v1.ConversationSummary
-	20, // 15: parley.reporting.v1.Message.role:type_name -> parley.event.v1.Role
-	14, // 16: parley.reporting.v1.Message.occurred_at:type_name -> google.protobuf.Timestamp
-	3,  // 17: parley.reporting.v1.Conversation.summary:type_name -> parley.reporting.v1.ConversationSummary
-	6,  // 18: parley.reporting.v1.Conversation.messages:type_name -> parley.reporting.v1.Message
-	13, // 19: parley.reporting.v1.Conversation.variables:type_name -> parley.reporting.v1.Conversation.VariablesEntry
-	1,  // 20: parley.reporting.v1.GetDashboardRequest.filter:type_name -> parley.reporting.v1.Filter
-	1,  // 21: parley.reporting.v1.RunReportRequest.filter:type_name -> parley.reporting.v1.Filter
-	12, // 22: parley.reporting.v1.Report.rows:type_name -> parley.reporting.v1.ReportRow
-	2,  // 23: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
-	5,  // 24: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
-	8,  // 25: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
-	10, // 26: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
-	4,  // 27: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
-	7,  // 28: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
-	9,  // 29: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
-	11, // 30: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
-	27, // [27:31] is the sub-list for method output_type
-	23, // [23:27] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	17, // 9: parley.reporting.v1.ConversationSummary.channel:type_name -> parley.event.v1.Channel
+	18, // 10: parley.reporting.v1.ConversationSummary.platform:type_name -> parley.event.v1.Platform
+	19, // 11: parley.reporting.v1.ConversationSummary.type:type_name -> parley.event.v1.ConversationType
+	16, // 12: parley.reporting.v1.ConversationSummary.started_at:type_name -> google.protobuf.Timestamp
+	16, // 13: parley.reporting.v1.ConversationSummary.last_activity_at:type_name -> google.protobuf.Timestamp
+	21, // 14: parley.reporting.v1.ConversationSummary.end_reason:type_name -> parley.event.v1.EndReason
+	16, // 15: parley.reporting.v1.ConversationSummary.ended_at:type_name -> google.protobuf.Timestamp
+	20, // 16: parley.reporting.v1.ConversationSummary.engagement:type_name -> parley.event.v1.Engagement
+	3,  // 17: parley.reporting.v1.ListConversationsResponse.conversations:type_name -> parley.reporting.v1.ConversationSummary
+	22, // 18: parley.reporting.v1.Message.role:type_name -> parley.event.v1.Role
+	16, // 19: parley.reporting.v1.Message.occurred_at:type_name -> google.protobuf.Timestamp
+	3,  // 20: parley.reporting.v1.Conversation.summary:type_name -> parley.reporting.v1.ConversationSummary
+	6,  // 21: parley.reporting.v1.Conversation.messages:type_name -> parley.reporting.v1.Message
+	15, // 22: parley.reporting.v1.Conversation.variables:type_name -> parley.reporting.v1.Conversation.VariablesEntry
+	16, // 23: parley.reporting.v1.Conversation.takeover_at:type_name -> google.protobuf.Timestamp
+	16, // 24: parley.reporting.v1.Conversation.share_expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 25: parley.reporting.v1.GetDashboardRequest.filter:type_name -> parley.reporting.v1.Filter
+	10, // 26: parley.reporting.v1.Dashboard.statuses:type_name -> parley.reporting.v1.Count
+	11, // 27: parley.reporting.v1.Dashboard.trend:type_name -> parley.reporting.v1.DayCount
+	10, // 28: parley.reporting.v1.Dashboard.countries:type_name -> parley.reporting.v1.Count
+	10, // 29: parley.reporting.v1.Dashboard.cities:type_name -> parley.reporting.v1.Count
+	10, // 30: parley.reporting.v1.Dashboard.top_tags:type_name -> parley.reporting.v1.Count
+	1,  // 31: parley.reporting.v1.RunReportRequest.filter:type_name -> parley.reporting.v1.Filter
+	14, // 32: parley.reporting.v1.Report.rows:type_name -> parley.reporting.v1.ReportRow
+	2,  // 33: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
+	5,  // 34: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
+	8,  // 35: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
+	12, // 36: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
+	4,  // 37: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
+	7,  // 38: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
+	9,  // 39: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
+	13, // 40: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
+	37, // [37:41] is the sub-list for method output_type
+	33, // [33:37] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_parley_reporting_v1_reporting_proto_init() }
@@ -1376,7 +1874,7 @@ func file_parley_reporting_v1_reporting_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_reporting_v1_reporting_proto_rawDesc), len(file_parley_reporting_v1_reporting_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,63 +1,113 @@
-// Package api is reporting's gRPC adapter.
+// Package api is reporting's gRPC adapter: it authorizes the caller's
+// tenant, validates requests, builds filters and maps query results to the
+// API.
 package api
 
 import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/url"
+	"strings"
+	"time"
 
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
+	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
+	"github.com/parley-dev/parley/services/reporting/internal/filter"
 	"github.com/parley-dev/parley/services/reporting/internal/projector"
 	"github.com/parley-dev/parley/services/reporting/internal/query"
+	"github.com/parley-dev/parley/services/reporting/internal/share"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
+
+// Page sizes of ListConversations.
+const (
+	DefaultPageSize = 50
+	MaxPageSize     = 200
+)
+
+// TimeZones tells a tenant's time zone.
+type TimeZones interface {
+	TimeZone(ctx context.Context, tenantID string) (string, error)
+}
+
+// Deps are what the server needs.
+type Deps struct {
+	Reader    *query.Reader
+	TimeZones TimeZones
+	Signer    *share.Signer
+	// ShareBaseURL prefixes share links: <base>/v1/shared/<token>.
+	ShareBaseURL string
+	ShareTTL     time.Duration
+	Log          *slog.Logger
+	Now          func() time.Time
+}
 
 // Server implements reportingv1.ReportingServiceServer.
 type Server struct {
 	reportingv1.UnimplementedReportingServiceServer
-	reader *query.Reader
-	log    *slog.Logger
+	d Deps
 }
 
 // New returns a server.
-func New(r *query.Reader, log *slog.Logger) *Server { return &Server{reader: r, log: log} }
+func New(d Deps) *Server {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.ShareTTL <= 0 {
+		d.ShareTTL = 7 * 24 * time.Hour
+	}
+	return &Server{d: d}
+}
 
-// Scopes lists the API-key scope each method needs: every method reads.
+// Scopes lists the API-key scope each method needs: every method reads;
+// GetConversation also opens without a key when given a valid share token.
 func Scopes() map[string]string {
-	return grpcx.MethodScopes(reportingv1.ReportingService_ServiceDesc, grpcx.ScopeRead, nil)
+	return grpcx.MethodScopes(reportingv1.ReportingService_ServiceDesc, grpcx.ScopeRead,
+		map[string]string{"GetConversation": grpcx.Optional(grpcx.ScopeRead)})
 }
 
 // GetConversation returns one conversation of the caller's tenant with its
-// transcript.
+// transcript, state and a share link.
 func (s *Server) GetConversation(ctx context.Context, req *reportingv1.GetConversationRequest) (*reportingv1.Conversation, error) {
-	p, err := grpcx.RequireTenant(ctx)
+	tenant, conv, err := s.conversationAccess(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	if !eventbus.ValidConversationID(req.GetConversationId()) {
-		return nil, invalid("conversation_id", "required; 1-128 characters of A-Z a-z 0-9 _ -")
-	}
-	t, err := s.reader.Transcript(ctx, p.TenantID, req.GetConversationId())
+	t, err := s.d.Reader.Transcript(ctx, tenant, conv)
 	if errors.Is(err, query.ErrNotFound) {
-		return nil, status.Errorf(codes.NotFound, "conversation %q not found", req.GetConversationId())
+		return nil, status.Errorf(codes.NotFound, "conversation %q not found", conv)
 	}
 	if err != nil {
-		s.log.ErrorContext(ctx, "transcript query failed", "err", err)
-		return nil, status.Error(codes.Unavailable, "analytics store unavailable; retry later")
+		return nil, s.unavailable(ctx, "transcript", err)
 	}
-	out := &reportingv1.Conversation{
-		Summary: &reportingv1.ConversationSummary{
-			ConversationId: t.ConversationID,
-			StartedAt:      timestamppb.New(t.FirstEventAt),
-			LastActivityAt: timestamppb.New(t.LastEventAt),
-			MessageCount:   uint32(len(t.Messages)),
-		},
-		TraceIds: t.TraceIDs,
+	d, err := s.d.Reader.Conversation(ctx, tenant, conv)
+	if err != nil && !errors.Is(err, query.ErrNotFound) {
+		return nil, s.unavailable(ctx, "conversation", err)
+	}
+	out := &reportingv1.Conversation{TraceIds: t.TraceIDs}
+	if d != nil {
+		out.Summary = summary(d.Summary)
+		out.Variables = d.Variables
+		out.Tags, out.Labels, out.Flagged = d.Tags, d.Labels, d.Flagged
+		out.CostMicros, out.Tokens = d.CostMicros, d.InputTokens+d.OutputTokens
+		out.InputTokens, out.OutputTokens = d.InputTokens, d.OutputTokens
+		out.FlowsStarted, out.FlowsCompleted, out.FlowDrops = d.FlowsStarted, d.FlowsCompleted, d.FlowDrops
+		out.Leads, out.PageUrls, out.Agents, out.Markers = d.Leads, d.PageURLs, d.Agents, d.Markers
+		out.TakeoverAt = ts(d.TakeoverAt)
+		out.FirstResponseMs = d.FirstResponseMS
+		if d.ResponseCount > 0 {
+			out.AverageResponseMs = uint32(d.ResponseMSSum / uint64(d.ResponseCount))
+		}
+	} else {
+		// Events are projected but the conversations row is not there yet.
+		out.Summary = &reportingv1.ConversationSummary{ConversationId: conv, StartedAt: ts(t.FirstEventAt), LastActivityAt: ts(t.LastEventAt)}
 	}
 	for _, m := range t.Messages {
 		out.Messages = append(out.Messages, &reportingv1.Message{
@@ -66,20 +116,213 @@ func (s *Server) GetConversation(ctx context.Context, req *reportingv1.GetConver
 			Unidentified: m.Unidentified, FlowId: m.FlowID, NodeId: m.NodeID, AgentId: m.AgentID, ResponseTimeMs: m.ResponseTimeMS,
 		})
 	}
-	if n := len(t.Messages); n > 0 {
-		out.Summary.LastMessageText = t.Messages[n-1].Text
+	if s.d.Signer != nil {
+		exp := s.d.Now().Add(s.d.ShareTTL).Truncate(time.Second)
+		out.ShareUrl = strings.TrimRight(s.d.ShareBaseURL, "/") + "/v1/shared/" + url.PathEscape(s.d.Signer.Sign(tenant, conv, exp))
+		out.ShareExpiresAt = timestamppb.New(exp)
 	}
 	return out, nil
 }
 
-// ListConversations is not built yet.
-func (s *Server) ListConversations(context.Context, *reportingv1.ListConversationsRequest) (*reportingv1.ListConversationsResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "reporting: ListConversations is not available yet (conversation projections are pending); use GetConversation")
+// conversationAccess authorizes GetConversation: an API key with the read
+// scope (any conversation of its tenant), or a valid share token (that
+// conversation only).
+func (s *Server) conversationAccess(ctx context.Context, req *reportingv1.GetConversationRequest) (tenant, conv string, err error) {
+	if tok := req.GetShareToken(); tok != "" {
+		if s.d.Signer == nil {
+			return "", "", status.Error(codes.FailedPrecondition, "share links are not enabled")
+		}
+		tenant, conv, exp, err := s.d.Signer.Verify(tok, s.d.Now())
+		switch {
+		case errors.Is(err, share.ErrExpired):
+			return "", "", status.Errorf(codes.PermissionDenied, "share link expired at %s", exp.Format(time.RFC3339))
+		case err != nil:
+			return "", "", status.Error(codes.Unauthenticated, "invalid share link")
+		case req.GetConversationId() != "" && req.GetConversationId() != conv:
+			return "", "", status.Error(codes.PermissionDenied, "the share link is for another conversation")
+		}
+		if p, ok := grpcx.PrincipalFrom(ctx); ok && p.TenantID != tenant {
+			return "", "", status.Error(codes.PermissionDenied, "the share link belongs to another tenant")
+		}
+		return tenant, conv, nil
+	}
+	p, ok := grpcx.PrincipalFrom(ctx)
+	if !ok {
+		return "", "", status.Error(codes.Unauthenticated, "missing API key or share token")
+	}
+	if !eventbus.ValidConversationID(req.GetConversationId()) {
+		return "", "", invalid("conversation_id", "required; 1-128 characters of A-Z a-z 0-9 _ -")
+	}
+	return p.TenantID, req.GetConversationId(), nil
 }
 
-// GetDashboard is not built yet.
-func (s *Server) GetDashboard(context.Context, *reportingv1.GetDashboardRequest) (*reportingv1.Dashboard, error) {
-	return nil, status.Error(codes.Unimplemented, "reporting: GetDashboard is not available yet")
+// ListConversations lists the tenant's conversations matching the filter,
+// newest first, with the total count.
+func (s *Server) ListConversations(ctx context.Context, req *reportingv1.ListConversationsRequest) (*reportingv1.ListConversationsResponse, error) {
+	p, err := grpcx.RequireTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	size := int(req.GetPageSize())
+	switch {
+	case size == 0:
+		size = DefaultPageSize
+	case size > MaxPageSize:
+		return nil, invalid("page_size", "at most 200")
+	}
+	var after *query.Cursor
+	if tok := req.GetPageToken(); tok != "" {
+		c, err := query.DecodeCursor(tok)
+		if err != nil {
+			return nil, invalid("page_token", "not a token from a previous response")
+		}
+		after = &c
+	}
+	w, err := s.where(ctx, p.TenantID, req.GetFilter())
+	if err != nil {
+		return nil, err
+	}
+	page, err := s.d.Reader.List(ctx, w, size, after)
+	if err != nil {
+		return nil, s.unavailable(ctx, "list", err)
+	}
+	out := &reportingv1.ListConversationsResponse{TotalCount: page.Total}
+	for _, r := range page.Rows {
+		out.Conversations = append(out.Conversations, summary(r))
+	}
+	if page.Next != nil {
+		out.NextPageToken = page.Next.Encode()
+	}
+	return out, nil
+}
+
+// GetDashboard returns the dashboard figures for the filter.
+func (s *Server) GetDashboard(ctx context.Context, req *reportingv1.GetDashboardRequest) (*reportingv1.Dashboard, error) {
+	p, err := grpcx.RequireTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w, err := s.where(ctx, p.TenantID, req.GetFilter())
+	if err != nil {
+		return nil, err
+	}
+	// The trend covers 30 days up to the range's end, whatever the range.
+	tf := cloneFilter(req.GetFilter())
+	tz := tf.GetTimeRange().GetTimeZone()
+	tf.TimeRange = &reportingv1.TimeRange{Preset: "all_time", TimeZone: tz}
+	tw, err := s.where(ctx, p.TenantID, tf)
+	if err != nil {
+		return nil, err
+	}
+	end := s.d.Now()
+	if !w.To.IsZero() {
+		end = w.To.Add(-time.Microsecond)
+	}
+	d, err := s.d.Reader.Dashboard(ctx, w, tw, end, w.Location)
+	if err != nil {
+		return nil, s.unavailable(ctx, "dashboard", err)
+	}
+	out := &reportingv1.Dashboard{
+		Total: d.Total, Active: d.Active, Ended: d.Ended, Messages: d.Messages,
+		LeadConversionRate: ratio(d.WithLead, d.Total), GoalCompletionRate: ratio(d.WithGoal, d.Total),
+		CostMicros: d.CostMicros, Tokens: d.Tokens,
+	}
+	if d.Total > 0 {
+		out.AverageMessages = float64(d.Messages) / float64(d.Total)
+	}
+	out.Statuses = []*reportingv1.Count{
+		{Key: "active", Count: d.Active, Share: ratio(d.Active, d.Total)},
+		{Key: "ended", Count: d.Ended, Share: ratio(d.Ended, d.Total)},
+		{Key: "no_operator_response", Count: d.NoOperatorResponse, Share: ratio(d.NoOperatorResponse, d.Total)},
+	}
+	for _, day := range d.Trend {
+		out.Trend = append(out.Trend, &reportingv1.DayCount{Date: day.Date, Conversations: day.Conversations, Messages: day.Messages})
+	}
+	out.Countries = counts(d.Countries, d.Total)
+	out.Cities = counts(d.Cities, d.Total)
+	out.TopTags = counts(d.TopTags, d.Total)
+	return out, nil
+}
+
+func (s *Server) where(ctx context.Context, tenant string, f *reportingv1.Filter) (*filter.Where, error) {
+	tz := "UTC"
+	if f.GetTimeRange().GetTimeZone() == "" && s.d.TimeZones != nil {
+		z, err := s.d.TimeZones.TimeZone(ctx, tenant)
+		if err != nil {
+			return nil, s.unavailable(ctx, "tenant time zone", err)
+		}
+		tz = z
+	}
+	w, v := filter.Build(tenant, f, s.d.Now(), tz)
+	if v != nil {
+		return nil, invalid(v.Field, v.Description)
+	}
+	return w, nil
+}
+
+func (s *Server) unavailable(ctx context.Context, what string, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return status.FromContextError(err).Err()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return status.Errorf(codes.DeadlineExceeded, "%s query took too long; narrow the filter", what)
+	}
+	s.d.Log.ErrorContext(ctx, "query failed", "query", what, "err", err)
+	return status.Error(codes.Unavailable, "analytics store unavailable; retry later")
+}
+
+func summary(r query.Summary) *reportingv1.ConversationSummary {
+	return &reportingv1.ConversationSummary{
+		ConversationId: r.ConversationID, BotId: r.BotID,
+		Channel:            eventv1.Channel(enumValue(eventv1.Channel_value, "CHANNEL_", r.Channel)),
+		Platform:           eventv1.Platform(enumValue(eventv1.Platform_value, "PLATFORM_", r.Platform)),
+		Type:               eventv1.ConversationType(enumValue(eventv1.ConversationType_value, "CONVERSATION_TYPE_", r.Type)),
+		VisitorDisplayName: r.VisitorName, VisitorToken: r.VisitorToken,
+		StartedAt: ts(r.StartedAt), LastActivityAt: ts(r.LastActivityAt), EndedAt: ts(r.EndedAt),
+		Status: r.Status, MessageCount: r.MessageCount, LastMessageText: r.LastMessageText,
+		EndReason:  eventv1.EndReason(enumValue(eventv1.EndReason_value, "END_REASON_", r.EndReason)),
+		Engagement: eventv1.Engagement(enumValue(eventv1.Engagement_value, "ENGAGEMENT_", r.Engagement)),
+		Resolved:   r.Resolved,
+		Tags:       r.Tags, Labels: r.Labels, Flagged: r.Flagged, TakenOver: r.TakenOver, AgentName: r.AgentName,
+		OperatorNoResponse: r.OperatorNoResponse, Country: r.Country, Region: r.Region, City: r.City,
+		UnidentifiedCount: r.UnidentifiedCount, Goals: r.Goals, HasLead: r.Leads > 0,
+	}
+}
+
+func enumValue(values map[string]int32, prefix, name string) int32 {
+	if name == "" {
+		return 0
+	}
+	return values[prefix+strings.ToUpper(name)]
+}
+
+func ts(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+func ratio(n, d uint64) float64 {
+	if d == 0 {
+		return 0
+	}
+	return float64(n) / float64(d)
+}
+
+func counts(bs []query.Bucket, total uint64) []*reportingv1.Count {
+	out := make([]*reportingv1.Count, 0, len(bs))
+	for _, b := range bs {
+		out = append(out, &reportingv1.Count{Key: b.Key, Count: b.Count, Share: ratio(b.Count, total)})
+	}
+	return out
+}
+
+func cloneFilter(f *reportingv1.Filter) *reportingv1.Filter {
+	if f == nil {
+		return &reportingv1.Filter{}
+	}
+	return proto.Clone(f).(*reportingv1.Filter)
 }
 
 // RunReport is not built yet.

@@ -4,6 +4,7 @@ package statestore
 
 import (
 	"context"
+	"crypto/rand"
 	"embed"
 	"encoding/json"
 	"fmt"
@@ -89,4 +90,21 @@ func (s *Store) Save(ctx context.Context, states []*convstate.State) error {
 		return fmt.Errorf("statestore: save: %w", err)
 	}
 	return nil
+}
+
+// Secret returns the named secret, creating a random one of 32 bytes on
+// first use. Every replica gets the same value.
+func (s *Store) Secret(ctx context.Context, name string) ([]byte, error) {
+	fresh := make([]byte, 32)
+	if _, err := rand.Read(fresh); err != nil {
+		return nil, err
+	}
+	if _, err := s.pool.Exec(ctx, `INSERT INTO reporting_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, name, fresh); err != nil {
+		return nil, fmt.Errorf("statestore: secret: %w", err)
+	}
+	var v []byte
+	if err := s.pool.QueryRow(ctx, `SELECT value FROM reporting_settings WHERE name = $1`, name).Scan(&v); err != nil {
+		return nil, fmt.Errorf("statestore: secret: %w", err)
+	}
+	return v, nil
 }

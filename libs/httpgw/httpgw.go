@@ -1,0 +1,205 @@
+// Package httpgw serves a service's HTTP/JSON API: grpc-gateway routes
+// (proto/http.yaml) forwarded over a loopback connection to the service's own
+// gRPC server, so authentication, scopes, validation and limits are exactly
+// those of the gRPC call. It adds CORS for browser origins, a request body
+// limit and OpenTelemetry instrumentation.
+package httpgw
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/textproto"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/rs/cors"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// Config configures a gateway.
+type Config struct {
+	// Name names the HTTP server in traces, e.g. "ingest-http".
+	Name string
+	// GRPCAddr is the service's own gRPC listen address (":7101" is dialled
+	// as 127.0.0.1:7101).
+	GRPCAddr string
+	// CORSOrigins are the browser origins allowed to call; "*" allows any.
+	// Empty: no cross-origin access.
+	CORSOrigins []string
+	// MaxBodyBytes bounds a request body (0: no limit).
+	MaxBodyBytes int64
+	// Metadata adds gRPC metadata derived from the HTTP request (optional).
+	Metadata       func(context.Context, *http.Request) metadata.MD
+	TracerProvider trace.TracerProvider
+	Propagator     propagation.TextMapPropagator
+}
+
+// Gateway is an HTTP/JSON front for one service.
+type Gateway struct {
+	// Conn is the loopback connection to the service's gRPC server.
+	Conn *grpc.ClientConn
+	// GW serves the generated routes; register handlers on it.
+	GW *runtime.ServeMux
+	// Mux routes /v1/ to GW; add hand-written endpoints to it.
+	Mux *http.ServeMux
+	cfg Config
+}
+
+// New dials the service and builds the gateway mux. Register the generated
+// handlers on GW (e.g. RegisterXServiceHandler(ctx, g.GW, g.Conn)), add any
+// extra endpoints to Mux, then serve Handler().
+func New(cfg Config) (*Gateway, error) {
+	var otelOpts []otelgrpc.Option
+	if cfg.TracerProvider != nil {
+		otelOpts = append(otelOpts, otelgrpc.WithTracerProvider(cfg.TracerProvider))
+	}
+	if cfg.Propagator != nil {
+		otelOpts = append(otelOpts, otelgrpc.WithPropagators(cfg.Propagator))
+	}
+	conn, err := grpc.NewClient(Loopback(cfg.GRPCAddr), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelOpts...)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(int(max(cfg.MaxBodyBytes, 4<<20))+1<<20), grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		return nil, fmt.Errorf("httpgw: dial %s: %w", cfg.GRPCAddr, err)
+	}
+	opts := []runtime.ServeMuxOption{
+		runtime.WithIncomingHeaderMatcher(headerMatcher),
+		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
+			UnmarshalOptions: protojson.UnmarshalOptions{},
+		}),
+	}
+	if cfg.Metadata != nil {
+		opts = append(opts, runtime.WithMetadata(cfg.Metadata))
+	}
+	g := &Gateway{Conn: conn, GW: runtime.NewServeMux(opts...), Mux: http.NewServeMux(), cfg: cfg}
+	g.Mux.Handle("/v1/", g.GW)
+	return g, nil
+}
+
+// Handler is the complete HTTP handler: body limit, CORS, tracing.
+func (g *Gateway) Handler() http.Handler {
+	var h http.Handler = g.Mux
+	h = limitBody(h, g.cfg.MaxBodyBytes)
+	if len(g.cfg.CORSOrigins) > 0 {
+		h = cors.New(cors.Options{
+			AllowedOrigins: g.cfg.CORSOrigins,
+			AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodOptions},
+			AllowedHeaders: []string{"Authorization", "X-Api-Key", "Content-Type", "Traceparent"},
+			MaxAge:         600,
+		}).Handler(h)
+	}
+	opts := []otelhttp.Option{otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path })}
+	if g.cfg.TracerProvider != nil {
+		opts = append(opts, otelhttp.WithTracerProvider(g.cfg.TracerProvider))
+	}
+	if g.cfg.Propagator != nil {
+		opts = append(opts, otelhttp.WithPropagators(g.cfg.Propagator))
+	}
+	return otelhttp.NewHandler(h, g.cfg.Name, opts...)
+}
+
+// Close releases the loopback connection.
+func (g *Gateway) Close() error { return g.Conn.Close() }
+
+// headerMatcher forwards only the API key header (the gateway forwards
+// Authorization itself; the trace context travels through the instrumented
+// loopback connection). Arbitrary Grpc-Metadata-* headers are not passed
+// through, so a browser cannot set metadata the edge derives itself.
+func headerMatcher(key string) (string, bool) {
+	if textproto.CanonicalMIMEHeaderKey(key) == "X-Api-Key" {
+		return "x-api-key", true
+	}
+	return "", false
+}
+
+func limitBody(next http.Handler, n int64) http.Handler {
+	if n <= 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > n {
+			WriteStatus(w, status.New(codes.InvalidArgument, fmt.Sprintf("request body: %d bytes; at most %d", r.ContentLength, n)))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, n)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// WriteStatus answers with the HTTP status for st's code and the status as
+// JSON, the shape grpc-gateway uses: {"code", "message", "details"}.
+func WriteStatus(w http.ResponseWriter, st *status.Status) {
+	b, err := protojson.Marshal(st.Proto())
+	if err != nil {
+		b = []byte(`{"code":13,"message":"internal error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(runtime.HTTPStatusFromCode(st.Code()))
+	_, _ = w.Write(b)
+}
+
+// ForwardAuth copies the caller's credentials to outgoing gRPC metadata, for
+// hand-written endpoints that call the service over Conn.
+func ForwardAuth(r *http.Request) metadata.MD {
+	md := metadata.MD{}
+	if v := r.Header.Get("Authorization"); v != "" {
+		md.Set("authorization", v)
+	}
+	if v := r.Header.Get("X-Api-Key"); v != "" {
+		md.Set("x-api-key", v)
+	}
+	return md
+}
+
+// Serve serves h on addr until ctx ends, then shuts down gracefully.
+func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) error {
+	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("httpgw: listen %s: %w", addr, err)
+	}
+	if log != nil {
+		log.Info("http api listening", "http_addr", addr)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		return nil
+	}
+}
+
+// Loopback turns a listen address (":7101") into a dial target.
+func Loopback(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}

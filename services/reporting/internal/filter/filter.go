@@ -1,0 +1,318 @@
+// Package filter turns a reporting Filter into a parameterised ClickHouse
+// WHERE clause over the conversations table. It is pure: no I/O, and the
+// clock is passed in. User input only ever travels as query parameters;
+// the SQL text is built from fixed fragments.
+package filter
+
+import (
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+	// Time zone data for presets in any tenant time zone, also in images
+	// without /usr/share/zoneinfo.
+	_ "time/tzdata"
+
+	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
+	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
+)
+
+// Limits on filter values.
+const (
+	MaxValues   = 100 // values in one repeated field
+	MaxTextLen  = 200 // characters of free-text search
+	MaxValueLen = 256 // characters of one value
+)
+
+// Violation names the offending field.
+type Violation struct {
+	Field       string
+	Description string
+}
+
+func (v *Violation) Error() string { return v.Field + ": " + v.Description }
+
+// Where is a built condition.
+type Where struct {
+	// SQL is the condition, with ? placeholders.
+	SQL  string
+	Args []any
+	// From and To are the resolved start-time bounds (To is exclusive; zero
+	// means unbounded).
+	From, To time.Time
+	// Location is the time zone the presets were resolved in.
+	Location *time.Location
+}
+
+// Statuses accepted by Filter.statuses.
+var statusSQL = map[string]string{
+	"active":               "status = 'active'",
+	"ended":                "status = 'ended'",
+	"no_operator_response": "operator_no_response = 1",
+}
+
+// Build returns the condition selecting the tenant's conversations that match
+// f. now is the server clock; defaultTZ the tenant's time zone, used when the
+// filter names none. The condition references the conversations table's
+// columns; message search uses a subquery on messages.
+func Build(tenant string, f *reportingv1.Filter, now time.Time, defaultTZ string) (*Where, *Violation) {
+	w := &Where{}
+	var conds []string
+	add := func(sql string, args ...any) {
+		conds = append(conds, sql)
+		w.Args = append(w.Args, args...)
+	}
+	add("tenant_id = ?", tenant)
+
+	from, to, loc, v := TimeBounds(f.GetTimeRange(), now, defaultTZ)
+	if v != nil {
+		return nil, v
+	}
+	w.From, w.To, w.Location = from, to, loc
+	if !from.IsZero() {
+		add("started_at_us >= ?", from.UnixMicro())
+	}
+	if !to.IsZero() {
+		add("started_at_us < ?", to.UnixMicro())
+	}
+
+	if sts := f.GetStatuses(); len(sts) > 0 {
+		if v := checkValues("filter.statuses", sts); v != nil {
+			return nil, v
+		}
+		var or []string
+		for i, s := range sts {
+			sql, ok := statusSQL[s]
+			if !ok {
+				return nil, &Violation{fmt.Sprintf("filter.statuses[%d]", i), fmt.Sprintf("unknown status %q; want active, ended or no_operator_response", s)}
+			}
+			or = append(or, sql)
+		}
+		add("(" + strings.Join(or, " OR ") + ")")
+	}
+	if vals := f.GetBotIds(); len(vals) > 0 {
+		if v := checkValues("filter.bot_ids", vals); v != nil {
+			return nil, v
+		}
+		add("has(?, bot_id)", vals)
+	}
+	if vs := f.GetChannels(); len(vs) > 0 {
+		names, v := enumNames("filter.channels", vs, eventv1.Channel_name, "CHANNEL_")
+		if v != nil {
+			return nil, v
+		}
+		add("has(?, channel)", names)
+	}
+	if vs := f.GetPlatforms(); len(vs) > 0 {
+		names, v := enumNames("filter.platforms", vs, eventv1.Platform_name, "PLATFORM_")
+		if v != nil {
+			return nil, v
+		}
+		add("has(?, platform)", names)
+	}
+	if vs := f.GetTypes(); len(vs) > 0 {
+		names, v := enumNames("filter.types", vs, eventv1.ConversationType_name, "CONVERSATION_TYPE_")
+		if v != nil {
+			return nil, v
+		}
+		add("has(?, type)", names)
+	}
+	if vs := f.GetEngagements(); len(vs) > 0 {
+		names, v := enumNames("filter.engagements", vs, eventv1.Engagement_name, "ENGAGEMENT_")
+		if v != nil {
+			return nil, v
+		}
+		add("has(?, engagement)", names)
+	}
+	if vs := f.GetEndReasons(); len(vs) > 0 {
+		names, v := enumNames("filter.end_reasons", vs, eventv1.EndReason_name, "END_REASON_")
+		if v != nil {
+			return nil, v
+		}
+		add("has(?, end_reason)", names)
+	}
+	if vals := f.GetGoals(); len(vals) > 0 {
+		if v := checkValues("filter.goals", vals); v != nil {
+			return nil, v
+		}
+		add("hasAny(goals, ?)", vals)
+	}
+	if f.TakenOver != nil {
+		add("taken_over = ?", b2u(f.GetTakenOver()))
+	}
+	if f.HasLead != nil {
+		if f.GetHasLead() {
+			add("leads > 0")
+		} else {
+			add("leads = 0")
+		}
+	}
+	if vals := f.GetTags(); len(vals) > 0 {
+		if v := checkValues("filter.tags", vals); v != nil {
+			return nil, v
+		}
+		add("hasAny(tags, ?)", vals)
+	}
+	if vals := f.GetLabels(); len(vals) > 0 {
+		if v := checkValues("filter.labels", vals); v != nil {
+			return nil, v
+		}
+		add("hasAny(labels, ?)", vals)
+	}
+	if f.Flagged != nil {
+		add("flagged = ?", b2u(f.GetFlagged()))
+	}
+	if v := checkValue("filter.flow_id", f.GetFlowId()); v != nil {
+		return nil, v
+	}
+	if v := checkValue("filter.flow_step_id", f.GetFlowStepId()); v != nil {
+		return nil, v
+	}
+	switch flow, step := f.GetFlowId(), f.GetFlowStepId(); {
+	case flow == "" && (step != "" || f.GetDroppedOff()):
+		field := "filter.flow_step_id"
+		if step == "" {
+			field = "filter.dropped_off"
+		}
+		return nil, &Violation{field, "needs filter.flow_id"}
+	case f.GetDroppedOff() && step != "":
+		add("arrayExists(x -> startsWith(x, ?), flow_drops)", flow+"/"+step+"/")
+	case f.GetDroppedOff():
+		add("arrayExists(x -> startsWith(x, ?), flow_drops)", flow+"/")
+	case step != "":
+		add("has(flow_steps, ?)", flow+"/"+step)
+	case flow != "":
+		add("has(flows_started, ?)", flow)
+	}
+	for _, s := range []struct{ field, col, val string }{
+		{"filter.node_id", "has(nodes, ?)", f.GetNodeId()},
+		{"filter.country", "country = ?", strings.ToUpper(f.GetCountry())},
+		{"filter.region", "region = ?", f.GetRegion()},
+		{"filter.city", "city = ?", f.GetCity()},
+		{"filter.agent_id", "has(agents, ?)", f.GetAgentId()},
+	} {
+		if s.val == "" {
+			continue
+		}
+		if v := checkValue(s.field, s.val); v != nil {
+			return nil, v
+		}
+		add(s.col, s.val)
+	}
+	if text := strings.TrimSpace(f.GetText()); text != "" {
+		if !utf8.ValidString(text) || utf8.RuneCountInString(text) > MaxTextLen {
+			return nil, &Violation{"filter.text", fmt.Sprintf("at most %d characters of UTF-8", MaxTextLen)}
+		}
+		add("conversation_id IN (SELECT conversation_id FROM messages WHERE tenant_id = ? AND positionCaseInsensitiveUTF8(text, ?) > 0)", tenant, text)
+	}
+	w.SQL = strings.Join(conds, " AND ")
+	return w, nil
+}
+
+// TimeBounds resolves a time range to [from, to) in UTC. Presets are
+// calendar days in the range's time zone (or defaultTZ): "today" is since
+// local midnight, "last_7_days" the last 7 calendar days including today.
+// An empty range means the last 24 hours.
+func TimeBounds(r *reportingv1.TimeRange, now time.Time, defaultTZ string) (from, to time.Time, loc *time.Location, v *Violation) {
+	tzName := r.GetTimeZone()
+	field := "filter.time_range.time_zone"
+	if tzName == "" {
+		tzName, field = defaultTZ, "tenant time zone"
+	}
+	if tzName == "" {
+		tzName = "UTC"
+	}
+	loc, err := time.LoadLocation(tzName)
+	if err != nil || len(tzName) > 64 {
+		return from, to, nil, &Violation{field, fmt.Sprintf("unknown time zone %q", tzName)}
+	}
+	local := now.In(loc)
+	midnight := time.Date(local.Year(), local.Month(), local.Day(), 0, 0, 0, 0, loc)
+	days := func(n int) time.Time { return midnight.AddDate(0, 0, -n) }
+	switch p := r.GetPreset(); p {
+	case "":
+		if r.GetFrom() != nil || r.GetTo() != nil {
+			return custom(r, loc)
+		}
+		return now.Add(-24 * time.Hour).UTC(), time.Time{}, loc, nil
+	case "last_24_hours":
+		return now.Add(-24 * time.Hour).UTC(), time.Time{}, loc, nil
+	case "today":
+		return midnight.UTC(), time.Time{}, loc, nil
+	case "yesterday":
+		return days(1).UTC(), midnight.UTC(), loc, nil
+	case "last_7_days":
+		return days(6).UTC(), time.Time{}, loc, nil
+	case "last_30_days":
+		return days(29).UTC(), time.Time{}, loc, nil
+	case "last_60_days":
+		return days(59).UTC(), time.Time{}, loc, nil
+	case "all_time":
+		return time.Time{}, time.Time{}, loc, nil
+	case "custom":
+		return custom(r, loc)
+	default:
+		return from, to, nil, &Violation{"filter.time_range.preset", fmt.Sprintf("unknown preset %q; want today, yesterday, last_24_hours, last_7_days, last_30_days, last_60_days, all_time or custom", p)}
+	}
+}
+
+func custom(r *reportingv1.TimeRange, loc *time.Location) (from, to time.Time, _ *time.Location, v *Violation) {
+	if r.GetFrom() == nil || r.GetFrom().CheckValid() != nil {
+		return from, to, nil, &Violation{"filter.time_range.from", "a custom range needs a valid from"}
+	}
+	from = r.GetFrom().AsTime().UTC()
+	if r.GetTo() != nil {
+		if r.GetTo().CheckValid() != nil {
+			return from, to, nil, &Violation{"filter.time_range.to", "invalid timestamp"}
+		}
+		to = r.GetTo().AsTime().UTC()
+		if !to.After(from) {
+			return from, to, nil, &Violation{"filter.time_range.to", "must be after from"}
+		}
+	}
+	return from, to, loc, nil
+}
+
+func enumNames[E ~int32](field string, vs []E, names map[int32]string, prefix string) ([]string, *Violation) {
+	if len(vs) > MaxValues {
+		return nil, &Violation{field, fmt.Sprintf("at most %d values", MaxValues)}
+	}
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		n, ok := names[int32(v)]
+		if !ok || v == 0 {
+			return nil, &Violation{fmt.Sprintf("%s[%d]", field, i), fmt.Sprintf("unknown or unspecified value %d", v)}
+		}
+		out[i] = strings.ToLower(strings.TrimPrefix(n, prefix))
+	}
+	return out, nil
+}
+
+func checkValues(field string, vals []string) *Violation {
+	if len(vals) > MaxValues {
+		return &Violation{field, fmt.Sprintf("at most %d values", MaxValues)}
+	}
+	for i, v := range vals {
+		if v == "" {
+			return &Violation{fmt.Sprintf("%s[%d]", field, i), "empty value"}
+		}
+		if viol := checkValue(fmt.Sprintf("%s[%d]", field, i), v); viol != nil {
+			return viol
+		}
+	}
+	return nil
+}
+
+func checkValue(field, v string) *Violation {
+	if !utf8.ValidString(v) || utf8.RuneCountInString(v) > MaxValueLen {
+		return &Violation{field, fmt.Sprintf("at most %d characters of UTF-8", MaxValueLen)}
+	}
+	return nil
+}
+
+func b2u(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}

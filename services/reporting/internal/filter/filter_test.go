@@ -1,0 +1,151 @@
+package filter_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
+	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
+	"github.com/parley-dev/parley/services/reporting/internal/filter"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// 2026-11-21 10:30 in Berlin (UTC+1).
+var now = time.Date(2026, 11, 21, 9, 30, 0, 0, time.UTC)
+
+func TestPresetsInTimeZone(t *testing.T) {
+	berlin, _ := time.LoadLocation("Europe/Berlin")
+	midnight := time.Date(2026, 11, 21, 0, 0, 0, 0, berlin)
+	cases := []struct {
+		preset   string
+		from, to time.Time
+	}{
+		{"", now.Add(-24 * time.Hour), time.Time{}},
+		{"last_24_hours", now.Add(-24 * time.Hour), time.Time{}},
+		{"today", midnight, time.Time{}},
+		{"yesterday", midnight.AddDate(0, 0, -1), midnight},
+		{"last_7_days", midnight.AddDate(0, 0, -6), time.Time{}},
+		{"last_30_days", midnight.AddDate(0, 0, -29), time.Time{}},
+		{"last_60_days", midnight.AddDate(0, 0, -59), time.Time{}},
+		{"all_time", time.Time{}, time.Time{}},
+	}
+	for _, c := range cases {
+		from, to, _, v := filter.TimeBounds(&reportingv1.TimeRange{Preset: c.preset, TimeZone: "Europe/Berlin"}, now, "UTC")
+		if v != nil || !from.Equal(c.from) || !to.Equal(c.to) {
+			t.Errorf("%q: got [%v, %v) %v; want [%v, %v)", c.preset, from, to, v, c.from.UTC(), c.to.UTC())
+		}
+	}
+	// The tenant's zone applies when the filter names none.
+	from, _, _, _ := filter.TimeBounds(&reportingv1.TimeRange{Preset: "today"}, now, "America/New_York")
+	if want := time.Date(2026, 11, 21, 5, 0, 0, 0, time.UTC); !from.Equal(want) {
+		t.Errorf("tenant zone: got %v want %v", from, want)
+	}
+	// Custom ranges.
+	from, to, _, v := filter.TimeBounds(&reportingv1.TimeRange{Preset: "custom", From: timestamppb.New(now.Add(-time.Hour)), To: timestamppb.New(now)}, now, "")
+	if v != nil || !from.Equal(now.Add(-time.Hour)) || !to.Equal(now) {
+		t.Errorf("custom: %v %v %v", from, to, v)
+	}
+}
+
+func TestEveryFilterBuildsItsCondition(t *testing.T) {
+	yes := proto.Bool(true)
+	no := proto.Bool(false)
+	cases := []struct {
+		f    *reportingv1.Filter
+		want string
+	}{
+		{&reportingv1.Filter{Statuses: []string{"active", "no_operator_response"}}, "(status = 'active' OR operator_no_response = 1)"},
+		{&reportingv1.Filter{BotIds: []string{"shop"}}, "has(?, bot_id)"},
+		{&reportingv1.Filter{Channels: []eventv1.Channel{eventv1.Channel_CHANNEL_WHATSAPP}}, "has(?, channel)"},
+		{&reportingv1.Filter{Platforms: []eventv1.Platform{eventv1.Platform_PLATFORM_APP}}, "has(?, platform)"},
+		{&reportingv1.Filter{Types: []eventv1.ConversationType{eventv1.ConversationType_CONVERSATION_TYPE_TEST}}, "has(?, type)"},
+		{&reportingv1.Filter{Engagements: []eventv1.Engagement{eventv1.Engagement_ENGAGEMENT_ENGAGED}}, "has(?, engagement)"},
+		{&reportingv1.Filter{EndReasons: []eventv1.EndReason{eventv1.EndReason_END_REASON_STALE_TIMEOUT}}, "has(?, end_reason)"},
+		{&reportingv1.Filter{Goals: []string{"purchase"}}, "hasAny(goals, ?)"},
+		{&reportingv1.Filter{TakenOver: yes}, "taken_over = ?"},
+		{&reportingv1.Filter{HasLead: yes}, "leads > 0"},
+		{&reportingv1.Filter{HasLead: no}, "leads = 0"},
+		{&reportingv1.Filter{Tags: []string{"unidentified-response"}}, "hasAny(tags, ?)"},
+		{&reportingv1.Filter{Labels: []string{"refund"}}, "hasAny(labels, ?)"},
+		{&reportingv1.Filter{Flagged: yes}, "flagged = ?"},
+		{&reportingv1.Filter{FlowId: "checkout"}, "has(flows_started, ?)"},
+		{&reportingv1.Filter{FlowId: "checkout", FlowStepId: "pay"}, "has(flow_steps, ?)"},
+		{&reportingv1.Filter{FlowId: "checkout", DroppedOff: true}, "arrayExists(x -> startsWith(x, ?), flow_drops)"},
+		{&reportingv1.Filter{NodeId: "n1"}, "has(nodes, ?)"},
+		{&reportingv1.Filter{Country: "de"}, "country = ?"},
+		{&reportingv1.Filter{Region: "Bavaria"}, "region = ?"},
+		{&reportingv1.Filter{City: "Munich"}, "city = ?"},
+		{&reportingv1.Filter{AgentId: "ann"}, "has(agents, ?)"},
+		{&reportingv1.Filter{Text: "refund"}, "positionCaseInsensitiveUTF8(text, ?) > 0"},
+	}
+	for _, c := range cases {
+		w, v := filter.Build("acme", c.f, now, "UTC")
+		if v != nil {
+			t.Fatalf("%v: %v", c.f, v)
+		}
+		if !strings.Contains(w.SQL, c.want) || !strings.HasPrefix(w.SQL, "tenant_id = ?") || strings.Count(w.SQL, "?") != len(w.Args) {
+			t.Errorf("%v: got %q (%d args)", c.f, w.SQL, len(w.Args))
+		}
+		for _, a := range w.Args {
+			if s, ok := a.(string); ok && strings.Contains(w.SQL, s) && s != "" && len(s) > 3 {
+				t.Errorf("value %q leaked into SQL text %q", s, w.SQL)
+			}
+		}
+	}
+}
+
+func TestViolationsNameTheField(t *testing.T) {
+	cases := []struct {
+		f     *reportingv1.Filter
+		field string
+	}{
+		{&reportingv1.Filter{TimeRange: &reportingv1.TimeRange{Preset: "fortnight"}}, "filter.time_range.preset"},
+		{&reportingv1.Filter{TimeRange: &reportingv1.TimeRange{TimeZone: "Mars/Olympus"}}, "filter.time_range.time_zone"},
+		{&reportingv1.Filter{TimeRange: &reportingv1.TimeRange{Preset: "custom"}}, "filter.time_range.from"},
+		{&reportingv1.Filter{TimeRange: &reportingv1.TimeRange{Preset: "custom", From: timestamppb.New(now), To: timestamppb.New(now)}}, "filter.time_range.to"},
+		{&reportingv1.Filter{Statuses: []string{"active", "sleeping"}}, "filter.statuses[1]"},
+		{&reportingv1.Filter{Channels: []eventv1.Channel{0}}, "filter.channels[0]"},
+		{&reportingv1.Filter{Platforms: []eventv1.Platform{42}}, "filter.platforms[0]"},
+		{&reportingv1.Filter{BotIds: []string{""}}, "filter.bot_ids[0]"},
+		{&reportingv1.Filter{FlowStepId: "pay"}, "filter.flow_step_id"},
+		{&reportingv1.Filter{DroppedOff: true}, "filter.dropped_off"},
+		{&reportingv1.Filter{Text: strings.Repeat("x", 201)}, "filter.text"},
+		{&reportingv1.Filter{City: strings.Repeat("x", 300)}, "filter.city"},
+	}
+	for _, c := range cases {
+		_, v := filter.Build("acme", c.f, now, "UTC")
+		if v == nil || v.Field != c.field {
+			t.Errorf("%v: got violation %v, want on %s", c.f, v, c.field)
+		}
+	}
+}
+
+// FuzzBuild feeds arbitrary strings into the filter: Build never panics, and
+// every value reaches the query only as a parameter.
+func FuzzBuild(f *testing.F) {
+	f.Add("today", "Europe/Berlin", "refund", "shop", "checkout", "pay", "DE")
+	f.Add("custom", "", "'; DROP TABLE conversations; --", "a'b", "x/y", "", "")
+	f.Fuzz(func(t *testing.T, preset, tz, text, bot, flow, step, country string) {
+		fl := &reportingv1.Filter{
+			TimeRange: &reportingv1.TimeRange{Preset: preset, TimeZone: tz},
+			Text:      text, BotIds: []string{bot}, FlowId: flow, FlowStepId: step, Country: country,
+		}
+		w, v := filter.Build("acme", fl, now, "UTC")
+		if v != nil {
+			if v.Field == "" {
+				t.Fatal("violation without field")
+			}
+			return
+		}
+		if strings.Count(w.SQL, "?") != len(w.Args) {
+			t.Fatalf("placeholders %d args %d", strings.Count(w.SQL, "?"), len(w.Args))
+		}
+		for _, frag := range []string{text, bot, country} {
+			if len(frag) > 12 && strings.Contains(w.SQL, frag) {
+				t.Fatalf("user input %q in SQL %q", frag, w.SQL)
+			}
+		}
+	})
+}

@@ -1,0 +1,186 @@
+package query
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/parley-dev/parley/services/reporting/internal/filter"
+)
+
+// Summary is one conversations row as the list shows it.
+type Summary struct {
+	ConversationID, BotID, Channel, Platform, Type string
+	VisitorToken, VisitorName                      string
+	StartedAt, LastActivityAt, EndedAt             time.Time
+	StartedAtUS                                    int64
+	Status, EndReason, Engagement                  string
+	Resolved                                       bool
+	MessageCount, UnidentifiedCount                uint32
+	LastMessageText                                string
+	Tags, Labels, Goals                            []string
+	Flagged, TakenOver, OperatorNoResponse         bool
+	AgentName, Country, Region, City               string
+	Leads                                          uint32
+}
+
+// summaryColumns are read in the order scanSummary expects.
+const summaryColumns = `conversation_id, bot_id, channel, platform, type, visitor_token, visitor_name,
+	started_at_us, last_activity_at, ended_at, toString(status), end_reason, engagement, resolved,
+	message_count, unidentified_count, last_message_text, tags, labels, goals, flagged, taken_over,
+	operator_no_response, agent_name, country, region, city, leads`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanSummary(r scanner) (Summary, error) {
+	var s Summary
+	var resolved, flagged, taken, noResp uint8
+	err := r.Scan(&s.ConversationID, &s.BotID, &s.Channel, &s.Platform, &s.Type, &s.VisitorToken, &s.VisitorName,
+		&s.StartedAtUS, &s.LastActivityAt, &s.EndedAt, &s.Status, &s.EndReason, &s.Engagement, &resolved,
+		&s.MessageCount, &s.UnidentifiedCount, &s.LastMessageText, &s.Tags, &s.Labels, &s.Goals, &flagged, &taken,
+		&noResp, &s.AgentName, &s.Country, &s.Region, &s.City, &s.Leads)
+	s.StartedAt = time.UnixMicro(s.StartedAtUS).UTC()
+	s.LastActivityAt, s.EndedAt = zeroIfEpoch(s.LastActivityAt), zeroIfEpoch(s.EndedAt)
+	s.Resolved, s.Flagged, s.TakenOver, s.OperatorNoResponse = resolved == 1, flagged == 1, taken == 1, noResp == 1
+	return s, err
+}
+
+func zeroIfEpoch(t time.Time) time.Time {
+	if t.Unix() <= 0 {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+// Cursor is a position in the newest-first order: the last row of a page.
+type Cursor struct {
+	StartedAtUS    int64
+	ConversationID string
+}
+
+// ErrBadCursor means a page token was not issued by this service.
+var ErrBadCursor = errors.New("query: malformed page token")
+
+// Encode renders the cursor as an opaque page token.
+func (c Cursor) Encode() string {
+	return base64.RawURLEncoding.EncodeToString([]byte("v1:" + strconv.FormatInt(c.StartedAtUS, 10) + ":" + c.ConversationID))
+}
+
+// DecodeCursor parses a page token.
+func DecodeCursor(token string) (Cursor, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil {
+		return Cursor{}, ErrBadCursor
+	}
+	parts := strings.SplitN(string(raw), ":", 3)
+	if len(parts) != 3 || parts[0] != "v1" || parts[2] == "" {
+		return Cursor{}, ErrBadCursor
+	}
+	us, err := strconv.ParseInt(parts[1], 10, 64)
+	if err != nil {
+		return Cursor{}, ErrBadCursor
+	}
+	return Cursor{StartedAtUS: us, ConversationID: parts[2]}, nil
+}
+
+// Page is one page of the list.
+type Page struct {
+	Rows  []Summary
+	Next  *Cursor
+	Total uint64
+}
+
+// List returns up to size conversations matching w, newest first (by start
+// time, then id), after the cursor. Keyset pagination: conversations that
+// start while a client pages do not shift later pages. Total counts every
+// match, without the cursor.
+func (r *Reader) List(ctx context.Context, w *filter.Where, size int, after *Cursor) (*Page, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	where, args := w.SQL, append([]any(nil), w.Args...)
+	if after != nil {
+		where += " AND (started_at_us < ? OR (started_at_us = ? AND conversation_id < ?))"
+		args = append(args, after.StartedAtUS, after.StartedAtUS, after.ConversationID)
+	}
+	args = append(args, size+1)
+	rows, err := r.conn.Query(ctx, `SELECT `+summaryColumns+` FROM conversations FINAL WHERE `+where+`
+		ORDER BY started_at_us DESC, conversation_id DESC LIMIT ?`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query: list: %w", err)
+	}
+	defer rows.Close()
+	p := &Page{}
+	for rows.Next() {
+		s, err := scanSummary(rows)
+		if err != nil {
+			return nil, fmt.Errorf("query: list row: %w", err)
+		}
+		p.Rows = append(p.Rows, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("query: list: %w", err)
+	}
+	if len(p.Rows) > size {
+		p.Rows = p.Rows[:size]
+		last := p.Rows[size-1]
+		p.Next = &Cursor{StartedAtUS: last.StartedAtUS, ConversationID: last.ConversationID}
+	}
+	if err := r.conn.QueryRow(ctx, `SELECT count() FROM conversations FINAL WHERE `+w.SQL, w.Args...).Scan(&p.Total); err != nil {
+		return nil, fmt.Errorf("query: count: %w", err)
+	}
+	return p, nil
+}
+
+// Detail is everything the conversations row holds about one conversation.
+type Detail struct {
+	Summary
+	Variables                               map[string]string
+	FlowsStarted, FlowsCompleted, FlowDrops []string
+	PageURLs, Agents, Markers               []string
+	TakeoverAt                              time.Time
+	FirstResponseMS, ResponseCount          uint32
+	ResponseMSSum                           uint64
+	CostMicros                              int64
+	InputTokens, OutputTokens               uint64
+}
+
+// Conversation returns the conversations row of one conversation, or
+// ErrNotFound.
+func (r *Reader) Conversation(ctx context.Context, tenant, conversation string) (*Detail, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	row := r.conn.QueryRow(ctx, `SELECT `+summaryColumns+`, variable_keys, variable_values, flows_started, flows_completed, flow_drops,
+			page_urls, agents, markers, takeover_at, first_response_ms, response_count, response_ms_sum, cost_micros, input_tokens, output_tokens
+		FROM conversations FINAL WHERE tenant_id = ? AND conversation_id = ?`, tenant, conversation)
+	d := &Detail{}
+	var keys, vals []string
+	var resolved, flagged, taken, noResp uint8
+	s := &d.Summary
+	err := row.Scan(&s.ConversationID, &s.BotID, &s.Channel, &s.Platform, &s.Type, &s.VisitorToken, &s.VisitorName,
+		&s.StartedAtUS, &s.LastActivityAt, &s.EndedAt, &s.Status, &s.EndReason, &s.Engagement, &resolved,
+		&s.MessageCount, &s.UnidentifiedCount, &s.LastMessageText, &s.Tags, &s.Labels, &s.Goals, &flagged, &taken,
+		&noResp, &s.AgentName, &s.Country, &s.Region, &s.City, &s.Leads,
+		&keys, &vals, &d.FlowsStarted, &d.FlowsCompleted, &d.FlowDrops, &d.PageURLs, &d.Agents, &d.Markers, &d.TakeoverAt,
+		&d.FirstResponseMS, &d.ResponseCount, &d.ResponseMSSum, &d.CostMicros, &d.InputTokens, &d.OutputTokens)
+	if err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, ErrNotFound
+		}
+		return nil, fmt.Errorf("query: conversation: %w", err)
+	}
+	s.StartedAt = time.UnixMicro(s.StartedAtUS).UTC()
+	s.LastActivityAt, s.EndedAt, d.TakeoverAt = zeroIfEpoch(s.LastActivityAt), zeroIfEpoch(s.EndedAt), zeroIfEpoch(d.TakeoverAt)
+	s.Resolved, s.Flagged, s.TakenOver, s.OperatorNoResponse = resolved == 1, flagged == 1, taken == 1, noResp == 1
+	d.Variables = make(map[string]string, len(keys))
+	for i, k := range keys {
+		if i < len(vals) {
+			d.Variables[k] = vals[i]
+		}
+	}
+	return d, nil
+}

@@ -1,0 +1,106 @@
+package query
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/parley-dev/parley/services/reporting/internal/filter"
+)
+
+// Bucket is one row of a breakdown.
+type Bucket struct {
+	Key   string
+	Count uint64
+}
+
+// Day is one day of a trend.
+type Day struct {
+	Date                    string
+	Conversations, Messages uint64
+}
+
+// Dashboard holds the dashboard figures for a filter.
+type Dashboard struct {
+	Total, Active, Ended, NoOperatorResponse uint64
+	Messages                                 uint64
+	WithLead, WithGoal                       uint64
+	CostMicros                               int64
+	Tokens                                   uint64
+	Trend                                    []Day
+	Countries, Cities, TopTags               []Bucket
+}
+
+// Dashboard computes the figures over the conversations matching w; trend
+// is the 30 days up to trendEnd over the conversations matching trendWhere
+// (the same filter without its time range), in loc.
+func (r *Reader) Dashboard(ctx context.Context, w, trendWhere *filter.Where, trendEnd time.Time, loc *time.Location) (*Dashboard, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	d := &Dashboard{}
+	err := r.conn.QueryRow(ctx, `SELECT count(), countIf(status = 'active'), countIf(status = 'ended'), countIf(operator_no_response = 1),
+			sum(message_count), countIf(leads > 0), countIf(length(goals) > 0), sum(cost_micros), sum(input_tokens + output_tokens)
+		FROM conversations FINAL WHERE `+w.SQL, w.Args...).
+		Scan(&d.Total, &d.Active, &d.Ended, &d.NoOperatorResponse, &d.Messages, &d.WithLead, &d.WithGoal, &d.CostMicros, &d.Tokens)
+	if err != nil {
+		return nil, fmt.Errorf("query: dashboard: %w", err)
+	}
+	if d.Countries, err = r.buckets(ctx, `SELECT country AS k, count() AS n FROM conversations FINAL WHERE `+w.SQL+` AND country != '' GROUP BY k ORDER BY n DESC, k LIMIT 50`, w.Args); err != nil {
+		return nil, err
+	}
+	if d.Cities, err = r.buckets(ctx, `SELECT concat(country, '/', city) AS k, count() AS n FROM conversations FINAL WHERE `+w.SQL+` AND city != '' GROUP BY k ORDER BY n DESC, k LIMIT 50`, w.Args); err != nil {
+		return nil, err
+	}
+	if d.TopTags, err = r.buckets(ctx, `SELECT tag AS k, count() AS n FROM conversations FINAL ARRAY JOIN tags AS tag WHERE `+w.SQL+` GROUP BY k ORDER BY n DESC, k LIMIT 20`, w.Args); err != nil {
+		return nil, err
+	}
+	// Trend: 30 calendar days in loc ending with trendEnd's day.
+	end := trendEnd.In(loc)
+	last := time.Date(end.Year(), end.Month(), end.Day(), 0, 0, 0, 0, loc)
+	first := last.AddDate(0, 0, -29)
+	args := append(append([]any{loc.String()}, trendWhere.Args...), first.UnixMicro(), last.AddDate(0, 0, 1).UnixMicro())
+	rows, err := r.conn.Query(ctx, `SELECT toString(toDate(started_at, ?)) AS day, count(), sum(message_count)
+		FROM conversations FINAL WHERE `+trendWhere.SQL+` AND started_at_us >= ? AND started_at_us < ?
+		GROUP BY day ORDER BY day`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query: trend: %w", err)
+	}
+	defer rows.Close()
+	byDay := map[string]Day{}
+	for rows.Next() {
+		var day Day
+		if err := rows.Scan(&day.Date, &day.Conversations, &day.Messages); err != nil {
+			return nil, fmt.Errorf("query: trend row: %w", err)
+		}
+		byDay[day.Date] = day
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("query: trend: %w", err)
+	}
+	for t := first; !t.After(last); t = t.AddDate(0, 0, 1) {
+		key := t.Format(time.DateOnly)
+		day, ok := byDay[key]
+		if !ok {
+			day = Day{Date: key}
+		}
+		d.Trend = append(d.Trend, day)
+	}
+	return d, nil
+}
+
+func (r *Reader) buckets(ctx context.Context, q string, args []any) ([]Bucket, error) {
+	rows, err := r.conn.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query: breakdown: %w", err)
+	}
+	defer rows.Close()
+	var out []Bucket
+	for rows.Next() {
+		var b Bucket
+		if err := rows.Scan(&b.Key, &b.Count); err != nil {
+			return nil, fmt.Errorf("query: breakdown row: %w", err)
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
