@@ -53,6 +53,7 @@ type conv struct {
 	ended            bool
 	refundText       bool
 	cost             int64
+	marker, cart     bool
 }
 
 func (c conv) messages() int { return c.visitorMsgs + c.botMsgs + b2i(c.takeover) }
@@ -82,7 +83,8 @@ func model(tenant string, n int, now time.Time) []conv {
 			flow: i%2 == 0, step: i%4 == 0, drop: i%4 == 0 && i%8 != 0,
 			country: countries[i%3], city: cities[i%3],
 			ended: i%2 == 1, refundText: i%5 == 1 && i%4 != 0,
-			cost: int64(i) * 100,
+			cost:   int64(i) * 100,
+			marker: i%12 == 0, cart: i%4 == 0,
 		}
 		out = append(out, c)
 	}
@@ -106,8 +108,19 @@ func (c conv) events() []*eventv1.Envelope {
 		e.Payload = &eventv1.Envelope_ConversationStarted{ConversationStarted: &eventv1.ConversationStarted{
 			BotId: c.bot, Channel: c.channel, Platform: c.platform, Type: typ,
 			Visitor: &eventv1.Visitor{Token: "tok-" + c.id, DisplayName: "Visitor " + c.id}, Location: &eventv1.Location{Country: c.country, City: c.city},
+			PageUrl: "https://shop.example/",
 		}}
 	})
+	if c.cart {
+		add("ingest", func(e *eventv1.Envelope) {
+			e.Payload = &eventv1.Envelope_PageViewed{PageViewed: &eventv1.PageViewed{Url: "https://shop.example/cart"}}
+		})
+	}
+	if c.marker {
+		add("ingest", func(e *eventv1.Envelope) {
+			e.Payload = &eventv1.Envelope_MarkerAdded{MarkerAdded: &eventv1.MarkerAdded{Marker: "vip"}}
+		})
+	}
 	add("ingest", func(e *eventv1.Envelope) {
 		e.Payload = &eventv1.Envelope_MessagePosted{MessagePosted: &eventv1.MessagePosted{Role: eventv1.Role_ROLE_BOT, Text: "Hello, how can I help?", NodeId: "welcome"}}
 	})
@@ -165,7 +178,7 @@ func (c conv) events() []*eventv1.Envelope {
 	}
 	if c.cost > 0 {
 		add("ingest", func(e *eventv1.Envelope) {
-			e.Payload = &eventv1.Envelope_UsageRecorded{UsageRecorded: &eventv1.UsageRecorded{CostMicros: c.cost, InputTokens: 10, OutputTokens: 5}}
+			e.Payload = &eventv1.Envelope_UsageRecorded{UsageRecorded: &eventv1.UsageRecorded{CostMicros: c.cost, InputTokens: 10, OutputTokens: 5, PaidMessages: 1}}
 		})
 	}
 	if c.tag {
@@ -552,4 +565,182 @@ func TestTenantIsolationAndShareLinks(t *testing.T) {
 		t.Fatalf("invalid filter: %v", err)
 	}
 	sort.Strings(ids)
+}
+
+func TestReportsMatchIndependentNumbers(t *testing.T) {
+	f := start(t)
+	run := func(kind string, withTimes bool, fl *reportingv1.Filter) *reportingv1.Report {
+		t.Helper()
+		r, err := f.client.RunReport(f.ctx(), &reportingv1.RunReportRequest{Kind: kind, Filter: allTime(fl), WithMessageTimes: withTimes})
+		if err != nil {
+			t.Fatalf("%s: %v", kind, err)
+		}
+		return r
+	}
+	col := func(r *reportingv1.Report, name string) int {
+		for i, c := range r.Columns {
+			if c == name {
+				return i
+			}
+		}
+		t.Fatalf("no column %s in %v", name, r.Columns)
+		return -1
+	}
+	byKey := func(r *reportingv1.Report, keyCols ...string) map[string][]string {
+		out := map[string][]string{}
+		for _, row := range r.Rows {
+			var k []string
+			for _, c := range keyCols {
+				k = append(k, row.Values[col(r, c)])
+			}
+			out[strings.Join(k, "|")] = row.Values
+		}
+		return out
+	}
+	itoa := func(n int) string { return fmt.Sprint(n) }
+
+	// sessions: every conversation, newest first, with its dialog.
+	r := run("sessions", false, &reportingv1.Filter{})
+	if len(r.Rows) != 60 || r.Rows[0].Values[0] != f.acme[0].id {
+		t.Fatalf("sessions: %d rows, first %v", len(r.Rows), r.Rows[0].Values[:2])
+	}
+	rows := byKey(r, "conversation_id")
+	for _, c := range f.acme {
+		row := rows[c.id]
+		dialog := strings.Split(row[col(r, "dialog")], "\n")
+		if row[col(r, "messages")] != itoa(c.messages()) || len(dialog) != c.messages() || !strings.HasPrefix(dialog[0], "bot: Hello") {
+			t.Fatalf("sessions %s: %v", c.id, row)
+		}
+	}
+	r = run("sessions", true, &reportingv1.Filter{BotIds: []string{"shop"}})
+	if len(r.Rows) != 30 || !strings.HasPrefix(r.Rows[0].Values[col(r, "dialog")], f.acme[0].started.Format("2006-01-02")) {
+		t.Fatalf("sessions with times: %d %q", len(r.Rows), r.Rows[0].Values[col(r, "dialog")])
+	}
+	// sessions_with_markers
+	r = run("sessions_with_markers", false, &reportingv1.Filter{})
+	var markers []string
+	for _, c := range f.acme {
+		if c.marker {
+			markers = append(markers, c.id)
+		}
+	}
+	if len(r.Rows) != len(markers) || r.Rows[0].Values[col(r, "markers")] != "vip" {
+		t.Fatalf("markers: %d rows, want %d", len(r.Rows), len(markers))
+	}
+	// billing, per channel.
+	type agg struct {
+		convs, paid, bot, agent, visitor, transferred int
+		cost                                          int64
+	}
+	billing := map[string]*agg{}
+	sources := map[string]*agg{}
+	for _, c := range f.acme {
+		ch := strings.ToLower(strings.TrimPrefix(c.channel.String(), "CHANNEL_"))
+		b := billing[ch]
+		if b == nil {
+			b = &agg{}
+			billing[ch] = b
+		}
+		b.convs++
+		b.cost += c.cost
+		if c.cost > 0 {
+			b.paid++
+		}
+		k := ch + "|" + c.bot
+		s := sources[k]
+		if s == nil {
+			s = &agg{}
+			sources[k] = s
+		}
+		s.convs++
+		s.bot += c.botMsgs
+		s.visitor += c.visitorMsgs
+		s.agent += b2i(c.takeover)
+		s.transferred += b2i(c.takeover)
+	}
+	r = run("billing", false, &reportingv1.Filter{})
+	for ch, b := range billing {
+		row := byKey(r, "channel")[ch]
+		if row == nil || row[col(r, "conversations")] != itoa(b.convs) || row[col(r, "paid_messages")] != itoa(b.paid) || row[col(r, "cost_micros")] != fmt.Sprint(b.cost) {
+			t.Fatalf("billing %s: %v want %+v", ch, row, b)
+		}
+	}
+	r = run("sources", false, &reportingv1.Filter{})
+	if len(r.Rows) != len(sources) {
+		t.Fatalf("sources: %d rows want %d", len(r.Rows), len(sources))
+	}
+	for k, s := range sources {
+		row := byKey(r, "channel", "bot_id")[k]
+		if row == nil || row[col(r, "conversations")] != itoa(s.convs) || row[col(r, "bot_messages")] != itoa(s.bot) ||
+			row[col(r, "visitor_messages")] != itoa(s.visitor) || row[col(r, "agent_messages")] != itoa(s.agent) || row[col(r, "transferred_to_operator")] != itoa(s.transferred) {
+			t.Fatalf("sources %s: %v want %+v", k, row, s)
+		}
+	}
+	// operators and productivity.
+	takeovers := 0
+	visitorOf := map[string]int{}
+	for _, c := range f.acme {
+		if c.takeover {
+			takeovers++
+			visitorOf[c.id] = c.visitorMsgs
+		}
+	}
+	r = run("operators", false, &reportingv1.Filter{})
+	if len(r.Rows) != 1 || r.Rows[0].Values[0] != "ann" || r.Rows[0].Values[col(r, "conversations")] != itoa(takeovers) ||
+		r.Rows[0].Values[col(r, "first_response_avg_ms")] != "3000" || r.Rows[0].Values[col(r, "response_avg_ms")] != "3000" {
+		t.Fatalf("operators: %v", r.Rows)
+	}
+	r = run("productivity", false, &reportingv1.Filter{})
+	if len(r.Rows) != takeovers {
+		t.Fatalf("productivity: %d rows want %d", len(r.Rows), takeovers)
+	}
+	for _, rr := range r.Rows {
+		row := rr.Values
+		if row[col(r, "agent_messages")] != "1" || row[col(r, "visitor_messages")] != itoa(visitorOf[row[0]]) || row[col(r, "response_max_ms")] != "3000" {
+			t.Fatalf("productivity row %v", row)
+		}
+	}
+	// pages.
+	cart := 0
+	for _, c := range f.acme {
+		cart += b2i(c.cart)
+	}
+	pages := byKey(run("pages", false, &reportingv1.Filter{}), "url")
+	if pages["https://shop.example/"][1] != "60" || pages["https://shop.example/cart"][1] != itoa(cart) {
+		t.Fatalf("pages: %v", pages)
+	}
+	// popular and client phrases.
+	phrases := map[string]int{}
+	visitorMsgs := 0
+	for _, c := range f.acme {
+		for j := range c.visitorMsgs {
+			text := fmt.Sprintf("question %d", j)
+			if c.refundText && j == 0 {
+				text = "i want a refund please"
+			}
+			phrases[text]++
+			visitorMsgs++
+		}
+	}
+	r = run("popular_phrases", false, &reportingv1.Filter{})
+	if len(r.Rows) != len(phrases) {
+		t.Fatalf("popular phrases: %v want %v", r.Rows, phrases)
+	}
+	for _, row := range r.Rows {
+		if itoa(phrases[row.Values[0]]) != row.Values[1] {
+			t.Fatalf("phrase %q: %v want %d", row.Values[0], row.Values, phrases[row.Values[0]])
+		}
+	}
+	r = run("client_phrases", true, &reportingv1.Filter{})
+	if len(r.Rows) != visitorMsgs || r.Rows[0].Values[col(r, "sent_at")] == "" {
+		t.Fatalf("client phrases: %d rows want %d", len(r.Rows), visitorMsgs)
+	}
+	// Limits and unknown kinds.
+	lim, err := f.client.RunReport(f.ctx(), &reportingv1.RunReportRequest{Kind: "sessions", Filter: allTime(&reportingv1.Filter{}), Limit: 5})
+	if err != nil || len(lim.Rows) != 5 || !lim.Truncated {
+		t.Fatalf("limit: %v %v", len(lim.GetRows()), err)
+	}
+	if _, err := f.client.RunReport(f.ctx(), &reportingv1.RunReportRequest{Kind: "horoscope"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("unknown kind: %v", err)
+	}
 }

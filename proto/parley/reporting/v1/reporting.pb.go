@@ -1443,10 +1443,18 @@ func (x *DayCount) GetMessages() uint64 {
 // RunReportRequest names a report kind and a filter.
 type RunReportRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// e.g. "sessions", "sessions_with_markers", "billing", "operators",
-	// "productivity", "sources", "pages", "popular_phrases", "client_phrases".
-	Kind          string  `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
-	Filter        *Filter `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
+	// One of "sessions" (every conversation with its dialog),
+	// "sessions_with_markers", "billing" (per channel), "operators" (per
+	// operator: first and average response time), "productivity" (per
+	// conversation with an operator), "sources" (per channel and bot),
+	// "pages" (web pages visited), "popular_phrases", "client_phrases".
+	Kind   string  `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Filter *Filter `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Include when each message was sent (sessions' dialog column,
+	// client_phrases).
+	WithMessageTimes bool `protobuf:"varint,3,opt,name=with_message_times,json=withMessageTimes,proto3" json:"with_message_times,omitempty"`
+	// Most rows returned (default 10000, at most 100000).
+	Limit         uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1495,11 +1503,27 @@ func (x *RunReportRequest) GetFilter() *Filter {
 	return nil
 }
 
+func (x *RunReportRequest) GetWithMessageTimes() bool {
+	if x != nil {
+		return x.WithMessageTimes
+	}
+	return false
+}
+
+func (x *RunReportRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 // Report is a table of rows.
 type Report struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Columns       []string               `protobuf:"bytes,1,rep,name=columns,proto3" json:"columns,omitempty"`
-	Rows          []*ReportRow           `protobuf:"bytes,2,rep,name=rows,proto3" json:"rows,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Columns []string               `protobuf:"bytes,1,rep,name=columns,proto3" json:"columns,omitempty"`
+	Rows    []*ReportRow           `protobuf:"bytes,2,rep,name=rows,proto3" json:"rows,omitempty"`
+	// True when more rows matched than limit allowed.
+	Truncated     bool `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1546,6 +1570,13 @@ func (x *Report) GetRows() []*ReportRow {
 		return x.Rows
 	}
 	return nil
+}
+
+func (x *Report) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
 }
 
 // ReportRow is one report row, values as strings in column order.
@@ -1760,13 +1791,16 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\bDayCount\x12\x12\n" +
 	"\x04date\x18\x01 \x01(\tR\x04date\x12$\n" +
 	"\rconversations\x18\x02 \x01(\x04R\rconversations\x12\x1a\n" +
-	"\bmessages\x18\x03 \x01(\x04R\bmessages\"[\n" +
+	"\bmessages\x18\x03 \x01(\x04R\bmessages\"\x9f\x01\n" +
 	"\x10RunReportRequest\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x123\n" +
-	"\x06filter\x18\x02 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\"V\n" +
+	"\x06filter\x18\x02 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\x12,\n" +
+	"\x12with_message_times\x18\x03 \x01(\bR\x10withMessageTimes\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"t\n" +
 	"\x06Report\x12\x18\n" +
 	"\acolumns\x18\x01 \x03(\tR\acolumns\x122\n" +
-	"\x04rows\x18\x02 \x03(\v2\x1e.parley.reporting.v1.ReportRowR\x04rows\"#\n" +
+	"\x04rows\x18\x02 \x03(\v2\x1e.parley.reporting.v1.ReportRowR\x04rows\x12\x1c\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"#\n" +
 	"\tReportRow\x12\x16\n" +
 	"\x06values\x18\x01 \x03(\tR\x06values2\x94\x03\n" +
 	"\x10ReportingService\x12r\n" +

@@ -6,8 +6,10 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -325,9 +327,31 @@ func cloneFilter(f *reportingv1.Filter) *reportingv1.Filter {
 	return proto.Clone(f).(*reportingv1.Filter)
 }
 
-// RunReport is not built yet.
-func (s *Server) RunReport(context.Context, *reportingv1.RunReportRequest) (*reportingv1.Report, error) {
-	return nil, status.Error(codes.Unimplemented, "reporting: RunReport is not available yet")
+// RunReport returns one report over the conversations matching the filter.
+func (s *Server) RunReport(ctx context.Context, req *reportingv1.RunReportRequest) (*reportingv1.Report, error) {
+	p, err := grpcx.RequireTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(query.ReportKinds, req.GetKind()) {
+		return nil, invalid("kind", "one of "+strings.Join(query.ReportKinds, ", "))
+	}
+	if req.GetLimit() > query.MaxReportRows {
+		return nil, invalid("limit", fmt.Sprintf("at most %d", query.MaxReportRows))
+	}
+	w, err := s.where(ctx, p.TenantID, req.GetFilter())
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.d.Reader.Report(ctx, req.GetKind(), w, req.GetWithMessageTimes(), int(req.GetLimit()), w.Location)
+	if err != nil {
+		return nil, s.unavailable(ctx, "report "+req.GetKind(), err)
+	}
+	out := &reportingv1.Report{Columns: t.Columns, Truncated: t.Truncated, Rows: make([]*reportingv1.ReportRow, len(t.Rows))}
+	for i, r := range t.Rows {
+		out.Rows[i] = &reportingv1.ReportRow{Values: r}
+	}
+	return out, nil
 }
 
 func invalid(field, desc string) error {

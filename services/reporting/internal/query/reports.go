@@ -1,0 +1,190 @@
+package query
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/parley-dev/parley/services/reporting/internal/filter"
+)
+
+// Report row limits.
+const (
+	DefaultReportRows = 10000
+	MaxReportRows     = 100000
+)
+
+// ReportKinds lists the report kinds RunReport knows, in documentation order.
+var ReportKinds = []string{"sessions", "sessions_with_markers", "billing", "operators", "productivity", "sources", "pages", "popular_phrases", "client_phrases"}
+
+// Table is a report: column names and rows of values as strings.
+type Table struct {
+	Columns   []string
+	Rows      [][]string
+	Truncated bool
+}
+
+// reportSpec is one report kind: its columns and query. %[1]s is the
+// conversations filter, %[2]s the dialog expression (sessions only).
+type reportSpec struct {
+	columns []string
+	sql     string
+	// messages: the query reads messages restricted to the filtered
+	// conversations (tenant as first extra argument).
+	messages bool
+}
+
+// inFiltered restricts a messages query to the filtered conversations.
+const inFiltered = `tenant_id = ? AND conversation_id IN (SELECT conversation_id FROM conversations FINAL WHERE %[1]s)`
+
+var sessionColumns = []string{"conversation_id", "started_at", "ended_at", "status", "end_reason", "bot_id", "channel", "platform", "type",
+	"visitor", "country", "city", "messages", "visitor_messages", "bot_messages", "agent_messages", "engagement", "resolved",
+	"taken_over", "agent", "goals", "leads", "tags", "labels", "flagged", "cost_micros"}
+
+const sessionSelect = `SELECT conversation_id, toString(started_at), if(ended_at > toDateTime(0), toString(ended_at), ''), toString(status), end_reason,
+	bot_id, channel, platform, type, visitor_name, country, city, toString(message_count), toString(visitor_messages),
+	toString(bot_messages), toString(agent_messages), engagement, toString(resolved), toString(taken_over), agent_name,
+	arrayStringConcat(goals, ', '), toString(leads), arrayStringConcat(tags, ', '), arrayStringConcat(labels, ', '),
+	toString(flagged), toString(cost_micros)`
+
+var reportSpecs = map[string]reportSpec{
+	"sessions": {
+		columns: append(append([]string{}, sessionColumns...), "dialog"),
+		sql: sessionSelect + `, dialog FROM (SELECT * FROM conversations FINAL WHERE %[1]s)
+			ANY LEFT JOIN (SELECT conversation_id, arrayStringConcat(arrayMap(x -> x.2, arraySort(x -> x.1, groupArray((occurred_at_us, %[2]s)))), '\n') AS dialog
+				FROM messages FINAL WHERE ` + inFiltered + ` GROUP BY conversation_id) USING conversation_id
+			ORDER BY started_at_us DESC, conversation_id DESC`,
+		messages: true,
+	},
+	"sessions_with_markers": {
+		columns: append(append([]string{}, sessionColumns...), "markers"),
+		sql: sessionSelect + `, arrayStringConcat(markers, ', ') FROM conversations FINAL WHERE %[1]s AND length(markers) > 0
+			ORDER BY started_at_us DESC, conversation_id DESC`,
+	},
+	"billing": {
+		columns: []string{"channel", "conversations", "paid_messages", "cost_micros", "input_tokens", "output_tokens"},
+		sql: `SELECT channel, toString(count()), toString(sum(paid_messages)), toString(sum(cost_micros)), toString(sum(input_tokens)), toString(sum(output_tokens))
+			FROM conversations FINAL WHERE %[1]s GROUP BY channel ORDER BY channel`,
+	},
+	"operators": {
+		columns: []string{"agent_id", "conversations", "messages", "first_response_avg_ms", "response_avg_ms", "response_max_ms"},
+		sql: `SELECT agent_id, toString(count()), toString(sum(n)), toString(round(avg(first_ms))), toString(round(sum(rsum) / greatest(sum(rn), 1))), toString(max(rmax))
+			FROM (SELECT agent_id, conversation_id, count() AS n, argMinIf(response_time_ms, occurred_at_us, response_time_ms > 0) AS first_ms,
+					sumIf(response_time_ms, response_time_ms > 0) AS rsum, countIf(response_time_ms > 0) AS rn, max(response_time_ms) AS rmax
+				FROM messages FINAL WHERE role = 'agent' AND agent_id != '' AND ` + inFiltered + `
+				GROUP BY agent_id, conversation_id)
+			GROUP BY agent_id ORDER BY agent_id`,
+		messages: true,
+	},
+	"productivity": {
+		columns: []string{"conversation_id", "agent_messages", "visitor_messages", "response_max_ms", "response_avg_ms"},
+		sql: `SELECT conversation_id, toString(countIf(role = 'agent')), toString(countIf(role = 'visitor')),
+				toString(maxIf(response_time_ms, role = 'agent')), toString(round(avgIf(response_time_ms, role = 'agent' AND response_time_ms > 0)))
+			FROM messages FINAL WHERE ` + inFiltered + `
+			GROUP BY conversation_id HAVING countIf(role = 'agent') > 0 ORDER BY conversation_id`,
+		messages: true,
+	},
+	"sources": {
+		columns: []string{"channel", "bot_id", "conversations", "bot_messages", "agent_messages", "visitor_messages", "transferred_to_operator"},
+		sql: `SELECT channel, bot_id, toString(count()), toString(sum(bot_messages)), toString(sum(agent_messages)), toString(sum(visitor_messages)), toString(countIf(taken_over = 1))
+			FROM conversations FINAL WHERE %[1]s GROUP BY channel, bot_id ORDER BY channel, bot_id`,
+	},
+	"pages": {
+		columns: []string{"url", "conversations", "visitors"},
+		sql: `SELECT url, toString(count()), toString(uniqExact(visitor_token)) FROM conversations FINAL ARRAY JOIN page_urls AS url
+			WHERE %[1]s GROUP BY url ORDER BY count() DESC, url`,
+	},
+	"popular_phrases": {
+		columns: []string{"phrase", "times", "conversations"},
+		sql: `SELECT phrase, toString(count()), toString(uniqExact(conversation_id))
+			FROM (SELECT conversation_id, lowerUTF8(replaceRegexpAll(text, '^\\s+|\\s+$', '')) AS phrase FROM messages FINAL
+				WHERE role = 'visitor' AND ` + inFiltered + `)
+			WHERE phrase != '' GROUP BY phrase ORDER BY count() DESC, phrase`,
+		messages: true,
+	},
+	"client_phrases": {
+		columns: []string{"conversation_id", "sent_at", "text"},
+		sql: `SELECT conversation_id, %[2]s, text FROM messages FINAL WHERE role = 'visitor' AND ` + inFiltered + `
+			ORDER BY conversation_id, occurred_at_us, stream_seq`,
+		messages: true,
+	},
+}
+
+// Report runs one report kind over the conversations matching w. limit
+// bounds the rows (DefaultReportRows when 0).
+func (r *Reader) Report(ctx context.Context, kind string, w *filter.Where, withTimes bool, limit int, loc *time.Location) (*Table, error) {
+	spec, ok := reportSpecs[kind]
+	if !ok {
+		return nil, fmt.Errorf("query: unknown report %q", kind)
+	}
+	if limit <= 0 {
+		limit = DefaultReportRows
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	second := "''"
+	switch kind {
+	case "sessions":
+		second = "concat(toString(role), ': ', text)"
+		if withTimes {
+			second = "concat(toString(occurred_at, ?), ' ', toString(role), ': ', text)"
+		}
+	case "client_phrases":
+		if withTimes {
+			second = "toString(occurred_at, ?)"
+		}
+	}
+	q := fmt.Sprintf(spec.sql, w.SQL, second) + " LIMIT ?"
+	// Arguments in placeholder order.
+	var args []any
+	tzArg := func() {
+		if withTimes && (kind == "sessions" || kind == "client_phrases") {
+			args = append(args, loc.String())
+		}
+	}
+	switch kind {
+	case "sessions":
+		args = append(args, w.Args...) // outer conversations
+		tzArg()                        // dialog expression
+		args = append(args, tenantOf(w))
+		args = append(args, w.Args...) // messages subquery filter
+	case "client_phrases":
+		tzArg()
+		args = append(args, tenantOf(w))
+		args = append(args, w.Args...)
+	default:
+		if spec.messages {
+			args = append(args, tenantOf(w))
+		}
+		args = append(args, w.Args...)
+	}
+	args = append(args, limit+1)
+	rows, err := r.conn.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query: report %s: %w", kind, err)
+	}
+	defer rows.Close()
+	t := &Table{Columns: spec.columns}
+	n := len(spec.columns)
+	for rows.Next() {
+		vals := make([]string, n)
+		ptrs := make([]any, n)
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, fmt.Errorf("query: report %s row: %w", kind, err)
+		}
+		t.Rows = append(t.Rows, vals)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("query: report %s: %w", kind, err)
+	}
+	if len(t.Rows) > limit {
+		t.Rows, t.Truncated = t.Rows[:limit], true
+	}
+	return t, nil
+}
+
+// tenantOf is the tenant argument of a filter (its first argument).
+func tenantOf(w *filter.Where) any { return w.Args[0] }
