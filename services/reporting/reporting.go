@@ -17,6 +17,7 @@ import (
 	"github.com/parley-dev/parley/services/reporting/internal/api"
 	"github.com/parley-dev/parley/services/reporting/internal/projector"
 	"github.com/parley-dev/parley/services/reporting/internal/query"
+	"github.com/parley-dev/parley/services/reporting/internal/rebuild"
 	"github.com/parley-dev/parley/services/reporting/internal/schema"
 	"github.com/parley-dev/parley/services/reporting/internal/share"
 	"github.com/parley-dev/parley/services/reporting/internal/statestore"
@@ -92,10 +93,11 @@ func Run(ctx context.Context, cfg Config) error {
 		b.Close()
 		return fmt.Errorf("PARLEY_REPORTING_SHARE_SECRET: %w", err)
 	}
-	reportingv1.RegisterReportingServiceServer(b.GRPC, api.New(api.Deps{
+	srv := api.New(api.Deps{
 		Reader: query.NewReader(ch, cfg.QueryTimeout), TimeZones: b.Tenancy, Signer: signer,
 		ShareBaseURL: cfg.ShareBaseURL, ShareTTL: cfg.ShareTTL, Log: b.Log, Now: time.Now,
-	}))
+	})
+	reportingv1.RegisterReportingServiceServer(b.GRPC, srv)
 	gw, err := httpgw.New(httpgw.Config{Name: "reporting-http", GRPCAddr: cfg.GRPCAddr, CORSOrigins: cfg.CORSOrigins,
 		MaxBodyBytes: 1 << 20, TracerProvider: b.Tel.TracerProvider, Propagator: b.Tel.Propagator})
 	if err != nil {
@@ -107,14 +109,16 @@ func Run(ctx context.Context, cfg Config) error {
 		b.Close()
 		return fmt.Errorf("reporting: http gateway: %w", err)
 	}
-	proj := projector.New(ch, states, b.Log)
-	return b.Run(ctx, func(ctx context.Context) error {
-		return httpgw.Serve(ctx, cfg.HTTPAddr, gw.Handler(), b.Log)
-	}, func(ctx context.Context) error {
+	proj := projector.New(ch, states, projector.LiveTables, b.Log)
+	live := rebuild.NewLoop(func(ctx context.Context) error {
 		return b.Bus.Consume(ctx, eventbus.ConsumerConfig{
 			Durable:   projector.Durable,
 			BatchSize: cfg.ProjectorBatch,
 			MaxWait:   cfg.ProjectorMaxWait,
 		}, proj.Handle)
 	})
+	srv.SetRebuilder(&rebuild.Rebuilder{CH: ch, PG: b.PG, Bus: b.Bus, States: states, Live: live, Batch: cfg.ProjectorBatch, Log: b.Log})
+	return b.Run(ctx, func(ctx context.Context) error {
+		return httpgw.Serve(ctx, cfg.HTTPAddr, gw.Handler(), b.Log)
+	}, live.Run)
 }

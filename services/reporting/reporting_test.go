@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-dev/parley/libs/chstore"
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
@@ -210,12 +211,14 @@ func (c conv) events() []*eventv1.Envelope {
 }
 
 type fixture struct {
-	client  reportingv1.ReportingServiceClient
-	key     string
-	httpURL string
-	bus     *eventbus.Bus
-	now     time.Time
-	acme    []conv
+	client   reportingv1.ReportingServiceClient
+	key      string
+	adminKey string
+	ch       *testenv.ClickHouseDB
+	httpURL  string
+	bus      *eventbus.Bus
+	now      time.Time
+	acme     []conv
 }
 
 func (f *fixture) ctx() context.Context {
@@ -243,6 +246,10 @@ func start(t *testing.T) *fixture {
 		}
 	}
 	key, _, err := store.CreateAPIKey(ctx, "acme", "test", []string{grpcx.ScopeRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminKey, _, err := store.CreateAPIKey(ctx, "acme", "operator", []string{grpcx.ScopeRead, grpcx.ScopeAdmin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +285,7 @@ func start(t *testing.T) *fixture {
 	if err := bus.EnsureStreams(ctx); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{client: reportingv1.NewReportingServiceClient(conn), key: key, httpURL: cfg.ShareBaseURL, bus: bus, now: time.Now().UTC()}
+	f := &fixture{client: reportingv1.NewReportingServiceClient(conn), key: key, adminKey: adminKey, ch: db, httpURL: cfg.ShareBaseURL, bus: bus, now: time.Now().UTC()}
 	f.acme = model("acme", 60, f.now)
 	for _, c := range append(slices.Clone(f.acme), model("globex", 5, f.now)...) {
 		for _, e := range c.events() {
@@ -742,5 +749,93 @@ func TestReportsMatchIndependentNumbers(t *testing.T) {
 	}
 	if _, err := f.client.RunReport(f.ctx(), &reportingv1.RunReportRequest{Kind: "horoscope"}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("unknown kind: %v", err)
+	}
+}
+
+func TestRebuildSwapsInFreshProjections(t *testing.T) {
+	f := start(t)
+	ctx := context.Background()
+	fl := allTime(&reportingv1.Filter{})
+	before, err := f.client.RunReport(f.ctx(), &reportingv1.RunReportRequest{Kind: "sessions", Filter: fl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Damage the projection: a bogus newer version of one conversation.
+	ch, err := chstore.Open(ctx, config.ClickHouse{Addr: f.ch.Addr, Database: f.ch.Database, User: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	if err := ch.Exec(ctx, `INSERT INTO conversations (tenant_id, conversation_id, started_at, started_at_us, status, bot_id, version)
+		SELECT tenant_id, conversation_id, started_at, started_at_us, status, 'corrupt', 999999999 FROM conversations FINAL
+		WHERE tenant_id = 'acme' AND conversation_id = 'acme-c000'`); err != nil {
+		t.Fatal(err)
+	}
+	if ids, _ := f.list(t, allTime(&reportingv1.Filter{BotIds: []string{"corrupt"}}), 10); len(ids) != 1 {
+		t.Fatalf("damage not visible: %v", ids)
+	}
+	// Rebuild while new conversations keep arriving.
+	admin := metadata.AppendToOutgoingContext(ctx, "x-api-key", f.adminKey)
+	stream, err := f.client.RebuildProjections(admin, &reportingv1.RebuildProjectionsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	extra := model("acme", 4, f.now.Add(time.Minute))
+	for i := range extra {
+		extra[i].id = "during-" + extra[i].id
+		for _, e := range extra[i].events() {
+			e.ConversationId = extra[i].id
+			if _, err := f.bus.Publish(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var phases []string
+	var last *reportingv1.RebuildProgress
+	for {
+		p, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(phases) == 0 || phases[len(phases)-1] != p.Phase {
+			phases = append(phases, p.Phase)
+		}
+		last = p
+	}
+	if !slices.Equal(phases, []string{"replaying", "catching_up", "swapping", "done"}) || last.Events == 0 || last.Sequence != last.TargetSequence {
+		t.Fatalf("progress phases %v, last %v", phases, last)
+	}
+	if ids, _ := f.list(t, allTime(&reportingv1.Filter{BotIds: []string{"corrupt"}}), 10); len(ids) != 0 {
+		t.Fatalf("damage survived the rebuild: %v", ids)
+	}
+	f.waitTotal(t, fl, 64)
+	after, err := f.client.RunReport(f.ctx(), &reportingv1.RunReportRequest{Kind: "sessions", Filter: fl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []*reportingv1.ReportRow
+	for _, r := range after.Rows {
+		if !strings.HasPrefix(r.Values[0], "during-") {
+			kept = append(kept, r)
+		}
+	}
+	if len(kept) != len(before.Rows) {
+		t.Fatalf("rows: %d after, %d before", len(kept), len(before.Rows))
+	}
+	for i := range kept {
+		if !slices.Equal(kept[i].Values, before.Rows[i].Values) {
+			t.Fatalf("row %d changed:\n%v\n%v", i, before.Rows[i].Values, kept[i].Values)
+		}
+	}
+	// Only admins rebuild.
+	s2, err := f.client.RebuildProjections(f.ctx(), &reportingv1.RebuildProjectionsRequest{})
+	if err == nil {
+		_, err = s2.Recv()
+	}
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("read key rebuilding: %v", err)
 	}
 }

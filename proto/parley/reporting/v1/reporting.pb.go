@@ -26,6 +26,130 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// RebuildProjectionsRequest starts a rebuild.
+type RebuildProjectionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebuildProjectionsRequest) Reset() {
+	*x = RebuildProjectionsRequest{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebuildProjectionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebuildProjectionsRequest) ProtoMessage() {}
+
+func (x *RebuildProjectionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebuildProjectionsRequest.ProtoReflect.Descriptor instead.
+func (*RebuildProjectionsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{0}
+}
+
+// RebuildProgress reports a rebuild's progress.
+type RebuildProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "replaying", "catching_up", "swapping" or "done".
+	Phase  string `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
+	Events uint64 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
+	// Stream sequence reached, and the sequence this phase replays up to.
+	Sequence        uint64  `protobuf:"varint,3,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	TargetSequence  uint64  `protobuf:"varint,4,opt,name=target_sequence,json=targetSequence,proto3" json:"target_sequence,omitempty"`
+	EventsPerSecond float64 `protobuf:"fixed64,5,opt,name=events_per_second,json=eventsPerSecond,proto3" json:"events_per_second,omitempty"`
+	ElapsedSeconds  float64 `protobuf:"fixed64,6,opt,name=elapsed_seconds,json=elapsedSeconds,proto3" json:"elapsed_seconds,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RebuildProgress) Reset() {
+	*x = RebuildProgress{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebuildProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebuildProgress) ProtoMessage() {}
+
+func (x *RebuildProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebuildProgress.ProtoReflect.Descriptor instead.
+func (*RebuildProgress) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RebuildProgress) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *RebuildProgress) GetEvents() uint64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *RebuildProgress) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *RebuildProgress) GetTargetSequence() uint64 {
+	if x != nil {
+		return x.TargetSequence
+	}
+	return 0
+}
+
+func (x *RebuildProgress) GetEventsPerSecond() float64 {
+	if x != nil {
+		return x.EventsPerSecond
+	}
+	return 0
+}
+
+func (x *RebuildProgress) GetElapsedSeconds() float64 {
+	if x != nil {
+		return x.ElapsedSeconds
+	}
+	return 0
+}
+
 // TimeRange selects conversations by start time.
 type TimeRange struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -42,7 +166,7 @@ type TimeRange struct {
 
 func (x *TimeRange) Reset() {
 	*x = TimeRange{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[0]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -54,7 +178,7 @@ func (x *TimeRange) String() string {
 func (*TimeRange) ProtoMessage() {}
 
 func (x *TimeRange) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[0]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -67,7 +191,7 @@ func (x *TimeRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeRange.ProtoReflect.Descriptor instead.
 func (*TimeRange) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{0}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *TimeRange) GetPreset() string {
@@ -131,7 +255,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[1]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -143,7 +267,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[1]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -156,7 +280,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{1}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Filter) GetTimeRange() *TimeRange {
@@ -332,7 +456,7 @@ type ListConversationsRequest struct {
 
 func (x *ListConversationsRequest) Reset() {
 	*x = ListConversationsRequest{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[2]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -344,7 +468,7 @@ func (x *ListConversationsRequest) String() string {
 func (*ListConversationsRequest) ProtoMessage() {}
 
 func (x *ListConversationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[2]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -357,7 +481,7 @@ func (x *ListConversationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversationsRequest.ProtoReflect.Descriptor instead.
 func (*ListConversationsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{2}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListConversationsRequest) GetFilter() *Filter {
@@ -418,7 +542,7 @@ type ConversationSummary struct {
 
 func (x *ConversationSummary) Reset() {
 	*x = ConversationSummary{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[3]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -430,7 +554,7 @@ func (x *ConversationSummary) String() string {
 func (*ConversationSummary) ProtoMessage() {}
 
 func (x *ConversationSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[3]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -443,7 +567,7 @@ func (x *ConversationSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationSummary.ProtoReflect.Descriptor instead.
 func (*ConversationSummary) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{3}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ConversationSummary) GetConversationId() string {
@@ -654,7 +778,7 @@ type ListConversationsResponse struct {
 
 func (x *ListConversationsResponse) Reset() {
 	*x = ListConversationsResponse{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[4]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +790,7 @@ func (x *ListConversationsResponse) String() string {
 func (*ListConversationsResponse) ProtoMessage() {}
 
 func (x *ListConversationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[4]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +803,7 @@ func (x *ListConversationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversationsResponse.ProtoReflect.Descriptor instead.
 func (*ListConversationsResponse) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{4}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListConversationsResponse) GetConversations() []*ConversationSummary {
@@ -716,7 +840,7 @@ type GetConversationRequest struct {
 
 func (x *GetConversationRequest) Reset() {
 	*x = GetConversationRequest{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[5]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +852,7 @@ func (x *GetConversationRequest) String() string {
 func (*GetConversationRequest) ProtoMessage() {}
 
 func (x *GetConversationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[5]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +865,7 @@ func (x *GetConversationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConversationRequest.ProtoReflect.Descriptor instead.
 func (*GetConversationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{5}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetConversationRequest) GetConversationId() string {
@@ -779,7 +903,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[6]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +915,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[6]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +928,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{6}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Message) GetEventId() string {
@@ -925,7 +1049,7 @@ type Conversation struct {
 
 func (x *Conversation) Reset() {
 	*x = Conversation{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[7]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1061,7 @@ func (x *Conversation) String() string {
 func (*Conversation) ProtoMessage() {}
 
 func (x *Conversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[7]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1074,7 @@ func (x *Conversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conversation.ProtoReflect.Descriptor instead.
 func (*Conversation) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{7}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Conversation) GetSummary() *ConversationSummary {
@@ -1124,7 +1248,7 @@ type GetDashboardRequest struct {
 
 func (x *GetDashboardRequest) Reset() {
 	*x = GetDashboardRequest{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[8]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1260,7 @@ func (x *GetDashboardRequest) String() string {
 func (*GetDashboardRequest) ProtoMessage() {}
 
 func (x *GetDashboardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[8]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1273,7 @@ func (x *GetDashboardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDashboardRequest.ProtoReflect.Descriptor instead.
 func (*GetDashboardRequest) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{8}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetDashboardRequest) GetFilter() *Filter {
@@ -1190,7 +1314,7 @@ type Dashboard struct {
 
 func (x *Dashboard) Reset() {
 	*x = Dashboard{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[9]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1326,7 @@ func (x *Dashboard) String() string {
 func (*Dashboard) ProtoMessage() {}
 
 func (x *Dashboard) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[9]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1339,7 @@ func (x *Dashboard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Dashboard.ProtoReflect.Descriptor instead.
 func (*Dashboard) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{9}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Dashboard) GetTotal() uint64 {
@@ -1329,7 +1453,7 @@ type Count struct {
 
 func (x *Count) Reset() {
 	*x = Count{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[10]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1465,7 @@ func (x *Count) String() string {
 func (*Count) ProtoMessage() {}
 
 func (x *Count) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[10]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1478,7 @@ func (x *Count) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Count.ProtoReflect.Descriptor instead.
 func (*Count) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{10}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Count) GetKey() string {
@@ -1391,7 +1515,7 @@ type DayCount struct {
 
 func (x *DayCount) Reset() {
 	*x = DayCount{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[11]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1527,7 @@ func (x *DayCount) String() string {
 func (*DayCount) ProtoMessage() {}
 
 func (x *DayCount) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[11]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1540,7 @@ func (x *DayCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DayCount.ProtoReflect.Descriptor instead.
 func (*DayCount) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{11}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DayCount) GetDate() string {
@@ -1461,7 +1585,7 @@ type RunReportRequest struct {
 
 func (x *RunReportRequest) Reset() {
 	*x = RunReportRequest{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[12]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +1597,7 @@ func (x *RunReportRequest) String() string {
 func (*RunReportRequest) ProtoMessage() {}
 
 func (x *RunReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[12]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +1610,7 @@ func (x *RunReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunReportRequest.ProtoReflect.Descriptor instead.
 func (*RunReportRequest) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{12}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RunReportRequest) GetKind() string {
@@ -1530,7 +1654,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[13]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1542,7 +1666,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[13]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1555,7 +1679,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{13}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Report) GetColumns() []string {
@@ -1589,7 +1713,7 @@ type ReportRow struct {
 
 func (x *ReportRow) Reset() {
 	*x = ReportRow{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[14]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1601,7 +1725,7 @@ func (x *ReportRow) String() string {
 func (*ReportRow) ProtoMessage() {}
 
 func (x *ReportRow) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[14]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1614,7 +1738,7 @@ func (x *ReportRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRow.ProtoReflect.Descriptor instead.
 func (*ReportRow) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{14}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReportRow) GetValues() []string {
@@ -1628,7 +1752,15 @@ var File_parley_reporting_v1_reporting_proto protoreflect.FileDescriptor
 
 const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\n" +
-	"#parley/reporting/v1/reporting.proto\x12\x13parley.reporting.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eparley/event/v1/payloads.proto\"\x9c\x01\n" +
+	"#parley/reporting/v1/reporting.proto\x12\x13parley.reporting.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eparley/event/v1/payloads.proto\"\x1b\n" +
+	"\x19RebuildProjectionsRequest\"\xd9\x01\n" +
+	"\x0fRebuildProgress\x12\x14\n" +
+	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x16\n" +
+	"\x06events\x18\x02 \x01(\x04R\x06events\x12\x1a\n" +
+	"\bsequence\x18\x03 \x01(\x04R\bsequence\x12'\n" +
+	"\x0ftarget_sequence\x18\x04 \x01(\x04R\x0etargetSequence\x12*\n" +
+	"\x11events_per_second\x18\x05 \x01(\x01R\x0feventsPerSecond\x12'\n" +
+	"\x0felapsed_seconds\x18\x06 \x01(\x01R\x0eelapsedSeconds\"\x9c\x01\n" +
 	"\tTimeRange\x12\x16\n" +
 	"\x06preset\x18\x01 \x01(\tR\x06preset\x12.\n" +
 	"\x04from\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
@@ -1802,12 +1934,13 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\x04rows\x18\x02 \x03(\v2\x1e.parley.reporting.v1.ReportRowR\x04rows\x12\x1c\n" +
 	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"#\n" +
 	"\tReportRow\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values2\x94\x03\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values2\x82\x04\n" +
 	"\x10ReportingService\x12r\n" +
 	"\x11ListConversations\x12-.parley.reporting.v1.ListConversationsRequest\x1a..parley.reporting.v1.ListConversationsResponse\x12a\n" +
 	"\x0fGetConversation\x12+.parley.reporting.v1.GetConversationRequest\x1a!.parley.reporting.v1.Conversation\x12X\n" +
 	"\fGetDashboard\x12(.parley.reporting.v1.GetDashboardRequest\x1a\x1e.parley.reporting.v1.Dashboard\x12O\n" +
-	"\tRunReport\x12%.parley.reporting.v1.RunReportRequest\x1a\x1b.parley.reporting.v1.ReportBDZBgithub.com/parley-dev/parley/proto/parley/reporting/v1;reportingv1b\x06proto3"
+	"\tRunReport\x12%.parley.reporting.v1.RunReportRequest\x1a\x1b.parley.reporting.v1.Report\x12l\n" +
+	"\x12RebuildProjections\x12..parley.reporting.v1.RebuildProjectionsRequest\x1a$.parley.reporting.v1.RebuildProgress0\x01BDZBgithub.com/parley-dev/parley/proto/parley/reporting/v1;reportingv1b\x06proto3"
 
 var (
 	file_parley_reporting_v1_reporting_proto_rawDescOnce sync.Once
@@ -1821,76 +1954,80 @@ func file_parley_reporting_v1_reporting_proto_rawDescGZIP() []byte {
 	return file_parley_reporting_v1_reporting_proto_rawDescData
 }
 
-var file_parley_reporting_v1_reporting_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_parley_reporting_v1_reporting_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_parley_reporting_v1_reporting_proto_goTypes = []any{
-	(*TimeRange)(nil),                 // 0: parley.reporting.v1.TimeRange
-	(*Filter)(nil),                    // 1: parley.reporting.v1.Filter
-	(*ListConversationsRequest)(nil),  // 2: parley.reporting.v1.ListConversationsRequest
-	(*ConversationSummary)(nil),       // 3: parley.reporting.v1.ConversationSummary
-	(*ListConversationsResponse)(nil), // 4: parley.reporting.v1.ListConversationsResponse
-	(*GetConversationRequest)(nil),    // 5: parley.reporting.v1.GetConversationRequest
-	(*Message)(nil),                   // 6: parley.reporting.v1.Message
-	(*Conversation)(nil),              // 7: parley.reporting.v1.Conversation
-	(*GetDashboardRequest)(nil),       // 8: parley.reporting.v1.GetDashboardRequest
-	(*Dashboard)(nil),                 // 9: parley.reporting.v1.Dashboard
-	(*Count)(nil),                     // 10: parley.reporting.v1.Count
-	(*DayCount)(nil),                  // 11: parley.reporting.v1.DayCount
-	(*RunReportRequest)(nil),          // 12: parley.reporting.v1.RunReportRequest
-	(*Report)(nil),                    // 13: parley.reporting.v1.Report
-	(*ReportRow)(nil),                 // 14: parley.reporting.v1.ReportRow
-	nil,                               // 15: parley.reporting.v1.Conversation.VariablesEntry
-	(*timestamppb.Timestamp)(nil),     // 16: google.protobuf.Timestamp
-	(v1.Channel)(0),                   // 17: parley.event.v1.Channel
-	(v1.Platform)(0),                  // 18: parley.event.v1.Platform
-	(v1.ConversationType)(0),          // 19: parley.event.v1.ConversationType
-	(v1.Engagement)(0),                // 20: parley.event.v1.Engagement
-	(v1.EndReason)(0),                 // 21: parley.event.v1.EndReason
-	(v1.Role)(0),                      // 22: parley.event.v1.Role
+	(*RebuildProjectionsRequest)(nil), // 0: parley.reporting.v1.RebuildProjectionsRequest
+	(*RebuildProgress)(nil),           // 1: parley.reporting.v1.RebuildProgress
+	(*TimeRange)(nil),                 // 2: parley.reporting.v1.TimeRange
+	(*Filter)(nil),                    // 3: parley.reporting.v1.Filter
+	(*ListConversationsRequest)(nil),  // 4: parley.reporting.v1.ListConversationsRequest
+	(*ConversationSummary)(nil),       // 5: parley.reporting.v1.ConversationSummary
+	(*ListConversationsResponse)(nil), // 6: parley.reporting.v1.ListConversationsResponse
+	(*GetConversationRequest)(nil),    // 7: parley.reporting.v1.GetConversationRequest
+	(*Message)(nil),                   // 8: parley.reporting.v1.Message
+	(*Conversation)(nil),              // 9: parley.reporting.v1.Conversation
+	(*GetDashboardRequest)(nil),       // 10: parley.reporting.v1.GetDashboardRequest
+	(*Dashboard)(nil),                 // 11: parley.reporting.v1.Dashboard
+	(*Count)(nil),                     // 12: parley.reporting.v1.Count
+	(*DayCount)(nil),                  // 13: parley.reporting.v1.DayCount
+	(*RunReportRequest)(nil),          // 14: parley.reporting.v1.RunReportRequest
+	(*Report)(nil),                    // 15: parley.reporting.v1.Report
+	(*ReportRow)(nil),                 // 16: parley.reporting.v1.ReportRow
+	nil,                               // 17: parley.reporting.v1.Conversation.VariablesEntry
+	(*timestamppb.Timestamp)(nil),     // 18: google.protobuf.Timestamp
+	(v1.Channel)(0),                   // 19: parley.event.v1.Channel
+	(v1.Platform)(0),                  // 20: parley.event.v1.Platform
+	(v1.ConversationType)(0),          // 21: parley.event.v1.ConversationType
+	(v1.Engagement)(0),                // 22: parley.event.v1.Engagement
+	(v1.EndReason)(0),                 // 23: parley.event.v1.EndReason
+	(v1.Role)(0),                      // 24: parley.event.v1.Role
 }
 var file_parley_reporting_v1_reporting_proto_depIdxs = []int32{
-	16, // 0: parley.reporting.v1.TimeRange.from:type_name -> google.protobuf.Timestamp
-	16, // 1: parley.reporting.v1.TimeRange.to:type_name -> google.protobuf.Timestamp
-	0,  // 2: parley.reporting.v1.Filter.time_range:type_name -> parley.reporting.v1.TimeRange
-	17, // 3: parley.reporting.v1.Filter.channels:type_name -> parley.event.v1.Channel
-	18, // 4: parley.reporting.v1.Filter.platforms:type_name -> parley.event.v1.Platform
-	19, // 5: parley.reporting.v1.Filter.types:type_name -> parley.event.v1.ConversationType
-	20, // 6: parley.reporting.v1.Filter.engagements:type_name -> parley.event.v1.Engagement
-	21, // 7: parley.reporting.v1.Filter.end_reasons:type_name -> parley.event.v1.EndReason
-	1,  // 8: parley.reporting.v1.ListConversationsRequest.filter:type_name -> parley.reporting.v1.Filter
-	17, // 9: parley.reporting.v1.ConversationSummary.channel:type_name -> parley.event.v1.Channel
-	18, // 10: parley.reporting.v1.ConversationSummary.platform:type_name -> parley.event.v1.Platform
-	19, // 11: parley.reporting.v1.ConversationSummary.type:type_name -> parley.event.v1.ConversationType
-	16, // 12: parley.reporting.v1.ConversationSummary.started_at:type_name -> google.protobuf.Timestamp
-	16, // 13: parley.reporting.v1.ConversationSummary.last_activity_at:type_name -> google.protobuf.Timestamp
-	21, // 14: parley.reporting.v1.ConversationSummary.end_reason:type_name -> parley.event.v1.EndReason
-	16, // 15: parley.reporting.v1.ConversationSummary.ended_at:type_name -> google.protobuf.Timestamp
-	20, // 16: parley.reporting.v1.ConversationSummary.engagement:type_name -> parley.event.v1.Engagement
-	3,  // 17: parley.reporting.v1.ListConversationsResponse.conversations:type_name -> parley.reporting.v1.ConversationSummary
-	22, // 18: parley.reporting.v1.Message.role:type_name -> parley.event.v1.Role
-	16, // 19: parley.reporting.v1.Message.occurred_at:type_name -> google.protobuf.Timestamp
-	3,  // 20: parley.reporting.v1.Conversation.summary:type_name -> parley.reporting.v1.ConversationSummary
-	6,  // 21: parley.reporting.v1.Conversation.messages:type_name -> parley.reporting.v1.Message
-	15, // 22: parley.reporting.v1.Conversation.variables:type_name -> parley.reporting.v1.Conversation.VariablesEntry
-	16, // 23: parley.reporting.v1.Conversation.takeover_at:type_name -> google.protobuf.Timestamp
-	16, // 24: parley.reporting.v1.Conversation.share_expires_at:type_name -> google.protobuf.Timestamp
-	1,  // 25: parley.reporting.v1.GetDashboardRequest.filter:type_name -> parley.reporting.v1.Filter
-	10, // 26: parley.reporting.v1.Dashboard.statuses:type_name -> parley.reporting.v1.Count
-	11, // 27: parley.reporting.v1.Dashboard.trend:type_name -> parley.reporting.v1.DayCount
-	10, // 28: parley.reporting.v1.Dashboard.countries:type_name -> parley.reporting.v1.Count
-	10, // 29: parley.reporting.v1.Dashboard.cities:type_name -> parley.reporting.v1.Count
-	10, // 30: parley.reporting.v1.Dashboard.top_tags:type_name -> parley.reporting.v1.Count
-	1,  // 31: parley.reporting.v1.RunReportRequest.filter:type_name -> parley.reporting.v1.Filter
-	14, // 32: parley.reporting.v1.Report.rows:type_name -> parley.reporting.v1.ReportRow
-	2,  // 33: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
-	5,  // 34: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
-	8,  // 35: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
-	12, // 36: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
-	4,  // 37: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
-	7,  // 38: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
-	9,  // 39: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
-	13, // 40: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
-	37, // [37:41] is the sub-list for method output_type
-	33, // [33:37] is the sub-list for method input_type
+	18, // 0: parley.reporting.v1.TimeRange.from:type_name -> google.protobuf.Timestamp
+	18, // 1: parley.reporting.v1.TimeRange.to:type_name -> google.protobuf.Timestamp
+	2,  // 2: parley.reporting.v1.Filter.time_range:type_name -> parley.reporting.v1.TimeRange
+	19, // 3: parley.reporting.v1.Filter.channels:type_name -> parley.event.v1.Channel
+	20, // 4: parley.reporting.v1.Filter.platforms:type_name -> parley.event.v1.Platform
+	21, // 5: parley.reporting.v1.Filter.types:type_name -> parley.event.v1.ConversationType
+	22, // 6: parley.reporting.v1.Filter.engagements:type_name -> parley.event.v1.Engagement
+	23, // 7: parley.reporting.v1.Filter.end_reasons:type_name -> parley.event.v1.EndReason
+	3,  // 8: parley.reporting.v1.ListConversationsRequest.filter:type_name -> parley.reporting.v1.Filter
+	19, // 9: parley.reporting.v1.ConversationSummary.channel:type_name -> parley.event.v1.Channel
+	20, // 10: parley.reporting.v1.ConversationSummary.platform:type_name -> parley.event.v1.Platform
+	21, // 11: parley.reporting.v1.ConversationSummary.type:type_name -> parley.event.v1.ConversationType
+	18, // 12: parley.reporting.v1.ConversationSummary.started_at:type_name -> google.protobuf.Timestamp
+	18, // 13: parley.reporting.v1.ConversationSummary.last_activity_at:type_name -> google.protobuf.Timestamp
+	23, // 14: parley.reporting.v1.ConversationSummary.end_reason:type_name -> parley.event.v1.EndReason
+	18, // 15: parley.reporting.v1.ConversationSummary.ended_at:type_name -> google.protobuf.Timestamp
+	22, // 16: parley.reporting.v1.ConversationSummary.engagement:type_name -> parley.event.v1.Engagement
+	5,  // 17: parley.reporting.v1.ListConversationsResponse.conversations:type_name -> parley.reporting.v1.ConversationSummary
+	24, // 18: parley.reporting.v1.Message.role:type_name -> parley.event.v1.Role
+	18, // 19: parley.reporting.v1.Message.occurred_at:type_name -> google.protobuf.Timestamp
+	5,  // 20: parley.reporting.v1.Conversation.summary:type_name -> parley.reporting.v1.ConversationSummary
+	8,  // 21: parley.reporting.v1.Conversation.messages:type_name -> parley.reporting.v1.Message
+	17, // 22: parley.reporting.v1.Conversation.variables:type_name -> parley.reporting.v1.Conversation.VariablesEntry
+	18, // 23: parley.reporting.v1.Conversation.takeover_at:type_name -> google.protobuf.Timestamp
+	18, // 24: parley.reporting.v1.Conversation.share_expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 25: parley.reporting.v1.GetDashboardRequest.filter:type_name -> parley.reporting.v1.Filter
+	12, // 26: parley.reporting.v1.Dashboard.statuses:type_name -> parley.reporting.v1.Count
+	13, // 27: parley.reporting.v1.Dashboard.trend:type_name -> parley.reporting.v1.DayCount
+	12, // 28: parley.reporting.v1.Dashboard.countries:type_name -> parley.reporting.v1.Count
+	12, // 29: parley.reporting.v1.Dashboard.cities:type_name -> parley.reporting.v1.Count
+	12, // 30: parley.reporting.v1.Dashboard.top_tags:type_name -> parley.reporting.v1.Count
+	3,  // 31: parley.reporting.v1.RunReportRequest.filter:type_name -> parley.reporting.v1.Filter
+	16, // 32: parley.reporting.v1.Report.rows:type_name -> parley.reporting.v1.ReportRow
+	4,  // 33: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
+	7,  // 34: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
+	10, // 35: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
+	14, // 36: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
+	0,  // 37: parley.reporting.v1.ReportingService.RebuildProjections:input_type -> parley.reporting.v1.RebuildProjectionsRequest
+	6,  // 38: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
+	9,  // 39: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
+	11, // 40: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
+	15, // 41: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
+	1,  // 42: parley.reporting.v1.ReportingService.RebuildProjections:output_type -> parley.reporting.v1.RebuildProgress
+	38, // [38:43] is the sub-list for method output_type
+	33, // [33:38] is the sub-list for method input_type
 	33, // [33:33] is the sub-list for extension type_name
 	33, // [33:33] is the sub-list for extension extendee
 	0,  // [0:33] is the sub-list for field type_name
@@ -1901,14 +2038,14 @@ func file_parley_reporting_v1_reporting_proto_init() {
 	if File_parley_reporting_v1_reporting_proto != nil {
 		return
 	}
-	file_parley_reporting_v1_reporting_proto_msgTypes[1].OneofWrappers = []any{}
+	file_parley_reporting_v1_reporting_proto_msgTypes[3].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_reporting_v1_reporting_proto_rawDesc), len(file_parley_reporting_v1_reporting_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,10 +22,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ReportingService_ListConversations_FullMethodName = "/parley.reporting.v1.ReportingService/ListConversations"
-	ReportingService_GetConversation_FullMethodName   = "/parley.reporting.v1.ReportingService/GetConversation"
-	ReportingService_GetDashboard_FullMethodName      = "/parley.reporting.v1.ReportingService/GetDashboard"
-	ReportingService_RunReport_FullMethodName         = "/parley.reporting.v1.ReportingService/RunReport"
+	ReportingService_ListConversations_FullMethodName  = "/parley.reporting.v1.ReportingService/ListConversations"
+	ReportingService_GetConversation_FullMethodName    = "/parley.reporting.v1.ReportingService/GetConversation"
+	ReportingService_GetDashboard_FullMethodName       = "/parley.reporting.v1.ReportingService/GetDashboard"
+	ReportingService_RunReport_FullMethodName          = "/parley.reporting.v1.ReportingService/RunReport"
+	ReportingService_RebuildProjections_FullMethodName = "/parley.reporting.v1.ReportingService/RebuildProjections"
 )
 
 // ReportingServiceClient is the client API for ReportingService service.
@@ -43,6 +44,11 @@ type ReportingServiceClient interface {
 	GetDashboard(ctx context.Context, in *GetDashboardRequest, opts ...grpc.CallOption) (*Dashboard, error)
 	// RunReport returns one report as rows.
 	RunReport(ctx context.Context, in *RunReportRequest, opts ...grpc.CallOption) (*Report, error)
+	// RebuildProjections replays the whole event log into fresh tables and
+	// swaps them in; readers keep querying the current tables until the swap.
+	// It covers every tenant, so it needs the "admin" scope. Progress is
+	// streamed at least every second.
+	RebuildProjections(ctx context.Context, in *RebuildProjectionsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RebuildProgress], error)
 }
 
 type reportingServiceClient struct {
@@ -93,6 +99,25 @@ func (c *reportingServiceClient) RunReport(ctx context.Context, in *RunReportReq
 	return out, nil
 }
 
+func (c *reportingServiceClient) RebuildProjections(ctx context.Context, in *RebuildProjectionsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RebuildProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ReportingService_ServiceDesc.Streams[0], ReportingService_RebuildProjections_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RebuildProjectionsRequest, RebuildProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ReportingService_RebuildProjectionsClient = grpc.ServerStreamingClient[RebuildProgress]
+
 // ReportingServiceServer is the server API for ReportingService service.
 // All implementations must embed UnimplementedReportingServiceServer
 // for forward compatibility.
@@ -108,6 +133,11 @@ type ReportingServiceServer interface {
 	GetDashboard(context.Context, *GetDashboardRequest) (*Dashboard, error)
 	// RunReport returns one report as rows.
 	RunReport(context.Context, *RunReportRequest) (*Report, error)
+	// RebuildProjections replays the whole event log into fresh tables and
+	// swaps them in; readers keep querying the current tables until the swap.
+	// It covers every tenant, so it needs the "admin" scope. Progress is
+	// streamed at least every second.
+	RebuildProjections(*RebuildProjectionsRequest, grpc.ServerStreamingServer[RebuildProgress]) error
 	mustEmbedUnimplementedReportingServiceServer()
 }
 
@@ -129,6 +159,9 @@ func (UnimplementedReportingServiceServer) GetDashboard(context.Context, *GetDas
 }
 func (UnimplementedReportingServiceServer) RunReport(context.Context, *RunReportRequest) (*Report, error) {
 	return nil, status.Error(codes.Unimplemented, "method RunReport not implemented")
+}
+func (UnimplementedReportingServiceServer) RebuildProjections(*RebuildProjectionsRequest, grpc.ServerStreamingServer[RebuildProgress]) error {
+	return status.Error(codes.Unimplemented, "method RebuildProjections not implemented")
 }
 func (UnimplementedReportingServiceServer) mustEmbedUnimplementedReportingServiceServer() {}
 func (UnimplementedReportingServiceServer) testEmbeddedByValue()                          {}
@@ -223,6 +256,17 @@ func _ReportingService_RunReport_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ReportingService_RebuildProjections_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(RebuildProjectionsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ReportingServiceServer).RebuildProjections(m, &grpc.GenericServerStream[RebuildProjectionsRequest, RebuildProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ReportingService_RebuildProjectionsServer = grpc.ServerStreamingServer[RebuildProgress]
+
 // ReportingService_ServiceDesc is the grpc.ServiceDesc for ReportingService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -247,6 +291,12 @@ var ReportingService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ReportingService_RunReport_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "RebuildProjections",
+			Handler:       _ReportingService_RebuildProjections_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "parley/reporting/v1/reporting.proto",
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/parley-dev/parley/services/reporting/internal/filter"
 	"github.com/parley-dev/parley/services/reporting/internal/projector"
 	"github.com/parley-dev/parley/services/reporting/internal/query"
+	"github.com/parley-dev/parley/services/reporting/internal/rebuild"
 	"github.com/parley-dev/parley/services/reporting/internal/share"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -54,7 +55,41 @@ type Deps struct {
 // Server implements reportingv1.ReportingServiceServer.
 type Server struct {
 	reportingv1.UnimplementedReportingServiceServer
-	d Deps
+	d       Deps
+	rebuild *rebuild.Rebuilder
+}
+
+// SetRebuilder enables RebuildProjections.
+func (s *Server) SetRebuilder(r *rebuild.Rebuilder) { s.rebuild = r }
+
+// RebuildProjections replays the event log into fresh tables and swaps them
+// in, streaming progress.
+func (s *Server) RebuildProjections(_ *reportingv1.RebuildProjectionsRequest, stream reportingv1.ReportingService_RebuildProjectionsServer) error {
+	ctx := stream.Context()
+	if _, err := grpcx.RequireTenant(ctx); err != nil {
+		return err
+	}
+	if s.rebuild == nil {
+		return status.Error(codes.FailedPrecondition, "rebuild is not available in this process")
+	}
+	var sendErr error
+	err := s.rebuild.Run(ctx, func(p rebuild.Progress) {
+		if sendErr != nil {
+			return
+		}
+		sendErr = stream.Send(&reportingv1.RebuildProgress{
+			Phase: p.Phase, Events: p.Events, Sequence: p.Sequence, TargetSequence: p.TargetSequence,
+			EventsPerSecond: p.EventsPerSecond(), ElapsedSeconds: p.Elapsed.Seconds(),
+		})
+	})
+	switch {
+	case errors.Is(err, rebuild.ErrBusy):
+		return status.Error(codes.FailedPrecondition, "another rebuild is running")
+	case err != nil:
+		s.d.Log.ErrorContext(ctx, "rebuild failed", "err", err)
+		return status.Errorf(codes.Unavailable, "rebuild failed (the current tables are untouched unless it failed while swapping): %v", err)
+	}
+	return sendErr
 }
 
 // New returns a server.
@@ -72,7 +107,7 @@ func New(d Deps) *Server {
 // GetConversation also opens without a key when given a valid share token.
 func Scopes() map[string]string {
 	return grpcx.MethodScopes(reportingv1.ReportingService_ServiceDesc, grpcx.ScopeRead,
-		map[string]string{"GetConversation": grpcx.Optional(grpcx.ScopeRead)})
+		map[string]string{"GetConversation": grpcx.Optional(grpcx.ScopeRead), "RebuildProjections": grpcx.ScopeAdmin})
 }
 
 // GetConversation returns one conversation of the caller's tenant with its

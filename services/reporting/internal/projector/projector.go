@@ -16,17 +16,29 @@ import (
 // Durable is the projector's consumer name on PARLEY_CONV.
 const Durable = "reporting-projector"
 
+// Tables names the ClickHouse tables a projector writes.
+type Tables struct{ Events, Messages, Conversations string }
+
+// LiveTables are the tables readers query.
+var LiveTables = Tables{Events: "events", Messages: "messages", Conversations: "conversations"}
+
+// Suffixed returns the tables with a suffix, e.g. "_rebuild".
+func (t Tables) Suffixed(suffix string) Tables {
+	return Tables{Events: t.Events + suffix, Messages: t.Messages + suffix, Conversations: t.Conversations + suffix}
+}
+
 // Projector writes batches of events to ClickHouse.
 type Projector struct {
 	conn   driver.Conn
 	states *statestore.Store
+	tables Tables
 	log    *slog.Logger
 }
 
-// New returns a projector writing through conn, keeping fold states in
-// states.
-func New(conn driver.Conn, states *statestore.Store, log *slog.Logger) *Projector {
-	return &Projector{conn: conn, states: states, log: log}
+// New returns a projector writing through conn into tables, keeping fold
+// states in states.
+func New(conn driver.Conn, states *statestore.Store, tables Tables, log *slog.Logger) *Projector {
+	return &Projector{conn: conn, states: states, tables: tables, log: log}
 }
 
 // Handle is an eventbus.Handler. It inserts the batch's events and messages,
@@ -84,7 +96,7 @@ func (p *Projector) insertConversations(ctx context.Context, states []*convstate
 	if len(states) == 0 {
 		return nil
 	}
-	b, err := p.conn.PrepareBatch(ctx, `INSERT INTO conversations (`+ConversationColumns+`)`)
+	b, err := p.conn.PrepareBatch(ctx, `INSERT INTO `+p.tables.Conversations+` (`+ConversationColumns+`)`)
 	if err != nil {
 		return fmt.Errorf("projector: prepare conversations: %w", err)
 	}
@@ -155,7 +167,7 @@ func (p *Projector) insertEvents(ctx context.Context, rows []EventRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	b, err := p.conn.PrepareBatch(ctx, `INSERT INTO events (tenant_id, conversation_id, event_id, kind, stream_seq, occurred_at, occurred_at_us, recorded_at, producer, causation_id, correlation_id, trace_id, payload_json)`)
+	b, err := p.conn.PrepareBatch(ctx, `INSERT INTO `+p.tables.Events+` (tenant_id, conversation_id, event_id, kind, stream_seq, occurred_at, occurred_at_us, recorded_at, producer, causation_id, correlation_id, trace_id, payload_json)`)
 	if err != nil {
 		return fmt.Errorf("projector: prepare events: %w", err)
 	}
@@ -175,7 +187,7 @@ func (p *Projector) insertMessages(ctx context.Context, rows []MessageRow) error
 	if len(rows) == 0 {
 		return nil
 	}
-	b, err := p.conn.PrepareBatch(ctx, `INSERT INTO messages (tenant_id, conversation_id, event_id, message_id, role, text, intent, intent_confidence, unidentified, flow_id, node_id, agent_id, response_time_ms, paid, occurred_at, occurred_at_us, recorded_at, stream_seq, trace_id)`)
+	b, err := p.conn.PrepareBatch(ctx, `INSERT INTO `+p.tables.Messages+` (tenant_id, conversation_id, event_id, message_id, role, text, intent, intent_confidence, unidentified, flow_id, node_id, agent_id, response_time_ms, paid, occurred_at, occurred_at_us, recorded_at, stream_seq, trace_id)`)
 	if err != nil {
 		return fmt.Errorf("projector: prepare messages: %w", err)
 	}

@@ -79,7 +79,7 @@ func TestProjectionIsIdempotentAndTenantScoped(t *testing.T) {
 
 	project := func(durable string) {
 		t.Helper()
-		p := projector.New(ch, states, tel.Logger)
+		p := projector.New(ch, states, projector.LiveTables, tel.Logger)
 		cctx, cancel := context.WithCancel(ctx)
 		seen := 0
 		done := make(chan error, 1)

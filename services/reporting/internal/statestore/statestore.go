@@ -28,11 +28,20 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 // Key names a conversation.
 type Key struct{ TenantID, ConversationID string }
 
-// Store reads and writes fold states.
-type Store struct{ pool *pgxpool.Pool }
+// Table is the live fold-state table.
+const Table = "reporting_conversation_state"
 
-// New returns a store on pool.
-func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+// Store reads and writes fold states.
+type Store struct {
+	pool  *pgxpool.Pool
+	table string
+}
+
+// New returns a store on pool using the live table.
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool, table: Table} }
+
+// WithTable returns a store on another table of the same shape (a rebuild's).
+func (s *Store) WithTable(table string) *Store { return &Store{pool: s.pool, table: table} }
 
 // Load returns the stored states of keys; conversations without a state are
 // absent from the map.
@@ -42,7 +51,7 @@ func (s *Store) Load(ctx context.Context, keys []Key) (map[Key]*convstate.State,
 	for i, k := range keys {
 		tenants[i], convs[i] = k.TenantID, k.ConversationID
 	}
-	rows, err := s.pool.Query(ctx, `SELECT s.state FROM reporting_conversation_state s
+	rows, err := s.pool.Query(ctx, `SELECT s.state FROM `+s.table+` s
 		JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, conversation_id)
 		  ON s.tenant_id = k.tenant_id AND s.conversation_id = k.conversation_id`, tenants, convs)
 	if err != nil {
@@ -81,11 +90,11 @@ func (s *Store) Save(ctx context.Context, states []*convstate.State) error {
 		}
 		tenants[i], convs[i], seqs[i], docs[i] = st.TenantID, st.ConversationID, int64(st.LastSeq), string(b)
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO reporting_conversation_state (tenant_id, conversation_id, last_seq, state)
+	_, err := s.pool.Exec(ctx, `INSERT INTO `+s.table+` AS t (tenant_id, conversation_id, last_seq, state)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[])
 		ON CONFLICT (tenant_id, conversation_id) DO UPDATE
 		  SET last_seq = excluded.last_seq, state = excluded.state
-		  WHERE reporting_conversation_state.last_seq < excluded.last_seq`, tenants, convs, seqs, docs)
+		  WHERE t.last_seq < excluded.last_seq`, tenants, convs, seqs, docs)
 	if err != nil {
 		return fmt.Errorf("statestore: save: %w", err)
 	}
