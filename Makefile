@@ -30,6 +30,12 @@ test-unit: ## Only tests that need no servers
 fuzz: ## Run each fuzz target briefly
 	go test ./services/ingest/internal/validate -run '^$$' -fuzz FuzzEnvelope -fuzztime 20s
 	go test ./libs/eventbus -run '^$$' -fuzz FuzzParseConvSubject -fuzztime 20s
+	go test ./services/ingest/internal/rasa -run '^$$' -fuzz FuzzMap -fuzztime 20s -fuzzminimizetime 2s
+	go test ./services/ingest/internal/enrich -run '^$$' -fuzz FuzzParseUserAgent -fuzztime 20s
+	go test ./services/ingest/internal/enrich -run '^$$' -fuzz FuzzClientIP -fuzztime 20s
+	go test ./services/reporting/internal/filter -run '^$$' -fuzz FuzzBuild -fuzztime 20s
+	go test ./services/reporting/internal/share -run '^$$' -fuzz FuzzVerify -fuzztime 20s
+	go test ./services/tagging/internal/rules -run '^$$' -fuzz FuzzCompile -fuzztime 20s
 
 lint: tools ## gofmt, go vet and buf lint
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -56,3 +62,16 @@ tidy: ## go mod tidy in every module
 
 clean: ## Remove built tools (keeps .parley data)
 	rm -rf $(BIN)
+
+.PHONY: end-stale-conversations conversation-stats
+
+end-stale-conversations: ## End conversations idle longer than HOURS hours, e.g. make end-stale-conversations HOURS=48 (stack running)
+	@if [ -z "$(HOURS)" ]; then echo "usage: make end-stale-conversations HOURS=48" >&2; exit 2; fi
+	@go build -o $(BIN)/parleyctl ./tools/cmd/parleyctl
+	@f=$${PARLEY_STACK_DIR:-.parley}/demo-api-key; if [ -z "$$PARLEY_API_KEY" ] && [ ! -f "$$f" ]; then echo "no API key: set PARLEY_API_KEY or start the stack with make run (it writes $$f)" >&2; exit 2; fi; \
+	PARLEY_API_KEY="$${PARLEY_API_KEY:-$$(cat "$$f")}" $(BIN)/parleyctl sessions end-stale --hours $(HOURS)
+
+conversation-stats: ## Active and ended conversations by end reason and channel, oldest active (stack running)
+	@go build -o $(BIN)/parleyctl ./tools/cmd/parleyctl
+	@f=$${PARLEY_STACK_DIR:-.parley}/demo-api-key; if [ -z "$$PARLEY_API_KEY" ] && [ ! -f "$$f" ]; then echo "no API key: set PARLEY_API_KEY or start the stack with make run (it writes $$f)" >&2; exit 2; fi; \
+	PARLEY_API_KEY="$${PARLEY_API_KEY:-$$(cat "$$f")}" $(BIN)/parleyctl sessions stats

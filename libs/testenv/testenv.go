@@ -124,7 +124,8 @@ func Postgres(t testing.TB) string {
 			t.Logf("testenv: drop database %s: %v", name, err)
 		}
 	})
-	cfg.Database = name
+	// The cleanup above connects with cfg as it is now (the admin database);
+	// the URL for the test names the new database without touching cfg.
 	return fmt.Sprintf("postgres://%s:%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Password, cfg.Host, cfg.Port, name)
 }
 

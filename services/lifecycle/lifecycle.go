@@ -1,20 +1,38 @@
-// Package lifecycle is the service that owns every conversation's state machine: start, end, stale timeout, live-agent takeover and engagement classification.
+// Package lifecycle is the service that owns every conversation's state
+// machine: start, end, stale timeout, live-agent takeover and engagement
+// classification.
 //
-// The service runs, serves health, readiness and metrics, and answers its
-// gRPC API; methods that are not built yet answer with codes.Unimplemented.
+// It consumes the conversation event log (durable consumer "lifecycle"),
+// keeps each conversation's state in PostgreSQL with the stream sequence
+// applied to it, appends what it derives (conversation_ended,
+// engagement_classified, operator_no_response, late_event_recorded) through
+// a transactional outbox, keeps the ended-conversations view
+// (PARLEY_CONV_ENDED) that ingest reads current, sweeps stale conversations
+// and unanswered handoffs, and answers its gRPC API.
 package lifecycle
 
 import (
 	"context"
+	"fmt"
+	"strings"
+	"time"
 
 	"github.com/parley-dev/parley/libs/config"
-	"github.com/parley-dev/parley/libs/grpcx"
+	"github.com/parley-dev/parley/libs/convview"
 	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/telemetry"
+	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	lifecyclev1 "github.com/parley-dev/parley/proto/parley/lifecycle/v1"
+	"github.com/parley-dev/parley/services/lifecycle/internal/api"
+	"github.com/parley-dev/parley/services/lifecycle/internal/consumer"
+	"github.com/parley-dev/parley/services/lifecycle/internal/outbox"
+	"github.com/parley-dev/parley/services/lifecycle/internal/store"
+	"github.com/parley-dev/parley/services/lifecycle/internal/sweeper"
 )
 
-// Config is lifecycle's configuration, read from the environment.
+// Config is lifecycle's configuration, read from the environment. Zero
+// values of the lifecycle settings mean their defaults, so callers that
+// build a Config in code (the local stack, tests) may leave them out.
 type Config struct {
 	Server   config.Server
 	NATS     config.NATS
@@ -23,12 +41,85 @@ type Config struct {
 	GRPCAddr string `env:"PARLEY_LIFECYCLE_GRPC_ADDR" envDefault:":7102"`
 	// AdminAddr serves /healthz, /readyz and /metrics.
 	AdminAddr string `env:"PARLEY_LIFECYCLE_ADMIN_ADDR" envDefault:":7202"`
+	// SessionTimeout is how long a conversation may go without activity
+	// before the sweeper ends it (reason stale_timeout), unless a channel
+	// default or a tenant setting (SetSessionTimeout) says otherwise.
+	SessionTimeout time.Duration `env:"PARLEY_LIFECYCLE_SESSION_TIMEOUT" envDefault:"24h"`
+	// ChannelTimeouts are service-wide session timeouts per channel, e.g.
+	// "whatsapp=24h,web_widget=30m" (channel names as in the Channel enum,
+	// with or without the CHANNEL_ prefix, any case). Tenant settings take
+	// precedence.
+	ChannelTimeouts map[string]time.Duration `env:"PARLEY_LIFECYCLE_CHANNEL_TIMEOUTS" envKeyValSeparator:"="`
+	// HandoffTimeout is how long a handoff request may wait for an agent to
+	// join before lifecycle emits operator_no_response.
+	HandoffTimeout time.Duration `env:"PARLEY_LIFECYCLE_HANDOFF_TIMEOUT" envDefault:"5m"`
+	// SweepInterval is the time between two sweeps for stale conversations
+	// and unanswered handoffs.
+	SweepInterval time.Duration `env:"PARLEY_LIFECYCLE_SWEEP_INTERVAL" envDefault:"30s"`
+	// EndedViewTTL is how long an ended conversation stays in the
+	// PARLEY_CONV_ENDED view that ingest reads to refuse late messages.
+	EndedViewTTL time.Duration `env:"PARLEY_LIFECYCLE_ENDED_VIEW_TTL" envDefault:"168h"`
+	// ConsumerBatch is the most events applied in one PostgreSQL
+	// transaction.
+	ConsumerBatch int `env:"PARLEY_LIFECYCLE_CONSUMER_BATCH" envDefault:"500"`
 	// Telemetry overrides the service's own telemetry (tests, local stack).
 	Telemetry *telemetry.Telemetry `env:"-"`
+	// Clock is the time source of sweeps and commands (tests); time.Now
+	// when nil.
+	Clock func() time.Time `env:"-"`
+}
+
+func (c *Config) defaults() {
+	if c.SessionTimeout <= 0 {
+		c.SessionTimeout = 24 * time.Hour
+	}
+	if c.HandoffTimeout <= 0 {
+		c.HandoffTimeout = 5 * time.Minute
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = 30 * time.Second
+	}
+	if c.EndedViewTTL <= 0 {
+		c.EndedViewTTL = convview.DefaultTTL
+	}
+	if c.ConsumerBatch <= 0 {
+		c.ConsumerBatch = 500
+	}
+	if c.NATS.DuplicateWindow <= 0 {
+		c.NATS.DuplicateWindow = 2 * time.Minute
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+}
+
+// channelDefaults validates ChannelTimeouts and keys them by enum name.
+func (c *Config) channelDefaults() (map[string]time.Duration, error) {
+	out := map[string]time.Duration{}
+	for name, d := range c.ChannelTimeouts {
+		n := strings.ToUpper(strings.TrimSpace(name))
+		if !strings.HasPrefix(n, "CHANNEL_") {
+			n = "CHANNEL_" + n
+		}
+		v, ok := eventv1.Channel_value[n]
+		if !ok || v == 0 {
+			return nil, fmt.Errorf("lifecycle: PARLEY_LIFECYCLE_CHANNEL_TIMEOUTS: unknown channel %q", name)
+		}
+		if d < time.Second {
+			return nil, fmt.Errorf("lifecycle: PARLEY_LIFECYCLE_CHANNEL_TIMEOUTS: %s: timeout must be at least 1s", name)
+		}
+		out[n] = d
+	}
+	return out, nil
 }
 
 // Run serves lifecycle until ctx is cancelled.
 func Run(ctx context.Context, cfg Config) error {
+	cfg.defaults()
+	channelDefaults, err := cfg.channelDefaults()
+	if err != nil {
+		return err
+	}
 	b, err := service.Start(ctx, service.Options{
 		Name: "lifecycle", Server: cfg.Server, NATS: cfg.NATS, Postgres: cfg.Postgres,
 		GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Scopes: Scopes(), Telemetry: cfg.Telemetry,
@@ -36,17 +127,40 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	lifecyclev1.RegisterLifecycleServiceServer(b.GRPC, server{})
-	return b.Run(ctx)
-}
-
-// server answers every method with Unimplemented until it is built.
-type server struct {
-	lifecyclev1.UnimplementedLifecycleServiceServer
+	fail := func(err error) error { b.Close(); return err }
+	if err := store.Migrate(ctx, b.PG, b.Log); err != nil {
+		return fail(err)
+	}
+	st := store.New(b.PG, cfg.SessionTimeout)
+	if changed, err := st.SyncDefaults(ctx, channelDefaults); err != nil {
+		return fail(err)
+	} else if changed {
+		b.Log.Info("session timeouts changed; active conversations rescheduled", "default", cfg.SessionTimeout, "channels", channelDefaults)
+	}
+	kv, err := convview.Ensure(ctx, b.Bus.JetStream(), cfg.EndedViewTTL, cfg.NATS.Replicas)
+	if err != nil {
+		return fail(err)
+	}
+	relay := outbox.New(outbox.Config{
+		Store: st, Bus: b.Bus, View: convview.NewWriter(kv), DuplicateWindow: cfg.NATS.DuplicateWindow,
+		ViewTTL: cfg.EndedViewTTL, Clock: cfg.Clock, Log: b.Log, Meter: b.Tel.Meter("github.com/parley-dev/parley/services/lifecycle"),
+	})
+	cons := consumer.New(consumer.Config{Store: st, Bus: b.Bus, Relay: relay, BatchSize: cfg.ConsumerBatch, Clock: cfg.Clock, Log: b.Log})
+	if err := cons.Prepare(ctx); err != nil {
+		return fail(err)
+	}
+	sw := sweeper.New(sweeper.Config{
+		Store: st, Relay: relay, CaughtUp: cons.CaughtUp, HandoffTimeout: cfg.HandoffTimeout,
+		Interval: cfg.SweepInterval, Clock: cfg.Clock, Log: b.Log,
+	})
+	lifecyclev1.RegisterLifecycleServiceServer(b.GRPC, api.New(api.Config{
+		Store: st, Bus: b.Bus, Relay: relay, Consumer: cons, Sweeper: sw,
+		DefaultTimeout: cfg.SessionTimeout, Clock: cfg.Clock, Log: b.Log,
+	}))
+	relay.Kick() // publish what a previous run left in the outbox
+	return b.Run(ctx, cons.Run, sw.Run, func(ctx context.Context) error { return relay.Run(ctx, time.Second) })
 }
 
 // Scopes lists the API-key scope each method needs: reads need "read",
 // everything else "admin".
-func Scopes() map[string]string {
-	return grpcx.MethodScopes(lifecyclev1.LifecycleService_ServiceDesc, grpcx.ScopeAdmin, map[string]string{"GetConversationState": grpcx.ScopeRead, "GetStats": grpcx.ScopeRead})
-}
+func Scopes() map[string]string { return api.Scopes() }

@@ -150,10 +150,11 @@ func runCounting(ctx context.Context, conn driver.Conn, stmt string) (int, strin
 }
 
 // seedDocsDatabase runs the reporting service over a private NATS, PostgreSQL
-// and ClickHouse, publishes the docs' sample conversations in two rounds (so
-// the conversations table holds an older and a newer row for each, as it
-// does in production until merges), and then duplicates every events and
-// messages row, as a replay would. It returns a connection to the database.
+// and ClickHouse and publishes the docs' sample conversations in two rounds,
+// with merges stopped before the second, so that the conversations table
+// holds an older and a newer row for each, as it does in production until
+// merges. Then it duplicates every events and messages row, as a replay
+// would. It returns a connection to the database.
 func seedDocsDatabase(t *testing.T) driver.Conn {
 	t.Helper()
 	ctx := context.Background()
@@ -235,6 +236,14 @@ func seedDocsDatabase(t *testing.T) driver.Conn {
 	}
 	t.Cleanup(func() { conn.Close() })
 
+	// From here on, ClickHouse keeps every row it is given, as it may for a
+	// long time in production: the examples must be exact without merges.
+	for _, table := range []string{"events", "messages", "conversations"} {
+		if err := conn.Exec(ctx, `SYSTEM STOP MERGES `+docsDatabase+`.`+table); err != nil {
+			t.Fatalf("stop merges on %s: %v", table, err)
+		}
+	}
+
 	// Round two: the rest. The projector inserts events and messages before
 	// the conversations rows of the same batch, so once the folded event
 	// counts add up, every table is complete.
@@ -251,6 +260,24 @@ func seedDocsDatabase(t *testing.T) driver.Conn {
 	for _, table := range []string{"events", "messages"} {
 		if err := conn.Exec(ctx, `INSERT INTO `+table+` SELECT * FROM `+table+` WHERE tenant_id = 'acme'`); err != nil {
 			t.Fatalf("duplicate %s: %v", table, err)
+		}
+	}
+
+	// What the docs say about FINAL holds for this data: without it, events
+	// and conversations are counted more than once, and stale versions of
+	// ended conversations still look active.
+	for _, c := range []struct {
+		query string
+		ok    func(uint64) bool
+	}{
+		{`SELECT count() FROM events WHERE tenant_id = 'acme'`, func(n uint64) bool { return n == 2*total }},
+		{`SELECT count() FROM events FINAL WHERE tenant_id = 'acme'`, func(n uint64) bool { return n == total }},
+		{`SELECT count() FROM conversations WHERE tenant_id = 'acme' AND status = 'active'`, func(n uint64) bool { return n >= 4 }},
+		{`SELECT count() FROM conversations FINAL WHERE tenant_id = 'acme' AND status = 'active'`, func(n uint64) bool { return n == 1 }},
+	} {
+		var n uint64
+		if err := conn.QueryRow(ctx, c.query).Scan(&n); err != nil || !c.ok(n) {
+			t.Fatalf("%s: %d, %v", c.query, n, err)
 		}
 	}
 	return conn

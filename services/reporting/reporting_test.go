@@ -227,6 +227,23 @@ func (f *fixture) ctx() context.Context {
 
 func start(t *testing.T) *fixture {
 	t.Helper()
+	f := startEmpty(t)
+	f.acme = model("acme", 60, f.now)
+	for _, c := range append(slices.Clone(f.acme), model("globex", 5, f.now)...) {
+		for _, e := range c.events() {
+			if _, err := f.bus.Publish(context.Background(), e); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	f.waitTotal(t, &reportingv1.Filter{TimeRange: &reportingv1.TimeRange{Preset: "all_time"}}, 60)
+	return f
+}
+
+// startEmpty runs reporting over fresh NATS, PostgreSQL and ClickHouse with
+// tenants acme and globex and no events.
+func startEmpty(t testing.TB) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	n := testenv.NATS(t)
 	pgURL := testenv.Postgres(t)
@@ -286,15 +303,18 @@ func start(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{client: reportingv1.NewReportingServiceClient(conn), key: key, adminKey: adminKey, ch: db, httpURL: cfg.ShareBaseURL, bus: bus, now: time.Now().UTC()}
-	f.acme = model("acme", 60, f.now)
-	for _, c := range append(slices.Clone(f.acme), model("globex", 5, f.now)...) {
-		for _, e := range c.events() {
-			if _, err := bus.Publish(ctx, e); err != nil {
-				t.Fatal(err)
-			}
+	// Wait until the service answers.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := f.client.ListConversations(f.ctx(), &reportingv1.ListConversationsRequest{PageSize: 1})
+		if err == nil {
+			break
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reporting not serving: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	f.waitTotal(t, &reportingv1.Filter{TimeRange: &reportingv1.TimeRange{Preset: "all_time"}}, 60)
 	return f
 }
 

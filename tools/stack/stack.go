@@ -246,10 +246,22 @@ func (s *Stack) startServices(ctx context.Context) error {
 			return ingest.Run(ctx, cfg)
 		},
 		"lifecycle": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			return lifecycle.Run(ctx, lifecycle.Config{Server: srv, NATS: nc, Postgres: pg, GRPCAddr: s.GRPCAddr("lifecycle"), AdminAddr: s.AdminAddr("lifecycle"), Telemetry: tel})
+			cfg, err := config.Load[lifecycle.Config]()
+			if err != nil {
+				return err
+			}
+			cfg.Server, cfg.NATS, cfg.Postgres, cfg.Telemetry = srv, nc, pg, tel
+			cfg.GRPCAddr, cfg.AdminAddr = s.GRPCAddr("lifecycle"), s.AdminAddr("lifecycle")
+			return lifecycle.Run(ctx, cfg)
 		},
 		"tagging": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			return tagging.Run(ctx, tagging.Config{Server: srv, NATS: nc, Postgres: pg, GRPCAddr: s.GRPCAddr("tagging"), AdminAddr: s.AdminAddr("tagging"), Telemetry: tel})
+			cfg, err := config.Load[tagging.Config]()
+			if err != nil {
+				return err
+			}
+			cfg.Server, cfg.NATS, cfg.Postgres, cfg.Telemetry = srv, nc, pg, tel
+			cfg.GRPCAddr, cfg.AdminAddr = s.GRPCAddr("tagging"), s.AdminAddr("tagging")
+			return tagging.Run(ctx, cfg)
 		},
 		"reporting": func(ctx context.Context, tel *telemetry.Telemetry) error {
 			cfg, err := config.Load[reporting.Config]()

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	ingestv1 "github.com/parley-dev/parley/proto/parley/ingest/v1"
 	lifecyclev1 "github.com/parley-dev/parley/proto/parley/lifecycle/v1"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
+	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -63,6 +65,13 @@ func TestWalkingSkeleton(t *testing.T) {
 	_, err = ingestC.PostMessage(authed, &ingestv1.PostMessageRequest{ConversationId: "c1", Message: &eventv1.MessagePosted{Text: "no role"}})
 	if status.Code(err) != codes.InvalidArgument || !contains(status.Convert(err).Message(), "message_posted.role") {
 		t.Fatalf("missing role: want InvalidArgument on role, got %v", err)
+	}
+
+	// A tagging rule, in place before the conversation starts.
+	tg := taggingv1.NewTaggingServiceClient(dial(t, st.GRPCAddr("tagging")))
+	if _, err := tg.CreateRule(authed, &taggingv1.CreateRuleRequest{Rule: &taggingv1.Rule{Name: "reservations", Tag: "reservation",
+		Expression: `conversation.messages.exists(m, m.role == "visitor" && m.text.matches("(?i)table for"))`}}); err != nil {
+		t.Fatalf("create rule: %v", err)
 	}
 
 	msgs := []*eventv1.MessagePosted{
@@ -128,10 +137,45 @@ func TestWalkingSkeleton(t *testing.T) {
 	if _, err := rep.GetConversation(metadata.AppendToOutgoingContext(ctx, "x-api-key", ingestOnlyKey(t, ctx, st)), &reportingv1.GetConversationRequest{ConversationId: "conv-e2e-1"}); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("ingest-only key: want PermissionDenied, got %v", err)
 	}
-	// Services that are not built yet say so.
+	// Across the services: the visitor closes the conversation; lifecycle
+	// ends it, ingest then refuses more messages, tagging has tagged it and
+	// reporting shows all of that.
+	if _, err := ingestC.CloseConversation(authed, &ingestv1.CloseConversationRequest{ConversationId: "conv-e2e-1", ClientEventId: "close",
+		Close: &eventv1.ConversationClosed{ClosedBy: eventv1.Actor_ACTOR_VISITOR}}); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	// Until lifecycle has applied the close (well under a second) ingest
+	// still accepts messages; the log orders them before the end.
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		_, err := ingestC.PostMessage(authed, &ingestv1.PostMessageRequest{ConversationId: "conv-e2e-1", ClientEventId: "after-end",
+			Message: &eventv1.MessagePosted{Role: eventv1.Role_ROLE_VISITOR, Text: "still there?"}})
+		if status.Code(err) == codes.FailedPrecondition {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ingest still accepts messages after the close: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	lc := lifecyclev1.NewLifecycleServiceClient(dial(t, st.GRPCAddr("lifecycle")))
-	if _, err := lc.GetStats(authed, &lifecyclev1.GetStatsRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Fatalf("lifecycle GetStats: want Unimplemented, got %v", err)
+	stats, err := lc.GetStats(authed, &lifecyclev1.GetStatsRequest{})
+	if err != nil || stats.Ended < 1 || stats.EndedByReason["END_REASON_VISITOR_CLOSED"]+stats.EndedByReason["visitor_closed"] < 1 {
+		t.Fatalf("lifecycle stats: %v %v", stats, err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		got, err = rep.GetConversation(authed, &reportingv1.GetConversationRequest{ConversationId: "conv-e2e-1"})
+		if err == nil && got.Summary.GetStatus() == "ended" && slices.Contains(got.Tags, "reservation") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("end and tag not projected: %v %v", got, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got.Summary.EndReason != eventv1.EndReason_END_REASON_VISITOR_CLOSED || got.Summary.Engagement != eventv1.Engagement_ENGAGEMENT_ENGAGED {
+		t.Fatalf("summary after the end: %v", got.Summary)
 	}
 
 	// Stop and start again on the same data: the demo key and the
@@ -148,7 +192,7 @@ func TestWalkingSkeleton(t *testing.T) {
 	}
 	rep2 := reportingv1.NewReportingServiceClient(dial(t, st2.GRPCAddr("reporting")))
 	got2, err := rep2.GetConversation(authed, &reportingv1.GetConversationRequest{ConversationId: "conv-e2e-1"})
-	if err != nil || len(got2.Messages) != len(msgs) {
+	if err != nil || len(got2.Messages) != len(got.Messages) || got2.Summary.Status != "ended" {
 		t.Fatalf("after restart: %v %v", got2, err)
 	}
 }

@@ -122,20 +122,64 @@ func (x *GetConversationStateRequest) GetConversationId() string {
 
 // ConversationState is lifecycle's view of one conversation.
 type ConversationState struct {
-	state            protoimpl.MessageState `protogen:"open.v1"`
-	ConversationId   string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	Status           Status                 `protobuf:"varint,2,opt,name=status,proto3,enum=parley.lifecycle.v1.Status" json:"status,omitempty"`
-	EndReason        v1.EndReason           `protobuf:"varint,3,opt,name=end_reason,json=endReason,proto3,enum=parley.event.v1.EndReason" json:"end_reason,omitempty"`
-	StartedAt        *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
-	LastActivityAt   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_activity_at,json=lastActivityAt,proto3" json:"last_activity_at,omitempty"`
-	EndedAt          *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
-	Channel          v1.Channel             `protobuf:"varint,7,opt,name=channel,proto3,enum=parley.event.v1.Channel" json:"channel,omitempty"`
-	HandoffRequested bool                   `protobuf:"varint,8,opt,name=handoff_requested,json=handoffRequested,proto3" json:"handoff_requested,omitempty"`
-	AgentId          string                 `protobuf:"bytes,9,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
-	AgentJoinedAt    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=agent_joined_at,json=agentJoinedAt,proto3" json:"agent_joined_at,omitempty"`
-	Engagement       v1.Engagement          `protobuf:"varint,11,opt,name=engagement,proto3,enum=parley.event.v1.Engagement" json:"engagement,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	Status         Status                 `protobuf:"varint,2,opt,name=status,proto3,enum=parley.lifecycle.v1.Status" json:"status,omitempty"`
+	// Why it ended (END_REASON_UNSPECIFIED while active).
+	EndReason v1.EndReason `protobuf:"varint,3,opt,name=end_reason,json=endReason,proto3,enum=parley.event.v1.EndReason" json:"end_reason,omitempty"`
+	// Time of the conversation's earliest event.
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// Time of the latest activity (client facts: messages, pages, flows, goals,
+	// handoff and agent events, ...).
+	LastActivityAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_activity_at,json=lastActivityAt,proto3" json:"last_activity_at,omitempty"`
+	EndedAt        *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
+	Channel        v1.Channel             `protobuf:"varint,7,opt,name=channel,proto3,enum=parley.event.v1.Channel" json:"channel,omitempty"`
+	// A live agent was requested at least once.
+	HandoffRequested bool `protobuf:"varint,8,opt,name=handoff_requested,json=handoffRequested,proto3" json:"handoff_requested,omitempty"`
+	// The agent who took over most recently.
+	AgentId string `protobuf:"bytes,9,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// When that agent joined.
+	AgentJoinedAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=agent_joined_at,json=agentJoinedAt,proto3" json:"agent_joined_at,omitempty"`
+	// Engagement class, set when the conversation ends.
+	Engagement v1.Engagement       `protobuf:"varint,11,opt,name=engagement,proto3,enum=parley.event.v1.Engagement" json:"engagement,omitempty"`
+	BotId      string              `protobuf:"bytes,12,opt,name=bot_id,json=botId,proto3" json:"bot_id,omitempty"`
+	Type       v1.ConversationType `protobuf:"varint,13,opt,name=type,proto3,enum=parley.event.v1.ConversationType" json:"type,omitempty"`
+	// Operator or administrator who ended it, when applicable.
+	EndedBy string `protobuf:"bytes,14,opt,name=ended_by,json=endedBy,proto3" json:"ended_by,omitempty"`
+	// A handoff is waiting for an agent: requested, no agent joined since, and
+	// the no-response timeout has not passed yet.
+	WaitingForAgent bool `protobuf:"varint,15,opt,name=waiting_for_agent,json=waitingForAgent,proto3" json:"waiting_for_agent,omitempty"`
+	// Time of the latest handoff request.
+	HandoffRequestedAt *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=handoff_requested_at,json=handoffRequestedAt,proto3" json:"handoff_requested_at,omitempty"`
+	// A live agent took over at least once.
+	Takeover bool `protobuf:"varint,17,opt,name=takeover,proto3" json:"takeover,omitempty"`
+	// When a live agent took over for the first time.
+	TakeoverAt *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=takeover_at,json=takeoverAt,proto3" json:"takeover_at,omitempty"`
+	AgentName  string                 `protobuf:"bytes,19,opt,name=agent_name,json=agentName,proto3" json:"agent_name,omitempty"`
+	// When the agent last left.
+	AgentLeftAt *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=agent_left_at,json=agentLeftAt,proto3" json:"agent_left_at,omitempty"`
+	// No agent joined within the handoff timeout after a request
+	// (operator_no_response was emitted).
+	OperatorNoResponse bool `protobuf:"varint,21,opt,name=operator_no_response,json=operatorNoResponse,proto3" json:"operator_no_response,omitempty"`
+	// Milliseconds from the handoff request (or, without one, the agent
+	// joining) to the first agent message; unset until an agent wrote.
+	FirstResponseMs *uint32 `protobuf:"varint,22,opt,name=first_response_ms,json=firstResponseMs,proto3,oneof" json:"first_response_ms,omitempty"`
+	// Average agent reply time in milliseconds over agent_replies replies.
+	AvgResponseMs uint32 `protobuf:"varint,23,opt,name=avg_response_ms,json=avgResponseMs,proto3" json:"avg_response_ms,omitempty"`
+	// Agent messages that answered a visitor message.
+	AgentReplies uint32 `protobuf:"varint,24,opt,name=agent_replies,json=agentReplies,proto3" json:"agent_replies,omitempty"`
+	// Messages the visitor sent.
+	VisitorMessages uint32 `protobuf:"varint,25,opt,name=visitor_messages,json=visitorMessages,proto3" json:"visitor_messages,omitempty"`
+	GoalsReached    uint32 `protobuf:"varint,26,opt,name=goals_reached,json=goalsReached,proto3" json:"goals_reached,omitempty"`
+	FlowsCompleted  uint32 `protobuf:"varint,27,opt,name=flows_completed,json=flowsCompleted,proto3" json:"flows_completed,omitempty"`
+	// The conversation counts as resolved (set when it ends; see docs).
+	Resolved bool `protobuf:"varint,28,opt,name=resolved,proto3" json:"resolved,omitempty"`
+	// Client events that arrived after the conversation ended.
+	LateEvents uint32 `protobuf:"varint,29,opt,name=late_events,json=lateEvents,proto3" json:"late_events,omitempty"`
+	// Highest PARLEY_CONV stream sequence applied to this conversation.
+	AppliedSequence uint64 `protobuf:"varint,30,opt,name=applied_sequence,json=appliedSequence,proto3" json:"applied_sequence,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ConversationState) Reset() {
@@ -245,13 +289,150 @@ func (x *ConversationState) GetEngagement() v1.Engagement {
 	return v1.Engagement(0)
 }
 
+func (x *ConversationState) GetBotId() string {
+	if x != nil {
+		return x.BotId
+	}
+	return ""
+}
+
+func (x *ConversationState) GetType() v1.ConversationType {
+	if x != nil {
+		return x.Type
+	}
+	return v1.ConversationType(0)
+}
+
+func (x *ConversationState) GetEndedBy() string {
+	if x != nil {
+		return x.EndedBy
+	}
+	return ""
+}
+
+func (x *ConversationState) GetWaitingForAgent() bool {
+	if x != nil {
+		return x.WaitingForAgent
+	}
+	return false
+}
+
+func (x *ConversationState) GetHandoffRequestedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.HandoffRequestedAt
+	}
+	return nil
+}
+
+func (x *ConversationState) GetTakeover() bool {
+	if x != nil {
+		return x.Takeover
+	}
+	return false
+}
+
+func (x *ConversationState) GetTakeoverAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TakeoverAt
+	}
+	return nil
+}
+
+func (x *ConversationState) GetAgentName() string {
+	if x != nil {
+		return x.AgentName
+	}
+	return ""
+}
+
+func (x *ConversationState) GetAgentLeftAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AgentLeftAt
+	}
+	return nil
+}
+
+func (x *ConversationState) GetOperatorNoResponse() bool {
+	if x != nil {
+		return x.OperatorNoResponse
+	}
+	return false
+}
+
+func (x *ConversationState) GetFirstResponseMs() uint32 {
+	if x != nil && x.FirstResponseMs != nil {
+		return *x.FirstResponseMs
+	}
+	return 0
+}
+
+func (x *ConversationState) GetAvgResponseMs() uint32 {
+	if x != nil {
+		return x.AvgResponseMs
+	}
+	return 0
+}
+
+func (x *ConversationState) GetAgentReplies() uint32 {
+	if x != nil {
+		return x.AgentReplies
+	}
+	return 0
+}
+
+func (x *ConversationState) GetVisitorMessages() uint32 {
+	if x != nil {
+		return x.VisitorMessages
+	}
+	return 0
+}
+
+func (x *ConversationState) GetGoalsReached() uint32 {
+	if x != nil {
+		return x.GoalsReached
+	}
+	return 0
+}
+
+func (x *ConversationState) GetFlowsCompleted() uint32 {
+	if x != nil {
+		return x.FlowsCompleted
+	}
+	return 0
+}
+
+func (x *ConversationState) GetResolved() bool {
+	if x != nil {
+		return x.Resolved
+	}
+	return false
+}
+
+func (x *ConversationState) GetLateEvents() uint32 {
+	if x != nil {
+		return x.LateEvents
+	}
+	return 0
+}
+
+func (x *ConversationState) GetAppliedSequence() uint64 {
+	if x != nil {
+		return x.AppliedSequence
+	}
+	return 0
+}
+
 // EndConversationRequest ends one conversation.
 type EndConversationRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	Note           string                 `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Free text, logged with the call.
+	Note string `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
+	// Who ends it, recorded as ConversationEnded.ended_by; defaults to
+	// "api-key:<key id>" of the caller.
+	EndedBy       string `protobuf:"bytes,3,opt,name=ended_by,json=endedBy,proto3" json:"ended_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EndConversationRequest) Reset() {
@@ -298,14 +479,23 @@ func (x *EndConversationRequest) GetNote() string {
 	return ""
 }
 
+func (x *EndConversationRequest) GetEndedBy() string {
+	if x != nil {
+		return x.EndedBy
+	}
+	return ""
+}
+
 // RequestHandoffRequest asks for a live agent.
 type RequestHandoffRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	Reason         string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	Queue          string                 `protobuf:"bytes,3,opt,name=queue,proto3" json:"queue,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Optional idempotency key: a retry with the same key appends nothing new.
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RequestHandoffRequest) Reset() {
@@ -359,14 +549,23 @@ func (x *RequestHandoffRequest) GetQueue() string {
 	return ""
 }
 
+func (x *RequestHandoffRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 // JoinAgentRequest records an agent taking over.
 type JoinAgentRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	AgentId        string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
 	AgentName      string                 `protobuf:"bytes,3,opt,name=agent_name,json=agentName,proto3" json:"agent_name,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Optional idempotency key: a retry with the same key appends nothing new.
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JoinAgentRequest) Reset() {
@@ -420,13 +619,22 @@ func (x *JoinAgentRequest) GetAgentName() string {
 	return ""
 }
 
+func (x *JoinAgentRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 // LeaveAgentRequest records an agent leaving.
 type LeaveAgentRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	AgentId        string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Optional idempotency key: a retry with the same key appends nothing new.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LeaveAgentRequest) Reset() {
@@ -469,6 +677,13 @@ func (x *LeaveAgentRequest) GetConversationId() string {
 func (x *LeaveAgentRequest) GetAgentId() string {
 	if x != nil {
 		return x.AgentId
+	}
+	return ""
+}
+
+func (x *LeaveAgentRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -602,12 +817,19 @@ func (*GetStatsRequest) Descriptor() ([]byte, []int) {
 
 // Stats summarises conversations by state.
 type Stats struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Active          uint64                 `protobuf:"varint,1,opt,name=active,proto3" json:"active,omitempty"`
-	Ended           uint64                 `protobuf:"varint,2,opt,name=ended,proto3" json:"ended,omitempty"`
-	EndedByReason   map[string]uint64      `protobuf:"bytes,3,rep,name=ended_by_reason,json=endedByReason,proto3" json:"ended_by_reason,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	ActiveByChannel map[string]uint64      `protobuf:"bytes,4,rep,name=active_by_channel,json=activeByChannel,proto3" json:"active_by_channel,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	OldestActiveAt  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=oldest_active_at,json=oldestActiveAt,proto3" json:"oldest_active_at,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Active uint64                 `protobuf:"varint,1,opt,name=active,proto3" json:"active,omitempty"`
+	Ended  uint64                 `protobuf:"varint,2,opt,name=ended,proto3" json:"ended,omitempty"`
+	// Ended conversations by EndReason name.
+	EndedByReason map[string]uint64 `protobuf:"bytes,3,rep,name=ended_by_reason,json=endedByReason,proto3" json:"ended_by_reason,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Active conversations by Channel name.
+	ActiveByChannel map[string]uint64 `protobuf:"bytes,4,rep,name=active_by_channel,json=activeByChannel,proto3" json:"active_by_channel,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Start of the oldest active conversation.
+	OldestActiveAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=oldest_active_at,json=oldestActiveAt,proto3" json:"oldest_active_at,omitempty"`
+	// Last activity of the longest-idle active conversation.
+	LongestIdleSince *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=longest_idle_since,json=longestIdleSince,proto3" json:"longest_idle_since,omitempty"`
+	// Active conversations waiting for a live agent.
+	WaitingForAgent uint64 `protobuf:"varint,7,opt,name=waiting_for_agent,json=waitingForAgent,proto3" json:"waiting_for_agent,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -677,13 +899,241 @@ func (x *Stats) GetOldestActiveAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Stats) GetLongestIdleSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LongestIdleSince
+	}
+	return nil
+}
+
+func (x *Stats) GetWaitingForAgent() uint64 {
+	if x != nil {
+		return x.WaitingForAgent
+	}
+	return 0
+}
+
+// SetSessionTimeoutRequest sets how long a conversation may stay idle before
+// the sweeper ends it.
+type SetSessionTimeoutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Channel the timeout applies to; CHANNEL_UNSPECIFIED sets the tenant's
+	// timeout for every channel that has no setting of its own.
+	Channel v1.Channel `protobuf:"varint,1,opt,name=channel,proto3,enum=parley.event.v1.Channel" json:"channel,omitempty"`
+	// Idle seconds before a conversation ends; 0 removes the setting.
+	TimeoutSeconds uint32 `protobuf:"varint,2,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SetSessionTimeoutRequest) Reset() {
+	*x = SetSessionTimeoutRequest{}
+	mi := &file_parley_lifecycle_v1_lifecycle_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSessionTimeoutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSessionTimeoutRequest) ProtoMessage() {}
+
+func (x *SetSessionTimeoutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_lifecycle_v1_lifecycle_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSessionTimeoutRequest.ProtoReflect.Descriptor instead.
+func (*SetSessionTimeoutRequest) Descriptor() ([]byte, []int) {
+	return file_parley_lifecycle_v1_lifecycle_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SetSessionTimeoutRequest) GetChannel() v1.Channel {
+	if x != nil {
+		return x.Channel
+	}
+	return v1.Channel(0)
+}
+
+func (x *SetSessionTimeoutRequest) GetTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+// SessionTimeout is one session timeout setting of a tenant.
+type SessionTimeout struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CHANNEL_UNSPECIFIED: every channel without a setting of its own.
+	Channel v1.Channel `protobuf:"varint,1,opt,name=channel,proto3,enum=parley.event.v1.Channel" json:"channel,omitempty"`
+	// 0 when the setting was removed.
+	TimeoutSeconds uint32 `protobuf:"varint,2,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SessionTimeout) Reset() {
+	*x = SessionTimeout{}
+	mi := &file_parley_lifecycle_v1_lifecycle_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionTimeout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionTimeout) ProtoMessage() {}
+
+func (x *SessionTimeout) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_lifecycle_v1_lifecycle_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionTimeout.ProtoReflect.Descriptor instead.
+func (*SessionTimeout) Descriptor() ([]byte, []int) {
+	return file_parley_lifecycle_v1_lifecycle_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SessionTimeout) GetChannel() v1.Channel {
+	if x != nil {
+		return x.Channel
+	}
+	return v1.Channel(0)
+}
+
+func (x *SessionTimeout) GetTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+// ListSessionTimeoutsRequest has no parameters.
+type ListSessionTimeoutsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSessionTimeoutsRequest) Reset() {
+	*x = ListSessionTimeoutsRequest{}
+	mi := &file_parley_lifecycle_v1_lifecycle_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSessionTimeoutsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSessionTimeoutsRequest) ProtoMessage() {}
+
+func (x *ListSessionTimeoutsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_lifecycle_v1_lifecycle_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSessionTimeoutsRequest.ProtoReflect.Descriptor instead.
+func (*ListSessionTimeoutsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_lifecycle_v1_lifecycle_proto_rawDescGZIP(), []int{12}
+}
+
+// ListSessionTimeoutsResponse lists a tenant's settings and the service
+// defaults that apply where the tenant has none.
+type ListSessionTimeoutsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant's own settings.
+	Timeouts []*SessionTimeout `protobuf:"bytes,1,rep,name=timeouts,proto3" json:"timeouts,omitempty"`
+	// Service-wide per-channel defaults (PARLEY_LIFECYCLE_CHANNEL_TIMEOUTS).
+	ChannelDefaults []*SessionTimeout `protobuf:"bytes,2,rep,name=channel_defaults,json=channelDefaults,proto3" json:"channel_defaults,omitempty"`
+	// The service default (PARLEY_LIFECYCLE_SESSION_TIMEOUT) in seconds.
+	DefaultTimeoutSeconds uint32 `protobuf:"varint,3,opt,name=default_timeout_seconds,json=defaultTimeoutSeconds,proto3" json:"default_timeout_seconds,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *ListSessionTimeoutsResponse) Reset() {
+	*x = ListSessionTimeoutsResponse{}
+	mi := &file_parley_lifecycle_v1_lifecycle_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSessionTimeoutsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSessionTimeoutsResponse) ProtoMessage() {}
+
+func (x *ListSessionTimeoutsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_lifecycle_v1_lifecycle_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSessionTimeoutsResponse.ProtoReflect.Descriptor instead.
+func (*ListSessionTimeoutsResponse) Descriptor() ([]byte, []int) {
+	return file_parley_lifecycle_v1_lifecycle_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListSessionTimeoutsResponse) GetTimeouts() []*SessionTimeout {
+	if x != nil {
+		return x.Timeouts
+	}
+	return nil
+}
+
+func (x *ListSessionTimeoutsResponse) GetChannelDefaults() []*SessionTimeout {
+	if x != nil {
+		return x.ChannelDefaults
+	}
+	return nil
+}
+
+func (x *ListSessionTimeoutsResponse) GetDefaultTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.DefaultTimeoutSeconds
+	}
+	return 0
+}
+
 var File_parley_lifecycle_v1_lifecycle_proto protoreflect.FileDescriptor
 
 const file_parley_lifecycle_v1_lifecycle_proto_rawDesc = "" +
 	"\n" +
 	"#parley/lifecycle/v1/lifecycle.proto\x12\x13parley.lifecycle.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eparley/event/v1/payloads.proto\"F\n" +
 	"\x1bGetConversationStateRequest\x12'\n" +
-	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\"\xe1\x04\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\"\xa3\v\n" +
 	"\x11ConversationState\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x123\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1b.parley.lifecycle.v1.StatusR\x06status\x129\n" +
@@ -700,44 +1150,87 @@ const file_parley_lifecycle_v1_lifecycle_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\ragentJoinedAt\x12;\n" +
 	"\n" +
 	"engagement\x18\v \x01(\x0e2\x1b.parley.event.v1.EngagementR\n" +
-	"engagement\"U\n" +
+	"engagement\x12\x15\n" +
+	"\x06bot_id\x18\f \x01(\tR\x05botId\x125\n" +
+	"\x04type\x18\r \x01(\x0e2!.parley.event.v1.ConversationTypeR\x04type\x12\x19\n" +
+	"\bended_by\x18\x0e \x01(\tR\aendedBy\x12*\n" +
+	"\x11waiting_for_agent\x18\x0f \x01(\bR\x0fwaitingForAgent\x12L\n" +
+	"\x14handoff_requested_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\x12handoffRequestedAt\x12\x1a\n" +
+	"\btakeover\x18\x11 \x01(\bR\btakeover\x12;\n" +
+	"\vtakeover_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"takeoverAt\x12\x1d\n" +
+	"\n" +
+	"agent_name\x18\x13 \x01(\tR\tagentName\x12>\n" +
+	"\ragent_left_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\vagentLeftAt\x120\n" +
+	"\x14operator_no_response\x18\x15 \x01(\bR\x12operatorNoResponse\x12/\n" +
+	"\x11first_response_ms\x18\x16 \x01(\rH\x00R\x0ffirstResponseMs\x88\x01\x01\x12&\n" +
+	"\x0favg_response_ms\x18\x17 \x01(\rR\ravgResponseMs\x12#\n" +
+	"\ragent_replies\x18\x18 \x01(\rR\fagentReplies\x12)\n" +
+	"\x10visitor_messages\x18\x19 \x01(\rR\x0fvisitorMessages\x12#\n" +
+	"\rgoals_reached\x18\x1a \x01(\rR\fgoalsReached\x12'\n" +
+	"\x0fflows_completed\x18\x1b \x01(\rR\x0eflowsCompleted\x12\x1a\n" +
+	"\bresolved\x18\x1c \x01(\bR\bresolved\x12\x1f\n" +
+	"\vlate_events\x18\x1d \x01(\rR\n" +
+	"lateEvents\x12)\n" +
+	"\x10applied_sequence\x18\x1e \x01(\x04R\x0fappliedSequenceB\x14\n" +
+	"\x12_first_response_ms\"p\n" +
 	"\x16EndConversationRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x12\n" +
-	"\x04note\x18\x02 \x01(\tR\x04note\"n\n" +
+	"\x04note\x18\x02 \x01(\tR\x04note\x12\x19\n" +
+	"\bended_by\x18\x03 \x01(\tR\aendedBy\"\x8d\x01\n" +
 	"\x15RequestHandoffRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
-	"\x05queue\x18\x03 \x01(\tR\x05queue\"u\n" +
+	"\x05queue\x18\x03 \x01(\tR\x05queue\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"\x94\x01\n" +
 	"\x10JoinAgentRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x1d\n" +
 	"\n" +
-	"agent_name\x18\x03 \x01(\tR\tagentName\"W\n" +
+	"agent_name\x18\x03 \x01(\tR\tagentName\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"v\n" +
 	"\x11LeaveAgentRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x19\n" +
-	"\bagent_id\x18\x02 \x01(\tR\aagentId\"0\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"0\n" +
 	"\x0fEndStaleRequest\x12\x1d\n" +
 	"\n" +
 	"idle_hours\x18\x01 \x01(\rR\tidleHours\"(\n" +
 	"\x10EndStaleResponse\x12\x14\n" +
 	"\x05ended\x18\x01 \x01(\x04R\x05ended\"\x11\n" +
-	"\x0fGetStatsRequest\"\xb5\x03\n" +
+	"\x0fGetStatsRequest\"\xab\x04\n" +
 	"\x05Stats\x12\x16\n" +
 	"\x06active\x18\x01 \x01(\x04R\x06active\x12\x14\n" +
 	"\x05ended\x18\x02 \x01(\x04R\x05ended\x12U\n" +
 	"\x0fended_by_reason\x18\x03 \x03(\v2-.parley.lifecycle.v1.Stats.EndedByReasonEntryR\rendedByReason\x12[\n" +
 	"\x11active_by_channel\x18\x04 \x03(\v2/.parley.lifecycle.v1.Stats.ActiveByChannelEntryR\x0factiveByChannel\x12D\n" +
-	"\x10oldest_active_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0eoldestActiveAt\x1a@\n" +
+	"\x10oldest_active_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0eoldestActiveAt\x12H\n" +
+	"\x12longest_idle_since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x10longestIdleSince\x12*\n" +
+	"\x11waiting_for_agent\x18\a \x01(\x04R\x0fwaitingForAgent\x1a@\n" +
 	"\x12EndedByReasonEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aB\n" +
 	"\x14ActiveByChannelEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01*E\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"w\n" +
+	"\x18SetSessionTimeoutRequest\x122\n" +
+	"\achannel\x18\x01 \x01(\x0e2\x18.parley.event.v1.ChannelR\achannel\x12'\n" +
+	"\x0ftimeout_seconds\x18\x02 \x01(\rR\x0etimeoutSeconds\"m\n" +
+	"\x0eSessionTimeout\x122\n" +
+	"\achannel\x18\x01 \x01(\x0e2\x18.parley.event.v1.ChannelR\achannel\x12'\n" +
+	"\x0ftimeout_seconds\x18\x02 \x01(\rR\x0etimeoutSeconds\"\x1c\n" +
+	"\x1aListSessionTimeoutsRequest\"\xe6\x01\n" +
+	"\x1bListSessionTimeoutsResponse\x12?\n" +
+	"\btimeouts\x18\x01 \x03(\v2#.parley.lifecycle.v1.SessionTimeoutR\btimeouts\x12N\n" +
+	"\x10channel_defaults\x18\x02 \x03(\v2#.parley.lifecycle.v1.SessionTimeoutR\x0fchannelDefaults\x126\n" +
+	"\x17default_timeout_seconds\x18\x03 \x01(\rR\x15defaultTimeoutSeconds*E\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTATUS_ACTIVE\x10\x01\x12\x10\n" +
-	"\fSTATUS_ENDED\x10\x022\xb3\x05\n" +
+	"\fSTATUS_ENDED\x10\x022\x96\a\n" +
 	"\x10LifecycleService\x12p\n" +
 	"\x14GetConversationState\x120.parley.lifecycle.v1.GetConversationStateRequest\x1a&.parley.lifecycle.v1.ConversationState\x12f\n" +
 	"\x0fEndConversation\x12+.parley.lifecycle.v1.EndConversationRequest\x1a&.parley.lifecycle.v1.ConversationState\x12d\n" +
@@ -746,7 +1239,9 @@ const file_parley_lifecycle_v1_lifecycle_proto_rawDesc = "" +
 	"\n" +
 	"LeaveAgent\x12&.parley.lifecycle.v1.LeaveAgentRequest\x1a&.parley.lifecycle.v1.ConversationState\x12W\n" +
 	"\bEndStale\x12$.parley.lifecycle.v1.EndStaleRequest\x1a%.parley.lifecycle.v1.EndStaleResponse\x12L\n" +
-	"\bGetStats\x12$.parley.lifecycle.v1.GetStatsRequest\x1a\x1a.parley.lifecycle.v1.StatsBDZBgithub.com/parley-dev/parley/proto/parley/lifecycle/v1;lifecyclev1b\x06proto3"
+	"\bGetStats\x12$.parley.lifecycle.v1.GetStatsRequest\x1a\x1a.parley.lifecycle.v1.Stats\x12g\n" +
+	"\x11SetSessionTimeout\x12-.parley.lifecycle.v1.SetSessionTimeoutRequest\x1a#.parley.lifecycle.v1.SessionTimeout\x12x\n" +
+	"\x13ListSessionTimeouts\x12/.parley.lifecycle.v1.ListSessionTimeoutsRequest\x1a0.parley.lifecycle.v1.ListSessionTimeoutsResponseBDZBgithub.com/parley-dev/parley/proto/parley/lifecycle/v1;lifecyclev1b\x06proto3"
 
 var (
 	file_parley_lifecycle_v1_lifecycle_proto_rawDescOnce sync.Once
@@ -761,7 +1256,7 @@ func file_parley_lifecycle_v1_lifecycle_proto_rawDescGZIP() []byte {
 }
 
 var file_parley_lifecycle_v1_lifecycle_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_parley_lifecycle_v1_lifecycle_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_parley_lifecycle_v1_lifecycle_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_parley_lifecycle_v1_lifecycle_proto_goTypes = []any{
 	(Status)(0),                         // 0: parley.lifecycle.v1.Status
 	(*GetConversationStateRequest)(nil), // 1: parley.lifecycle.v1.GetConversationStateRequest
@@ -774,44 +1269,62 @@ var file_parley_lifecycle_v1_lifecycle_proto_goTypes = []any{
 	(*EndStaleResponse)(nil),            // 8: parley.lifecycle.v1.EndStaleResponse
 	(*GetStatsRequest)(nil),             // 9: parley.lifecycle.v1.GetStatsRequest
 	(*Stats)(nil),                       // 10: parley.lifecycle.v1.Stats
-	nil,                                 // 11: parley.lifecycle.v1.Stats.EndedByReasonEntry
-	nil,                                 // 12: parley.lifecycle.v1.Stats.ActiveByChannelEntry
-	(v1.EndReason)(0),                   // 13: parley.event.v1.EndReason
-	(*timestamppb.Timestamp)(nil),       // 14: google.protobuf.Timestamp
-	(v1.Channel)(0),                     // 15: parley.event.v1.Channel
-	(v1.Engagement)(0),                  // 16: parley.event.v1.Engagement
+	(*SetSessionTimeoutRequest)(nil),    // 11: parley.lifecycle.v1.SetSessionTimeoutRequest
+	(*SessionTimeout)(nil),              // 12: parley.lifecycle.v1.SessionTimeout
+	(*ListSessionTimeoutsRequest)(nil),  // 13: parley.lifecycle.v1.ListSessionTimeoutsRequest
+	(*ListSessionTimeoutsResponse)(nil), // 14: parley.lifecycle.v1.ListSessionTimeoutsResponse
+	nil,                                 // 15: parley.lifecycle.v1.Stats.EndedByReasonEntry
+	nil,                                 // 16: parley.lifecycle.v1.Stats.ActiveByChannelEntry
+	(v1.EndReason)(0),                   // 17: parley.event.v1.EndReason
+	(*timestamppb.Timestamp)(nil),       // 18: google.protobuf.Timestamp
+	(v1.Channel)(0),                     // 19: parley.event.v1.Channel
+	(v1.Engagement)(0),                  // 20: parley.event.v1.Engagement
+	(v1.ConversationType)(0),            // 21: parley.event.v1.ConversationType
 }
 var file_parley_lifecycle_v1_lifecycle_proto_depIdxs = []int32{
 	0,  // 0: parley.lifecycle.v1.ConversationState.status:type_name -> parley.lifecycle.v1.Status
-	13, // 1: parley.lifecycle.v1.ConversationState.end_reason:type_name -> parley.event.v1.EndReason
-	14, // 2: parley.lifecycle.v1.ConversationState.started_at:type_name -> google.protobuf.Timestamp
-	14, // 3: parley.lifecycle.v1.ConversationState.last_activity_at:type_name -> google.protobuf.Timestamp
-	14, // 4: parley.lifecycle.v1.ConversationState.ended_at:type_name -> google.protobuf.Timestamp
-	15, // 5: parley.lifecycle.v1.ConversationState.channel:type_name -> parley.event.v1.Channel
-	14, // 6: parley.lifecycle.v1.ConversationState.agent_joined_at:type_name -> google.protobuf.Timestamp
-	16, // 7: parley.lifecycle.v1.ConversationState.engagement:type_name -> parley.event.v1.Engagement
-	11, // 8: parley.lifecycle.v1.Stats.ended_by_reason:type_name -> parley.lifecycle.v1.Stats.EndedByReasonEntry
-	12, // 9: parley.lifecycle.v1.Stats.active_by_channel:type_name -> parley.lifecycle.v1.Stats.ActiveByChannelEntry
-	14, // 10: parley.lifecycle.v1.Stats.oldest_active_at:type_name -> google.protobuf.Timestamp
-	1,  // 11: parley.lifecycle.v1.LifecycleService.GetConversationState:input_type -> parley.lifecycle.v1.GetConversationStateRequest
-	3,  // 12: parley.lifecycle.v1.LifecycleService.EndConversation:input_type -> parley.lifecycle.v1.EndConversationRequest
-	4,  // 13: parley.lifecycle.v1.LifecycleService.RequestHandoff:input_type -> parley.lifecycle.v1.RequestHandoffRequest
-	5,  // 14: parley.lifecycle.v1.LifecycleService.JoinAgent:input_type -> parley.lifecycle.v1.JoinAgentRequest
-	6,  // 15: parley.lifecycle.v1.LifecycleService.LeaveAgent:input_type -> parley.lifecycle.v1.LeaveAgentRequest
-	7,  // 16: parley.lifecycle.v1.LifecycleService.EndStale:input_type -> parley.lifecycle.v1.EndStaleRequest
-	9,  // 17: parley.lifecycle.v1.LifecycleService.GetStats:input_type -> parley.lifecycle.v1.GetStatsRequest
-	2,  // 18: parley.lifecycle.v1.LifecycleService.GetConversationState:output_type -> parley.lifecycle.v1.ConversationState
-	2,  // 19: parley.lifecycle.v1.LifecycleService.EndConversation:output_type -> parley.lifecycle.v1.ConversationState
-	2,  // 20: parley.lifecycle.v1.LifecycleService.RequestHandoff:output_type -> parley.lifecycle.v1.ConversationState
-	2,  // 21: parley.lifecycle.v1.LifecycleService.JoinAgent:output_type -> parley.lifecycle.v1.ConversationState
-	2,  // 22: parley.lifecycle.v1.LifecycleService.LeaveAgent:output_type -> parley.lifecycle.v1.ConversationState
-	8,  // 23: parley.lifecycle.v1.LifecycleService.EndStale:output_type -> parley.lifecycle.v1.EndStaleResponse
-	10, // 24: parley.lifecycle.v1.LifecycleService.GetStats:output_type -> parley.lifecycle.v1.Stats
-	18, // [18:25] is the sub-list for method output_type
-	11, // [11:18] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	17, // 1: parley.lifecycle.v1.ConversationState.end_reason:type_name -> parley.event.v1.EndReason
+	18, // 2: parley.lifecycle.v1.ConversationState.started_at:type_name -> google.protobuf.Timestamp
+	18, // 3: parley.lifecycle.v1.ConversationState.last_activity_at:type_name -> google.protobuf.Timestamp
+	18, // 4: parley.lifecycle.v1.ConversationState.ended_at:type_name -> google.protobuf.Timestamp
+	19, // 5: parley.lifecycle.v1.ConversationState.channel:type_name -> parley.event.v1.Channel
+	18, // 6: parley.lifecycle.v1.ConversationState.agent_joined_at:type_name -> google.protobuf.Timestamp
+	20, // 7: parley.lifecycle.v1.ConversationState.engagement:type_name -> parley.event.v1.Engagement
+	21, // 8: parley.lifecycle.v1.ConversationState.type:type_name -> parley.event.v1.ConversationType
+	18, // 9: parley.lifecycle.v1.ConversationState.handoff_requested_at:type_name -> google.protobuf.Timestamp
+	18, // 10: parley.lifecycle.v1.ConversationState.takeover_at:type_name -> google.protobuf.Timestamp
+	18, // 11: parley.lifecycle.v1.ConversationState.agent_left_at:type_name -> google.protobuf.Timestamp
+	15, // 12: parley.lifecycle.v1.Stats.ended_by_reason:type_name -> parley.lifecycle.v1.Stats.EndedByReasonEntry
+	16, // 13: parley.lifecycle.v1.Stats.active_by_channel:type_name -> parley.lifecycle.v1.Stats.ActiveByChannelEntry
+	18, // 14: parley.lifecycle.v1.Stats.oldest_active_at:type_name -> google.protobuf.Timestamp
+	18, // 15: parley.lifecycle.v1.Stats.longest_idle_since:type_name -> google.protobuf.Timestamp
+	19, // 16: parley.lifecycle.v1.SetSessionTimeoutRequest.channel:type_name -> parley.event.v1.Channel
+	19, // 17: parley.lifecycle.v1.SessionTimeout.channel:type_name -> parley.event.v1.Channel
+	12, // 18: parley.lifecycle.v1.ListSessionTimeoutsResponse.timeouts:type_name -> parley.lifecycle.v1.SessionTimeout
+	12, // 19: parley.lifecycle.v1.ListSessionTimeoutsResponse.channel_defaults:type_name -> parley.lifecycle.v1.SessionTimeout
+	1,  // 20: parley.lifecycle.v1.LifecycleService.GetConversationState:input_type -> parley.lifecycle.v1.GetConversationStateRequest
+	3,  // 21: parley.lifecycle.v1.LifecycleService.EndConversation:input_type -> parley.lifecycle.v1.EndConversationRequest
+	4,  // 22: parley.lifecycle.v1.LifecycleService.RequestHandoff:input_type -> parley.lifecycle.v1.RequestHandoffRequest
+	5,  // 23: parley.lifecycle.v1.LifecycleService.JoinAgent:input_type -> parley.lifecycle.v1.JoinAgentRequest
+	6,  // 24: parley.lifecycle.v1.LifecycleService.LeaveAgent:input_type -> parley.lifecycle.v1.LeaveAgentRequest
+	7,  // 25: parley.lifecycle.v1.LifecycleService.EndStale:input_type -> parley.lifecycle.v1.EndStaleRequest
+	9,  // 26: parley.lifecycle.v1.LifecycleService.GetStats:input_type -> parley.lifecycle.v1.GetStatsRequest
+	11, // 27: parley.lifecycle.v1.LifecycleService.SetSessionTimeout:input_type -> parley.lifecycle.v1.SetSessionTimeoutRequest
+	13, // 28: parley.lifecycle.v1.LifecycleService.ListSessionTimeouts:input_type -> parley.lifecycle.v1.ListSessionTimeoutsRequest
+	2,  // 29: parley.lifecycle.v1.LifecycleService.GetConversationState:output_type -> parley.lifecycle.v1.ConversationState
+	2,  // 30: parley.lifecycle.v1.LifecycleService.EndConversation:output_type -> parley.lifecycle.v1.ConversationState
+	2,  // 31: parley.lifecycle.v1.LifecycleService.RequestHandoff:output_type -> parley.lifecycle.v1.ConversationState
+	2,  // 32: parley.lifecycle.v1.LifecycleService.JoinAgent:output_type -> parley.lifecycle.v1.ConversationState
+	2,  // 33: parley.lifecycle.v1.LifecycleService.LeaveAgent:output_type -> parley.lifecycle.v1.ConversationState
+	8,  // 34: parley.lifecycle.v1.LifecycleService.EndStale:output_type -> parley.lifecycle.v1.EndStaleResponse
+	10, // 35: parley.lifecycle.v1.LifecycleService.GetStats:output_type -> parley.lifecycle.v1.Stats
+	12, // 36: parley.lifecycle.v1.LifecycleService.SetSessionTimeout:output_type -> parley.lifecycle.v1.SessionTimeout
+	14, // 37: parley.lifecycle.v1.LifecycleService.ListSessionTimeouts:output_type -> parley.lifecycle.v1.ListSessionTimeoutsResponse
+	29, // [29:38] is the sub-list for method output_type
+	20, // [20:29] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_parley_lifecycle_v1_lifecycle_proto_init() }
@@ -819,13 +1332,14 @@ func file_parley_lifecycle_v1_lifecycle_proto_init() {
 	if File_parley_lifecycle_v1_lifecycle_proto != nil {
 		return
 	}
+	file_parley_lifecycle_v1_lifecycle_proto_msgTypes[1].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_lifecycle_v1_lifecycle_proto_rawDesc), len(file_parley_lifecycle_v1_lifecycle_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,13 +28,16 @@ const (
 	LifecycleService_LeaveAgent_FullMethodName           = "/parley.lifecycle.v1.LifecycleService/LeaveAgent"
 	LifecycleService_EndStale_FullMethodName             = "/parley.lifecycle.v1.LifecycleService/EndStale"
 	LifecycleService_GetStats_FullMethodName             = "/parley.lifecycle.v1.LifecycleService/GetStats"
+	LifecycleService_SetSessionTimeout_FullMethodName    = "/parley.lifecycle.v1.LifecycleService/SetSessionTimeout"
+	LifecycleService_ListSessionTimeouts_FullMethodName  = "/parley.lifecycle.v1.LifecycleService/ListSessionTimeouts"
 )
 
 // LifecycleServiceClient is the client API for LifecycleService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// LifecycleService owns every conversation's state machine.
+// LifecycleService owns every conversation's state machine. Every call is
+// scoped to the tenant of the caller's API key.
 type LifecycleServiceClient interface {
 	// GetConversationState returns the current state of one conversation.
 	GetConversationState(ctx context.Context, in *GetConversationStateRequest, opts ...grpc.CallOption) (*ConversationState, error)
@@ -50,6 +53,11 @@ type LifecycleServiceClient interface {
 	EndStale(ctx context.Context, in *EndStaleRequest, opts ...grpc.CallOption) (*EndStaleResponse, error)
 	// GetStats summarises the tenant's conversations.
 	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*Stats, error)
+	// SetSessionTimeout sets, or with timeout_seconds 0 removes, the tenant's
+	// session timeout for one channel or for all of its channels.
+	SetSessionTimeout(ctx context.Context, in *SetSessionTimeoutRequest, opts ...grpc.CallOption) (*SessionTimeout, error)
+	// ListSessionTimeouts lists the tenant's session timeouts.
+	ListSessionTimeouts(ctx context.Context, in *ListSessionTimeoutsRequest, opts ...grpc.CallOption) (*ListSessionTimeoutsResponse, error)
 }
 
 type lifecycleServiceClient struct {
@@ -130,11 +138,32 @@ func (c *lifecycleServiceClient) GetStats(ctx context.Context, in *GetStatsReque
 	return out, nil
 }
 
+func (c *lifecycleServiceClient) SetSessionTimeout(ctx context.Context, in *SetSessionTimeoutRequest, opts ...grpc.CallOption) (*SessionTimeout, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SessionTimeout)
+	err := c.cc.Invoke(ctx, LifecycleService_SetSessionTimeout_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *lifecycleServiceClient) ListSessionTimeouts(ctx context.Context, in *ListSessionTimeoutsRequest, opts ...grpc.CallOption) (*ListSessionTimeoutsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSessionTimeoutsResponse)
+	err := c.cc.Invoke(ctx, LifecycleService_ListSessionTimeouts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LifecycleServiceServer is the server API for LifecycleService service.
 // All implementations must embed UnimplementedLifecycleServiceServer
 // for forward compatibility.
 //
-// LifecycleService owns every conversation's state machine.
+// LifecycleService owns every conversation's state machine. Every call is
+// scoped to the tenant of the caller's API key.
 type LifecycleServiceServer interface {
 	// GetConversationState returns the current state of one conversation.
 	GetConversationState(context.Context, *GetConversationStateRequest) (*ConversationState, error)
@@ -150,6 +179,11 @@ type LifecycleServiceServer interface {
 	EndStale(context.Context, *EndStaleRequest) (*EndStaleResponse, error)
 	// GetStats summarises the tenant's conversations.
 	GetStats(context.Context, *GetStatsRequest) (*Stats, error)
+	// SetSessionTimeout sets, or with timeout_seconds 0 removes, the tenant's
+	// session timeout for one channel or for all of its channels.
+	SetSessionTimeout(context.Context, *SetSessionTimeoutRequest) (*SessionTimeout, error)
+	// ListSessionTimeouts lists the tenant's session timeouts.
+	ListSessionTimeouts(context.Context, *ListSessionTimeoutsRequest) (*ListSessionTimeoutsResponse, error)
 	mustEmbedUnimplementedLifecycleServiceServer()
 }
 
@@ -180,6 +214,12 @@ func (UnimplementedLifecycleServiceServer) EndStale(context.Context, *EndStaleRe
 }
 func (UnimplementedLifecycleServiceServer) GetStats(context.Context, *GetStatsRequest) (*Stats, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStats not implemented")
+}
+func (UnimplementedLifecycleServiceServer) SetSessionTimeout(context.Context, *SetSessionTimeoutRequest) (*SessionTimeout, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetSessionTimeout not implemented")
+}
+func (UnimplementedLifecycleServiceServer) ListSessionTimeouts(context.Context, *ListSessionTimeoutsRequest) (*ListSessionTimeoutsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSessionTimeouts not implemented")
 }
 func (UnimplementedLifecycleServiceServer) mustEmbedUnimplementedLifecycleServiceServer() {}
 func (UnimplementedLifecycleServiceServer) testEmbeddedByValue()                          {}
@@ -328,6 +368,42 @@ func _LifecycleService_GetStats_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LifecycleService_SetSessionTimeout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetSessionTimeoutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LifecycleServiceServer).SetSessionTimeout(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LifecycleService_SetSessionTimeout_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LifecycleServiceServer).SetSessionTimeout(ctx, req.(*SetSessionTimeoutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LifecycleService_ListSessionTimeouts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSessionTimeoutsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LifecycleServiceServer).ListSessionTimeouts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LifecycleService_ListSessionTimeouts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LifecycleServiceServer).ListSessionTimeouts(ctx, req.(*ListSessionTimeoutsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // LifecycleService_ServiceDesc is the grpc.ServiceDesc for LifecycleService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -362,6 +438,14 @@ var LifecycleService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetStats",
 			Handler:    _LifecycleService_GetStats_Handler,
+		},
+		{
+			MethodName: "SetSessionTimeout",
+			Handler:    _LifecycleService_SetSessionTimeout_Handler,
+		},
+		{
+			MethodName: "ListSessionTimeouts",
+			Handler:    _LifecycleService_ListSessionTimeouts_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -30,12 +30,15 @@ type Rule struct {
 	RuleId string                 `protobuf:"bytes,1,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
 	Name   string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// CEL expression over the conversation.
-	Expression    string                 `protobuf:"bytes,3,opt,name=expression,proto3" json:"expression,omitempty"`
-	Tag           string                 `protobuf:"bytes,4,opt,name=tag,proto3" json:"tag,omitempty"`
-	Enabled       bool                   `protobuf:"varint,5,opt,name=enabled,proto3" json:"enabled,omitempty"`
-	Description   string                 `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	Expression  string                 `protobuf:"bytes,3,opt,name=expression,proto3" json:"expression,omitempty"`
+	Tag         string                 `protobuf:"bytes,4,opt,name=tag,proto3" json:"tag,omitempty"`
+	Enabled     bool                   `protobuf:"varint,5,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	Description string                 `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
+	CreatedAt   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// Version starts at 1 and grows with every change (update, enable,
+	// disable). Output only.
+	Version       int64 `protobuf:"varint,9,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -124,6 +127,13 @@ func (x *Rule) GetUpdatedAt() *timestamppb.Timestamp {
 		return x.UpdatedAt
 	}
 	return nil
+}
+
+func (x *Rule) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
 }
 
 // CreateRuleRequest creates a rule.
@@ -488,10 +498,15 @@ func (x *TestRuleRequest) GetConversationId() string {
 
 // TestRuleResponse tells whether the expression matched.
 type TestRuleResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Matched       bool                   `protobuf:"varint,1,opt,name=matched,proto3" json:"matched,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Matched bool                   `protobuf:"varint,1,opt,name=matched,proto3" json:"matched,omitempty"`
+	// What the expression saw as `conversation`.
+	Conversation *RuleConversation `protobuf:"bytes,2,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	// Why the evaluation failed (e.g. a missing map key or the cost limit);
+	// matched is then false.
+	EvaluationError string `protobuf:"bytes,3,opt,name=evaluation_error,json=evaluationError,proto3" json:"evaluation_error,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *TestRuleResponse) Reset() {
@@ -529,6 +544,20 @@ func (x *TestRuleResponse) GetMatched() bool {
 		return x.Matched
 	}
 	return false
+}
+
+func (x *TestRuleResponse) GetConversation() *RuleConversation {
+	if x != nil {
+		return x.Conversation
+	}
+	return nil
+}
+
+func (x *TestRuleResponse) GetEvaluationError() string {
+	if x != nil {
+		return x.EvaluationError
+	}
+	return ""
 }
 
 // AddLabelRequest names a conversation and a label.
@@ -917,6 +946,12 @@ type BackfillProgress struct {
 	TagsApplied          uint64                 `protobuf:"varint,2,opt,name=tags_applied,json=tagsApplied,proto3" json:"tags_applied,omitempty"`
 	TagsRemoved          uint64                 `protobuf:"varint,3,opt,name=tags_removed,json=tagsRemoved,proto3" json:"tags_removed,omitempty"`
 	Done                 bool                   `protobuf:"varint,4,opt,name=done,proto3" json:"done,omitempty"`
+	// Version of the rule being backfilled.
+	RuleVersion int64 `protobuf:"varint,5,opt,name=rule_version,json=ruleVersion,proto3" json:"rule_version,omitempty"`
+	// Events of the tenant read from the log so far (over every pass).
+	EventsScanned uint64 `protobuf:"varint,6,opt,name=events_scanned,json=eventsScanned,proto3" json:"events_scanned,omitempty"`
+	// Conversations the rule matches (including those already tagged).
+	ConversationsMatched uint64 `protobuf:"varint,7,opt,name=conversations_matched,json=conversationsMatched,proto3" json:"conversations_matched,omitempty"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -979,11 +1014,934 @@ func (x *BackfillProgress) GetDone() bool {
 	return false
 }
 
+func (x *BackfillProgress) GetRuleVersion() int64 {
+	if x != nil {
+		return x.RuleVersion
+	}
+	return 0
+}
+
+func (x *BackfillProgress) GetEventsScanned() uint64 {
+	if x != nil {
+		return x.EventsScanned
+	}
+	return 0
+}
+
+func (x *BackfillProgress) GetConversationsMatched() uint64 {
+	if x != nil {
+		return x.ConversationsMatched
+	}
+	return 0
+}
+
+// ListLabelsRequest lists the label catalogue.
+type ListLabelsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLabelsRequest) Reset() {
+	*x = ListLabelsRequest{}
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLabelsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLabelsRequest) ProtoMessage() {}
+
+func (x *ListLabelsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLabelsRequest.ProtoReflect.Descriptor instead.
+func (*ListLabelsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{18}
+}
+
+// ListLabelsResponse holds the tenant's labels, by name.
+type ListLabelsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Labels        []*Label               `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLabelsResponse) Reset() {
+	*x = ListLabelsResponse{}
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLabelsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLabelsResponse) ProtoMessage() {}
+
+func (x *ListLabelsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLabelsResponse.ProtoReflect.Descriptor instead.
+func (*ListLabelsResponse) Descriptor() ([]byte, []int) {
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListLabelsResponse) GetLabels() []*Label {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+// Label is an entry of the tenant's label catalogue. AddLabel creates it on
+// first use.
+type Label struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Label         string                 `protobuf:"bytes,1,opt,name=label,proto3" json:"label,omitempty"`
+	CreatedBy     string                 `protobuf:"bytes,2,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Label) Reset() {
+	*x = Label{}
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Label) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Label) ProtoMessage() {}
+
+func (x *Label) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Label.ProtoReflect.Descriptor instead.
+func (*Label) Descriptor() ([]byte, []int) {
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Label) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *Label) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *Label) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+// GetDetectorsRequest reads the detector settings.
+type GetDetectorsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDetectorsRequest) Reset() {
+	*x = GetDetectorsRequest{}
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDetectorsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDetectorsRequest) ProtoMessage() {}
+
+func (x *GetDetectorsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDetectorsRequest.ProtoReflect.Descriptor instead.
+func (*GetDetectorsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{21}
+}
+
+// UpdateDetectorsRequest replaces the detector settings.
+type UpdateDetectorsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Settings      *DetectorSettings      `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateDetectorsRequest) Reset() {
+	*x = UpdateDetectorsRequest{}
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateDetectorsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateDetectorsRequest) ProtoMessage() {}
+
+func (x *UpdateDetectorsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateDetectorsRequest.ProtoReflect.Descriptor instead.
+func (*UpdateDetectorsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *UpdateDetectorsRequest) GetSettings() *DetectorSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+// DetectorSettings tune the built-in issue detectors of one tenant. In an
+// update, zero values mean "the service default"; reads return the effective
+// values.
+type DetectorSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Detectors turned off, by name: unidentified-response, bot-error,
+	// repeated-question, abandoned-after-bot, long-wait, negative-feedback.
+	Disabled []string `protobuf:"bytes,1,rep,name=disabled,proto3" json:"disabled,omitempty"`
+	// long-wait: a bot or agent response slower than this, in milliseconds.
+	LongWaitMs int64 `protobuf:"varint,2,opt,name=long_wait_ms,json=longWaitMs,proto3" json:"long_wait_ms,omitempty"`
+	// repeated-question: how many earlier visitor messages are compared.
+	RepeatWindow int64 `protobuf:"varint,3,opt,name=repeat_window,json=repeatWindow,proto3" json:"repeat_window,omitempty"`
+	// negative-feedback: words and phrases (case-insensitive, whole words).
+	NegativePhrases []string `protobuf:"bytes,4,rep,name=negative_phrases,json=negativePhrases,proto3" json:"negative_phrases,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *DetectorSettings) Reset() {
+	*x = DetectorSettings{}
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DetectorSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DetectorSettings) ProtoMessage() {}
+
+func (x *DetectorSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DetectorSettings.ProtoReflect.Descriptor instead.
+func (*DetectorSettings) Descriptor() ([]byte, []int) {
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DetectorSettings) GetDisabled() []string {
+	if x != nil {
+		return x.Disabled
+	}
+	return nil
+}
+
+func (x *DetectorSettings) GetLongWaitMs() int64 {
+	if x != nil {
+		return x.LongWaitMs
+	}
+	return 0
+}
+
+func (x *DetectorSettings) GetRepeatWindow() int64 {
+	if x != nil {
+		return x.RepeatWindow
+	}
+	return 0
+}
+
+func (x *DetectorSettings) GetNegativePhrases() []string {
+	if x != nil {
+		return x.NegativePhrases
+	}
+	return nil
+}
+
+// RuleConversation is what a rule expression sees as `conversation`: the
+// conversation's state folded from its events up to the one being evaluated.
+// Enum values are lower-case names without prefix ("web_widget", "mobile_web",
+// "live", "visitor_closed"); "" when unknown.
+type RuleConversation struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	BotId           string                 `protobuf:"bytes,1,opt,name=bot_id,json=botId,proto3" json:"bot_id,omitempty"`
+	Channel         string                 `protobuf:"bytes,2,opt,name=channel,proto3" json:"channel,omitempty"`
+	Platform        string                 `protobuf:"bytes,3,opt,name=platform,proto3" json:"platform,omitempty"`
+	Type            string                 `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
+	VisitorMessages int64                  `protobuf:"varint,5,opt,name=visitor_messages,json=visitorMessages,proto3" json:"visitor_messages,omitempty"`
+	BotMessages     int64                  `protobuf:"varint,6,opt,name=bot_messages,json=botMessages,proto3" json:"bot_messages,omitempty"`
+	AgentMessages   int64                  `protobuf:"varint,7,opt,name=agent_messages,json=agentMessages,proto3" json:"agent_messages,omitempty"`
+	// Messages of any role marked unidentified (bot fallback).
+	UnidentifiedCount int64 `protobuf:"varint,8,opt,name=unidentified_count,json=unidentifiedCount,proto3" json:"unidentified_count,omitempty"`
+	HandoffRequested  bool  `protobuf:"varint,9,opt,name=handoff_requested,json=handoffRequested,proto3" json:"handoff_requested,omitempty"`
+	AgentJoined       bool  `protobuf:"varint,10,opt,name=agent_joined,json=agentJoined,proto3" json:"agent_joined,omitempty"`
+	// No agent joined in time after a handoff request (from lifecycle).
+	OperatorNoResponse bool `protobuf:"varint,11,opt,name=operator_no_response,json=operatorNoResponse,proto3" json:"operator_no_response,omitempty"`
+	// The visitor sent at least one message.
+	VisitorReplied bool `protobuf:"varint,12,opt,name=visitor_replied,json=visitorReplied,proto3" json:"visitor_replied,omitempty"`
+	// Slowest bot or agent response, in milliseconds.
+	MaxResponseMs int64             `protobuf:"varint,13,opt,name=max_response_ms,json=maxResponseMs,proto3" json:"max_response_ms,omitempty"`
+	CostMicros    int64             `protobuf:"varint,14,opt,name=cost_micros,json=costMicros,proto3" json:"cost_micros,omitempty"`
+	InputTokens   int64             `protobuf:"varint,15,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	OutputTokens  int64             `protobuf:"varint,16,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	Variables     map[string]string `protobuf:"bytes,17,rep,name=variables,proto3" json:"variables,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Intent names of every message, first occurrence order, deduplicated.
+	Intents        []string        `protobuf:"bytes,18,rep,name=intents,proto3" json:"intents,omitempty"`
+	FlowsDropped   []*RuleFlowDrop `protobuf:"bytes,19,rep,name=flows_dropped,json=flowsDropped,proto3" json:"flows_dropped,omitempty"`
+	FlowsCompleted []string        `protobuf:"bytes,20,rep,name=flows_completed,json=flowsCompleted,proto3" json:"flows_completed,omitempty"`
+	// Goal ids (or names when a goal has no id).
+	Goals     []string `protobuf:"bytes,21,rep,name=goals,proto3" json:"goals,omitempty"`
+	Ended     bool     `protobuf:"varint,22,opt,name=ended,proto3" json:"ended,omitempty"`
+	EndReason string   `protobuf:"bytes,23,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
+	// The most recent messages (the service keeps a bounded number); counts
+	// above are exact.
+	Messages      []*RuleMessage `protobuf:"bytes,24,rep,name=messages,proto3" json:"messages,omitempty"`
+	FlowsStarted  []string       `protobuf:"bytes,25,rep,name=flows_started,json=flowsStarted,proto3" json:"flows_started,omitempty"`
+	LeadsCaptured int64          `protobuf:"varint,26,opt,name=leads_captured,json=leadsCaptured,proto3" json:"leads_captured,omitempty"`
+	// ISO country code of the visitor, when known.
+	Country string `protobuf:"bytes,27,opt,name=country,proto3" json:"country,omitempty"`
+	Locale  string `protobuf:"bytes,28,opt,name=locale,proto3" json:"locale,omitempty"`
+	// Engagement class from lifecycle: no_reply, engaged, completed,
+	// goal_completed.
+	Engagement    string `protobuf:"bytes,29,opt,name=engagement,proto3" json:"engagement,omitempty"`
+	Events        int64  `protobuf:"varint,30,opt,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleConversation) Reset() {
+	*x = RuleConversation{}
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleConversation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleConversation) ProtoMessage() {}
+
+func (x *RuleConversation) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleConversation.ProtoReflect.Descriptor instead.
+func (*RuleConversation) Descriptor() ([]byte, []int) {
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RuleConversation) GetBotId() string {
+	if x != nil {
+		return x.BotId
+	}
+	return ""
+}
+
+func (x *RuleConversation) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *RuleConversation) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
+func (x *RuleConversation) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *RuleConversation) GetVisitorMessages() int64 {
+	if x != nil {
+		return x.VisitorMessages
+	}
+	return 0
+}
+
+func (x *RuleConversation) GetBotMessages() int64 {
+	if x != nil {
+		return x.BotMessages
+	}
+	return 0
+}
+
+func (x *RuleConversation) GetAgentMessages() int64 {
+	if x != nil {
+		return x.AgentMessages
+	}
+	return 0
+}
+
+func (x *RuleConversation) GetUnidentifiedCount() int64 {
+	if x != nil {
+		return x.UnidentifiedCount
+	}
+	return 0
+}
+
+func (x *RuleConversation) GetHandoffRequested() bool {
+	if x != nil {
+		return x.HandoffRequested
+	}
+	return false
+}
+
+func (x *RuleConversation) GetAgentJoined() bool {
+	if x != nil {
+		return x.AgentJoined
+	}
+	return false
+}
+
+func (x *RuleConversation) GetOperatorNoResponse() bool {
+	if x != nil {
+		return x.OperatorNoResponse
+	}
+	return false
+}
+
+func (x *RuleConversation) GetVisitorReplied() bool {
+	if x != nil {
+		return x.VisitorReplied
+	}
+	return false
+}
+
+func (x *RuleConversation) GetMaxResponseMs() int64 {
+	if x != nil {
+		return x.MaxResponseMs
+	}
+	return 0
+}
+
+func (x *RuleConversation) GetCostMicros() int64 {
+	if x != nil {
+		return x.CostMicros
+	}
+	return 0
+}
+
+func (x *RuleConversation) GetInputTokens() int64 {
+	if x != nil {
+		return x.InputTokens
+	}
+	return 0
+}
+
+func (x *RuleConversation) GetOutputTokens() int64 {
+	if x != nil {
+		return x.OutputTokens
+	}
+	return 0
+}
+
+func (x *RuleConversation) GetVariables() map[string]string {
+	if x != nil {
+		return x.Variables
+	}
+	return nil
+}
+
+func (x *RuleConversation) GetIntents() []string {
+	if x != nil {
+		return x.Intents
+	}
+	return nil
+}
+
+func (x *RuleConversation) GetFlowsDropped() []*RuleFlowDrop {
+	if x != nil {
+		return x.FlowsDropped
+	}
+	return nil
+}
+
+func (x *RuleConversation) GetFlowsCompleted() []string {
+	if x != nil {
+		return x.FlowsCompleted
+	}
+	return nil
+}
+
+func (x *RuleConversation) GetGoals() []string {
+	if x != nil {
+		return x.Goals
+	}
+	return nil
+}
+
+func (x *RuleConversation) GetEnded() bool {
+	if x != nil {
+		return x.Ended
+	}
+	return false
+}
+
+func (x *RuleConversation) GetEndReason() string {
+	if x != nil {
+		return x.EndReason
+	}
+	return ""
+}
+
+func (x *RuleConversation) GetMessages() []*RuleMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *RuleConversation) GetFlowsStarted() []string {
+	if x != nil {
+		return x.FlowsStarted
+	}
+	return nil
+}
+
+func (x *RuleConversation) GetLeadsCaptured() int64 {
+	if x != nil {
+		return x.LeadsCaptured
+	}
+	return 0
+}
+
+func (x *RuleConversation) GetCountry() string {
+	if x != nil {
+		return x.Country
+	}
+	return ""
+}
+
+func (x *RuleConversation) GetLocale() string {
+	if x != nil {
+		return x.Locale
+	}
+	return ""
+}
+
+func (x *RuleConversation) GetEngagement() string {
+	if x != nil {
+		return x.Engagement
+	}
+	return ""
+}
+
+func (x *RuleConversation) GetEvents() int64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+// RuleMessage is one message as a rule sees it.
+type RuleMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// visitor, bot, agent or system.
+	Role          string `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	Text          string `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	Intent        string `protobuf:"bytes,3,opt,name=intent,proto3" json:"intent,omitempty"`
+	Unidentified  bool   `protobuf:"varint,4,opt,name=unidentified,proto3" json:"unidentified,omitempty"`
+	ResponseMs    int64  `protobuf:"varint,5,opt,name=response_ms,json=responseMs,proto3" json:"response_ms,omitempty"`
+	MessageId     string `protobuf:"bytes,6,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	FlowId        string `protobuf:"bytes,7,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
+	NodeId        string `protobuf:"bytes,8,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleMessage) Reset() {
+	*x = RuleMessage{}
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleMessage) ProtoMessage() {}
+
+func (x *RuleMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleMessage.ProtoReflect.Descriptor instead.
+func (*RuleMessage) Descriptor() ([]byte, []int) {
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RuleMessage) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *RuleMessage) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *RuleMessage) GetIntent() string {
+	if x != nil {
+		return x.Intent
+	}
+	return ""
+}
+
+func (x *RuleMessage) GetUnidentified() bool {
+	if x != nil {
+		return x.Unidentified
+	}
+	return false
+}
+
+func (x *RuleMessage) GetResponseMs() int64 {
+	if x != nil {
+		return x.ResponseMs
+	}
+	return 0
+}
+
+func (x *RuleMessage) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *RuleMessage) GetFlowId() string {
+	if x != nil {
+		return x.FlowId
+	}
+	return ""
+}
+
+func (x *RuleMessage) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+// RuleFlowDrop is a flow the visitor left before its end.
+type RuleFlowDrop struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FlowId        string                 `protobuf:"bytes,1,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
+	StepId        string                 `protobuf:"bytes,2,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
+	NodeId        string                 `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Failed        bool                   `protobuf:"varint,4,opt,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleFlowDrop) Reset() {
+	*x = RuleFlowDrop{}
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleFlowDrop) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleFlowDrop) ProtoMessage() {}
+
+func (x *RuleFlowDrop) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleFlowDrop.ProtoReflect.Descriptor instead.
+func (*RuleFlowDrop) Descriptor() ([]byte, []int) {
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RuleFlowDrop) GetFlowId() string {
+	if x != nil {
+		return x.FlowId
+	}
+	return ""
+}
+
+func (x *RuleFlowDrop) GetStepId() string {
+	if x != nil {
+		return x.StepId
+	}
+	return ""
+}
+
+func (x *RuleFlowDrop) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *RuleFlowDrop) GetFailed() bool {
+	if x != nil {
+		return x.Failed
+	}
+	return false
+}
+
+// RuleEvent is what a rule expression sees as `event`: the event just folded
+// into the conversation. Message fields are set for message_posted only.
+type RuleEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event's kind, e.g. "message_posted".
+	Kind         string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Role         string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	Text         string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	Intent       string `protobuf:"bytes,4,opt,name=intent,proto3" json:"intent,omitempty"`
+	Unidentified bool   `protobuf:"varint,5,opt,name=unidentified,proto3" json:"unidentified,omitempty"`
+	ResponseMs   int64  `protobuf:"varint,6,opt,name=response_ms,json=responseMs,proto3" json:"response_ms,omitempty"`
+	MessageId    string `protobuf:"bytes,7,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// flow_started, flow_step, flow_completed, flow_dropped, message_posted.
+	FlowId string `protobuf:"bytes,8,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
+	StepId string `protobuf:"bytes,9,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
+	NodeId string `protobuf:"bytes,10,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// flow_dropped.failed, or a debug_trace with a failed step.
+	Failed bool `protobuf:"varint,11,opt,name=failed,proto3" json:"failed,omitempty"`
+	// The event id.
+	EventId       string `protobuf:"bytes,12,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleEvent) Reset() {
+	*x = RuleEvent{}
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleEvent) ProtoMessage() {}
+
+func (x *RuleEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleEvent.ProtoReflect.Descriptor instead.
+func (*RuleEvent) Descriptor() ([]byte, []int) {
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RuleEvent) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *RuleEvent) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *RuleEvent) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *RuleEvent) GetIntent() string {
+	if x != nil {
+		return x.Intent
+	}
+	return ""
+}
+
+func (x *RuleEvent) GetUnidentified() bool {
+	if x != nil {
+		return x.Unidentified
+	}
+	return false
+}
+
+func (x *RuleEvent) GetResponseMs() int64 {
+	if x != nil {
+		return x.ResponseMs
+	}
+	return 0
+}
+
+func (x *RuleEvent) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *RuleEvent) GetFlowId() string {
+	if x != nil {
+		return x.FlowId
+	}
+	return ""
+}
+
+func (x *RuleEvent) GetStepId() string {
+	if x != nil {
+		return x.StepId
+	}
+	return ""
+}
+
+func (x *RuleEvent) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *RuleEvent) GetFailed() bool {
+	if x != nil {
+		return x.Failed
+	}
+	return false
+}
+
+func (x *RuleEvent) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
 var File_parley_tagging_v1_tagging_proto protoreflect.FileDescriptor
 
 const file_parley_tagging_v1_tagging_proto_rawDesc = "" +
 	"\n" +
-	"\x1fparley/tagging/v1/tagging.proto\x12\x11parley.tagging.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x02\n" +
+	"\x1fparley/tagging/v1/tagging.proto\x12\x11parley.tagging.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x02\n" +
 	"\x04Rule\x12\x17\n" +
 	"\arule_id\x18\x01 \x01(\tR\x06ruleId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1e\n" +
@@ -996,7 +1954,8 @@ const file_parley_tagging_v1_tagging_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"@\n" +
+	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x18\n" +
+	"\aversion\x18\t \x01(\x03R\aversion\"@\n" +
 	"\x11CreateRuleRequest\x12+\n" +
 	"\x04rule\x18\x01 \x01(\v2\x17.parley.tagging.v1.RuleR\x04rule\"@\n" +
 	"\x11UpdateRuleRequest\x12+\n" +
@@ -1014,9 +1973,11 @@ const file_parley_tagging_v1_tagging_proto_rawDesc = "" +
 	"\n" +
 	"expression\x18\x01 \x01(\tR\n" +
 	"expression\x12'\n" +
-	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\",\n" +
+	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\"\xa0\x01\n" +
 	"\x10TestRuleResponse\x12\x18\n" +
-	"\amatched\x18\x01 \x01(\bR\amatched\"`\n" +
+	"\amatched\x18\x01 \x01(\bR\amatched\x12G\n" +
+	"\fconversation\x18\x02 \x01(\v2#.parley.tagging.v1.RuleConversationR\fconversation\x12)\n" +
+	"\x10evaluation_error\x18\x03 \x01(\tR\x0fevaluationError\"`\n" +
 	"\x0fAddLabelRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x14\n" +
 	"\x05label\x18\x02 \x01(\tR\x05label\x12\x0e\n" +
@@ -1038,12 +1999,104 @@ const file_parley_tagging_v1_tagging_proto_rawDesc = "" +
 	"\fFlagResponse\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\"*\n" +
 	"\x0fBackfillRequest\x12\x17\n" +
-	"\arule_id\x18\x01 \x01(\tR\x06ruleId\"\xa1\x01\n" +
+	"\arule_id\x18\x01 \x01(\tR\x06ruleId\"\xa0\x02\n" +
 	"\x10BackfillProgress\x123\n" +
 	"\x15conversations_scanned\x18\x01 \x01(\x04R\x14conversationsScanned\x12!\n" +
 	"\ftags_applied\x18\x02 \x01(\x04R\vtagsApplied\x12!\n" +
 	"\ftags_removed\x18\x03 \x01(\x04R\vtagsRemoved\x12\x12\n" +
-	"\x04done\x18\x04 \x01(\bR\x04done2\x9e\a\n" +
+	"\x04done\x18\x04 \x01(\bR\x04done\x12!\n" +
+	"\frule_version\x18\x05 \x01(\x03R\vruleVersion\x12%\n" +
+	"\x0eevents_scanned\x18\x06 \x01(\x04R\reventsScanned\x123\n" +
+	"\x15conversations_matched\x18\a \x01(\x04R\x14conversationsMatched\"\x13\n" +
+	"\x11ListLabelsRequest\"F\n" +
+	"\x12ListLabelsResponse\x120\n" +
+	"\x06labels\x18\x01 \x03(\v2\x18.parley.tagging.v1.LabelR\x06labels\"w\n" +
+	"\x05Label\x12\x14\n" +
+	"\x05label\x18\x01 \x01(\tR\x05label\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\x02 \x01(\tR\tcreatedBy\x129\n" +
+	"\n" +
+	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x15\n" +
+	"\x13GetDetectorsRequest\"Y\n" +
+	"\x16UpdateDetectorsRequest\x12?\n" +
+	"\bsettings\x18\x01 \x01(\v2#.parley.tagging.v1.DetectorSettingsR\bsettings\"\xa0\x01\n" +
+	"\x10DetectorSettings\x12\x1a\n" +
+	"\bdisabled\x18\x01 \x03(\tR\bdisabled\x12 \n" +
+	"\flong_wait_ms\x18\x02 \x01(\x03R\n" +
+	"longWaitMs\x12#\n" +
+	"\rrepeat_window\x18\x03 \x01(\x03R\frepeatWindow\x12)\n" +
+	"\x10negative_phrases\x18\x04 \x03(\tR\x0fnegativePhrases\"\xa9\t\n" +
+	"\x10RuleConversation\x12\x15\n" +
+	"\x06bot_id\x18\x01 \x01(\tR\x05botId\x12\x18\n" +
+	"\achannel\x18\x02 \x01(\tR\achannel\x12\x1a\n" +
+	"\bplatform\x18\x03 \x01(\tR\bplatform\x12\x12\n" +
+	"\x04type\x18\x04 \x01(\tR\x04type\x12)\n" +
+	"\x10visitor_messages\x18\x05 \x01(\x03R\x0fvisitorMessages\x12!\n" +
+	"\fbot_messages\x18\x06 \x01(\x03R\vbotMessages\x12%\n" +
+	"\x0eagent_messages\x18\a \x01(\x03R\ragentMessages\x12-\n" +
+	"\x12unidentified_count\x18\b \x01(\x03R\x11unidentifiedCount\x12+\n" +
+	"\x11handoff_requested\x18\t \x01(\bR\x10handoffRequested\x12!\n" +
+	"\fagent_joined\x18\n" +
+	" \x01(\bR\vagentJoined\x120\n" +
+	"\x14operator_no_response\x18\v \x01(\bR\x12operatorNoResponse\x12'\n" +
+	"\x0fvisitor_replied\x18\f \x01(\bR\x0evisitorReplied\x12&\n" +
+	"\x0fmax_response_ms\x18\r \x01(\x03R\rmaxResponseMs\x12\x1f\n" +
+	"\vcost_micros\x18\x0e \x01(\x03R\n" +
+	"costMicros\x12!\n" +
+	"\finput_tokens\x18\x0f \x01(\x03R\vinputTokens\x12#\n" +
+	"\routput_tokens\x18\x10 \x01(\x03R\foutputTokens\x12P\n" +
+	"\tvariables\x18\x11 \x03(\v22.parley.tagging.v1.RuleConversation.VariablesEntryR\tvariables\x12\x18\n" +
+	"\aintents\x18\x12 \x03(\tR\aintents\x12D\n" +
+	"\rflows_dropped\x18\x13 \x03(\v2\x1f.parley.tagging.v1.RuleFlowDropR\fflowsDropped\x12'\n" +
+	"\x0fflows_completed\x18\x14 \x03(\tR\x0eflowsCompleted\x12\x14\n" +
+	"\x05goals\x18\x15 \x03(\tR\x05goals\x12\x14\n" +
+	"\x05ended\x18\x16 \x01(\bR\x05ended\x12\x1d\n" +
+	"\n" +
+	"end_reason\x18\x17 \x01(\tR\tendReason\x12:\n" +
+	"\bmessages\x18\x18 \x03(\v2\x1e.parley.tagging.v1.RuleMessageR\bmessages\x12#\n" +
+	"\rflows_started\x18\x19 \x03(\tR\fflowsStarted\x12%\n" +
+	"\x0eleads_captured\x18\x1a \x01(\x03R\rleadsCaptured\x12\x18\n" +
+	"\acountry\x18\x1b \x01(\tR\acountry\x12\x16\n" +
+	"\x06locale\x18\x1c \x01(\tR\x06locale\x12\x1e\n" +
+	"\n" +
+	"engagement\x18\x1d \x01(\tR\n" +
+	"engagement\x12\x16\n" +
+	"\x06events\x18\x1e \x01(\x03R\x06events\x1a<\n" +
+	"\x0eVariablesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe3\x01\n" +
+	"\vRuleMessage\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12\x16\n" +
+	"\x06intent\x18\x03 \x01(\tR\x06intent\x12\"\n" +
+	"\funidentified\x18\x04 \x01(\bR\funidentified\x12\x1f\n" +
+	"\vresponse_ms\x18\x05 \x01(\x03R\n" +
+	"responseMs\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x06 \x01(\tR\tmessageId\x12\x17\n" +
+	"\aflow_id\x18\a \x01(\tR\x06flowId\x12\x17\n" +
+	"\anode_id\x18\b \x01(\tR\x06nodeId\"q\n" +
+	"\fRuleFlowDrop\x12\x17\n" +
+	"\aflow_id\x18\x01 \x01(\tR\x06flowId\x12\x17\n" +
+	"\astep_id\x18\x02 \x01(\tR\x06stepId\x12\x17\n" +
+	"\anode_id\x18\x03 \x01(\tR\x06nodeId\x12\x16\n" +
+	"\x06failed\x18\x04 \x01(\bR\x06failed\"\xc1\x02\n" +
+	"\tRuleEvent\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\x12\x16\n" +
+	"\x06intent\x18\x04 \x01(\tR\x06intent\x12\"\n" +
+	"\funidentified\x18\x05 \x01(\bR\funidentified\x12\x1f\n" +
+	"\vresponse_ms\x18\x06 \x01(\x03R\n" +
+	"responseMs\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\a \x01(\tR\tmessageId\x12\x17\n" +
+	"\aflow_id\x18\b \x01(\tR\x06flowId\x12\x17\n" +
+	"\astep_id\x18\t \x01(\tR\x06stepId\x12\x17\n" +
+	"\anode_id\x18\n" +
+	" \x01(\tR\x06nodeId\x12\x16\n" +
+	"\x06failed\x18\v \x01(\bR\x06failed\x12\x19\n" +
+	"\bevent_id\x18\f \x01(\tR\aeventId2\xb9\t\n" +
 	"\x0eTaggingService\x12K\n" +
 	"\n" +
 	"CreateRule\x12$.parley.tagging.v1.CreateRuleRequest\x1a\x17.parley.tagging.v1.Rule\x12K\n" +
@@ -1058,7 +2111,11 @@ const file_parley_tagging_v1_tagging_proto_rawDesc = "" +
 	"\vRemoveLabel\x12%.parley.tagging.v1.RemoveLabelRequest\x1a .parley.tagging.v1.LabelResponse\x12G\n" +
 	"\x04Flag\x12\x1e.parley.tagging.v1.FlagRequest\x1a\x1f.parley.tagging.v1.FlagResponse\x12K\n" +
 	"\x06Unflag\x12 .parley.tagging.v1.UnflagRequest\x1a\x1f.parley.tagging.v1.FlagResponse\x12U\n" +
-	"\bBackfill\x12\".parley.tagging.v1.BackfillRequest\x1a#.parley.tagging.v1.BackfillProgress0\x01B@Z>github.com/parley-dev/parley/proto/parley/tagging/v1;taggingv1b\x06proto3"
+	"\bBackfill\x12\".parley.tagging.v1.BackfillRequest\x1a#.parley.tagging.v1.BackfillProgress0\x01\x12Y\n" +
+	"\n" +
+	"ListLabels\x12$.parley.tagging.v1.ListLabelsRequest\x1a%.parley.tagging.v1.ListLabelsResponse\x12[\n" +
+	"\fGetDetectors\x12&.parley.tagging.v1.GetDetectorsRequest\x1a#.parley.tagging.v1.DetectorSettings\x12a\n" +
+	"\x0fUpdateDetectors\x12).parley.tagging.v1.UpdateDetectorsRequest\x1a#.parley.tagging.v1.DetectorSettingsB@Z>github.com/parley-dev/parley/proto/parley/tagging/v1;taggingv1b\x06proto3"
 
 var (
 	file_parley_tagging_v1_tagging_proto_rawDescOnce sync.Once
@@ -1072,61 +2129,85 @@ func file_parley_tagging_v1_tagging_proto_rawDescGZIP() []byte {
 	return file_parley_tagging_v1_tagging_proto_rawDescData
 }
 
-var file_parley_tagging_v1_tagging_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_parley_tagging_v1_tagging_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_parley_tagging_v1_tagging_proto_goTypes = []any{
-	(*Rule)(nil),                  // 0: parley.tagging.v1.Rule
-	(*CreateRuleRequest)(nil),     // 1: parley.tagging.v1.CreateRuleRequest
-	(*UpdateRuleRequest)(nil),     // 2: parley.tagging.v1.UpdateRuleRequest
-	(*SetRuleEnabledRequest)(nil), // 3: parley.tagging.v1.SetRuleEnabledRequest
-	(*DeleteRuleRequest)(nil),     // 4: parley.tagging.v1.DeleteRuleRequest
-	(*DeleteRuleResponse)(nil),    // 5: parley.tagging.v1.DeleteRuleResponse
-	(*ListRulesRequest)(nil),      // 6: parley.tagging.v1.ListRulesRequest
-	(*ListRulesResponse)(nil),     // 7: parley.tagging.v1.ListRulesResponse
-	(*TestRuleRequest)(nil),       // 8: parley.tagging.v1.TestRuleRequest
-	(*TestRuleResponse)(nil),      // 9: parley.tagging.v1.TestRuleResponse
-	(*AddLabelRequest)(nil),       // 10: parley.tagging.v1.AddLabelRequest
-	(*RemoveLabelRequest)(nil),    // 11: parley.tagging.v1.RemoveLabelRequest
-	(*LabelResponse)(nil),         // 12: parley.tagging.v1.LabelResponse
-	(*FlagRequest)(nil),           // 13: parley.tagging.v1.FlagRequest
-	(*UnflagRequest)(nil),         // 14: parley.tagging.v1.UnflagRequest
-	(*FlagResponse)(nil),          // 15: parley.tagging.v1.FlagResponse
-	(*BackfillRequest)(nil),       // 16: parley.tagging.v1.BackfillRequest
-	(*BackfillProgress)(nil),      // 17: parley.tagging.v1.BackfillProgress
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*Rule)(nil),                   // 0: parley.tagging.v1.Rule
+	(*CreateRuleRequest)(nil),      // 1: parley.tagging.v1.CreateRuleRequest
+	(*UpdateRuleRequest)(nil),      // 2: parley.tagging.v1.UpdateRuleRequest
+	(*SetRuleEnabledRequest)(nil),  // 3: parley.tagging.v1.SetRuleEnabledRequest
+	(*DeleteRuleRequest)(nil),      // 4: parley.tagging.v1.DeleteRuleRequest
+	(*DeleteRuleResponse)(nil),     // 5: parley.tagging.v1.DeleteRuleResponse
+	(*ListRulesRequest)(nil),       // 6: parley.tagging.v1.ListRulesRequest
+	(*ListRulesResponse)(nil),      // 7: parley.tagging.v1.ListRulesResponse
+	(*TestRuleRequest)(nil),        // 8: parley.tagging.v1.TestRuleRequest
+	(*TestRuleResponse)(nil),       // 9: parley.tagging.v1.TestRuleResponse
+	(*AddLabelRequest)(nil),        // 10: parley.tagging.v1.AddLabelRequest
+	(*RemoveLabelRequest)(nil),     // 11: parley.tagging.v1.RemoveLabelRequest
+	(*LabelResponse)(nil),          // 12: parley.tagging.v1.LabelResponse
+	(*FlagRequest)(nil),            // 13: parley.tagging.v1.FlagRequest
+	(*UnflagRequest)(nil),          // 14: parley.tagging.v1.UnflagRequest
+	(*FlagResponse)(nil),           // 15: parley.tagging.v1.FlagResponse
+	(*BackfillRequest)(nil),        // 16: parley.tagging.v1.BackfillRequest
+	(*BackfillProgress)(nil),       // 17: parley.tagging.v1.BackfillProgress
+	(*ListLabelsRequest)(nil),      // 18: parley.tagging.v1.ListLabelsRequest
+	(*ListLabelsResponse)(nil),     // 19: parley.tagging.v1.ListLabelsResponse
+	(*Label)(nil),                  // 20: parley.tagging.v1.Label
+	(*GetDetectorsRequest)(nil),    // 21: parley.tagging.v1.GetDetectorsRequest
+	(*UpdateDetectorsRequest)(nil), // 22: parley.tagging.v1.UpdateDetectorsRequest
+	(*DetectorSettings)(nil),       // 23: parley.tagging.v1.DetectorSettings
+	(*RuleConversation)(nil),       // 24: parley.tagging.v1.RuleConversation
+	(*RuleMessage)(nil),            // 25: parley.tagging.v1.RuleMessage
+	(*RuleFlowDrop)(nil),           // 26: parley.tagging.v1.RuleFlowDrop
+	(*RuleEvent)(nil),              // 27: parley.tagging.v1.RuleEvent
+	nil,                            // 28: parley.tagging.v1.RuleConversation.VariablesEntry
+	(*timestamppb.Timestamp)(nil),  // 29: google.protobuf.Timestamp
 }
 var file_parley_tagging_v1_tagging_proto_depIdxs = []int32{
-	18, // 0: parley.tagging.v1.Rule.created_at:type_name -> google.protobuf.Timestamp
-	18, // 1: parley.tagging.v1.Rule.updated_at:type_name -> google.protobuf.Timestamp
+	29, // 0: parley.tagging.v1.Rule.created_at:type_name -> google.protobuf.Timestamp
+	29, // 1: parley.tagging.v1.Rule.updated_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: parley.tagging.v1.CreateRuleRequest.rule:type_name -> parley.tagging.v1.Rule
 	0,  // 3: parley.tagging.v1.UpdateRuleRequest.rule:type_name -> parley.tagging.v1.Rule
 	0,  // 4: parley.tagging.v1.ListRulesResponse.rules:type_name -> parley.tagging.v1.Rule
-	1,  // 5: parley.tagging.v1.TaggingService.CreateRule:input_type -> parley.tagging.v1.CreateRuleRequest
-	2,  // 6: parley.tagging.v1.TaggingService.UpdateRule:input_type -> parley.tagging.v1.UpdateRuleRequest
-	3,  // 7: parley.tagging.v1.TaggingService.SetRuleEnabled:input_type -> parley.tagging.v1.SetRuleEnabledRequest
-	4,  // 8: parley.tagging.v1.TaggingService.DeleteRule:input_type -> parley.tagging.v1.DeleteRuleRequest
-	6,  // 9: parley.tagging.v1.TaggingService.ListRules:input_type -> parley.tagging.v1.ListRulesRequest
-	8,  // 10: parley.tagging.v1.TaggingService.TestRule:input_type -> parley.tagging.v1.TestRuleRequest
-	10, // 11: parley.tagging.v1.TaggingService.AddLabel:input_type -> parley.tagging.v1.AddLabelRequest
-	11, // 12: parley.tagging.v1.TaggingService.RemoveLabel:input_type -> parley.tagging.v1.RemoveLabelRequest
-	13, // 13: parley.tagging.v1.TaggingService.Flag:input_type -> parley.tagging.v1.FlagRequest
-	14, // 14: parley.tagging.v1.TaggingService.Unflag:input_type -> parley.tagging.v1.UnflagRequest
-	16, // 15: parley.tagging.v1.TaggingService.Backfill:input_type -> parley.tagging.v1.BackfillRequest
-	0,  // 16: parley.tagging.v1.TaggingService.CreateRule:output_type -> parley.tagging.v1.Rule
-	0,  // 17: parley.tagging.v1.TaggingService.UpdateRule:output_type -> parley.tagging.v1.Rule
-	0,  // 18: parley.tagging.v1.TaggingService.SetRuleEnabled:output_type -> parley.tagging.v1.Rule
-	5,  // 19: parley.tagging.v1.TaggingService.DeleteRule:output_type -> parley.tagging.v1.DeleteRuleResponse
-	7,  // 20: parley.tagging.v1.TaggingService.ListRules:output_type -> parley.tagging.v1.ListRulesResponse
-	9,  // 21: parley.tagging.v1.TaggingService.TestRule:output_type -> parley.tagging.v1.TestRuleResponse
-	12, // 22: parley.tagging.v1.TaggingService.AddLabel:output_type -> parley.tagging.v1.LabelResponse
-	12, // 23: parley.tagging.v1.TaggingService.RemoveLabel:output_type -> parley.tagging.v1.LabelResponse
-	15, // 24: parley.tagging.v1.TaggingService.Flag:output_type -> parley.tagging.v1.FlagResponse
-	15, // 25: parley.tagging.v1.TaggingService.Unflag:output_type -> parley.tagging.v1.FlagResponse
-	17, // 26: parley.tagging.v1.TaggingService.Backfill:output_type -> parley.tagging.v1.BackfillProgress
-	16, // [16:27] is the sub-list for method output_type
-	5,  // [5:16] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	24, // 5: parley.tagging.v1.TestRuleResponse.conversation:type_name -> parley.tagging.v1.RuleConversation
+	20, // 6: parley.tagging.v1.ListLabelsResponse.labels:type_name -> parley.tagging.v1.Label
+	29, // 7: parley.tagging.v1.Label.created_at:type_name -> google.protobuf.Timestamp
+	23, // 8: parley.tagging.v1.UpdateDetectorsRequest.settings:type_name -> parley.tagging.v1.DetectorSettings
+	28, // 9: parley.tagging.v1.RuleConversation.variables:type_name -> parley.tagging.v1.RuleConversation.VariablesEntry
+	26, // 10: parley.tagging.v1.RuleConversation.flows_dropped:type_name -> parley.tagging.v1.RuleFlowDrop
+	25, // 11: parley.tagging.v1.RuleConversation.messages:type_name -> parley.tagging.v1.RuleMessage
+	1,  // 12: parley.tagging.v1.TaggingService.CreateRule:input_type -> parley.tagging.v1.CreateRuleRequest
+	2,  // 13: parley.tagging.v1.TaggingService.UpdateRule:input_type -> parley.tagging.v1.UpdateRuleRequest
+	3,  // 14: parley.tagging.v1.TaggingService.SetRuleEnabled:input_type -> parley.tagging.v1.SetRuleEnabledRequest
+	4,  // 15: parley.tagging.v1.TaggingService.DeleteRule:input_type -> parley.tagging.v1.DeleteRuleRequest
+	6,  // 16: parley.tagging.v1.TaggingService.ListRules:input_type -> parley.tagging.v1.ListRulesRequest
+	8,  // 17: parley.tagging.v1.TaggingService.TestRule:input_type -> parley.tagging.v1.TestRuleRequest
+	10, // 18: parley.tagging.v1.TaggingService.AddLabel:input_type -> parley.tagging.v1.AddLabelRequest
+	11, // 19: parley.tagging.v1.TaggingService.RemoveLabel:input_type -> parley.tagging.v1.RemoveLabelRequest
+	13, // 20: parley.tagging.v1.TaggingService.Flag:input_type -> parley.tagging.v1.FlagRequest
+	14, // 21: parley.tagging.v1.TaggingService.Unflag:input_type -> parley.tagging.v1.UnflagRequest
+	16, // 22: parley.tagging.v1.TaggingService.Backfill:input_type -> parley.tagging.v1.BackfillRequest
+	18, // 23: parley.tagging.v1.TaggingService.ListLabels:input_type -> parley.tagging.v1.ListLabelsRequest
+	21, // 24: parley.tagging.v1.TaggingService.GetDetectors:input_type -> parley.tagging.v1.GetDetectorsRequest
+	22, // 25: parley.tagging.v1.TaggingService.UpdateDetectors:input_type -> parley.tagging.v1.UpdateDetectorsRequest
+	0,  // 26: parley.tagging.v1.TaggingService.CreateRule:output_type -> parley.tagging.v1.Rule
+	0,  // 27: parley.tagging.v1.TaggingService.UpdateRule:output_type -> parley.tagging.v1.Rule
+	0,  // 28: parley.tagging.v1.TaggingService.SetRuleEnabled:output_type -> parley.tagging.v1.Rule
+	5,  // 29: parley.tagging.v1.TaggingService.DeleteRule:output_type -> parley.tagging.v1.DeleteRuleResponse
+	7,  // 30: parley.tagging.v1.TaggingService.ListRules:output_type -> parley.tagging.v1.ListRulesResponse
+	9,  // 31: parley.tagging.v1.TaggingService.TestRule:output_type -> parley.tagging.v1.TestRuleResponse
+	12, // 32: parley.tagging.v1.TaggingService.AddLabel:output_type -> parley.tagging.v1.LabelResponse
+	12, // 33: parley.tagging.v1.TaggingService.RemoveLabel:output_type -> parley.tagging.v1.LabelResponse
+	15, // 34: parley.tagging.v1.TaggingService.Flag:output_type -> parley.tagging.v1.FlagResponse
+	15, // 35: parley.tagging.v1.TaggingService.Unflag:output_type -> parley.tagging.v1.FlagResponse
+	17, // 36: parley.tagging.v1.TaggingService.Backfill:output_type -> parley.tagging.v1.BackfillProgress
+	19, // 37: parley.tagging.v1.TaggingService.ListLabels:output_type -> parley.tagging.v1.ListLabelsResponse
+	23, // 38: parley.tagging.v1.TaggingService.GetDetectors:output_type -> parley.tagging.v1.DetectorSettings
+	23, // 39: parley.tagging.v1.TaggingService.UpdateDetectors:output_type -> parley.tagging.v1.DetectorSettings
+	26, // [26:40] is the sub-list for method output_type
+	12, // [12:26] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_parley_tagging_v1_tagging_proto_init() }
@@ -1140,7 +2221,7 @@ func file_parley_tagging_v1_tagging_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_tagging_v1_tagging_proto_rawDesc), len(file_parley_tagging_v1_tagging_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,17 +21,20 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TaggingService_CreateRule_FullMethodName     = "/parley.tagging.v1.TaggingService/CreateRule"
-	TaggingService_UpdateRule_FullMethodName     = "/parley.tagging.v1.TaggingService/UpdateRule"
-	TaggingService_SetRuleEnabled_FullMethodName = "/parley.tagging.v1.TaggingService/SetRuleEnabled"
-	TaggingService_DeleteRule_FullMethodName     = "/parley.tagging.v1.TaggingService/DeleteRule"
-	TaggingService_ListRules_FullMethodName      = "/parley.tagging.v1.TaggingService/ListRules"
-	TaggingService_TestRule_FullMethodName       = "/parley.tagging.v1.TaggingService/TestRule"
-	TaggingService_AddLabel_FullMethodName       = "/parley.tagging.v1.TaggingService/AddLabel"
-	TaggingService_RemoveLabel_FullMethodName    = "/parley.tagging.v1.TaggingService/RemoveLabel"
-	TaggingService_Flag_FullMethodName           = "/parley.tagging.v1.TaggingService/Flag"
-	TaggingService_Unflag_FullMethodName         = "/parley.tagging.v1.TaggingService/Unflag"
-	TaggingService_Backfill_FullMethodName       = "/parley.tagging.v1.TaggingService/Backfill"
+	TaggingService_CreateRule_FullMethodName      = "/parley.tagging.v1.TaggingService/CreateRule"
+	TaggingService_UpdateRule_FullMethodName      = "/parley.tagging.v1.TaggingService/UpdateRule"
+	TaggingService_SetRuleEnabled_FullMethodName  = "/parley.tagging.v1.TaggingService/SetRuleEnabled"
+	TaggingService_DeleteRule_FullMethodName      = "/parley.tagging.v1.TaggingService/DeleteRule"
+	TaggingService_ListRules_FullMethodName       = "/parley.tagging.v1.TaggingService/ListRules"
+	TaggingService_TestRule_FullMethodName        = "/parley.tagging.v1.TaggingService/TestRule"
+	TaggingService_AddLabel_FullMethodName        = "/parley.tagging.v1.TaggingService/AddLabel"
+	TaggingService_RemoveLabel_FullMethodName     = "/parley.tagging.v1.TaggingService/RemoveLabel"
+	TaggingService_Flag_FullMethodName            = "/parley.tagging.v1.TaggingService/Flag"
+	TaggingService_Unflag_FullMethodName          = "/parley.tagging.v1.TaggingService/Unflag"
+	TaggingService_Backfill_FullMethodName        = "/parley.tagging.v1.TaggingService/Backfill"
+	TaggingService_ListLabels_FullMethodName      = "/parley.tagging.v1.TaggingService/ListLabels"
+	TaggingService_GetDetectors_FullMethodName    = "/parley.tagging.v1.TaggingService/GetDetectors"
+	TaggingService_UpdateDetectors_FullMethodName = "/parley.tagging.v1.TaggingService/UpdateDetectors"
 )
 
 // TaggingServiceClient is the client API for TaggingService service.
@@ -62,6 +65,12 @@ type TaggingServiceClient interface {
 	Unflag(ctx context.Context, in *UnflagRequest, opts ...grpc.CallOption) (*FlagResponse, error)
 	// Backfill applies a rule to the tenant's history.
 	Backfill(ctx context.Context, in *BackfillRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackfillProgress], error)
+	// ListLabels lists the tenant's label catalogue.
+	ListLabels(ctx context.Context, in *ListLabelsRequest, opts ...grpc.CallOption) (*ListLabelsResponse, error)
+	// GetDetectors returns the tenant's effective built-in detector settings.
+	GetDetectors(ctx context.Context, in *GetDetectorsRequest, opts ...grpc.CallOption) (*DetectorSettings, error)
+	// UpdateDetectors replaces the tenant's built-in detector settings.
+	UpdateDetectors(ctx context.Context, in *UpdateDetectorsRequest, opts ...grpc.CallOption) (*DetectorSettings, error)
 }
 
 type taggingServiceClient struct {
@@ -191,6 +200,36 @@ func (c *taggingServiceClient) Backfill(ctx context.Context, in *BackfillRequest
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TaggingService_BackfillClient = grpc.ServerStreamingClient[BackfillProgress]
 
+func (c *taggingServiceClient) ListLabels(ctx context.Context, in *ListLabelsRequest, opts ...grpc.CallOption) (*ListLabelsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListLabelsResponse)
+	err := c.cc.Invoke(ctx, TaggingService_ListLabels_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *taggingServiceClient) GetDetectors(ctx context.Context, in *GetDetectorsRequest, opts ...grpc.CallOption) (*DetectorSettings, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DetectorSettings)
+	err := c.cc.Invoke(ctx, TaggingService_GetDetectors_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *taggingServiceClient) UpdateDetectors(ctx context.Context, in *UpdateDetectorsRequest, opts ...grpc.CallOption) (*DetectorSettings, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DetectorSettings)
+	err := c.cc.Invoke(ctx, TaggingService_UpdateDetectors_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TaggingServiceServer is the server API for TaggingService service.
 // All implementations must embed UnimplementedTaggingServiceServer
 // for forward compatibility.
@@ -219,6 +258,12 @@ type TaggingServiceServer interface {
 	Unflag(context.Context, *UnflagRequest) (*FlagResponse, error)
 	// Backfill applies a rule to the tenant's history.
 	Backfill(*BackfillRequest, grpc.ServerStreamingServer[BackfillProgress]) error
+	// ListLabels lists the tenant's label catalogue.
+	ListLabels(context.Context, *ListLabelsRequest) (*ListLabelsResponse, error)
+	// GetDetectors returns the tenant's effective built-in detector settings.
+	GetDetectors(context.Context, *GetDetectorsRequest) (*DetectorSettings, error)
+	// UpdateDetectors replaces the tenant's built-in detector settings.
+	UpdateDetectors(context.Context, *UpdateDetectorsRequest) (*DetectorSettings, error)
 	mustEmbedUnimplementedTaggingServiceServer()
 }
 
@@ -261,6 +306,15 @@ func (UnimplementedTaggingServiceServer) Unflag(context.Context, *UnflagRequest)
 }
 func (UnimplementedTaggingServiceServer) Backfill(*BackfillRequest, grpc.ServerStreamingServer[BackfillProgress]) error {
 	return status.Error(codes.Unimplemented, "method Backfill not implemented")
+}
+func (UnimplementedTaggingServiceServer) ListLabels(context.Context, *ListLabelsRequest) (*ListLabelsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListLabels not implemented")
+}
+func (UnimplementedTaggingServiceServer) GetDetectors(context.Context, *GetDetectorsRequest) (*DetectorSettings, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDetectors not implemented")
+}
+func (UnimplementedTaggingServiceServer) UpdateDetectors(context.Context, *UpdateDetectorsRequest) (*DetectorSettings, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateDetectors not implemented")
 }
 func (UnimplementedTaggingServiceServer) mustEmbedUnimplementedTaggingServiceServer() {}
 func (UnimplementedTaggingServiceServer) testEmbeddedByValue()                        {}
@@ -474,6 +528,60 @@ func _TaggingService_Backfill_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TaggingService_BackfillServer = grpc.ServerStreamingServer[BackfillProgress]
 
+func _TaggingService_ListLabels_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListLabelsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaggingServiceServer).ListLabels(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaggingService_ListLabels_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaggingServiceServer).ListLabels(ctx, req.(*ListLabelsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TaggingService_GetDetectors_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDetectorsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaggingServiceServer).GetDetectors(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaggingService_GetDetectors_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaggingServiceServer).GetDetectors(ctx, req.(*GetDetectorsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TaggingService_UpdateDetectors_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateDetectorsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaggingServiceServer).UpdateDetectors(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaggingService_UpdateDetectors_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaggingServiceServer).UpdateDetectors(ctx, req.(*UpdateDetectorsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TaggingService_ServiceDesc is the grpc.ServiceDesc for TaggingService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -520,6 +628,18 @@ var TaggingService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Unflag",
 			Handler:    _TaggingService_Unflag_Handler,
+		},
+		{
+			MethodName: "ListLabels",
+			Handler:    _TaggingService_ListLabels_Handler,
+		},
+		{
+			MethodName: "GetDetectors",
+			Handler:    _TaggingService_GetDetectors_Handler,
+		},
+		{
+			MethodName: "UpdateDetectors",
+			Handler:    _TaggingService_UpdateDetectors_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

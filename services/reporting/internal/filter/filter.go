@@ -56,6 +56,9 @@ var statusSQL = map[string]string{
 // filter names none. The condition references the conversations table's
 // columns; message search uses a subquery on messages.
 func Build(tenant string, f *reportingv1.Filter, now time.Time, defaultTZ string) (*Where, *Violation) {
+	if f == nil {
+		f = &reportingv1.Filter{}
+	}
 	w := &Where{}
 	var conds []string
 	add := func(sql string, args ...any) {
@@ -69,10 +72,14 @@ func Build(tenant string, f *reportingv1.Filter, now time.Time, defaultTZ string
 		return nil, v
 	}
 	w.From, w.To, w.Location = from, to, loc
+	// The DateTime bounds let ClickHouse skip whole partitions; the
+	// microsecond bounds are exact.
 	if !from.IsZero() {
+		add("started_at >= toDateTime(?)", from.Unix())
 		add("started_at_us >= ?", from.UnixMicro())
 	}
 	if !to.IsZero() {
+		add("started_at <= toDateTime(?)", to.Unix())
 		add("started_at_us < ?", to.UnixMicro())
 	}
 

@@ -96,6 +96,13 @@ func TestEveryFilterBuildsItsCondition(t *testing.T) {
 	}
 }
 
+func TestNilFilterIsTheDefaultView(t *testing.T) {
+	w, v := filter.Build("acme", nil, now, "UTC")
+	if v != nil || !w.From.Equal(now.Add(-24*time.Hour)) {
+		t.Fatalf("nil filter: %v %v", w, v)
+	}
+}
+
 func TestViolationsNameTheField(t *testing.T) {
 	cases := []struct {
 		f     *reportingv1.Filter

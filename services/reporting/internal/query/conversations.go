@@ -108,22 +108,54 @@ func (r *Reader) List(ctx context.Context, w *filter.Where, size int, after *Cur
 		args = append(args, after.StartedAtUS, after.StartedAtUS, after.ConversationID)
 	}
 	args = append(args, size+1)
-	rows, err := r.conn.Query(ctx, `SELECT `+summaryColumns+` FROM conversations FINAL WHERE `+where+`
+	// Phase 1 reads only the sort key and the filter's columns (FINAL reads
+	// every column it is asked for, for every row in range); phase 2 reads
+	// the page's rows in full, by primary key.
+	keys, err := r.conn.Query(ctx, `SELECT started_at_us, conversation_id FROM conversations FINAL WHERE `+where+`
 		ORDER BY started_at_us DESC, conversation_id DESC LIMIT ?`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query: list: %w", err)
 	}
-	defer rows.Close()
-	p := &Page{}
-	for rows.Next() {
-		s, err := scanSummary(rows)
-		if err != nil {
-			return nil, fmt.Errorf("query: list row: %w", err)
+	var ids []string
+	var lo, hi int64
+	for keys.Next() {
+		var us int64
+		var id string
+		if err := keys.Scan(&us, &id); err != nil {
+			keys.Close()
+			return nil, fmt.Errorf("query: list key: %w", err)
 		}
-		p.Rows = append(p.Rows, s)
+		if len(ids) == 0 || us < lo {
+			lo = us
+		}
+		if len(ids) == 0 || us > hi {
+			hi = us
+		}
+		ids = append(ids, id)
 	}
-	if err := rows.Err(); err != nil {
+	keys.Close()
+	if err := keys.Err(); err != nil {
 		return nil, fmt.Errorf("query: list: %w", err)
+	}
+	p := &Page{}
+	if len(ids) > 0 {
+		rows, err := r.conn.Query(ctx, `SELECT `+summaryColumns+` FROM conversations FINAL
+			WHERE tenant_id = ? AND started_at_us >= ? AND started_at_us <= ? AND has(?, conversation_id)
+			ORDER BY started_at_us DESC, conversation_id DESC`, w.Args[0], lo, hi, ids)
+		if err != nil {
+			return nil, fmt.Errorf("query: list: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			s, err := scanSummary(rows)
+			if err != nil {
+				return nil, fmt.Errorf("query: list row: %w", err)
+			}
+			p.Rows = append(p.Rows, s)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("query: list: %w", err)
+		}
 	}
 	if len(p.Rows) > size {
 		p.Rows = p.Rows[:size]

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/parley-dev/parley/services/reporting/internal/filter"
 )
 
@@ -38,23 +40,42 @@ func (r *Reader) Dashboard(ctx context.Context, w, trendWhere *filter.Where, tre
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	d := &Dashboard{}
+	// The five queries are independent: run them side by side.
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return r.totals(ctx, w, d) })
+	g.Go(func() (err error) {
+		d.Countries, err = r.buckets(ctx, `SELECT country AS k, count() AS n FROM conversations FINAL WHERE `+w.SQL+` AND country != '' GROUP BY k ORDER BY n DESC, k LIMIT 50`, w.Args)
+		return err
+	})
+	g.Go(func() (err error) {
+		d.Cities, err = r.buckets(ctx, `SELECT concat(country, '/', city) AS k, count() AS n FROM conversations FINAL WHERE `+w.SQL+` AND city != '' GROUP BY k ORDER BY n DESC, k LIMIT 50`, w.Args)
+		return err
+	})
+	g.Go(func() (err error) {
+		d.TopTags, err = r.buckets(ctx, `SELECT tag AS k, count() AS n FROM conversations FINAL ARRAY JOIN tags AS tag WHERE `+w.SQL+` GROUP BY k ORDER BY n DESC, k LIMIT 20`, w.Args)
+		return err
+	})
+	g.Go(func() error { return r.trend(ctx, trendWhere, trendEnd, loc, d) })
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (r *Reader) totals(ctx context.Context, w *filter.Where, d *Dashboard) error {
 	err := r.conn.QueryRow(ctx, `SELECT count(), countIf(status = 'active'), countIf(status = 'ended'), countIf(operator_no_response = 1),
 			sum(message_count), countIf(leads > 0), countIf(length(goals) > 0), sum(cost_micros), sum(input_tokens + output_tokens)
 		FROM conversations FINAL WHERE `+w.SQL, w.Args...).
 		Scan(&d.Total, &d.Active, &d.Ended, &d.NoOperatorResponse, &d.Messages, &d.WithLead, &d.WithGoal, &d.CostMicros, &d.Tokens)
 	if err != nil {
-		return nil, fmt.Errorf("query: dashboard: %w", err)
+		return fmt.Errorf("query: dashboard: %w", err)
 	}
-	if d.Countries, err = r.buckets(ctx, `SELECT country AS k, count() AS n FROM conversations FINAL WHERE `+w.SQL+` AND country != '' GROUP BY k ORDER BY n DESC, k LIMIT 50`, w.Args); err != nil {
-		return nil, err
-	}
-	if d.Cities, err = r.buckets(ctx, `SELECT concat(country, '/', city) AS k, count() AS n FROM conversations FINAL WHERE `+w.SQL+` AND city != '' GROUP BY k ORDER BY n DESC, k LIMIT 50`, w.Args); err != nil {
-		return nil, err
-	}
-	if d.TopTags, err = r.buckets(ctx, `SELECT tag AS k, count() AS n FROM conversations FINAL ARRAY JOIN tags AS tag WHERE `+w.SQL+` GROUP BY k ORDER BY n DESC, k LIMIT 20`, w.Args); err != nil {
-		return nil, err
-	}
-	// Trend: 30 calendar days in loc ending with trendEnd's day.
+	return nil
+}
+
+// trend counts conversations per day over the 30 calendar days in loc
+// ending with trendEnd's day.
+func (r *Reader) trend(ctx context.Context, trendWhere *filter.Where, trendEnd time.Time, loc *time.Location, d *Dashboard) error {
 	end := trendEnd.In(loc)
 	last := time.Date(end.Year(), end.Month(), end.Day(), 0, 0, 0, 0, loc)
 	first := last.AddDate(0, 0, -29)
@@ -63,19 +84,19 @@ func (r *Reader) Dashboard(ctx context.Context, w, trendWhere *filter.Where, tre
 		FROM conversations FINAL WHERE `+trendWhere.SQL+` AND started_at_us >= ? AND started_at_us < ?
 		GROUP BY day ORDER BY day`, args...)
 	if err != nil {
-		return nil, fmt.Errorf("query: trend: %w", err)
+		return fmt.Errorf("query: trend: %w", err)
 	}
 	defer rows.Close()
 	byDay := map[string]Day{}
 	for rows.Next() {
 		var day Day
 		if err := rows.Scan(&day.Date, &day.Conversations, &day.Messages); err != nil {
-			return nil, fmt.Errorf("query: trend row: %w", err)
+			return fmt.Errorf("query: trend row: %w", err)
 		}
 		byDay[day.Date] = day
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("query: trend: %w", err)
+		return fmt.Errorf("query: trend: %w", err)
 	}
 	for t := first; !t.After(last); t = t.AddDate(0, 0, 1) {
 		key := t.Format(time.DateOnly)
@@ -85,7 +106,7 @@ func (r *Reader) Dashboard(ctx context.Context, w, trendWhere *filter.Where, tre
 		}
 		d.Trend = append(d.Trend, day)
 	}
-	return d, nil
+	return nil
 }
 
 func (r *Reader) buckets(ctx context.Context, q string, args []any) ([]Bucket, error) {

@@ -1,0 +1,285 @@
+// Package consumer applies the conversation event log to lifecycle's state:
+// a durable JetStream consumer hands it batches, and each batch's state
+// changes, derived events (outbox) and stream position are committed in one
+// PostgreSQL transaction before the batch is acknowledged.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/parley-dev/parley/libs/eventbus"
+	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
+	"github.com/parley-dev/parley/services/lifecycle/internal/machine"
+	"github.com/parley-dev/parley/services/lifecycle/internal/outbox"
+	"github.com/parley-dev/parley/services/lifecycle/internal/store"
+	"google.golang.org/protobuf/proto"
+)
+
+// Durable is lifecycle's consumer name on PARLEY_CONV.
+const Durable = "lifecycle"
+
+// Config configures a Consumer.
+type Config struct {
+	Store *store.Store
+	Bus   *eventbus.Bus
+	Relay *outbox.Relay
+	// BatchSize is the most events applied in one transaction.
+	BatchSize int
+	Clock     func() time.Time
+	Log       *slog.Logger
+}
+
+// Consumer applies the log to the state.
+type Consumer struct {
+	cfg Config
+
+	mu      sync.Mutex
+	applied uint64
+	changed chan struct{}
+	// horizon is the last stream sequence when the consumer started: until
+	// it is applied, the consumer is catching up (or replaying) and is not
+	// caught up whatever its pending count.
+	horizon uint64
+}
+
+// New returns a consumer.
+func New(cfg Config) *Consumer {
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 500
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Consumer{cfg: cfg, changed: make(chan struct{})}
+}
+
+// Prepare makes the durable consumer start where the database stands. When
+// the database is behind what the consumer has acknowledged (it was wiped
+// or restored from a backup), the consumer is deleted so that it is created
+// again from the start of the stream: the state is rebuilt by replay, and
+// events already applied to a conversation are skipped by its applied
+// sequence.
+func (c *Consumer) Prepare(ctx context.Context) error {
+	pos, err := c.cfg.Store.Position(ctx)
+	if err != nil {
+		return err
+	}
+	c.setApplied(pos)
+	js := c.cfg.Bus.JetStream()
+	stream, err := js.Stream(ctx, eventbus.ConvStream)
+	if err != nil {
+		return fmt.Errorf("consumer: stream: %w", err)
+	}
+	c.mu.Lock()
+	c.horizon = stream.CachedInfo().State.LastSeq
+	c.mu.Unlock()
+	cons, err := js.Consumer(ctx, eventbus.ConvStream, Durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("consumer: %s: %w", Durable, err)
+	}
+	info := cons.CachedInfo()
+	if info.AckFloor.Stream <= pos {
+		return nil
+	}
+	c.cfg.Log.WarnContext(ctx, "state database is behind the event log consumer; replaying the stream from the start",
+		"applied_seq", pos, "ack_floor", info.AckFloor.Stream)
+	if err := js.DeleteConsumer(ctx, eventbus.ConvStream, Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("consumer: reset %s: %w", Durable, err)
+	}
+	return nil
+}
+
+// Run consumes until ctx ends.
+func (c *Consumer) Run(ctx context.Context) error {
+	return c.cfg.Bus.Consume(ctx, eventbus.ConsumerConfig{Durable: Durable, BatchSize: c.cfg.BatchSize}, c.Handle)
+}
+
+// CaughtUp reports whether the consumer is at the head of the log: it has
+// applied everything the stream held when it started (so it is neither
+// replaying nor catching up after downtime), and no more than one batch of
+// events is waiting to be delivered. Events of the
+// batch in flight are being applied under row locks, which the sweeper skips
+// (SKIP LOCKED); the one-batch allowance keeps the sweeper from starving
+// under steady traffic, where the consumer is never idle. An event the
+// sweeper overtakes this way still counts: the log orders it before the
+// sweep's conversation_ended (see machine.State.EndSeq).
+func (c *Consumer) CaughtUp(ctx context.Context) (bool, error) {
+	cons, err := c.cfg.Bus.JetStream().Consumer(ctx, eventbus.ConvStream, Durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("consumer: info: %w", err)
+	}
+	info := cons.CachedInfo()
+	c.mu.Lock()
+	// Acknowledged without being applied: dead-lettered events.
+	behind := c.applied < c.horizon && info.AckFloor.Stream < c.horizon
+	c.mu.Unlock()
+	return !behind && info.NumPending <= uint64(c.cfg.BatchSize), nil
+}
+
+// WaitApplied waits until the consumer has committed the event at stream
+// sequence seq, or ctx ends; it reports whether it has.
+func (c *Consumer) WaitApplied(ctx context.Context, seq uint64) bool {
+	for {
+		c.mu.Lock()
+		applied, ch := c.applied, c.changed
+		c.mu.Unlock()
+		if applied >= seq {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-ch:
+		}
+	}
+}
+
+func (c *Consumer) setApplied(seq uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if seq > c.applied {
+		c.applied = seq
+		close(c.changed)
+		c.changed = make(chan struct{})
+	}
+}
+
+// Handle is the eventbus.Handler: it applies a batch in one transaction,
+// then hands the derived effects to the outbox relay.
+func (c *Consumer) Handle(ctx context.Context, batch []*eventbus.Delivery) error {
+	now := c.cfg.Clock()
+	keys := make([]store.Key, 0, len(batch))
+	seen := map[store.Key]bool{}
+	var maxSeq uint64
+	for _, d := range batch {
+		k := store.Key{TenantID: d.Envelope.GetTenantId(), ConversationID: d.Envelope.GetConversationId()}
+		if !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+		maxSeq = max(maxSeq, d.StreamSeq)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].TenantID != keys[j].TenantID {
+			return keys[i].TenantID < keys[j].TenantID
+		}
+		return keys[i].ConversationID < keys[j].ConversationID
+	})
+	endedLater, err := c.loggedEnds(ctx, batch)
+	if err != nil {
+		return err
+	}
+	effects := 0
+	err = c.cfg.Store.Tx(ctx, func(tx pgx.Tx) error {
+		states, err := c.cfg.Store.LockStates(ctx, tx, keys)
+		if err != nil {
+			return err
+		}
+		var change store.Change
+		dirty := map[store.Key]bool{}
+		for _, d := range batch {
+			env := d.Envelope
+			if eventbus.Validate(env) != nil {
+				c.cfg.Log.WarnContext(d.Context(ctx), "skipping an invalid envelope", "subject", d.Subject, "stream_seq", d.StreamSeq)
+				continue
+			}
+			k := store.Key{TenantID: env.GetTenantId(), ConversationID: env.GetConversationId()}
+			before := states[k]
+			ev := machine.Event{Envelope: env, Seq: d.StreamSeq}
+			ev.EndedLater = endedLater[env.GetEventId()]
+			after, out := machine.Apply(before, ev, now)
+			if after.AppliedSeq == before.AppliedSeq {
+				continue // already applied
+			}
+			states[k], dirty[k] = after, true
+			rows, err := outbox.Rows(after, out, env)
+			if err != nil {
+				return err
+			}
+			change.Outbox = append(change.Outbox, rows...)
+			effects += len(rows)
+			if out.Late {
+				c.cfg.Log.InfoContext(d.Context(ctx), "late event recorded", "tenant_id", k.TenantID, "conversation_id", k.ConversationID,
+					"event_id", env.GetEventId(), "kind", eventbus.Kind(env))
+			}
+		}
+		for _, k := range keys {
+			if dirty[k] {
+				change.States = append(change.States, states[k])
+			}
+		}
+		change.Position = maxSeq
+		return c.cfg.Store.Save(ctx, tx, change)
+	})
+	if err != nil {
+		return fmt.Errorf("consumer: apply batch: %w", err)
+	}
+	c.setApplied(maxSeq)
+	if effects > 0 {
+		if err := c.cfg.Relay.Drain(ctx); err != nil {
+			// Committed: the relay retries; the batch can be acknowledged.
+			c.cfg.Log.WarnContext(ctx, "derived events not published yet; the outbox will retry", "err", err)
+			c.cfg.Relay.Kick()
+		}
+	}
+	return nil
+}
+
+// loggedEnds finds the conversation_closed events of the batch that must
+// not end their conversation because the log already holds a later
+// conversation_ended for it that another cause (a sweep, an administrator)
+// produced. That only happens when the state is rebuilt from the log: the
+// end the log records is then the authoritative one. The result is keyed by
+// event id.
+func (c *Consumer) loggedEnds(ctx context.Context, batch []*eventbus.Delivery) (map[string]bool, error) {
+	var out map[string]bool
+	var st jetstream.Stream
+	for _, d := range batch {
+		if d.Envelope.GetConversationClosed() == nil {
+			continue
+		}
+		if st == nil {
+			var err error
+			if st, err = c.cfg.Bus.JetStream().Stream(ctx, eventbus.ConvStream); err != nil {
+				return nil, fmt.Errorf("consumer: stream: %w", err)
+			}
+			out = map[string]bool{}
+		}
+		subject := eventbus.ConvSubject(d.Envelope.GetTenantId(), d.Envelope.GetConversationId(), "conversation_ended")
+		m, err := st.GetLastMsgForSubject(ctx, subject)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("consumer: look up conversation_ended: %w", err)
+		}
+		if m.Sequence <= d.StreamSeq {
+			continue
+		}
+		logged := &eventv1.Envelope{}
+		if err := proto.Unmarshal(m.Data, logged); err != nil {
+			return nil, fmt.Errorf("consumer: decode %s: %w", subject, err)
+		}
+		if logged.GetCausationId() != d.Envelope.GetEventId() {
+			out[d.Envelope.GetEventId()] = true
+		}
+	}
+	return out, nil
+}

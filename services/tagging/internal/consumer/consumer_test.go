@@ -1,0 +1,211 @@
+package consumer_test
+
+import (
+	"context"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/parley-dev/parley/libs/config"
+	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/pgstore"
+	"github.com/parley-dev/parley/libs/testenv"
+	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
+	"github.com/parley-dev/parley/services/tagging/internal/consumer"
+	"github.com/parley-dev/parley/services/tagging/internal/evtest"
+	"github.com/parley-dev/parley/services/tagging/internal/facts"
+	"github.com/parley-dev/parley/services/tagging/internal/rules"
+	"github.com/parley-dev/parley/services/tagging/internal/store"
+	"google.golang.org/protobuf/proto"
+)
+
+func setup(t *testing.T) (*store.Store, *consumer.Consumer) {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := pgstore.Connect(ctx, config.Postgres{URL: testenv.Postgres(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := store.Migrate(ctx, pool, nil); err != nil {
+		t.Fatal(err)
+	}
+	e, err := rules.NewEngine(rules.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.New(pool)
+	return st, consumer.New(consumer.Config{Store: st, Engine: e, Detectors: facts.DefaultSettings()})
+}
+
+func deliveries(first uint64, envs ...*eventv1.Envelope) []*eventbus.Delivery {
+	var out []*eventbus.Delivery
+	for i, e := range envs {
+		out = append(out, &eventbus.Delivery{Envelope: e, StreamSeq: first + uint64(i)})
+	}
+	return out
+}
+
+// outbox returns the kinds queued in the outbox, in order.
+func outbox(t *testing.T, st *store.Store) []string {
+	t.Helper()
+	rows, err := st.PendingOutbox(context.Background(), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range rows {
+		env := &eventv1.Envelope{}
+		if err := proto.Unmarshal(r.Envelope, env); err != nil {
+			t.Fatal(err)
+		}
+		d := ""
+		if ta := env.GetTagApplied(); ta != nil {
+			d = ":" + ta.Tag
+		}
+		if is := env.GetIssueDetected(); is != nil {
+			d = ":" + is.Issue
+		}
+		out = append(out, env.ConversationId+":"+eventbus.Kind(env)+d)
+	}
+	return out
+}
+
+// TestRedeliveryIsANoOp hands the same batch to the handler again, whole and
+// event by event (the consumer's retry path): nothing is applied twice.
+func TestRedeliveryIsANoOp(t *testing.T) {
+	ctx := context.Background()
+	st, c := setup(t)
+	if _, err := st.CreateRule(ctx, store.Rule{TenantID: "acme", RuleID: "r1", Name: "r1", Tag: "three-fallbacks",
+		Expression: "conversation.unidentified_count >= 2", Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	cv := evtest.New("acme", "c1")
+	batch := deliveries(1, cv.Visitor("what is the price?"), cv.Fallback("??"), cv.Visitor("What is the price"), cv.Fallback("??"),
+		cv.Bot("Which plan?", 100), cv.Ended(eventv1.EndReason_END_REASON_STALE_TIMEOUT))
+	if err := c.Handle(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"c1:issue_detected:unidentified-response", "c1:tag_applied:unidentified-response",
+		"c1:issue_detected:repeated-question", "c1:tag_applied:repeated-question",
+		"c1:tag_applied:three-fallbacks",
+		"c1:issue_detected:abandoned-after-bot", "c1:tag_applied:abandoned-after-bot",
+	}
+	if got := outbox(t, st); !slices.Equal(got, want) {
+		t.Fatalf("outbox:\n got  %v\n want %v", got, want)
+	}
+	if err := c.Handle(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range batch {
+		if err := c.Handle(ctx, []*eventbus.Delivery{d}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := outbox(t, st); !slices.Equal(got, want) {
+		t.Fatalf("after redelivery:\n got  %v\n want %v", got, want)
+	}
+	s, err := st.ConversationState(ctx, "acme", "c1")
+	if err != nil || s.AppliedSeq != 6 || s.Facts.UnidentifiedCount != 2 || s.Facts.VisitorMessages != 2 {
+		t.Fatalf("state: %+v %v", s, err)
+	}
+}
+
+// TestRuleChangesReachTheConsumer: a rule change is picked up by the next
+// batch (generation check), with the new version.
+func TestRuleChangesReachTheConsumer(t *testing.T) {
+	ctx := context.Background()
+	st, c := setup(t)
+	if _, err := st.CreateRule(ctx, store.Rule{TenantID: "acme", RuleID: "r1", Name: "r1", Tag: "t", Expression: `event.text == "a"`, Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	cv := evtest.New("acme", "c1")
+	if err := c.Handle(ctx, deliveries(1, cv.Visitor("b"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := outbox(t, st); len(got) != 0 {
+		t.Fatalf("nothing should match yet: %v", got)
+	}
+	if _, err := st.UpdateRule(ctx, "acme", "r1", func(r *store.Rule) (bool, error) { r.Expression = `event.text == "b"`; return true, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Handle(ctx, deliveries(2, cv.Visitor("b"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := outbox(t, st); !slices.Equal(got, []string{"c1:tag_applied:t"}) {
+		t.Fatalf("outbox: %v", got)
+	}
+	applied, err := st.AppliedForRule(ctx, "acme", "r1")
+	if err != nil || len(applied) != 1 || applied[0].RuleVersion != 2 || applied[0].TriggerSeq != 2 {
+		t.Fatalf("applied: %+v %v", applied, err)
+	}
+	// Another tenant's events never meet acme's rules.
+	other := evtest.New("globex", "c1")
+	if err := c.Handle(ctx, deliveries(3, other.Visitor("b"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := outbox(t, st); len(got) != 1 {
+		t.Fatalf("globex was tagged by acme's rule: %v", got)
+	}
+}
+
+// TestOneReplicaConsumes: of two processes, one runs live tagging; the
+// other takes over when it stops.
+func TestOneReplicaConsumes(t *testing.T) {
+	ctx := context.Background()
+	pool, err := pgstore.Connect(ctx, config.Postgres{URL: testenv.Postgres(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	var active, maxActive atomic.Int32
+	started := make(chan int, 2)
+	run := func(id int) func(context.Context) error {
+		return func(ctx context.Context) error {
+			n := active.Add(1)
+			if n > maxActive.Load() {
+				maxActive.Store(n)
+			}
+			started <- id
+			<-ctx.Done()
+			active.Add(-1)
+			return nil
+		}
+	}
+	ctx1, stop1 := context.WithCancel(ctx)
+	ctx2, stop2 := context.WithCancel(ctx)
+	defer stop2()
+	done := make(chan error, 2)
+	go func() { done <- consumer.RunExclusive(ctx1, pool, 42, 20*time.Millisecond, nil, run(1)) }()
+	first := <-started
+	go func() { done <- consumer.RunExclusive(ctx2, pool, 42, 20*time.Millisecond, nil, run(2)) }()
+	select {
+	case id := <-started:
+		t.Fatalf("replica %d started while %d leads", id, first)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if first != 1 {
+		t.Fatalf("first leader %d", first)
+	}
+	stop1()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-started:
+		if id != 2 {
+			t.Fatalf("took over: %d", id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the standby did not take over")
+	}
+	if maxActive.Load() != 1 {
+		t.Fatalf("%d replicas consumed at once", maxActive.Load())
+	}
+	stop2()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
