@@ -4,7 +4,7 @@
 SHELL      := /bin/bash
 BIN        := $(CURDIR)/.bin
 export PATH := $(BIN):$(PATH)
-GO_TOOLS   := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl
+GO_TOOLS   := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/grpcurl
 MODULES    := libs proto services/ingest services/lifecycle services/tagging services/reporting services/notification tools
 PKGS       := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 TEST_FLAGS ?= -count=1 -timeout 15m
