@@ -12,9 +12,11 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -65,6 +67,11 @@ type Options struct {
 	Ports Ports
 	// FreePorts picks free ports for every zero port instead of defaults.
 	FreePorts bool
+	// BinDir, when set, holds the five service binaries (ingest, lifecycle,
+	// tagging, reporting, notification): each then runs as its own process,
+	// configured through PARLEY_* environment variables, instead of inside
+	// this one. The benchmark uses it to measure each service's memory.
+	BinDir string
 	// SyncAlways makes JetStream fsync before acknowledging (production
 	// setting); the local stack defaults to JetStream's lazy flush.
 	SyncAlways bool
@@ -94,6 +101,9 @@ type Stack struct {
 	wg      sync.WaitGroup
 	errc    chan error
 	stopped sync.Once
+	// procs are the service processes when BinDir is set.
+	procs    []*exec.Cmd
+	stopping atomic.Bool
 }
 
 // GRPCAddr returns a service's gRPC address.
@@ -212,7 +222,11 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	st.cancel = cancel
-	if err := st.startServices(runCtx); err != nil {
+	if opts.BinDir != "" {
+		if err := st.startProcesses(); err != nil {
+			return nil, err
+		}
+	} else if err := st.startServices(runCtx); err != nil {
 		return nil, err
 	}
 	if err := st.waitReady(ctx, 90*time.Second); err != nil {
@@ -329,6 +343,9 @@ func (s *Stack) Errors() <-chan error { return s.errc }
 // NATS. It is safe to call more than once.
 func (s *Stack) Stop() {
 	s.stopped.Do(func() {
+		if len(s.procs) > 0 {
+			s.stopProcesses(30 * time.Second)
+		}
 		if s.cancel != nil {
 			s.cancel()
 			s.wg.Wait()
