@@ -119,3 +119,14 @@ func orDefault(v, d string) string {
 	}
 	return v
 }
+
+// PIDs returns the service processes' ids (empty in-process).
+func (s *Stack) PIDs() map[string]int {
+	out := map[string]int{}
+	for i, c := range s.procs {
+		if c.Process != nil {
+			out[Services[i]] = c.Process.Pid
+		}
+	}
+	return out
+}
