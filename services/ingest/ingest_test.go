@@ -19,9 +19,7 @@ import (
 	ingestv1 "github.com/parley-dev/parley/proto/parley/ingest/v1"
 	"github.com/parley-dev/parley/services/ingest"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -50,43 +48,21 @@ func startWith(t testing.TB, syncAlways bool, opts ...func(*ingest.Config)) *fix
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	if err := tenancy.Migrate(ctx, pool, nil); err != nil {
-		t.Fatal(err)
-	}
+	key := testenv.Tenants(t, pgURL, []string{grpcx.ScopeIngest}, "acme")["acme"]
 	store := tenancy.NewStore(pool)
-	if err := store.CreateTenant(ctx, "acme", ""); err != nil {
-		t.Fatal(err)
-	}
-	key, _, err := store.CreateAPIKey(ctx, "acme", "test", []string{grpcx.ScopeIngest})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gport, _ := localinfra.FreePort()
-	aport, _ := localinfra.FreePort()
+	grpcAddr, adminAddr := testenv.Addrs(t)
 	hport, _ := localinfra.FreePort()
 	cfg := ingest.Config{
 		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hport), MaxRequestBytes: 64 << 10, CommitMode: "atomic", CommitMaxEvents: 1000, CommitMaxInFlight: 2, CommitLinger: time.Millisecond,
 		Server: config.Server{ShutdownTimeout: 5 * time.Second}, NATS: config.NATS{URL: n.URL, Replicas: 1, DuplicateWindow: time.Minute},
-		Postgres: config.Postgres{URL: pgURL, MaxConns: 4}, GRPCAddr: fmt.Sprintf("127.0.0.1:%d", gport), AdminAddr: fmt.Sprintf("127.0.0.1:%d", aport),
+		Postgres: config.Postgres{URL: pgURL, MaxConns: 4}, GRPCAddr: grpcAddr, AdminAddr: adminAddr,
 		MaxBatch: 10, MaxTextBytes: 100, MaxFutureSkew: time.Minute, Telemetry: testenv.Telemetry(t, "ingest"),
 	}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- ingest.Run(rctx, cfg) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ingest.Run: %v", err)
-		}
-	})
-	conn, err := grpc.NewClient(cfg.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	testenv.Serve(t, "ingest", func(ctx context.Context) error { return ingest.Run(ctx, cfg) })
+	conn := testenv.Dial(t, cfg.GRPCAddr)
 	f := &fixture{nats: n, client: ingestv1.NewIngestServiceClient(conn), key: key, httpURL: "http://" + cfg.HTTPAddr, store: store}
 	// Wait until the server answers.
 	deadline := time.Now().Add(30 * time.Second)

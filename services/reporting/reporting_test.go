@@ -17,15 +17,11 @@ import (
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/localinfra"
-	"github.com/parley-dev/parley/libs/pgstore"
-	"github.com/parley-dev/parley/libs/tenancy"
 	"github.com/parley-dev/parley/libs/testenv"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
 	"github.com/parley-dev/parley/services/reporting"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -248,52 +244,20 @@ func startEmpty(t testing.TB) *fixture {
 	n := testenv.NATS(t)
 	pgURL := testenv.Postgres(t)
 	db := testenv.ClickHouse(t)
-	pool, err := pgstore.Connect(ctx, config.Postgres{URL: pgURL, MaxConns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := tenancy.Migrate(ctx, pool, nil); err != nil {
-		t.Fatal(err)
-	}
-	store := tenancy.NewStore(pool)
-	for _, tn := range []string{"acme", "globex"} {
-		if err := store.CreateTenant(ctx, tn, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
-	key, _, err := store.CreateAPIKey(ctx, "acme", "test", []string{grpcx.ScopeRead})
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminKey, _, err := store.CreateAPIKey(ctx, "acme", "operator", []string{grpcx.ScopeRead, grpcx.ScopeAdmin})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gport, _ := localinfra.FreePort()
-	aport, _ := localinfra.FreePort()
+	keys := testenv.Tenants(t, pgURL, []string{grpcx.ScopeRead}, "acme", "globex")
+	key := keys["acme"]
+	adminKey := testenv.Tenants(t, pgURL, []string{grpcx.ScopeRead, grpcx.ScopeAdmin}, "ops")["ops"]
+	grpcAddr, adminAddr := testenv.Addrs(t)
 	hport, _ := localinfra.FreePort()
 	cfg := reporting.Config{
 		Server: config.Server{ShutdownTimeout: 5 * time.Second}, NATS: config.NATS{URL: n.URL, Replicas: 1, DuplicateWindow: time.Minute},
 		Postgres: config.Postgres{URL: pgURL, MaxConns: 4}, ClickHouse: config.ClickHouse{Addr: db.Addr, Database: db.Database, User: "default"},
-		GRPCAddr: fmt.Sprintf("127.0.0.1:%d", gport), AdminAddr: fmt.Sprintf("127.0.0.1:%d", aport), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hport),
+		GRPCAddr: grpcAddr, AdminAddr: adminAddr, HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hport),
 		ProjectorBatch: 200, ProjectorMaxWait: 50 * time.Millisecond, QueryTimeout: 10 * time.Second,
 		ShareBaseURL: fmt.Sprintf("http://127.0.0.1:%d", hport), ShareTTL: time.Hour, Telemetry: testenv.Telemetry(t, "reporting"),
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- reporting.Run(rctx, cfg) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("reporting.Run: %v", err)
-		}
-	})
-	conn, err := grpc.NewClient(cfg.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	testenv.Serve(t, "reporting", func(ctx context.Context) error { return reporting.Run(ctx, cfg) })
+	conn := testenv.Dial(t, cfg.GRPCAddr)
 	bus, err := eventbus.Connect(ctx, n.URL, "test", eventbus.Options{Producer: "ingest"})
 	if err != nil {
 		t.Fatal(err)

@@ -16,18 +16,14 @@ import (
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
-	"github.com/parley-dev/parley/libs/localinfra"
 	"github.com/parley-dev/parley/libs/pgstore"
-	"github.com/parley-dev/parley/libs/tenancy"
 	"github.com/parley-dev/parley/libs/testenv"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
 	"github.com/parley-dev/parley/services/tagging"
 	"github.com/parley-dev/parley/services/tagging/internal/evtest"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -54,43 +50,18 @@ func start(t testing.TB, opts ...func(*tagging.Config)) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	if err := tenancy.Migrate(ctx, pool, nil); err != nil {
-		t.Fatal(err)
-	}
-	ts := tenancy.NewStore(pool)
-	f := &fixture{t: t, keys: map[string]string{}, pool: pool}
-	for _, tenant := range []string{"acme", "globex"} {
-		if err := ts.CreateTenant(ctx, tenant, ""); err != nil {
-			t.Fatal(err)
-		}
-		if f.keys[tenant], _, err = ts.CreateAPIKey(ctx, tenant, "test", []string{grpcx.ScopeAdmin}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	gport, _ := localinfra.FreePort()
-	aport, _ := localinfra.FreePort()
+	f := &fixture{t: t, keys: testenv.Tenants(t, pgURL, []string{grpcx.ScopeAdmin}, "acme", "globex"), pool: pool}
+	grpcAddr, adminAddr := testenv.Addrs(t)
 	cfg := tagging.Config{
 		Server: config.Server{ShutdownTimeout: 5 * time.Second}, NATS: config.NATS{URL: n.URL, Replicas: 1, DuplicateWindow: time.Minute},
-		Postgres: config.Postgres{URL: pgURL, MaxConns: 6}, GRPCAddr: fmt.Sprintf("127.0.0.1:%d", gport), AdminAddr: fmt.Sprintf("127.0.0.1:%d", aport),
+		Postgres: config.Postgres{URL: pgURL, MaxConns: 6}, GRPCAddr: grpcAddr, AdminAddr: adminAddr,
 		Telemetry: testenv.Telemetry(t, "tagging"),
 	}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- tagging.Run(rctx, cfg) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("tagging.Run: %v", err)
-		}
-	})
-	conn, err := grpc.NewClient(cfg.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	testenv.Serve(t, "tagging", func(ctx context.Context) error { return tagging.Run(ctx, cfg) })
+	conn := testenv.Dial(t, cfg.GRPCAddr)
 	f.client = taggingv1.NewTaggingServiceClient(conn)
 	if f.bus, err = eventbus.Connect(ctx, n.URL, "test-ingest", eventbus.Options{Producer: "ingest"}); err != nil {
 		t.Fatal(err)
