@@ -75,3 +75,17 @@ conversation-stats: ## Active and ended conversations by end reason and channel,
 	@go build -o $(BIN)/parleyctl ./tools/cmd/parleyctl
 	@f=$${PARLEY_STACK_DIR:-.parley}/demo-api-key; if [ -z "$$PARLEY_API_KEY" ] && [ ! -f "$$f" ]; then echo "no API key: set PARLEY_API_KEY or start the stack with make run (it writes $$f)" >&2; exit 2; fi; \
 	PARLEY_API_KEY="$${PARLEY_API_KEY:-$$(cat "$$f")}" $(BIN)/parleyctl sessions stats
+
+.PHONY: loadgen
+
+loadgen: ## Load the running stack (make run) with the demo key: ARGS="--conversations 5000 --ack-log acks.jsonl", SGD=1 replays ../shared/data/sgd
+	@go build -o $(BIN)/loadgen ./tools/cmd/loadgen
+	@go build -o $(BIN)/parleyctl ./tools/cmd/parleyctl
+	@f=$${PARLEY_STACK_DIR:-.parley}/demo-api-key; if [ -z "$$PARLEY_API_KEY" ] && [ ! -f "$$f" ]; then echo "no API key: set PARLEY_API_KEY or start the stack with make run (it writes $$f)" >&2; exit 2; fi; \
+	sgd=; if [ "$(SGD)" = 1 ]; then sgd="--sgd ../shared/data/sgd"; elif [ -n "$(SGD)" ]; then sgd="--sgd $(SGD)"; fi; \
+	PARLEY_API_KEY="$${PARLEY_API_KEY:-$$(cat "$$f")}" $(BIN)/loadgen $$sgd $(ARGS)
+
+.PHONY: bench
+
+bench: deps tools ## Measure the whole suite on this machine and write BENCHMARKS.md (about 10 minutes; PARLEY_BENCH_PHASE, PARLEY_BENCH_SIZES)
+	go run ./tools/cmd/bench

@@ -1,0 +1,206 @@
+// Package bench measures the whole suite on this machine and writes the
+// results, each next to the ceiling or baseline measured in the same run,
+// to BENCHMARKS.md. It starts everything itself: NATS, PostgreSQL and
+// ClickHouse, and the five services as separate processes (so each one's
+// peak memory can be read), generates traffic with tools/loadgen, and
+// queries through the public gRPC APIs.
+//
+// Measurements, not assertions: targets are reported as met or missed.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/parley-dev/parley/tools/stack"
+)
+
+// Options configure a run.
+type Options struct {
+	// Root is the repository root (service binaries are built from it).
+	Root string
+	// Dir holds the run's data and logs.
+	Dir string
+	// Phase is how long each throughput phase runs (default 20s).
+	Phase time.Duration
+	// Sizes are the conversation counts for query latency (default 100k
+	// and 1M).
+	Sizes []int
+	// Log receives progress.
+	Log io.Writer
+}
+
+// Result is one measured figure.
+type Result struct {
+	Group, Name string
+	Value       float64
+	Unit        string
+	// Reference is the ceiling or baseline this figure is compared with,
+	// measured in the same run (empty when none applies).
+	Reference      string
+	ReferenceValue float64
+	// Ratio is Value / ReferenceValue (or its inverse for latencies, so
+	// that above 1 always means "better than the reference").
+	Ratio float64
+	// Target is the issue's target, and whether it was met.
+	Target string
+	Met    *bool
+	Note   string
+}
+
+// Report is a whole run.
+type Report struct {
+	Started  time.Time
+	Duration time.Duration
+	Machine  string
+	Results  []Result
+	Notes    []string
+}
+
+func (r *Report) add(res Result) { r.Results = append(r.Results, res) }
+
+func (o *Options) defaults() {
+	if o.Phase <= 0 {
+		o.Phase = 20 * time.Second
+	}
+	if len(o.Sizes) == 0 {
+		o.Sizes = []int{100_000, 1_000_000}
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+}
+
+// Run performs every measurement.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	o.defaults()
+	rep := &Report{Started: time.Now(), Machine: machine()}
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(o.Log, time.Now().Format("15:04:05 ")+format+"\n", args...)
+	}
+	bin := filepath.Join(o.Dir, "bin")
+	logf("building service binaries into %s", bin)
+	for _, s := range stack.Services {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, s), "./services/"+s+"/cmd/"+s)
+		cmd.Dir = o.Root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("bench: build %s: %v\n%s", s, err, out)
+		}
+	}
+
+	// The production setting first: JetStream syncs before acknowledging.
+	logf("starting the suite with sync_interval: always")
+	synced, err := startSuite(ctx, o, bin, true)
+	if err != nil {
+		return nil, err
+	}
+	err = func() error {
+		defer synced.Stop()
+		if err := measureIngest(ctx, o, synced, rep, "sync-always", logf); err != nil {
+			return err
+		}
+		if err := measureEndToEnd(ctx, o, synced, rep, logf); err != nil {
+			return err
+		}
+		if err := measureClickHouseCeiling(ctx, synced, rep, logf); err != nil {
+			return err
+		}
+		if err := measureQueries(ctx, o, synced, rep, logf); err != nil {
+			return err
+		}
+		if err := measurePostgresBaseline(ctx, o, synced, rep, logf); err != nil {
+			return err
+		}
+		if err := measureRebuild(ctx, synced, rep, logf); err != nil {
+			return err
+		}
+		measureMemory(synced, rep)
+		return nil
+	}()
+	if err != nil {
+		return nil, err
+	}
+
+	logf("starting the suite with JetStream's default (lazy) sync")
+	lazy, err := startSuite(ctx, o, bin, false)
+	if err != nil {
+		return nil, err
+	}
+	err = func() error {
+		defer lazy.Stop()
+		return measureIngest(ctx, o, lazy, rep, "lazy", logf)
+	}()
+	if err != nil {
+		return nil, err
+	}
+	compareToPostgres(rep)
+	rep.Notes = append(rep.Notes,
+		"Query latencies are measured right after the synthetic conversations are inserted (before ClickHouse has merged their parts) while the services still consume; `go test ./services/reporting -run XXX -bench QueriesAt1M` measures the same queries on a quiet server.",
+		"The PostgreSQL baseline's ingest figure is one transaction per message (insert the message, upsert the conversation) from 16 writers; its dashboard is the same figures as GetDashboard computed with SQL over its tables.",
+		"Per-service CPU can be profiled on the admin ports (`/debug/pprof/profile`).")
+	rep.Duration = time.Since(rep.Started)
+	return rep, nil
+}
+
+func startSuite(ctx context.Context, o Options, bin string, syncAlways bool) (*suite, error) {
+	name := "lazy"
+	if syncAlways {
+		name = "sync"
+	}
+	dir := filepath.Join(o.Dir, "stack-"+name)
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	logs, err := os.Create(filepath.Join(o.Dir, "stack-"+name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	st, err := stack.Start(ctx, stack.Options{Dir: dir, FreePorts: true, SyncAlways: syncAlways, BinDir: bin, DemoTenant: "bench", LogOutput: logs, LogLevel: "warn"})
+	if err != nil {
+		logs.Close()
+		return nil, fmt.Errorf("bench: start suite: %w", err)
+	}
+	return &suite{Stack: st, logs: logs}, nil
+}
+
+type suite struct {
+	*stack.Stack
+	logs *os.File
+}
+
+// Stop stops the suite.
+func (s *suite) Stop() {
+	s.Stack.Stop()
+	_ = s.logs.Close()
+}
+
+func machine() string {
+	cpu := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if name, ok := strings.CutPrefix(line, "model name"); ok {
+				if _, v, ok := strings.Cut(name, ":"); ok {
+					cpu = strings.TrimSpace(v)
+				}
+				break
+			}
+		}
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				mem = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%d cores (%s), %s RAM", runtime.NumCPU(), cpu, mem)
+}

@@ -1,0 +1,463 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/parley-dev/parley/libs/chstore"
+	"github.com/parley-dev/parley/libs/config"
+	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/grpcx"
+	"github.com/parley-dev/parley/libs/pgstore"
+	"github.com/parley-dev/parley/libs/tenancy"
+	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
+	ingestv1 "github.com/parley-dev/parley/proto/parley/ingest/v1"
+	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
+	"github.com/parley-dev/parley/tools/loadgen"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+type logFunc func(format string, args ...any)
+
+func met(ok bool) *bool { return &ok }
+
+// measureIngest reports the raw JetStream publish rate (the ceiling) and
+// ingest's acknowledged events/s with ack latency, for the suite's sync
+// setting.
+func measureIngest(ctx context.Context, o Options, s *suite, rep *Report, setting string, logf logFunc) error {
+	logf("[%s] raw JetStream publish rate", setting)
+	raw, err := rawPublish(ctx, s.NATSURL, o.Phase/2)
+	if err != nil {
+		return err
+	}
+	group := "Ingest (" + setting + ")"
+	rep.add(Result{Group: group, Name: "raw JetStream async publish (ceiling)", Value: raw, Unit: "events/s"})
+	logf("[%s] ingest throughput (loadgen, gRPC Append batches of 100, 16 senders)", setting)
+	st, err := loadgen.Run(ctx, loadgen.Config{
+		IngestAddr: s.GRPCAddr("ingest"), Keys: map[string]string{"bench": s.DemoKey},
+		Conversations: 1_000_000, Duration: o.Phase, Concurrency: 16, Mode: "batch", BatchSize: 100, Seed: 1,
+	})
+	if err != nil {
+		return fmt.Errorf("bench: ingest load: %w", err)
+	}
+	rate := st.EventsPerSecond()
+	res := Result{Group: group, Name: "ingest: events acknowledged", Value: rate, Unit: "events/s",
+		Reference: "raw JetStream publish, same server", ReferenceValue: raw, Ratio: rate / raw,
+		Note: fmt.Sprintf("%d events, %d errors; ack latency per call of 100 events p50 %s, p99 %s", st.Acked, st.Errors, st.AckP50.Round(time.Millisecond), st.AckP99.Round(time.Millisecond))}
+	if setting == "sync-always" {
+		res.Target = "≥ 40,000 events/s and ≥ 50% of raw"
+		res.Met = met(rate >= 40000 && rate >= raw/2)
+	} else {
+		res.Target = "≥ 50% of raw"
+		res.Met = met(rate >= raw/2)
+	}
+	rep.add(res)
+	rep.add(Result{Group: group, Name: "ingest: ack latency p50 (batch of 100)", Value: ms(st.AckP50), Unit: "ms"})
+	rep.add(Result{Group: group, Name: "ingest: ack latency p99 (batch of 100)", Value: ms(st.AckP99), Unit: "ms"})
+	return nil
+}
+
+// rawPublish publishes 400-byte envelopes to a scratch stream on the same
+// server (same storage settings) with asynchronous publishes.
+func rawPublish(ctx context.Context, url string, d time.Duration) (float64, error) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return 0, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4000))
+	if err != nil {
+		return 0, err
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "BENCH_RAW", Subjects: []string{"bench.raw.>"}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute}); err != nil {
+		return 0, err
+	}
+	defer func() { _ = js.DeleteStream(context.Background(), "BENCH_RAW") }()
+	env := &eventv1.Envelope{TenantId: "bench", ConversationId: "raw", Kind: "message_posted", OccurredAt: timestamppb.Now(), RecordedAt: timestamppb.Now(),
+		Payload: &eventv1.Envelope_MessagePosted{MessagePosted: &eventv1.MessagePosted{Role: eventv1.Role_ROLE_VISITOR, Text: strings.Repeat("where is my order? ", 15)}}}
+	start := time.Now()
+	n := 0
+	for time.Since(start) < d {
+		env.EventId = eventbus.NewEventID()
+		data, _ := proto.Marshal(env)
+		m := nats.NewMsg("bench.raw.x")
+		m.Data = data
+		if _, err := js.PublishMsgAsync(m, jetstream.WithMsgID(env.EventId)); err != nil {
+			return 0, err
+		}
+		n++
+		if n%4000 == 0 {
+			<-js.PublishAsyncComplete()
+		}
+	}
+	<-js.PublishAsyncComplete()
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// measureEndToEnd reports the lag from ingest ack to visible in
+// ListConversations at a fixed rate, and sustained end-to-end throughput.
+func measureEndToEnd(ctx context.Context, o Options, s *suite, rep *Report, logf logFunc) error {
+	conn, err := grpc.NewClient(s.GRPCAddr("ingest"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rconn, err := grpc.NewClient(s.GRPCAddr("reporting"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer rconn.Close()
+	in, rp := ingestv1.NewIngestServiceClient(conn), reportingv1.NewReportingServiceClient(rconn)
+	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+s.DemoKey)
+
+	logf("end-to-end lag at 10,000 events/s")
+	lctx, cancel := context.WithTimeout(ctx, o.Phase)
+	defer cancel()
+	var lags []time.Duration
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var loadErr error
+	go func() {
+		defer wg.Done()
+		_, loadErr = loadgen.Run(lctx, loadgen.Config{IngestAddr: s.GRPCAddr("ingest"), Keys: map[string]string{"bench": s.DemoKey},
+			Conversations: 1_000_000, Rate: 10_000, Duration: o.Phase, Concurrency: 8, Mode: "batch", BatchSize: 50, Seed: 2})
+	}()
+	for i := 0; lctx.Err() == nil; i++ {
+		bot := fmt.Sprintf("lag-probe-%d-%d", time.Now().UnixNano(), i)
+		_, err := in.StartConversation(authed, &ingestv1.StartConversationRequest{ConversationId: bot, Conversation: &eventv1.ConversationStarted{BotId: bot}})
+		if err != nil {
+			continue
+		}
+		acked := time.Now()
+		for lctx.Err() == nil {
+			res, err := rp.ListConversations(authed, &reportingv1.ListConversationsRequest{PageSize: 1, Filter: &reportingv1.Filter{BotIds: []string{bot}}})
+			if err == nil && res.TotalCount == 1 {
+				lags = append(lags, time.Since(acked))
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	wg.Wait()
+	if loadErr != nil && ctx.Err() == nil && !errors.Is(loadErr, context.DeadlineExceeded) {
+		logf("lag load: %v", loadErr)
+	}
+	if len(lags) > 0 {
+		p50, p99 := pct(lags, 0.50), pct(lags, 0.99)
+		rep.add(Result{Group: "End to end", Name: "lag ack → visible in ListConversations, p50 (at 10k events/s)", Value: ms(p50), Unit: "ms", Note: fmt.Sprintf("%d probes", len(lags))})
+		rep.add(Result{Group: "End to end", Name: "lag ack → visible in ListConversations, p99 (at 10k events/s)", Value: ms(p99), Unit: "ms", Target: "≤ 2,000 ms", Met: met(p99 <= 2*time.Second)})
+	}
+
+	logf("sustained end-to-end throughput (load as fast as ingest takes it, until everything is projected)")
+	ch, err := chstore.Open(ctx, config.ClickHouse{Addr: s.ClickHouseAddr, Database: "parley", User: "default"})
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	// Start from a drained pipeline.
+	if _, err := waitProjected(ctx, ch, s, 5*time.Minute); err != nil {
+		return err
+	}
+	before, err := countEvents(ctx, ch)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	st, err := loadgen.Run(ctx, loadgen.Config{IngestAddr: s.GRPCAddr("ingest"), Keys: map[string]string{"bench": s.DemoKey},
+		Conversations: 1_000_000, Duration: o.Phase, Concurrency: 16, Mode: "batch", BatchSize: 100, Seed: 3})
+	if err != nil {
+		return err
+	}
+	after, err := waitProjected(ctx, ch, s, 10*time.Minute)
+	if err != nil {
+		return err
+	}
+	took := time.Since(start)
+	projected := after - before
+	rate := float64(projected) / took.Seconds()
+	msgRate := float64(st.Messages) / took.Seconds()
+	rep.add(Result{Group: "End to end", Name: "sustained: events acknowledged and projected", Value: rate, Unit: "events/s",
+		Note: fmt.Sprintf("%d events acknowledged in %s, all projected after %s", st.Acked, st.Elapsed.Round(time.Second), took.Round(time.Second))})
+	rep.add(Result{Group: "End to end", Name: "sustained: messages acknowledged and projected", Value: msgRate, Unit: "messages/s",
+		Target: "≥ 25,000 messages/s", Met: met(msgRate >= 25000)})
+	return nil
+}
+
+// waitProjected waits until the projection holds every event of the
+// stream's client facts, and returns the count.
+func waitProjected(ctx context.Context, ch driver.Conn, s *suite, limit time.Duration) (uint64, error) {
+	nc, err := nats.Connect(s.NATSURL)
+	if err != nil {
+		return 0, err
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	deadline := time.Now().Add(limit)
+	for {
+		stream, err := js.Stream(ctx, eventbus.ConvStream)
+		if err != nil {
+			return 0, err
+		}
+		info, err := stream.Info(ctx)
+		if err != nil {
+			return 0, err
+		}
+		cons, err := js.Consumer(ctx, eventbus.ConvStream, "reporting-projector")
+		if err == nil {
+			ci, err := cons.Info(ctx)
+			if err == nil && ci.AckFloor.Stream >= info.State.LastSeq && ci.NumAckPending == 0 {
+				return countEvents(ctx, ch)
+			}
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("bench: projection did not catch up within %s", limit)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func countEvents(ctx context.Context, ch driver.Conn) (uint64, error) {
+	var n uint64
+	err := ch.QueryRow(ctx, `SELECT count() FROM events`).Scan(&n)
+	return n, err
+}
+
+// measureClickHouseCeiling inserts rows shaped like messages into a scratch
+// table, 10,000 per batch: the most the projector could write.
+func measureClickHouseCeiling(ctx context.Context, s *suite, rep *Report, logf logFunc) error {
+	logf("raw ClickHouse batch insert rate")
+	ch, err := chstore.Open(ctx, config.ClickHouse{Addr: s.ClickHouseAddr, Database: "parley", User: "default"})
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	if err := ch.Exec(ctx, `CREATE TABLE IF NOT EXISTS bench_raw_messages AS messages`); err != nil {
+		return err
+	}
+	defer func() { _ = ch.Exec(context.Background(), `DROP TABLE IF EXISTS bench_raw_messages`) }()
+	const batches, per = 50, 10_000
+	now := time.Now().UTC()
+	text := strings.Repeat("where is my order? ", 15)
+	start := time.Now()
+	for b := range batches {
+		batch, err := ch.PrepareBatch(ctx, `INSERT INTO bench_raw_messages (tenant_id, conversation_id, event_id, message_id, role, text, occurred_at, occurred_at_us, recorded_at, stream_seq)`)
+		if err != nil {
+			return err
+		}
+		for i := range per {
+			n := b*per + i
+			if err := batch.Append("bench", fmt.Sprintf("c-%d", n/10), fmt.Sprintf("e-%d", n), "", "visitor", text, now, now.UnixMicro(), now, uint64(n+1)); err != nil {
+				return err
+			}
+		}
+		if err := batch.Send(); err != nil {
+			return err
+		}
+	}
+	rate := float64(batches*per) / time.Since(start).Seconds()
+	rep.add(Result{Group: "Ceilings", Name: "raw ClickHouse batch insert (10,000 rows per insert)", Value: rate, Unit: "rows/s"})
+	if sustained := find(rep, "sustained: events acknowledged and projected"); sustained != nil {
+		sustained.Reference, sustained.ReferenceValue, sustained.Ratio = "raw ClickHouse insert", rate, sustained.Value/rate
+	}
+	return nil
+}
+
+// measureQueries inserts synthetic conversations (one tenant per size)
+// directly into ClickHouse and measures ListConversations and GetDashboard.
+func measureQueries(ctx context.Context, o Options, s *suite, rep *Report, logf logFunc) error {
+	ch, err := chstore.Open(ctx, config.ClickHouse{Addr: s.ClickHouseAddr, Database: "parley", User: "default"})
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	pool, err := pgstore.Connect(ctx, config.Postgres{URL: s.PostgresURL, MaxConns: 2})
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	conn, err := grpc.NewClient(s.GRPCAddr("reporting"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rp := reportingv1.NewReportingServiceClient(conn)
+	for _, n := range o.Sizes {
+		tenant := fmt.Sprintf("q%d", n)
+		key, err := tenantKey(ctx, pool, tenant)
+		if err != nil {
+			return err
+		}
+		logf("generating %d conversations for tenant %s", n, tenant)
+		if err := syntheticConversations(ctx, ch, tenant, n); err != nil {
+			return err
+		}
+		authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+key)
+		label := humanCount(n)
+		cases := []struct {
+			name string
+			call func() error
+			tgt  time.Duration
+		}{
+			{"ListConversations, default view (last 24 h)", func() error {
+				_, err := rp.ListConversations(authed, &reportingv1.ListConversationsRequest{PageSize: 50})
+				return err
+			}, 150 * time.Millisecond},
+			{"ListConversations, last 30 days + status + channel + tag", func() error {
+				_, err := rp.ListConversations(authed, &reportingv1.ListConversationsRequest{PageSize: 50, Filter: &reportingv1.Filter{
+					TimeRange: &reportingv1.TimeRange{Preset: "last_30_days"}, Statuses: []string{"ended"},
+					Channels: []eventv1.Channel{eventv1.Channel_CHANNEL_WHATSAPP}, Tags: []string{"unidentified-response"}}})
+				return err
+			}, 150 * time.Millisecond},
+			{"ListConversations, all time", func() error {
+				_, err := rp.ListConversations(authed, &reportingv1.ListConversationsRequest{PageSize: 50, Filter: &reportingv1.Filter{TimeRange: &reportingv1.TimeRange{Preset: "all_time"}}})
+				return err
+			}, 150 * time.Millisecond},
+			{"GetDashboard, last 7 days", func() error {
+				_, err := rp.GetDashboard(authed, &reportingv1.GetDashboardRequest{Filter: &reportingv1.Filter{TimeRange: &reportingv1.TimeRange{Preset: "last_7_days"}}})
+				return err
+			}, 300 * time.Millisecond},
+			{"GetDashboard, all time", func() error {
+				_, err := rp.GetDashboard(authed, &reportingv1.GetDashboardRequest{Filter: &reportingv1.Filter{TimeRange: &reportingv1.TimeRange{Preset: "all_time"}}})
+				return err
+			}, 300 * time.Millisecond},
+		}
+		for _, c := range cases {
+			var ds []time.Duration
+			for range 20 {
+				st := time.Now()
+				if err := c.call(); err != nil {
+					return fmt.Errorf("bench: %s: %w", c.name, err)
+				}
+				ds = append(ds, time.Since(st))
+			}
+			p50, p95 := pct(ds, 0.5), pct(ds, 0.95)
+			rep.add(Result{Group: "Queries at " + label + " conversations", Name: c.name + ", p50", Value: ms(p50), Unit: "ms"})
+			r := Result{Group: "Queries at " + label + " conversations", Name: c.name + ", p95", Value: ms(p95), Unit: "ms"}
+			if n >= 1_000_000 {
+				r.Target = fmt.Sprintf("p95 ≤ %d ms", c.tgt.Milliseconds())
+				r.Met = met(p95 <= c.tgt)
+			}
+			rep.add(r)
+		}
+	}
+	return nil
+}
+
+// syntheticConversations fills the conversations and messages tables for a
+// tenant with n conversations spread over 60 days, inside ClickHouse.
+func syntheticConversations(ctx context.Context, ch driver.Conn, tenant string, n int) error {
+	now := time.Now().UnixMicro()
+	step := int64(60*24*time.Hour/time.Microsecond) / int64(n)
+	if err := ch.Exec(ctx, fmt.Sprintf(`INSERT INTO conversations (tenant_id, conversation_id, started_at, started_at_us, last_activity_at, status, end_reason,
+			bot_id, channel, platform, type, visitor_name, country, city, message_count, visitor_messages, bot_messages, tags, goals, leads, taken_over,
+			flows_started, flow_drops, cost_micros, engagement, version)
+		SELECT '%[1]s', concat('q-', toString(number)), toDateTime(intDiv(ts, 1000000)), ts, toDateTime(intDiv(ts, 1000000) + 300),
+			if(number %% 3 = 0, 'active', 'ended'), if(number %% 3 = 0, '', 'visitor_closed'),
+			concat('bot-', toString(number %% 5)), ['web_widget', 'whatsapp', 'telegram', 'api'][number %% 4 + 1], ['desktop', 'mobile_web', 'app'][number %% 3 + 1],
+			if(number %% 10 = 0, 'test', 'live'), concat('Visitor ', toString(number)), ['DE', 'FR', 'US', 'GB', 'BR'][number %% 5 + 1], 'City',
+			toUInt32(number %% 12 + 1), toUInt32(number %% 6), toUInt32(number %% 6 + 1),
+			if(number %% 7 = 0, ['unidentified-response'], emptyArrayString()), if(number %% 11 = 0, ['purchase'], emptyArrayString()),
+			toUInt32(number %% 13 = 0), toUInt8(number %% 17 = 0),
+			if(number %% 2 = 0, ['checkout'], emptyArrayString()), if(number %% 8 = 0, ['checkout/pay/n2'], emptyArrayString()),
+			toInt64(number %% 1000), ['no_reply', 'engaged', 'completed', 'goal_completed'][number %% 4 + 1], number + 1
+		FROM (SELECT number, %[2]d - toInt64(number) * %[3]d AS ts FROM system.numbers LIMIT %[4]d)`, tenant, now, step, n)); err != nil {
+		return fmt.Errorf("bench: synthetic conversations: %w", err)
+	}
+	return nil
+}
+
+// tenantKey creates a tenant with a read key.
+func tenantKey(ctx context.Context, pool *pgxpool.Pool, tenant string) (string, error) {
+	store := tenancy.NewStore(pool)
+	if err := store.CreateTenant(ctx, tenant, "benchmark"); err != nil && !errors.Is(err, tenancy.ErrExists) {
+		return "", err
+	}
+	key, _, err := store.CreateAPIKey(ctx, tenant, "bench", []string{grpcx.ScopeRead})
+	return key, err
+}
+
+// measureRebuild rebuilds every projection from the log (by now it holds
+// every event of the run) and reports the replay rate.
+func measureRebuild(ctx context.Context, s *suite, rep *Report, logf logFunc) error {
+	logf("projection rebuild")
+	conn, err := grpc.NewClient(s.GRPCAddr("reporting"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+s.DemoKey)
+	stream, err := reportingv1.NewReportingServiceClient(conn).RebuildProjections(authed, &reportingv1.RebuildProjectionsRequest{})
+	if err != nil {
+		return err
+	}
+	var last *reportingv1.RebuildProgress
+	for {
+		p, err := stream.Recv()
+		if err != nil {
+			break
+		}
+		last = p
+	}
+	if last == nil || last.Phase != "done" {
+		return fmt.Errorf("bench: rebuild did not finish: %v", last)
+	}
+	rep.add(Result{Group: "Projections", Name: "rebuild: events replayed into fresh tables", Value: last.EventsPerSecond, Unit: "events/s",
+		Note: fmt.Sprintf("%d events in %.1f s", last.Events, last.ElapsedSeconds)})
+	return nil
+}
+
+// measureMemory reports each service's peak resident memory over the whole
+// synced run (ingest at full speed and at 10k events/s included).
+func measureMemory(s *suite, rep *Report) {
+	rss := s.PeakRSS()
+	names := make([]string, 0, len(rss))
+	for n := range rss {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		mb := float64(rss[n]) / (1 << 20)
+		rep.add(Result{Group: "Memory", Name: n + ": peak resident memory (whole run)", Value: mb, Unit: "MB", Target: "< 150 MB", Met: met(mb < 150)})
+	}
+}
+
+func pct(ds []time.Duration, p float64) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[int(p*float64(len(s)-1))]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func humanCount(n int) string {
+	switch {
+	case n >= 1_000_000 && n%1_000_000 == 0:
+		return fmt.Sprintf("%dM", n/1_000_000)
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return fmt.Sprint(n)
+}
+
+func find(rep *Report, name string) *Result {
+	for i := range rep.Results {
+		if rep.Results[i].Name == name {
+			return &rep.Results[i]
+		}
+	}
+	return nil
+}

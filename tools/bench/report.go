@@ -1,0 +1,82 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// WriteMarkdown renders the report as BENCHMARKS.md.
+func (r *Report) WriteMarkdown(w io.Writer, command string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Benchmarks\n\n")
+	fmt.Fprintf(&b, "Measured by `%s` (tools/bench) on %s UTC; the run took %s.\n\n", command, r.Started.UTC().Format("2006-01-02 15:04"), r.Duration.Round(time.Second))
+	fmt.Fprintf(&b, "Machine: %s. Everything ran on it at once: NATS JetStream (embedded, file storage), PostgreSQL 15, ClickHouse 18.16, and the five services as separate processes. ", r.Machine)
+	b.WriteString("Each figure stands next to the ceiling or baseline measured in the same run, because these machines are shared and noisy: the ratio is the figure to compare across runs. Targets are the ones in the issue; misses are information.\n\n")
+	group := ""
+	for _, res := range r.Results {
+		if res.Group != group {
+			group = res.Group
+			fmt.Fprintf(&b, "\n## %s\n\n| Measurement | Value | Reference (same run) | Ratio | Target | Met |\n|---|---|---|---|---|---|\n", group)
+		}
+		ref, ratio := "", ""
+		if res.Reference != "" {
+			ref = fmt.Sprintf("%s: %s", res.Reference, num(res.ReferenceValue))
+			ratio = fmt.Sprintf("%.2f×", res.Ratio)
+		}
+		metCell := ""
+		if res.Met != nil {
+			metCell = "no"
+			if *res.Met {
+				metCell = "yes"
+			}
+		}
+		name := res.Name
+		if res.Note != "" {
+			name += " (" + res.Note + ")"
+		}
+		fmt.Fprintf(&b, "| %s | %s %s | %s | %s | %s | %s |\n", name, num(res.Value), res.Unit, ref, ratio, res.Target, metCell)
+	}
+	b.WriteString("\n## How to reproduce\n\n")
+	b.WriteString("```sh\nmake bench                      # everything above; writes BENCHMARKS.md\n")
+	b.WriteString("PARLEY_BENCH_PHASE=60s make bench # longer throughput phases\n")
+	b.WriteString("go test ./services/ingest -run XXX -bench Append -benchtime 20000x          # ingest alone, both sync settings\n")
+	b.WriteString("go test ./libs/eventbus -run XXX -bench GroupCommit -benchtime 20000x       # group commit against raw publish\n")
+	b.WriteString("go test ./services/reporting -run XXX -bench QueriesAt1M -benchtime 20x     # queries at 1M conversations\n")
+	b.WriteString("go test ./services/tagging -run '^$' -bench TaggingConsumer -benchtime 20000x # tagging with 10 and 100 rules\n```\n")
+	if len(r.Notes) > 0 {
+		b.WriteString("\n## Notes\n\n")
+		for _, n := range r.Notes {
+			b.WriteString("- " + n + "\n")
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func num(v float64) string {
+	switch {
+	case v >= 100:
+		return groupThousands(fmt.Sprintf("%.0f", v))
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+func groupThousands(s string) string {
+	n := len(s)
+	if n <= 3 {
+		return s
+	}
+	var out []byte
+	for i := range n {
+		if i > 0 && (n-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
