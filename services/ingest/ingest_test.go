@@ -15,6 +15,7 @@ import (
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/tenancy"
 	"github.com/parley-dev/parley/libs/testenv"
+	"github.com/parley-dev/parley/libs/testsvc"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	ingestv1 "github.com/parley-dev/parley/proto/parley/ingest/v1"
 	"github.com/parley-dev/parley/services/ingest"
@@ -48,9 +49,9 @@ func startWith(t testing.TB, syncAlways bool, opts ...func(*ingest.Config)) *fix
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	key := testenv.Tenants(t, pgURL, []string{grpcx.ScopeIngest}, "acme")["acme"]
+	key := testsvc.Tenants(t, pgURL, []string{grpcx.ScopeIngest}, "acme")["acme"]
 	store := tenancy.NewStore(pool)
-	grpcAddr, adminAddr := testenv.Addrs(t)
+	grpcAddr, adminAddr := testsvc.Addrs(t)
 	hport, _ := localinfra.FreePort()
 	cfg := ingest.Config{
 		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hport), MaxRequestBytes: 64 << 10, CommitMode: "atomic", CommitMaxEvents: 1000, CommitMaxInFlight: 2, CommitLinger: time.Millisecond,
@@ -61,8 +62,8 @@ func startWith(t testing.TB, syncAlways bool, opts ...func(*ingest.Config)) *fix
 	for _, o := range opts {
 		o(&cfg)
 	}
-	testenv.Serve(t, "ingest", func(ctx context.Context) error { return ingest.Run(ctx, cfg) })
-	conn := testenv.Dial(t, cfg.GRPCAddr)
+	testsvc.Serve(t, "ingest", func(ctx context.Context) error { return ingest.Run(ctx, cfg) })
+	conn := testsvc.Dial(t, cfg.GRPCAddr)
 	f := &fixture{nats: n, client: ingestv1.NewIngestServiceClient(conn), key: key, httpURL: "http://" + cfg.HTTPAddr, store: store}
 	// Wait until the server answers.
 	deadline := time.Now().Add(30 * time.Second)

@@ -18,6 +18,7 @@ import (
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/localinfra"
 	"github.com/parley-dev/parley/libs/testenv"
+	"github.com/parley-dev/parley/libs/testsvc"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
 	"github.com/parley-dev/parley/services/reporting"
@@ -233,7 +234,33 @@ func start(t *testing.T) *fixture {
 		}
 	}
 	f.waitTotal(t, &reportingv1.Filter{TimeRange: &reportingv1.TimeRange{Preset: "all_time"}}, 60)
+	f.waitProjected(t)
 	return f
+}
+
+// waitProjected waits until the projector has acknowledged every event in
+// the stream (conversation rows appear before all their events are in).
+func (f *fixture) waitProjected(t testing.TB) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		last, err := f.bus.LastSequence(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := f.bus.JetStream().Consumer(ctx, eventbus.ConvStream, "reporting-projector")
+		if err == nil {
+			info, err := c.Info(ctx)
+			if err == nil && info.AckFloor.Stream >= last && info.NumAckPending == 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("projector did not catch up")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // startEmpty runs reporting over fresh NATS, PostgreSQL and ClickHouse with
@@ -244,10 +271,10 @@ func startEmpty(t testing.TB) *fixture {
 	n := testenv.NATS(t)
 	pgURL := testenv.Postgres(t)
 	db := testenv.ClickHouse(t)
-	keys := testenv.Tenants(t, pgURL, []string{grpcx.ScopeRead}, "acme", "globex")
+	keys := testsvc.Tenants(t, pgURL, []string{grpcx.ScopeRead}, "acme", "globex")
 	key := keys["acme"]
-	adminKey := testenv.Tenants(t, pgURL, []string{grpcx.ScopeRead, grpcx.ScopeAdmin}, "ops")["ops"]
-	grpcAddr, adminAddr := testenv.Addrs(t)
+	adminKey := testsvc.Tenants(t, pgURL, []string{grpcx.ScopeRead, grpcx.ScopeAdmin}, "ops")["ops"]
+	grpcAddr, adminAddr := testsvc.Addrs(t)
 	hport, _ := localinfra.FreePort()
 	cfg := reporting.Config{
 		Server: config.Server{ShutdownTimeout: 5 * time.Second}, NATS: config.NATS{URL: n.URL, Replicas: 1, DuplicateWindow: time.Minute},
@@ -256,8 +283,8 @@ func startEmpty(t testing.TB) *fixture {
 		ProjectorBatch: 200, ProjectorMaxWait: 50 * time.Millisecond, QueryTimeout: 10 * time.Second,
 		ShareBaseURL: fmt.Sprintf("http://127.0.0.1:%d", hport), ShareTTL: time.Hour, Telemetry: testenv.Telemetry(t, "reporting"),
 	}
-	testenv.Serve(t, "reporting", func(ctx context.Context) error { return reporting.Run(ctx, cfg) })
-	conn := testenv.Dial(t, cfg.GRPCAddr)
+	testsvc.Serve(t, "reporting", func(ctx context.Context) error { return reporting.Run(ctx, cfg) })
+	conn := testsvc.Dial(t, cfg.GRPCAddr)
 	bus, err := eventbus.Connect(ctx, n.URL, "test", eventbus.Options{Producer: "ingest"})
 	if err != nil {
 		t.Fatal(err)
@@ -411,6 +438,7 @@ func TestPaginationIsStableUnderIngest(t *testing.T) {
 		}
 	}
 	f.waitTotal(t, fl, 63)
+	f.waitProjected(t)
 	ids := []string{}
 	for _, c := range first.Conversations {
 		ids = append(ids, c.ConversationId)
@@ -796,6 +824,7 @@ func TestRebuildSwapsInFreshProjections(t *testing.T) {
 		t.Fatalf("damage survived the rebuild: %v", ids)
 	}
 	f.waitTotal(t, fl, 64)
+	f.waitProjected(t)
 	after, err := f.client.RunReport(f.ctx(), &reportingv1.RunReportRequest{Kind: "sessions", Filter: fl})
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/testenv"
+	"github.com/parley-dev/parley/libs/testsvc"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
 	"github.com/parley-dev/parley/services/tagging"
@@ -50,8 +51,8 @@ func start(t testing.TB, opts ...func(*tagging.Config)) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	f := &fixture{t: t, keys: testenv.Tenants(t, pgURL, []string{grpcx.ScopeAdmin}, "acme", "globex"), pool: pool}
-	grpcAddr, adminAddr := testenv.Addrs(t)
+	f := &fixture{t: t, keys: testsvc.Tenants(t, pgURL, []string{grpcx.ScopeAdmin}, "acme", "globex"), pool: pool}
+	grpcAddr, adminAddr := testsvc.Addrs(t)
 	cfg := tagging.Config{
 		Server: config.Server{ShutdownTimeout: 5 * time.Second}, NATS: config.NATS{URL: n.URL, Replicas: 1, DuplicateWindow: time.Minute},
 		Postgres: config.Postgres{URL: pgURL, MaxConns: 6}, GRPCAddr: grpcAddr, AdminAddr: adminAddr,
@@ -60,8 +61,8 @@ func start(t testing.TB, opts ...func(*tagging.Config)) *fixture {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	testenv.Serve(t, "tagging", func(ctx context.Context) error { return tagging.Run(ctx, cfg) })
-	conn := testenv.Dial(t, cfg.GRPCAddr)
+	testsvc.Serve(t, "tagging", func(ctx context.Context) error { return tagging.Run(ctx, cfg) })
+	conn := testsvc.Dial(t, cfg.GRPCAddr)
 	f.client = taggingv1.NewTaggingServiceClient(conn)
 	if f.bus, err = eventbus.Connect(ctx, n.URL, "test-ingest", eventbus.Options{Producer: "ingest"}); err != nil {
 		t.Fatal(err)

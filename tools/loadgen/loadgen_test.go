@@ -41,10 +41,10 @@ type fakeIngest struct {
 	// endOnClose ends a conversation once its close is stored, as lifecycle
 	// does: later events of it, retries included, are refused.
 	endOnClose bool
-	// throttleNth: every throttleNth batch is refused with
-	// ResourceExhausted (and a retry delay) before anything is stored.
+	// throttleNth: the second batch of every throttleNth stream is refused
+	// with ResourceExhausted (and a retry delay); the first stays stored.
 	throttleNth int
-	batches     int
+	streams     int
 	errs        []string
 }
 
@@ -82,11 +82,6 @@ func (f *fakeIngest) appendBatch(ctx context.Context, events []*eventv1.Envelope
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.batches++
-	if f.throttleNth > 0 && f.batches%f.throttleNth == 0 {
-		st, _ := status.New(codes.ResourceExhausted, "tenant is over its ingest rate limit").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(5 * time.Millisecond)})
-		return nil, st.Err()
-	}
 	for i, e := range events {
 		if f.ended[tenant+"/"+e.ConversationId] {
 			return nil, status.Errorf(codes.FailedPrecondition, "events[%d]: conversation %s ended at 2026-01-01T00:00:00Z (visitor_closed); it accepts no more events", i, e.ConversationId)
@@ -129,13 +124,21 @@ func (f *fakeIngest) Append(ctx context.Context, req *ingestv1.AppendRequest) (*
 
 func (f *fakeIngest) AppendStream(s ingestv1.IngestService_AppendStreamServer) error {
 	out := &ingestv1.AppendResponse{}
-	for {
+	f.mu.Lock()
+	f.streams++
+	throttled := f.throttleNth > 0 && f.streams%f.throttleNth == 0
+	f.mu.Unlock()
+	for batch := 0; ; batch++ {
 		req, err := s.Recv()
 		if errors.Is(err, io.EOF) {
 			return s.SendAndClose(out)
 		}
 		if err != nil {
 			return err
+		}
+		if throttled && batch == 1 {
+			st, _ := status.New(codes.ResourceExhausted, "tenant is over its ingest rate limit").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(5 * time.Millisecond)})
+			return st.Err()
 		}
 		res, err := f.appendBatch(s.Context(), req.Events)
 		if err != nil {
@@ -378,11 +381,11 @@ func TestRunUnreachable(t *testing.T) {
 // stream meets a conversation that an earlier attempt ended.
 func TestRunStreamThrottled(t *testing.T) {
 	f := newFake(keyMap())
-	f.endOnClose, f.throttleNth = true, 3
+	f.endOnClose, f.throttleNth = true, 4
 	var log bytes.Buffer
 	var errs []error
 	var mu sync.Mutex
-	st, err := Run(context.Background(), Config{IngestAddr: f.start(t), Keys: testKeys, Conversations: 150, Mode: ModeStream, BatchSize: 20,
+	st, err := Run(context.Background(), Config{IngestAddr: f.start(t), Keys: testKeys, Conversations: 80, Mode: ModeStream, BatchSize: 20,
 		Concurrency: 4, Seed: 8, AckLog: &log, OnError: func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() }})
 	if err != nil {
 		t.Fatal(err)
@@ -390,7 +393,7 @@ func TestRunStreamThrottled(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatalf("%d calls failed, first: %v", len(errs), errs[0])
 	}
-	checkRun(t, f, st, &log, 150)
+	checkRun(t, f, st, &log, 80)
 	if st.Duplicates == 0 || st.Closes == 0 {
 		t.Fatalf("stats: %+v", st)
 	}

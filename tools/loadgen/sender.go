@@ -79,7 +79,7 @@ func (it item) env() *eventv1.Envelope { return it.a.conv.Events[it.idx] }
 type worker struct {
 	r        *runner
 	rng      *rand.Rand
-	window   int
+	window   int // conversations in flight per tenant served
 	byTenant map[string][]*active
 	order    []string // tenants with conversations in flight, round robin
 	rr       int
@@ -87,7 +87,9 @@ type worker struct {
 }
 
 func newWorker(r *runner, id int) *worker {
-	window := max(r.cfg.BatchSize/2, 1)
+	// About BatchSize conversations per tenant, at 1-3 events each, fill a
+	// request in one pass.
+	window := r.cfg.BatchSize
 	if r.cfg.Mode == ModeSingle {
 		window = singleWindow
 	}
@@ -97,9 +99,12 @@ func newWorker(r *runner, id int) *worker {
 func (w *worker) stopping() bool { return w.r.stopCtx.Err() != nil }
 
 // refill takes new conversations from the source, a few at a time so that
-// workers share a small run and traffic ramps up gradually.
+// workers share a small run and traffic ramps up over a few calls.
 func (w *worker) refill() {
-	for k := max(w.window/8, 1); k > 0 && w.n < w.window; k-- {
+	// The window grows with the tenants the worker serves (requests are per
+	// tenant), up to four times its base.
+	limit := w.window * min(max(len(w.order), 1), 4)
+	for k := max(w.window/4, 2); k > 0 && w.n < limit; k-- {
 		c := w.r.src.take()
 		if c == nil {
 			return
@@ -155,8 +160,9 @@ func (w *worker) run(ctx context.Context) error {
 }
 
 // plan builds the requests of one call for a tenant: each takes a short run
-// of consecutive events (1-3) from each conversation in turn until it is
-// full. A stream call carries several requests; a conversation's events in
+// of consecutive events (1-3) from each conversation in flight, up to the
+// batch size, as a bot runtime would send what happened in its
+// conversations since its last call. A stream call carries several requests; a conversation's events in
 // later requests follow its events in earlier ones. Closes go only into a
 // stream's last request: ingest refuses every event of an ended conversation
 // (before it deduplicates), so a stream cut short after an earlier request
@@ -176,18 +182,14 @@ func (w *worker) plan(tenant string) [][]item {
 	for k := range n {
 		closes := k == n-1
 		var req []item
-		for progress := true; progress && len(req) < w.r.cfg.BatchSize; {
-			progress = false
-			for j := range list {
-				a := list[(offset+j)%len(list)]
-				for take := min(1+w.rng.IntN(3), w.r.cfg.BatchSize-len(req)); take > 0 && pos[a] < len(a.conv.Events); take-- {
-					if !closes && a.conv.Events[pos[a]].GetConversationClosed() != nil {
-						break
-					}
-					req = append(req, item{a, pos[a]})
-					pos[a]++
-					progress = true
+		for j := range list {
+			a := list[(offset+j)%len(list)]
+			for take := min(1+w.rng.IntN(3), w.r.cfg.BatchSize-len(req)); take > 0 && pos[a] < len(a.conv.Events); take-- {
+				if !closes && a.conv.Events[pos[a]].GetConversationClosed() != nil {
+					break
 				}
+				req = append(req, item{a, pos[a]})
+				pos[a]++
 			}
 		}
 		if len(req) > 0 {

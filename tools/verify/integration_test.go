@@ -89,9 +89,9 @@ func TestExactnessUnderLoad(t *testing.T) {
 	cfg := verify.Config{
 		NATSURL: st.NATSURL, PostgresURL: st.PostgresURL,
 		ClickHouse: config.ClickHouse{Addr: st.ClickHouseAddr, Database: "parley"},
-		Settle:     45 * time.Second, Stable: 10 * time.Second,
-		Progress: func(round int, pending []verify.Problem) {
-			t.Logf("verify round %d: %d kinds of discrepancy pending (first: %s %s, %d)", round, len(pending), pending[0].Tenant, pending[0].Check, pending[0].Count)
+		Settle:     45 * time.Second,
+		Progress: func(r verify.Round) {
+			t.Logf("verify round %d: %d kinds of discrepancy pending (first: %s %s, %d); behind: %v", r.N, len(r.Pending), r.Pending[0].Tenant, r.Pending[0].Check, r.Pending[0].Count, r.Behind)
 		},
 	}
 	check := func(acks []loadgen.Ack) *verify.Report {

@@ -47,12 +47,29 @@ type Config struct {
 	// (default 60s).
 	Settle time.Duration
 	// Stable ends the wait early once no count has changed for this long
-	// (default 10s): the projections have stopped moving.
+	// (default 30s), even while lifecycle or reporting still have events
+	// to process.
 	Stable time.Duration
 	// Poll is the pause between rounds (default 500ms).
 	Poll time.Duration
-	// Progress, when set, is told about each round while waiting.
-	Progress func(round int, pending []Problem)
+	// Progress, when set, is told about each round that leaves
+	// discrepancies that may still resolve.
+	Progress func(Round)
+}
+
+// The durable consumers whose work verify waits for.
+const (
+	LifecycleConsumer = "lifecycle"
+	ReportingConsumer = "reporting-projector"
+)
+
+// Round is one round of checks while waiting for lifecycle and reporting.
+type Round struct {
+	N       int
+	Pending []Problem
+	// Behind is how many events each durable consumer (lifecycle,
+	// reporting-projector) has not processed yet; missing when unknown.
+	Behind map[string]uint64
 }
 
 // Problem is one kind of discrepancy (or, in Report.Notes, of noteworthy
@@ -149,7 +166,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		cfg.Settle = 60 * time.Second
 	}
 	if cfg.Stable <= 0 {
-		cfg.Stable = 10 * time.Second
+		cfg.Stable = 30 * time.Second
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = 500 * time.Millisecond
@@ -192,8 +209,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		changed               = began
 		rep                   *Report
 		streamTime, storeTime time.Duration
+		caughtUp              bool // in the previous round
 	)
 	for round := 1; ; round++ {
+		// Read the consumers' backlog first: if it is empty now, everything
+		// read below reflects all events acknowledged so far.
+		behind := backlog(ctx, bus)
 		t0 := time.Now()
 		if err := scanStream(ctx, bus, exp); err != nil {
 			return nil, err
@@ -216,20 +237,49 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return rep, nil
 		}
 		if cfg.Progress != nil {
-			cfg.Progress(round, pending)
+			cfg.Progress(Round{N: round, Pending: pending, Behind: behind})
 		}
-		if fp := rep.fingerprint(); fp != fingerprint {
+		fp := rep.fingerprint()
+		same := fp == fingerprint
+		if !same {
 			fingerprint, changed = fp, time.Now()
 		}
-		if time.Since(changed) >= cfg.Stable || time.Since(began) >= cfg.Settle {
+		// Done waiting: lifecycle and reporting had nothing left to do in
+		// two rounds in a row and nothing changed in between (what remains
+		// is real), nothing changed for Stable, or Settle is over.
+		idle := len(behind) == 2
+		for _, n := range behind {
+			idle = idle && n == 0
+		}
+		if (idle && caughtUp && same) || time.Since(changed) >= cfg.Stable || time.Since(began) >= cfg.Settle {
 			return rep, nil
 		}
+		caughtUp = idle
 		select {
 		case <-ctx.Done():
 			return rep, ctx.Err()
 		case <-time.After(cfg.Poll):
 		}
 	}
+}
+
+// backlog returns the events each durable consumer has not processed (not
+// yet delivered or not yet acknowledged); consumers that cannot be asked
+// are left out.
+func backlog(ctx context.Context, bus *eventbus.Bus) map[string]uint64 {
+	out := map[string]uint64{}
+	for _, name := range []string{LifecycleConsumer, ReportingConsumer} {
+		c, err := bus.JetStream().Consumer(ctx, eventbus.ConvStream, name)
+		if err != nil {
+			continue
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			continue
+		}
+		out[name] = info.NumPending + uint64(info.NumAckPending)
+	}
+	return out
 }
 
 // final tells whether a check's outcome cannot change by waiting: the

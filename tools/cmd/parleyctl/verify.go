@@ -35,8 +35,9 @@ func (a *app) verifyCmd() *cobra.Command {
   - lifecycle's state in PostgreSQL (lifecycle_conversations): every conversation is known, every closed one ended;
   - reporting's ClickHouse tables: events FINAL (producer ingest), messages FINAL, conversations FINAL
     (rows, sum of message_count, ended ones) match what was acknowledged.
-Lifecycle and reporting catch up asynchronously: their checks are repeated until they pass, stop changing
-(--stable) or --settle is over. Prints a table per tenant and "OK: 0 lost, 0 duplicated, N conversations
+Lifecycle and reporting catch up asynchronously: their checks are repeated until they pass, until both
+durable consumers (lifecycle, reporting-projector) have nothing left to process and the counts hold still,
+until no count has changed for --stable, or until --settle is over. Prints a table per tenant and "OK: 0 lost, 0 duplicated, N conversations
 ended once", or the discrepancies with the first 20 ids of each; the exit status is 1 on any discrepancy.`,
 		Example: "  loadgen --conversations 2000 --ack-log acks.jsonl && parleyctl verify --acks acks.jsonl",
 		Args:    cobra.NoArgs,
@@ -52,10 +53,11 @@ ended once", or the discrepancies with the first 20 ids of each; the exit status
 			}
 			rep, err := verify.Run(cmd.Context(), verify.Config{
 				Acks: list, NATSURL: natsURL, PostgresURL: a.postgresURL, ClickHouse: ch, Settle: settle, Stable: stable,
-				Progress: func(round int, pending []verify.Problem) {
-					if round%4 == 1 {
-						fmt.Fprintf(cmd.ErrOrStderr(), "waiting for lifecycle and reporting: %d kinds of discrepancy pending (%s %s: %d)\n",
-							len(pending), pending[0].Tenant, pending[0].Check, pending[0].Count)
+				Progress: func(r verify.Round) {
+					if r.N%4 == 1 {
+						p := r.Pending[0]
+						fmt.Fprintf(cmd.ErrOrStderr(), "waiting for lifecycle and reporting (events to process: lifecycle %s, reporting %s): %d kinds of discrepancy pending, e.g. %s %s: %d\n",
+							behind(r, verify.LifecycleConsumer), behind(r, verify.ReportingConsumer), len(r.Pending), p.Tenant, p.Check, p.Count)
 					}
 				},
 			})
@@ -78,7 +80,15 @@ ended once", or the discrepancies with the first 20 ids of each; the exit status
 	f.StringVar(&ch.User, "clickhouse-user", envOr("PARLEY_CLICKHOUSE_USER", "default"), "ClickHouse user (env PARLEY_CLICKHOUSE_USER)")
 	f.StringVar(&ch.Password, "clickhouse-password", os.Getenv("PARLEY_CLICKHOUSE_PASSWORD"), "ClickHouse password (env PARLEY_CLICKHOUSE_PASSWORD)")
 	f.DurationVar(&settle, "settle", 60*time.Second, "longest wait for lifecycle and reporting to catch up")
-	f.DurationVar(&stable, "stable", 10*time.Second, "stop waiting once nothing has changed for this long")
+	f.DurationVar(&stable, "stable", 30*time.Second, "stop waiting once no count has changed for this long")
 	_ = cmd.MarkFlagRequired("acks")
 	return cmd
+}
+
+func behind(r verify.Round, consumer string) string {
+	n, ok := r.Behind[consumer]
+	if !ok {
+		return "unknown"
+	}
+	return fmt.Sprint(n)
 }

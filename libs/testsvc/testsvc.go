@@ -1,4 +1,7 @@
-package testenv
+// Package testsvc helps integration tests run a service: start it for the
+// length of a test, pick its addresses, dial it, and create tenants with API
+// keys. (Infrastructure lives in testenv, which tenancy's own tests use.)
+package testsvc
 
 import (
 	"context"
