@@ -36,6 +36,7 @@ fuzz: ## Run each fuzz target briefly
 	go test ./services/reporting/internal/filter -run '^$$' -fuzz FuzzBuild -fuzztime 20s
 	go test ./services/reporting/internal/share -run '^$$' -fuzz FuzzVerify -fuzztime 20s
 	go test ./services/tagging/internal/rules -run '^$$' -fuzz FuzzCompile -fuzztime 20s
+	go test ./tools/loadgen/sgd -run '^$$' -fuzz FuzzParseDialogues -fuzztime 20s
 
 lint: tools ## gofmt, go vet and buf lint
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

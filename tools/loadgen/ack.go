@@ -11,11 +11,13 @@ import (
 
 // Ack is one line of the ack log: an event that ingest acknowledged.
 type Ack struct {
+	// Tenant and Conversation say whose event it is.
 	Tenant       string `json:"tenant"`
 	Conversation string `json:"conversation"`
 	// EventID is the id ingest stored the event under.
 	EventID string `json:"event_id"`
-	Kind    string `json:"kind"`
+	// Kind is the payload's kind, e.g. message_posted.
+	Kind string `json:"kind"`
 	// Seq is the event's sequence in PARLEY_CONV (for a duplicate, the
 	// original's).
 	Seq uint64 `json:"seq"`

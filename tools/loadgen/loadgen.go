@@ -125,7 +125,8 @@ type Stats struct {
 	// Messages and Closes count acknowledged message_posted and
 	// conversation_closed events.
 	Messages, Closes uint64
-	Elapsed          time.Duration
+	// Elapsed is the time since the run started.
+	Elapsed time.Duration
 	// AckP50 and AckP99 are quantiles of the time a call took until it was
 	// acknowledged (an Append, a whole AppendStream, or a single call).
 	AckP50, AckP99 time.Duration

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -339,15 +339,18 @@ func dropConversation(reqs [][]item, conv string) ([][]item, int) {
 	return out, n
 }
 
-// endedRe finds the conversation in ingest's FailedPrecondition message:
-// "events[3]: conversation c1 ended at ...".
-var endedRe = regexp.MustCompile(`conversation ([A-Za-z0-9_-]+) ended at`)
-
+// endedConversation finds the conversation in ingest's FailedPrecondition
+// message: "events[3]: conversation c1 ended at ...".
 func endedConversation(st *status.Status) string {
-	if m := endedRe.FindStringSubmatch(st.Message()); m != nil {
-		return m[1]
+	_, rest, ok := strings.Cut(st.Message(), "conversation ")
+	if !ok {
+		return ""
 	}
-	return ""
+	conv, _, ok := strings.Cut(rest, " ended at ")
+	if !ok || !eventbus.ValidConversationID(conv) {
+		return ""
+	}
+	return conv
 }
 
 // retryInfo is the delay a ResourceExhausted status asks for; ok is false

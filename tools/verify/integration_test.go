@@ -32,20 +32,8 @@ func TestExactnessUnderLoad(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	dir, err := os.MkdirTemp("", "parley-verify-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// PostgreSQL runs as the postgres user, who must be able to enter it.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
 	began := time.Now()
-	st, err := stack.Start(ctx, stack.Options{Dir: filepath.Clean(dir), FreePorts: true, DemoTenant: "demo"})
-	if err != nil {
-		t.Fatalf("start stack: %v", err)
-	}
+	st := startStack(t, ctx)
 	defer st.Stop()
 	t.Logf("stack up in %s", time.Since(began).Round(time.Millisecond))
 
@@ -170,4 +158,30 @@ func TestExactnessUnderLoad(t *testing.T) {
 		t.Fatalf("copied event: lost %d, duplicated %d, problems %+v", rep.Lost, rep.Duplicated, rep.Problems)
 	}
 	t.Logf("whole test %s", time.Since(began).Round(time.Millisecond))
+}
+
+// startStack starts the suite in a temp dir on free ports. A free port can
+// be taken by another test process before a service binds it; then it tries
+// again with other ports.
+func startStack(t *testing.T, ctx context.Context) *stack.Stack {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		dir, err := os.MkdirTemp("", "parley-verify-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// PostgreSQL runs as the postgres user, who must be able to enter it.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		st, err := stack.Start(ctx, stack.Options{Dir: filepath.Clean(dir), FreePorts: true, DemoTenant: "demo"})
+		if err == nil {
+			return st
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("start stack: %v", err)
+		}
+		t.Logf("start stack, attempt %d: %v; trying other ports", attempt, err)
+	}
 }

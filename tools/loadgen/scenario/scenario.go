@@ -14,19 +14,12 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"regexp"
 	"strconv"
 	"time"
 
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
-
-// MinOccurredAt is the earliest time ingest accepts.
-var minOccurredAt = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
-
-// runIDPattern keeps conversation ids subject-safe (see docs/events.md).
-var runIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,40}$`)
 
 // Options configure a Generator.
 type Options struct {
@@ -83,17 +76,31 @@ func New(opts Options) (*Generator, error) {
 	if opts.RunID == "" {
 		opts.RunID = "lg"
 	}
-	if !runIDPattern.MatchString(opts.RunID) {
+	if !ValidRunID(opts.RunID) {
 		return nil, fmt.Errorf("scenario: run id %q: use 1-40 of A-Z a-z 0-9 _ -", opts.RunID)
 	}
 	if opts.Spread <= 0 {
 		opts.Spread = time.Hour
 	}
-	if opts.Start.Before(minOccurredAt) {
-		return nil, fmt.Errorf("scenario: start %s is before %s", opts.Start.Format(time.RFC3339), minOccurredAt.Format(time.DateOnly))
+	if earliest := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC); opts.Start.Before(earliest) { // ingest's limit
+		return nil, fmt.Errorf("scenario: start %s is before %s", opts.Start.Format(time.RFC3339), earliest.Format(time.DateOnly))
 	}
 	opts.CloseFraction = math.Min(math.Max(opts.CloseFraction, 0), 1)
 	return &Generator{opts: opts, cat: newCatalog()}, nil
+}
+
+// ValidRunID reports whether id can prefix conversation ids: 1-40 of
+// A-Z a-z 0-9 _ - (conversation ids are NATS subject tokens).
+func ValidRunID(id string) bool {
+	if len(id) == 0 || len(id) > 40 {
+		return false
+	}
+	for _, r := range id {
+		if !(r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 // Latest is the latest occurred_at any conversation can have.
