@@ -72,13 +72,14 @@ func (b *Bus) Replay(ctx context.Context, from, to uint64, batch int, subjects [
 			return last, fmt.Errorf("eventbus: replay fetch: %w", classify(err))
 		}
 		if len(ds) == 0 {
-			// Filtered replays may end before to: stop when the stream has
-			// nothing more for us.
-			if len(subjects) > 0 {
+			// An empty fetch can also mean a slow read: stop only when the
+			// consumer has nothing pending (a filtered replay may end
+			// before to) or the stream ends before to.
+			if info, err := cons.Info(ctx); err == nil && info.NumPending == 0 {
 				return last, nil
 			}
 			if now, err := b.LastSequence(ctx); err == nil && now <= last {
-				return last, nil // the stream ends before to
+				return last, nil
 			}
 			continue
 		}

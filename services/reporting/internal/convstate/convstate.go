@@ -7,6 +7,7 @@
 package convstate
 
 import (
+	"hash/fnv"
 	"slices"
 	"strings"
 	"time"
@@ -17,6 +18,8 @@ import (
 // Bounds on list-valued fields, so one runaway conversation cannot grow a row
 // without limit. Counts stay exact.
 const (
+	// MaxSeen bounds the event ids a state remembers for deduplication.
+	MaxSeen      = 5000
 	MaxListItems = 100
 	MaxPageURLs  = 50
 	maxTextChars = 500
@@ -105,6 +108,10 @@ type State struct {
 	OutputTokens uint64 `json:"ot,omitempty"`
 
 	EventCount uint32 `json:"ec"`
+	// Seen holds a 64-bit hash of each applied event id (up to MaxSeen), so
+	// a second stored copy of an event (a retry beyond JetStream's
+	// duplicate window) changes nothing.
+	Seen []uint64 `json:"se,omitempty"`
 	// LastSeq is the stream sequence of the last event applied: the row
 	// version in ClickHouse, and the guard against applying an event twice.
 	LastSeq uint64 `json:"sq"`
@@ -122,6 +129,17 @@ func (s *State) Apply(env *eventv1.Envelope, seq uint64) bool {
 		return false
 	}
 	s.LastSeq = seq
+	if id := env.GetEventId(); id != "" {
+		h := fnv.New64a()
+		h.Write([]byte(id))
+		sum := h.Sum64()
+		if slices.Contains(s.Seen, sum) {
+			return true // a second copy: only the sequence moves on
+		}
+		if len(s.Seen) < MaxSeen {
+			s.Seen = append(s.Seen, sum)
+		}
+	}
 	s.EventCount++
 	at := env.GetOccurredAt().AsTime().UTC()
 	if s.StartedAt.IsZero() {

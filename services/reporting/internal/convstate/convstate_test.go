@@ -2,6 +2,7 @@ package convstate_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -171,6 +172,22 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 	loaded.Apply(extra, 100)
 	if !reflect.DeepEqual(*s, loaded) {
 		t.Fatalf("loaded state diverged:\n%+v\n%+v", *s, loaded)
+	}
+}
+
+func TestSecondStoredCopyChangesNothing(t *testing.T) {
+	envs := conversation()
+	for i, e := range envs {
+		e.EventId = fmt.Sprintf("event-%d", i)
+	}
+	s := fold(envs)
+	before := *s
+	// The same event stored again later (new sequence, same event id).
+	if !s.Apply(envs[5], 1000) {
+		t.Fatal("a newer sequence must be taken")
+	}
+	if s.BotMessages != before.BotMessages || s.EventCount != before.EventCount || s.UnidentifiedCount != before.UnidentifiedCount || s.LastSeq != 1000 {
+		t.Fatalf("second copy counted: %+v", s)
 	}
 }
 
