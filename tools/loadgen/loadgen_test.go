@@ -45,7 +45,22 @@ type fakeIngest struct {
 	// with ResourceExhausted (and a retry delay); the first stays stored.
 	throttleNth int
 	streams     int
-	errs        []string
+	// throttledOnce remembers throttled batches (by their first event's
+	// client id): a resend is never throttled again, so the test's progress
+	// does not depend on how the senders' streams interleave in time.
+	throttledOnce map[string]bool
+	errs          []string
+}
+
+func (f *fakeIngest) wasThrottled(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.throttledOnce == nil {
+		f.throttledOnce = map[string]bool{}
+	}
+	seen := f.throttledOnce[id]
+	f.throttledOnce[id] = true
+	return seen
 }
 
 func newFake(keys map[string]string) *fakeIngest {
@@ -136,7 +151,7 @@ func (f *fakeIngest) AppendStream(s ingestv1.IngestService_AppendStreamServer) e
 		if err != nil {
 			return err
 		}
-		if throttled && batch == 1 {
+		if throttled && batch == 1 && len(req.Events) > 0 && !f.wasThrottled(req.Events[0].GetClientEventId()) {
 			st, _ := status.New(codes.ResourceExhausted, "tenant is over its ingest rate limit").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(5 * time.Millisecond)})
 			return st.Err()
 		}
