@@ -212,13 +212,21 @@ func dlqCount(t *testing.T, b *eventbus.Bus) uint64 {
 
 func assertPending(t *testing.T, b *eventbus.Bus, durable string, want uint64) {
 	t.Helper()
-	c, err := b.JetStream().Consumer(context.Background(), eventbus.ConvStream, durable)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info := c.CachedInfo()
-	if info.NumPending != want || uint64(info.NumAckPending) != want {
-		t.Fatalf("consumer %s: pending %d, ack pending %d; want %d", durable, info.NumPending, info.NumAckPending, want)
+	// The server applies acks asynchronously: poll briefly.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := b.JetStream().Consumer(context.Background(), eventbus.ConvStream, durable)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := c.CachedInfo()
+		if info.NumPending == want && uint64(info.NumAckPending) == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer %s: pending %d, ack pending %d; want %d", durable, info.NumPending, info.NumAckPending, want)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
