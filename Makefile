@@ -79,11 +79,11 @@ conversation-stats: ## Active and ended conversations by end reason and channel,
 
 .PHONY: loadgen
 
-loadgen: ## Load the running stack (make run) with the demo key: ARGS="--conversations 5000 --ack-log acks.jsonl", SGD=1 replays ../shared/data/sgd
+loadgen: ## Load the running stack (make run) with the demo key: ARGS="--conversations 5000 --ack-log acks.jsonl", SGD=DIR replays a Schema-Guided Dialogue corpus
 	@go build -o $(BIN)/loadgen ./tools/cmd/loadgen
 	@go build -o $(BIN)/parleyctl ./tools/cmd/parleyctl
 	@f=$${PARLEY_STACK_DIR:-.parley}/demo-api-key; if [ -z "$$PARLEY_API_KEY" ] && [ ! -f "$$f" ]; then echo "no API key: set PARLEY_API_KEY or start the stack with make run (it writes $$f)" >&2; exit 2; fi; \
-	sgd=; if [ "$(SGD)" = 1 ]; then sgd="--sgd ../shared/data/sgd"; elif [ -n "$(SGD)" ]; then sgd="--sgd $(SGD)"; fi; \
+	sgd=; if [ -n "$(SGD)" ]; then sgd="--sgd $(SGD)"; fi; \
 	PARLEY_API_KEY="$${PARLEY_API_KEY:-$$(cat "$$f")}" $(BIN)/loadgen $$sgd $(ARGS)
 
 .PHONY: bench

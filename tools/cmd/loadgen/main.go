@@ -64,7 +64,7 @@ tenants load-1..load-N with ingest keys (revoked again at the end).`,
 		Example: `  loadgen --conversations 1000
   loadgen --duration 1m --rate 5000 --mode stream --ack-log acks.jsonl
   loadgen --postgres-url postgres://parley:parley@127.0.0.1:55432/parley?sslmode=disable --tenants 20 --conversations 20000
-  loadgen --sgd ../shared/data/sgd --conversations 500`,
+  loadgen --sgd /path/to/sgd --conversations 500`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: false,
@@ -87,7 +87,7 @@ tenants load-1..load-N with ingest keys (revoked again at the end).`,
 	f.IntVar(&o.cfg.BatchSize, "batch-size", 100, "events per request (at most 1000)")
 	f.Int64Var(&o.cfg.Seed, "seed", 1, "seed of the scenarios")
 	f.IntVar(&o.cfg.Bots, "bots", 3, "bots per tenant (generated mode)")
-	f.StringVar(&o.cfg.SGDDir, "sgd", "", "replay this Schema-Guided Dialogue corpus directory (e.g. ../shared/data/sgd from the repository root)")
+	f.StringVar(&o.cfg.SGDDir, "sgd", "", "replay this Schema-Guided Dialogue corpus directory (the train_dialogues_NNN.json[.gz] files of Google's Schema-Guided Dialogue dataset)")
 	f.Float64Var(&o.cfg.CloseFraction, "close-fraction", 0.7, "share of generated conversations the client closes (0 or less: none)")
 	f.DurationVar(&o.cfg.Spread, "spread", time.Hour, "conversations start spread over this window, ending now")
 	f.StringVar(&o.start, "start", "", "occurred_at of the first conversation, RFC 3339 (default: now - spread)")

@@ -2,7 +2,7 @@
 // DSTC8; CC BY-SA 4.0) through Parley: it reads the corpus's dialogue files
 // and turns each dialogue into a conversation of Parley events.
 //
-// The format (see ../shared/data/sgd/README.md): each
+// The format (Google Research's Schema-Guided Dialogue dataset, DSTC8): each
 // train_dialogues_NNN.json(.gz) is a JSON array of dialogues with
 // dialogue_id, services and turns; a turn has a speaker (USER or SYSTEM), an
 // utterance and one frame per service it touches, with dialogue acts, the
