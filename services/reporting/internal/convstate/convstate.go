@@ -19,7 +19,7 @@ import (
 // without limit. Counts stay exact.
 const (
 	// MaxSeen bounds the event ids a state remembers for deduplication.
-	MaxSeen      = 5000
+	MaxSeen      = 2000
 	MaxListItems = 100
 	MaxPageURLs  = 50
 	maxTextChars = 500
@@ -108,9 +108,10 @@ type State struct {
 	OutputTokens uint64 `json:"ot,omitempty"`
 
 	EventCount uint32 `json:"ec"`
-	// Seen holds a 64-bit hash of each applied event id (up to MaxSeen), so
-	// a second stored copy of an event (a retry beyond JetStream's
-	// duplicate window) changes nothing.
+	// Seen holds a 64-bit hash of each applied counted event's id (messages,
+	// usage, leads; up to MaxSeen), so a second stored copy of one (a retry
+	// beyond JetStream's duplicate window) is not counted twice. Other
+	// kinds are idempotent by themselves.
 	Seen []uint64 `json:"se,omitempty"`
 	// LastSeq is the stream sequence of the last event applied: the row
 	// version in ClickHouse, and the guard against applying an event twice.
@@ -129,7 +130,7 @@ func (s *State) Apply(env *eventv1.Envelope, seq uint64) bool {
 		return false
 	}
 	s.LastSeq = seq
-	if id := env.GetEventId(); id != "" {
+	if id := env.GetEventId(); id != "" && counted(env) {
 		h := fnv.New64a()
 		h.Write([]byte(id))
 		sum := h.Sum64()
@@ -347,6 +348,15 @@ func (s *State) message(m *eventv1.MessagePosted, at time.Time) {
 		s.LastMessageAt, s.LastMessageRole = at, role
 		s.LastMessageText = truncate(m.GetText(), maxTextChars)
 	}
+}
+
+// counted reports whether applying env twice would count it twice.
+func counted(env *eventv1.Envelope) bool {
+	switch env.Payload.(type) {
+	case *eventv1.Envelope_MessagePosted, *eventv1.Envelope_UsageRecorded, *eventv1.Envelope_LeadCaptured:
+		return true
+	}
+	return false
 }
 
 // MessageCount is the number of messages of every role.

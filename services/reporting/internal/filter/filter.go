@@ -34,6 +34,8 @@ func (v *Violation) Error() string { return v.Field + ": " + v.Description }
 
 // Where is a built condition.
 type Where struct {
+	// Tenant is the tenant the condition is scoped to.
+	Tenant string
 	// SQL is the condition, with ? placeholders.
 	SQL  string
 	Args []any
@@ -59,7 +61,7 @@ func Build(tenant string, f *reportingv1.Filter, now time.Time, defaultTZ string
 	if f == nil {
 		f = &reportingv1.Filter{}
 	}
-	w := &Where{}
+	w := &Where{Tenant: tenant}
 	var conds []string
 	add := func(sql string, args ...any) {
 		conds = append(conds, sql)

@@ -141,7 +141,7 @@ func (r *Reader) List(ctx context.Context, w *filter.Where, size int, after *Cur
 	if len(ids) > 0 {
 		rows, err := r.conn.Query(ctx, `SELECT `+summaryColumns+` FROM conversations FINAL
 			WHERE tenant_id = ? AND started_at_us >= ? AND started_at_us <= ? AND has(?, conversation_id)
-			ORDER BY started_at_us DESC, conversation_id DESC`, w.Args[0], lo, hi, ids)
+			ORDER BY started_at_us DESC, conversation_id DESC`, w.Tenant, lo, hi, ids)
 		if err != nil {
 			return nil, fmt.Errorf("query: list: %w", err)
 		}

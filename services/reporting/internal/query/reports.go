@@ -146,15 +146,15 @@ func (r *Reader) Report(ctx context.Context, kind string, w *filter.Where, withT
 	case "sessions":
 		args = append(args, w.Args...) // outer conversations
 		tzArg()                        // dialog expression
-		args = append(args, tenantOf(w))
+		args = append(args, w.Tenant)
 		args = append(args, w.Args...) // messages subquery filter
 	case "client_phrases":
 		tzArg()
-		args = append(args, tenantOf(w))
+		args = append(args, w.Tenant)
 		args = append(args, w.Args...)
 	default:
 		if spec.messages {
-			args = append(args, tenantOf(w))
+			args = append(args, w.Tenant)
 		}
 		args = append(args, w.Args...)
 	}
@@ -185,6 +185,3 @@ func (r *Reader) Report(ctx context.Context, kind string, w *filter.Where, withT
 	}
 	return t, nil
 }
-
-// tenantOf is the tenant argument of a filter (its first argument).
-func tenantOf(w *filter.Where) any { return w.Args[0] }
