@@ -9,12 +9,16 @@ MODULES    := libs proto services/ingest services/lifecycle services/tagging ser
 PKGS       := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: all run test test-unit lint fmt proto tools deps fuzz tidy clean help
+.PHONY: all build run test test-unit lint fmt proto tools deps fuzz tidy clean help
 
 help: ## Show targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 all: lint test ## Lint and test
+
+build: ## Build the five services into .bin/services/ and the tools into .bin/
+	@for s in ingest lifecycle tagging reporting notification; do go build -o $(BIN)/services/$$s ./services/$$s/cmd/$$s || exit 1; done
+	@for t in parley-stack parleyctl loadgen; do go build -o $(BIN)/$$t ./tools/cmd/$$t || exit 1; done
 
 run: deps tools ## Start the whole stack locally (Ctrl-C stops it)
 	@go build -o $(BIN)/parley-stack ./tools/cmd/parley-stack

@@ -9,6 +9,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -22,15 +24,25 @@ func main() {
 	dir := flag.String("dir", envOr("PARLEY_STACK_DIR", ".parley"), "directory for all local data and logs (env PARLEY_STACK_DIR)")
 	syncAlways := flag.Bool("sync-always", os.Getenv("PARLEY_STACK_SYNC_ALWAYS") == "true", "fsync JetStream before every ack (production setting; env PARLEY_STACK_SYNC_ALWAYS=true)")
 	logLevel := flag.String("log-level", envOr("PARLEY_LOG_LEVEL", "info"), "service log level")
+	binDir := flag.String("bin-dir", os.Getenv("PARLEY_STACK_BIN_DIR"), "run each service as its own process from the binaries in this directory instead of in this process (env PARLEY_STACK_BIN_DIR; build them with `make build`)")
+	pprofAddr := flag.String("pprof-addr", os.Getenv("PARLEY_STACK_PPROF_ADDR"), "serve /debug/pprof of this process (the embedded NATS server) on this address, e.g. 127.0.0.1:7200 (env PARLEY_STACK_PPROF_ADDR; off when empty)")
 	flag.Parse()
 
-	if err := run(*dir, *syncAlways, *logLevel); err != nil {
+	if *pprofAddr != "" {
+		go func() {
+			// http.DefaultServeMux carries net/http/pprof's handlers.
+			if err := http.ListenAndServe(*pprofAddr, nil); err != nil {
+				fmt.Fprintln(os.Stderr, "parley-stack: pprof:", err)
+			}
+		}()
+	}
+	if err := run(*dir, *syncAlways, *logLevel, *binDir); err != nil {
 		fmt.Fprintln(os.Stderr, "parley-stack:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir string, syncAlways bool, logLevel string) error {
+func run(dir string, syncAlways bool, logLevel, binDir string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := os.MkdirAll(filepath.Join(dir, "log"), 0o755); err != nil {
@@ -45,7 +57,7 @@ func run(dir string, syncAlways bool, logLevel string) error {
 
 	fmt.Println("Starting Parley: NATS JetStream, PostgreSQL, ClickHouse and five services ...")
 	started := time.Now()
-	st, err := stack.Start(ctx, stack.Options{Dir: dir, SyncAlways: syncAlways, LogOutput: logFile, LogLevel: logLevel, DemoTenant: "demo"})
+	st, err := stack.Start(ctx, stack.Options{Dir: dir, SyncAlways: syncAlways, LogOutput: logFile, LogLevel: logLevel, DemoTenant: "demo", BinDir: binDir})
 	if err != nil {
 		return err
 	}
