@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -126,30 +127,46 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 		return fmt.Errorf("eventbus: consumer %s: %w", cfg.Durable, classify(err))
 	}
 	log := b.opts.Logger.With("consumer", cfg.Durable)
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(cfg.BatchSize, jetstream.FetchMaxWait(cfg.MaxWait))
-		if err != nil {
-			if ctx.Err() != nil {
-				break
+	// The next batch is fetched while the current one is handled, so the
+	// handler's I/O and the fetch round trip overlap. At most two batches
+	// wait beside the one being handled (MaxAckPending allows four).
+	batches := make(chan []jetstream.Msg, 1)
+	go func() {
+		defer close(batches)
+		for ctx.Err() == nil {
+			msgs := b.fetch(ctx, cons, cfg, log)
+			if len(msgs) > 0 {
+				// Delivered to us: always handed over, even once shutdown
+				// begins, so it is handled and acknowledged below.
+				batches <- msgs
 			}
-			log.Warn("fetch failed; retrying", "err", err)
-			sleep(ctx, time.Second)
-			continue
 		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && len(msgs) == 0 && ctx.Err() == nil {
-			log.Debug("fetch ended", "err", err)
-		}
-		if len(msgs) == 0 {
-			continue
-		}
+	}()
+	for msgs := range batches {
 		// The batch was delivered to us: finish it even if shutdown begins.
 		b.handleBatch(context.WithoutCancel(ctx), cfg, msgs, h)
 	}
 	return nil
+}
+
+// fetch waits up to cfg.MaxWait to fill a batch and returns what arrived.
+func (b *Bus) fetch(ctx context.Context, cons jetstream.Consumer, cfg ConsumerConfig, log *slog.Logger) []jetstream.Msg {
+	batch, err := cons.Fetch(cfg.BatchSize, jetstream.FetchMaxWait(cfg.MaxWait))
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn("fetch failed; retrying", "err", err)
+			sleep(ctx, time.Second)
+		}
+		return nil
+	}
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && len(msgs) == 0 && ctx.Err() == nil {
+		log.Debug("fetch ended", "err", err)
+	}
+	return msgs
 }
 
 func (b *Bus) handleBatch(ctx context.Context, cfg ConsumerConfig, msgs []jetstream.Msg, h Handler) {
