@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/parley-dev/parley/services/reporting/internal/filter"
+	"golang.org/x/sync/errgroup"
 )
 
 // Summary is one conversations row as the list shows it.
@@ -107,35 +108,28 @@ func (r *Reader) List(ctx context.Context, w *filter.Where, size int, after *Cur
 		where += " AND (started_at_us < ? OR (started_at_us = ? AND conversation_id < ?))"
 		args = append(args, after.StartedAtUS, after.StartedAtUS, after.ConversationID)
 	}
-	args = append(args, size+1)
+	// The total runs beside the page's queries.
+	var total uint64
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := r.conn.QueryRow(gctx, `SELECT count() FROM conversations FINAL WHERE `+w.SQL, w.Args...).Scan(&total); err != nil {
+			return fmt.Errorf("query: count: %w", err)
+		}
+		return nil
+	})
 	// Phase 1 reads only the sort key and the filter's columns (FINAL reads
 	// every column it is asked for, for every row in range); phase 2 reads
 	// the page's rows in full, by primary key.
-	keys, err := r.conn.Query(ctx, `SELECT started_at_us, conversation_id FROM conversations FINAL WHERE `+where+`
-		ORDER BY started_at_us DESC, conversation_id DESC LIMIT ?`, args...)
+	top := time.Now()
+	if after != nil {
+		top = time.UnixMicro(after.StartedAtUS)
+	} else if !w.To.IsZero() {
+		top = w.To
+	}
+	ids, lo, hi, err := r.pageKeys(gctx, where, args, size+1, top, w.From)
 	if err != nil {
-		return nil, fmt.Errorf("query: list: %w", err)
-	}
-	var ids []string
-	var lo, hi int64
-	for keys.Next() {
-		var us int64
-		var id string
-		if err := keys.Scan(&us, &id); err != nil {
-			keys.Close()
-			return nil, fmt.Errorf("query: list key: %w", err)
-		}
-		if len(ids) == 0 || us < lo {
-			lo = us
-		}
-		if len(ids) == 0 || us > hi {
-			hi = us
-		}
-		ids = append(ids, id)
-	}
-	keys.Close()
-	if err := keys.Err(); err != nil {
-		return nil, fmt.Errorf("query: list: %w", err)
+		_ = g.Wait()
+		return nil, err
 	}
 	p := &Page{}
 	if len(ids) > 0 {
@@ -162,10 +156,61 @@ func (r *Reader) List(ctx context.Context, w *filter.Where, size int, after *Cur
 		last := p.Rows[size-1]
 		p.Next = &Cursor{StartedAtUS: last.StartedAtUS, ConversationID: last.ConversationID}
 	}
-	if err := r.conn.QueryRow(ctx, `SELECT count() FROM conversations FINAL WHERE `+w.SQL, w.Args...).Scan(&p.Total); err != nil {
-		return nil, fmt.Errorf("query: count: %w", err)
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
+	p.Total = total
 	return p, nil
+}
+
+// pageKeys returns the keys of the newest limit conversations matching
+// where, newest first, with the range of their start times. Rather than
+// sorting every match in the filter's range (all time: the whole tenant),
+// it looks at a window below top first (1 day, then 8, 64, 512 days, then
+// everything down to from): the keys are ordered by start time, so once a
+// window holds limit matches, no older row can be among the newest.
+func (r *Reader) pageKeys(ctx context.Context, where string, args []any, limit int, top, from time.Time) (ids []string, lo, hi int64, err error) {
+	for span := 24 * time.Hour; ; span *= 8 {
+		bound := top.Add(-span)
+		unbounded := span > 512*24*time.Hour || (!from.IsZero() && !bound.After(from))
+		cond, cargs := where, append([]any(nil), args...)
+		if !unbounded {
+			cond += " AND started_at_us >= ?"
+			cargs = append(cargs, bound.UnixMicro())
+		}
+		cargs = append(cargs, limit)
+		ids, lo, hi, err = r.keys(ctx, cond, cargs)
+		if err != nil || len(ids) >= limit || unbounded {
+			return ids, lo, hi, err
+		}
+	}
+}
+
+func (r *Reader) keys(ctx context.Context, where string, args []any) (ids []string, lo, hi int64, err error) {
+	rows, err := r.conn.Query(ctx, `SELECT started_at_us, conversation_id FROM conversations FINAL WHERE `+where+`
+		ORDER BY started_at_us DESC, conversation_id DESC LIMIT ?`, args...)
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("query: list: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var us int64
+		var id string
+		if err := rows.Scan(&us, &id); err != nil {
+			return nil, 0, 0, fmt.Errorf("query: list key: %w", err)
+		}
+		if len(ids) == 0 || us < lo {
+			lo = us
+		}
+		if len(ids) == 0 || us > hi {
+			hi = us
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, 0, fmt.Errorf("query: list: %w", err)
+	}
+	return ids, lo, hi, nil
 }
 
 // Detail is everything the conversations row holds about one conversation.
