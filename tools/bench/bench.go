@@ -142,7 +142,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	compareToPostgres(rep)
 	rep.Notes = append(rep.Notes,
-		"Query latencies are measured right after the synthetic conversations are inserted (before ClickHouse has merged their parts) while the services still consume; `go test ./services/reporting -run XXX -bench QueriesAt1M` measures the same queries on a quiet server.",
+		"Query latencies are measured on a settled system: synthetic conversations are inserted straight into ClickHouse, then the bench waits until every consumer has caught up with the log and ClickHouse runs no merge (a dashboard reader's usual situation); `go test ./services/reporting -run XXX -bench QueriesAt1M` measures the same queries against a server holding nothing else.",
+		"Lag and sustained throughput start from a drained pipeline; sustained throughput counts until every consumer (lifecycle, tagging, reporting) has applied every event, the derived ones included.",
 		"The PostgreSQL baseline's ingest figure is one transaction per message (insert the message, upsert the conversation) from 16 writers; its dashboard is the same figures as GetDashboard computed with SQL over its tables.",
 		"Per-service CPU can be profiled on the admin ports (`/debug/pprof/profile`).")
 	rep.Duration = time.Since(rep.Started)
