@@ -3,6 +3,7 @@ package query
 import (
 	"context"
 	"fmt"
+	"sort"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -40,17 +41,10 @@ func (r *Reader) Dashboard(ctx context.Context, w, trendWhere *filter.Where, tre
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	d := &Dashboard{}
-	// The five queries are independent: run them side by side.
+	// Three independent scans side by side: the totals and the geography
+	// come from one grouped scan, the tags and the trend from their own.
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return r.totals(ctx, w, d) })
-	g.Go(func() (err error) {
-		d.Countries, err = r.buckets(ctx, `SELECT country AS k, count() AS n FROM conversations FINAL WHERE `+w.SQL+` AND country != '' GROUP BY k ORDER BY n DESC, k LIMIT 50`, w.Args)
-		return err
-	})
-	g.Go(func() (err error) {
-		d.Cities, err = r.buckets(ctx, `SELECT concat(country, '/', city) AS k, count() AS n FROM conversations FINAL WHERE `+w.SQL+` AND city != '' GROUP BY k ORDER BY n DESC, k LIMIT 50`, w.Args)
-		return err
-	})
+	g.Go(func() error { return r.totalsAndPlaces(ctx, w, d) })
 	g.Go(func() (err error) {
 		d.TopTags, err = r.buckets(ctx, `SELECT tag AS k, count() AS n FROM conversations FINAL ARRAY JOIN tags AS tag WHERE `+w.SQL+` GROUP BY k ORDER BY n DESC, k LIMIT 20`, w.Args)
 		return err
@@ -62,15 +56,66 @@ func (r *Reader) Dashboard(ctx context.Context, w, trendWhere *filter.Where, tre
 	return d, nil
 }
 
-func (r *Reader) totals(ctx context.Context, w *filter.Where, d *Dashboard) error {
-	err := r.conn.QueryRow(ctx, `SELECT count(), countIf(status = 'active'), countIf(status = 'ended'), countIf(operator_no_response = 1),
+// totalsAndPlaces reads the totals and the country and city breakdowns in
+// one scan: it groups by (country, city), whose sums are the totals.
+func (r *Reader) totalsAndPlaces(ctx context.Context, w *filter.Where, d *Dashboard) error {
+	rows, err := r.conn.Query(ctx, `SELECT country, city, count(), countIf(status = 'active'), countIf(status = 'ended'), countIf(operator_no_response = 1),
 			sum(message_count), countIf(leads > 0), countIf(length(goals) > 0), sum(cost_micros), sum(input_tokens + output_tokens)
-		FROM conversations FINAL WHERE `+w.SQL, w.Args...).
-		Scan(&d.Total, &d.Active, &d.Ended, &d.NoOperatorResponse, &d.Messages, &d.WithLead, &d.WithGoal, &d.CostMicros, &d.Tokens)
+		FROM conversations FINAL WHERE `+w.SQL+` GROUP BY country, city`, w.Args...)
 	if err != nil {
 		return fmt.Errorf("query: dashboard: %w", err)
 	}
+	defer rows.Close()
+	countries, cities := map[string]uint64{}, map[string]uint64{}
+	for rows.Next() {
+		var (
+			country, city                              string
+			n, active, ended, noResp, msgs, lead, goal uint64
+			cost                                       int64
+			tokens                                     uint64
+		)
+		if err := rows.Scan(&country, &city, &n, &active, &ended, &noResp, &msgs, &lead, &goal, &cost, &tokens); err != nil {
+			return fmt.Errorf("query: dashboard row: %w", err)
+		}
+		d.Total += n
+		d.Active += active
+		d.Ended += ended
+		d.NoOperatorResponse += noResp
+		d.Messages += msgs
+		d.WithLead += lead
+		d.WithGoal += goal
+		d.CostMicros += cost
+		d.Tokens += tokens
+		if country != "" {
+			countries[country] += n
+		}
+		if city != "" {
+			cities[country+"/"+city] += n
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("query: dashboard: %w", err)
+	}
+	d.Countries, d.Cities = top(countries, 50), top(cities, 50)
 	return nil
+}
+
+// top returns the n largest buckets, largest first, ties by key.
+func top(counts map[string]uint64, n int) []Bucket {
+	out := make([]Bucket, 0, len(counts))
+	for k, c := range counts {
+		out = append(out, Bucket{Key: k, Count: c})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Count != out[j].Count {
+			return out[i].Count > out[j].Count
+		}
+		return out[i].Key < out[j].Key
+	})
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out
 }
 
 // trend counts conversations per day over the 30 calendar days in loc
