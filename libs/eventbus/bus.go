@@ -249,3 +249,7 @@ func classify(err error) error {
 
 // Replicas is the replica count the bus creates streams and buckets with.
 func (b *Bus) Replicas() int { return b.opts.Replicas }
+
+// DuplicateWindow is how long PARLEY_CONV remembers event ids: a resend
+// within it is answered as a duplicate.
+func (b *Bus) DuplicateWindow() time.Duration { return b.opts.DuplicateWindow }

@@ -466,3 +466,66 @@ func TestRasaAdapterWithRecordedConversation(t *testing.T) {
 		t.Fatalf("bad key: %d", resp.StatusCode)
 	}
 }
+
+// A request whose close ended the conversation, resent because its answer
+// was lost, is answered like any resend (duplicates), not refused; a new
+// event for the conversation still is.
+func TestResentClosingRequestIsADuplicate(t *testing.T) {
+	f := start(t)
+	ctx := context.Background()
+	closing := func() []*eventv1.Envelope {
+		bye := visitor("bye", "thanks, bye")
+		bye.ClientEventId = "m1"
+		closed := &eventv1.Envelope{ConversationId: "bye", ClientEventId: "close-1",
+			Payload: &eventv1.Envelope_ConversationClosed{ConversationClosed: &eventv1.ConversationClosed{ClosedBy: eventv1.Actor_ACTOR_VISITOR}}}
+		return []*eventv1.Envelope{bye, closed}
+	}
+	first, err := f.client.Append(f.ctx(), &ingestv1.AppendRequest{Events: closing()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Lifecycle ends the conversation (here: the view written directly).
+	nc, err := nats.Connect(f.nats.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	kv, err := convview.Ensure(ctx, js, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := convview.NewWriter(kv).MarkEnded(ctx, "acme", "bye", time.Now(), eventv1.EndReason_END_REASON_VISITOR_CLOSED); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := f.client.PostMessage(f.ctx(), &ingestv1.PostMessageRequest{ConversationId: "bye", Message: &eventv1.MessagePosted{Role: eventv1.Role_ROLE_VISITOR, Text: "one more"}, ClientEventId: "m2"})
+		if status.Code(err) == codes.FailedPrecondition {
+			break
+		}
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("a new event for the ended conversation: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stored := f.streamMsgs(t)
+	again, err := f.client.Append(f.ctx(), &ingestv1.AppendRequest{Events: closing()})
+	if err != nil {
+		t.Fatalf("resent closing request: %v", err)
+	}
+	for i, r := range again.Results {
+		if !r.Duplicate || r.EventId != first.Results[i].EventId || r.StreamSequence != first.Results[i].StreamSequence {
+			t.Fatalf("resend result %d = %v, want the duplicate of %v", i, r, first.Results[i])
+		}
+	}
+	if got := f.streamMsgs(t); got != stored {
+		t.Fatalf("the resend stored %d more events", got-stored)
+	}
+	// A request with another close (a new id) is refused.
+	other := closing()
+	other[1].ClientEventId = "close-2"
+	if _, err := f.client.Append(f.ctx(), &ingestv1.AppendRequest{Events: other}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("a different close for the ended conversation: %v", err)
+	}
+}

@@ -114,13 +114,15 @@ func Run(ctx context.Context, cfg Config) error {
 	b.OnClose(committer.Close)
 	limits := validate.Limits{MaxBatch: cfg.MaxBatch, MaxTextBytes: cfg.MaxTextBytes, MaxFutureSkew: cfg.MaxFutureSkew}
 	ingestv1.RegisterIngestServiceServer(b.GRPC, api.New(api.Deps{
-		Committer: committer,
-		Ended:     view,
-		Enricher:  enrich.New(locator),
-		Limiter:   api.NewRateLimiter(api.Limit{Rate: cfg.TenantRate, Burst: cfg.TenantBurst}, overrides),
-		Limits:    limits,
-		Log:       b.Log,
-		Now:       time.Now,
+		Committer:       committer,
+		Ended:           view,
+		Closes:          closeLog{bus: b.Bus},
+		DuplicateWindow: b.Bus.DuplicateWindow(),
+		Enricher:        enrich.New(locator),
+		Limiter:         api.NewRateLimiter(api.Limit{Rate: cfg.TenantRate, Burst: cfg.TenantBurst}, overrides),
+		Limits:          limits,
+		Log:             b.Log,
+		Now:             time.Now,
 	}))
 	edge, err := httpapi.New(ctx, httpapi.Config{
 		GRPCAddr: cfg.GRPCAddr, CORSOrigins: cfg.CORSOrigins, TrustProxy: cfg.TrustProxy,
@@ -151,4 +153,23 @@ func watchEnded(ctx context.Context, b *service.Base) (*convview.Reader, error) 
 		ttl = st.TTL()
 	}
 	return convview.Watch(ctx, kv, ttl, b.Log)
+}
+
+// closeLog finds a conversation's stored close in PARLEY_CONV.
+type closeLog struct{ bus *eventbus.Bus }
+
+// LastClose implements api.CloseLog.
+func (c closeLog) LastClose(ctx context.Context, tenantID, conversationID string) (string, time.Time, bool, error) {
+	st, err := c.bus.JetStream().Stream(ctx, eventbus.ConvStream)
+	if err != nil {
+		return "", time.Time{}, false, err
+	}
+	m, err := st.GetLastMsgForSubject(ctx, eventbus.ConvSubject(tenantID, conversationID, "conversation_closed"))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return "", time.Time{}, false, nil
+	}
+	if err != nil {
+		return "", time.Time{}, false, err
+	}
+	return m.Header.Get(jetstream.MsgIDHeader), m.Time, true, nil
 }

@@ -42,6 +42,13 @@ type Deps struct {
 	Committer Committer
 	// Ended may be nil (no ended-conversation check).
 	Ended EndedView
+	// Closes finds the close stored for a conversation, so that a resent
+	// request whose close ended the conversation is answered like any
+	// resend (duplicates) rather than refused (nil: always refused).
+	Closes CloseLog
+	// DuplicateWindow is the event log's duplicate window: a resend is
+	// recognised only within it.
+	DuplicateWindow time.Duration
 	// Enricher completes ConversationStarted from the request (nil: none).
 	Enricher *enrich.Enricher
 	// Limiter applies per-tenant rate limits (nil: unlimited).
@@ -49,6 +56,12 @@ type Deps struct {
 	Limits  validate.Limits
 	Log     Logger
 	Now     func() time.Time
+}
+
+// CloseLog looks up the last conversation_closed event stored for a
+// conversation: its event id and when it was stored (found false when none).
+type CloseLog interface {
+	LastClose(ctx context.Context, tenantID, conversationID string) (eventID string, storedAt time.Time, found bool, err error)
 }
 
 // Server implements ingestv1.IngestServiceServer.
@@ -171,17 +184,6 @@ func (s *Server) appendBatch(ctx context.Context, tenant string, events []*event
 			return nil, invalid(*v)
 		}
 	}
-	if s.d.Ended != nil {
-		for i, env := range events {
-			if e, ok := s.d.Ended.Ended(tenant, env.ConversationId); ok {
-				return nil, ended(i, env.ConversationId, e)
-			}
-		}
-	}
-	if err := s.d.Limiter.Allow(tenant, len(events), now); err != nil {
-		return nil, err
-	}
-	req := requestInfo(ctx)
 	for _, env := range events {
 		env.TenantId = tenant
 		if env.EventId == "" {
@@ -191,6 +193,32 @@ func (s *Server) appendBatch(ctx context.Context, tenant string, events []*event
 				env.EventId = eventbus.NewEventID()
 			}
 		}
+	}
+	if s.d.Ended != nil {
+		resent := map[string]bool{}
+		for i, env := range events {
+			e, ok := s.d.Ended.Ended(tenant, env.ConversationId)
+			if !ok {
+				continue
+			}
+			r, seen := resent[env.ConversationId]
+			if !seen {
+				var err error
+				if r, err = s.resentClose(ctx, tenant, env.ConversationId, events, now); err != nil {
+					return nil, status.Errorf(codes.Unavailable, "event log unavailable; nothing from this request was stored: %v", err)
+				}
+				resent[env.ConversationId] = r
+			}
+			if !r {
+				return nil, ended(i, env.ConversationId, e)
+			}
+		}
+	}
+	if err := s.d.Limiter.Allow(tenant, len(events), now); err != nil {
+		return nil, err
+	}
+	req := requestInfo(ctx)
+	for _, env := range events {
 		if env.OccurredAt == nil {
 			env.OccurredAt = timestamppb.New(now)
 		}
@@ -218,6 +246,31 @@ func (s *Server) appendBatch(ctx context.Context, tenant string, events []*event
 		out.Results[i] = &ingestv1.EventResult{EventId: env.EventId, StreamSequence: acks[i].Sequence, Duplicate: acks[i].Duplicate}
 	}
 	return out, nil
+}
+
+// resentClose reports whether events hold the conversation_closed that
+// ended conversation, stored within the duplicate window: the request is
+// then a resend of the one that closed it (its answer was lost), and
+// appending it again yields duplicates, as for any resend.
+func (s *Server) resentClose(ctx context.Context, tenant, conversation string, events []*eventv1.Envelope, now time.Time) (bool, error) {
+	if s.d.Closes == nil || s.d.DuplicateWindow <= 0 {
+		return false, nil
+	}
+	ids := map[string]bool{}
+	for _, env := range events {
+		if env.ConversationId == conversation && env.GetConversationClosed() != nil {
+			ids[env.EventId] = true
+		}
+	}
+	if len(ids) == 0 {
+		return false, nil
+	}
+	id, storedAt, found, err := s.d.Closes.LastClose(ctx, tenant, conversation)
+	if err != nil || !found {
+		return false, err
+	}
+	// Keep a margin: the duplicate window is counted by the server's clock.
+	return ids[id] && now.Sub(storedAt) < s.d.DuplicateWindow*9/10, nil
 }
 
 // ended is the FailedPrecondition for an event of an ended conversation.
