@@ -144,6 +144,7 @@ func Run(ctx context.Context, cfg Config) error {
 	relay := outbox.New(outbox.Config{
 		Store: st, Bus: b.Bus, View: convview.NewWriter(kv), DuplicateWindow: cfg.NATS.DuplicateWindow,
 		ViewTTL: cfg.EndedViewTTL, Clock: cfg.Clock, Log: b.Log, Meter: b.Tel.Meter("github.com/parley-dev/parley/services/lifecycle"),
+		Tracer: b.Tel.Tracer("github.com/parley-dev/parley/services/lifecycle"),
 	})
 	cons := consumer.New(consumer.Config{Store: st, Bus: b.Bus, Relay: relay, BatchSize: cfg.ConsumerBatch, Clock: cfg.Clock, Log: b.Log})
 	if err := cons.Prepare(ctx); err != nil {

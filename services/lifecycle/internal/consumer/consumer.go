@@ -46,8 +46,10 @@ type Consumer struct {
 	changed chan struct{}
 	// horizon is the last stream sequence when the consumer started: until
 	// it is applied, the consumer is catching up (or replaying) and is not
-	// caught up whatever its pending count.
-	horizon uint64
+	// caught up whatever its pending count. It also bounds the events that
+	// need loggedEnds' look-up. Set by Prepare.
+	horizon  uint64
+	prepared bool
 }
 
 // New returns a consumer.
@@ -82,7 +84,7 @@ func (c *Consumer) Prepare(ctx context.Context) error {
 		return fmt.Errorf("consumer: stream: %w", err)
 	}
 	c.mu.Lock()
-	c.horizon = stream.CachedInfo().State.LastSeq
+	c.horizon, c.prepared = stream.CachedInfo().State.LastSeq, true
 	c.mu.Unlock()
 	cons, err := js.Consumer(ctx, eventbus.ConvStream, Durable)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -162,7 +164,10 @@ func (c *Consumer) setApplied(seq uint64) {
 }
 
 // Handle is the eventbus.Handler: it applies a batch in one transaction,
-// then hands the derived effects to the outbox relay.
+// then kicks the outbox relay, which publishes the derived effects while
+// the next batch is being applied. The batch is acknowledged once the
+// transaction is committed: state and outbox are durable together, and the
+// relay (or the next start) publishes what the outbox holds.
 func (c *Consumer) Handle(ctx context.Context, batch []*eventbus.Delivery) error {
 	now := c.cfg.Clock()
 	keys := make([]store.Key, 0, len(batch))
@@ -233,11 +238,7 @@ func (c *Consumer) Handle(ctx context.Context, batch []*eventbus.Delivery) error
 	}
 	c.setApplied(maxSeq)
 	if effects > 0 {
-		if err := c.cfg.Relay.Drain(ctx); err != nil {
-			// Committed: the relay retries; the batch can be acknowledged.
-			c.cfg.Log.WarnContext(ctx, "derived events not published yet; the outbox will retry", "err", err)
-			c.cfg.Relay.Kick()
-		}
+		c.cfg.Relay.Kick()
 	}
 	return nil
 }
@@ -248,11 +249,29 @@ func (c *Consumer) Handle(ctx context.Context, batch []*eventbus.Delivery) error
 // produced. That only happens when the state is rebuilt from the log: the
 // end the log records is then the authoritative one. The result is keyed by
 // event id.
+//
+// Only events at or below the horizon (the stream's last sequence when the
+// consumer started) are looked up. A later conversation_ended than a close
+// appended after the start was itself appended after the start, and only
+// lifecycle appends conversation_ended: this instance (lifecycle runs as
+// one replica), from its outbox, which is committed to PostgreSQL together
+// with the state that ended the conversation. So when the consumer applies
+// such a close, either that end is already in the state it reads (the close
+// then finds the conversation ended and ends nothing), or the end has not
+// been decided yet and cannot be in the log. Either way the look-up could
+// only answer "no later end"; it matters only for what the log held at the
+// start (a rebuild from an empty database, or a restore from a backup).
 func (c *Consumer) loggedEnds(ctx context.Context, batch []*eventbus.Delivery) (map[string]bool, error) {
+	c.mu.Lock()
+	horizon, prepared := c.horizon, c.prepared
+	c.mu.Unlock()
 	var out map[string]bool
 	var st jetstream.Stream
 	for _, d := range batch {
 		if d.Envelope.GetConversationClosed() == nil {
+			continue
+		}
+		if prepared && d.StreamSeq > horizon {
 			continue
 		}
 		if st == nil {

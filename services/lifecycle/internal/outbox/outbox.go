@@ -4,17 +4,27 @@
 // view (PARLEY_CONV_ENDED), and deletes the rows once done. A row whose
 // publish failed stays and is retried by Run, so an effect is never lost to
 // a crash, and deterministic event ids (sent as Nats-Msg-Id) keep a retry
-// from being stored twice.
+// from being stored twice; conversation_ended and engagement_classified,
+// which exist once per conversation, are published only onto an empty
+// subject, so not even a retry long after the duplicate window stores them
+// twice.
+//
+// The relay runs beside the consumer: the consumer commits a batch and
+// kicks it, and it publishes while the next batch is applied, the rows of
+// many conversations at once.
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/convview"
 	"github.com/parley-dev/parley/libs/eventbus"
@@ -22,8 +32,12 @@ import (
 	"github.com/parley-dev/parley/services/lifecycle/internal/machine"
 	"github.com/parley-dev/parley/services/lifecycle/internal/store"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -61,7 +75,6 @@ func Rows(st machine.State, out machine.Output, cause *eventv1.Envelope) ([]stor
 
 // Publisher is the part of the event bus the relay needs.
 type Publisher interface {
-	Publish(ctx context.Context, env *eventv1.Envelope) (eventbus.PubAck, error)
 	JetStream() jetstream.JetStream
 }
 
@@ -77,10 +90,18 @@ type Config struct {
 	// ViewTTL: ends older than this are not written to the view (its
 	// readers would drop them anyway).
 	ViewTTL time.Duration
-	Clock   func() time.Time
-	Log     *slog.Logger
-	Meter   metric.Meter
+	// PublishTimeout bounds the wait for the acknowledgements of one round
+	// of publishes (default 5s).
+	PublishTimeout time.Duration
+	Clock          func() time.Time
+	Log            *slog.Logger
+	Meter          metric.Meter
+	Tracer         trace.Tracer
 }
+
+// PageSize is the most outbox rows one drain step reads and publishes
+// together.
+const PageSize = 500
 
 // Relay drains the outbox.
 type Relay struct {
@@ -97,11 +118,17 @@ func New(cfg Config) *Relay {
 	if cfg.Meter == nil {
 		cfg.Meter = noop.NewMeterProvider().Meter("")
 	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = tracenoop.NewTracerProvider().Tracer("")
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
+	}
+	if cfg.PublishTimeout <= 0 {
+		cfg.PublishTimeout = 5 * time.Second
 	}
 	r := &Relay{cfg: cfg, kick: make(chan struct{}, 1)}
 	r.ended, _ = cfg.Meter.Int64Counter("parley.lifecycle.conversations.ended",
@@ -111,42 +138,37 @@ func New(cfg Config) *Relay {
 	return r
 }
 
-// Drain applies every pending outbox row in order. It stops at the first
-// row that fails (leaving it and the rows after it for a retry), so the
-// events of one conversation are appended in the order they were derived.
+// Drain applies every pending outbox row, a page at a time (see
+// applyPage). The rows of one conversation are applied in order: when one
+// fails, it and the conversation's rows after it stay in the outbox, and
+// Drain returns the error after the page (the rows of other conversations
+// in the page are applied).
 func (r *Relay) Drain(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for {
-		rows, err := r.cfg.Store.PendingOutbox(ctx, 500)
+		rows, err := r.cfg.Store.PendingOutbox(ctx, PageSize)
 		if err != nil {
 			return err
 		}
 		if len(rows) == 0 {
 			return nil
 		}
-		done := make([]int64, 0, len(rows))
-		var failed error
-		for _, row := range rows {
-			if err := r.apply(ctx, row); err != nil {
-				failed = err
-				break
-			}
-			done = append(done, row.ID)
-		}
+		done, failed := r.applyPage(ctx, rows)
 		if err := r.cfg.Store.DeleteOutbox(ctx, done); err != nil {
 			return err
 		}
 		if failed != nil {
 			return failed
 		}
-		if len(rows) < 500 {
+		if len(rows) < PageSize {
 			return nil
 		}
 	}
 }
 
-// Kick asks Run to drain soon (after a failed drain).
+// Kick asks Run to drain now. Kicks while a drain is running are folded
+// into one more drain after it.
 func (r *Relay) Kick() {
 	select {
 	case r.kick <- struct{}{}:
@@ -154,8 +176,8 @@ func (r *Relay) Kick() {
 	}
 }
 
-// Run retries leftovers (after a crash or a failed publish) every interval
-// until ctx ends.
+// Run drains whenever kicked (after each committed change) and every
+// interval (leftovers after a crash or a failed publish) until ctx ends.
 func (r *Relay) Run(ctx context.Context, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -172,46 +194,267 @@ func (r *Relay) Run(ctx context.Context, interval time.Duration) error {
 	}
 }
 
-func (r *Relay) apply(ctx context.Context, row store.OutboxRow) error {
-	if row.Envelope != nil {
-		env := &eventv1.Envelope{}
-		if err := proto.Unmarshal(row.Envelope, env); err != nil {
-			// Cannot happen for rows we wrote; do not block the outbox on it.
-			r.cfg.Log.ErrorContext(ctx, "outbox: undecodable row dropped", "id", row.ID, "err", err)
-			return nil
-		}
-		stored, err := r.alreadyStored(ctx, row)
-		if err != nil {
-			return err
-		}
-		if !stored {
-			ack, err := r.cfg.Bus.Publish(ctx, env)
-			if err != nil {
-				return fmt.Errorf("outbox: publish %s %s: %w", row.Kind, row.EventID, err)
-			}
-			if !ack.Duplicate {
-				r.count(ctx, env)
-			}
-		}
-	}
-	if !row.ViewEndedAt.IsZero() && r.cfg.View != nil && row.ViewEndedAt.After(r.cfg.Clock().Add(-r.cfg.ViewTTL)) {
-		if err := r.cfg.View.MarkEnded(ctx, row.TenantID, row.ConversationID, row.ViewEndedAt, row.ViewEndReason); err != nil {
-			return fmt.Errorf("outbox: ended view: %w", err)
-		}
-	}
-	return nil
+// step is what remains to be done for one outbox row: publish its event
+// (env set) and then record the end in the view (view set).
+type step struct {
+	row  store.OutboxRow
+	env  *eventv1.Envelope
+	view bool
+	// checked: the duplicate look-up for a kind JetStream cannot
+	// deduplicate by itself has been done.
+	checked bool
+	err     error
 }
 
-// alreadyStored reports whether the row's event is already in the stream
-// where JetStream's duplicate window cannot tell: conversation_ended and
-// engagement_classified (at most one per conversation, last message on their
-// subject) and operator_no_response (rare, decided by the sweeper) are
-// always checked; late_event_recorded when its cause is older than half the
-// duplicate window (a replay or a very late redelivery).
-func (r *Relay) alreadyStored(ctx context.Context, row store.OutboxRow) (bool, error) {
-	unique := row.Kind == "conversation_ended" || row.Kind == "engagement_classified"
+func (s *step) finished() bool { return s.env == nil && !s.view }
+
+// applyPage applies a page of rows (in id order) and returns the ids of
+// those that are done, and the first failure.
+//
+// Rows of different conversations are independent, so they go out
+// together: in rounds, each round publishing, for every conversation, its
+// next event asynchronously (one round trip and no waiting for each
+// other's fsync), and then waiting for all acknowledgements. A row's view
+// update goes out in the round after its event (the view never says ended
+// before the log does), together with the conversation's next event. A
+// failure stops its conversation for this page, so a conversation's events
+// are appended in the order they were derived; the other conversations go
+// on.
+func (r *Relay) applyPage(ctx context.Context, rows []store.OutboxRow) (done []int64, failed error) {
+	ctx, span := r.cfg.Tracer.Start(ctx, "publish outbox", trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.Int("messaging.batch.message_count", len(rows))))
+	defer span.End()
+	viewFrom := r.cfg.Clock().Add(-r.cfg.ViewTTL)
+	queues := map[store.Key][]*step{}
+	var order []store.Key
+	for _, row := range rows {
+		s := &step{row: row, view: !row.ViewEndedAt.IsZero() && r.cfg.View != nil && row.ViewEndedAt.After(viewFrom)}
+		if row.Envelope != nil {
+			env := &eventv1.Envelope{}
+			if err := proto.Unmarshal(row.Envelope, env); err != nil {
+				// Cannot happen for rows we wrote; do not block the outbox on it.
+				r.cfg.Log.ErrorContext(ctx, "outbox: undecodable row dropped", "id", row.ID, "err", err)
+				done = append(done, row.ID)
+				continue
+			}
+			s.env = env
+		}
+		k := store.Key{TenantID: row.TenantID, ConversationID: row.ConversationID}
+		if _, ok := queues[k]; !ok {
+			order = append(order, k)
+		}
+		queues[k] = append(queues[k], s)
+	}
+	for {
+		var pubs, views []*step
+		for _, k := range order {
+			q := queues[k]
+			for len(q) > 0 && q[0].finished() {
+				done = append(done, q[0].row.ID)
+				q = q[1:]
+			}
+			queues[k] = q
+			if len(q) == 0 {
+				continue
+			}
+			head := q[0]
+			switch {
+			case head.env != nil:
+				pubs = append(pubs, head)
+			case len(q) > 1 && q[1].env != nil:
+				views = append(views, head)
+				pubs = append(pubs, q[1])
+			default:
+				views = append(views, head)
+			}
+		}
+		if len(pubs) == 0 && len(views) == 0 {
+			break
+		}
+		r.round(ctx, pubs, views)
+		for _, k := range order {
+			q := queues[k]
+			if !slices.ContainsFunc(q, func(s *step) bool { return s.err != nil }) {
+				continue
+			}
+			// Stop the conversation at the failed row: it and the rows after
+			// it stay for a retry.
+			for len(q) > 0 && q[0].err == nil && q[0].finished() {
+				done = append(done, q[0].row.ID)
+				q = q[1:]
+			}
+			failed = cmp.Or(failed, q[0].err)
+			delete(queues, k)
+		}
+		order = slices.DeleteFunc(order, func(k store.Key) bool { _, ok := queues[k]; return !ok })
+	}
+	if failed != nil {
+		span.RecordError(failed)
+		span.SetStatus(codes.Error, failed.Error())
+	}
+	return done, failed
+}
+
+// round publishes pubs' events asynchronously and writes views' ends to the
+// view concurrently, waits for all of them, and records each step's
+// outcome: a finished part is cleared, a failure is set in err.
+func (r *Relay) round(ctx context.Context, pubs, views []*step) {
+	var wg sync.WaitGroup
+	for _, s := range views {
+		wg.Go(func() {
+			vctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+			defer cancel()
+			if err := r.cfg.View.MarkEnded(vctx, s.row.TenantID, s.row.ConversationID, s.row.ViewEndedAt, s.row.ViewEndReason); err != nil {
+				s.err = fmt.Errorf("outbox: ended view: %w", err)
+				return
+			}
+			s.view = false
+		})
+	}
+	defer wg.Wait()
+	js := r.cfg.Bus.JetStream()
+	futures := make([]jetstream.PubAckFuture, len(pubs))
+	for i, s := range pubs {
+		stored, err := r.alreadyStored(ctx, s)
+		if err != nil {
+			s.err = err
+			continue
+		}
+		if stored {
+			s.env = nil
+			continue
+		}
+		msg, opts, err := r.message(ctx, s)
+		if err != nil {
+			s.err = err
+			continue
+		}
+		if futures[i], err = js.PublishMsgAsync(msg, opts...); err != nil {
+			s.err = fmt.Errorf("outbox: publish %s %s: %w", s.row.Kind, s.row.EventID, err)
+		}
+	}
+	timeout := time.NewTimer(r.cfg.PublishTimeout)
+	defer timeout.Stop()
+	expired := false
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		s := pubs[i]
+		var (
+			ack *jetstream.PubAck
+			err error
+		)
+		if expired {
+			select {
+			case ack = <-f.Ok():
+			case err = <-f.Err():
+			default:
+				err = fmt.Errorf("%w: no acknowledgement within %s", eventbus.ErrUnavailable, r.cfg.PublishTimeout)
+			}
+		} else {
+			select {
+			case ack = <-f.Ok():
+			case err = <-f.Err():
+			case <-timeout.C:
+				expired = true
+				err = fmt.Errorf("%w: no acknowledgement within %s", eventbus.ErrUnavailable, r.cfg.PublishTimeout)
+			case <-ctx.Done():
+				expired = true
+				err = fmt.Errorf("%w: outcome unknown: %v", eventbus.ErrUnavailable, ctx.Err())
+			}
+		}
+		switch {
+		case err == nil:
+			if !ack.Duplicate {
+				r.count(ctx, s.env)
+			}
+			s.env = nil
+		case isWrongLastSequence(err) && unique(s.row.Kind):
+			// The subject already holds this kind's one event: ours (a
+			// retry) or one the log had before (a rebuild).
+			r.logConflict(ctx, s.row)
+			s.env = nil
+		default:
+			s.err = fmt.Errorf("outbox: publish %s %s: %w", s.row.Kind, s.row.EventID, err)
+		}
+	}
+}
+
+// message builds the NATS message of a step's event and its publish
+// options: the event id as Nats-Msg-Id (JetStream drops a retry within the
+// duplicate window), the expected stream, and for a kind that exists at
+// most once per conversation the expectation that its subject is still
+// empty.
+func (r *Relay) message(ctx context.Context, s *step) (*nats.Msg, []jetstream.PublishOpt, error) {
+	env := s.env
+	if err := eventbus.Validate(env); err != nil {
+		return nil, nil, fmt.Errorf("outbox: %s %s: %w", s.row.Kind, s.row.EventID, err)
+	}
+	kind := eventbus.Kind(env)
+	msg := nats.NewMsg(eventbus.ConvSubject(env.GetTenantId(), env.GetConversationId(), kind))
+	msg.Data = s.row.Envelope
+	msg.Header.Set(eventbus.HeaderKind, kind)
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(msg.Header))
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(env.GetEventId()), jetstream.WithExpectStream(eventbus.ConvStream)}
+	if unique(kind) {
+		// Replaces a look-up per event: JetStream refuses the publish (wrong
+		// last sequence, 10071) when the subject already holds a message, at
+		// any age (the duplicate window only covers recent ids). The check
+		// and the store are one step on the server, also on replicated
+		// streams (nats-server 2.10+).
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(0))
+	}
+	return msg, opts, nil
+}
+
+// unique reports whether a kind exists at most once per conversation, as
+// the last (and only) message on its subject.
+func unique(kind string) bool {
+	return kind == "conversation_ended" || kind == "engagement_classified"
+}
+
+// isWrongLastSequence reports JetStream's "wrong last sequence: N" (10071):
+// the subject holds a message, so the expectation that it is empty failed.
+// The replicated-stream variant without a sequence (10164) is not one of
+// them: it also answers while another message on the subject is still being
+// stored, which may fail; the row is then retried and meets 10071 or
+// succeeds.
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// logConflict warns when the stored event on a unique subject is not the
+// row's (the log already ends the conversation with another event).
+func (r *Relay) logConflict(ctx context.Context, row store.OutboxRow) {
+	subject := eventbus.ConvSubject(row.TenantID, row.ConversationID, row.Kind)
+	st, err := r.convStream(ctx)
+	if err != nil {
+		return
+	}
+	m, err := st.GetLastMsgForSubject(ctx, subject)
+	if err != nil {
+		return
+	}
+	if id := m.Header.Get(jetstream.MsgIDHeader); id != row.EventID {
+		r.cfg.Log.WarnContext(ctx, "outbox: the log already ends this conversation with another event; not appending",
+			"subject", subject, "event_id", row.EventID, "stored_event_id", id)
+	}
+}
+
+// alreadyStored reports whether a step's event is already in the stream
+// where neither JetStream's duplicate window nor the unique-subject
+// expectation can tell: operator_no_response (rare, decided by the sweeper)
+// is always checked, late_event_recorded when its cause is older than half
+// the duplicate window (a replay or a very late redelivery).
+func (r *Relay) alreadyStored(ctx context.Context, s *step) (bool, error) {
+	row := s.row
+	if s.checked || unique(row.Kind) {
+		return false, nil
+	}
 	old := !row.CauseRecordedAt.IsZero() && row.CauseRecordedAt.Before(r.cfg.Clock().Add(-r.cfg.DuplicateWindow/2))
-	if !unique && !old && row.Kind != "operator_no_response" {
+	if !old && row.Kind != "operator_no_response" {
 		return false, nil
 	}
 	st, err := r.convStream(ctx)
@@ -219,23 +462,10 @@ func (r *Relay) alreadyStored(ctx context.Context, row store.OutboxRow) (bool, e
 		return false, err
 	}
 	subject := eventbus.ConvSubject(row.TenantID, row.ConversationID, row.Kind)
-	if unique {
-		m, err := st.GetLastMsgForSubject(ctx, subject)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return false, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("outbox: look up %s: %w", subject, err)
-		}
-		if id := m.Header.Get(jetstream.MsgIDHeader); id != row.EventID {
-			r.cfg.Log.WarnContext(ctx, "outbox: the log already ends this conversation with another event; not appending",
-				"subject", subject, "event_id", row.EventID, "stored_event_id", id)
-		}
-		return true, nil
-	}
 	for seq := uint64(1); ; {
 		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			s.checked = true
 			return false, nil
 		}
 		if err != nil {

@@ -76,32 +76,77 @@ func StateColumns() []string {
 	return out
 }
 
+// stateTypes are the PostgreSQL types of the state columns, in stateCols
+// order: the element types of the arrays upsertSQL unnests.
+var stateTypes = []string{"text", "text", "text", "text", "text", "text", "timestamptz", "timestamptz",
+	"timestamptz", "text", "text", "bigint", "timestamptz", "text", "boolean", "boolean",
+	"timestamptz", "text", "text", "timestamptz", "timestamptz", "timestamptz", "bigint", "integer",
+	"bigint", "integer", "integer", "integer", "integer", "text", "boolean", "bigint"}
+
+// upsertSQL writes many states in one statement: one array parameter per
+// state column (see stateArrays), unnested into rows; the last parameter is
+// the default session timeout. stale_at is each row's last activity plus
+// its session timeout, resolved as lifecycle_session_timeout (migrations)
+// does, but by joins: the function's three look-ups per row cost more than
+// the rest of the statement.
 var upsertSQL = func() string {
 	cols := StateColumns()
-	ph := make([]string, len(cols))
+	if len(cols) != len(stateTypes) {
+		panic("store: stateTypes does not match stateCols")
+	}
+	arrays := make([]string, len(cols))
 	set := make([]string, 0, len(cols))
 	for i, c := range cols {
-		ph[i] = "$" + strconv.Itoa(i+1)
+		arrays[i] = "$" + strconv.Itoa(i+1) + "::" + stateTypes[i] + "[]"
 		if c != "tenant_id" && c != "conversation_id" {
 			set = append(set, c+" = EXCLUDED."+c)
 		}
 	}
 	n := len(cols)
-	return `INSERT INTO lifecycle_conversations (` + stateCols + `, stale_at, updated_at) VALUES (` + strings.Join(ph, ", ") +
-		`, $8::timestamptz + make_interval(secs => lifecycle_session_timeout($1::text, $4::text, $` + strconv.Itoa(n+1) + `::integer)), now())
+	return `INSERT INTO lifecycle_conversations (` + stateCols + `, stale_at, updated_at)
+		SELECT u.*, u.last_activity_at + make_interval(secs => COALESCE(tc.timeout_seconds, ta.timeout_seconds, sc.timeout_seconds, $` + strconv.Itoa(n+1) + `::integer)), now()
+		FROM unnest(` + strings.Join(arrays, ", ") + `) AS u(` + stateCols + `)
+		-- The tenant's channel, the tenant's every channel, the service's channel.
+		LEFT JOIN lifecycle_session_timeouts tc ON tc.tenant_id = u.tenant_id AND tc.channel = u.channel
+		LEFT JOIN lifecycle_session_timeouts ta ON ta.tenant_id = u.tenant_id AND ta.channel = '*'
+		LEFT JOIN lifecycle_session_timeouts sc ON sc.tenant_id = '*' AND sc.channel = u.channel
 		ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET ` + strings.Join(set, ", ") + `, stale_at = EXCLUDED.stale_at, updated_at = now()`
 }()
 
-func stateArgs(st machine.State) []any {
-	var firstResponse any
-	if st.HasFirstResponse {
-		firstResponse = int64(st.FirstResponseMS)
+// stateArrays turns states into upsertSQL's column arrays (NULL as a nil
+// pointer).
+func stateArrays(states []machine.State) []any {
+	k := len(states)
+	strs := func() []string { return make([]string, k) }
+	times := func() []*time.Time { return make([]*time.Time, k) }
+	ints := func() []int32 { return make([]int32, k) }
+	bools := func() []bool { return make([]bool, k) }
+	tenant, conv, status, channel, bot, ctype := strs(), strs(), strs(), strs(), strs(), strs()
+	started, lastActivity := make([]time.Time, k), make([]time.Time, k)
+	endedAt, endReason, endedBy, endSeq := times(), make([]*string, k), strs(), make([]int64, k)
+	handoffAt, handoffID, awaiting, noResponse := times(), strs(), bools(), bools()
+	takeoverAt, agentID, agentName, joinedAt, leftAt, pendingAt, firstResponse, replies := times(), strs(), strs(), times(), times(), times(), make([]*int64, k), ints()
+	responseSum, visitorMsgs, goals, flows, late, engagement, resolved, appliedSeq := make([]int64, k), ints(), ints(), ints(), ints(), make([]*string, k), bools(), make([]int64, k)
+	for i, st := range states {
+		tenant[i], conv[i], status[i], channel[i], bot[i], ctype[i] = st.TenantID, st.ConversationID, st.Status.String(), st.Channel.String(), st.BotID, st.Type.String()
+		started[i], lastActivity[i] = st.StartedAt, st.LastActivityAt
+		endedAt[i], endReason[i], endedBy[i], endSeq[i] = timePtr(st.EndedAt), enumPtr(int32(st.EndReason), st.EndReason.String()), st.EndedBy, int64(st.EndSeq)
+		handoffAt[i], handoffID[i], awaiting[i], noResponse[i] = timePtr(st.HandoffRequestedAt), st.HandoffEventID, st.AwaitingAgent, st.OperatorNoResponse
+		takeoverAt[i], agentID[i], agentName[i] = timePtr(st.TakeoverAt), st.AgentID, st.AgentName
+		joinedAt[i], leftAt[i], pendingAt[i] = timePtr(st.AgentJoinedAt), timePtr(st.AgentLeftAt), timePtr(st.PendingVisitorAt)
+		if st.HasFirstResponse {
+			v := int64(st.FirstResponseMS)
+			firstResponse[i] = &v
+		}
+		replies[i], responseSum[i], visitorMsgs[i] = int32(st.AgentReplies), int64(st.AgentResponseMSSum), int32(st.VisitorMessages)
+		goals[i], flows[i], late[i] = int32(st.GoalsReached), int32(st.FlowsCompleted), int32(st.LateEvents)
+		engagement[i], resolved[i], appliedSeq[i] = enumPtr(int32(st.Engagement), st.Engagement.String()), st.Resolved, int64(st.AppliedSeq)
 	}
 	return []any{
-		st.TenantID, st.ConversationID, st.Status.String(), st.Channel.String(), st.BotID, st.Type.String(), st.StartedAt, st.LastActivityAt,
-		nullTime(st.EndedAt), nullEnum(int32(st.EndReason), st.EndReason.String()), st.EndedBy, int64(st.EndSeq), nullTime(st.HandoffRequestedAt), st.HandoffEventID, st.AwaitingAgent, st.OperatorNoResponse,
-		nullTime(st.TakeoverAt), st.AgentID, st.AgentName, nullTime(st.AgentJoinedAt), nullTime(st.AgentLeftAt), nullTime(st.PendingVisitorAt), firstResponse, int32(st.AgentReplies),
-		int64(st.AgentResponseMSSum), int32(st.VisitorMessages), int32(st.GoalsReached), int32(st.FlowsCompleted), int32(st.LateEvents), nullEnum(int32(st.Engagement), st.Engagement.String()), st.Resolved, int64(st.AppliedSeq),
+		tenant, conv, status, channel, bot, ctype, started, lastActivity,
+		endedAt, endReason, endedBy, endSeq, handoffAt, handoffID, awaiting, noResponse,
+		takeoverAt, agentID, agentName, joinedAt, leftAt, pendingAt, firstResponse, replies,
+		responseSum, visitorMsgs, goals, flows, late, engagement, resolved, appliedSeq,
 	}
 }
 
@@ -268,20 +313,37 @@ type Change struct {
 	Position uint64
 }
 
+// outboxSQL inserts many outbox rows in one statement; ids follow the order
+// of the arrays (the relay publishes in id order).
+const outboxSQL = `INSERT INTO lifecycle_outbox (tenant_id, conversation_id, kind, event_id, envelope, cause_recorded_at, view_ended_at, view_end_reason)
+	SELECT tenant_id, conversation_id, kind, event_id, envelope, cause_recorded_at, view_ended_at, view_end_reason
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::timestamptz[], $7::timestamptz[], $8::text[])
+		WITH ORDINALITY AS u(tenant_id, conversation_id, kind, event_id, envelope, cause_recorded_at, view_ended_at, view_end_reason, ord)
+	ORDER BY ord`
+
 // Save writes a change in tx: states (with their stale_at), outbox rows and
-// the consumer position.
+// the consumer position, one statement each, sent together in one round
+// trip. c.States must hold each conversation at most once.
 func (s *Store) Save(ctx context.Context, tx pgx.Tx, c Change) error {
 	b := &pgx.Batch{}
-	for _, st := range c.States {
-		b.Queue(upsertSQL, append(stateArgs(st), s.defaultTimeout)...)
+	if len(c.States) > 0 {
+		b.Queue(upsertSQL, append(stateArrays(c.States), s.defaultTimeout)...)
 	}
-	for _, r := range c.Outbox {
-		var reason any
-		if !r.ViewEndedAt.IsZero() {
-			reason = r.ViewEndReason.String()
+	if len(c.Outbox) > 0 {
+		k := len(c.Outbox)
+		tenant, conv, kind, eventID := make([]string, k), make([]string, k), make([]string, k), make([]string, k)
+		envelope := make([][]byte, k)
+		cause, viewAt := make([]*time.Time, k), make([]*time.Time, k)
+		reason := make([]*string, k)
+		for i, r := range c.Outbox {
+			tenant[i], conv[i], kind[i], eventID[i], envelope[i] = r.TenantID, r.ConversationID, r.Kind, r.EventID, r.Envelope
+			cause[i], viewAt[i] = timePtr(r.CauseRecordedAt), timePtr(r.ViewEndedAt)
+			if !r.ViewEndedAt.IsZero() {
+				name := r.ViewEndReason.String()
+				reason[i] = &name
+			}
 		}
-		b.Queue(`INSERT INTO lifecycle_outbox (tenant_id, conversation_id, kind, event_id, envelope, cause_recorded_at, view_ended_at, view_end_reason)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, r.TenantID, r.ConversationID, r.Kind, r.EventID, r.Envelope, nullTime(r.CauseRecordedAt), nullTime(r.ViewEndedAt), reason)
+		b.Queue(outboxSQL, tenant, conv, kind, eventID, envelope, cause, viewAt, reason)
 	}
 	if c.Position > 0 {
 		b.Queue(`INSERT INTO lifecycle_position (stream, applied_seq) VALUES ('PARLEY_CONV', $1)
@@ -546,18 +608,18 @@ func seconds(d time.Duration) int32 {
 	return int32(s)
 }
 
-func nullTime(t time.Time) any {
+func timePtr(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
 	}
-	return t
+	return &t
 }
 
-func nullEnum(v int32, name string) any {
+func enumPtr(v int32, name string) *string {
 	if v == 0 {
 		return nil
 	}
-	return name
+	return &name
 }
 
 func timeOf(t *time.Time) time.Time {
