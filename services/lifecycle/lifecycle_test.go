@@ -810,6 +810,20 @@ func TestRebuildFromReplay(t *testing.T) {
 			t.Fatalf("%s: %d conversation_ended", conv, n)
 		}
 	}
+	// A close appended after the rebuild started is applied without
+	// looking the log up (only lifecycle appends ends, and this instance
+	// has recorded every one it appended since): it ends the conversation
+	// once.
+	w.publish("acme", "served", w.clock.Now(), closedBy(eventv1.Actor_ACTOR_AGENT))
+	s2.waitState("served", "ended", ended)
+	s2.quiet()
+	if st := s2.state("served"); st.EndReason != eventv1.EndReason_END_REASON_AGENT_CLOSED || st.EndedBy != "ann" {
+		t.Fatalf("served: %v", st)
+	}
+	if n := w.count("acme", "served", "conversation_ended"); n != 1 {
+		t.Fatalf("served: %d conversation_ended", n)
+	}
+	before = w.lastSeq()
 	// Restarting on the rebuilt database resumes instead of replaying.
 	s2.stop()
 	w.publish("acme", "fresh", w.clock.Now(), visitorMsg("new"))

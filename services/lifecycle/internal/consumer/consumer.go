@@ -255,12 +255,14 @@ func (c *Consumer) Handle(ctx context.Context, batch []*eventbus.Delivery) error
 // appended after the start was itself appended after the start, and only
 // lifecycle appends conversation_ended: this instance (lifecycle runs as
 // one replica), from its outbox, which is committed to PostgreSQL together
-// with the state that ended the conversation. So when the consumer applies
-// such a close, either that end is already in the state it reads (the close
-// then finds the conversation ended and ends nothing), or the end has not
-// been decided yet and cannot be in the log. Either way the look-up could
-// only answer "no later end"; it matters only for what the log held at the
-// start (a rebuild from an empty database, or a restore from a backup).
+// with the state that ended the conversation, before it is published. So
+// when the consumer applies such a close (under the row lock that sweeps
+// and commands take too), either that end is already in the state it reads
+// (the close finds the conversation ended and ends nothing, whatever a
+// look-up said), or it has not been decided and cannot be in the log (a
+// look-up would find nothing). The look-up cannot change the outcome; it
+// matters only for ends the log held before the start, which the database
+// may not know (a rebuild from an empty database, a restore from a backup).
 func (c *Consumer) loggedEnds(ctx context.Context, batch []*eventbus.Delivery) (map[string]bool, error) {
 	c.mu.Lock()
 	horizon, prepared := c.horizon, c.prepared

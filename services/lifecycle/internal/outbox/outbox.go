@@ -17,15 +17,19 @@ package outbox
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/parley-dev/parley/libs/convview"
 	"github.com/parley-dev/parley/libs/eventbus"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
@@ -76,6 +80,7 @@ func Rows(st machine.State, out machine.Output, cause *eventv1.Envelope) ([]stor
 // Publisher is the part of the event bus the relay needs.
 type Publisher interface {
 	JetStream() jetstream.JetStream
+	Conn() *nats.Conn
 }
 
 // Config configures a Relay.
@@ -108,9 +113,11 @@ type Relay struct {
 	cfg    Config
 	mu     sync.Mutex
 	stream jetstream.Stream
-	ended  metric.Int64Counter
-	events metric.Int64Counter
-	kick   chan struct{}
+	// noBatch: the stream refused an atomic batch as disabled.
+	noBatch atomic.Bool
+	ended   metric.Int64Counter
+	events  metric.Int64Counter
+	kick    chan struct{}
 }
 
 // New returns a relay.
@@ -212,14 +219,15 @@ func (s *step) finished() bool { return s.env == nil && !s.view }
 // those that are done, and the first failure.
 //
 // Rows of different conversations are independent, so they go out
-// together: in rounds, each round publishing, for every conversation, its
-// next event asynchronously (one round trip and no waiting for each
-// other's fsync), and then waiting for all acknowledgements. A row's view
-// update goes out in the round after its event (the view never says ended
-// before the log does), together with the conversation's next event. A
-// failure stops its conversation for this page, so a conversation's events
-// are appended in the order they were derived; the other conversations go
-// on.
+// together, in rounds: each round publishes, for every conversation, its
+// next event (all in one atomic batch: one stream write and one fsync),
+// and waits until they are stored. A row's view update goes out in the
+// round after its event (the view never says ended before the log does),
+// together with the conversation's next event. A failure stops its
+// conversation for this page, so a conversation's events are appended in
+// the order they were derived; the other conversations go on. A typical
+// page (conversations ending: conversation_ended with its view update,
+// engagement_classified) takes two rounds.
 func (r *Relay) applyPage(ctx context.Context, rows []store.OutboxRow) (done []int64, failed error) {
 	ctx, span := r.cfg.Tracer.Start(ctx, "publish outbox", trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.Int("messaging.batch.message_count", len(rows))))
@@ -295,9 +303,11 @@ func (r *Relay) applyPage(ctx context.Context, rows []store.OutboxRow) (done []i
 	return done, failed
 }
 
-// round publishes pubs' events asynchronously and writes views' ends to the
-// view concurrently, waits for all of them, and records each step's
-// outcome: a finished part is cleared, a failure is set in err.
+// round publishes pubs' events, as one atomic batch when there are
+// several (else, or when the batch is refused, each on its own,
+// asynchronously), writes views' ends to the view concurrently, waits for
+// all of them, and records each step's outcome: a finished part is
+// cleared, a failure is set in err.
 func (r *Relay) round(ctx context.Context, pubs, views []*step) {
 	var wg sync.WaitGroup
 	for _, s := range views {
@@ -312,9 +322,11 @@ func (r *Relay) round(ctx context.Context, pubs, views []*step) {
 		})
 	}
 	defer wg.Wait()
-	js := r.cfg.Bus.JetStream()
-	futures := make([]jetstream.PubAckFuture, len(pubs))
-	for i, s := range pubs {
+	var (
+		ready []*step
+		msgs  []*nats.Msg
+	)
+	for _, s := range pubs {
 		stored, err := r.alreadyStored(ctx, s)
 		if err != nil {
 			s.err = err
@@ -324,13 +336,98 @@ func (r *Relay) round(ctx context.Context, pubs, views []*step) {
 			s.env = nil
 			continue
 		}
-		msg, opts, err := r.message(ctx, s)
+		msg, err := r.message(ctx, s)
 		if err != nil {
 			s.err = err
 			continue
 		}
-		if futures[i], err = js.PublishMsgAsync(msg, opts...); err != nil {
-			s.err = fmt.Errorf("outbox: publish %s %s: %w", s.row.Kind, s.row.EventID, err)
+		ready, msgs = append(ready, s), append(msgs, msg)
+	}
+	if len(msgs) > 1 && !r.noBatch.Load() {
+		err := r.publishAtomic(ctx, msgs)
+		if err == nil {
+			for _, s := range ready {
+				r.count(ctx, s.env)
+				s.env = nil
+			}
+			return
+		}
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeAtomicPublishDisabled {
+			r.noBatch.Store(true)
+			r.cfg.Log.WarnContext(ctx, "outbox: atomic batches are disabled on the stream; publishing one message at a time", "stream", eventbus.ConvStream)
+		}
+		// Another outcome (an event already stored, a timeout) is settled
+		// message by message: what the batch stored is then reported as a
+		// duplicate or as stored on its unique subject.
+		r.cfg.Log.DebugContext(ctx, "outbox: atomic batch not stored; publishing one by one", "messages", len(msgs), "err", err)
+	}
+	r.publishEach(ctx, ready, msgs)
+}
+
+// Header names of JetStream atomic batch publishing (ADR-50, nats-server
+// 2.12+), and the error code of a stream that does not allow it.
+const (
+	headerBatchID                = "Nats-Batch-Id"
+	headerBatchSeq               = "Nats-Batch-Sequence"
+	headerBatchCommit            = "Nats-Batch-Commit"
+	errCodeAtomicPublishDisabled = 10174
+)
+
+// publishAtomic stores msgs (of different conversations) as one JetStream
+// atomic batch: one stream write, and one fsync where the server syncs
+// every write, instead of one per message. Any message the server refuses
+// (its unique subject is taken, its id is a duplicate) fails the whole
+// batch and nothing is stored.
+func (r *Relay) publishAtomic(ctx context.Context, msgs []*nats.Msg) error {
+	nc := r.cfg.Bus.Conn()
+	id := nuid.Next()
+	for i, m := range msgs {
+		bm := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: make(nats.Header, len(m.Header)+3)}
+		for k, v := range m.Header {
+			bm.Header[k] = v
+		}
+		bm.Header.Set(headerBatchID, id)
+		bm.Header.Set(headerBatchSeq, strconv.Itoa(i+1))
+		if i < len(msgs)-1 {
+			if err := nc.PublishMsg(bm); err != nil {
+				return fmt.Errorf("outbox: batch publish: %w", err)
+			}
+			continue
+		}
+		bm.Header.Set(headerBatchCommit, "1")
+		rctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+		defer cancel()
+		reply, err := nc.RequestMsgWithContext(rctx, bm)
+		if err != nil {
+			return fmt.Errorf("outbox: batch commit: %w", err)
+		}
+		var ack struct {
+			Count int                 `json:"count"`
+			Error *jetstream.APIError `json:"error"`
+		}
+		if err := json.Unmarshal(reply.Data, &ack); err != nil {
+			return fmt.Errorf("outbox: batch commit: bad reply %q: %w", reply.Data, err)
+		}
+		if ack.Error != nil {
+			return ack.Error
+		}
+		if ack.Count != len(msgs) {
+			return fmt.Errorf("outbox: batch commit: stored %d of %d messages", ack.Count, len(msgs))
+		}
+	}
+	return nil
+}
+
+// publishEach publishes msgs one message each, asynchronously, waits for
+// every acknowledgement and records each step's outcome.
+func (r *Relay) publishEach(ctx context.Context, steps []*step, msgs []*nats.Msg) {
+	js := r.cfg.Bus.JetStream()
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	for i, msg := range msgs {
+		var err error
+		if futures[i], err = js.PublishMsgAsync(msg); err != nil {
+			steps[i].err = fmt.Errorf("outbox: publish %s %s: %w", steps[i].row.Kind, steps[i].row.EventID, err)
 		}
 	}
 	timeout := time.NewTimer(r.cfg.PublishTimeout)
@@ -340,7 +437,7 @@ func (r *Relay) round(ctx context.Context, pubs, views []*step) {
 		if f == nil {
 			continue
 		}
-		s := pubs[i]
+		s := steps[i]
 		var (
 			ack *jetstream.PubAck
 			err error
@@ -381,31 +478,31 @@ func (r *Relay) round(ctx context.Context, pubs, views []*step) {
 	}
 }
 
-// message builds the NATS message of a step's event and its publish
-// options: the event id as Nats-Msg-Id (JetStream drops a retry within the
-// duplicate window), the expected stream, and for a kind that exists at
-// most once per conversation the expectation that its subject is still
-// empty.
-func (r *Relay) message(ctx context.Context, s *step) (*nats.Msg, []jetstream.PublishOpt, error) {
+// message builds the NATS message of a step's event: the event id as
+// Nats-Msg-Id (JetStream drops a retry within the duplicate window), the
+// expected stream, and for a kind that exists at most once per
+// conversation the expectation that its subject is still empty.
+func (r *Relay) message(ctx context.Context, s *step) (*nats.Msg, error) {
 	env := s.env
 	if err := eventbus.Validate(env); err != nil {
-		return nil, nil, fmt.Errorf("outbox: %s %s: %w", s.row.Kind, s.row.EventID, err)
+		return nil, fmt.Errorf("outbox: %s %s: %w", s.row.Kind, s.row.EventID, err)
 	}
 	kind := eventbus.Kind(env)
 	msg := nats.NewMsg(eventbus.ConvSubject(env.GetTenantId(), env.GetConversationId(), kind))
 	msg.Data = s.row.Envelope
 	msg.Header.Set(eventbus.HeaderKind, kind)
-	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(msg.Header))
-	opts := []jetstream.PublishOpt{jetstream.WithMsgID(env.GetEventId()), jetstream.WithExpectStream(eventbus.ConvStream)}
+	msg.Header.Set(jetstream.MsgIDHeader, env.GetEventId())
+	msg.Header.Set(jetstream.ExpectedStreamHeader, eventbus.ConvStream)
 	if unique(kind) {
 		// Replaces a look-up per event: JetStream refuses the publish (wrong
 		// last sequence, 10071) when the subject already holds a message, at
 		// any age (the duplicate window only covers recent ids). The check
 		// and the store are one step on the server, also on replicated
-		// streams (nats-server 2.10+).
-		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(0))
+		// streams and in atomic batches (nats-server 2.12+).
+		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
 	}
-	return msg, opts, nil
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(msg.Header))
+	return msg, nil
 }
 
 // unique reports whether a kind exists at most once per conversation, as

@@ -56,7 +56,7 @@ func newEnv(t *testing.T) *env {
 	}
 	st := store.New(pool, time.Hour)
 	relay := outbox.New(outbox.Config{Store: st, Bus: bus, View: convview.NewWriter(kv), DuplicateWindow: 2 * time.Minute,
-		ViewTTL: convview.DefaultTTL, PublishTimeout: time.Second})
+		ViewTTL: convview.DefaultTTL, PublishTimeout: time.Second, Log: testenv.Telemetry(t, "lifecycle").Logger})
 	return &env{t: t, nats: n, bus: bus, st: st, relay: relay, view: kv}
 }
 
@@ -247,27 +247,39 @@ func TestDrainKeepsRowsWhileNATSIsDown(t *testing.T) {
 	}
 }
 
-func TestLateEventRecordedOnceAfterTheDuplicateWindow(t *testing.T) {
+// late_event_recorded is stored once when published again: by its id
+// (JetStream's duplicate window, also when it arrives in an atomic batch),
+// or, when its cause is older than half the window, by a look-up.
+func TestLateEventRecordedOnce(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	now := time.Now().UTC()
-	late := &eventv1.Envelope{
-		EventId: eventbus.NewEventID(), TenantId: "acme", ConversationId: "a", OccurredAt: timestamppb.New(now), RecordedAt: timestamppb.New(now.Add(-time.Hour)),
-		Payload: &eventv1.Envelope_MessagePosted{MessagePosted: &eventv1.MessagePosted{Role: eventv1.Role_ROLE_VISITOR, Text: "late"}},
-	}
-	st := machine.State{TenantID: "acme", ConversationID: "a", Status: machine.StatusEnded, EndSeq: 1, StartedAt: now, LastActivityAt: now, EndedAt: now}
-	_, out := machine.Apply(st, machine.Event{Envelope: late, Seq: 2}, now)
-	rows, err := outbox.Rows(st, out, late)
-	if err != nil || len(rows) != 1 || rows[0].Kind != "late_event_recorded" {
-		t.Fatalf("rows %+v %v", rows, err)
+	var rows []store.OutboxRow
+	for conv, recorded := range map[string]time.Time{"recent1": now, "recent2": now, "old1": now.Add(-time.Hour), "old2": now.Add(-time.Hour)} {
+		late := &eventv1.Envelope{
+			EventId: eventbus.NewEventID(), TenantId: "acme", ConversationId: conv, OccurredAt: timestamppb.New(now), RecordedAt: timestamppb.New(recorded),
+			Payload: &eventv1.Envelope_MessagePosted{MessagePosted: &eventv1.MessagePosted{Role: eventv1.Role_ROLE_VISITOR, Text: "late"}},
+		}
+		st := machine.State{TenantID: "acme", ConversationID: conv, Status: machine.StatusEnded, EndSeq: 1, StartedAt: now, LastActivityAt: now, EndedAt: now}
+		_, out := machine.Apply(st, machine.Event{Envelope: late, Seq: 2}, now)
+		r, err := outbox.Rows(st, out, late)
+		if err != nil || len(r) != 1 || r[0].Kind != "late_event_recorded" {
+			t.Fatalf("rows %+v %v", r, err)
+		}
+		rows = append(rows, r...)
 	}
 	for range 2 {
 		e.save(rows)
 		if err := e.relay.Drain(ctx); err != nil {
 			t.Fatal(err)
 		}
+		if n := len(e.pending()); n != 0 {
+			t.Fatalf("%d rows left", n)
+		}
 	}
-	if got := e.stored("a"); len(got) != 1 {
-		t.Fatalf("stored %v", got)
+	for _, conv := range []string{"recent1", "recent2", "old1", "old2"} {
+		if got := e.stored(conv); len(got) != 1 {
+			t.Fatalf("%s: stored %v", conv, got)
+		}
 	}
 }
