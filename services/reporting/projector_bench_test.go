@@ -2,10 +2,12 @@ package reporting_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,6 +28,11 @@ import (
 	"github.com/parley-dev/parley/services/reporting/internal/statestore"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
+
+// windowProfile names CPU profiles of BenchmarkProjector's measured window
+// only (setup, publishing and the baseline left out), one per mode:
+// go test ./services/reporting -run '^$' -bench Projector -benchtime 100000x -args -projector.cpuprofile=/tmp/proj
+var windowProfile = flag.String("projector.cpuprofile", "", "write CPU profiles of BenchmarkProjector's measured windows to `file`.consume and .handle")
 
 // Production settings of the live projector (PARLEY_REPORTING_PROJECTOR_*).
 const (
@@ -71,6 +78,17 @@ func BenchmarkProjector(b *testing.B) {
 			baseD, baseCPU := e.rawInsert(ds)
 			p := projector.New(e.ch, statestore.New(e.pool), projector.LiveTables, slog.New(slog.DiscardHandler))
 			before := e.cpu()
+			if *windowProfile != "" && b.N > 1 {
+				f, err := os.Create(*windowProfile + "." + mode)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					b.Fatal(err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			b.StartTimer()
 			start := time.Now()
 			if mode == "consume" {
@@ -84,6 +102,7 @@ func BenchmarkProjector(b *testing.B) {
 			}
 			d := time.Since(start)
 			b.StopTimer()
+			pprof.StopCPUProfile()
 			used := e.cpu().sub(before)
 			n := float64(len(ds))
 			b.ReportMetric(n/d.Seconds(), "events/s")

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/services/reporting/internal/convstate"
 	"github.com/parley-dev/parley/services/reporting/internal/statestore"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Durable is the projector's consumer name on PARLEY_CONV.
@@ -29,10 +31,41 @@ func (t Tables) Suffixed(suffix string) Tables {
 
 // Projector writes batches of events to ClickHouse.
 type Projector struct {
-	conn   driver.Conn
-	states *statestore.Store
-	tables Tables
-	log    *slog.Logger
+	conn    driver.Conn
+	states  *statestore.Store
+	tables  Tables
+	log     *slog.Logger
+	scratch sync.Pool // *scratch, reused from batch to batch
+}
+
+// scratch is the working memory of one Handle call.
+type scratch struct {
+	rows     Rows
+	keys     []statestore.Key       // the batch's conversations
+	index    map[statestore.Key]int // position in keys
+	of       []int                  // each event's position in keys
+	dirty    []bool                 // by position in keys
+	changed  []*convstate.State
+	events   eventCols
+	messages messageCols
+	convs    convCols
+}
+
+// reset empties s for the next batch, keeping its capacity but none of the
+// batch's data.
+func (s *scratch) reset() {
+	clear(s.rows.Events)
+	clear(s.rows.Messages)
+	s.rows.Events, s.rows.Messages = s.rows.Events[:0], s.rows.Messages[:0]
+	clear(s.keys)
+	s.keys = s.keys[:0]
+	clear(s.index)
+	s.of = s.of[:0]
+	clear(s.changed)
+	s.changed = s.changed[:0]
+	truncate(&s.events)
+	truncate(&s.messages)
+	truncate(&s.convs)
 }
 
 // New returns a projector writing through conn into tables, keeping fold
@@ -47,69 +80,103 @@ func New(conn driver.Conn, states *statestore.Store, tables Tables, log *slog.Lo
 // durable. A redelivered batch produces identical rows (same keys and
 // versions), which ReplacingMergeTree collapses.
 func (p *Projector) Handle(ctx context.Context, batch []*eventbus.Delivery) error {
-	var rows Rows
-	keys := make([]statestore.Key, 0, len(batch))
-	seen := map[statestore.Key]bool{}
+	sc, _ := p.scratch.Get().(*scratch)
+	if sc == nil {
+		sc = &scratch{index: map[statestore.Key]int{}}
+	}
+	defer func() {
+		sc.reset()
+		p.scratch.Put(sc)
+	}()
+	rows := &sc.rows
+	var lastTrace trace.TraceID
+	traceID := ""
 	for _, d := range batch {
-		traceID := ""
-		if d.SpanContext.IsValid() {
-			traceID = d.SpanContext.TraceID().String()
+		if !d.SpanContext.IsValid() {
+			traceID, lastTrace = "", trace.TraceID{}
+		} else if id := d.SpanContext.TraceID(); id != lastTrace || traceID == "" {
+			// Events of one request share a trace: one string for them.
+			traceID, lastTrace = id.String(), id
 		}
 		rows.Add(d.Envelope, d.StreamSeq, traceID)
 		k := statestore.Key{TenantID: d.Envelope.TenantId, ConversationID: d.Envelope.ConversationId}
-		if !seen[k] {
-			seen[k] = true
-			keys = append(keys, k)
+		i, ok := sc.index[k]
+		if !ok {
+			i = len(sc.keys)
+			sc.index[k] = i
+			sc.keys = append(sc.keys, k)
 		}
+		sc.of = append(sc.of, i)
 	}
-	states, err := p.states.Load(ctx, keys)
+	states, err := p.states.Load(ctx, sc.keys)
 	if err != nil {
 		return err
 	}
-	var changed []*convstate.State
-	dirty := map[statestore.Key]bool{}
-	for _, d := range batch {
-		k := statestore.Key{TenantID: d.Envelope.TenantId, ConversationID: d.Envelope.ConversationId}
-		st := states[k]
+	// The states are changed in place below; unless they are saved, the
+	// store must not offer them again.
+	saved := false
+	defer func() {
+		if !saved {
+			p.states.Forget(sc.keys)
+		}
+	}()
+	sc.dirty = slices.Grow(sc.dirty[:0], len(sc.keys))[:len(sc.keys)]
+	clear(sc.dirty)
+	for j, d := range batch {
+		i := sc.of[j]
+		st := states[i]
 		if st == nil {
-			st = convstate.New(k.TenantID, k.ConversationID)
-			states[k] = st
+			st = convstate.New(sc.keys[i].TenantID, sc.keys[i].ConversationID)
+			states[i] = st
 		}
-		if st.Apply(d.Envelope, d.StreamSeq) && !dirty[k] {
-			dirty[k] = true
-			changed = append(changed, st)
-		}
-	}
-	if err := p.insertEvents(ctx, rows.Events); err != nil {
-		return err
-	}
-	if err := p.insertMessages(ctx, rows.Messages); err != nil {
-		return err
-	}
-	if err := p.insertConversations(ctx, changed); err != nil {
-		return err
-	}
-	return p.states.Save(ctx, changed)
-}
-
-func (p *Projector) insertConversations(ctx context.Context, states []*convstate.State) error {
-	if len(states) == 0 {
-		return nil
-	}
-	b, err := p.conn.PrepareBatch(ctx, `INSERT INTO `+p.tables.Conversations+` (`+ConversationColumns+`)`)
-	if err != nil {
-		return fmt.Errorf("projector: prepare conversations: %w", err)
-	}
-	for _, s := range states {
-		if err := b.Append(ConversationValues(s)...); err != nil {
-			_ = b.Abort()
-			return fmt.Errorf("projector: append conversation: %w", err)
+		if st.Apply(d.Envelope, d.StreamSeq) && !sc.dirty[i] {
+			sc.dirty[i] = true
+			sc.changed = append(sc.changed, st)
 		}
 	}
-	if err := b.Send(); err != nil {
+	for i := range rows.Events {
+		sc.events.add(&rows.Events[i])
+	}
+	if err := p.insert(ctx, p.tables.Events, eventColumns, len(rows.Events), sc.events.columns()); err != nil {
+		return fmt.Errorf("projector: insert events: %w", err)
+	}
+	for i := range rows.Messages {
+		sc.messages.add(&rows.Messages[i])
+	}
+	if err := p.insert(ctx, p.tables.Messages, messageColumns, len(rows.Messages), sc.messages.columns()); err != nil {
+		return fmt.Errorf("projector: insert messages: %w", err)
+	}
+	for _, st := range sc.changed {
+		if err := sc.convs.add(st); err != nil {
+			return err
+		}
+	}
+	if err := p.insert(ctx, p.tables.Conversations, ConversationColumns, len(sc.changed), sc.convs.columns()); err != nil {
 		return fmt.Errorf("projector: insert conversations: %w", err)
 	}
+	if err := p.states.Save(ctx, sc.changed); err != nil {
+		return err
+	}
+	saved = true
 	return nil
+}
+
+// insert writes n rows, given as columns, into table.
+func (p *Projector) insert(ctx context.Context, table, columns string, n int, cols []any) error {
+	if n == 0 {
+		return nil
+	}
+	b, err := p.conn.PrepareBatch(ctx, `INSERT INTO `+table+` (`+columns+`)`)
+	if err != nil {
+		return err
+	}
+	for i, c := range cols {
+		if err := b.Column(i).Append(c); err != nil {
+			_ = b.Abort()
+			return fmt.Errorf("column %d: %w", i, err)
+		}
+	}
+	return b.Send()
 }
 
 // ConversationColumns lists the conversations table's columns in the order
@@ -126,15 +193,7 @@ const ConversationColumns = `tenant_id, conversation_id, started_at, started_at_
 
 // ConversationValues is one conversations row.
 func ConversationValues(s *convstate.State) []any {
-	keys := make([]string, 0, len(s.Variables))
-	for k := range s.Variables {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	vals := make([]string, len(keys))
-	for i, k := range keys {
-		vals[i] = s.Variables[k]
-	}
+	keys, vals := variables(s.Variables)
 	return []any{
 		s.TenantID, s.ConversationID, chTime(s.StartedAt), s.StartedAt.UnixMicro(), chTime(s.LastActivityAt), chTime(s.EndedAt), s.Status, s.EndReason, s.EndedBy,
 		s.BotID, s.Channel, s.Platform, s.Type, s.DeviceType, s.VisitorToken, s.VisitorName, s.Locale, s.Country, s.Region, s.City,
@@ -161,44 +220,4 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
-}
-
-func (p *Projector) insertEvents(ctx context.Context, rows []EventRow) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	b, err := p.conn.PrepareBatch(ctx, `INSERT INTO `+p.tables.Events+` (tenant_id, conversation_id, event_id, kind, stream_seq, occurred_at, occurred_at_us, recorded_at, producer, causation_id, correlation_id, trace_id, payload_json)`)
-	if err != nil {
-		return fmt.Errorf("projector: prepare events: %w", err)
-	}
-	for _, r := range rows {
-		if err := b.Append(r.TenantID, r.ConversationID, r.EventID, r.Kind, r.StreamSeq, r.OccurredAt, r.OccurredAtUS, r.RecordedAt, r.Producer, r.CausationID, r.CorrelationID, r.TraceID, r.PayloadJSON); err != nil {
-			_ = b.Abort()
-			return fmt.Errorf("projector: append event: %w", err)
-		}
-	}
-	if err := b.Send(); err != nil {
-		return fmt.Errorf("projector: insert events: %w", err)
-	}
-	return nil
-}
-
-func (p *Projector) insertMessages(ctx context.Context, rows []MessageRow) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	b, err := p.conn.PrepareBatch(ctx, `INSERT INTO `+p.tables.Messages+` (tenant_id, conversation_id, event_id, message_id, role, text, intent, intent_confidence, unidentified, flow_id, node_id, agent_id, response_time_ms, paid, occurred_at, occurred_at_us, recorded_at, stream_seq, trace_id)`)
-	if err != nil {
-		return fmt.Errorf("projector: prepare messages: %w", err)
-	}
-	for _, r := range rows {
-		if err := b.Append(r.TenantID, r.ConversationID, r.EventID, r.MessageID, r.Role, r.Text, r.Intent, r.IntentConfidence, r.Unidentified, r.FlowID, r.NodeID, r.AgentID, r.ResponseTimeMS, r.Paid, r.OccurredAt, r.OccurredAtUS, r.RecordedAt, r.StreamSeq, r.TraceID); err != nil {
-			_ = b.Abort()
-			return fmt.Errorf("projector: append message: %w", err)
-		}
-	}
-	if err := b.Send(); err != nil {
-		return fmt.Errorf("projector: insert messages: %w", err)
-	}
-	return nil
 }

@@ -153,3 +153,66 @@ func TestProjectionIsIdempotentAndTenantScoped(t *testing.T) {
 		t.Fatalf("unknown tenant: want ErrNotFound, got %v", err)
 	}
 }
+
+// TestFailedBatchIsProjectedAgainInFull makes a batch fail after its events
+// were folded (the conversations insert fails), then hands the same batch
+// to the projector again, as the consumer's redelivery does: the fold state
+// the failed attempt changed in memory must not be taken for the stored one.
+func TestFailedBatchIsProjectedAgainInFull(t *testing.T) {
+	ctx := context.Background()
+	tel := testenv.Telemetry(t, "reporting-test")
+	db := testenv.ClickHouse(t)
+	ch, err := chstore.Open(ctx, config.ClickHouse{Addr: db.Addr, Database: db.Database, User: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	if err := schema.Migrate(ctx, ch, tel.Logger); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgstore.Connect(ctx, config.Postgres{URL: testenv.Postgres(t), MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := statestore.Migrate(ctx, pool, tel.Logger); err != nil {
+		t.Fatal(err)
+	}
+	states := statestore.New(pool)
+	p := projector.New(ch, states, projector.LiveTables, tel.Logger)
+	base := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	var seq uint64
+	batch := func(n int) []*eventbus.Delivery {
+		var out []*eventbus.Delivery
+		for range n {
+			seq++
+			out = append(out, &eventbus.Delivery{Envelope: env("acme", "c1", base.Add(time.Duration(seq)*time.Second), eventv1.Role_ROLE_VISITOR, "msg"), StreamSeq: seq})
+		}
+		return out
+	}
+	if err := p.Handle(ctx, batch(3)); err != nil {
+		t.Fatal(err)
+	}
+	second := batch(4)
+	// The conversations table is briefly missing: the batch fails after
+	// the events were folded into the (remembered) state.
+	if err := ch.Exec(ctx, `RENAME TABLE conversations TO conversations_away`); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Handle(ctx, second); err == nil {
+		t.Fatal("batch without a conversations table succeeded")
+	}
+	if err := ch.Exec(ctx, `RENAME TABLE conversations_away TO conversations`); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Handle(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	var count, version uint64
+	if err := ch.QueryRow(ctx, `SELECT toUInt64(message_count), version FROM conversations FINAL WHERE tenant_id = 'acme' AND conversation_id = 'c1'`).Scan(&count, &version); err != nil {
+		t.Fatal(err)
+	}
+	if count != 7 || version != 7 {
+		t.Fatalf("after the redelivered batch: %d messages, version %d; want 7, 7", count, version)
+	}
+}

@@ -4,6 +4,7 @@
 package projector
 
 import (
+	"errors"
 	"time"
 
 	"github.com/parley-dev/parley/libs/eventbus"
@@ -45,6 +46,7 @@ type MessageRow struct {
 type Rows struct {
 	Events   []EventRow
 	Messages []MessageRow
+	buf      []byte // payload JSON scratch
 }
 
 var payloadOneof = (&eventv1.Envelope{}).ProtoReflect().Descriptor().Oneofs().ByName("payload")
@@ -55,16 +57,16 @@ func (r *Rows) Add(env *eventv1.Envelope, seq uint64, traceID string) {
 	recorded := env.GetRecordedAt().AsTime().UTC()
 	payload := ""
 	if fd := env.ProtoReflect().WhichOneof(payloadOneof); fd != nil {
-		msg := env.ProtoReflect().Get(fd).Message().Interface()
-		if v := env.GetConversationStarted().GetVisitor(); v.GetIp() != "" {
-			// The visitor's IP is used for location lookup only; analysts
-			// never see it.
-			c := proto.Clone(msg).(*eventv1.ConversationStarted)
-			c.Visitor.Ip = ""
-			msg = c
+		msg := env.ProtoReflect().Get(fd).Message()
+		b, err := appendPayloadJSON(r.buf[:0], msg)
+		if errors.Is(err, errUnsupported) {
+			b, err = protojsonPayload(msg.Interface())
 		}
-		if b, err := (protojson.MarshalOptions{UseProtoNames: true}).Marshal(msg); err == nil {
+		if err == nil {
 			payload = string(b)
+		}
+		if cap(b) <= 64<<10 {
+			r.buf = b
 		}
 	}
 	r.Events = append(r.Events, EventRow{
@@ -82,6 +84,17 @@ func (r *Rows) Add(env *eventv1.Envelope, seq uint64, traceID string) {
 			RecordedAt: recorded, StreamSeq: seq, TraceID: traceID,
 		})
 	}
+}
+
+// protojsonPayload is the payload's JSON by protojson, for message types
+// appendPayloadJSON does not know.
+func protojsonPayload(msg proto.Message) ([]byte, error) {
+	if cs, ok := msg.(*eventv1.ConversationStarted); ok && cs.GetVisitor().GetIp() != "" {
+		c := proto.Clone(cs).(*eventv1.ConversationStarted)
+		c.Visitor.Ip = ""
+		msg = c
+	}
+	return protojson.MarshalOptions{UseProtoNames: true}.Marshal(msg)
 }
 
 // roleName maps ROLE_VISITOR to "visitor", matching the Enum8 in ClickHouse.
