@@ -159,7 +159,29 @@ func Run(ctx context.Context, cfg Config) error {
 		DefaultTimeout: cfg.SessionTimeout, Clock: cfg.Clock, Log: b.Log,
 	}))
 	relay.Kick() // publish what a previous run left in the outbox
-	return b.Run(ctx, cons.Run, sw.Run, func(ctx context.Context) error { return relay.Run(ctx, time.Second) })
+	// The relay outlives the consumer: on shutdown the consumer finishes and
+	// commits the batch in hand, then the relay publishes what it derived
+	// and stops (what it cannot publish in time stays for the next start).
+	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRelay()
+	consume := func(ctx context.Context) error {
+		defer stopRelay()
+		err := cons.Run(ctx)
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout(cfg.Server))
+		defer cancel()
+		if derr := relay.Drain(dctx); derr != nil {
+			b.Log.WarnContext(dctx, "outbox: not everything published before stopping; the next start publishes the rest", "err", derr)
+		}
+		return err
+	}
+	return b.Run(ctx, consume, sw.Run, func(context.Context) error { return relay.Run(relayCtx, time.Second) })
+}
+
+func shutdownTimeout(s config.Server) time.Duration {
+	if s.ShutdownTimeout > 0 {
+		return s.ShutdownTimeout
+	}
+	return 20 * time.Second
 }
 
 // Scopes lists the API-key scope each method needs: reads need "read",

@@ -833,3 +833,38 @@ func TestRebuildFromReplay(t *testing.T) {
 		t.Fatalf("fresh: %v", st)
 	}
 }
+
+// TestStopPublishesWhatWasApplied stops the service as soon as it has
+// applied a burst of closes: what they derived is published before Run
+// returns, not left in the outbox until the next start.
+func TestStopPublishesWhatWasApplied(t *testing.T) {
+	w := newWorld(t, time.Minute)
+	s := w.start(w.pgURL, w.key, nil)
+	now := w.clock.Now()
+	const convs = 200
+	for i := range convs {
+		conv := fmt.Sprintf("s%03d", i)
+		w.publish("acme", conv, now.Add(-time.Minute), visitorMsg("hi"))
+		w.publish("acme", conv, now, closedBy(eventv1.Actor_ACTOR_VISITOR))
+	}
+	last := w.lastSeq()
+	w.waitFor("the closes to be applied", func() bool {
+		var pos int64
+		err := s.pool.QueryRow(context.Background(), `SELECT COALESCE((SELECT applied_seq FROM lifecycle_position), 0)`).Scan(&pos)
+		return err == nil && uint64(pos) >= last
+	})
+	s.stop()
+	var left int
+	if err := s.pool.QueryRow(context.Background(), `SELECT count(*) FROM lifecycle_outbox`).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Fatalf("%d outbox rows left after stopping", left)
+	}
+	for i := range convs {
+		conv := fmt.Sprintf("s%03d", i)
+		if n := w.count("acme", conv, "conversation_ended"); n != 1 {
+			t.Fatalf("%s: %d conversation_ended", conv, n)
+		}
+	}
+}
