@@ -354,8 +354,33 @@ func (g *GroupCommitter) publishAtomic(ctx context.Context, msgs []*nats.Msg) ([
 		}
 		return []PubAck{a}, nil
 	}
+	first, err := g.bus.PublishAtomic(ctx, msgs)
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == errCodeBatchDuplicate || apiErr.ErrorCode == errCodeDuplicateProcess) {
+		return g.publishEach(ctx, msgs)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]PubAck, len(msgs))
+	for j := range out {
+		out[j] = PubAck{Sequence: first + uint64(j)}
+	}
+	return out, nil
+}
+
+// PublishAtomic stores msgs as one JetStream atomic batch (ADR-50,
+// nats-server 2.12+; the stream must allow atomic publish): all of them or
+// none, in one stream write (one fsync where the server syncs every write).
+// It returns the stream sequence of the first message. A refusal by the
+// server is a *jetstream.APIError (errors.As): for example a message id
+// already stored (JSAtomicPublishContainsDuplicateMessageErr), a subject
+// expectation not met, or atomic publish disabled on the stream.
+func (b *Bus) PublishAtomic(ctx context.Context, msgs []*nats.Msg) (uint64, error) {
+	if len(msgs) == 0 {
+		return 0, errors.New("eventbus: empty atomic batch")
+	}
 	id := uuid.NewString()
-	nc := g.bus.nc
 	for i, m := range msgs {
 		bm := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: make(nats.Header, len(m.Header)+3)}
 		for k, v := range m.Header {
@@ -364,37 +389,31 @@ func (g *GroupCommitter) publishAtomic(ctx context.Context, msgs []*nats.Msg) ([
 		bm.Header.Set(headerBatchID, id)
 		bm.Header.Set(headerBatchSeq, strconv.Itoa(i+1))
 		if i < len(msgs)-1 {
-			if err := nc.PublishMsg(bm); err != nil {
-				return nil, fmt.Errorf("eventbus: batch publish: %w", classify(err))
+			if err := b.nc.PublishMsg(bm); err != nil {
+				return 0, fmt.Errorf("eventbus: batch publish: %w", classify(err))
 			}
 			continue
 		}
 		bm.Header.Set(headerBatchCommit, "1")
-		reply, err := nc.RequestMsg(bm, g.bus.opts.PublishTimeout)
+		rctx, cancel := context.WithTimeout(ctx, b.opts.PublishTimeout)
+		defer cancel()
+		reply, err := b.nc.RequestMsgWithContext(rctx, bm)
 		if err != nil {
-			return nil, fmt.Errorf("eventbus: batch commit: %w", classify(err))
+			return 0, fmt.Errorf("eventbus: batch commit: %w", classify(err))
 		}
 		var ack batchPubAck
 		if err := json.Unmarshal(reply.Data, &ack); err != nil {
-			return nil, fmt.Errorf("eventbus: batch commit: bad reply %q: %w", reply.Data, err)
+			return 0, fmt.Errorf("eventbus: batch commit: bad reply %q: %w", reply.Data, err)
 		}
 		if ack.Error != nil {
-			if ack.Error.ErrCode == errCodeBatchDuplicate || ack.Error.ErrCode == errCodeDuplicateProcess {
-				return g.publishEach(ctx, msgs)
-			}
-			return nil, fmt.Errorf("eventbus: batch commit: %s (code %d)", ack.Error.Description, ack.Error.ErrCode)
+			return 0, fmt.Errorf("eventbus: batch commit: %w", ack.Error)
 		}
 		if ack.Count != len(msgs) || ack.Seq < uint64(len(msgs)) {
-			return nil, fmt.Errorf("eventbus: batch commit: stored %d of %d messages (seq %d)", ack.Count, len(msgs), ack.Seq)
+			return 0, fmt.Errorf("eventbus: batch commit: stored %d of %d messages (seq %d)", ack.Count, len(msgs), ack.Seq)
 		}
-		first := ack.Seq - uint64(len(msgs)) + 1
-		out := make([]PubAck, len(msgs))
-		for j := range out {
-			out[j] = PubAck{Sequence: first + uint64(j)}
-		}
-		return out, nil
+		return ack.Seq - uint64(len(msgs)) + 1, nil
 	}
-	return nil, errors.New("unreachable")
+	return 0, errors.New("unreachable")
 }
 
 func (g *GroupCommitter) publishEach(ctx context.Context, msgs []*nats.Msg) ([]PubAck, error) {
@@ -410,15 +429,11 @@ func (g *GroupCommitter) publishEach(ctx context.Context, msgs []*nats.Msg) ([]P
 }
 
 type batchPubAck struct {
-	Stream string `json:"stream"`
-	Seq    uint64 `json:"seq"`
-	Batch  string `json:"batch"`
-	Count  int    `json:"count"`
-	Error  *struct {
-		Code        int    `json:"code"`
-		ErrCode     int    `json:"err_code"`
-		Description string `json:"description"`
-	} `json:"error"`
+	Stream string              `json:"stream"`
+	Seq    uint64              `json:"seq"`
+	Batch  string              `json:"batch"`
+	Count  int                 `json:"count"`
+	Error  *jetstream.APIError `json:"error"`
 }
 
 // message completes and validates env and builds its NATS message with the

@@ -17,19 +17,16 @@ package outbox
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 	"github.com/parley-dev/parley/libs/convview"
 	"github.com/parley-dev/parley/libs/eventbus"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
@@ -81,6 +78,9 @@ func Rows(st machine.State, out machine.Output, cause *eventv1.Envelope) ([]stor
 type Publisher interface {
 	JetStream() jetstream.JetStream
 	Conn() *nats.Conn
+	// PublishAtomic stores msgs as one JetStream atomic batch (see
+	// eventbus.Bus.PublishAtomic).
+	PublishAtomic(ctx context.Context, msgs []*nats.Msg) (uint64, error)
 }
 
 // Config configures a Relay.
@@ -344,7 +344,7 @@ func (r *Relay) round(ctx context.Context, pubs, views []*step) {
 		ready, msgs = append(ready, s), append(msgs, msg)
 	}
 	if len(msgs) > 1 && !r.noBatch.Load() {
-		err := r.publishAtomic(ctx, msgs)
+		_, err := r.cfg.Bus.PublishAtomic(ctx, msgs)
 		if err == nil {
 			for _, s := range ready {
 				r.count(ctx, s.env)
@@ -365,59 +365,9 @@ func (r *Relay) round(ctx context.Context, pubs, views []*step) {
 	r.publishEach(ctx, ready, msgs)
 }
 
-// Header names of JetStream atomic batch publishing (ADR-50, nats-server
-// 2.12+), and the error code of a stream that does not allow it.
-const (
-	headerBatchID                = "Nats-Batch-Id"
-	headerBatchSeq               = "Nats-Batch-Sequence"
-	headerBatchCommit            = "Nats-Batch-Commit"
-	errCodeAtomicPublishDisabled = 10174
-)
-
-// publishAtomic stores msgs (of different conversations) as one JetStream
-// atomic batch: one stream write, and one fsync where the server syncs
-// every write, instead of one per message. Any message the server refuses
-// (its unique subject is taken, its id is a duplicate) fails the whole
-// batch and nothing is stored.
-func (r *Relay) publishAtomic(ctx context.Context, msgs []*nats.Msg) error {
-	nc := r.cfg.Bus.Conn()
-	id := nuid.Next()
-	for i, m := range msgs {
-		bm := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: make(nats.Header, len(m.Header)+3)}
-		for k, v := range m.Header {
-			bm.Header[k] = v
-		}
-		bm.Header.Set(headerBatchID, id)
-		bm.Header.Set(headerBatchSeq, strconv.Itoa(i+1))
-		if i < len(msgs)-1 {
-			if err := nc.PublishMsg(bm); err != nil {
-				return fmt.Errorf("outbox: batch publish: %w", err)
-			}
-			continue
-		}
-		bm.Header.Set(headerBatchCommit, "1")
-		rctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
-		defer cancel()
-		reply, err := nc.RequestMsgWithContext(rctx, bm)
-		if err != nil {
-			return fmt.Errorf("outbox: batch commit: %w", err)
-		}
-		var ack struct {
-			Count int                 `json:"count"`
-			Error *jetstream.APIError `json:"error"`
-		}
-		if err := json.Unmarshal(reply.Data, &ack); err != nil {
-			return fmt.Errorf("outbox: batch commit: bad reply %q: %w", reply.Data, err)
-		}
-		if ack.Error != nil {
-			return ack.Error
-		}
-		if ack.Count != len(msgs) {
-			return fmt.Errorf("outbox: batch commit: stored %d of %d messages", ack.Count, len(msgs))
-		}
-	}
-	return nil
-}
+// errCodeAtomicPublishDisabled is JetStream's error for a stream that does
+// not allow atomic batches.
+const errCodeAtomicPublishDisabled = 10174
 
 // publishEach publishes msgs one message each, asynchronously, waits for
 // every acknowledgement and records each step's outcome.
