@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 )
@@ -60,14 +61,81 @@ func Ensure(ctx context.Context, js jetstream.JetStream, ttl time.Duration, repl
 	if err != nil {
 		return nil, fmt.Errorf("convview: bucket %s: %w", Bucket, err)
 	}
+	// The bucket's stream accepts atomic batches, so that many entries cost
+	// one stream write (MarkEndedAll). Updating the bucket above resets the
+	// stream's configuration, so this is applied every time.
+	st, err := js.Stream(ctx, streamName)
+	if err != nil {
+		return nil, fmt.Errorf("convview: bucket %s: %w", Bucket, err)
+	}
+	if cfg := st.CachedInfo().Config; !cfg.AllowAtomicPublish {
+		cfg.AllowAtomicPublish = true
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("convview: bucket %s: allow atomic batches: %w", Bucket, err)
+		}
+	}
 	return kv, nil
 }
 
-// Writer records ended conversations.
-type Writer struct{ kv jetstream.KeyValue }
+// streamName is the stream behind the bucket, and subjectPrefix the prefix
+// of its keys' subjects.
+const (
+	streamName    = "KV_" + Bucket
+	subjectPrefix = "$KV." + Bucket + "."
+)
 
-// NewWriter returns a writer on the bucket.
-func NewWriter(kv jetstream.KeyValue) *Writer { return &Writer{kv: kv} }
+// Entry is one ended conversation to record.
+type Entry struct {
+	TenantID, ConversationID string
+	At                       time.Time
+	Reason                   eventv1.EndReason
+}
+
+// AtomicPublisher stores messages as one JetStream atomic batch
+// (eventbus.Bus.PublishAtomic).
+type AtomicPublisher func(ctx context.Context, msgs []*nats.Msg) (uint64, error)
+
+// Writer records ended conversations.
+type Writer struct {
+	kv     jetstream.KeyValue
+	atomic AtomicPublisher
+}
+
+// NewWriter returns a writer on the bucket. With an atomic publisher,
+// MarkEndedAll stores many entries in one stream write.
+func NewWriter(kv jetstream.KeyValue, atomic ...AtomicPublisher) *Writer {
+	w := &Writer{kv: kv}
+	if len(atomic) > 0 {
+		w.atomic = atomic[0]
+	}
+	return w
+}
+
+// MarkEndedAll records several ended conversations at once: one atomic
+// batch when the writer has an atomic publisher, else one put each. On
+// error none or some of them may be recorded; recording again is harmless.
+func (w *Writer) MarkEndedAll(ctx context.Context, entries []Entry) error {
+	if w.atomic == nil || len(entries) < 2 {
+		for _, e := range entries {
+			if err := w.MarkEnded(ctx, e.TenantID, e.ConversationID, e.At, e.Reason); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	msgs := make([]*nats.Msg, len(entries))
+	for i, e := range entries {
+		data, err := json.Marshal(Ended{EndedAt: e.At.UTC(), Name: e.Reason.String()})
+		if err != nil {
+			return err
+		}
+		msgs[i] = &nats.Msg{Subject: subjectPrefix + Key(e.TenantID, e.ConversationID), Data: data, Header: nats.Header{}}
+	}
+	if _, err := w.atomic(ctx, msgs); err != nil {
+		return fmt.Errorf("convview: batch put: %w", err)
+	}
+	return nil
+}
 
 // MarkEnded records that a conversation ended. Writing the same entry again
 // is harmless.

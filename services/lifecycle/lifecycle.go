@@ -142,7 +142,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fail(err)
 	}
 	relay := outbox.New(outbox.Config{
-		Store: st, Bus: b.Bus, View: convview.NewWriter(kv), DuplicateWindow: cfg.NATS.DuplicateWindow,
+		Store: st, Bus: b.Bus, View: convview.NewWriter(kv, b.Bus.PublishAtomic), DuplicateWindow: cfg.NATS.DuplicateWindow,
 		ViewTTL: cfg.EndedViewTTL, Clock: cfg.Clock, Log: b.Log, Meter: b.Tel.Meter("github.com/parley-dev/parley/services/lifecycle"),
 		Tracer: b.Tel.Tracer("github.com/parley-dev/parley/services/lifecycle"),
 	})

@@ -310,6 +310,22 @@ func (r *Relay) applyPage(ctx context.Context, rows []store.OutboxRow) (done []i
 // cleared, a failure is set in err.
 func (r *Relay) round(ctx context.Context, pubs, views []*step) {
 	var wg sync.WaitGroup
+	if len(views) > 1 {
+		// One atomic batch for the round's view entries; if it fails, each
+		// is written on its own below and fails or succeeds alone.
+		entries := make([]convview.Entry, len(views))
+		for i, s := range views {
+			entries[i] = convview.Entry{TenantID: s.row.TenantID, ConversationID: s.row.ConversationID, At: s.row.ViewEndedAt, Reason: s.row.ViewEndReason}
+		}
+		if err := r.cfg.View.MarkEndedAll(ctx, entries); err == nil {
+			for _, s := range views {
+				s.view = false
+			}
+			views = nil
+		} else {
+			r.cfg.Log.DebugContext(ctx, "outbox: ended-view batch not stored; writing entries one by one", "entries", len(entries), "err", err)
+		}
+	}
 	for _, s := range views {
 		wg.Go(func() {
 			vctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
