@@ -7,7 +7,6 @@ import (
 	"math"
 	"slices"
 	"time"
-	"unsafe"
 )
 
 // Binary encoding of a State, several times cheaper to write and read than
@@ -326,42 +325,3 @@ func (d *decoder) time(v *time.Time) {
 	d.b = d.b[n:]
 	*v = time.Unix(sec, int64(ns-1)).UTC()
 }
-
-// MemoryEstimate is about how many bytes of heap s holds: the struct, its
-// strings and lists. It walks the fields the encoding does (see fields)
-// without reading string contents.
-func (s *State) MemoryEstimate() int {
-	z := sizer{n: int(unsafe.Sizeof(*s))}
-	s.fields(&z)
-	return z.n
-}
-
-// sizer is a codec that adds up heap sizes: string data rounded up to 8
-// bytes, list backing arrays, map entries with their overhead.
-type sizer struct{ n int }
-
-func (z *sizer) str(v *string) { z.n += (len(*v) + 7) &^ 7 }
-
-func (z *sizer) strs(v *[]string) {
-	z.n += 16 * cap(*v)
-	for i := range *v {
-		z.str(&(*v)[i])
-	}
-}
-
-func (z *sizer) strMap(v *map[string]string) {
-	if *v == nil {
-		return
-	}
-	z.n += 64
-	for k, val := range *v {
-		z.n += 48 + (len(k)+7)&^7 + (len(val)+7)&^7
-	}
-}
-
-func (z *sizer) u64s(v *[]uint64) { z.n += 8 * cap(*v) }
-func (z *sizer) u32(*uint32)      {}
-func (z *sizer) u64(*uint64)      {}
-func (z *sizer) i64(*int64)       {}
-func (z *sizer) flag(*bool)       {}
-func (z *sizer) time(*time.Time)  {}

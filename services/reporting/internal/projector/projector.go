@@ -112,14 +112,6 @@ func (p *Projector) Handle(ctx context.Context, batch []*eventbus.Delivery) erro
 	if err != nil {
 		return err
 	}
-	// The states are changed in place below; unless they are saved, the
-	// store must not offer them again.
-	saved := false
-	defer func() {
-		if !saved {
-			p.states.Forget(sc.keys)
-		}
-	}()
 	sc.dirty = slices.Grow(sc.dirty[:0], len(sc.keys))[:len(sc.keys)]
 	clear(sc.dirty)
 	for j, d := range batch {
@@ -154,11 +146,7 @@ func (p *Projector) Handle(ctx context.Context, batch []*eventbus.Delivery) erro
 	if err := p.insert(ctx, p.tables.Conversations, ConversationColumns, len(sc.changed), sc.convs.columns()); err != nil {
 		return fmt.Errorf("projector: insert conversations: %w", err)
 	}
-	if err := p.states.Save(ctx, sc.changed); err != nil {
-		return err
-	}
-	saved = true
-	return nil
+	return p.states.Save(ctx, sc.changed)
 }
 
 // insert writes n rows, given as columns, into table.

@@ -156,8 +156,8 @@ func TestProjectionIsIdempotentAndTenantScoped(t *testing.T) {
 
 // TestFailedBatchIsProjectedAgainInFull makes a batch fail after its events
 // were folded (the conversations insert fails), then hands the same batch
-// to the projector again, as the consumer's redelivery does: the fold state
-// the failed attempt changed in memory must not be taken for the stored one.
+// to the projector again, as the consumer's redelivery does: what the
+// failed attempt folded in memory must not count as applied.
 func TestFailedBatchIsProjectedAgainInFull(t *testing.T) {
 	ctx := context.Background()
 	tel := testenv.Telemetry(t, "reporting-test")

@@ -126,9 +126,6 @@ func (r *Rebuilder) Run(ctx context.Context, progress func(Progress)) error {
 		return fmt.Errorf("rebuild: pause live projector: %w", err)
 	}
 	defer r.Live.Resume()
-	// The live projector remembers states of the table the swap replaces;
-	// it forgets them before it resumes, whether or not the swap succeeds.
-	defer r.States.Reset()
 	p.Phase = "catching_up"
 	if p.TargetSequence, err = r.Bus.LastSequence(ctx); err != nil {
 		return err

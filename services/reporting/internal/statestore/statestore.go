@@ -1,7 +1,6 @@
 // Package statestore keeps the projector's per-conversation fold state in
 // PostgreSQL (table reporting_conversation_state), in convstate's binary
-// encoding (rows saved as JSON by earlier versions are still read), and
-// remembers recently used states in memory.
+// encoding; rows saved as JSON by earlier versions are still read.
 package statestore
 
 import (
@@ -33,54 +32,29 @@ type Key struct{ TenantID, ConversationID string }
 // Table is the live fold-state table.
 const Table = "reporting_conversation_state"
 
-// Store reads and writes fold states. It remembers the states it loaded
-// or saved last (up to DefaultCacheBytes), so that a conversation whose
-// events keep arriving is not decoded again for every batch; PostgreSQL
-// stays the truth (see Load).
+// Store reads and writes fold states.
 type Store struct {
 	pool  *pgxpool.Pool
 	table string
-	cache *cache
 }
 
 // New returns a store on pool using the live table.
-func New(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool, table: Table, cache: newCache(DefaultCacheBytes)}
-}
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool, table: Table} }
 
-// WithTable returns a store on another table of the same shape (a
-// rebuild's), with a cache of its own.
-func (s *Store) WithTable(table string) *Store {
-	return &Store{pool: s.pool, table: table, cache: newCache(DefaultCacheBytes)}
-}
+// WithTable returns a store on another table of the same shape (a rebuild's).
+func (s *Store) WithTable(table string) *Store { return &Store{pool: s.pool, table: table} }
 
 // Load returns the stored states of keys, in their order; a conversation
 // without a state gets nil.
-//
-// A state remembered from an earlier Load or Save is returned (the same
-// pointer) only if PostgreSQL still holds the last_seq it was stored with
-// and the state has not been changed since (its LastSeq is still that
-// sequence). Otherwise, for instance when another replica has saved a newer
-// state meanwhile, the stored state is read and decoded. So the cache saves
-// decoding, never a read of PostgreSQL, and cannot return a state that
-// PostgreSQL does not hold.
 func (s *Store) Load(ctx context.Context, keys []Key) ([]*convstate.State, error) {
 	tenants := make([]string, len(keys))
 	convs := make([]string, len(keys))
-	seqs := make([]int64, len(keys))
-	cached := make([]*convstate.State, len(keys))
 	for i, k := range keys {
-		tenants[i], convs[i], seqs[i] = k.TenantID, k.ConversationID, -1
-		if st, seq, ok := s.cache.get(k); ok && st.LastSeq == seq {
-			cached[i], seqs[i] = st, int64(seq)
-		}
+		tenants[i], convs[i] = k.TenantID, k.ConversationID
 	}
-	// The state is read only where the remembered sequence differs.
-	rows, err := s.pool.Query(ctx, `SELECT k.i, s.last_seq,
-			CASE WHEN s.last_seq = k.seq THEN NULL ELSE s.state_bin END,
-			CASE WHEN s.last_seq = k.seq OR s.state_bin IS NOT NULL THEN NULL ELSE s.state END
-		FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS k(tenant_id, conversation_id, seq, i)
-		JOIN `+s.table+` s ON s.tenant_id = k.tenant_id AND s.conversation_id = k.conversation_id`, tenants, convs, seqs)
+	rows, err := s.pool.Query(ctx, `SELECT k.i, s.state_bin, CASE WHEN s.state_bin IS NULL THEN s.state END
+		FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(tenant_id, conversation_id, i)
+		JOIN `+s.table+` s ON s.tenant_id = k.tenant_id AND s.conversation_id = k.conversation_id`, tenants, convs)
 	if err != nil {
 		return nil, fmt.Errorf("statestore: load: %w", err)
 	}
@@ -88,50 +62,35 @@ func (s *Store) Load(ctx context.Context, keys []Key) ([]*convstate.State, error
 	out := make([]*convstate.State, len(keys))
 	for rows.Next() {
 		var (
-			i, seq   int64
+			i        int64
 			bin, doc []byte
 		)
-		if err := rows.Scan(&i, &seq, &bin, &doc); err != nil {
+		if err := rows.Scan(&i, &bin, &doc); err != nil {
 			return nil, fmt.Errorf("statestore: load: %w", err)
 		}
 		if i < 1 || int(i) > len(keys) {
 			return nil, fmt.Errorf("statestore: load: unexpected key index %d", i)
 		}
 		i--
-		k := keys[i]
-		if bin == nil && doc == nil && cached[i] != nil && seq == seqs[i] {
-			out[i] = cached[i]
-			continue
-		}
 		st := &convstate.State{}
 		if bin != nil {
-			if err := st.UnmarshalBinary(bin); err != nil {
-				return nil, fmt.Errorf("statestore: decode %s/%s: %w", k.TenantID, k.ConversationID, err)
-			}
-		} else if err := json.Unmarshal(doc, st); err != nil {
-			// Saved before the binary encoding.
-			return nil, fmt.Errorf("statestore: decode %s/%s: %w", k.TenantID, k.ConversationID, err)
+			err = st.UnmarshalBinary(bin)
+		} else {
+			err = json.Unmarshal(doc, st) // saved before the binary encoding
+		}
+		if err != nil {
+			return nil, fmt.Errorf("statestore: decode %s/%s: %w", keys[i].TenantID, keys[i].ConversationID, err)
 		}
 		out[i] = st
-		s.cache.put(k, st, uint64(seq), entryCost(st))
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("statestore: load: %w", err)
 	}
-	var gone []Key
-	for i, k := range keys {
-		if cached[i] != nil && out[i] == nil {
-			gone = append(gone, k)
-		}
-	}
-	s.cache.forget(gone)
 	return out, nil
 }
 
 // Save upserts states. A stored state with a higher last_seq is kept (a
-// slower, older writer never overwrites a newer state). Saved states are
-// remembered for the next Load; a caller that changes a state and then
-// fails to save it must Forget it.
+// slower, older writer never overwrites a newer state).
 func (s *Store) Save(ctx context.Context, states []*convstate.State) error {
 	if len(states) == 0 {
 		return nil
@@ -159,19 +118,8 @@ func (s *Store) Save(ctx context.Context, states []*convstate.State) error {
 	if err != nil {
 		return fmt.Errorf("statestore: save: %w", err)
 	}
-	for _, st := range states {
-		s.cache.put(Key{st.TenantID, st.ConversationID}, st, st.LastSeq, entryCost(st))
-	}
 	return nil
 }
-
-// Forget drops what the store remembers of keys' states: the caller may
-// have changed them without saving them.
-func (s *Store) Forget(keys []Key) { s.cache.forget(keys) }
-
-// Reset drops everything the store remembers, e.g. after the table was
-// replaced by a rebuild.
-func (s *Store) Reset() { s.cache.reset() }
 
 // Secret returns the named secret, creating a random one of 32 bytes on
 // first use. Every replica gets the same value.

@@ -82,100 +82,38 @@ func TestLoadsJSONStatesSavedBeforeTheBinaryEncoding(t *testing.T) {
 	}
 }
 
-func TestCachedStatesAreUsedOnlyWhilePostgreSQLAgrees(t *testing.T) {
+func TestLoadKeepsTheOrderOfKeysAndSaveNeverGoesBack(t *testing.T) {
 	ctx := context.Background()
 	pool := testPool(t)
 	s := New(pool)
-	a, b := state("a", 2), state("b", 3)
+	a, b := state("a", 2), state("b", 5)
 	if err := s.Save(ctx, []*convstate.State{a, b}); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.Load(ctx, keys("a", "b", "new"))
+	got, err := s.Load(ctx, keys("b", "none", "a"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got[0] != a || got[1] != b || got[2] != nil {
-		t.Fatal("saved states not served from memory")
+	if len(got) != 3 || !reflect.DeepEqual(got[0], b) || got[1] != nil || !reflect.DeepEqual(got[2], a) {
+		t.Fatalf("loaded %+v", got)
 	}
-
-	// Another replica saves a newer state of b: this store reads it.
-	other := New(pool)
-	b2 := state("b", 5)
-	if err := other.Save(ctx, []*convstate.State{b2}); err != nil {
+	// An older state (a slower writer) does not replace a newer one.
+	if err := s.Save(ctx, []*convstate.State{state("b", 3), state("a", 4)}); err != nil {
 		t.Fatal(err)
 	}
 	got, _ = s.Load(ctx, keys("a", "b"))
-	if got[0] != a || got[1] == b || !reflect.DeepEqual(got[1], b2) {
-		t.Fatalf("newer state of another writer not seen: %+v", got[1])
+	if got[0].LastSeq != 4 || got[1].LastSeq != 5 || got[1].VisitorMessages != 5 {
+		t.Fatalf("after an older write: a@%d, b@%d", got[0].LastSeq, got[1].LastSeq)
 	}
-
-	// A state changed but not saved (a failed batch) is not served again,
-	// even if the caller forgets to Forget it.
-	a.Apply(&eventv1.Envelope{EventId: "y", Payload: &eventv1.Envelope_Flagged{Flagged: &eventv1.Flagged{}}, OccurredAt: timestamppb.Now()}, 10)
-	got, _ = s.Load(ctx, keys("a"))
-	if got[0] == a || got[0].LastSeq != 2 || got[0].Flagged {
-		t.Fatalf("unsaved change served: %+v", got[0])
-	}
-
-	// Forget and Reset drop what the store remembers.
-	s.Forget(keys("a"))
-	if _, _, ok := s.cache.get(Key{"acme", "a"}); ok {
-		t.Fatal("forgotten state still cached")
-	}
-	s.Reset()
-	if s.cache.len() != 0 {
-		t.Fatal("reset kept states")
-	}
-
-	// A state PostgreSQL no longer holds (table replaced or truncated) is
-	// gone.
-	if err := s.Save(ctx, []*convstate.State{state("c", 1)}); err != nil {
+	// The rebuild's table has the same shape.
+	if _, err := pool.Exec(ctx, `CREATE TABLE rebuilt (LIKE reporting_conversation_state INCLUDING ALL)`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pool.Exec(ctx, `TRUNCATE reporting_conversation_state`); err != nil {
+	r := s.WithTable("rebuilt")
+	if err := r.Save(ctx, []*convstate.State{state("a", 1)}); err != nil {
 		t.Fatal(err)
 	}
-	got, _ = s.Load(ctx, keys("c"))
-	if got[0] != nil {
-		t.Fatalf("state served after the table lost it: %+v", got[0])
-	}
-	if _, _, ok := s.cache.get(Key{"acme", "c"}); ok {
-		t.Fatal("lost state still cached")
-	}
-}
-
-func TestCacheStaysWithinItsBudget(t *testing.T) {
-	c := newCache(10 * 1000)
-	for i := range 100 {
-		c.put(Key{"t", fmt.Sprint(i)}, &convstate.State{}, 1, 1000)
-		if c.bytes > c.max {
-			t.Fatalf("%d bytes over a budget of %d", c.bytes, c.max)
-		}
-	}
-	if c.len() != 10 {
-		t.Fatalf("%d entries", c.len())
-	}
-	// Least recently used go first.
-	c.get(Key{"t", "90"})
-	c.put(Key{"t", "new"}, &convstate.State{}, 1, 1000)
-	if _, _, ok := c.get(Key{"t", "90"}); !ok {
-		t.Fatal("recently used entry evicted")
-	}
-	if _, _, ok := c.get(Key{"t", "91"}); ok {
-		t.Fatal("least recently used entry kept")
-	}
-	// Replacing an entry keeps the accounting right; one too large for the
-	// whole budget is not kept.
-	c.put(Key{"t", "new"}, &convstate.State{}, 2, 3000)
-	c.put(Key{"t", "huge"}, &convstate.State{}, 1, c.max+1)
-	if _, _, ok := c.get(Key{"t", "huge"}); ok || c.bytes > c.max {
-		t.Fatalf("huge entry kept or budget exceeded: %d > %d", c.bytes, c.max)
-	}
-	sum := 0
-	for _, e := range c.entries {
-		sum += e.cost
-	}
-	if sum != c.bytes {
-		t.Fatalf("accounted %d bytes, entries hold %d", c.bytes, sum)
+	if got, _ := r.Load(ctx, keys("a", "b")); got[0].LastSeq != 1 || got[1] != nil {
+		t.Fatalf("rebuild table: %+v", got)
 	}
 }
