@@ -128,6 +128,9 @@ func Run(ctx context.Context, cfg Config) error {
 		func(ctx context.Context) error {
 			// One replica at a time consumes; the others stand by.
 			return consumer.RunExclusive(ctx, b.PG, consumer.LeaderLockKey, 2*time.Second, b.Log, func(ctx context.Context) error {
+				// States kept from an earlier turn may be stale (another
+				// replica consumed meanwhile; ReadBatch would notice).
+				cons.Forget()
 				return b.Bus.Consume(ctx, eventbus.ConsumerConfig{Durable: consumer.Durable, BatchSize: batch}, cons.Handle)
 			})
 		},

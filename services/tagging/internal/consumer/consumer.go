@@ -5,9 +5,18 @@
 // and the derived events (outbox) in one PostgreSQL transaction.
 //
 // Idempotence: an event whose stream sequence is not above the
-// conversation's applied sequence is skipped; a tag row exists at most once
-// per (conversation, rule or detector, tag), and only the transaction that
-// inserts it writes its events, whose ids are deterministic.
+// conversation's applied sequence is skipped (an event that changes nothing,
+// such as tagging's own, does not move it and stays a no-op when delivered
+// again); a tag row exists at most once per (conversation, rule or
+// detector, tag), and only the transaction that inserts it writes its
+// events, whose ids are deterministic.
+//
+// Memory: the states of recently touched conversations (facts and tags) are
+// kept between batches, within a bound (Config.CacheBytes), and written
+// through: a batch still reads each conversation's applied_seq and tags_rev
+// under its lock and uses the kept state only while both are the values it
+// knows, so rows changed by anyone else (backfill, rule deletion, another
+// replica) are read again. A batch whose transaction fails keeps nothing.
 //
 // Live tagging only adds tags. A rule whose condition stops holding later in
 // the conversation keeps its tag: a conversation carries a rule's tag when
@@ -51,6 +60,9 @@ type Config struct {
 	Log   *slog.Logger
 	Meter metric.Meter
 	Clock func() time.Time
+	// CacheBytes bounds the estimated memory of the conversation states
+	// kept between batches (DefaultCacheBytes when 0; negative: none kept).
+	CacheBytes int64
 }
 
 // Consumer applies batches of events.
@@ -58,6 +70,7 @@ type Consumer struct {
 	cfg     Config
 	mu      sync.Mutex
 	cache   map[string]*Ruleset
+	states  *stateCache
 	applied metric.Int64Counter
 	issues  metric.Int64Counter
 	evalErr metric.Int64Counter
@@ -78,6 +91,12 @@ func New(cfg Config) *Consumer {
 		cfg.Kick = func() {}
 	}
 	c := &Consumer{cfg: cfg, cache: map[string]*Ruleset{}}
+	switch {
+	case cfg.CacheBytes == 0:
+		c.states = newStateCache(DefaultCacheBytes)
+	case cfg.CacheBytes > 0:
+		c.states = newStateCache(cfg.CacheBytes)
+	}
 	c.applied, _ = cfg.Meter.Int64Counter("parley.tagging.tags.applied",
 		metric.WithDescription("Tags newly applied by live tagging, by source (rule, builtin_detector)"))
 	c.issues, _ = cfg.Meter.Int64Counter("parley.tagging.issues.detected",
@@ -142,14 +161,24 @@ func (c *Consumer) ruleset(ctx context.Context, tx pgx.Tx, tenant string, gen in
 	return rs, nil
 }
 
-// appliedKey indexes a conversation's tags in effect.
-type appliedKey struct{ ruleID, tag string }
+// Forget drops the conversation states kept between batches. Run calls it
+// whenever this process (again) becomes the one that consumes.
+func (c *Consumer) Forget() { c.states.clear() }
 
 // Handle is an eventbus.Handler.
+//
+// One transaction per batch, usually in four round trips: BEGIN; the
+// tenants' generations, the conversation locks, states and tags
+// (ReadBatch); the changed states and the new tags with their outbox events;
+// COMMIT. States of recently touched conversations are kept in memory
+// between batches (see stateCache), so that a conversation still at the
+// applied_seq and tags_rev this consumer knows is neither sent by
+// PostgreSQL nor decoded again; every change is still written in the
+// batch's transaction, and only changed states are written.
 func (c *Consumer) Handle(ctx context.Context, batch []*eventbus.Delivery) error {
-	var keys []store.ConvKey
+	keys := make([]store.ConvKey, 0, len(batch))
 	var tenants []string
-	seen := map[store.ConvKey]bool{}
+	seen := make(map[store.ConvKey]bool, len(batch))
 	for _, d := range batch {
 		k := store.ConvKey{TenantID: d.Envelope.GetTenantId(), ConversationID: d.Envelope.GetConversationId()}
 		if !seen[k] {
@@ -160,75 +189,75 @@ func (c *Consumer) Handle(ctx context.Context, batch []*eventbus.Delivery) error
 	}
 	var queued int
 	var stats []stat
+	var stored map[store.ConvKey]*store.ConvState
 	err := c.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
-		queued, stats = 0, stats[:0]
-		gens, err := store.LockTenants(ctx, tx, tenants)
+		queued, stats, stored = 0, stats[:0], nil
+		// The states taken out of the cache come back only if this
+		// transaction commits.
+		rd, err := store.ReadBatch(ctx, tx, tenants, keys, c.states.take(keys))
 		if err != nil {
 			return err
 		}
-		sets := map[string]*Ruleset{}
-		for t, g := range gens {
+		sets := make(map[string]*Ruleset, len(rd.Generations))
+		for t, g := range rd.Generations {
 			if sets[t], err = c.ruleset(ctx, tx, t, g); err != nil {
 				return err
 			}
 		}
-		if err := store.LockConversations(ctx, tx, keys); err != nil {
-			return err
-		}
-		states, err := store.LoadStates(ctx, tx, keys)
-		if err != nil {
-			return err
-		}
-		appliedRows, err := store.LoadApplied(ctx, tx, keys)
-		if err != nil {
-			return err
-		}
-		applied := map[store.ConvKey]map[appliedKey]int64{}
-		for k, rows := range appliedRows {
-			m := map[appliedKey]int64{}
-			for _, a := range rows {
-				m[appliedKey{a.RuleID, a.Tag}] = a.RuleVersion
-			}
-			applied[k] = m
-		}
+		states := rd.States
 		var apps []store.Application
 		now := c.cfg.Clock()
 		for _, d := range batch {
 			env := d.Envelope
 			k := store.ConvKey{TenantID: env.GetTenantId(), ConversationID: env.GetConversationId()}
 			st := states[k]
-			if st == nil {
-				st = &store.ConvState{Facts: &taggingv1.RuleConversation{}, LastEvent: &taggingv1.RuleEvent{}}
-				states[k] = st
-			}
 			if d.StreamSeq != 0 && d.StreamSeq <= st.AppliedSeq {
 				continue // redelivered: already applied
 			}
 			ev, changed := facts.Apply(st.Facts, env, c.cfg.Facts)
-			st.AppliedSeq, st.Dirty = d.StreamSeq, true
 			if changed == 0 {
+				// Nothing changed (tagging's own events, a message already
+				// kept): the state and its applied_seq stay as they are;
+				// applying the event again is as much a no-op, since only a
+				// later event (which moves applied_seq past it) can change
+				// the state.
 				continue
 			}
+			st.AppliedSeq, st.Dirty = d.StreamSeq, true
 			st.LastEvent = ev
-			held := applied[k]
-			if held == nil {
-				held = map[appliedKey]int64{}
-				applied[k] = held
-			}
+			held := st.Tags
 			trig := derive.TriggerOf(env, d.StreamSeq)
 			var s stat
 			apps, s = c.evaluate(ctx, sets[k.TenantID], st, ev, changed, env, trig, held, apps, now)
 			stats = append(stats, s)
 		}
-		if err := store.SaveStates(ctx, tx, states); err != nil {
+		b := &pgx.Batch{}
+		if err := store.QueueSaveStates(b, states); err != nil {
 			return err
 		}
-		queued, err = store.Apply(ctx, tx, apps)
-		return err
+		if err := store.QueueApply(b, apps, &queued); err != nil {
+			return err
+		}
+		if b.Len() > 0 {
+			if err := tx.SendBatch(ctx, b).Close(); err != nil {
+				return err
+			}
+		}
+		stored = states
+		return nil
 	})
 	if err != nil {
 		return err
 	}
+	for k, st := range stored {
+		if st.Dirty {
+			st.Stored, st.Dirty = true, false
+		}
+		if !st.Stored {
+			delete(stored, k) // no row to mirror (only no-op events)
+		}
+	}
+	c.states.put(stored)
 	for _, s := range stats {
 		c.record(ctx, s)
 	}
@@ -264,14 +293,14 @@ func (c *Consumer) record(ctx context.Context, s stat) {
 // rules that read what the event changed (the others keep their value, which
 // was false).
 func (c *Consumer) evaluate(ctx context.Context, rs *Ruleset, st *store.ConvState, ev *taggingv1.RuleEvent, changed facts.Fields, env *eventv1.Envelope,
-	trig derive.Trigger, held map[appliedKey]int64, apps []store.Application, now time.Time) ([]store.Application, stat) {
+	trig derive.Trigger, held map[store.AppliedKey]int64, apps []store.Application, now time.Time) ([]store.Application, stat) {
 	var s stat
 	var in rules.Input
 	bound := false
 	full := st.EvaluatedGen != rs.Generation+1
 	st.EvaluatedGen = rs.Generation + 1
 	for _, r := range rs.Rules {
-		if v, ok := held[appliedKey{r.RuleID, r.Tag}]; ok && v >= r.Version {
+		if v, ok := held[store.AppliedKey{RuleID: r.RuleID, Tag: r.Tag}]; ok && v >= r.Version {
 			continue
 		}
 		if !full && !r.Program.Needs(changed) {
@@ -289,8 +318,8 @@ func (c *Consumer) evaluate(ctx context.Context, rs *Ruleset, st *store.ConvStat
 		if !ok {
 			continue
 		}
-		_, existed := held[appliedKey{r.RuleID, r.Tag}]
-		held[appliedKey{r.RuleID, r.Tag}] = r.Version
+		_, existed := held[store.AppliedKey{RuleID: r.RuleID, Tag: r.Tag}]
+		held[store.AppliedKey{RuleID: r.RuleID, Tag: r.Tag}] = r.Version
 		e := derive.TagApplied(trig, r.RuleID, r.Version, r.Tag, eventv1.TagSource_TAG_SOURCE_RULE, now)
 		apps = append(apps, store.Application{TenantID: trig.TenantID, Applied: store.Applied{
 			ConversationID: trig.ConversationID, RuleID: r.RuleID, Tag: r.Tag, Source: store.SourceRule,
@@ -301,12 +330,12 @@ func (c *Consumer) evaluate(ctx context.Context, rs *Ruleset, st *store.ConvStat
 		}
 	}
 	done := func(detector string) bool {
-		_, ok := held[appliedKey{facts.DetectorRuleID(detector), detector}]
+		_, ok := held[store.AppliedKey{RuleID: facts.DetectorRuleID(detector), Tag: detector}]
 		return ok
 	}
 	for _, is := range rs.Detectors.Detect(st.Facts, ev, env, done) {
 		ruleID := facts.DetectorRuleID(is.Detector)
-		held[appliedKey{ruleID, is.Detector}] = 0
+		held[store.AppliedKey{RuleID: ruleID, Tag: is.Detector}] = 0
 		issue := derive.IssueDetected(trig, is.Detector, is.MessageID, is.Details, now)
 		tag := derive.TagApplied(trig, ruleID, 0, is.Detector, eventv1.TagSource_TAG_SOURCE_BUILTIN_DETECTOR, now)
 		apps = append(apps, store.Application{TenantID: trig.TenantID, Applied: store.Applied{

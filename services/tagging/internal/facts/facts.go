@@ -258,7 +258,8 @@ func sortedKeys(m map[string]string) []string {
 	return keys
 }
 
-// truncate cuts s to at most n bytes at a character boundary.
+// truncate cuts s to at most n bytes at a character boundary. A cut string
+// is a copy, so that the state does not keep the whole text alive.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -266,5 +267,5 @@ func truncate(s string, n int) string {
 	for n > 0 && !utf8.RuneStart(s[n]) {
 		n--
 	}
-	return s[:n]
+	return strings.Clone(s[:n])
 }

@@ -1,8 +1,8 @@
 package facts
 
 import (
+	"github.com/parley-dev/parley/libs/eventbus"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
-	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Fields is a set of RuleConversation fields (bit n is field number n). It
@@ -16,12 +16,24 @@ const AllFields = ^Fields(0)
 // Field returns the set holding the named RuleConversation field
 // (AllFields for an unknown name, to stay on the safe side).
 func Field(name string) Fields {
-	fd := (&taggingv1.RuleConversation{}).ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(name))
-	if fd == nil || fd.Number() >= 64 {
-		return AllFields
+	if f, ok := fieldByName[name]; ok {
+		return f
 	}
-	return 1 << uint(fd.Number())
+	return AllFields
 }
+
+// fieldByName maps RuleConversation's field names to their sets, built
+// once from the descriptor.
+var fieldByName = func() map[string]Fields {
+	fds := (&taggingv1.RuleConversation{}).ProtoReflect().Descriptor().Fields()
+	m := make(map[string]Fields, fds.Len())
+	for i := range fds.Len() {
+		if fd := fds.Get(i); fd.Number() < 64 {
+			m[string(fd.Name())] = 1 << uint(fd.Number())
+		}
+	}
+	return m
+}()
 
 func fields(names ...string) Fields {
 	var f Fields
@@ -31,9 +43,26 @@ func fields(names ...string) Fields {
 	return f
 }
 
-// changedBy is the set of fields an event of kind may change. Every folded
-// event changes `events`. TestChangedFieldsAreDeclared keeps it true.
+// changedBy is the set of fields an event of kind may change, looked up in
+// a table computed once per kind (Apply runs for every event).
 func changedBy(kind string) Fields {
+	if f, ok := changedByKind[kind]; ok {
+		return f
+	}
+	return declaredChanges(kind)
+}
+
+var changedByKind = func() map[string]Fields {
+	m := map[string]Fields{}
+	for _, k := range eventbus.Kinds() {
+		m[k] = declaredChanges(k)
+	}
+	return m
+}()
+
+// declaredChanges is the set of fields an event of kind may change. Every
+// folded event changes `events`. TestChangedFieldsAreDeclared keeps it true.
+func declaredChanges(kind string) Fields {
 	f := Field("events")
 	switch kind {
 	case "conversation_started":

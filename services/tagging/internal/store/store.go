@@ -21,11 +21,11 @@ import (
 	"io/fs"
 	"log/slog"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/parley-dev/parley/libs/pgstore"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
@@ -169,6 +169,38 @@ type ConvState struct {
 	LastEvent    *taggingv1.RuleEvent
 	// Dirty marks states to save.
 	Dirty bool
+	// Size is the encoded size of Facts and LastEvent when the state was
+	// last loaded or saved (a measure of its memory for caches).
+	Size int
+	// Stored says that the conversation has a row (ReadBatch; callers set
+	// it once a new state was saved).
+	Stored bool
+	// TagsRev is the row's tags_rev: it moves when anything but live
+	// tagging changes the conversation's tags (ReadBatch).
+	TagsRev int64
+	// Ctid is where the row's current version is, as ReadBatch found it in
+	// the same transaction (QueueSaveStates updates the row there, without
+	// searching the primary key).
+	Ctid pgtype.TID
+	// Tags are the tags in effect on the conversation, with the version of
+	// the rule that holds each (ReadBatch; live tagging adds what it
+	// applies).
+	Tags map[AppliedKey]int64
+	// checked is the last message of Facts known to be valid UTF-8, with
+	// those before it (see appendFacts).
+	checked *taggingv1.RuleMessage
+}
+
+// AppliedKey names a tag in effect on a conversation: the rule (or
+// builtin:<detector>) and the tag.
+type AppliedKey struct{ RuleID, Tag string }
+
+func convIDs(keys []ConvKey) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.ConversationID
+	}
+	return out
 }
 
 func splitKeys(keys []ConvKey) (tenants, convs []string) {
@@ -193,13 +225,14 @@ func LoadStates(ctx context.Context, q querier, keys []ConvKey) (map[ConvKey]*Co
 	var seq, gen int64
 	var factsB, lastB []byte
 	_, err = pgx.ForEachRow(rows, []any{&k.TenantID, &k.ConversationID, &seq, &gen, &factsB, &lastB}, func() error {
-		st := &ConvState{AppliedSeq: uint64(seq), EvaluatedGen: gen, Facts: &taggingv1.RuleConversation{}, LastEvent: &taggingv1.RuleEvent{}}
+		st := &ConvState{AppliedSeq: uint64(seq), EvaluatedGen: gen, Stored: true, Facts: &taggingv1.RuleConversation{}, LastEvent: &taggingv1.RuleEvent{}}
 		if err := proto.Unmarshal(factsB, st.Facts); err != nil {
 			return fmt.Errorf("facts of %s/%s: %w", k.TenantID, k.ConversationID, err)
 		}
 		if err := proto.Unmarshal(lastB, st.LastEvent); err != nil {
 			return fmt.Errorf("last event of %s/%s: %w", k.TenantID, k.ConversationID, err)
 		}
+		st.Size = len(factsB) + len(lastB)
 		out[k] = st
 		return nil
 	})
@@ -207,54 +240,6 @@ func LoadStates(ctx context.Context, q querier, keys []ConvKey) (map[ConvKey]*Co
 		return nil, fmt.Errorf("store: load states: %w", err)
 	}
 	return out, nil
-}
-
-// SaveStates writes the dirty states.
-func SaveStates(ctx context.Context, tx pgx.Tx, states map[ConvKey]*ConvState) error {
-	keys := make([]ConvKey, 0, len(states))
-	for k, st := range states {
-		if st.Dirty {
-			keys = append(keys, k)
-		}
-	}
-	if len(keys) == 0 {
-		return nil
-	}
-	slices.SortFunc(keys, func(a, b ConvKey) int {
-		return strings.Compare(a.TenantID+"\x00"+a.ConversationID, b.TenantID+"\x00"+b.ConversationID)
-	})
-	tenants, convs := splitKeys(keys)
-	seqs := make([]int64, len(keys))
-	gens := make([]int64, len(keys))
-	factsB := make([][]byte, len(keys))
-	lastB := make([][]byte, len(keys))
-	for i, k := range keys {
-		st := states[k]
-		seqs[i], gens[i] = int64(st.AppliedSeq), st.EvaluatedGen
-		var err error
-		if factsB[i], err = proto.Marshal(st.Facts); err != nil {
-			return fmt.Errorf("store: marshal facts: %w", err)
-		}
-		if lastB[i], err = proto.Marshal(st.LastEvent); err != nil {
-			return fmt.Errorf("store: marshal last event: %w", err)
-		}
-		if factsB[i] == nil {
-			factsB[i] = []byte{}
-		}
-		if lastB[i] == nil {
-			lastB[i] = []byte{}
-		}
-	}
-	_, err := tx.Exec(ctx, `INSERT INTO tagging_conversations (tenant_id, conversation_id, applied_seq, evaluated_gen, facts, last_event, updated_at)
-		SELECT t, c, s, g, f, l, now() FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bytea[], $6::bytea[]) AS u(t, c, s, g, f, l)
-		ON CONFLICT (tenant_id, conversation_id) DO UPDATE
-		SET applied_seq = EXCLUDED.applied_seq, evaluated_gen = EXCLUDED.evaluated_gen, facts = EXCLUDED.facts,
-		    last_event = EXCLUDED.last_event, updated_at = now()`,
-		tenants, convs, seqs, gens, factsB, lastB)
-	if err != nil {
-		return fmt.Errorf("store: save states: %w", err)
-	}
-	return nil
 }
 
 // ConversationState reads one conversation's state (ErrNotFound when
@@ -280,30 +265,6 @@ type Applied struct {
 	RuleVersion    int64
 	TriggerSeq     uint64
 	EventID        string
-}
-
-// LoadApplied reads the tags in effect on keys.
-func LoadApplied(ctx context.Context, tx pgx.Tx, keys []ConvKey) (map[ConvKey][]Applied, error) {
-	tenants, convs := splitKeys(keys)
-	rows, err := tx.Query(ctx, `SELECT a.tenant_id, a.conversation_id, a.rule_id, a.tag, a.source, a.rule_version, a.trigger_seq, a.event_id
-		FROM tagging_applied a JOIN unnest($1::text[], $2::text[]) AS k(t, c) ON a.tenant_id = k.t AND a.conversation_id = k.c`, tenants, convs)
-	if err != nil {
-		return nil, fmt.Errorf("store: load applied: %w", err)
-	}
-	out := map[ConvKey][]Applied{}
-	var t string
-	var a Applied
-	var seq int64
-	_, err = pgx.ForEachRow(rows, []any{&t, &a.ConversationID, &a.RuleID, &a.Tag, &a.Source, &a.RuleVersion, &seq, &a.EventID}, func() error {
-		a.TriggerSeq = uint64(seq)
-		k := ConvKey{t, a.ConversationID}
-		out[k] = append(out[k], a)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("store: load applied: %w", err)
-	}
-	return out, nil
 }
 
 // AppliedForRule reads every tag a rule holds in a tenant.
@@ -339,51 +300,131 @@ type Application struct {
 // Apply records applications and queues their events in the outbox. It
 // returns how many were new.
 func Apply(ctx context.Context, tx pgx.Tx, apps []Application) (int, error) {
-	if len(apps) == 0 {
+	b := &pgx.Batch{}
+	var n int
+	if err := QueueApply(b, apps, &n); err != nil {
+		return 0, err
+	}
+	if b.Len() == 0 {
 		return 0, nil
 	}
-	b := &pgx.Batch{}
-	for _, a := range apps {
-		ids := make([]string, len(a.Events))
-		envs := make([][]byte, len(a.Events))
-		for i, e := range a.Events {
-			data, err := proto.Marshal(e)
-			if err != nil {
-				return 0, fmt.Errorf("store: marshal %s: %w", e.GetKind(), err)
-			}
-			ids[i], envs[i] = e.GetEventId(), data
-		}
-		b.Queue(`WITH ins AS (
-			INSERT INTO tagging_applied (tenant_id, conversation_id, rule_id, tag, source, rule_version, trigger_seq, event_id)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-			ON CONFLICT (tenant_id, conversation_id, rule_id, tag) DO UPDATE
-			SET rule_version = EXCLUDED.rule_version, trigger_seq = EXCLUDED.trigger_seq
-			WHERE tagging_applied.rule_version < EXCLUDED.rule_version
-			RETURNING (xmax = 0) AS inserted
-		), ob AS (
-			INSERT INTO tagging_outbox (event_id, envelope)
-			SELECT e.id, e.env FROM unnest($9::text[], $10::bytea[]) WITH ORDINALITY AS e(id, env, ord), ins
-			WHERE ins.inserted ORDER BY e.ord
-		)
-		SELECT coalesce(bool_or(inserted), false) FROM ins`,
-			a.TenantID, a.ConversationID, a.RuleID, a.Tag, a.Source, a.RuleVersion, int64(a.TriggerSeq), a.EventID, ids, envs)
-	}
-	res := tx.SendBatch(ctx, b)
-	n := 0
-	for range apps {
-		var inserted bool
-		if err := res.QueryRow().Scan(&inserted); err != nil {
-			_ = res.Close()
-			return 0, fmt.Errorf("store: apply tag: %w", err)
-		}
-		if inserted {
-			n++
-		}
-	}
-	if err := res.Close(); err != nil {
-		return 0, fmt.Errorf("store: apply tags: %w", err)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return 0, err
 	}
 	return n, nil
+}
+
+// applySQL records a set of applications in one statement: each row is
+// inserted, or an existing row of an older rule version re-confirmed, and
+// the events of the rows inserted are queued in the outbox in the order
+// given.
+const applySQL = `WITH a AS (
+	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::text[])
+		WITH ORDINALITY AS a(t, c, r, g, s, v, q, e, ord)
+), ins AS (
+	INSERT INTO tagging_applied (tenant_id, conversation_id, rule_id, tag, source, rule_version, trigger_seq, event_id)
+	SELECT t, c, r, g, s, v, q, e FROM a ORDER BY ord
+	ON CONFLICT (tenant_id, conversation_id, rule_id, tag) DO UPDATE
+	SET rule_version = EXCLUDED.rule_version, trigger_seq = EXCLUDED.trigger_seq
+	WHERE tagging_applied.rule_version < EXCLUDED.rule_version
+	RETURNING tenant_id, conversation_id, rule_id, tag, (xmax = 0) AS inserted
+), ob AS (
+	INSERT INTO tagging_outbox (event_id, envelope)
+	SELECT e.id, e.env FROM unnest($9::bigint[], $10::text[], $11::bytea[]) WITH ORDINALITY AS e(app, id, env, ord)
+	JOIN a ON a.ord = e.app
+	JOIN ins ON ins.inserted AND ins.tenant_id = a.t AND ins.conversation_id = a.c AND ins.rule_id = a.r AND ins.tag = a.g
+	ORDER BY e.ord
+)
+SELECT count(*) FILTER (WHERE inserted) FROM ins`
+
+// applyOneSQL is applySQL for one application.
+const applyOneSQL = `WITH ins AS (
+	INSERT INTO tagging_applied (tenant_id, conversation_id, rule_id, tag, source, rule_version, trigger_seq, event_id)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+	ON CONFLICT (tenant_id, conversation_id, rule_id, tag) DO UPDATE
+	SET rule_version = EXCLUDED.rule_version, trigger_seq = EXCLUDED.trigger_seq
+	WHERE tagging_applied.rule_version < EXCLUDED.rule_version
+	RETURNING (xmax = 0) AS inserted
+), ob AS (
+	INSERT INTO tagging_outbox (event_id, envelope)
+	SELECT e.id, e.env FROM unnest($9::text[], $10::bytea[]) WITH ORDINALITY AS e(id, env, ord), ins
+	WHERE ins.inserted ORDER BY e.ord
+)
+SELECT count(*) FILTER (WHERE inserted) FROM ins`
+
+// QueueApply queues on b what Apply does, adding the number of new rows to
+// *n when b's results are read. Applications are recorded in one statement;
+// should the same row appear twice (one statement cannot write a row
+// twice), one statement per application, in order.
+func QueueApply(b *pgx.Batch, apps []Application, n *int) error {
+	if len(apps) == 0 {
+		return nil
+	}
+	count := func(row pgx.Row) error {
+		var c int64
+		if err := row.Scan(&c); err != nil {
+			return fmt.Errorf("store: apply tags: %w", err)
+		}
+		*n += int(c)
+		return nil
+	}
+	type rowKey struct{ t, c, r, g string }
+	seen := make(map[rowKey]bool, len(apps))
+	unique := true
+	for _, a := range apps {
+		k := rowKey{a.TenantID, a.ConversationID, a.RuleID, a.Tag}
+		if seen[k] {
+			unique = false
+			break
+		}
+		seen[k] = true
+	}
+	if !unique {
+		for _, a := range apps {
+			ids := make([]string, len(a.Events))
+			envs := make([][]byte, len(a.Events))
+			for i, e := range a.Events {
+				data, err := proto.Marshal(e)
+				if err != nil {
+					return fmt.Errorf("store: marshal %s: %w", e.GetKind(), err)
+				}
+				ids[i], envs[i] = e.GetEventId(), data
+			}
+			b.Queue(applyOneSQL, a.TenantID, a.ConversationID, a.RuleID, a.Tag, a.Source, a.RuleVersion, int64(a.TriggerSeq), a.EventID, ids, envs).QueryRow(count)
+		}
+		return nil
+	}
+	cols := struct {
+		t, c, r, g, s, e []string
+		v, q             []int64
+		app              []int64
+		ids              []string
+		envs             [][]byte
+	}{}
+	for i, a := range apps {
+		cols.t = append(cols.t, a.TenantID)
+		cols.c = append(cols.c, a.ConversationID)
+		cols.r = append(cols.r, a.RuleID)
+		cols.g = append(cols.g, a.Tag)
+		cols.s = append(cols.s, a.Source)
+		cols.v = append(cols.v, a.RuleVersion)
+		cols.q = append(cols.q, int64(a.TriggerSeq))
+		cols.e = append(cols.e, a.EventID)
+		for _, e := range a.Events {
+			data, err := proto.Marshal(e)
+			if err != nil {
+				return fmt.Errorf("store: marshal %s: %w", e.GetKind(), err)
+			}
+			cols.app = append(cols.app, int64(i+1))
+			cols.ids = append(cols.ids, e.GetEventId())
+			cols.envs = append(cols.envs, data)
+		}
+	}
+	if cols.app == nil {
+		cols.app, cols.ids, cols.envs = []int64{}, []string{}, [][]byte{}
+	}
+	b.Queue(applySQL, cols.t, cols.c, cols.r, cols.g, cols.s, cols.v, cols.q, cols.e, cols.app, cols.ids, cols.envs).QueryRow(count)
+	return nil
 }
 
 // Removal is a tag to take off a conversation.
@@ -651,8 +692,10 @@ func (s *Store) DeleteRule(ctx context.Context, tenant, ruleID string, mk Remove
 		if err := LockConversations(ctx, tx, keys); err != nil {
 			return err
 		}
-		n, err = Remove(ctx, tx, tenant, ruleID, removals, 0, 0, mk)
-		return err
+		if n, err = Remove(ctx, tx, tenant, ruleID, removals, 0, 0, mk); err != nil {
+			return err
+		}
+		return bumpTagsRev(ctx, tx, tenant, convIDs(keys))
 	})
 	if errors.Is(err, ErrNotFound) {
 		return 0, ErrNotFound
@@ -694,8 +737,10 @@ func (s *Store) BackfillChunk(ctx context.Context, tenant, ruleID string, versio
 		if applied, err = Apply(ctx, tx, apply); err != nil {
 			return err
 		}
-		removed, err = Remove(ctx, tx, tenant, ruleID, removals, version, guardSeq, mk)
-		return err
+		if removed, err = Remove(ctx, tx, tenant, ruleID, removals, version, guardSeq, mk); err != nil {
+			return err
+		}
+		return bumpTagsRev(ctx, tx, tenant, convIDs(keys))
 	})
 	if errors.Is(err, ErrRuleChanged) {
 		return 0, 0, ErrRuleChanged
