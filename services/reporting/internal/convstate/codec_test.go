@@ -3,6 +3,7 @@ package convstate_test
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"reflect"
 	"testing"
 	"time"
@@ -143,4 +144,23 @@ func FuzzUnmarshalBinary(f *testing.F) {
 			t.Fatalf("re-encoding changed the state: %v", err)
 		}
 	})
+}
+
+// States saved by earlier builds stay readable: testdata/state-v1.bin is
+// fold(conversation()) as version 1 wrote it. A change to the encoding
+// needs a new version that still decodes this file.
+func TestBinaryEncodingVersion1StillDecodes(t *testing.T) {
+	b, err := os.ReadFile("testdata/state-v1.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got convstate.State
+	if err := got.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+	if got.TenantID != "acme" || got.ConversationID != "c1" || got.Status != "ended" || got.EndReason != "agent_closed" ||
+		!got.StartedAt.Equal(t0) || got.AgentMessages != 2 || got.Variables["plan"] != "pro" || !got.Flagged ||
+		got.CostMicros != 1200 || got.LastSeq != uint64(len(conversation())) {
+		t.Fatalf("version 1 state decoded as %+v", got)
+	}
 }

@@ -3,7 +3,9 @@
 -- the format version), which is several times cheaper to write and read
 -- than JSON. Rows saved before keep their JSON in state until their
 -- conversation's next event rewrites them; exactly one of the two columns
--- is set.
+-- is set. Replicas of an earlier build cannot read binary states (their
+-- batches fail and are redelivered, possibly to an updated replica), so do
+-- not leave old and new replicas running side by side for long.
 ALTER TABLE reporting_conversation_state ADD COLUMN state_bin bytea;
 ALTER TABLE reporting_conversation_state ALTER COLUMN state DROP NOT NULL;
 
