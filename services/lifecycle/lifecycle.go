@@ -14,11 +14,13 @@ package lifecycle
 import (
 	"context"
 	"fmt"
+	"golang.org/x/sync/errgroup"
 	"strings"
 	"time"
 
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/convview"
+	"github.com/parley-dev/parley/libs/leader"
 	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/telemetry"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
@@ -147,9 +149,6 @@ func Run(ctx context.Context, cfg Config) error {
 		Tracer: b.Tel.Tracer("github.com/parley-dev/parley/services/lifecycle"),
 	})
 	cons := consumer.New(consumer.Config{Store: st, Bus: b.Bus, Relay: relay, BatchSize: cfg.ConsumerBatch, Clock: cfg.Clock, Log: b.Log})
-	if err := cons.Prepare(ctx); err != nil {
-		return fail(err)
-	}
 	sw := sweeper.New(sweeper.Config{
 		Store: st, Relay: relay, CaughtUp: cons.CaughtUp, HandoffTimeout: cfg.HandoffTimeout,
 		Interval: cfg.SweepInterval, Clock: cfg.Clock, Log: b.Log,
@@ -166,7 +165,17 @@ func Run(ctx context.Context, cfg Config) error {
 	defer stopRelay()
 	consume := func(ctx context.Context) error {
 		defer stopRelay()
-		err := cons.Run(ctx)
+		// One replica applies the log (in stream order) and sweeps; the
+		// others serve the API and take over when it stops.
+		err := leader.Run(ctx, b.PG, leader.Key("lifecycle"), 2*time.Second, "lifecycle consumer", b.Log, func(ctx context.Context) error {
+			if err := cons.Prepare(ctx); err != nil {
+				return err
+			}
+			g, ctx := errgroup.WithContext(ctx)
+			g.Go(func() error { return cons.Run(ctx) })
+			g.Go(func() error { return sw.Run(ctx) })
+			return g.Wait()
+		})
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout(cfg.Server))
 		defer cancel()
 		if derr := relay.Drain(dctx); derr != nil {
@@ -174,7 +183,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return err
 	}
-	return b.Run(ctx, consume, sw.Run, func(context.Context) error { return relay.Run(relayCtx, time.Second) })
+	return b.Run(ctx, consume, func(context.Context) error { return relay.Run(relayCtx, time.Second) })
 }
 
 func shutdownTimeout(s config.Server) time.Duration {

@@ -868,3 +868,47 @@ func TestStopPublishesWhatWasApplied(t *testing.T) {
 		}
 	}
 }
+
+// Of two replicas, one applies the log; the other serves the API (reading
+// what the first one applied) and takes over when the first one stops.
+// Every conversation is ended exactly once throughout.
+func TestTwoReplicasOneConsumes(t *testing.T) {
+	w := newWorld(t, time.Minute)
+	a := w.start(w.pgURL, w.key, nil)
+	b := w.start(w.pgURL, w.key, nil)
+	now := w.clock.Now()
+	conv := func(id string) {
+		w.publish("acme", id, now.Add(-3*time.Minute), started(eventv1.Channel_CHANNEL_WEB_WIDGET))
+		for i := range 5 {
+			w.publish("acme", id, now.Add(-2*time.Minute+time.Duration(i)*time.Second), visitorMsg(fmt.Sprintf("message %d", i)))
+		}
+		w.publish("acme", id, now.Add(-time.Minute), closedBy(eventv1.Actor_ACTOR_VISITOR))
+	}
+	for i := range 20 {
+		conv(fmt.Sprintf("r%02d", i))
+	}
+	for _, s := range []*svc{a, b} {
+		st := s.waitState("r19", "ended on both replicas' API", ended)
+		if st.VisitorMessages != 5 {
+			t.Fatalf("state %v", st)
+		}
+	}
+	// Whichever leads stops; the other takes over.
+	a.stop()
+	for i := 20; i < 30; i++ {
+		conv(fmt.Sprintf("r%02d", i))
+	}
+	if st := b.waitState("r29", "ended after the takeover", ended); st.VisitorMessages != 5 {
+		t.Fatalf("state %v", st)
+	}
+	b.quiet()
+	for i := range 30 {
+		id := fmt.Sprintf("r%02d", i)
+		if n := w.count("acme", id, "conversation_ended"); n != 1 {
+			t.Fatalf("%s: %d conversation_ended", id, n)
+		}
+		if n := w.count("acme", id, "late_event_recorded"); n != 0 {
+			t.Fatalf("%s: %d late events (events applied out of order)", id, n)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/leader"
 	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/telemetry"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
@@ -127,7 +128,7 @@ func Run(ctx context.Context, cfg Config) error {
 	return b.Run(ctx,
 		func(ctx context.Context) error {
 			// One replica at a time consumes; the others stand by.
-			return consumer.RunExclusive(ctx, b.PG, consumer.LeaderLockKey, 2*time.Second, b.Log, func(ctx context.Context) error {
+			return leader.Run(ctx, b.PG, leader.Key("tagging"), 2*time.Second, "live tagging", b.Log, func(ctx context.Context) error {
 				// States kept from an earlier turn may be stale (another
 				// replica consumed meanwhile; ReadBatch would notice).
 				cons.Forget()

@@ -136,8 +136,12 @@ func (c *Consumer) CaughtUp(ctx context.Context) (bool, error) {
 }
 
 // WaitApplied waits until the consumer has committed the event at stream
-// sequence seq, or ctx ends; it reports whether it has.
+// sequence seq, or ctx ends; it reports whether it has. On a replica that
+// stands by (another one consumes), it follows the position the consumer
+// records in PostgreSQL.
 func (c *Consumer) WaitApplied(ctx context.Context, seq uint64) bool {
+	poll := time.NewTicker(50 * time.Millisecond)
+	defer poll.Stop()
 	for {
 		c.mu.Lock()
 		applied, ch := c.applied, c.changed
@@ -149,6 +153,10 @@ func (c *Consumer) WaitApplied(ctx context.Context, seq uint64) bool {
 		case <-ctx.Done():
 			return false
 		case <-ch:
+		case <-poll.C:
+			if pos, err := c.cfg.Store.Position(ctx); err == nil {
+				c.setApplied(pos)
+			}
 		}
 	}
 }
