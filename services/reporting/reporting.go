@@ -11,6 +11,7 @@ import (
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/httpgw"
+	"github.com/parley-dev/parley/libs/leader"
 	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/telemetry"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
@@ -120,5 +121,10 @@ func Run(ctx context.Context, cfg Config) error {
 	srv.SetRebuilder(&rebuild.Rebuilder{CH: ch, PG: b.PG, Bus: b.Bus, States: states, Live: live, Batch: cfg.ProjectorBatch, Log: b.Log})
 	return b.Run(ctx, func(ctx context.Context) error {
 		return httpgw.Serve(ctx, cfg.HTTPAddr, gw.Handler(), b.Log)
-	}, live.Run)
+	}, func(ctx context.Context) error {
+		// One replica projects (in stream order, which two replicas sharing
+		// the durable consumer would not keep); the others serve queries
+		// and take over when it stops.
+		return leader.Run(ctx, b.PG, leader.Key("reporting"), 2*time.Second, "live projector", b.Log, live.Run)
+	})
 }

@@ -16,12 +16,15 @@ import (
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
+	"github.com/parley-dev/parley/libs/leader"
 	"github.com/parley-dev/parley/libs/localinfra"
+	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/testenv"
 	"github.com/parley-dev/parley/libs/testsvc"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
 	"github.com/parley-dev/parley/services/reporting"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -208,6 +211,8 @@ func (c conv) events() []*eventv1.Envelope {
 }
 
 type fixture struct {
+	cfg      reporting.Config
+	pgURL    string
 	client   reportingv1.ReportingServiceClient
 	key      string
 	adminKey string
@@ -293,7 +298,7 @@ func startEmpty(t testing.TB) *fixture {
 	if err := bus.EnsureStreams(ctx); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{client: reportingv1.NewReportingServiceClient(conn), key: key, adminKey: adminKey, ch: db, httpURL: cfg.ShareBaseURL, bus: bus, now: time.Now().UTC()}
+	f := &fixture{cfg: cfg, pgURL: pgURL, client: reportingv1.NewReportingServiceClient(conn), key: key, adminKey: adminKey, ch: db, httpURL: cfg.ShareBaseURL, bus: bus, now: time.Now().UTC()}
 	// Wait until the service answers.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -850,5 +855,69 @@ func TestRebuildSwapsInFreshProjections(t *testing.T) {
 	}
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("read key rebuilding: %v", err)
+	}
+}
+
+// A second replica stands by: it answers queries from the same tables, and
+// a rebuild asked of it is refused with PROJECTOR_STANDBY (Unavailable, so
+// that clients retry and reach the replica that projects).
+func TestSecondReplicaStandsBy(t *testing.T) {
+	f := startEmpty(t)
+	ctx := context.Background()
+	pool, err := pgstore.Connect(ctx, config.Postgres{URL: f.pgURL, MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	key := leader.Key("reporting")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var held bool
+		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+			AND classid::bigint = $1 AND objid::bigint = $2)`, key>>32, key&0xffffffff).Scan(&held); err != nil {
+			t.Fatal(err)
+		}
+		if held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first replica never took the projector's leader lock")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cfg := f.cfg
+	cfg.GRPCAddr, cfg.AdminAddr = testsvc.Addrs(t)
+	hport, _ := localinfra.FreePort()
+	cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", hport)
+	cfg.Telemetry = testenv.Telemetry(t, "reporting-2")
+	testsvc.Serve(t, "reporting-2", func(ctx context.Context) error { return reporting.Run(ctx, cfg) })
+	second := reportingv1.NewReportingServiceClient(testsvc.Dial(t, cfg.GRPCAddr))
+	for _, c := range model("acme", 10, f.now) {
+		for _, e := range c.events() {
+			if _, err := f.bus.Publish(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	f.waitTotal(t, allTime(&reportingv1.Filter{}), 10)
+	f.waitProjected(t)
+	res, err := second.ListConversations(f.ctx(), &reportingv1.ListConversationsRequest{Filter: allTime(&reportingv1.Filter{}), PageSize: 5})
+	if err != nil || res.TotalCount != 10 {
+		t.Fatalf("standby replica's list: %v %v", res.GetTotalCount(), err)
+	}
+	admin := metadata.AppendToOutgoingContext(context.Background(), "x-api-key", f.adminKey)
+	stream, err := second.RebuildProjections(admin, &reportingv1.RebuildProjectionsRequest{})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	st := status.Convert(err)
+	var reason string
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			reason = info.Reason
+		}
+	}
+	if st.Code() != codes.Unavailable || reason != "PROJECTOR_STANDBY" {
+		t.Fatalf("rebuild on the standby replica: %v (%s)", err, reason)
 	}
 }

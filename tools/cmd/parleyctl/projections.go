@@ -10,7 +10,9 @@ import (
 
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
 	"github.com/spf13/cobra"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -42,31 +44,31 @@ func (a *app) projections() *cobra.Command {
 			if apiKey == "" {
 				return errors.New("no API key: pass --api-key or set PARLEY_API_KEY (`make run` writes one to .parley/demo-api-key)")
 			}
-			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+apiKey)
-			stream, err := reportingv1.NewReportingServiceClient(conn).RebuildProjections(ctx, &reportingv1.RebuildProjectionsRequest{})
-			if err != nil {
-				return rpcError(addr, err)
-			}
 			out := cmd.OutOrStdout()
 			var last *reportingv1.RebuildProgress
-			for {
-				p, err := stream.Recv()
-				if errors.Is(err, io.EOF) {
+			// Only the replica running the live projector rebuilds; the
+			// others answer "standing by". Each attempt opens a new
+			// connection, which a Kubernetes Service may send elsewhere.
+			for attempt := 1; ; attempt++ {
+				var err error
+				last, err = rebuildOnce(ctx, addr, out)
+				if err == nil {
 					break
 				}
-				if err != nil {
+				if !standingBy(err) || attempt == 30 || last != nil {
 					return rpcError(addr, err)
 				}
-				last = p
-				fmt.Fprintf(out, "%-12s %12d events  sequence %d/%d  %9.0f events/s  %6.1fs\n",
-					p.Phase, p.Events, p.Sequence, p.TargetSequence, p.EventsPerSecond, p.ElapsedSeconds)
+				if attempt == 1 {
+					fmt.Fprintln(cmd.ErrOrStderr(), "this reporting replica is standing by; retrying to reach the one that runs the live projector ...")
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(500 * time.Millisecond):
+				}
 			}
 			if last == nil || last.Phase != "done" {
 				return errors.New("rebuild ended without finishing")
@@ -77,6 +79,48 @@ func (a *app) projections() *cobra.Command {
 	}
 	cmd.AddCommand(rebuild)
 	return cmd
+}
+
+// rebuildOnce runs a rebuild on a new connection, printing progress; it
+// returns the last progress seen (nil when none).
+func rebuildOnce(ctx context.Context, addr string, out io.Writer) (*reportingv1.RebuildProgress, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	stream, err := reportingv1.NewReportingServiceClient(conn).RebuildProjections(ctx, &reportingv1.RebuildProjectionsRequest{})
+	if err != nil {
+		return nil, err
+	}
+	var last *reportingv1.RebuildProgress
+	for {
+		p, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return last, nil
+		}
+		if err != nil {
+			return last, err
+		}
+		last = p
+		fmt.Fprintf(out, "%-12s %12d events  sequence %d/%d  %9.0f events/s  %6.1fs\n",
+			p.Phase, p.Events, p.Sequence, p.TargetSequence, p.EventsPerSecond, p.ElapsedSeconds)
+	}
+}
+
+// standingBy reports whether err is reporting's answer from a replica that
+// does not run the live projector.
+func standingBy(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Reason == "PROJECTOR_STANDBY" {
+			return true
+		}
+	}
+	return false
 }
 
 func rpcError(addr string, err error) error {

@@ -59,6 +59,10 @@ type Server struct {
 	rebuild *rebuild.Rebuilder
 }
 
+// StandbyReason is the ErrorInfo reason of RebuildProjections on a replica
+// that does not run the live projector.
+const StandbyReason = "PROJECTOR_STANDBY"
+
 // SetRebuilder enables RebuildProjections.
 func (s *Server) SetRebuilder(r *rebuild.Rebuilder) { s.rebuild = r }
 
@@ -85,6 +89,14 @@ func (s *Server) RebuildProjections(_ *reportingv1.RebuildProjectionsRequest, st
 	switch {
 	case errors.Is(err, rebuild.ErrBusy):
 		return status.Error(codes.FailedPrecondition, "another rebuild is running")
+	case errors.Is(err, rebuild.ErrStandby):
+		// Unavailable: retrying on a new connection may reach the replica
+		// that runs the live projector (parleyctl does).
+		st := status.New(codes.Unavailable, "this reporting replica is standing by (another one runs the live projector, which a rebuild pauses); retry on a new connection to reach that one")
+		if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: StandbyReason, Domain: "parley.reporting"}); derr == nil {
+			return d.Err()
+		}
+		return st.Err()
 	case err != nil:
 		s.d.Log.ErrorContext(ctx, "rebuild failed", "err", err)
 		return status.Errorf(codes.Unavailable, "rebuild failed (the current tables are untouched unless it failed while swapping): %v", err)

@@ -34,6 +34,9 @@ func (l *Loop) Run(ctx context.Context) error {
 		cancel()
 		close(stopped)
 		if ctx.Err() != nil {
+			l.mu.Lock()
+			l.cancel, l.stopped = nil, nil
+			l.mu.Unlock()
 			return nil
 		}
 		if err != nil && !errors.Is(err, context.Canceled) {
@@ -45,6 +48,14 @@ func (l *Loop) Run(ctx context.Context) error {
 		case <-l.resume:
 		}
 	}
+}
+
+// Active reports whether Run is running in this process (paused or not):
+// false on a replica standing by while another one projects.
+func (l *Loop) Active() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cancel != nil
 }
 
 // Pause stops the consumer and waits until its last batch is acknowledged.

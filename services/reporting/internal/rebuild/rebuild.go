@@ -29,6 +29,11 @@ import (
 // ErrBusy means another rebuild holds the lock.
 var ErrBusy = errors.New("rebuild: another rebuild is running")
 
+// ErrStandby is returned on a replica that does not run the live projector
+// (another replica does, under the leader lock): the rebuild must pause the
+// live projector, so it runs on that replica.
+var ErrStandby = errors.New("rebuild: this replica is standing by; the replica running the live projector rebuilds")
+
 // lockKey is the PostgreSQL advisory lock that serialises rebuilds across
 // replicas.
 const lockKey = 0x7061726c6579 // "parley"
@@ -37,6 +42,8 @@ const suffix = "_rebuild"
 
 // Live is the running projector, paused around the swap.
 type Live interface {
+	// Active reports whether the live projector runs in this process.
+	Active() bool
 	Pause(ctx context.Context) error
 	Resume()
 }
@@ -73,6 +80,9 @@ type Rebuilder struct {
 // Run rebuilds every projection, calling progress at least every second
 // and at each phase change.
 func (r *Rebuilder) Run(ctx context.Context, progress func(Progress)) error {
+	if r.Live != nil && !r.Live.Active() {
+		return ErrStandby
+	}
 	conn, err := r.PG.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("rebuild: %w", err)
