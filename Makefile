@@ -39,6 +39,7 @@ fuzz: ## Run each fuzz target briefly
 	go test ./services/ingest/internal/enrich -run '^$$' -fuzz FuzzClientIP -fuzztime 20s
 	go test ./services/reporting/internal/filter -run '^$$' -fuzz FuzzBuild -fuzztime 20s
 	go test ./services/reporting/internal/share -run '^$$' -fuzz FuzzVerify -fuzztime 20s
+	go test ./services/reporting/internal/convstate -run '^$$' -fuzz FuzzUnmarshalBinary -fuzztime 20s
 	go test ./services/tagging/internal/rules -run '^$$' -fuzz FuzzCompile -fuzztime 20s
 	go test ./tools/loadgen/sgd -run '^$$' -fuzz FuzzParseDialogues -fuzztime 20s
 
