@@ -241,6 +241,7 @@ func classify(err error) error {
 		errors.Is(err, nats.ErrDisconnected),
 		errors.Is(err, nats.ErrConnectionReconnecting),
 		errors.Is(err, nats.ErrReconnectBufExceeded),
+		errors.Is(err, jetstream.ErrTooManyStalledMsgs),
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled):
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}

@@ -494,7 +494,9 @@ func (l *lingerTimer) stop() { l.t.Stop() }
 func (b *Bus) publishPipelined(ctx context.Context, msgs []*nats.Msg) ([]PubAck, error) {
 	futures := make([]jetstream.PubAckFuture, len(msgs))
 	for i, m := range msgs {
-		f, err := b.js.PublishMsgAsync(m)
+		// Past the client's limit of unacknowledged publishes, wait for
+		// room (backpressure) rather than fail at once.
+		f, err := b.js.PublishMsgAsync(m, jetstream.WithStallWait(b.opts.PublishTimeout))
 		if err != nil {
 			return nil, fmt.Errorf("eventbus: publish %s: %w", m.Subject, classify(err))
 		}

@@ -186,3 +186,37 @@ func streamMsgs(t *testing.T, b *eventbus.Bus) uint64 {
 	}
 	return info.State.Msgs
 }
+
+// In pipelined mode, more unacknowledged publishes than the client allows
+// (4,000) wait for room instead of failing, even when the server is slow to
+// acknowledge (here: it syncs every write).
+func TestGroupCommitPipelinedBackpressure(t *testing.T) {
+	n := testenv.NATSWithSync(t, true)
+	b := newBus(t, n.URL)
+	g := eventbus.NewGroupCommitter(b, eventbus.GroupCommitOptions{Mode: eventbus.CommitPipelined, MaxEvents: 1000, MaxInFlight: 8})
+	t.Cleanup(g.Close)
+	ctx := context.Background()
+	const callers, perCaller = 12, 1000
+	var wg sync.WaitGroup
+	errs := make([]error, callers)
+	for c := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			envs := make([]*eventv1.Envelope, perCaller)
+			for i := range envs {
+				envs[i] = message(fmt.Sprintf("conv-%d-%d", c, i%50), eventbus.NewEventID(), "where is my order?")
+			}
+			_, errs[c] = g.Append(ctx, envs)
+		}()
+	}
+	wg.Wait()
+	for c, err := range errs {
+		if err != nil {
+			t.Fatalf("caller %d: %v", c, err)
+		}
+	}
+	if got := streamMsgs(t, b); got != callers*perCaller {
+		t.Fatalf("stream holds %d messages, want %d", got, callers*perCaller)
+	}
+}
