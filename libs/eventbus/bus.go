@@ -46,7 +46,10 @@ type Bus struct {
 
 // New wraps a NATS connection.
 func New(nc *nats.Conn, opts Options) (*Bus, error) {
-	js, err := jetstream.New(nc)
+	// Pipelined publishing keeps up to a few commits' events unacknowledged
+	// (bounded by the committer's in-flight limit, not by the client's
+	// default of 4,000, which concurrent 1000-event requests exceed).
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1<<16))
 	if err != nil {
 		return nil, fmt.Errorf("eventbus: jetstream: %w", err)
 	}

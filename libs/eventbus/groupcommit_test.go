@@ -187,12 +187,19 @@ func streamMsgs(t *testing.T, b *eventbus.Bus) uint64 {
 	return info.State.Msgs
 }
 
-// In pipelined mode, more unacknowledged publishes than the client allows
-// (4,000) wait for room instead of failing, even when the server is slow to
-// acknowledge (here: it syncs every write).
+// In pipelined mode, concurrent 1000-event requests (more unacknowledged
+// publishes than the client's default limit of 4,000) are all stored, even
+// when the server is slow to acknowledge (here: it syncs every write).
 func TestGroupCommitPipelinedBackpressure(t *testing.T) {
 	n := testenv.NATSWithSync(t, true)
-	b := newBus(t, n.URL)
+	b, err := eventbus.Connect(context.Background(), n.URL, "test", eventbus.Options{Producer: "test", PublishTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	if err := b.EnsureStreams(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	g := eventbus.NewGroupCommitter(b, eventbus.GroupCommitOptions{Mode: eventbus.CommitPipelined, MaxEvents: 1000, MaxInFlight: 8})
 	t.Cleanup(g.Close)
 	ctx := context.Background()

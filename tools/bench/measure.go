@@ -71,13 +71,12 @@ func measureIngest(ctx context.Context, o Options, s *suite, rep *Report, settin
 			Reference: "raw JetStream publish, same server", ReferenceValue: raw, Ratio: rate / raw,
 			Note: fmt.Sprintf("%d events, %d errors; ack latency per call of %d events p50 %s, p99 %s", st.Acked, st.Errors, r.batch, st.AckP50.Round(time.Millisecond), st.AckP99.Round(time.Millisecond))}
 		if setting == "sync-always" {
-			res.Target = "≥ 40,000 events/s and ≥ 50% of raw"
-			res.Met = met(rate >= 40000 && rate >= raw/2)
-		} else {
-			res.Target = "≥ 50% of raw"
-			res.Met = met(rate >= raw/2)
+			res.Target = "≥ 40,000 events/s"
+			res.Met = met(rate >= 40000)
 		}
 		rep.add(res)
+		rep.add(Result{Group: group, Name: fmt.Sprintf("%s ÷ raw JetStream publish (requests of %d)", strings.TrimSuffix(strings.SplitN(r.name, ":", 2)[0], ", requests of 1000 events"), r.batch),
+			Value: rate / raw, Unit: "×", Target: "≥ 0.5×", Met: met(rate >= raw/2)})
 		if r.latency {
 			rep.add(Result{Group: group, Name: fmt.Sprintf("ingest: ack latency p50 (batch of %d)", r.batch), Value: ms(st.AckP50), Unit: "ms"})
 			rep.add(Result{Group: group, Name: fmt.Sprintf("ingest: ack latency p99 (batch of %d)", r.batch), Value: ms(st.AckP99), Unit: "ms"})

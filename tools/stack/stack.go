@@ -169,7 +169,19 @@ func (o *Options) fill() error {
 }
 
 // Start brings everything up and returns once every service is ready.
-func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
+// With FreePorts, a port taken between being picked and being bound (by
+// another process doing the same) is met by picking new ports, up to three
+// times.
+func Start(ctx context.Context, opts Options) (*Stack, error) {
+	for attempt := 1; ; attempt++ {
+		st, err := start(ctx, opts)
+		if err == nil || !opts.FreePorts || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return st, err
+		}
+	}
+}
+
+func start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err := opts.fill(); err != nil {
 		return nil, err
 	}
