@@ -65,7 +65,7 @@ func (s *Stack) startProcesses() error {
 			defer s.wg.Done()
 			defer logf.Close()
 			if err := cmd.Wait(); err != nil && !s.stopping.Load() {
-				s.errc <- fmt.Errorf("%s exited: %w (see %s)", name, err, logf.Name())
+				s.errc <- fmt.Errorf("%s exited: %w: %s (see %s)", name, err, lastLine(logf.Name()), logf.Name())
 			}
 		}()
 	}
@@ -129,4 +129,15 @@ func (s *Stack) PIDs() map[string]int {
 		}
 	}
 	return out
+}
+
+// lastLine returns the last line of a log file (the error a service
+// printed before exiting), or "" when it cannot be read.
+func lastLine(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return lines[len(lines)-1]
 }
