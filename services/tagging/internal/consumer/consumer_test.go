@@ -148,4 +148,3 @@ func TestRuleChangesReachTheConsumer(t *testing.T) {
 		t.Fatalf("globex was tagged by acme's rule: %v", got)
 	}
 }
-
