@@ -1,0 +1,85 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parley-dev/parley/tools/bench"
+)
+
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// A whole bench run at toy scale: every phase runs against the real suite
+// (NATS, PostgreSQL, ClickHouse, the five services as processes) and yields
+// its figures, and the report renders. Figures are not judged here.
+func TestRunAtSmallScale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: starts the whole suite twice")
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "parley-bench-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// PostgreSQL runs as the postgres user, who must be able to enter it.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	rep, err := bench.Run(ctx, bench.Options{Root: root, Dir: dir, Phase: 2 * time.Second, Sizes: []int{2000}, Log: testLog{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{
+		"raw JetStream async publish (ceiling)":                         false,
+		"ingest: events acknowledged":                                   false,
+		"ingest, requests of 1000 events: events acknowledged":          false,
+		"sustained: events acknowledged and projected":                  false,
+		"raw ClickHouse batch insert (10,000 rows per insert)":          false,
+		"GetDashboard, all time, p95":                                   false,
+		"rebuild: events replayed into fresh tables":                    false,
+		"reporting: peak resident memory (whole run)":                   false,
+		"sustained messages/s, Parley ÷ plain design":                   false,
+		"lag ack → visible in ListConversations, p99 (at 10k events/s)": false,
+	}
+	for _, r := range rep.Results {
+		if _, ok := want[r.Name]; ok {
+			want[r.Name] = true
+			if r.Value <= 0 {
+				t.Errorf("%s (%s): %v %s", r.Name, r.Group, r.Value, r.Unit)
+			}
+		}
+		if strings.Contains(r.Note, "errors") && !strings.Contains(r.Note, " 0 errors") {
+			t.Errorf("%s: %s", r.Name, r.Note)
+		}
+	}
+	for name, seen := range want {
+		if !seen {
+			t.Errorf("no figure %q", name)
+		}
+	}
+	var md bytes.Buffer
+	if err := rep.WriteMarkdown(&md, "go test ./tools/bench"); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"## Ingest (sync-always)", "## End to end", "## Queries at 2k conversations", "## Memory", "## Ingest (lazy)", "| Measurement | Value |"} {
+		if !strings.Contains(md.String(), s) {
+			t.Errorf("report lacks %q", s)
+		}
+	}
+}
