@@ -2,7 +2,6 @@ package reporting_test
 
 import (
 	"context"
-	"fmt"
 	"sort"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/parley-dev/parley/libs/config"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
+	"github.com/parley-dev/parley/services/reporting/synthetic"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -31,26 +31,7 @@ func BenchmarkQueriesAt1M(b *testing.B) {
 	defer ch.Close()
 	const n = 1_000_000
 	start := time.Now()
-	nowUS := time.Now().UnixMicro()
-	if err := ch.Exec(ctx, fmt.Sprintf(`INSERT INTO conversations (tenant_id, conversation_id, started_at, started_at_us, last_activity_at, status, end_reason,
-			bot_id, channel, platform, type, visitor_name, country, city, message_count, visitor_messages, bot_messages, tags, goals, leads, taken_over,
-			flows_started, flow_drops, cost_micros, engagement, version)
-		SELECT 'acme', concat('bench-', toString(number)), toDateTime(intDiv(ts, 1000000)), ts, toDateTime(intDiv(ts, 1000000) + 300),
-			if(number %% 3 = 0, 'active', 'ended'), if(number %% 3 = 0, '', 'visitor_closed'),
-			concat('bot-', toString(number %% 5)), ['web_widget', 'whatsapp', 'telegram', 'api'][number %% 4 + 1], ['desktop', 'mobile_web', 'app'][number %% 3 + 1],
-			if(number %% 10 = 0, 'test', 'live'), concat('Visitor ', toString(number)), ['DE', 'FR', 'US', 'GB', 'BR'][number %% 5 + 1], 'City',
-			toUInt32(number %% 12 + 1), toUInt32(number %% 6), toUInt32(number %% 6 + 1),
-			if(number %% 7 = 0, ['unidentified-response'], emptyArrayString()), if(number %% 11 = 0, ['purchase'], emptyArrayString()),
-			toUInt32(number %% 13 = 0), toUInt8(number %% 17 = 0),
-			if(number %% 2 = 0, ['checkout'], emptyArrayString()), if(number %% 8 = 0, ['checkout/pay/n2'], emptyArrayString()),
-			toInt64(number %% 1000), ['no_reply', 'engaged', 'completed', 'goal_completed'][number %% 4 + 1], number + 1
-		FROM (SELECT number, %d - toInt64(number) * 5184000 AS ts FROM system.numbers LIMIT %d)`, nowUS, n)); err != nil {
-		b.Fatal(err)
-	}
-	if err := ch.Exec(ctx, fmt.Sprintf(`INSERT INTO messages (tenant_id, conversation_id, event_id, role, text, occurred_at, occurred_at_us, stream_seq)
-		SELECT 'acme', concat('bench-', toString(number)), toString(number), 'visitor',
-			if(number %% 1000 = 0, 'I want a refund', 'where is my order'), toDateTime(intDiv(%d - toInt64(number) * 5184000, 1000000)), %d - toInt64(number) * 5184000, number + 1
-		FROM system.numbers LIMIT %d`, nowUS, nowUS, n)); err != nil {
+	if err := synthetic.Insert(ctx, ch, synthetic.Options{Tenant: "acme", Prefix: "bench-", N: n, Span: 60 * 24 * time.Hour, End: time.Now(), Messages: true}); err != nil {
 		b.Fatal(err)
 	}
 	b.Logf("generated %d conversations and messages in %s", n, time.Since(start).Round(time.Millisecond))

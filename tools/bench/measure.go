@@ -22,6 +22,7 @@ import (
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	ingestv1 "github.com/parley-dev/parley/proto/parley/ingest/v1"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
+	"github.com/parley-dev/parley/services/reporting/synthetic"
 	"github.com/parley-dev/parley/tools/loadgen"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -384,7 +385,7 @@ func measureQueries(ctx context.Context, o Options, s *suite, rep *Report, logf 
 			return err
 		}
 		logf("generating %d conversations for tenant %s", n, tenant)
-		if err := syntheticConversations(ctx, ch, tenant, n); err != nil {
+		if err := synthetic.Insert(ctx, ch, synthetic.Options{Tenant: tenant, Prefix: "q-", N: n, Span: 60 * 24 * time.Hour, End: time.Now()}); err != nil {
 			return err
 		}
 		if _, err := waitQuiet(ctx, ch, s, 5*time.Minute, true); err != nil {
@@ -438,29 +439,6 @@ func measureQueries(ctx context.Context, o Options, s *suite, rep *Report, logf 
 			}
 			rep.add(r)
 		}
-	}
-	return nil
-}
-
-// syntheticConversations fills the conversations and messages tables for a
-// tenant with n conversations spread over 60 days, inside ClickHouse.
-func syntheticConversations(ctx context.Context, ch driver.Conn, tenant string, n int) error {
-	now := time.Now().UnixMicro()
-	step := int64(60*24*time.Hour/time.Microsecond) / int64(n)
-	if err := ch.Exec(ctx, fmt.Sprintf(`INSERT INTO conversations (tenant_id, conversation_id, started_at, started_at_us, last_activity_at, status, end_reason,
-			bot_id, channel, platform, type, visitor_name, country, city, message_count, visitor_messages, bot_messages, tags, goals, leads, taken_over,
-			flows_started, flow_drops, cost_micros, engagement, version)
-		SELECT '%[1]s', concat('q-', toString(number)), toDateTime(intDiv(ts, 1000000)), ts, toDateTime(intDiv(ts, 1000000) + 300),
-			if(number %% 3 = 0, 'active', 'ended'), if(number %% 3 = 0, '', 'visitor_closed'),
-			concat('bot-', toString(number %% 5)), ['web_widget', 'whatsapp', 'telegram', 'api'][number %% 4 + 1], ['desktop', 'mobile_web', 'app'][number %% 3 + 1],
-			if(number %% 10 = 0, 'test', 'live'), concat('Visitor ', toString(number)), ['DE', 'FR', 'US', 'GB', 'BR'][number %% 5 + 1], 'City',
-			toUInt32(number %% 12 + 1), toUInt32(number %% 6), toUInt32(number %% 6 + 1),
-			if(number %% 7 = 0, ['unidentified-response'], emptyArrayString()), if(number %% 11 = 0, ['purchase'], emptyArrayString()),
-			toUInt32(number %% 13 = 0), toUInt8(number %% 17 = 0),
-			if(number %% 2 = 0, ['checkout'], emptyArrayString()), if(number %% 8 = 0, ['checkout/pay/n2'], emptyArrayString()),
-			toInt64(number %% 1000), ['no_reply', 'engaged', 'completed', 'goal_completed'][number %% 4 + 1], number + 1
-		FROM (SELECT number, %[2]d - toInt64(number) * %[3]d AS ts FROM system.numbers LIMIT %[4]d)`, tenant, now, step, n)); err != nil {
-		return fmt.Errorf("bench: synthetic conversations: %w", err)
 	}
 	return nil
 }
