@@ -14,22 +14,58 @@ import (
 
 // Scopes an API key can hold.
 const (
+	// ScopeIngest appends conversation events.
 	ScopeIngest = "ingest"
-	ScopeRead   = "read"
-	ScopeAdmin  = "admin"
+	// ScopeRead runs queries of the key's tenant.
+	ScopeRead = "read"
+	// ScopeRules creates, changes, tests and backfills tagging rules.
+	ScopeRules = "rules"
+	// ScopeAdmin holds every tenant scope of the key's tenant.
+	ScopeAdmin = "admin"
+	// ScopeOperator is for platform operations that touch more than one
+	// tenant (rebuilding projections, ...). Only platform keys (keys of no
+	// tenant) hold it, and admin does not imply it.
+	ScopeOperator = "operator"
 )
 
-// Principal is the authenticated caller: one tenant and its scopes.
+// Key kinds.
+const (
+	// KindServer is a secret key for servers: the full power of its scopes.
+	KindServer = "server"
+	// KindPublishable is a widget key that ends up in page source: it is
+	// bound to allowed origins, may append only visitor-side events, and only
+	// to conversations it started (checked with a per-conversation token).
+	KindPublishable = "publishable"
+)
+
+// Principal is the authenticated caller: one tenant (none for a platform
+// key), its key and that key's scopes.
 type Principal struct {
+	// TenantID is empty for a platform key.
 	TenantID string
 	KeyID    string
 	Scopes   []string
+	// Kind is KindServer or KindPublishable ("" means KindServer).
+	Kind string
+	// AllowedOrigins are the browser origins a publishable key may be used
+	// from (scheme://host[:port]).
+	AllowedOrigins []string
 }
 
-// Has reports whether the principal holds scope; admin holds every scope.
+// Has reports whether the principal holds scope; admin holds every tenant
+// scope, never the operator scope.
 func (p Principal) Has(scope string) bool {
+	if scope == ScopeOperator {
+		return slices.Contains(p.Scopes, ScopeOperator)
+	}
 	return slices.Contains(p.Scopes, scope) || slices.Contains(p.Scopes, ScopeAdmin)
 }
+
+// Publishable reports whether the caller used a publishable (widget) key.
+func (p Principal) Publishable() bool { return p.Kind == KindPublishable }
+
+// Platform reports whether the caller used a platform key (no tenant).
+func (p Principal) Platform() bool { return p.TenantID == "" }
 
 // ErrInvalidKey is what an Authenticator returns for an unknown or revoked key.
 var ErrInvalidKey = errors.New("invalid API key")
