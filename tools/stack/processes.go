@@ -2,11 +2,13 @@ package stack
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -39,54 +41,154 @@ func (s *Stack) serviceEnv(name string) []string {
 	return env
 }
 
+// Restart backoff of a crashed service process, like Kubernetes'
+// CrashLoopBackOff but shorter for a developer's machine: 1s, 2s, 4s, ...
+// up to 30s; a process that stayed up restartResetAfter starts over at 1s.
+const (
+	restartBackoffMin = time.Second
+	restartBackoffMax = 30 * time.Second
+	restartResetAfter = time.Minute
+)
+
+// serviceProc is one supervised service process: the command running now
+// and how often it was restarted.
+type serviceProc struct {
+	name string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	// restarts counts starts after the first.
+	restarts int
+}
+
+func (p *serviceProc) current() (*exec.Cmd, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd, p.restarts
+}
+
 // startProcesses runs each service's binary from BinDir as its own process,
-// logging to Dir/log/<service>.log.
+// logging to Dir/log/<service>.log, and supervises it: a process that exits
+// while the stack runs is started again with backoff, as Kubernetes would
+// restart a crashed pod, so one crash can be observed and recovered from.
 func (s *Stack) startProcesses() error {
 	for _, name := range Services {
 		bin := filepath.Join(s.BinDir, name)
 		if _, err := os.Stat(bin); err != nil {
 			return fmt.Errorf("stack: %s binary: %w (build it with go build -o %s ./services/%s/cmd/%s)", name, err, s.BinDir, name, name)
 		}
-		logf, err := os.OpenFile(filepath.Join(s.Dir, "log", name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		p := &serviceProc{name: name}
+		cmd, logf, err := s.launch(name, bin)
 		if err != nil {
 			return err
 		}
-		cmd := exec.Command(bin)
-		cmd.Env = s.serviceEnv(name)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-		if err := cmd.Start(); err != nil {
-			logf.Close()
-			return fmt.Errorf("stack: start %s: %w", name, err)
-		}
-		s.procs = append(s.procs, cmd)
+		p.cmd = cmd
+		s.procs = append(s.procs, p)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer logf.Close()
-			if err := cmd.Wait(); err != nil && !s.stopping.Load() {
-				s.errc <- fmt.Errorf("%s exited: %w: %s (see %s)", name, err, lastLine(logf.Name()), logf.Name())
-			}
+			s.supervise(p, bin, cmd, logf)
 		}()
 	}
 	return nil
+}
+
+// launch starts one service binary with its log file.
+func (s *Stack) launch(name, bin string) (*exec.Cmd, *os.File, error) {
+	logf, err := os.OpenFile(filepath.Join(s.Dir, "log", name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = s.serviceEnv(name)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, nil, fmt.Errorf("stack: start %s: %w", name, err)
+	}
+	return cmd, logf, nil
+}
+
+// supervise waits for a service process and restarts it with backoff until
+// the stack stops. A restart that cannot even start the binary is reported
+// on Errors.
+func (s *Stack) supervise(p *serviceProc, bin string, cmd *exec.Cmd, logf *os.File) {
+	backoff := restartBackoffMin
+	for {
+		started := time.Now()
+		err := cmd.Wait()
+		logf.Close()
+		if s.stopping.Load() {
+			return
+		}
+		if time.Since(started) >= restartResetAfter {
+			backoff = restartBackoffMin
+		}
+		s.logStack("service process exited; restarting it", "service", p.name, "error", fmt.Sprint(err),
+			"last_log_line", lastLine(logf.Name()), "restart_in", backoff.String())
+		select {
+		case <-time.After(backoff):
+		case <-s.stopCh:
+			return
+		}
+		backoff = min(backoff*2, restartBackoffMax)
+		p.mu.Lock()
+		if s.stopping.Load() {
+			p.mu.Unlock()
+			return
+		}
+		next, nextLog, err := s.launch(p.name, bin)
+		if err != nil {
+			p.mu.Unlock()
+			s.errc <- fmt.Errorf("%s: restart failed: %w", p.name, err)
+			return
+		}
+		p.cmd, p.restarts = next, p.restarts+1
+		p.mu.Unlock()
+		cmd, logf = next, nextLog
+	}
+}
+
+// logStack writes one JSON log line of the stack itself to LogOutput.
+func (s *Stack) logStack(msg string, args ...any) {
+	if s.LogOutput == nil {
+		return
+	}
+	slog.New(slog.NewJSONHandler(s.LogOutput, nil)).With("service", "parley-stack").Warn(msg, args...)
+}
+
+// Restarts returns how often each service process was restarted after a
+// crash (empty in-process).
+func (s *Stack) Restarts() map[string]int {
+	out := map[string]int{}
+	for _, p := range s.procs {
+		_, n := p.current()
+		out[p.name] = n
+	}
+	return out
 }
 
 // stopProcesses asks every service to stop (SIGTERM: graceful drain) and
 // kills what is still running after timeout.
 func (s *Stack) stopProcesses(timeout time.Duration) {
 	s.stopping.Store(true)
-	for _, c := range s.procs {
-		_ = c.Process.Signal(syscall.SIGTERM)
+	close(s.stopCh)
+	signal := func(sig os.Signal) {
+		for _, p := range s.procs {
+			p.mu.Lock()
+			if p.cmd.Process != nil {
+				_ = p.cmd.Process.Signal(sig)
+			}
+			p.mu.Unlock()
+		}
 	}
+	signal(syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(timeout):
-		for _, c := range s.procs {
-			_ = c.Process.Kill()
-		}
+		signal(os.Kill)
 		<-done
 	}
 }
@@ -95,7 +197,8 @@ func (s *Stack) stopProcesses(timeout time.Duration) {
 // (VmHWM); empty when services run in-process.
 func (s *Stack) PeakRSS() map[string]int64 {
 	out := map[string]int64{}
-	for i, c := range s.procs {
+	for _, p := range s.procs {
+		c, _ := p.current()
 		if c.Process == nil {
 			continue
 		}
@@ -106,7 +209,7 @@ func (s *Stack) PeakRSS() map[string]int64 {
 		for _, line := range strings.Split(string(b), "\n") {
 			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
 				kb, _ := strconv.ParseInt(f[1], 10, 64)
-				out[Services[i]] = kb * 1024
+				out[p.name] = kb * 1024
 			}
 		}
 	}
@@ -123,9 +226,9 @@ func orDefault(v, d string) string {
 // PIDs returns the service processes' ids (empty in-process).
 func (s *Stack) PIDs() map[string]int {
 	out := map[string]int{}
-	for i, c := range s.procs {
-		if c.Process != nil {
-			out[Services[i]] = c.Process.Pid
+	for _, p := range s.procs {
+		if c, _ := p.current(); c.Process != nil {
+			out[p.name] = c.Process.Pid
 		}
 	}
 	return out

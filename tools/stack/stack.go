@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -102,8 +101,10 @@ type Stack struct {
 	errc    chan error
 	stopped sync.Once
 	// procs are the service processes when BinDir is set.
-	procs    []*exec.Cmd
+	procs    []*serviceProc
 	stopping atomic.Bool
+	// stopCh is closed when the stack stops (ends restart backoffs).
+	stopCh chan struct{}
 }
 
 // GRPCAddr returns a service's gRPC address.
@@ -185,7 +186,7 @@ func start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err := opts.fill(); err != nil {
 		return nil, err
 	}
-	st := &Stack{Options: opts, errc: make(chan error, 8)}
+	st := &Stack{Options: opts, errc: make(chan error, 8), stopCh: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			st.Stop()
