@@ -98,29 +98,35 @@ func proxiedStore(t *testing.T, cfg AuthConfig) (*Store, *pgProxy, *time.Time) {
 	return s, proxy, &now
 }
 
-// serveEcho serves a method that needs the ingest scope with s as the
-// authenticator and returns a client connection.
-func serveEcho(t *testing.T, s *Store) *grpc.ClientConn {
+// serveEcho serves test.Svc with s as the authenticator: Append (ingest
+// scope), List (read scope), each answering OK; audit may be nil.
+func serveEcho(t *testing.T, s *Store, audit grpcx.AuditSink) *grpc.ClientConn {
 	t.Helper()
-	srv, err := grpcx.NewServer(grpcx.ServerConfig{
-		Telemetry: testenv.Telemetry(t, "tenancy-test"), Auth: s,
-		Scopes: map[string]string{"/test.Svc/Append": grpcx.ScopeIngest},
-	})
+	scopes := map[string]string{"/test.Svc/Append": grpcx.ScopeIngest, "/test.Svc/List": grpcx.ScopeRead}
+	cfg := grpcx.ServerConfig{Telemetry: testenv.Telemetry(t, "tenancy-test"), Auth: s, Scopes: scopes}
+	if audit != nil {
+		cfg.Audit = audit
+	}
+	srv, err := grpcx.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.RegisterService(&grpc.ServiceDesc{ServiceName: "test.Svc", HandlerType: (*any)(nil), Methods: []grpc.MethodDesc{{
-		MethodName: "Append",
-		Handler: func(_ any, ctx context.Context, dec func(any) error, icpt grpc.UnaryServerInterceptor) (any, error) {
-			in := &healthpb.HealthCheckRequest{}
-			if err := dec(in); err != nil {
-				return nil, err
-			}
-			return icpt(ctx, in, &grpc.UnaryServerInfo{FullMethod: "/test.Svc/Append"}, func(context.Context, any) (any, error) {
-				return &healthpb.HealthCheckResponse{}, nil
-			})
-		},
-	}}}, struct{}{})
+	desc := &grpc.ServiceDesc{ServiceName: "test.Svc", HandlerType: (*any)(nil)}
+	for full := range scopes {
+		desc.Methods = append(desc.Methods, grpc.MethodDesc{
+			MethodName: strings.TrimPrefix(full, "/test.Svc/"),
+			Handler: func(_ any, ctx context.Context, dec func(any) error, icpt grpc.UnaryServerInterceptor) (any, error) {
+				in := &healthpb.HealthCheckRequest{}
+				if err := dec(in); err != nil {
+					return nil, err
+				}
+				return icpt(ctx, in, &grpc.UnaryServerInfo{FullMethod: full}, func(context.Context, any) (any, error) {
+					return &healthpb.HealthCheckResponse{}, nil
+				})
+			},
+		})
+	}
+	srv.RegisterService(desc, struct{}{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -140,11 +146,15 @@ func serveEcho(t *testing.T, s *Store) *grpc.ClientConn {
 // appendAs calls Append with key; a non-empty peer is sent as the
 // x-forwarded-for a loopback gateway would add.
 func appendAs(conn *grpc.ClientConn, key, peer string) error {
+	return callAs(conn, "Append", key, peer)
+}
+
+func callAs(conn *grpc.ClientConn, method, key, peer string) error {
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+key)
 	if peer != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "x-forwarded-for", "10.9.9.9, "+peer)
 	}
-	return conn.Invoke(ctx, "/test.Svc/Append", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
+	return conn.Invoke(ctx, "/test.Svc/"+method, &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
 }
 
 func tenantKey(t *testing.T, s *Store, tenant string) string {
@@ -170,7 +180,7 @@ func TestAuthenticatesThroughAPostgresOutage(t *testing.T) {
 	grace := 15 * time.Minute
 	s, proxy, now := proxiedStore(t, AuthConfig{OutageGrace: grace})
 	known, unknown := tenantKey(t, s, "acme"), tenantKey(t, s, "acme")
-	conn := serveEcho(t, s)
+	conn := serveEcho(t, s, nil)
 	if err := appendAs(conn, known, ""); err != nil {
 		t.Fatalf("before the outage: %v", err)
 	}
@@ -205,7 +215,7 @@ func TestAuthenticatesThroughAPostgresOutage(t *testing.T) {
 func TestFailedAuthenticationsAreThrottled(t *testing.T) {
 	s, proxy, now := proxiedStore(t, AuthConfig{FailureLimit: 3, FailureWindow: time.Minute})
 	good, fresh := tenantKey(t, s, "acme"), tenantKey(t, s, "acme")
-	conn := serveEcho(t, s)
+	conn := serveEcho(t, s, nil)
 	if err := appendAs(conn, good, "203.0.113.7"); err != nil {
 		t.Fatal(err)
 	}
