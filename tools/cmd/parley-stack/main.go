@@ -105,11 +105,11 @@ Parley is ready (%s).
 		fmt.Println("  Note:", n)
 	}
 	fmt.Printf(`
-Demo tenant "demo", API key (all tenant scopes; also in .parley/demo-api-key):
+Demo tenant "demo", API key (all tenant scopes; also in %[10]s/demo-api-key):
   export PARLEY_KEY=%[1]s
-Operator key (platform, operator scope; .parley/operator-api-key):
+Operator key (platform, operator scope; %[10]s/operator-api-key):
   %[7]s
-Widget key (publishable, ingest only, from origin %[9]s; .parley/widget-api-key):
+Widget key (publishable, ingest only, from origin %[9]s; %[10]s/widget-api-key):
   %[8]s
 
 Post a message:
@@ -133,7 +133,7 @@ Query ClickHouse:
 
 Press Ctrl-C to stop.
 `, st.DemoKey, grpcurl, st.GRPCAddr("ingest"), st.GRPCAddr("reporting"), st.Ports.ClickHouseTCP, st.IngestHTTPURL(),
-		st.OperatorKey, st.WidgetKey, stack.WidgetOrigin)
+		st.OperatorKey, st.WidgetKey, stack.WidgetOrigin, st.Dir)
 }
 
 func fileExists(p string) bool {
