@@ -17,12 +17,14 @@ import (
 	"github.com/parley-dev/parley/libs/localinfra"
 	"github.com/parley-dev/parley/libs/telemetry"
 	"github.com/parley-dev/parley/libs/testenv"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // syncBuffer collects log output written from the server's goroutines.
@@ -146,10 +148,21 @@ func TestDriverTextNeverReachesClients(t *testing.T) {
 		"SafeInternal":  func(context.Context) error { return grpcx.Internal("projection state is inconsistent") },
 		"Invalid":       func(context.Context) error { return grpcx.Invalid("events[2].text", "must not be empty") },
 		"NotFoundPlain": func(context.Context) error { return status.Error(codes.NotFound, "conversation c1 not found") },
+		"WithDetails": func(context.Context) error {
+			st, err := status.New(codes.Unavailable, "standby: "+queryErr.Error()).WithDetails(
+				&errdetails.ErrorInfo{Reason: "PROJECTOR_STANDBY", Domain: "parley", Metadata: map[string]string{"err": queryErr.Error()}},
+				&errdetails.RetryInfo{RetryDelay: durationpb.New(3 * time.Second)},
+				&errdetails.DebugInfo{Detail: queryErr.Error()})
+			if err != nil {
+				return err
+			}
+			return st.Err()
+		},
 	})
 	driverText := []string{connectErr.Error(), queryErr.Error(), "no_such_table", "dial", "SQLSTATE", "127.0.0.1"}
 	for method, want := range map[string]codes.Code{
 		"UnavailableDriver": codes.Unavailable, "InternalDriver": codes.Internal, "RawError": codes.Unknown, "DataLoss": codes.DataLoss,
+		"WithDetails": codes.Unavailable,
 	} {
 		st := status.Convert(invoke(conn, method, "k"))
 		if st.Code() != want {
@@ -191,8 +204,24 @@ func TestDriverTextNeverReachesClients(t *testing.T) {
 			t.Errorf("%s: got %s %q, want %s %q", method, st.Code(), st.Message(), want.code, want.msg)
 		}
 	}
+	// Details clients act on survive, without free text; others are dropped.
+	st := status.Convert(invoke(conn, "WithDetails", "k"))
+	var kept []string
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.ErrorInfo:
+			kept = append(kept, fmt.Sprintf("ErrorInfo %s %s %d", d.Reason, d.Domain, len(d.Metadata)))
+		case *errdetails.RetryInfo:
+			kept = append(kept, fmt.Sprintf("RetryInfo %s", d.RetryDelay.AsDuration()))
+		default:
+			kept = append(kept, fmt.Sprintf("%T", d))
+		}
+	}
+	if got := strings.Join(kept, "; "); got != "ErrorInfo PROJECTOR_STANDBY parley 0; RetryInfo 3s" {
+		t.Errorf("details after sanitizing: %s", got)
+	}
 	// The key check's own outage answer carries no driver text either.
-	st := status.Convert(invoke(conn, "SafeInternal", "db-down"))
+	st = status.Convert(invoke(conn, "SafeInternal", "db-down"))
 	if st.Code() != codes.Unavailable || strings.Contains(st.Message(), "connection refused") {
 		t.Errorf("key check during an outage: %s %q", st.Code(), st.Message())
 	}
