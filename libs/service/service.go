@@ -45,6 +45,11 @@ type Options struct {
 	// Mutating overrides, by full method name, whether calls are audited
 	// (by default every method not needing the read scope is).
 	Mutating map[string]bool
+	// PostgresOptional leaves PostgreSQL out of readiness, for a service
+	// that needs it only to check API keys (ingest): through an outage,
+	// keys verified within PARLEY_AUTH_OUTAGE_GRACE keep working and the
+	// service should keep receiving traffic.
+	PostgresOptional bool
 }
 
 // Base is a started service's shared parts.
@@ -127,7 +132,9 @@ func Start(ctx context.Context, o Options) (_ *Base, err error) {
 		return nil, err
 	}
 	b.AddCheck("nats", b.Bus.Ready)
-	b.AddCheck("postgres", func(ctx context.Context) error { return b.PG.Ping(ctx) })
+	if !o.PostgresOptional {
+		b.AddCheck("postgres", func(ctx context.Context) error { return b.PG.Ping(ctx) })
+	}
 	return b, nil
 }
 

@@ -2,6 +2,9 @@ package service_test
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/parley-dev/parley/libs/config"
@@ -33,7 +36,7 @@ func TestServicesAuditMutatingCalls(t *testing.T) {
 		Name: "test", NATS: config.NATS{URL: testenv.NATS(t).URL}, Postgres: config.Postgres{URL: pgURL},
 		GRPCAddr: grpcAddr, AdminAddr: adminAddr, Scopes: scopes, Telemetry: testenv.Telemetry(t, "test"),
 		Auth: &tenancy.AuthConfig{}, Audit: &tenancy.AuditConfig{},
-		Mutating: map[string]bool{"/test.Svc/Export": true},
+		Mutating: map[string]bool{"/test.Svc/Export": true}, PostgresOptional: true,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -61,6 +64,16 @@ func TestServicesAuditMutatingCalls(t *testing.T) {
 		if err := conn.Invoke(callCtx, "/test.Svc/"+m, &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{}, grpc.WaitForReady(true)); err != nil {
 			t.Fatalf("%s: %v", m, err)
 		}
+	}
+	// PostgresOptional: readiness does not depend on PostgreSQL.
+	resp, err := http.Get("http://" + adminAddr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || strings.Contains(string(body), "postgres") || !strings.Contains(string(body), "nats") {
+		t.Fatalf("readyz %d %s, want ready without a postgres check", resp.StatusCode, body)
 	}
 	stop()
 	if err := <-done; err != nil {
