@@ -179,10 +179,25 @@ func TestAuthenticatesThroughAPostgresOutage(t *testing.T) {
 	ctx := context.Background()
 	grace := 15 * time.Minute
 	s, proxy, now := proxiedStore(t, AuthConfig{OutageGrace: grace})
-	known, unknown := tenantKey(t, s, "acme"), tenantKey(t, s, "acme")
+	known, unknown, revoked := tenantKey(t, s, "acme"), tenantKey(t, s, "acme"), tenantKey(t, s, "acme")
 	conn := serveEcho(t, s, nil)
-	if err := appendAs(conn, known, ""); err != nil {
-		t.Fatalf("before the outage: %v", err)
+	for _, k := range []string{known, revoked} {
+		if err := appendAs(conn, k, ""); err != nil {
+			t.Fatalf("before the outage: %v", err)
+		}
+	}
+	// A key revoked while the database is up stops within the cache TTL,
+	// and the outage does not bring it back.
+	revokedID, _, _ := ParseKey(revoked)
+	if err := s.RevokeAPIKey(ctx, "acme", revokedID); err != nil {
+		t.Fatal(err)
+	}
+	*now = now.Add(CacheTTL + time.Second)
+	if c := status.Code(appendAs(conn, revoked, "")); c != codes.Unauthenticated {
+		t.Fatalf("revoked key after the cache TTL: %s, want Unauthenticated", c)
+	}
+	if err := appendAs(conn, known, ""); err != nil { // verified again: the grace starts now
+		t.Fatal(err)
 	}
 
 	proxy.Down()
@@ -194,6 +209,9 @@ func TestAuthenticatesThroughAPostgresOutage(t *testing.T) {
 	}
 	if err := appendAs(conn, known, ""); err != nil {
 		t.Fatalf("recently verified key during the outage: %v", err)
+	}
+	if c := status.Code(appendAs(conn, revoked, "")); c == codes.OK {
+		t.Fatal("revoked key works again during the outage")
 	}
 	st := status.Convert(appendAs(conn, unknown, ""))
 	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "cannot verify") {
