@@ -176,6 +176,7 @@ func (a *authorizer) authorize(ctx context.Context, fullMethod string) (context.
 
 func (a *authorizer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	hctx, p, err := a.authorize(ctx, info.FullMethod)
+	defer a.auditPanic(ctx, info.FullMethod, p)
 	if err == nil {
 		resp, err = handler(hctx, req)
 	}
@@ -186,11 +187,21 @@ func (a *authorizer) unary(ctx context.Context, req any, info *grpc.UnaryServerI
 func (a *authorizer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	ctx := ss.Context()
 	hctx, p, err := a.authorize(ctx, info.FullMethod)
+	defer a.auditPanic(ctx, info.FullMethod, p)
 	if err == nil {
 		err = handler(srv, &wrappedStream{ServerStream: ss, ctx: hctx})
 	}
 	a.audit(ctx, info.FullMethod, p, err)
 	return a.sanitize(ctx, info.FullMethod, err)
+}
+
+// auditPanic records a call whose handler panicked (as Internal, what the
+// recovery interceptor answers) and lets the panic go on to it.
+func (a *authorizer) auditPanic(ctx context.Context, method string, p Principal) {
+	if r := recover(); r != nil {
+		a.audit(ctx, method, p, status.Error(codes.Internal, "panic"))
+		panic(r)
+	}
 }
 
 type wrappedStream struct {
