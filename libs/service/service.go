@@ -17,6 +17,7 @@ import (
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/telemetry"
 	"github.com/parley-dev/parley/libs/tenancy"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -110,6 +111,9 @@ func Start(ctx context.Context, o Options) (_ *Base, err error) {
 	b.Tenancy = tenancy.NewStoreWith(b.PG, tenancy.Options{Auth: auth, Log: b.Log})
 	b.Audit = tenancy.NewAuditWriter(b.PG, audit, b.Log)
 	b.closers = append(b.closers, b.Audit.Close) // runs before the pool closes
+	_ = b.Tel.Registry.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "parley_audit_dropped_total", Help: "Audit records dropped because the audit queue was full.",
+	}, func() float64 { return float64(b.Audit.Dropped()) }))
 
 	if b.Bus, err = eventbus.Connect(ctx, o.NATS.URL, "parley-"+o.Name, eventbus.Options{
 		Producer:        o.Name,

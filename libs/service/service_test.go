@@ -65,6 +65,15 @@ func TestServicesAuditMutatingCalls(t *testing.T) {
 			t.Fatalf("%s: %v", m, err)
 		}
 	}
+	if m, err := http.Get("http://" + adminAddr + "/metrics"); err != nil {
+		t.Fatal(err)
+	} else {
+		body, _ := io.ReadAll(m.Body)
+		m.Body.Close()
+		if !strings.Contains(string(body), "parley_audit_dropped_total 0") {
+			t.Fatalf("/metrics lacks parley_audit_dropped_total:\n%s", body)
+		}
+	}
 	// PostgresOptional: readiness does not depend on PostgreSQL.
 	resp, err := http.Get("http://" + adminAddr + "/readyz")
 	if err != nil {
