@@ -3,6 +3,7 @@ package grpcx
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"strings"
 
@@ -118,14 +119,26 @@ func publicMethod(fullMethod string) bool {
 		strings.HasPrefix(fullMethod, "/grpc.reflection.")
 }
 
+// authorizer is the server's own interceptor: it authenticates and
+// authorizes each call, records audited calls, and keeps dependency error
+// text from clients (sanitize).
 type authorizer struct {
-	auth   Authenticator
-	scopes map[string]string
+	auth      Authenticator
+	scopes    map[string]string
+	log       *slog.Logger
+	auditSink AuditSink
+	mutating  map[string]bool
 }
 
-func (a authorizer) authorize(ctx context.Context, fullMethod string) (context.Context, error) {
+func newAuthorizer(cfg ServerConfig, log *slog.Logger) *authorizer {
+	return &authorizer{auth: cfg.Auth, scopes: cfg.Scopes, log: log, auditSink: cfg.Audit, mutating: cfg.Mutating}
+}
+
+// authorize returns the context for the handler and the caller (known also
+// when it lacks the method's scope, for the audit log).
+func (a *authorizer) authorize(ctx context.Context, fullMethod string) (context.Context, Principal, error) {
 	if publicMethod(fullMethod) {
-		return ctx, nil
+		return ctx, Principal{}, nil
 	}
 	scope, ok := a.scopes[fullMethod]
 	if !ok {
@@ -137,38 +150,58 @@ func (a authorizer) authorize(ctx context.Context, fullMethod string) (context.C
 	scope, optional := strings.CutPrefix(scope, optionalPrefix)
 	if key == "" && optional {
 		// The method authorizes the call itself (e.g. a signed share link).
-		return ctx, nil
+		return ctx, Principal{}, nil
 	}
 	if key == "" {
-		return nil, status.Error(codes.Unauthenticated, "missing API key: send \"authorization: Bearer <key>\" or \"x-api-key: <key>\"")
+		return nil, Principal{}, status.Error(codes.Unauthenticated, "missing API key: send \"authorization: Bearer <key>\" or \"x-api-key: <key>\"")
 	}
 	p, err := a.auth.Authenticate(ctx, key)
-	if errors.Is(err, ErrInvalidKey) {
-		return nil, status.Error(codes.Unauthenticated, "invalid or revoked API key")
-	}
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "cannot verify API key right now: %v", err)
+	switch {
+	case errors.Is(err, ErrInvalidKey):
+		return nil, Principal{}, status.Error(codes.Unauthenticated, "invalid or revoked API key")
+	case IsSafe(err):
+		return nil, Principal{}, err // e.g. ResourceExhausted after too many failures
+	case err != nil:
+		a.log.WarnContext(ctx, "cannot verify API key", "method", fullMethod, "err", err)
+		return nil, Principal{}, Unavailable("cannot verify the API key right now; retry later")
 	}
 	if !p.Has(scope) {
-		return nil, status.Errorf(codes.PermissionDenied, "API key lacks the %q scope required by %s", scope, fullMethod)
+		if p.Platform() && scope != ScopeOperator {
+			return nil, p, status.Errorf(codes.PermissionDenied, "%s acts on one tenant's data and needs a tenant key with the %q scope; platform keys hold only the %q scope", fullMethod, scope, ScopeOperator)
+		}
+		return nil, p, status.Errorf(codes.PermissionDenied, "API key lacks the %q scope required by %s", scope, fullMethod)
 	}
-	return WithPrincipal(ctx, p), nil
+	return WithPrincipal(ctx, p), p, nil
 }
 
-func (a authorizer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	ctx, err := a.authorize(ctx, info.FullMethod)
-	if err != nil {
-		return nil, err
+func (a *authorizer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	hctx, p, err := a.authorize(ctx, info.FullMethod)
+	defer a.auditPanic(ctx, info.FullMethod, p)
+	if err == nil {
+		resp, err = handler(hctx, req)
 	}
-	return handler(ctx, req)
+	a.audit(ctx, info.FullMethod, p, err)
+	return resp, a.sanitize(ctx, info.FullMethod, err)
 }
 
-func (a authorizer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	ctx, err := a.authorize(ss.Context(), info.FullMethod)
-	if err != nil {
-		return err
+func (a *authorizer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx := ss.Context()
+	hctx, p, err := a.authorize(ctx, info.FullMethod)
+	defer a.auditPanic(ctx, info.FullMethod, p)
+	if err == nil {
+		err = handler(srv, &wrappedStream{ServerStream: ss, ctx: hctx})
 	}
-	return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+	a.audit(ctx, info.FullMethod, p, err)
+	return a.sanitize(ctx, info.FullMethod, err)
+}
+
+// auditPanic records a call whose handler panicked (as Internal, what the
+// recovery interceptor answers) and lets the panic go on to it.
+func (a *authorizer) auditPanic(ctx context.Context, method string, p Principal) {
+	if r := recover(); r != nil {
+		a.audit(ctx, method, p, status.Error(codes.Internal, "panic"))
+		panic(r)
+	}
 }
 
 type wrappedStream struct {
@@ -178,12 +211,16 @@ type wrappedStream struct {
 
 func (w *wrappedStream) Context() context.Context { return w.ctx }
 
-// RequireTenant returns the caller's principal or Unauthenticated. Handlers
-// use it to scope every read and write to the caller's tenant.
+// RequireTenant returns the caller's principal: Unauthenticated without one,
+// PermissionDenied for a platform key (no tenant). Handlers use it to scope
+// every read and write to the caller's tenant.
 func RequireTenant(ctx context.Context) (Principal, error) {
 	p, ok := PrincipalFrom(ctx)
-	if !ok || p.TenantID == "" {
+	if !ok {
 		return Principal{}, status.Error(codes.Unauthenticated, "no authenticated tenant")
+	}
+	if p.Platform() {
+		return Principal{}, status.Error(codes.PermissionDenied, "this method acts on one tenant's data; a platform key (no tenant) cannot call it: use a key of the tenant")
 	}
 	return p, nil
 }

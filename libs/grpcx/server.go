@@ -34,6 +34,10 @@ type ServerConfig struct {
 	Scopes map[string]string
 	// MaxRecvMsgSize caps request size in bytes (default 4 MiB).
 	MaxRecvMsgSize int
+	// Audit, when set, records every call of a mutating method (Audited).
+	Audit AuditSink
+	// Mutating overrides, by full method name, whether a method is audited.
+	Mutating map[string]bool
 }
 
 // Server is a gRPC server with Parley's standard services and interceptors.
@@ -52,7 +56,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.MaxRecvMsgSize = 4 << 20
 	}
 	log := cfg.Telemetry.Logger
-	az := authorizer{auth: cfg.Auth, scopes: cfg.Scopes}
+	az := newAuthorizer(cfg, log)
 	recoverOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p))
 		return status.Error(codes.Internal, "internal error")

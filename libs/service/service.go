@@ -17,6 +17,7 @@ import (
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/telemetry"
 	"github.com/parley-dev/parley/libs/tenancy"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -38,6 +39,18 @@ type Options struct {
 	// MaxRecvMsgSize bounds one gRPC request message in bytes (grpc-go's
 	// default, 4 MiB, when 0).
 	MaxRecvMsgSize int
+	// Auth and Audit tune API-key authentication and the audit log; nil:
+	// read from the environment (PARLEY_AUTH_*, PARLEY_AUDIT_*).
+	Auth  *tenancy.AuthConfig
+	Audit *tenancy.AuditConfig
+	// Mutating overrides, by full method name, whether calls are audited
+	// (by default every method not needing the read scope is).
+	Mutating map[string]bool
+	// PostgresOptional leaves PostgreSQL out of readiness, for a service
+	// that needs it only to check API keys (ingest): through an outage,
+	// keys verified within PARLEY_AUTH_OUTAGE_GRACE keep working and the
+	// service should keep receiving traffic.
+	PostgresOptional bool
 }
 
 // Base is a started service's shared parts.
@@ -48,6 +61,8 @@ type Base struct {
 	Bus     *eventbus.Bus
 	PG      *pgxpool.Pool
 	Tenancy *tenancy.Store
+	// Audit writes the audit log of mutating calls.
+	Audit   *tenancy.AuditWriter
 	GRPC    *grpcx.Server
 	opts    Options
 	checks  []grpcx.Check
@@ -85,7 +100,20 @@ func Start(ctx context.Context, o Options) (_ *Base, err error) {
 	if err = tenancy.Migrate(ctx, b.PG, b.Log); err != nil {
 		return nil, err
 	}
-	b.Tenancy = tenancy.NewStore(b.PG)
+	auth, err := envOr(o.Auth)
+	if err != nil {
+		return nil, err
+	}
+	audit, err := envOr(o.Audit)
+	if err != nil {
+		return nil, err
+	}
+	b.Tenancy = tenancy.NewStoreWith(b.PG, tenancy.Options{Auth: auth, Log: b.Log})
+	b.Audit = tenancy.NewAuditWriter(b.PG, audit, b.Log)
+	b.closers = append(b.closers, b.Audit.Close) // runs before the pool closes
+	_ = b.Tel.Registry.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "parley_audit_dropped_total", Help: "Audit records dropped because the audit queue was full.",
+	}, func() float64 { return float64(b.Audit.Dropped()) }))
 
 	if b.Bus, err = eventbus.Connect(ctx, o.NATS.URL, "parley-"+o.Name, eventbus.Options{
 		Producer:        o.Name,
@@ -102,11 +130,15 @@ func Start(ctx context.Context, o Options) (_ *Base, err error) {
 		return nil, err
 	}
 
-	if b.GRPC, err = grpcx.NewServer(grpcx.ServerConfig{Telemetry: b.Tel, Auth: b.Tenancy, Scopes: o.Scopes, MaxRecvMsgSize: o.MaxRecvMsgSize}); err != nil {
+	if b.GRPC, err = grpcx.NewServer(grpcx.ServerConfig{
+		Telemetry: b.Tel, Auth: b.Tenancy, Scopes: o.Scopes, MaxRecvMsgSize: o.MaxRecvMsgSize, Audit: b.Audit, Mutating: o.Mutating,
+	}); err != nil {
 		return nil, err
 	}
 	b.AddCheck("nats", b.Bus.Ready)
-	b.AddCheck("postgres", func(ctx context.Context) error { return b.PG.Ping(ctx) })
+	if !o.PostgresOptional {
+		b.AddCheck("postgres", func(ctx context.Context) error { return b.PG.Ping(ctx) })
+	}
 	return b, nil
 }
 
@@ -153,6 +185,14 @@ func (b *Base) close() {
 		b.closers[i]()
 	}
 	b.closers = nil
+}
+
+// envOr returns *v, or a T read from the environment when v is nil.
+func envOr[T any](v *T) (T, error) {
+	if v != nil {
+		return *v, nil
+	}
+	return config.Load[T]()
 }
 
 func shutdownTimeout(s config.Server) time.Duration {

@@ -83,6 +83,11 @@ func TestKeysAuthenticateToTheirTenant(t *testing.T) {
 	if _, err := s.Authenticate(ctx, key); !errors.Is(err, grpcx.ErrInvalidKey) {
 		t.Fatalf("revoked key: want ErrInvalidKey, got %v", err)
 	}
+	// It stays refused even from the grace cache: the database answered.
+	s.now = func() time.Time { return time.Now().Add(2*CacheTTL + time.Second) }
+	if _, err := s.Authenticate(ctx, key); !errors.Is(err, grpcx.ErrInvalidKey) {
+		t.Fatalf("revoked key: want ErrInvalidKey, got %v", err)
+	}
 }
 
 func TestParseKey(t *testing.T) {

@@ -97,7 +97,8 @@ func Run(ctx context.Context, cfg Config) error {
 	b, err := service.Start(ctx, service.Options{
 		Name: "ingest", Server: cfg.Server, NATS: cfg.NATS, Postgres: cfg.Postgres,
 		GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Scopes: api.Scopes(), Telemetry: cfg.Telemetry,
-		MaxRecvMsgSize: cfg.MaxRequestBytes,
+		MaxRecvMsgSize:   cfg.MaxRequestBytes,
+		PostgresOptional: true, // only API keys need it; they outlive an outage (PARLEY_AUTH_OUTAGE_GRACE)
 	})
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/parley-dev/parley/libs/tenancy"
 	"github.com/parley-dev/parley/services/ingest"
 	"github.com/parley-dev/parley/services/lifecycle"
 	"github.com/parley-dev/parley/services/notification"
@@ -21,7 +22,9 @@ func TestREADMEListsEveryVariable(t *testing.T) {
 		t.Fatal(err)
 	}
 	vars := map[string]string{}
-	for _, cfg := range []any{ingest.Config{}, lifecycle.Config{}, tagging.Config{}, reporting.Config{}, notification.Config{}} {
+	for _, cfg := range []any{ingest.Config{}, lifecycle.Config{}, tagging.Config{}, reporting.Config{}, notification.Config{},
+		tenancy.AuthConfig{}, tenancy.AuditConfig{}, // read by libs/service for every service
+	} {
 		collect(reflect.TypeOf(cfg), vars)
 	}
 	if len(vars) < 20 {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -78,7 +79,7 @@ type Options struct {
 	LogOutput io.Writer
 	// LogLevel of the services.
 	LogLevel string
-	// DemoTenant is created with a demo API key (all scopes) when set.
+	// DemoTenant is created with demo API keys (EnsureDemoKeys) when set.
 	DemoTenant string
 }
 
@@ -88,8 +89,10 @@ type Stack struct {
 	NATSURL        string
 	PostgresURL    string
 	ClickHouseAddr string
-	// DemoKey is an API key of DemoTenant with every scope.
-	DemoKey string
+	// DemoKey is an API key of DemoTenant with every tenant scope,
+	// OperatorKey a platform key (operator scope), WidgetKey a publishable
+	// key of DemoTenant for WidgetOrigin.
+	DemoKey, OperatorKey, WidgetKey string
 	// Notes are things the operator should know about this start.
 	Notes []string
 
@@ -228,7 +231,7 @@ func start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	st.ClickHouseAddr = st.ch.Addr
 
 	if opts.DemoTenant != "" {
-		if st.DemoKey, err = st.ensureDemo(ctx); err != nil {
+		if err = st.ensureDemo(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -376,34 +379,81 @@ func (s *Stack) Stop() {
 	})
 }
 
-// ensureDemo creates the demo tenant and returns a working demo key, reusing
-// the one saved in Dir/demo-api-key from an earlier run.
-func (s *Stack) ensureDemo(ctx context.Context) (string, error) {
+// ensureDemo creates the demo tenant and its keys (see EnsureDemoKeys),
+// reusing the ones saved in Dir from an earlier run.
+func (s *Stack) ensureDemo(ctx context.Context) error {
 	pool, err := pgstore.Connect(ctx, config.Postgres{URL: s.PostgresURL, MaxConns: 2})
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer pool.Close()
-	return EnsureDemoKey(ctx, pool, s.DemoTenant, filepath.Join(s.Dir, "demo-api-key"), slog.New(slog.DiscardHandler))
+	keys, err := EnsureDemoKeys(ctx, pool, s.DemoTenant, s.Dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	s.DemoKey, s.OperatorKey, s.WidgetKey = keys.Demo, keys.Operator, keys.Widget
+	return nil
 }
 
-// EnsureDemoKey creates tenant (if missing) and returns an API key with every
-// scope, reusing the key stored in keyFile when it still authenticates.
-func EnsureDemoKey(ctx context.Context, pool *pgxpool.Pool, tenant, keyFile string, log *slog.Logger) (string, error) {
+// DemoKeys are the local stack's keys.
+type DemoKeys struct {
+	// Demo is a server key of the demo tenant with every tenant scope
+	// (dir/demo-api-key).
+	Demo string
+	// Operator is a platform key with the operator scope
+	// (dir/operator-api-key).
+	Operator string
+	// Widget is a publishable key of the demo tenant for WidgetOrigin
+	// (dir/widget-api-key).
+	Widget string
+}
+
+// WidgetOrigin is the browser origin the demo widget key works from (a
+// local dev server's).
+const WidgetOrigin = "http://localhost:5173"
+
+// EnsureDemoKeys creates tenant (if missing) and its keys, reusing each key
+// stored in dir when it still authenticates as what it should be.
+func EnsureDemoKeys(ctx context.Context, pool *pgxpool.Pool, tenant, dir string, log *slog.Logger) (DemoKeys, error) {
 	if err := tenancy.Migrate(ctx, pool, log); err != nil {
-		return "", err
+		return DemoKeys{}, err
 	}
 	store := tenancy.NewStore(pool)
 	if err := store.CreateTenant(ctx, tenant, "Demo tenant"); err != nil && !errors.Is(err, tenancy.ErrExists) {
-		return "", err
+		return DemoKeys{}, err
 	}
+	var keys DemoKeys
+	var err error
+	if keys.Demo, err = ensureKey(ctx, store, filepath.Join(dir, "demo-api-key"), tenancy.KeySpec{
+		TenantID: tenant, Name: "demo (make run)", Kind: grpcx.KindServer, Scopes: []string{grpcx.ScopeIngest, grpcx.ScopeRead, grpcx.ScopeRules, grpcx.ScopeAdmin},
+	}); err != nil {
+		return DemoKeys{}, err
+	}
+	if keys.Operator, err = ensureKey(ctx, store, filepath.Join(dir, "operator-api-key"), tenancy.KeySpec{
+		Name: "operator (make run)", Kind: grpcx.KindServer, Scopes: []string{grpcx.ScopeOperator},
+	}); err != nil {
+		return DemoKeys{}, err
+	}
+	if keys.Widget, err = ensureKey(ctx, store, filepath.Join(dir, "widget-api-key"), tenancy.KeySpec{
+		TenantID: tenant, Name: "widget (make run)", Kind: grpcx.KindPublishable, Scopes: []string{grpcx.ScopeIngest},
+		AllowedOrigins: []string{WidgetOrigin},
+	}); err != nil {
+		return DemoKeys{}, err
+	}
+	return keys, nil
+}
+
+// ensureKey returns the key in keyFile if it authenticates with spec's
+// tenant, kind and scopes, else creates one and saves it there.
+func ensureKey(ctx context.Context, store *tenancy.Store, keyFile string, spec tenancy.KeySpec) (string, error) {
 	if b, err := os.ReadFile(keyFile); err == nil {
 		key := strings.TrimSpace(string(b))
-		if p, err := store.Authenticate(ctx, key); err == nil && p.TenantID == tenant {
+		if p, err := store.Authenticate(ctx, key); err == nil && p.TenantID == spec.TenantID &&
+			p.Kind == spec.Kind && slices.Equal(p.Scopes, spec.Scopes) {
 			return key, nil
 		}
 	}
-	key, _, err := store.CreateAPIKey(ctx, tenant, "demo (make run)", []string{grpcx.ScopeIngest, grpcx.ScopeRead, grpcx.ScopeAdmin})
+	key, _, err := store.CreateKey(ctx, spec)
 	if err != nil {
 		return "", err
 	}

@@ -105,8 +105,12 @@ Parley is ready (%s).
 		fmt.Println("  Note:", n)
 	}
 	fmt.Printf(`
-Demo tenant "demo", API key (all scopes):
+Demo tenant "demo", API key (all tenant scopes; also in %[10]s/demo-api-key):
   export PARLEY_KEY=%[1]s
+Operator key (platform, operator scope; %[10]s/operator-api-key):
+  %[7]s
+Widget key (publishable, ingest only, from origin %[9]s; %[10]s/widget-api-key):
+  %[8]s
 
 Post a message:
   %[2]s -plaintext -H "authorization: Bearer $PARLEY_KEY" \
@@ -128,7 +132,8 @@ Query ClickHouse:
     -q "SELECT conversation_id, role, text FROM messages ORDER BY occurred_at_us DESC LIMIT 10"
 
 Press Ctrl-C to stop.
-`, st.DemoKey, grpcurl, st.GRPCAddr("ingest"), st.GRPCAddr("reporting"), st.Ports.ClickHouseTCP, st.IngestHTTPURL())
+`, st.DemoKey, grpcurl, st.GRPCAddr("ingest"), st.GRPCAddr("reporting"), st.Ports.ClickHouseTCP, st.IngestHTTPURL(),
+		st.OperatorKey, st.WidgetKey, stack.WidgetOrigin, st.Dir)
 }
 
 func fileExists(p string) bool {

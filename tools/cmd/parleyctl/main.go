@@ -1,4 +1,5 @@
-// Command parleyctl is Parley's operator CLI: tenants, bots and API keys.
+// Command parleyctl is Parley's operator CLI: tenants, bots, API keys and
+// the audit log.
 package main
 
 import (
@@ -6,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/parley-dev/parley/libs/config"
@@ -31,7 +31,7 @@ func newRoot() *cobra.Command {
 	a := &app{}
 	root := &cobra.Command{
 		Use:           "parleyctl",
-		Short:         "Operate Parley: tenants, bots and API keys",
+		Short:         "Operate Parley: tenants, bots, API keys and the audit log",
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
@@ -40,7 +40,7 @@ func newRoot() *cobra.Command {
 		def = "postgres://parley:parley@127.0.0.1:55432/parley?sslmode=disable"
 	}
 	root.PersistentFlags().StringVar(&a.postgresURL, "postgres-url", def, "PostgreSQL URL (env PARLEY_POSTGRES_URL)")
-	root.AddCommand(a.tenants(), a.keys(), a.bots(), a.sessions(), a.projections(), a.verifyCmd())
+	root.AddCommand(a.tenants(), a.keys(), a.audit(), a.bots(), a.sessions(), a.projections(), a.verifyCmd())
 	return root
 }
 
@@ -76,49 +76,6 @@ func (a *app) tenants() *cobra.Command {
 	}
 	create.Flags().StringVar(&name, "name", "", "display name")
 	cmd.AddCommand(create)
-	return cmd
-}
-
-func (a *app) keys() *cobra.Command {
-	cmd := &cobra.Command{Use: "keys", Short: "Manage API keys"}
-	var tenant, name, scopes string
-	create := &cobra.Command{
-		Use:   "create",
-		Short: "Create an API key (printed once; only its hash is stored)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withStore(cmd.Context(), func(s *tenancy.Store) error {
-				key, id, err := s.CreateAPIKey(cmd.Context(), tenant, name, strings.Split(scopes, ","))
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "key %s for tenant %s with scopes %s (store it now; it is not shown again)\n", id, tenant, scopes)
-				fmt.Fprintln(cmd.OutOrStdout(), key)
-				return nil
-			})
-		},
-	}
-	create.Flags().StringVar(&tenant, "tenant", "", "tenant id (required)")
-	create.Flags().StringVar(&name, "name", "", "what the key is for")
-	create.Flags().StringVar(&scopes, "scopes", "ingest", "comma-separated scopes: ingest, read, admin")
-	_ = create.MarkFlagRequired("tenant")
-	revoke := &cobra.Command{
-		Use:   "revoke KEY_ID",
-		Short: "Revoke an API key (effective within 30 seconds)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(cmd.Context(), func(s *tenancy.Store) error {
-				if err := s.RevokeAPIKey(cmd.Context(), tenant, args[0]); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "key %s revoked\n", args[0])
-				return nil
-			})
-		},
-	}
-	revoke.Flags().StringVar(&tenant, "tenant", "", "tenant id (required)")
-	_ = revoke.MarkFlagRequired("tenant")
-	cmd.AddCommand(create, revoke)
 	return cmd
 }
 
