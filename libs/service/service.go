@@ -38,9 +38,9 @@ type Options struct {
 	// MaxRecvMsgSize bounds one gRPC request message in bytes (grpc-go's
 	// default, 4 MiB, when 0).
 	MaxRecvMsgSize int
-	// Auth, when set, authenticates API keys instead of the tenancy store
-	// (tests that need principals tenancy cannot issue yet).
-	Auth grpcx.Authenticator
+	// Authenticator, when set, authenticates API keys instead of the
+	// tenancy store (tests that need principals tenancy cannot issue).
+	Authenticator grpcx.Authenticator
 }
 
 // Base is a started service's shared parts.
@@ -106,8 +106,8 @@ func Start(ctx context.Context, o Options) (_ *Base, err error) {
 	}
 
 	var auth grpcx.Authenticator = b.Tenancy
-	if o.Auth != nil {
-		auth = o.Auth
+	if o.Authenticator != nil {
+		auth = o.Authenticator
 	}
 	if b.GRPC, err = grpcx.NewServer(grpcx.ServerConfig{Telemetry: b.Tel, Auth: auth, Scopes: o.Scopes, MaxRecvMsgSize: o.MaxRecvMsgSize}); err != nil {
 		return nil, err

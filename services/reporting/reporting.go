@@ -57,8 +57,9 @@ type Config struct {
 	ShareSecret string `env:"PARLEY_REPORTING_SHARE_SECRET" envDefault:""`
 	// Telemetry overrides the service's own telemetry (tests, local stack).
 	Telemetry *telemetry.Telemetry `env:"-"`
-	// Auth overrides API-key authentication (tests; nil: the tenancy store).
-	Auth grpcx.Authenticator `env:"-"`
+	// Authenticator overrides API-key authentication (tests; nil: the
+	// tenancy store).
+	Authenticator grpcx.Authenticator `env:"-"`
 }
 
 // httpRoutes are the HTTP API's route templates (proto/http.yaml), which
@@ -74,7 +75,7 @@ func httpRoutes() []string {
 func Run(ctx context.Context, cfg Config) error {
 	b, err := service.Start(ctx, service.Options{
 		Name: "reporting", Server: cfg.Server, NATS: cfg.NATS, Postgres: cfg.Postgres,
-		GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Scopes: api.Scopes(), Telemetry: cfg.Telemetry, Auth: cfg.Auth,
+		GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Scopes: api.Scopes(), Telemetry: cfg.Telemetry, Authenticator: cfg.Authenticator,
 	})
 	if err != nil {
 		return err

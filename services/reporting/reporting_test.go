@@ -296,7 +296,7 @@ func startEmpty(t testing.TB) *fixture {
 		Postgres: config.Postgres{URL: pgURL, MaxConns: 4}, ClickHouse: config.ClickHouse{Addr: db.Addr, Database: db.Database, User: "default"},
 		GRPCAddr: grpcAddr, AdminAddr: adminAddr, HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hport),
 		ProjectorBatch: 200, ProjectorMaxWait: 50 * time.Millisecond, QueryTimeout: 10 * time.Second,
-		ShareBaseURL: fmt.Sprintf("http://127.0.0.1:%d", hport), ShareTTL: time.Hour, Telemetry: testenv.Telemetry(t, "reporting"), Auth: auth,
+		ShareBaseURL: fmt.Sprintf("http://127.0.0.1:%d", hport), ShareTTL: time.Hour, Telemetry: testenv.Telemetry(t, "reporting"), Authenticator: auth,
 	}
 	testsvc.Serve(t, "reporting", func(ctx context.Context) error { return reporting.Run(ctx, cfg) })
 	conn := testsvc.Dial(t, cfg.GRPCAddr)
