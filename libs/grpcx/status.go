@@ -85,3 +85,14 @@ func ResourceExhausted(msg string, retryAfter time.Duration) error {
 	}
 	return safe(st)
 }
+
+// UnavailableReason is Unavailable with an errdetails.ErrorInfo naming the
+// reason (e.g. "PROJECTOR_STANDBY") and domain, for clients that retry
+// differently by reason.
+func UnavailableReason(reason, domain, msg string) error {
+	st := status.New(codes.Unavailable, msg)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: domain}); err == nil {
+		st = d
+	}
+	return safe(st)
+}

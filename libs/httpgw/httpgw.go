@@ -13,6 +13,8 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -41,6 +43,13 @@ type Config struct {
 	CORSOrigins []string
 	// MaxBodyBytes bounds a request body (0: no limit).
 	MaxBodyBytes int64
+	// Routes are the path templates of the routes ("/v1/shared/{share_token}";
+	// a {name} stands for one path segment, and may be followed by a verb,
+	// "{id}:close"). When set, spans are named and their url.path attribute
+	// is set from the matching template instead of the raw path, so that
+	// secrets in paths (share tokens) stay out of traces; unmatched paths
+	// show as "/{unmatched}".
+	Routes []string
 	// Metadata adds gRPC metadata derived from the HTTP request (optional).
 	Metadata       func(context.Context, *http.Request) metadata.MD
 	TracerProvider trace.TracerProvider
@@ -110,7 +119,64 @@ func (g *Gateway) Handler() http.Handler {
 	if g.cfg.Propagator != nil {
 		opts = append(opts, otelhttp.WithPropagators(g.cfg.Propagator))
 	}
-	return otelhttp.NewHandler(h, g.cfg.Name, opts...)
+	if len(g.cfg.Routes) == 0 {
+		return otelhttp.NewHandler(h, g.cfg.Name, opts...)
+	}
+	// otelhttp sees the route template as the path; the handler inside gets
+	// the real URL back.
+	traced := otelhttp.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, ok := r.Context().Value(realURLKey{}).(*url.URL); ok {
+			r2 := *r
+			r2.URL = u
+			r = &r2
+		}
+		h.ServeHTTP(w, r)
+	}), g.cfg.Name, opts...)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		shown := *r.URL
+		shown.Path, shown.RawPath, shown.RawQuery = Template(g.cfg.Routes, r.URL.Path), "", ""
+		r2 := r.WithContext(context.WithValue(r.Context(), realURLKey{}, r.URL))
+		r2.URL = &shown
+		r2.RequestURI = shown.Path
+		traced.ServeHTTP(w, r2)
+	})
+}
+
+type realURLKey struct{}
+
+// Template returns the route template among routes that path matches, or
+// "/{unmatched}".
+func Template(routes []string, path string) string {
+	segs := strings.Split(path, "/")
+	for _, rt := range routes {
+		want := strings.Split(rt, "/")
+		if len(want) != len(segs) {
+			continue
+		}
+		ok := true
+		for i, w := range want {
+			if !segmentMatches(w, segs[i]) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return rt
+		}
+	}
+	return "/{unmatched}"
+}
+
+func segmentMatches(want, got string) bool {
+	if !strings.HasPrefix(want, "{") {
+		return want == got
+	}
+	end := strings.Index(want, "}")
+	if end < 0 {
+		return false
+	}
+	verb := want[end+1:]
+	return len(got) > len(verb) && strings.HasSuffix(got, verb)
 }
 
 // Close releases the loopback connection.

@@ -51,6 +51,9 @@ type Options struct {
 	// keys verified within PARLEY_AUTH_OUTAGE_GRACE keep working and the
 	// service should keep receiving traffic.
 	PostgresOptional bool
+	// Authenticator, when set, authenticates API keys instead of the
+	// tenancy store (tests that need principals tenancy cannot issue).
+	Authenticator grpcx.Authenticator
 }
 
 // Base is a started service's shared parts.
@@ -130,8 +133,12 @@ func Start(ctx context.Context, o Options) (_ *Base, err error) {
 		return nil, err
 	}
 
+	var auth grpcx.Authenticator = b.Tenancy
+	if o.Authenticator != nil {
+		auth = o.Authenticator
+	}
 	if b.GRPC, err = grpcx.NewServer(grpcx.ServerConfig{
-		Telemetry: b.Tel, Auth: b.Tenancy, Scopes: o.Scopes, MaxRecvMsgSize: o.MaxRecvMsgSize, Audit: b.Audit, Mutating: o.Mutating,
+		Telemetry: b.Tel, Auth: auth, Scopes: o.Scopes, MaxRecvMsgSize: o.MaxRecvMsgSize, Audit: b.Audit, Mutating: o.Mutating,
 	}); err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/parley-dev/parley/libs/chstore"
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/httpgw"
 	"github.com/parley-dev/parley/libs/leader"
 	"github.com/parley-dev/parley/libs/service"
@@ -21,6 +22,7 @@ import (
 	"github.com/parley-dev/parley/services/reporting/internal/rebuild"
 	"github.com/parley-dev/parley/services/reporting/internal/schema"
 	"github.com/parley-dev/parley/services/reporting/internal/share"
+	"github.com/parley-dev/parley/services/reporting/internal/sharelinks"
 	"github.com/parley-dev/parley/services/reporting/internal/statestore"
 )
 
@@ -55,13 +57,25 @@ type Config struct {
 	ShareSecret string `env:"PARLEY_REPORTING_SHARE_SECRET" envDefault:""`
 	// Telemetry overrides the service's own telemetry (tests, local stack).
 	Telemetry *telemetry.Telemetry `env:"-"`
+	// Authenticator overrides API-key authentication (tests; nil: the
+	// tenancy store).
+	Authenticator grpcx.Authenticator `env:"-"`
+}
+
+// httpRoutes are the HTTP API's route templates (proto/http.yaml), which
+// name its spans: share tokens in paths stay out of traces.
+func httpRoutes() []string {
+	return []string{
+		"/v1/conversations:search", "/v1/conversations/{conversation_id}", "/v1/shared/{share_token}",
+		"/v1/dashboard", "/v1/reports/{kind}", "/v1/share-links", "/v1/share-links/{link_id}:revoke",
+	}
 }
 
 // Run serves reporting until ctx is cancelled.
 func Run(ctx context.Context, cfg Config) error {
 	b, err := service.Start(ctx, service.Options{
 		Name: "reporting", Server: cfg.Server, NATS: cfg.NATS, Postgres: cfg.Postgres,
-		GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Scopes: api.Scopes(), Telemetry: cfg.Telemetry,
+		GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Scopes: api.Scopes(), Telemetry: cfg.Telemetry, Authenticator: cfg.Authenticator,
 	})
 	if err != nil {
 		return err
@@ -81,6 +95,10 @@ func Run(ctx context.Context, cfg Config) error {
 		b.Close()
 		return err
 	}
+	if err := sharelinks.Migrate(ctx, b.PG, b.Log); err != nil {
+		b.Close()
+		return err
+	}
 	states := statestore.New(b.PG)
 	secret := []byte(cfg.ShareSecret)
 	if len(secret) == 0 {
@@ -95,11 +113,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("PARLEY_REPORTING_SHARE_SECRET: %w", err)
 	}
 	srv := api.New(api.Deps{
-		Reader: query.NewReader(ch, cfg.QueryTimeout), TimeZones: b.Tenancy, Signer: signer,
+		Reader: query.NewReader(ch, cfg.QueryTimeout), TimeZones: b.Tenancy, Signer: signer, Links: sharelinks.New(b.PG),
 		ShareBaseURL: cfg.ShareBaseURL, ShareTTL: cfg.ShareTTL, Log: b.Log, Now: time.Now,
 	})
 	reportingv1.RegisterReportingServiceServer(b.GRPC, srv)
-	gw, err := httpgw.New(httpgw.Config{Name: "reporting-http", GRPCAddr: cfg.GRPCAddr, CORSOrigins: cfg.CORSOrigins,
+	gw, err := httpgw.New(httpgw.Config{Name: "reporting-http", GRPCAddr: cfg.GRPCAddr, CORSOrigins: cfg.CORSOrigins, Routes: httpRoutes(),
 		MaxBodyBytes: 1 << 20, TracerProvider: b.Tel.TracerProvider, Propagator: b.Tel.Propagator})
 	if err != nil {
 		b.Close()

@@ -19,6 +19,7 @@ import (
 	"github.com/parley-dev/parley/libs/leader"
 	"github.com/parley-dev/parley/libs/localinfra"
 	"github.com/parley-dev/parley/libs/pgstore"
+	"github.com/parley-dev/parley/libs/tenancy"
 	"github.com/parley-dev/parley/libs/testenv"
 	"github.com/parley-dev/parley/libs/testsvc"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
@@ -211,16 +212,19 @@ func (c conv) events() []*eventv1.Envelope {
 }
 
 type fixture struct {
-	cfg      reporting.Config
-	pgURL    string
-	client   reportingv1.ReportingServiceClient
-	key      string
-	adminKey string
-	ch       *testenv.ClickHouseDB
-	httpURL  string
-	bus      *eventbus.Bus
-	now      time.Time
-	acme     []conv
+	cfg       reporting.Config
+	pgURL     string
+	client    reportingv1.ReportingServiceClient
+	key       string
+	globexKey string
+	adminKey  string
+	// opKey is a platform key with the operator scope.
+	opKey   string
+	ch      *testenv.ClickHouseDB
+	httpURL string
+	bus     *eventbus.Bus
+	now     time.Time
+	acme    []conv
 }
 
 func (f *fixture) ctx() context.Context {
@@ -279,6 +283,12 @@ func startEmpty(t testing.TB) *fixture {
 	keys := testsvc.Tenants(t, pgURL, []string{grpcx.ScopeRead}, "acme", "globex")
 	key := keys["acme"]
 	adminKey := testsvc.Tenants(t, pgURL, []string{grpcx.ScopeRead, grpcx.ScopeAdmin}, "ops")["ops"]
+	pool, err := pgstore.Connect(ctx, config.Postgres{URL: pgURL, MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	auth := platformAuth{key: "operator-" + eventbus.NewEventID(), next: tenancy.NewStore(pool)}
 	grpcAddr, adminAddr := testsvc.Addrs(t)
 	hport, _ := localinfra.FreePort()
 	cfg := reporting.Config{
@@ -286,7 +296,7 @@ func startEmpty(t testing.TB) *fixture {
 		Postgres: config.Postgres{URL: pgURL, MaxConns: 4}, ClickHouse: config.ClickHouse{Addr: db.Addr, Database: db.Database, User: "default"},
 		GRPCAddr: grpcAddr, AdminAddr: adminAddr, HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hport),
 		ProjectorBatch: 200, ProjectorMaxWait: 50 * time.Millisecond, QueryTimeout: 10 * time.Second,
-		ShareBaseURL: fmt.Sprintf("http://127.0.0.1:%d", hport), ShareTTL: time.Hour, Telemetry: testenv.Telemetry(t, "reporting"),
+		ShareBaseURL: fmt.Sprintf("http://127.0.0.1:%d", hport), ShareTTL: time.Hour, Telemetry: testenv.Telemetry(t, "reporting"), Authenticator: auth,
 	}
 	testsvc.Serve(t, "reporting", func(ctx context.Context) error { return reporting.Run(ctx, cfg) })
 	conn := testsvc.Dial(t, cfg.GRPCAddr)
@@ -295,10 +305,10 @@ func startEmpty(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { bus.Close() })
-	if err := bus.EnsureStreams(ctx); err != nil {
+	if err = bus.EnsureStreams(ctx); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{cfg: cfg, pgURL: pgURL, client: reportingv1.NewReportingServiceClient(conn), key: key, adminKey: adminKey, ch: db, httpURL: cfg.ShareBaseURL, bus: bus, now: time.Now().UTC()}
+	f := &fixture{cfg: cfg, pgURL: pgURL, client: reportingv1.NewReportingServiceClient(conn), key: key, globexKey: keys["globex"], adminKey: adminKey, opKey: auth.key, ch: db, httpURL: cfg.ShareBaseURL, bus: bus, now: time.Now().UTC()}
 	// Wait until the service answers.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -312,6 +322,24 @@ func startEmpty(t testing.TB) *fixture {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return f
+}
+
+// platformAuth authenticates one platform key holding the operator scope
+// (tenancy cannot issue platform keys yet) and every other key through
+// tenancy.
+type platformAuth struct {
+	key  string
+	next grpcx.Authenticator
+}
+
+// OperatorKeyID is the key id of the fixture's platform key.
+const OperatorKeyID = "op-test-key"
+
+func (a platformAuth) Authenticate(ctx context.Context, key string) (grpcx.Principal, error) {
+	if key == a.key {
+		return grpcx.Principal{KeyID: OperatorKeyID, Scopes: []string{grpcx.ScopeOperator}}, nil
+	}
+	return a.next.Authenticate(ctx, key)
 }
 
 // waitTotal polls until the filter matches want conversations.
@@ -792,8 +820,8 @@ func TestRebuildSwapsInFreshProjections(t *testing.T) {
 		t.Fatalf("damage not visible: %v", ids)
 	}
 	// Rebuild while new conversations keep arriving.
-	admin := metadata.AppendToOutgoingContext(ctx, "x-api-key", f.adminKey)
-	stream, err := f.client.RebuildProjections(admin, &reportingv1.RebuildProjectionsRequest{})
+	op := metadata.AppendToOutgoingContext(ctx, "x-api-key", f.opKey)
+	stream, err := f.client.RebuildProjections(op, &reportingv1.RebuildProjectionsRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -807,23 +835,22 @@ func TestRebuildSwapsInFreshProjections(t *testing.T) {
 			}
 		}
 	}
+	progress, err := drain(stream)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var phases []string
-	var last *reportingv1.RebuildProgress
-	for {
-		p, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, p := range progress {
 		if len(phases) == 0 || phases[len(phases)-1] != p.Phase {
 			phases = append(phases, p.Phase)
 		}
-		last = p
 	}
+	last := progress[len(progress)-1]
 	if !slices.Equal(phases, []string{"replaying", "catching_up", "swapping", "done"}) || last.Events == 0 || last.Sequence != last.TargetSequence {
 		t.Fatalf("progress phases %v, last %v", phases, last)
+	}
+	if last.RequestedByKeyId != OperatorKeyID {
+		t.Fatalf("progress names key %q, want %q", last.RequestedByKeyId, OperatorKeyID)
 	}
 	if ids, _ := f.list(t, allTime(&reportingv1.Filter{BotIds: []string{"corrupt"}}), 10); len(ids) != 0 {
 		t.Fatalf("damage survived the rebuild: %v", ids)
@@ -848,13 +875,54 @@ func TestRebuildSwapsInFreshProjections(t *testing.T) {
 			t.Fatalf("row %d changed:\n%v\n%v", i, before.Rows[i].Values, kept[i].Values)
 		}
 	}
-	// Only admins rebuild.
-	s2, err := f.client.RebuildProjections(f.ctx(), &reportingv1.RebuildProjectionsRequest{})
-	if err == nil {
-		_, err = s2.Recv()
+}
+
+// A rebuild covers every tenant: tenant keys, admin included, are refused;
+// only a platform key with the operator scope may ask.
+func TestRebuildNeedsOperatorKey(t *testing.T) {
+	f := startEmpty(t)
+	for _, k := range []struct{ name, key string }{{"tenant admin", f.adminKey}, {"tenant read", f.key}} {
+		name, key := k.name, k.key
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "x-api-key", key)
+		s, err := f.client.RebuildProjections(ctx, &reportingv1.RebuildProjectionsRequest{})
+		if err == nil {
+			_, err = s.Recv()
+		}
+		if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "operator") {
+			t.Fatalf("%s key rebuilding: %v", name, err)
+		}
 	}
-	if status.Code(err) != codes.PermissionDenied {
-		t.Fatalf("read key rebuilding: %v", err)
+	op := metadata.AppendToOutgoingContext(context.Background(), "x-api-key", f.opKey)
+	s, err := f.client.RebuildProjections(op, &reportingv1.RebuildProjectionsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	progress, err := drain(s)
+	if err != nil || len(progress) == 0 {
+		t.Fatalf("operator key rebuilding: %v", err)
+	}
+	last := progress[len(progress)-1]
+	if last.GetPhase() != "done" || last.GetRequestedByKeyId() != OperatorKeyID {
+		t.Fatalf("last progress %v", last)
+	}
+	// The platform key reads no tenant's conversations.
+	if _, err := f.client.ListConversations(op, &reportingv1.ListConversationsRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("operator key listing: %v", err)
+	}
+}
+
+// drain receives a rebuild's progress until the stream ends.
+func drain(s reportingv1.ReportingService_RebuildProjectionsClient) ([]*reportingv1.RebuildProgress, error) {
+	var out []*reportingv1.RebuildProgress
+	for {
+		p, err := s.Recv()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		out = append(out, p)
 	}
 }
 
@@ -905,8 +973,8 @@ func TestSecondReplicaStandsBy(t *testing.T) {
 	if err != nil || res.TotalCount != 10 {
 		t.Fatalf("standby replica's list: %v %v", res.GetTotalCount(), err)
 	}
-	admin := metadata.AppendToOutgoingContext(context.Background(), "x-api-key", f.adminKey)
-	stream, err := second.RebuildProjections(admin, &reportingv1.RebuildProjectionsRequest{})
+	op := metadata.AppendToOutgoingContext(context.Background(), "x-api-key", f.opKey)
+	stream, err := second.RebuildProjections(op, &reportingv1.RebuildProjectionsRequest{})
 	if err == nil {
 		_, err = stream.Recv()
 	}

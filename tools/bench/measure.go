@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -462,7 +464,13 @@ func measureRebuild(ctx context.Context, s *suite, rep *Report, logf logFunc) er
 		return err
 	}
 	defer conn.Close()
-	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+s.DemoKey)
+	// A rebuild covers every tenant: it needs the stack's platform operator
+	// key, not the demo tenant's.
+	key, err := os.ReadFile(filepath.Join(s.Dir, "operator-api-key"))
+	if err != nil {
+		return fmt.Errorf("bench: rebuild needs the stack's operator key: %w", err)
+	}
+	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+strings.TrimSpace(string(key)))
 	stream, err := reportingv1.NewReportingServiceClient(conn).RebuildProjections(authed, &reportingv1.RebuildProjectionsRequest{})
 	if err != nil {
 		return err

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
@@ -32,17 +34,22 @@ func (a *app) projections() *cobra.Command {
 		def = "localhost:7104"
 	}
 	cmd.PersistentFlags().StringVar(&addr, "addr", def, "reporting gRPC address (env PARLEY_REPORTING_ADDR)")
-	cmd.PersistentFlags().StringVar(&apiKey, "api-key", os.Getenv("PARLEY_API_KEY"), "API key with the admin scope (env PARLEY_API_KEY)")
+	cmd.PersistentFlags().StringVar(&apiKey, "api-key", os.Getenv("PARLEY_OPERATOR_API_KEY"),
+		"platform API key with the operator scope (env PARLEY_OPERATOR_API_KEY; default: the one `make run` writes to .parley/operator-api-key)")
 	cmd.PersistentFlags().DurationVar(&timeout, "timeout", 24*time.Hour, "bound on the rebuild")
 	rebuild := &cobra.Command{
 		Use:   "rebuild",
 		Short: "Replay the whole event log into fresh tables and swap them in (readers keep the old tables until the swap)",
-		Long: "Rebuilds every projection (events, messages, conversations) of every tenant, so it needs an API key with the admin scope.\n" +
+		Long: "Rebuilds every projection (events, messages, conversations) of every tenant, so it needs a platform key with the operator scope\n" +
+			"(tenant keys, admin keys included, are refused).\n" +
 			"Prints progress and the replay rate every second. Ingest and queries continue meanwhile; the live projector pauses only for the final catch-up and swap.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if apiKey == "" {
-				return errors.New("no API key: pass --api-key or set PARLEY_API_KEY (`make run` writes one to .parley/demo-api-key)")
+				apiKey = stackOperatorKey()
+			}
+			if apiKey == "" {
+				return errors.New("no API key: pass --api-key or set PARLEY_OPERATOR_API_KEY to a platform key with the operator scope (`make run` writes one to .parley/operator-api-key)")
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
@@ -123,7 +130,24 @@ func standingBy(err error) bool {
 	return false
 }
 
+// stackOperatorKey is the operator key the local stack wrote
+// ($PARLEY_STACK_DIR/operator-api-key, default .parley), or "".
+func stackOperatorKey() string {
+	dir := os.Getenv("PARLEY_STACK_DIR")
+	if dir == "" {
+		dir = ".parley"
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "operator-api-key"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
 func rpcError(addr string, err error) error {
+	if st, ok := status.FromError(err); ok && st.Code() == codes.PermissionDenied {
+		return fmt.Errorf("reporting at %s: %s: %s\nrebuilding needs a platform key with the operator scope: pass --api-key or set PARLEY_OPERATOR_API_KEY (`make run` writes one to .parley/operator-api-key)", addr, st.Code(), st.Message())
+	}
 	if st, ok := status.FromError(err); ok {
 		return fmt.Errorf("reporting at %s: %s: %s", addr, st.Code(), st.Message())
 	}

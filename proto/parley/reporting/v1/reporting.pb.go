@@ -26,6 +26,254 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ListShareLinksRequest selects share links of the caller's tenant.
+type ListShareLinksRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only the links of this conversation (empty: every conversation).
+	ConversationId string `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// Most links returned (default 50, at most 200).
+	PageSize      uint32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListShareLinksRequest) Reset() {
+	*x = ListShareLinksRequest{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListShareLinksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListShareLinksRequest) ProtoMessage() {}
+
+func (x *ListShareLinksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListShareLinksRequest.ProtoReflect.Descriptor instead.
+func (*ListShareLinksRequest) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ListShareLinksRequest) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *ListShareLinksRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListShareLinksRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListShareLinksResponse holds one page of share links.
+type ListShareLinksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Links         []*ShareLink           `protobuf:"bytes,1,rep,name=links,proto3" json:"links,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListShareLinksResponse) Reset() {
+	*x = ListShareLinksResponse{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListShareLinksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListShareLinksResponse) ProtoMessage() {}
+
+func (x *ListShareLinksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListShareLinksResponse.ProtoReflect.Descriptor instead.
+func (*ListShareLinksResponse) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListShareLinksResponse) GetLinks() []*ShareLink {
+	if x != nil {
+		return x.Links
+	}
+	return nil
+}
+
+func (x *ListShareLinksResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// RevokeShareLinkRequest names a share link.
+type RevokeShareLinkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LinkId        string                 `protobuf:"bytes,1,opt,name=link_id,json=linkId,proto3" json:"link_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeShareLinkRequest) Reset() {
+	*x = RevokeShareLinkRequest{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeShareLinkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeShareLinkRequest) ProtoMessage() {}
+
+func (x *RevokeShareLinkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeShareLinkRequest.ProtoReflect.Descriptor instead.
+func (*RevokeShareLinkRequest) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RevokeShareLinkRequest) GetLinkId() string {
+	if x != nil {
+		return x.LinkId
+	}
+	return ""
+}
+
+// ShareLink is a minted share link (the token itself is never listed).
+type ShareLink struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	LinkId         string                 `protobuf:"bytes,1,opt,name=link_id,json=linkId,proto3" json:"link_id,omitempty"`
+	ConversationId string                 `protobuf:"bytes,2,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The API key that minted it.
+	CreatedByKeyId string                 `protobuf:"bytes,3,opt,name=created_by_key_id,json=createdByKeyId,proto3" json:"created_by_key_id,omitempty"`
+	CreatedAt      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ExpiresAt      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// Set once revoked.
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShareLink) Reset() {
+	*x = ShareLink{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShareLink) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShareLink) ProtoMessage() {}
+
+func (x *ShareLink) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShareLink.ProtoReflect.Descriptor instead.
+func (*ShareLink) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ShareLink) GetLinkId() string {
+	if x != nil {
+		return x.LinkId
+	}
+	return ""
+}
+
+func (x *ShareLink) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *ShareLink) GetCreatedByKeyId() string {
+	if x != nil {
+		return x.CreatedByKeyId
+	}
+	return ""
+}
+
+func (x *ShareLink) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *ShareLink) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *ShareLink) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
 // RebuildProjectionsRequest starts a rebuild.
 type RebuildProjectionsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -35,7 +283,7 @@ type RebuildProjectionsRequest struct {
 
 func (x *RebuildProjectionsRequest) Reset() {
 	*x = RebuildProjectionsRequest{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[0]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +295,7 @@ func (x *RebuildProjectionsRequest) String() string {
 func (*RebuildProjectionsRequest) ProtoMessage() {}
 
 func (x *RebuildProjectionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[0]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +308,7 @@ func (x *RebuildProjectionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebuildProjectionsRequest.ProtoReflect.Descriptor instead.
 func (*RebuildProjectionsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{0}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{4}
 }
 
 // RebuildProgress reports a rebuild's progress.
@@ -74,13 +322,15 @@ type RebuildProgress struct {
 	TargetSequence  uint64  `protobuf:"varint,4,opt,name=target_sequence,json=targetSequence,proto3" json:"target_sequence,omitempty"`
 	EventsPerSecond float64 `protobuf:"fixed64,5,opt,name=events_per_second,json=eventsPerSecond,proto3" json:"events_per_second,omitempty"`
 	ElapsedSeconds  float64 `protobuf:"fixed64,6,opt,name=elapsed_seconds,json=elapsedSeconds,proto3" json:"elapsed_seconds,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The operator key that asked for the rebuild.
+	RequestedByKeyId string `protobuf:"bytes,7,opt,name=requested_by_key_id,json=requestedByKeyId,proto3" json:"requested_by_key_id,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *RebuildProgress) Reset() {
 	*x = RebuildProgress{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[1]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -92,7 +342,7 @@ func (x *RebuildProgress) String() string {
 func (*RebuildProgress) ProtoMessage() {}
 
 func (x *RebuildProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[1]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -105,7 +355,7 @@ func (x *RebuildProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebuildProgress.ProtoReflect.Descriptor instead.
 func (*RebuildProgress) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{1}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RebuildProgress) GetPhase() string {
@@ -150,6 +400,13 @@ func (x *RebuildProgress) GetElapsedSeconds() float64 {
 	return 0
 }
 
+func (x *RebuildProgress) GetRequestedByKeyId() string {
+	if x != nil {
+		return x.RequestedByKeyId
+	}
+	return ""
+}
+
 // TimeRange selects conversations by start time.
 type TimeRange struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -158,7 +415,9 @@ type TimeRange struct {
 	Preset string                 `protobuf:"bytes,1,opt,name=preset,proto3" json:"preset,omitempty"`
 	From   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
 	To     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
-	// IANA time zone for presets, e.g. "Europe/Berlin". Default: UTC.
+	// IANA time zone for presets, e.g. "Europe/Berlin" (not "Local"; at most
+	// 64 characters). Default: the tenant's time zone, else UTC. from and to
+	// must lie within 1970-01-01 .. 2105-12-31 UTC (ClickHouse DateTime).
 	TimeZone      string `protobuf:"bytes,4,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -166,7 +425,7 @@ type TimeRange struct {
 
 func (x *TimeRange) Reset() {
 	*x = TimeRange{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[2]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -178,7 +437,7 @@ func (x *TimeRange) String() string {
 func (*TimeRange) ProtoMessage() {}
 
 func (x *TimeRange) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[2]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -191,7 +450,7 @@ func (x *TimeRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeRange.ProtoReflect.Descriptor instead.
 func (*TimeRange) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{2}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TimeRange) GetPreset() string {
@@ -223,7 +482,9 @@ func (x *TimeRange) GetTimeZone() string {
 }
 
 // Filter narrows the conversations a call looks at. Fields combine with AND;
-// repeated values within one field combine with OR.
+// repeated values within one field combine with OR. Limits (InvalidArgument
+// beyond them): at most 100 values per repeated field, 256 characters per
+// value, 200 characters of text, 1000 values over all repeated fields.
 type Filter struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TimeRange     *TimeRange             `protobuf:"bytes,1,opt,name=time_range,json=timeRange,proto3" json:"time_range,omitempty"`
@@ -255,7 +516,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[3]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -267,7 +528,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[3]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -280,7 +541,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{3}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Filter) GetTimeRange() *TimeRange {
@@ -456,7 +717,7 @@ type ListConversationsRequest struct {
 
 func (x *ListConversationsRequest) Reset() {
 	*x = ListConversationsRequest{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[4]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -468,7 +729,7 @@ func (x *ListConversationsRequest) String() string {
 func (*ListConversationsRequest) ProtoMessage() {}
 
 func (x *ListConversationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[4]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -481,7 +742,7 @@ func (x *ListConversationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversationsRequest.ProtoReflect.Descriptor instead.
 func (*ListConversationsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{4}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListConversationsRequest) GetFilter() *Filter {
@@ -542,7 +803,7 @@ type ConversationSummary struct {
 
 func (x *ConversationSummary) Reset() {
 	*x = ConversationSummary{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[5]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +815,7 @@ func (x *ConversationSummary) String() string {
 func (*ConversationSummary) ProtoMessage() {}
 
 func (x *ConversationSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[5]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +828,7 @@ func (x *ConversationSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConversationSummary.ProtoReflect.Descriptor instead.
 func (*ConversationSummary) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{5}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ConversationSummary) GetConversationId() string {
@@ -778,7 +1039,7 @@ type ListConversationsResponse struct {
 
 func (x *ListConversationsResponse) Reset() {
 	*x = ListConversationsResponse{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[6]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +1051,7 @@ func (x *ListConversationsResponse) String() string {
 func (*ListConversationsResponse) ProtoMessage() {}
 
 func (x *ListConversationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[6]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +1064,7 @@ func (x *ListConversationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConversationsResponse.ProtoReflect.Descriptor instead.
 func (*ListConversationsResponse) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{6}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListConversationsResponse) GetConversations() []*ConversationSummary {
@@ -832,15 +1093,23 @@ type GetConversationRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	// A share token from a share_url opens the conversation without an API
-	// key while it is valid (the tenant comes from the token).
-	ShareToken    string `protobuf:"bytes,2,opt,name=share_token,json=shareToken,proto3" json:"share_token,omitempty"`
+	// key while it is valid and not revoked (the tenant comes from the
+	// token). Such a call gets the shared view: no variables, visitor token,
+	// trace ids, page URLs, leads, agents' ids or event ids, and no new
+	// share link.
+	ShareToken string `protobuf:"bytes,2,opt,name=share_token,json=shareToken,proto3" json:"share_token,omitempty"`
+	// Transcript messages per page (default 500, at most 2000).
+	PageSize uint32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page; the other fields are repeated
+	// unchanged.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetConversationRequest) Reset() {
 	*x = GetConversationRequest{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[7]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +1121,7 @@ func (x *GetConversationRequest) String() string {
 func (*GetConversationRequest) ProtoMessage() {}
 
 func (x *GetConversationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[7]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +1134,7 @@ func (x *GetConversationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConversationRequest.ProtoReflect.Descriptor instead.
 func (*GetConversationRequest) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{7}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetConversationRequest) GetConversationId() string {
@@ -878,6 +1147,20 @@ func (x *GetConversationRequest) GetConversationId() string {
 func (x *GetConversationRequest) GetShareToken() string {
 	if x != nil {
 		return x.ShareToken
+	}
+	return ""
+}
+
+func (x *GetConversationRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetConversationRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
 	}
 	return ""
 }
@@ -903,7 +1186,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[8]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -915,7 +1198,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[8]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -928,7 +1211,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{8}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Message) GetEventId() string {
@@ -1043,13 +1326,17 @@ type Conversation struct {
 	OutputTokens      uint64                 `protobuf:"varint,21,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
 	Markers           []string               `protobuf:"bytes,22,rep,name=markers,proto3" json:"markers,omitempty"`
 	ShareExpiresAt    *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=share_expires_at,json=shareExpiresAt,proto3" json:"share_expires_at,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Set when the transcript continues on another page.
+	NextPageToken string `protobuf:"bytes,24,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Id of the share link in share_url (for RevokeShareLink).
+	ShareLinkId   string `protobuf:"bytes,25,opt,name=share_link_id,json=shareLinkId,proto3" json:"share_link_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Conversation) Reset() {
 	*x = Conversation{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[9]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1061,7 +1348,7 @@ func (x *Conversation) String() string {
 func (*Conversation) ProtoMessage() {}
 
 func (x *Conversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[9]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1074,7 +1361,7 @@ func (x *Conversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conversation.ProtoReflect.Descriptor instead.
 func (*Conversation) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{9}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Conversation) GetSummary() *ConversationSummary {
@@ -1238,6 +1525,20 @@ func (x *Conversation) GetShareExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Conversation) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *Conversation) GetShareLinkId() string {
+	if x != nil {
+		return x.ShareLinkId
+	}
+	return ""
+}
+
 // GetDashboardRequest selects conversations for the dashboard.
 type GetDashboardRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1248,7 +1549,7 @@ type GetDashboardRequest struct {
 
 func (x *GetDashboardRequest) Reset() {
 	*x = GetDashboardRequest{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[10]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1561,7 @@ func (x *GetDashboardRequest) String() string {
 func (*GetDashboardRequest) ProtoMessage() {}
 
 func (x *GetDashboardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[10]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1574,7 @@ func (x *GetDashboardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDashboardRequest.ProtoReflect.Descriptor instead.
 func (*GetDashboardRequest) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{10}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetDashboardRequest) GetFilter() *Filter {
@@ -1314,7 +1615,7 @@ type Dashboard struct {
 
 func (x *Dashboard) Reset() {
 	*x = Dashboard{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[11]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1326,7 +1627,7 @@ func (x *Dashboard) String() string {
 func (*Dashboard) ProtoMessage() {}
 
 func (x *Dashboard) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[11]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1339,7 +1640,7 @@ func (x *Dashboard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Dashboard.ProtoReflect.Descriptor instead.
 func (*Dashboard) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{11}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Dashboard) GetTotal() uint64 {
@@ -1453,7 +1754,7 @@ type Count struct {
 
 func (x *Count) Reset() {
 	*x = Count{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[12]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1766,7 @@ func (x *Count) String() string {
 func (*Count) ProtoMessage() {}
 
 func (x *Count) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[12]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1779,7 @@ func (x *Count) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Count.ProtoReflect.Descriptor instead.
 func (*Count) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{12}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Count) GetKey() string {
@@ -1515,7 +1816,7 @@ type DayCount struct {
 
 func (x *DayCount) Reset() {
 	*x = DayCount{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[13]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1527,7 +1828,7 @@ func (x *DayCount) String() string {
 func (*DayCount) ProtoMessage() {}
 
 func (x *DayCount) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[13]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1540,7 +1841,7 @@ func (x *DayCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DayCount.ProtoReflect.Descriptor instead.
 func (*DayCount) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{13}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DayCount) GetDate() string {
@@ -1585,7 +1886,7 @@ type RunReportRequest struct {
 
 func (x *RunReportRequest) Reset() {
 	*x = RunReportRequest{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[14]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +1898,7 @@ func (x *RunReportRequest) String() string {
 func (*RunReportRequest) ProtoMessage() {}
 
 func (x *RunReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[14]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +1911,7 @@ func (x *RunReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunReportRequest.ProtoReflect.Descriptor instead.
 func (*RunReportRequest) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{14}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RunReportRequest) GetKind() string {
@@ -1654,7 +1955,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[15]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1666,7 +1967,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[15]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1679,7 +1980,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{15}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Report) GetColumns() []string {
@@ -1713,7 +2014,7 @@ type ReportRow struct {
 
 func (x *ReportRow) Reset() {
 	*x = ReportRow{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[16]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1725,7 +2026,7 @@ func (x *ReportRow) String() string {
 func (*ReportRow) ProtoMessage() {}
 
 func (x *ReportRow) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[16]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1738,7 +2039,7 @@ func (x *ReportRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRow.ProtoReflect.Descriptor instead.
 func (*ReportRow) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{16}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReportRow) GetValues() []string {
@@ -1752,15 +2053,36 @@ var File_parley_reporting_v1_reporting_proto protoreflect.FileDescriptor
 
 const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\n" +
-	"#parley/reporting/v1/reporting.proto\x12\x13parley.reporting.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eparley/event/v1/payloads.proto\"\x1b\n" +
-	"\x19RebuildProjectionsRequest\"\xd9\x01\n" +
+	"#parley/reporting/v1/reporting.proto\x12\x13parley.reporting.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eparley/event/v1/payloads.proto\"|\n" +
+	"\x15ListShareLinksRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"v\n" +
+	"\x16ListShareLinksResponse\x124\n" +
+	"\x05links\x18\x01 \x03(\v2\x1e.parley.reporting.v1.ShareLinkR\x05links\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"1\n" +
+	"\x16RevokeShareLinkRequest\x12\x17\n" +
+	"\alink_id\x18\x01 \x01(\tR\x06linkId\"\xa9\x02\n" +
+	"\tShareLink\x12\x17\n" +
+	"\alink_id\x18\x01 \x01(\tR\x06linkId\x12'\n" +
+	"\x0fconversation_id\x18\x02 \x01(\tR\x0econversationId\x12)\n" +
+	"\x11created_by_key_id\x18\x03 \x01(\tR\x0ecreatedByKeyId\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x129\n" +
+	"\n" +
+	"revoked_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"\x1b\n" +
+	"\x19RebuildProjectionsRequest\"\x88\x02\n" +
 	"\x0fRebuildProgress\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\x04R\x06events\x12\x1a\n" +
 	"\bsequence\x18\x03 \x01(\x04R\bsequence\x12'\n" +
 	"\x0ftarget_sequence\x18\x04 \x01(\x04R\x0etargetSequence\x12*\n" +
 	"\x11events_per_second\x18\x05 \x01(\x01R\x0feventsPerSecond\x12'\n" +
-	"\x0felapsed_seconds\x18\x06 \x01(\x01R\x0eelapsedSeconds\"\x9c\x01\n" +
+	"\x0felapsed_seconds\x18\x06 \x01(\x01R\x0eelapsedSeconds\x12-\n" +
+	"\x13requested_by_key_id\x18\a \x01(\tR\x10requestedByKeyId\"\x9c\x01\n" +
 	"\tTimeRange\x12\x16\n" +
 	"\x06preset\x18\x01 \x01(\tR\x06preset\x12.\n" +
 	"\x04from\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
@@ -1845,11 +2167,14 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\rconversations\x18\x01 \x03(\v2(.parley.reporting.v1.ConversationSummaryR\rconversations\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1f\n" +
 	"\vtotal_count\x18\x03 \x01(\x04R\n" +
-	"totalCount\"b\n" +
+	"totalCount\"\x9e\x01\n" +
 	"\x16GetConversationRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x1f\n" +
 	"\vshare_token\x18\x02 \x01(\tR\n" +
-	"shareToken\"\x9f\x03\n" +
+	"shareToken\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"\x9f\x03\n" +
 	"\aMessage\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x1d\n" +
 	"\n" +
@@ -1865,7 +2190,7 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\anode_id\x18\n" +
 	" \x01(\tR\x06nodeId\x12\x19\n" +
 	"\bagent_id\x18\v \x01(\tR\aagentId\x12(\n" +
-	"\x10response_time_ms\x18\f \x01(\rR\x0eresponseTimeMs\"\xcc\a\n" +
+	"\x10response_time_ms\x18\f \x01(\rR\x0eresponseTimeMs\"\x98\b\n" +
 	"\fConversation\x12B\n" +
 	"\asummary\x18\x01 \x01(\v2(.parley.reporting.v1.ConversationSummaryR\asummary\x128\n" +
 	"\bmessages\x18\x02 \x03(\v2\x1c.parley.reporting.v1.MessageR\bmessages\x12N\n" +
@@ -1893,7 +2218,9 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\finput_tokens\x18\x14 \x01(\x04R\vinputTokens\x12#\n" +
 	"\routput_tokens\x18\x15 \x01(\x04R\foutputTokens\x12\x18\n" +
 	"\amarkers\x18\x16 \x03(\tR\amarkers\x12D\n" +
-	"\x10share_expires_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x0eshareExpiresAt\x1a<\n" +
+	"\x10share_expires_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x0eshareExpiresAt\x12&\n" +
+	"\x0fnext_page_token\x18\x18 \x01(\tR\rnextPageToken\x12\"\n" +
+	"\rshare_link_id\x18\x19 \x01(\tR\vshareLinkId\x1a<\n" +
 	"\x0eVariablesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"J\n" +
@@ -1934,13 +2261,15 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\x04rows\x18\x02 \x03(\v2\x1e.parley.reporting.v1.ReportRowR\x04rows\x12\x1c\n" +
 	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"#\n" +
 	"\tReportRow\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values2\x82\x04\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values2\xcd\x05\n" +
 	"\x10ReportingService\x12r\n" +
 	"\x11ListConversations\x12-.parley.reporting.v1.ListConversationsRequest\x1a..parley.reporting.v1.ListConversationsResponse\x12a\n" +
 	"\x0fGetConversation\x12+.parley.reporting.v1.GetConversationRequest\x1a!.parley.reporting.v1.Conversation\x12X\n" +
 	"\fGetDashboard\x12(.parley.reporting.v1.GetDashboardRequest\x1a\x1e.parley.reporting.v1.Dashboard\x12O\n" +
 	"\tRunReport\x12%.parley.reporting.v1.RunReportRequest\x1a\x1b.parley.reporting.v1.Report\x12l\n" +
-	"\x12RebuildProjections\x12..parley.reporting.v1.RebuildProjectionsRequest\x1a$.parley.reporting.v1.RebuildProgress0\x01BDZBgithub.com/parley-dev/parley/proto/parley/reporting/v1;reportingv1b\x06proto3"
+	"\x12RebuildProjections\x12..parley.reporting.v1.RebuildProjectionsRequest\x1a$.parley.reporting.v1.RebuildProgress0\x01\x12i\n" +
+	"\x0eListShareLinks\x12*.parley.reporting.v1.ListShareLinksRequest\x1a+.parley.reporting.v1.ListShareLinksResponse\x12^\n" +
+	"\x0fRevokeShareLink\x12+.parley.reporting.v1.RevokeShareLinkRequest\x1a\x1e.parley.reporting.v1.ShareLinkBDZBgithub.com/parley-dev/parley/proto/parley/reporting/v1;reportingv1b\x06proto3"
 
 var (
 	file_parley_reporting_v1_reporting_proto_rawDescOnce sync.Once
@@ -1954,83 +2283,95 @@ func file_parley_reporting_v1_reporting_proto_rawDescGZIP() []byte {
 	return file_parley_reporting_v1_reporting_proto_rawDescData
 }
 
-var file_parley_reporting_v1_reporting_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_parley_reporting_v1_reporting_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_parley_reporting_v1_reporting_proto_goTypes = []any{
-	(*RebuildProjectionsRequest)(nil), // 0: parley.reporting.v1.RebuildProjectionsRequest
-	(*RebuildProgress)(nil),           // 1: parley.reporting.v1.RebuildProgress
-	(*TimeRange)(nil),                 // 2: parley.reporting.v1.TimeRange
-	(*Filter)(nil),                    // 3: parley.reporting.v1.Filter
-	(*ListConversationsRequest)(nil),  // 4: parley.reporting.v1.ListConversationsRequest
-	(*ConversationSummary)(nil),       // 5: parley.reporting.v1.ConversationSummary
-	(*ListConversationsResponse)(nil), // 6: parley.reporting.v1.ListConversationsResponse
-	(*GetConversationRequest)(nil),    // 7: parley.reporting.v1.GetConversationRequest
-	(*Message)(nil),                   // 8: parley.reporting.v1.Message
-	(*Conversation)(nil),              // 9: parley.reporting.v1.Conversation
-	(*GetDashboardRequest)(nil),       // 10: parley.reporting.v1.GetDashboardRequest
-	(*Dashboard)(nil),                 // 11: parley.reporting.v1.Dashboard
-	(*Count)(nil),                     // 12: parley.reporting.v1.Count
-	(*DayCount)(nil),                  // 13: parley.reporting.v1.DayCount
-	(*RunReportRequest)(nil),          // 14: parley.reporting.v1.RunReportRequest
-	(*Report)(nil),                    // 15: parley.reporting.v1.Report
-	(*ReportRow)(nil),                 // 16: parley.reporting.v1.ReportRow
-	nil,                               // 17: parley.reporting.v1.Conversation.VariablesEntry
-	(*timestamppb.Timestamp)(nil),     // 18: google.protobuf.Timestamp
-	(v1.Channel)(0),                   // 19: parley.event.v1.Channel
-	(v1.Platform)(0),                  // 20: parley.event.v1.Platform
-	(v1.ConversationType)(0),          // 21: parley.event.v1.ConversationType
-	(v1.Engagement)(0),                // 22: parley.event.v1.Engagement
-	(v1.EndReason)(0),                 // 23: parley.event.v1.EndReason
-	(v1.Role)(0),                      // 24: parley.event.v1.Role
+	(*ListShareLinksRequest)(nil),     // 0: parley.reporting.v1.ListShareLinksRequest
+	(*ListShareLinksResponse)(nil),    // 1: parley.reporting.v1.ListShareLinksResponse
+	(*RevokeShareLinkRequest)(nil),    // 2: parley.reporting.v1.RevokeShareLinkRequest
+	(*ShareLink)(nil),                 // 3: parley.reporting.v1.ShareLink
+	(*RebuildProjectionsRequest)(nil), // 4: parley.reporting.v1.RebuildProjectionsRequest
+	(*RebuildProgress)(nil),           // 5: parley.reporting.v1.RebuildProgress
+	(*TimeRange)(nil),                 // 6: parley.reporting.v1.TimeRange
+	(*Filter)(nil),                    // 7: parley.reporting.v1.Filter
+	(*ListConversationsRequest)(nil),  // 8: parley.reporting.v1.ListConversationsRequest
+	(*ConversationSummary)(nil),       // 9: parley.reporting.v1.ConversationSummary
+	(*ListConversationsResponse)(nil), // 10: parley.reporting.v1.ListConversationsResponse
+	(*GetConversationRequest)(nil),    // 11: parley.reporting.v1.GetConversationRequest
+	(*Message)(nil),                   // 12: parley.reporting.v1.Message
+	(*Conversation)(nil),              // 13: parley.reporting.v1.Conversation
+	(*GetDashboardRequest)(nil),       // 14: parley.reporting.v1.GetDashboardRequest
+	(*Dashboard)(nil),                 // 15: parley.reporting.v1.Dashboard
+	(*Count)(nil),                     // 16: parley.reporting.v1.Count
+	(*DayCount)(nil),                  // 17: parley.reporting.v1.DayCount
+	(*RunReportRequest)(nil),          // 18: parley.reporting.v1.RunReportRequest
+	(*Report)(nil),                    // 19: parley.reporting.v1.Report
+	(*ReportRow)(nil),                 // 20: parley.reporting.v1.ReportRow
+	nil,                               // 21: parley.reporting.v1.Conversation.VariablesEntry
+	(*timestamppb.Timestamp)(nil),     // 22: google.protobuf.Timestamp
+	(v1.Channel)(0),                   // 23: parley.event.v1.Channel
+	(v1.Platform)(0),                  // 24: parley.event.v1.Platform
+	(v1.ConversationType)(0),          // 25: parley.event.v1.ConversationType
+	(v1.Engagement)(0),                // 26: parley.event.v1.Engagement
+	(v1.EndReason)(0),                 // 27: parley.event.v1.EndReason
+	(v1.Role)(0),                      // 28: parley.event.v1.Role
 }
 var file_parley_reporting_v1_reporting_proto_depIdxs = []int32{
-	18, // 0: parley.reporting.v1.TimeRange.from:type_name -> google.protobuf.Timestamp
-	18, // 1: parley.reporting.v1.TimeRange.to:type_name -> google.protobuf.Timestamp
-	2,  // 2: parley.reporting.v1.Filter.time_range:type_name -> parley.reporting.v1.TimeRange
-	19, // 3: parley.reporting.v1.Filter.channels:type_name -> parley.event.v1.Channel
-	20, // 4: parley.reporting.v1.Filter.platforms:type_name -> parley.event.v1.Platform
-	21, // 5: parley.reporting.v1.Filter.types:type_name -> parley.event.v1.ConversationType
-	22, // 6: parley.reporting.v1.Filter.engagements:type_name -> parley.event.v1.Engagement
-	23, // 7: parley.reporting.v1.Filter.end_reasons:type_name -> parley.event.v1.EndReason
-	3,  // 8: parley.reporting.v1.ListConversationsRequest.filter:type_name -> parley.reporting.v1.Filter
-	19, // 9: parley.reporting.v1.ConversationSummary.channel:type_name -> parley.event.v1.Channel
-	20, // 10: parley.reporting.v1.ConversationSummary.platform:type_name -> parley.event.v1.Platform
-	21, // 11: parley.reporting.v1.ConversationSummary.type:type_name -> parley.event.v1.ConversationType
-	18, // 12: parley.reporting.v1.ConversationSummary.started_at:type_name -> google.protobuf.Timestamp
-	18, // 13: parley.reporting.v1.ConversationSummary.last_activity_at:type_name -> google.protobuf.Timestamp
-	23, // 14: parley.reporting.v1.ConversationSummary.end_reason:type_name -> parley.event.v1.EndReason
-	18, // 15: parley.reporting.v1.ConversationSummary.ended_at:type_name -> google.protobuf.Timestamp
-	22, // 16: parley.reporting.v1.ConversationSummary.engagement:type_name -> parley.event.v1.Engagement
-	5,  // 17: parley.reporting.v1.ListConversationsResponse.conversations:type_name -> parley.reporting.v1.ConversationSummary
-	24, // 18: parley.reporting.v1.Message.role:type_name -> parley.event.v1.Role
-	18, // 19: parley.reporting.v1.Message.occurred_at:type_name -> google.protobuf.Timestamp
-	5,  // 20: parley.reporting.v1.Conversation.summary:type_name -> parley.reporting.v1.ConversationSummary
-	8,  // 21: parley.reporting.v1.Conversation.messages:type_name -> parley.reporting.v1.Message
-	17, // 22: parley.reporting.v1.Conversation.variables:type_name -> parley.reporting.v1.Conversation.VariablesEntry
-	18, // 23: parley.reporting.v1.Conversation.takeover_at:type_name -> google.protobuf.Timestamp
-	18, // 24: parley.reporting.v1.Conversation.share_expires_at:type_name -> google.protobuf.Timestamp
-	3,  // 25: parley.reporting.v1.GetDashboardRequest.filter:type_name -> parley.reporting.v1.Filter
-	12, // 26: parley.reporting.v1.Dashboard.statuses:type_name -> parley.reporting.v1.Count
-	13, // 27: parley.reporting.v1.Dashboard.trend:type_name -> parley.reporting.v1.DayCount
-	12, // 28: parley.reporting.v1.Dashboard.countries:type_name -> parley.reporting.v1.Count
-	12, // 29: parley.reporting.v1.Dashboard.cities:type_name -> parley.reporting.v1.Count
-	12, // 30: parley.reporting.v1.Dashboard.top_tags:type_name -> parley.reporting.v1.Count
-	3,  // 31: parley.reporting.v1.RunReportRequest.filter:type_name -> parley.reporting.v1.Filter
-	16, // 32: parley.reporting.v1.Report.rows:type_name -> parley.reporting.v1.ReportRow
-	4,  // 33: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
-	7,  // 34: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
-	10, // 35: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
-	14, // 36: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
-	0,  // 37: parley.reporting.v1.ReportingService.RebuildProjections:input_type -> parley.reporting.v1.RebuildProjectionsRequest
-	6,  // 38: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
-	9,  // 39: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
-	11, // 40: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
-	15, // 41: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
-	1,  // 42: parley.reporting.v1.ReportingService.RebuildProjections:output_type -> parley.reporting.v1.RebuildProgress
-	38, // [38:43] is the sub-list for method output_type
-	33, // [33:38] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	3,  // 0: parley.reporting.v1.ListShareLinksResponse.links:type_name -> parley.reporting.v1.ShareLink
+	22, // 1: parley.reporting.v1.ShareLink.created_at:type_name -> google.protobuf.Timestamp
+	22, // 2: parley.reporting.v1.ShareLink.expires_at:type_name -> google.protobuf.Timestamp
+	22, // 3: parley.reporting.v1.ShareLink.revoked_at:type_name -> google.protobuf.Timestamp
+	22, // 4: parley.reporting.v1.TimeRange.from:type_name -> google.protobuf.Timestamp
+	22, // 5: parley.reporting.v1.TimeRange.to:type_name -> google.protobuf.Timestamp
+	6,  // 6: parley.reporting.v1.Filter.time_range:type_name -> parley.reporting.v1.TimeRange
+	23, // 7: parley.reporting.v1.Filter.channels:type_name -> parley.event.v1.Channel
+	24, // 8: parley.reporting.v1.Filter.platforms:type_name -> parley.event.v1.Platform
+	25, // 9: parley.reporting.v1.Filter.types:type_name -> parley.event.v1.ConversationType
+	26, // 10: parley.reporting.v1.Filter.engagements:type_name -> parley.event.v1.Engagement
+	27, // 11: parley.reporting.v1.Filter.end_reasons:type_name -> parley.event.v1.EndReason
+	7,  // 12: parley.reporting.v1.ListConversationsRequest.filter:type_name -> parley.reporting.v1.Filter
+	23, // 13: parley.reporting.v1.ConversationSummary.channel:type_name -> parley.event.v1.Channel
+	24, // 14: parley.reporting.v1.ConversationSummary.platform:type_name -> parley.event.v1.Platform
+	25, // 15: parley.reporting.v1.ConversationSummary.type:type_name -> parley.event.v1.ConversationType
+	22, // 16: parley.reporting.v1.ConversationSummary.started_at:type_name -> google.protobuf.Timestamp
+	22, // 17: parley.reporting.v1.ConversationSummary.last_activity_at:type_name -> google.protobuf.Timestamp
+	27, // 18: parley.reporting.v1.ConversationSummary.end_reason:type_name -> parley.event.v1.EndReason
+	22, // 19: parley.reporting.v1.ConversationSummary.ended_at:type_name -> google.protobuf.Timestamp
+	26, // 20: parley.reporting.v1.ConversationSummary.engagement:type_name -> parley.event.v1.Engagement
+	9,  // 21: parley.reporting.v1.ListConversationsResponse.conversations:type_name -> parley.reporting.v1.ConversationSummary
+	28, // 22: parley.reporting.v1.Message.role:type_name -> parley.event.v1.Role
+	22, // 23: parley.reporting.v1.Message.occurred_at:type_name -> google.protobuf.Timestamp
+	9,  // 24: parley.reporting.v1.Conversation.summary:type_name -> parley.reporting.v1.ConversationSummary
+	12, // 25: parley.reporting.v1.Conversation.messages:type_name -> parley.reporting.v1.Message
+	21, // 26: parley.reporting.v1.Conversation.variables:type_name -> parley.reporting.v1.Conversation.VariablesEntry
+	22, // 27: parley.reporting.v1.Conversation.takeover_at:type_name -> google.protobuf.Timestamp
+	22, // 28: parley.reporting.v1.Conversation.share_expires_at:type_name -> google.protobuf.Timestamp
+	7,  // 29: parley.reporting.v1.GetDashboardRequest.filter:type_name -> parley.reporting.v1.Filter
+	16, // 30: parley.reporting.v1.Dashboard.statuses:type_name -> parley.reporting.v1.Count
+	17, // 31: parley.reporting.v1.Dashboard.trend:type_name -> parley.reporting.v1.DayCount
+	16, // 32: parley.reporting.v1.Dashboard.countries:type_name -> parley.reporting.v1.Count
+	16, // 33: parley.reporting.v1.Dashboard.cities:type_name -> parley.reporting.v1.Count
+	16, // 34: parley.reporting.v1.Dashboard.top_tags:type_name -> parley.reporting.v1.Count
+	7,  // 35: parley.reporting.v1.RunReportRequest.filter:type_name -> parley.reporting.v1.Filter
+	20, // 36: parley.reporting.v1.Report.rows:type_name -> parley.reporting.v1.ReportRow
+	8,  // 37: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
+	11, // 38: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
+	14, // 39: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
+	18, // 40: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
+	4,  // 41: parley.reporting.v1.ReportingService.RebuildProjections:input_type -> parley.reporting.v1.RebuildProjectionsRequest
+	0,  // 42: parley.reporting.v1.ReportingService.ListShareLinks:input_type -> parley.reporting.v1.ListShareLinksRequest
+	2,  // 43: parley.reporting.v1.ReportingService.RevokeShareLink:input_type -> parley.reporting.v1.RevokeShareLinkRequest
+	10, // 44: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
+	13, // 45: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
+	15, // 46: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
+	19, // 47: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
+	5,  // 48: parley.reporting.v1.ReportingService.RebuildProjections:output_type -> parley.reporting.v1.RebuildProgress
+	1,  // 49: parley.reporting.v1.ReportingService.ListShareLinks:output_type -> parley.reporting.v1.ListShareLinksResponse
+	3,  // 50: parley.reporting.v1.ReportingService.RevokeShareLink:output_type -> parley.reporting.v1.ShareLink
+	44, // [44:51] is the sub-list for method output_type
+	37, // [37:44] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_parley_reporting_v1_reporting_proto_init() }
@@ -2038,14 +2379,14 @@ func file_parley_reporting_v1_reporting_proto_init() {
 	if File_parley_reporting_v1_reporting_proto != nil {
 		return
 	}
-	file_parley_reporting_v1_reporting_proto_msgTypes[3].OneofWrappers = []any{}
+	file_parley_reporting_v1_reporting_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_reporting_v1_reporting_proto_rawDesc), len(file_parley_reporting_v1_reporting_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

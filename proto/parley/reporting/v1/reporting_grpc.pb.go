@@ -27,6 +27,8 @@ const (
 	ReportingService_GetDashboard_FullMethodName       = "/parley.reporting.v1.ReportingService/GetDashboard"
 	ReportingService_RunReport_FullMethodName          = "/parley.reporting.v1.ReportingService/RunReport"
 	ReportingService_RebuildProjections_FullMethodName = "/parley.reporting.v1.ReportingService/RebuildProjections"
+	ReportingService_ListShareLinks_FullMethodName     = "/parley.reporting.v1.ReportingService/ListShareLinks"
+	ReportingService_RevokeShareLink_FullMethodName    = "/parley.reporting.v1.ReportingService/RevokeShareLink"
 )
 
 // ReportingServiceClient is the client API for ReportingService service.
@@ -46,9 +48,15 @@ type ReportingServiceClient interface {
 	RunReport(ctx context.Context, in *RunReportRequest, opts ...grpc.CallOption) (*Report, error)
 	// RebuildProjections replays the whole event log into fresh tables and
 	// swaps them in; readers keep querying the current tables until the swap.
-	// It covers every tenant, so it needs the "admin" scope. Progress is
+	// It covers every tenant, so it needs a platform key with the "operator"
+	// scope; tenant keys (admin included) get PermissionDenied. Progress is
 	// streamed at least every second.
 	RebuildProjections(ctx context.Context, in *RebuildProjectionsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RebuildProgress], error)
+	// ListShareLinks lists the share links minted for the tenant's
+	// conversations, newest first (revoked and expired ones included).
+	ListShareLinks(ctx context.Context, in *ListShareLinksRequest, opts ...grpc.CallOption) (*ListShareLinksResponse, error)
+	// RevokeShareLink revokes one share link; it stops working at once.
+	RevokeShareLink(ctx context.Context, in *RevokeShareLinkRequest, opts ...grpc.CallOption) (*ShareLink, error)
 }
 
 type reportingServiceClient struct {
@@ -118,6 +126,26 @@ func (c *reportingServiceClient) RebuildProjections(ctx context.Context, in *Reb
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ReportingService_RebuildProjectionsClient = grpc.ServerStreamingClient[RebuildProgress]
 
+func (c *reportingServiceClient) ListShareLinks(ctx context.Context, in *ListShareLinksRequest, opts ...grpc.CallOption) (*ListShareLinksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListShareLinksResponse)
+	err := c.cc.Invoke(ctx, ReportingService_ListShareLinks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *reportingServiceClient) RevokeShareLink(ctx context.Context, in *RevokeShareLinkRequest, opts ...grpc.CallOption) (*ShareLink, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ShareLink)
+	err := c.cc.Invoke(ctx, ReportingService_RevokeShareLink_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ReportingServiceServer is the server API for ReportingService service.
 // All implementations must embed UnimplementedReportingServiceServer
 // for forward compatibility.
@@ -135,9 +163,15 @@ type ReportingServiceServer interface {
 	RunReport(context.Context, *RunReportRequest) (*Report, error)
 	// RebuildProjections replays the whole event log into fresh tables and
 	// swaps them in; readers keep querying the current tables until the swap.
-	// It covers every tenant, so it needs the "admin" scope. Progress is
+	// It covers every tenant, so it needs a platform key with the "operator"
+	// scope; tenant keys (admin included) get PermissionDenied. Progress is
 	// streamed at least every second.
 	RebuildProjections(*RebuildProjectionsRequest, grpc.ServerStreamingServer[RebuildProgress]) error
+	// ListShareLinks lists the share links minted for the tenant's
+	// conversations, newest first (revoked and expired ones included).
+	ListShareLinks(context.Context, *ListShareLinksRequest) (*ListShareLinksResponse, error)
+	// RevokeShareLink revokes one share link; it stops working at once.
+	RevokeShareLink(context.Context, *RevokeShareLinkRequest) (*ShareLink, error)
 	mustEmbedUnimplementedReportingServiceServer()
 }
 
@@ -162,6 +196,12 @@ func (UnimplementedReportingServiceServer) RunReport(context.Context, *RunReport
 }
 func (UnimplementedReportingServiceServer) RebuildProjections(*RebuildProjectionsRequest, grpc.ServerStreamingServer[RebuildProgress]) error {
 	return status.Error(codes.Unimplemented, "method RebuildProjections not implemented")
+}
+func (UnimplementedReportingServiceServer) ListShareLinks(context.Context, *ListShareLinksRequest) (*ListShareLinksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListShareLinks not implemented")
+}
+func (UnimplementedReportingServiceServer) RevokeShareLink(context.Context, *RevokeShareLinkRequest) (*ShareLink, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeShareLink not implemented")
 }
 func (UnimplementedReportingServiceServer) mustEmbedUnimplementedReportingServiceServer() {}
 func (UnimplementedReportingServiceServer) testEmbeddedByValue()                          {}
@@ -267,6 +307,42 @@ func _ReportingService_RebuildProjections_Handler(srv interface{}, stream grpc.S
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ReportingService_RebuildProjectionsServer = grpc.ServerStreamingServer[RebuildProgress]
 
+func _ReportingService_ListShareLinks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListShareLinksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReportingServiceServer).ListShareLinks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReportingService_ListShareLinks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReportingServiceServer).ListShareLinks(ctx, req.(*ListShareLinksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ReportingService_RevokeShareLink_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeShareLinkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReportingServiceServer).RevokeShareLink(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReportingService_RevokeShareLink_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReportingServiceServer).RevokeShareLink(ctx, req.(*RevokeShareLinkRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ReportingService_ServiceDesc is the grpc.ServiceDesc for ReportingService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -289,6 +365,14 @@ var ReportingService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RunReport",
 			Handler:    _ReportingService_RunReport_Handler,
+		},
+		{
+			MethodName: "ListShareLinks",
+			Handler:    _ReportingService_ListShareLinks_Handler,
+		},
+		{
+			MethodName: "RevokeShareLink",
+			Handler:    _ReportingService_RevokeShareLink_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -8,21 +8,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
 	"github.com/parley-dev/parley/services/reporting/internal/filter"
-	"github.com/parley-dev/parley/services/reporting/internal/projector"
 	"github.com/parley-dev/parley/services/reporting/internal/query"
 	"github.com/parley-dev/parley/services/reporting/internal/rebuild"
 	"github.com/parley-dev/parley/services/reporting/internal/share"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"github.com/parley-dev/parley/services/reporting/internal/sharelinks"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -44,7 +41,9 @@ type TimeZones interface {
 type Deps struct {
 	Reader    *query.Reader
 	TimeZones TimeZones
-	Signer    *share.Signer
+	// Signer and Links enable share links (both or neither).
+	Signer *share.Signer
+	Links  *sharelinks.Store
 	// ShareBaseURL prefixes share links: <base>/v1/shared/<token>.
 	ShareBaseURL string
 	ShareTTL     time.Duration
@@ -59,51 +58,6 @@ type Server struct {
 	rebuild *rebuild.Rebuilder
 }
 
-// StandbyReason is the ErrorInfo reason of RebuildProjections on a replica
-// that does not run the live projector.
-const StandbyReason = "PROJECTOR_STANDBY"
-
-// SetRebuilder enables RebuildProjections.
-func (s *Server) SetRebuilder(r *rebuild.Rebuilder) { s.rebuild = r }
-
-// RebuildProjections replays the event log into fresh tables and swaps them
-// in, streaming progress.
-func (s *Server) RebuildProjections(_ *reportingv1.RebuildProjectionsRequest, stream reportingv1.ReportingService_RebuildProjectionsServer) error {
-	ctx := stream.Context()
-	if _, err := grpcx.RequireTenant(ctx); err != nil {
-		return err
-	}
-	if s.rebuild == nil {
-		return status.Error(codes.FailedPrecondition, "rebuild is not available in this process")
-	}
-	var sendErr error
-	err := s.rebuild.Run(ctx, func(p rebuild.Progress) {
-		if sendErr != nil {
-			return
-		}
-		sendErr = stream.Send(&reportingv1.RebuildProgress{
-			Phase: p.Phase, Events: p.Events, Sequence: p.Sequence, TargetSequence: p.TargetSequence,
-			EventsPerSecond: p.EventsPerSecond(), ElapsedSeconds: p.Elapsed.Seconds(),
-		})
-	})
-	switch {
-	case errors.Is(err, rebuild.ErrBusy):
-		return status.Error(codes.FailedPrecondition, "another rebuild is running")
-	case errors.Is(err, rebuild.ErrStandby):
-		// Unavailable: retrying on a new connection may reach the replica
-		// that runs the live projector (parleyctl does).
-		st := status.New(codes.Unavailable, "this reporting replica is standing by (another one runs the live projector, which a rebuild pauses); retry on a new connection to reach that one")
-		if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: StandbyReason, Domain: "parley.reporting"}); derr == nil {
-			return d.Err()
-		}
-		return st.Err()
-	case err != nil:
-		s.d.Log.ErrorContext(ctx, "rebuild failed", "err", err)
-		return status.Errorf(codes.Unavailable, "rebuild failed (the current tables are untouched unless it failed while swapping): %v", err)
-	}
-	return sendErr
-}
-
 // New returns a server.
 func New(d Deps) *Server {
 	if d.Now == nil {
@@ -116,93 +70,12 @@ func New(d Deps) *Server {
 }
 
 // Scopes lists the API-key scope each method needs: every method reads;
-// GetConversation also opens without a key when given a valid share token.
+// GetConversation also opens without a key when given a valid share token;
+// RebuildProjections, which covers every tenant, needs a platform key's
+// operator scope.
 func Scopes() map[string]string {
 	return grpcx.MethodScopes(reportingv1.ReportingService_ServiceDesc, grpcx.ScopeRead,
-		map[string]string{"GetConversation": grpcx.Optional(grpcx.ScopeRead), "RebuildProjections": grpcx.ScopeAdmin})
-}
-
-// GetConversation returns one conversation of the caller's tenant with its
-// transcript, state and a share link.
-func (s *Server) GetConversation(ctx context.Context, req *reportingv1.GetConversationRequest) (*reportingv1.Conversation, error) {
-	tenant, conv, err := s.conversationAccess(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	t, err := s.d.Reader.Transcript(ctx, tenant, conv)
-	if errors.Is(err, query.ErrNotFound) {
-		return nil, status.Errorf(codes.NotFound, "conversation %q not found", conv)
-	}
-	if err != nil {
-		return nil, s.unavailable(ctx, "transcript", err)
-	}
-	d, err := s.d.Reader.Conversation(ctx, tenant, conv)
-	if err != nil && !errors.Is(err, query.ErrNotFound) {
-		return nil, s.unavailable(ctx, "conversation", err)
-	}
-	out := &reportingv1.Conversation{TraceIds: t.TraceIDs}
-	if d != nil {
-		out.Summary = summary(d.Summary)
-		out.Variables = d.Variables
-		out.Tags, out.Labels, out.Flagged = d.Tags, d.Labels, d.Flagged
-		out.CostMicros, out.Tokens = d.CostMicros, d.InputTokens+d.OutputTokens
-		out.InputTokens, out.OutputTokens = d.InputTokens, d.OutputTokens
-		out.FlowsStarted, out.FlowsCompleted, out.FlowDrops = d.FlowsStarted, d.FlowsCompleted, d.FlowDrops
-		out.Leads, out.PageUrls, out.Agents, out.Markers = d.Leads, d.PageURLs, d.Agents, d.Markers
-		out.TakeoverAt = ts(d.TakeoverAt)
-		out.FirstResponseMs = d.FirstResponseMS
-		if d.ResponseCount > 0 {
-			out.AverageResponseMs = uint32(d.ResponseMSSum / uint64(d.ResponseCount))
-		}
-	} else {
-		// Events are projected but the conversations row is not there yet.
-		out.Summary = &reportingv1.ConversationSummary{ConversationId: conv, StartedAt: ts(t.FirstEventAt), LastActivityAt: ts(t.LastEventAt)}
-	}
-	for _, m := range t.Messages {
-		out.Messages = append(out.Messages, &reportingv1.Message{
-			EventId: m.EventID, MessageId: m.MessageID, Role: projector.RoleFromName(m.Role), Text: m.Text,
-			OccurredAt: timestamppb.New(m.OccurredAt), Intent: m.Intent, IntentConfidence: float64(m.IntentConfidence),
-			Unidentified: m.Unidentified, FlowId: m.FlowID, NodeId: m.NodeID, AgentId: m.AgentID, ResponseTimeMs: m.ResponseTimeMS,
-		})
-	}
-	if s.d.Signer != nil {
-		exp := s.d.Now().Add(s.d.ShareTTL).Truncate(time.Second)
-		out.ShareUrl = strings.TrimRight(s.d.ShareBaseURL, "/") + "/v1/shared/" + url.PathEscape(s.d.Signer.Sign(tenant, conv, exp))
-		out.ShareExpiresAt = timestamppb.New(exp)
-	}
-	return out, nil
-}
-
-// conversationAccess authorizes GetConversation: an API key with the read
-// scope (any conversation of its tenant), or a valid share token (that
-// conversation only).
-func (s *Server) conversationAccess(ctx context.Context, req *reportingv1.GetConversationRequest) (tenant, conv string, err error) {
-	if tok := req.GetShareToken(); tok != "" {
-		if s.d.Signer == nil {
-			return "", "", status.Error(codes.FailedPrecondition, "share links are not enabled")
-		}
-		tenant, conv, exp, err := s.d.Signer.Verify(tok, s.d.Now())
-		switch {
-		case errors.Is(err, share.ErrExpired):
-			return "", "", status.Errorf(codes.PermissionDenied, "share link expired at %s", exp.Format(time.RFC3339))
-		case err != nil:
-			return "", "", status.Error(codes.Unauthenticated, "invalid share link")
-		case req.GetConversationId() != "" && req.GetConversationId() != conv:
-			return "", "", status.Error(codes.PermissionDenied, "the share link is for another conversation")
-		}
-		if p, ok := grpcx.PrincipalFrom(ctx); ok && p.TenantID != tenant {
-			return "", "", status.Error(codes.PermissionDenied, "the share link belongs to another tenant")
-		}
-		return tenant, conv, nil
-	}
-	p, ok := grpcx.PrincipalFrom(ctx)
-	if !ok {
-		return "", "", status.Error(codes.Unauthenticated, "missing API key or share token")
-	}
-	if !eventbus.ValidConversationID(req.GetConversationId()) {
-		return "", "", invalid("conversation_id", "required; 1-128 characters of A-Z a-z 0-9 _ -")
-	}
-	return p.TenantID, req.GetConversationId(), nil
+		map[string]string{"GetConversation": grpcx.Optional(grpcx.ScopeRead), "RebuildProjections": grpcx.ScopeOperator})
 }
 
 // ListConversations lists the tenant's conversations matching the filter,
@@ -212,20 +85,9 @@ func (s *Server) ListConversations(ctx context.Context, req *reportingv1.ListCon
 	if err != nil {
 		return nil, err
 	}
-	size := int(req.GetPageSize())
-	switch {
-	case size == 0:
-		size = DefaultPageSize
-	case size > MaxPageSize:
-		return nil, invalid("page_size", "at most 200")
-	}
-	var after *query.Cursor
-	if tok := req.GetPageToken(); tok != "" {
-		c, err := query.DecodeCursor(tok)
-		if err != nil {
-			return nil, invalid("page_token", "not a token from a previous response")
-		}
-		after = &c
+	size, after, err := page(req.GetPageSize(), DefaultPageSize, MaxPageSize, req.GetPageToken(), query.DecodeCursor)
+	if err != nil {
+		return nil, err
 	}
 	w, err := s.where(ctx, p.TenantID, req.GetFilter())
 	if err != nil {
@@ -304,7 +166,7 @@ func (s *Server) where(ctx context.Context, tenant string, f *reportingv1.Filter
 	}
 	w, v := filter.Build(tenant, f, s.d.Now(), tz)
 	if v != nil {
-		return nil, invalid(v.Field, v.Description)
+		return nil, grpcx.Invalid(v.Field, v.Description)
 	}
 	return w, nil
 }
@@ -317,7 +179,27 @@ func (s *Server) unavailable(ctx context.Context, what string, err error) error 
 		return status.Errorf(codes.DeadlineExceeded, "%s query took too long; narrow the filter", what)
 	}
 	s.d.Log.ErrorContext(ctx, "query failed", "query", what, "err", err)
-	return status.Error(codes.Unavailable, "analytics store unavailable; retry later")
+	return grpcx.Unavailable("analytics store unavailable; retry later")
+}
+
+// page reads a request's page size (def when 0, at most max) and decodes
+// its page token (nil when empty).
+func page[C any](n uint32, def, max int, token string, decode func(string) (C, error)) (int, *C, error) {
+	size := int(n)
+	switch {
+	case size == 0:
+		size = def
+	case size > max:
+		return 0, nil, grpcx.Invalid("page_size", fmt.Sprintf("at most %d", max))
+	}
+	if token == "" {
+		return size, nil, nil
+	}
+	c, err := decode(token)
+	if err != nil {
+		return 0, nil, grpcx.Invalid("page_token", "not a token from a previous response")
+	}
+	return size, &c, nil
 }
 
 func summary(r query.Summary) *reportingv1.ConversationSummary {
@@ -381,10 +263,10 @@ func (s *Server) RunReport(ctx context.Context, req *reportingv1.RunReportReques
 		return nil, err
 	}
 	if !slices.Contains(query.ReportKinds, req.GetKind()) {
-		return nil, invalid("kind", "one of "+strings.Join(query.ReportKinds, ", "))
+		return nil, grpcx.Invalid("kind", "one of "+strings.Join(query.ReportKinds, ", "))
 	}
 	if req.GetLimit() > query.MaxReportRows {
-		return nil, invalid("limit", fmt.Sprintf("at most %d", query.MaxReportRows))
+		return nil, grpcx.Invalid("limit", fmt.Sprintf("at most %d", query.MaxReportRows))
 	}
 	w, err := s.where(ctx, p.TenantID, req.GetFilter())
 	if err != nil {
@@ -399,12 +281,4 @@ func (s *Server) RunReport(ctx context.Context, req *reportingv1.RunReportReques
 		out.Rows[i] = &reportingv1.ReportRow{Values: r}
 	}
 	return out, nil
-}
-
-func invalid(field, desc string) error {
-	st := status.New(codes.InvalidArgument, field+": "+desc)
-	if d, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: desc}}}); err == nil {
-		return d.Err()
-	}
-	return st.Err()
 }

@@ -17,11 +17,21 @@ import (
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
 )
 
-// Limits on filter values.
+// Limits on filter values. They keep every query built from a filter well
+// under ClickHouse's max_query_size (256 KiB by default; a report repeats
+// the condition up to three times), so a filter either passes here or runs.
 const (
-	MaxValues   = 100 // values in one repeated field
-	MaxTextLen  = 200 // characters of free-text search
-	MaxValueLen = 256 // characters of one value
+	MaxValues     = 100   // values in one repeated field
+	MaxTextLen    = 200   // characters of free-text search
+	MaxValueLen   = 256   // characters of one value
+	MaxTotalBytes = 16384 // bytes of all string values of one filter together
+)
+
+// Time bounds a range may have: what ClickHouse DateTime holds (seconds
+// since 1970 as UInt32, up to 2106-02-07), rounded to whole years.
+var (
+	MinTime = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	MaxTime = time.Date(2106, 1, 1, 0, 0, 0, 0, time.UTC)
 )
 
 // Violation names the offending field.
@@ -68,6 +78,9 @@ func Build(tenant string, f *reportingv1.Filter, now time.Time, defaultTZ string
 		w.Args = append(w.Args, args...)
 	}
 	add("tenant_id = ?", tenant)
+	if n := valueBytes(f); n > MaxTotalBytes {
+		return nil, &Violation{"filter", fmt.Sprintf("%d bytes of values; at most %d bytes over all fields together", n, MaxTotalBytes)}
+	}
 
 	from, to, loc, v := TimeBounds(f.GetTimeRange(), now, defaultTZ)
 	if v != nil {
@@ -231,8 +244,10 @@ func TimeBounds(r *reportingv1.TimeRange, now time.Time, defaultTZ string) (from
 	if tzName == "" {
 		tzName = "UTC"
 	}
+	// "Local" is the server's own zone, which Go accepts but a client cannot
+	// know; the API takes IANA names only.
 	loc, err := time.LoadLocation(tzName)
-	if err != nil || len(tzName) > 64 {
+	if err != nil || len(tzName) > 64 || tzName == "Local" {
 		return from, to, nil, &Violation{field, fmt.Sprintf("unknown time zone %q", tzName)}
 	}
 	local := now.In(loc)
@@ -270,16 +285,36 @@ func custom(r *reportingv1.TimeRange, loc *time.Location) (from, to time.Time, _
 		return from, to, nil, &Violation{"filter.time_range.from", "a custom range needs a valid from"}
 	}
 	from = r.GetFrom().AsTime().UTC()
+	if from.Before(MinTime) || !from.Before(MaxTime) {
+		return from, to, nil, &Violation{"filter.time_range.from", outOfRange}
+	}
 	if r.GetTo() != nil {
 		if r.GetTo().CheckValid() != nil {
 			return from, to, nil, &Violation{"filter.time_range.to", "invalid timestamp"}
 		}
 		to = r.GetTo().AsTime().UTC()
+		if to.Before(MinTime) || to.After(MaxTime) {
+			return from, to, nil, &Violation{"filter.time_range.to", outOfRange}
+		}
 		if !to.After(from) {
 			return from, to, nil, &Violation{"filter.time_range.to", "must be after from"}
 		}
 	}
 	return from, to, loc, nil
+}
+
+const outOfRange = "must lie within 1970-01-01T00:00:00Z .. 2106-01-01T00:00:00Z"
+
+// valueBytes is the size of a filter's string values together.
+func valueBytes(f *reportingv1.Filter) int {
+	n := len(f.GetText()) + len(f.GetFlowId()) + len(f.GetFlowStepId()) + len(f.GetNodeId()) +
+		len(f.GetCountry()) + len(f.GetRegion()) + len(f.GetCity()) + len(f.GetAgentId()) + len(f.GetTimeRange().GetTimeZone())
+	for _, vals := range [][]string{f.GetStatuses(), f.GetBotIds(), f.GetGoals(), f.GetTags(), f.GetLabels()} {
+		for _, v := range vals {
+			n += len(v)
+		}
+	}
+	return n
 }
 
 func enumNames[E ~int32](field string, vs []E, names map[int32]string, prefix string) ([]string, *Violation) {

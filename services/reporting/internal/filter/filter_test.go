@@ -156,3 +156,42 @@ func FuzzBuild(f *testing.F) {
 		}
 	})
 }
+
+// What ClickHouse cannot hold or run is refused up front, naming the field.
+func TestBoundsAClickHouseQueryCanHold(t *testing.T) {
+	at := func(y int) *timestamppb.Timestamp { return timestamppb.New(time.Date(y, 1, 1, 0, 0, 0, 0, time.UTC)) }
+	value := strings.Repeat("x", filter.MaxValueLen)
+	values := func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = value
+		}
+		return out
+	}
+	perField := filter.MaxTotalBytes / filter.MaxValueLen // values of one field within the total
+	cases := []struct {
+		name, field string
+		f           *reportingv1.Filter
+	}{
+		{"Local", "filter.time_range.time_zone", &reportingv1.Filter{TimeRange: &reportingv1.TimeRange{Preset: "today", TimeZone: "Local"}}},
+		{"unknown zone", "filter.time_range.time_zone", &reportingv1.Filter{TimeRange: &reportingv1.TimeRange{Preset: "today", TimeZone: "Nowhere/Else"}}},
+		{"from 1969", "filter.time_range.from", &reportingv1.Filter{TimeRange: &reportingv1.TimeRange{Preset: "custom", From: at(1969)}}},
+		{"from 2106", "filter.time_range.from", &reportingv1.Filter{TimeRange: &reportingv1.TimeRange{Preset: "custom", From: at(2106)}}},
+		{"to 2107", "filter.time_range.to", &reportingv1.Filter{TimeRange: &reportingv1.TimeRange{Preset: "custom", From: at(2000), To: at(2107)}}},
+		{"values over the total", "filter", &reportingv1.Filter{Tags: values(perField), Labels: values(1)}},
+	}
+	for _, c := range cases {
+		_, v := filter.Build("acme", c.f, now, "UTC")
+		if v == nil || v.Field != c.field {
+			t.Errorf("%s: %v, want a violation of %s", c.name, v, c.field)
+		}
+	}
+	for name, f := range map[string]*reportingv1.Filter{
+		"widest range":    {TimeRange: &reportingv1.TimeRange{Preset: "custom", From: at(1970), To: at(2106)}},
+		"values at total": {Tags: values(perField)},
+	} {
+		if _, v := filter.Build("acme", f, now, "UTC"); v != nil {
+			t.Errorf("%s: %v", name, v)
+		}
+	}
+}

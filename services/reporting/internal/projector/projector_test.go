@@ -104,7 +104,7 @@ func TestProjectionIsIdempotentAndTenantScoped(t *testing.T) {
 	}
 	project("projector-a")
 	r := query.NewReader(ch, 10*time.Second)
-	first, err := r.Transcript(ctx, "acme", "c1")
+	first, err := r.Transcript(ctx, "acme", "c1", 1000, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,18 +138,18 @@ func TestProjectionIsIdempotentAndTenantScoped(t *testing.T) {
 	if got := convRow(); got != want {
 		t.Fatalf("conversations row after replays: got %s, want %s", got, want)
 	}
-	again, err := r.Transcript(ctx, "acme", "c1")
+	again, err := r.Transcript(ctx, "acme", "c1", 1000, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(first, again) {
 		t.Fatalf("replay changed the projection:\n%+v\n%+v", first, again)
 	}
-	other, err := r.Transcript(ctx, "other", "c1")
+	other, err := r.Transcript(ctx, "other", "c1", 1000, nil)
 	if err != nil || len(other.Messages) != 1 || other.Messages[0].Text != "someone else's" {
 		t.Fatalf("tenant scoping: %+v %v", other, err)
 	}
-	if _, err := r.Transcript(ctx, "nobody", "c1"); err != query.ErrNotFound {
+	if _, err := r.Transcript(ctx, "nobody", "c1", 1000, nil); err != query.ErrNotFound {
 		t.Fatalf("unknown tenant: want ErrNotFound, got %v", err)
 	}
 }

@@ -4,8 +4,11 @@ package query
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -23,6 +26,7 @@ type Message struct {
 	ResponseTimeMS                         uint32
 	OccurredAt                             time.Time
 	TraceID                                string
+	StreamSeq                              uint64
 }
 
 // Transcript is a conversation's messages in order, with what the event log
@@ -34,6 +38,37 @@ type Transcript struct {
 	LastEventAt    time.Time
 	EventCount     uint64
 	TraceIDs       []string
+	// Next is where the next page starts (nil on the last page).
+	Next *MessageCursor
+}
+
+// MessageCursor is a position in a transcript: the last message of a page.
+type MessageCursor struct {
+	OccurredAtUS int64
+	StreamSeq    uint64
+}
+
+// Encode renders the cursor as an opaque page token.
+func (c MessageCursor) Encode() string {
+	return base64.RawURLEncoding.EncodeToString([]byte("m1:" + strconv.FormatInt(c.OccurredAtUS, 10) + ":" + strconv.FormatUint(c.StreamSeq, 10)))
+}
+
+// DecodeMessageCursor parses a transcript page token.
+func DecodeMessageCursor(token string) (MessageCursor, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil {
+		return MessageCursor{}, ErrBadCursor
+	}
+	parts := strings.Split(string(raw), ":")
+	if len(parts) != 3 || parts[0] != "m1" {
+		return MessageCursor{}, ErrBadCursor
+	}
+	us, err1 := strconv.ParseInt(parts[1], 10, 64)
+	seq, err2 := strconv.ParseUint(parts[2], 10, 64)
+	if err1 != nil || err2 != nil {
+		return MessageCursor{}, ErrBadCursor
+	}
+	return MessageCursor{OccurredAtUS: us, StreamSeq: seq}, nil
 }
 
 // Reader runs queries.
@@ -47,11 +82,9 @@ func NewReader(conn driver.Conn, timeout time.Duration) *Reader {
 	return &Reader{conn: conn, timeout: timeout}
 }
 
-// MaxTranscript bounds the messages returned for one conversation.
-const MaxTranscript = 10000
-
-// Transcript returns one conversation's messages in order.
-func (r *Reader) Transcript(ctx context.Context, tenant, conversation string) (*Transcript, error) {
+// Transcript returns one page of a conversation's messages in order: up to
+// size messages after the cursor (from the start when nil).
+func (r *Reader) Transcript(ctx context.Context, tenant, conversation string, size int, after *MessageCursor) (*Transcript, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	t := &Transcript{ConversationID: conversation}
@@ -73,12 +106,17 @@ func (r *Reader) Transcript(ctx context.Context, tenant, conversation string) (*
 	}
 	t.TraceIDs = trace
 
+	where, args := "tenant_id = ? AND conversation_id = ?", []any{tenant, conversation}
+	if after != nil {
+		where += " AND (occurred_at_us > ? OR (occurred_at_us = ? AND stream_seq > ?))"
+		args = append(args, after.OccurredAtUS, after.OccurredAtUS, after.StreamSeq)
+	}
 	rows, err := r.conn.Query(ctx, `SELECT event_id, message_id, toString(role), text, intent, intent_confidence, unidentified,
-			flow_id, node_id, agent_id, response_time_ms, occurred_at_us, trace_id
+			flow_id, node_id, agent_id, response_time_ms, occurred_at_us, trace_id, stream_seq
 		FROM messages FINAL
-		WHERE tenant_id = ? AND conversation_id = ?
+		WHERE `+where+`
 		ORDER BY occurred_at_us, stream_seq
-		LIMIT ?`, tenant, conversation, MaxTranscript)
+		LIMIT ?`, append(args, size+1)...)
 	if err != nil {
 		return nil, fmt.Errorf("query: transcript: %w", err)
 	}
@@ -88,12 +126,20 @@ func (r *Reader) Transcript(ctx context.Context, tenant, conversation string) (*
 		var unidentified uint8
 		var at int64
 		if err := rows.Scan(&m.EventID, &m.MessageID, &m.Role, &m.Text, &m.Intent, &m.IntentConfidence, &unidentified,
-			&m.FlowID, &m.NodeID, &m.AgentID, &m.ResponseTimeMS, &at, &m.TraceID); err != nil {
+			&m.FlowID, &m.NodeID, &m.AgentID, &m.ResponseTimeMS, &at, &m.TraceID, &m.StreamSeq); err != nil {
 			return nil, fmt.Errorf("query: transcript row: %w", err)
 		}
 		m.Unidentified = unidentified == 1
 		m.OccurredAt = time.UnixMicro(at).UTC()
 		t.Messages = append(t.Messages, m)
 	}
-	return t, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("query: transcript: %w", err)
+	}
+	if len(t.Messages) > size {
+		t.Messages = t.Messages[:size]
+		last := t.Messages[size-1]
+		t.Next = &MessageCursor{OccurredAtUS: last.OccurredAt.UnixMicro(), StreamSeq: last.StreamSeq}
+	}
+	return t, nil
 }
