@@ -133,12 +133,12 @@ func Start(ctx context.Context, o Options) (_ *Base, err error) {
 		return nil, err
 	}
 
-	var auth grpcx.Authenticator = b.Tenancy
+	var authn grpcx.Authenticator = b.Tenancy
 	if o.Authenticator != nil {
-		auth = o.Authenticator
+		authn = o.Authenticator
 	}
 	if b.GRPC, err = grpcx.NewServer(grpcx.ServerConfig{
-		Telemetry: b.Tel, Auth: auth, Scopes: o.Scopes, MaxRecvMsgSize: o.MaxRecvMsgSize, Audit: b.Audit, Mutating: o.Mutating,
+		Telemetry: b.Tel, Auth: authn, Scopes: o.Scopes, MaxRecvMsgSize: o.MaxRecvMsgSize, Audit: b.Audit, Mutating: o.Mutating,
 	}); err != nil {
 		return nil, err
 	}
