@@ -4,18 +4,28 @@
 // the variables `conversation` and `event`, call only CEL's standard library
 // and the strings extension, and are bounded in length, nesting, regular
 // expression size and evaluation cost. Regular expressions are RE2.
+//
+// The cost is bounded twice: Compile refuses an expression whose worst-case
+// cost, estimated statically over the largest inputs the service can hold
+// (see Options), exceeds the limit, so that nothing expensive (or a string
+// function allocating megabytes) ever runs; and every evaluation stops at the
+// limit in case an input is larger than assumed.
 package rules
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
 	"cel.dev/cel-go/cel"
 	celast "cel.dev/cel-go/common/ast"
+	"cel.dev/cel-go/common/cost"
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/ext"
@@ -27,6 +37,13 @@ import (
 const (
 	DefaultMaxExpressionBytes = 4096
 	DefaultCostLimit          = 1_000_000
+	// DefaultEventTextBytes is ingest's default limit on a message text
+	// (PARLEY_INGEST_MAX_TEXT_BYTES), the longest `event.text`.
+	DefaultEventTextBytes = 16 << 10
+	// DefaultFieldBytes is the size assumed for every other string an
+	// expression reads (ids, names, roles, intents, variable keys and
+	// values).
+	DefaultFieldBytes = 1024
 )
 
 // Options bound what an expression may do.
@@ -35,15 +52,26 @@ type Options struct {
 	// (DefaultMaxExpressionBytes when 0).
 	MaxExpressionBytes int
 	// CostLimit bounds one evaluation in CEL cost units, roughly one unit per
-	// operation and per byte scanned (DefaultCostLimit when 0). An evaluation
-	// over the limit fails, which counts as "no match".
+	// operation and per byte scanned (DefaultCostLimit when 0). Compile
+	// refuses an expression whose estimated worst case exceeds it; an
+	// evaluation over it fails, which counts as "no match".
 	CostLimit uint64
+	// The input sizes the worst-case estimate assumes: MaxMessages is the
+	// length of `conversation.messages` (facts.DefaultMaxMessages when 0),
+	// EventTextBytes the longest `event.text` (DefaultEventTextBytes when
+	// 0), FieldBytes every other string (DefaultFieldBytes when 0).
+	// Message texts in `conversation.messages` are at most
+	// facts.MaxTextBytes and lists and maps at most facts.MaxListItems long.
+	MaxMessages    int
+	EventTextBytes int
+	FieldBytes     int
 }
 
 // Engine compiles expressions. It is safe for concurrent use.
 type Engine struct {
-	env  *cel.Env
-	opts Options
+	env   *cel.Env
+	opts  Options
+	sizes sizes
 }
 
 // NewEngine builds the CEL environment.
@@ -53,6 +81,15 @@ func NewEngine(o Options) (*Engine, error) {
 	}
 	if o.CostLimit == 0 {
 		o.CostLimit = DefaultCostLimit
+	}
+	if o.MaxMessages <= 0 {
+		o.MaxMessages = facts.DefaultMaxMessages
+	}
+	if o.EventTextBytes <= 0 {
+		o.EventTextBytes = DefaultEventTextBytes
+	}
+	if o.FieldBytes <= 0 {
+		o.FieldBytes = DefaultFieldBytes
 	}
 	env, err := cel.NewEnv(
 		cel.Types(&taggingv1.RuleConversation{}, &taggingv1.RuleEvent{}),
@@ -75,7 +112,10 @@ func NewEngine(o Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rules: environment: %w", err)
 	}
-	return &Engine{env: env, opts: o}, nil
+	return &Engine{env: env, opts: o, sizes: sizes{
+		messages: uint64(o.MaxMessages), stateText: facts.MaxTextBytes, eventText: uint64(o.EventTextBytes),
+		field: uint64(o.FieldBytes), list: facts.MaxListItems,
+	}}, nil
 }
 
 // CompileError is an invalid expression: where (1-based line and column, in
@@ -130,6 +170,15 @@ func (e *Engine) Compile(expr string) (*Program, error) {
 	if out := ast.OutputType(); !out.IsExactType(types.BoolType) && !out.IsExactType(types.DynType) {
 		return nil, &CompileError{1, 1, fmt.Sprintf("expression must evaluate to a bool, not %s", out)}
 	}
+	est, err := e.env.EstimateCost(ast, e.sizes)
+	if err != nil {
+		return nil, &CompileError{1, 1, "cannot estimate the expression's cost: " + err.Error()}
+	}
+	if est.Max > e.opts.CostLimit {
+		return nil, &CompileError{1, 1, fmt.Sprintf("estimated worst-case cost %s exceeds the limit of %d (on %d messages of up to %d bytes, "+
+			"an event text of up to %d bytes and other strings of up to %d bytes); scan less text or fewer messages",
+			costString(est.Max), e.opts.CostLimit, e.sizes.messages, e.sizes.stateText, e.sizes.eventText, e.sizes.field)}
+	}
 	prg, err := e.env.Program(ast,
 		cel.CostLimit(e.opts.CostLimit),
 		cel.InterruptCheckFrequency(100),
@@ -140,6 +189,56 @@ func (e *Engine) Compile(expr string) (*Program, error) {
 	}
 	reads, event := dependencies(ast.NativeRep())
 	return &Program{prg: prg, reads: reads, event: event}, nil
+}
+
+func costString(c uint64) string {
+	if c == math.MaxUint64 {
+		return "unbounded"
+	}
+	return strconv.FormatUint(c, 10)
+}
+
+// sizes tells CEL's cost estimator the largest inputs an expression can
+// see: the bounds facts keeps and ingest's limits.
+type sizes struct {
+	messages, stateText, eventText, field, list uint64
+}
+
+// EstimateSize implements cost.Estimator by field path
+// (conversation.messages.@items.text, event.text, ...) and type.
+func (s sizes) EstimateSize(n cost.AstNode) *cost.SizeEstimate {
+	p := n.Path()
+	if len(p) == 0 {
+		return nil
+	}
+	upTo := func(max uint64) *cost.SizeEstimate {
+		sz := cost.RangedSizeEstimate(0, max)
+		return &sz
+	}
+	switch {
+	case slices.Equal(p, []string{"conversation", "messages"}):
+		return upTo(s.messages)
+	case slices.Equal(p, []string{"conversation", "messages", "@items", "text"}):
+		return upTo(s.stateText)
+	case slices.Equal(p, []string{"event", "text"}):
+		return upTo(s.eventText)
+	}
+	t := n.Type()
+	if t == nil {
+		return nil
+	}
+	switch t.Kind() {
+	case types.StringKind, types.BytesKind:
+		return upTo(s.field)
+	case types.ListKind, types.MapKind:
+		return upTo(s.list)
+	}
+	return nil
+}
+
+// EstimateCallCost implements cost.Estimator: CEL's own cost models.
+func (sizes) EstimateCallCost(string, string, *cost.AstNode, []cost.AstNode) *cost.CallEstimate {
+	return nil
 }
 
 // dependencies finds the fields of `conversation` an expression reads
