@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // newKey creates an API key of tenant holding scopes and returns a context
@@ -246,5 +248,29 @@ func TestBackfillSlotsPerTenant(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("acme's first backfill did not finish")
+	}
+}
+
+// TestImpossibleDetectorSettingsAreRefused: a long-wait threshold whose
+// duration would overflow (here it would wrap around to half a millisecond)
+// is InvalidArgument, and nothing changes.
+func TestImpossibleDetectorSettingsAreRefused(t *testing.T) {
+	f := start(t)
+	ctx := f.ctx("acme")
+	before, err := f.client.GetDetectors(ctx, &taggingv1.GetDetectorsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 18446744073710 ms * 1e6 = 2^64 + 448384 ns.
+	for _, ms := range []int64{18446744073710, math.MaxInt64, 30*24*3600*1000 + 1} {
+		_, err = f.client.UpdateDetectors(ctx, &taggingv1.UpdateDetectorsRequest{Settings: &taggingv1.DetectorSettings{LongWaitMs: ms}})
+		assertField(t, err, "settings.long_wait_ms", "between 0 and 2592000000")
+	}
+	after, err := f.client.GetDetectors(ctx, &taggingv1.GetDetectorsRequest{})
+	if err != nil || !proto.Equal(before, after) {
+		t.Fatalf("settings changed: %v -> %v (%v)", before, after, err)
+	}
+	if _, err := f.client.UpdateDetectors(ctx, &taggingv1.UpdateDetectorsRequest{Settings: &taggingv1.DetectorSettings{LongWaitMs: 30 * 24 * 3600 * 1000}}); err != nil {
+		t.Fatalf("the largest threshold: %v", err)
 	}
 }

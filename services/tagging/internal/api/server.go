@@ -116,6 +116,8 @@ const (
 	maxLabelRunes       = 64
 	maxByRunes          = 200
 	maxNoteRunes        = 2000
+	// maxLongWait bounds the long-wait detector's threshold.
+	maxLongWait = 30 * 24 * time.Hour
 )
 
 // CreateRule stores a new, enabled rule (version 1), created by the
@@ -491,8 +493,13 @@ func (s *Server) UpdateDetectors(ctx context.Context, req *taggingv1.UpdateDetec
 	}
 	fs := facts.Settings{Disabled: in.GetDisabled(), LongWait: time.Duration(in.GetLongWaitMs()) * time.Millisecond,
 		RepeatWindow: int(in.GetRepeatWindow()), NegativePhrases: in.GetNegativePhrases()}
-	if in.GetLongWaitMs() < 0 {
-		return nil, grpcx.Invalid("settings.long_wait_ms", "must not be negative")
+	if ms := in.GetLongWaitMs(); ms < 0 || ms > maxLongWait.Milliseconds() {
+		// Larger values would overflow the duration: no wait could match.
+		return nil, grpcx.Invalid("settings.long_wait_ms", fmt.Sprintf("between 0 and %d (%s); 0: the service default",
+			maxLongWait.Milliseconds(), maxLongWait))
+	}
+	if rw := in.GetRepeatWindow(); rw < 0 || rw > 50 {
+		return nil, grpcx.Invalid("settings.repeat_window", "must be between 0 and 50")
 	}
 	if field, problem := fs.Validate(); field != "" {
 		return nil, grpcx.Invalid("settings."+field, problem)

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"cel.dev/cel-go/cel"
@@ -104,6 +105,7 @@ func NewEngine(o Options) (*Engine, error) {
 		cel.RegexProgramSizeLimit(2000),
 		cel.ASTValidators(
 			regexValidator{},
+			timeZoneValidator{},
 			cel.ValidateDurationLiterals(),
 			cel.ValidateTimestampLiterals(),
 			cel.ValidateComprehensionNestingLimit(2),
@@ -329,4 +331,49 @@ func (regexValidator) Validate(_ *cel.Env, _ cel.ValidatorConfig, a *celast.AST,
 			iss.ReportErrorAtID(c.Args()[i].ID(), "invalid regular expression: %s", strings.TrimPrefix(err.Error(), "error parsing regexp: "))
 		}
 	}
+}
+
+// timeZoneValidator refuses constant time zones of the timestamp accessors
+// (getHours("Mars/Olympus")) that evaluation could never resolve: such a
+// rule would fail on every event.
+type timeZoneValidator struct{}
+
+func (timeZoneValidator) Name() string { return "parley.validator.time_zone" }
+
+func (timeZoneValidator) Validate(_ *cel.Env, _ cel.ValidatorConfig, a *celast.AST, iss *cel.Issues) {
+	accessors := []string{"getFullYear", "getMonth", "getDayOfYear", "getDate", "getDayOfMonth", "getDayOfWeek",
+		"getHours", "getMinutes", "getSeconds", "getMilliseconds"}
+	for _, fn := range accessors {
+		for _, call := range celast.MatchDescendants(celast.NavigateAST(a), celast.FunctionMatcher(fn)) {
+			c := call.AsCall()
+			if !c.IsMemberFunction() || len(c.Args()) != 1 || c.Args()[0].Kind() != celast.LiteralKind {
+				continue
+			}
+			tz, ok := c.Args()[0].AsLiteral().Value().(string)
+			if !ok {
+				continue
+			}
+			if err := checkTimeZone(tz); err != nil {
+				iss.ReportErrorAtID(c.Args()[0].ID(), "unknown time zone %q: %s", tz, err)
+			}
+		}
+	}
+}
+
+// checkTimeZone accepts what CEL's timestamp accessors accept: an IANA
+// name or an offset [+-]HH:MM within a day.
+func checkTimeZone(tz string) error {
+	h, m, offset := strings.Cut(tz, ":")
+	if !offset {
+		if _, err := time.LoadLocation(tz); err != nil {
+			return errors.New("not an IANA time zone name (e.g. Europe/Berlin) or an offset (+02:00)")
+		}
+		return nil
+	}
+	hr, err1 := strconv.Atoi(h)
+	mi, err2 := strconv.Atoi(m)
+	if err1 != nil || err2 != nil || hr < -23 || hr > 23 || mi < 0 || mi > 59 {
+		return errors.New("an offset is [+-]HH:MM, hours -23 to 23, minutes 0 to 59")
+	}
+	return nil
 }

@@ -243,6 +243,9 @@ func TestCompileErrorsPointAtTheProblem(t *testing.T) {
 		{strings.Repeat("true && ", 30) + "true", 1, 1, "the limit is 200"},
 		{"[1].all(a, [2].all(b, [3].all(c, true)))", 1, 30, "nesting"},
 		{`conversation.messages.exists(m, m.text.matches("(a|b|c|d){1000}"))`, 1, 1, "program size"},
+		{`timestamp("2024-01-01T10:00:00Z").getHours("Mars/Olympus") == 10`, 1, 44, "unknown time zone \"Mars/Olympus\""},
+		{`timestamp("2024-01-01T10:00:00Z").getDayOfWeek("+25:00") == 1`, 1, 48, "unknown time zone"},
+		{`timestamp("10000-01-01T00:00:00Z") > timestamp("2024-01-01T00:00:00Z")`, 1, 1, "timestamp"},
 	}
 	for _, tc := range cases {
 		_, err := e.Compile(tc.expr)
@@ -253,6 +256,16 @@ func TestCompileErrorsPointAtTheProblem(t *testing.T) {
 		}
 		if ce.Line != tc.line || (tc.col != 1 && ce.Column != tc.col) || !strings.Contains(err.Error(), tc.msg) {
 			t.Errorf("%q: got %d:%d %q, want %d:%d containing %q", tc.expr, ce.Line, ce.Column, ce.Message, tc.line, tc.col, tc.msg)
+		}
+	}
+}
+
+// TestValidTimeZonesCompile: what CEL's accessors accept compiles.
+func TestValidTimeZonesCompile(t *testing.T) {
+	e := engine(t, rules.Options{})
+	for _, tz := range []string{"Europe/Berlin", "UTC", "America/Argentina/Buenos_Aires", "+02:00", "-23:59", "05:30"} {
+		if _, err := e.Compile(`timestamp("2024-01-01T10:00:00Z").getHours("` + tz + `") >= 0`); err != nil {
+			t.Errorf("%s: %v", tz, err)
 		}
 	}
 }
