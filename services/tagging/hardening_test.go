@@ -274,3 +274,21 @@ func TestImpossibleDetectorSettingsAreRefused(t *testing.T) {
 		t.Fatalf("the largest threshold: %v", err)
 	}
 }
+
+// TestDatabaseErrorsStayInTheLog: a database failure answers with the
+// service's own words, never the driver's text (table names, SQLSTATE).
+func TestDatabaseErrorsStayInTheLog(t *testing.T) {
+	f := start(t)
+	if _, err := f.pool.Exec(context.Background(), `ALTER TABLE tagging_rules RENAME TO tagging_rules_gone`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.client.ListRules(f.ctx("acme"), &taggingv1.ListRulesRequest{})
+	msg := status.Convert(err).Message()
+	if status.Code(err) != codes.Internal || strings.Contains(msg, "tagging_rules") || strings.Contains(msg, "SQLSTATE") || strings.Contains(msg, "relation") {
+		t.Fatalf("ListRules with the table gone: %v", err)
+	}
+	_, err = f.client.CreateRule(f.ctx("acme"), &taggingv1.CreateRuleRequest{Rule: &taggingv1.Rule{Name: "x", Tag: "x", Expression: "true"}})
+	if msg := status.Convert(err).Message(); status.Code(err) != codes.Internal || strings.Contains(msg, "SQLSTATE") || strings.Contains(msg, "relation") {
+		t.Fatalf("CreateRule with the table gone: %v", err)
+	}
+}
