@@ -292,3 +292,22 @@ func TestDatabaseErrorsStayInTheLog(t *testing.T) {
 		t.Fatalf("CreateRule with the table gone: %v", err)
 	}
 }
+
+// TestStoredExpensiveRuleIsNotBackfilled: a rule stored before the estimate
+// existed (here written directly) is not backfilled: FailedPrecondition
+// asking to update it, with nothing of the compiler's or database's text.
+func TestStoredExpensiveRuleIsNotBackfilled(t *testing.T) {
+	f := start(t)
+	c := evtest.New("acme", "c1")
+	f.publish(c.Started("support"), c.Visitor("hello"))
+	f.settle()
+	f.createRule("acme", "old", "true", "t")
+	if _, err := f.pool.Exec(context.Background(), `UPDATE tagging_rules SET expression = $1 WHERE tenant_id = 'acme' AND rule_id = 'old'`, pathological[0]); err != nil {
+		t.Fatal(err)
+	}
+	_, err := recvAll(f.ctx("acme"), f, "old")
+	assertCode(t, err, codes.FailedPrecondition)
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, "update its expression") || strings.Contains(msg, "estimated") {
+		t.Fatalf("message: %q", msg)
+	}
+}
