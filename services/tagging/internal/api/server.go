@@ -498,9 +498,6 @@ func (s *Server) UpdateDetectors(ctx context.Context, req *taggingv1.UpdateDetec
 		return nil, grpcx.Invalid("settings.long_wait_ms", fmt.Sprintf("between 0 and %d (%s); 0: the service default",
 			maxLongWait.Milliseconds(), maxLongWait))
 	}
-	if rw := in.GetRepeatWindow(); rw < 0 || rw > 50 {
-		return nil, grpcx.Invalid("settings.repeat_window", "must be between 0 and 50")
-	}
 	if field, problem := fs.Validate(); field != "" {
 		return nil, grpcx.Invalid("settings."+field, problem)
 	}
