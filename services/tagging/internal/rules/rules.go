@@ -209,13 +209,23 @@ type sizes struct {
 // EstimateSize implements cost.Estimator by field path
 // (conversation.messages.@items.text, event.text, ...) and type.
 func (s sizes) EstimateSize(n cost.AstNode) *cost.SizeEstimate {
-	p := n.Path()
-	if len(p) == 0 {
-		return nil
-	}
 	upTo := func(max uint64) *cost.SizeEstimate {
 		sz := cost.RangedSizeEstimate(0, max)
 		return &sz
+	}
+	p := n.Path()
+	if len(p) == 0 {
+		// A value computed by the expression that CEL could not size
+		// (e.g. the items of a filtered list): the largest of each kind.
+		if t := n.Type(); t != nil {
+			switch t.Kind() {
+			case types.StringKind, types.BytesKind:
+				return upTo(max(s.stateText, s.eventText, s.field))
+			case types.ListKind, types.MapKind:
+				return upTo(max(s.messages, s.list))
+			}
+		}
+		return nil
 	}
 	switch {
 	case slices.Equal(p, []string{"conversation", "messages"}):
