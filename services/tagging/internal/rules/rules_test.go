@@ -369,6 +369,7 @@ func TestEstimateBoundsTheActualCost(t *testing.T) {
 		`conversation.messages.exists(m, m.text.matches("(a|b)+c$"))`,
 		`conversation.messages.exists(m, m.text.lowerAscii().contains("refund"))`,
 		`event.text.matches("(?i)refund") || event.text.upperAscii().contains("X")`,
+		`conversation.messages.filter(m, m.role == "visitor").map(m, m.text).join(" ").contains("refund")`,
 	} {
 		prg, err := e.Compile(expr)
 		if err != nil {
