@@ -41,10 +41,6 @@ const (
 	// DefaultEventTextBytes is ingest's default limit on a message text
 	// (PARLEY_INGEST_MAX_TEXT_BYTES), the longest `event.text`.
 	DefaultEventTextBytes = 16 << 10
-	// DefaultFieldBytes is the size assumed for every other string an
-	// expression reads (ids, names, roles, intents, variable keys and
-	// values).
-	DefaultFieldBytes = 1024
 )
 
 // Options bound what an expression may do.
@@ -60,12 +56,11 @@ type Options struct {
 	// The input sizes the worst-case estimate assumes: MaxMessages is the
 	// length of `conversation.messages` (facts.DefaultMaxMessages when 0),
 	// EventTextBytes the longest `event.text` (DefaultEventTextBytes when
-	// 0), FieldBytes every other string (DefaultFieldBytes when 0).
-	// Message texts in `conversation.messages` are at most
-	// facts.MaxTextBytes and lists and maps at most facts.MaxListItems long.
+	// 0). The facts bound the rest: message texts in
+	// `conversation.messages` to facts.MaxTextBytes, lists and maps to
+	// facts.MaxListItems, every other string to facts.MaxFieldBytes.
 	MaxMessages    int
 	EventTextBytes int
-	FieldBytes     int
 }
 
 // Engine compiles expressions. It is safe for concurrent use.
@@ -88,9 +83,6 @@ func NewEngine(o Options) (*Engine, error) {
 	}
 	if o.EventTextBytes <= 0 {
 		o.EventTextBytes = DefaultEventTextBytes
-	}
-	if o.FieldBytes <= 0 {
-		o.FieldBytes = DefaultFieldBytes
 	}
 	env, err := cel.NewEnv(
 		cel.Types(&taggingv1.RuleConversation{}, &taggingv1.RuleEvent{}),
@@ -116,7 +108,7 @@ func NewEngine(o Options) (*Engine, error) {
 	}
 	return &Engine{env: env, opts: o, sizes: sizes{
 		messages: uint64(o.MaxMessages), stateText: facts.MaxTextBytes, eventText: uint64(o.EventTextBytes),
-		field: uint64(o.FieldBytes), list: facts.MaxListItems,
+		field: facts.MaxFieldBytes, list: facts.MaxListItems,
 	}}, nil
 }
 
@@ -201,7 +193,7 @@ func costString(c uint64) string {
 }
 
 // sizes tells CEL's cost estimator the largest inputs an expression can
-// see: the bounds facts keeps and ingest's limits.
+// see: the bounds facts keeps and ingest's limit on a message text.
 type sizes struct {
 	messages, stateText, eventText, field, list uint64
 }
