@@ -587,7 +587,8 @@ func TestEndStaleEndConversationAndStats(t *testing.T) {
 	assertCode(t, err, codes.NotFound, "")
 	_, err = s.client.EndConversation(s.ctx(), &lifecyclev1.EndConversationRequest{ConversationId: "x"}) // globex's
 	assertCode(t, err, codes.NotFound, "")
-	st, err := s.client.EndConversation(s.ctx(), &lifecyclev1.EndConversationRequest{ConversationId: "c", Note: "spam"})
+	// The actor is the caller's key, whatever the request claims.
+	st, err := s.client.EndConversation(s.ctx(), &lifecyclev1.EndConversationRequest{ConversationId: "c", Note: "spam", EndedBy: "mallory"})
 	if err != nil || !ended(st) || st.EndReason != eventv1.EndReason_END_REASON_ADMINISTRATOR || st.EndedBy != "api-key:"+w.keyID {
 		t.Fatalf("end: %v %v", st, err)
 	}

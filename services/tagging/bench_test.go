@@ -116,7 +116,7 @@ func BenchmarkTaggingHandle(b *testing.B) {
 				b.Fatal(err)
 			}
 			for i, expr := range benchRules(tc.rules) {
-				if _, err := e.st.CreateRule(ctx, store.Rule{TenantID: "acme", RuleID: fmt.Sprintf("r%d", i), Name: "r", Tag: fmt.Sprintf("t%d", i), Expression: expr, Enabled: true}); err != nil {
+				if _, err := e.st.CreateRule(ctx, store.Rule{TenantID: "acme", RuleID: fmt.Sprintf("r%d", i), Name: "r", Tag: fmt.Sprintf("t%d", i), Expression: expr, Enabled: true}, 0); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -452,7 +452,7 @@ func (e *benchEnv) measure(b *testing.B, n int, last uint64, durable string) cos
 		b.Fatal(err)
 	}
 	for i, expr := range benchRules(max(n, 0)) {
-		if _, err := e.st.CreateRule(ctx, store.Rule{TenantID: "acme", RuleID: fmt.Sprintf("r%d", i), Name: "r", Tag: fmt.Sprintf("t%d", i), Expression: expr, Enabled: true}); err != nil {
+		if _, err := e.st.CreateRule(ctx, store.Rule{TenantID: "acme", RuleID: fmt.Sprintf("r%d", i), Name: "r", Tag: fmt.Sprintf("t%d", i), Expression: expr, Enabled: true}, 0); err != nil {
 			b.Fatal(err)
 		}
 	}

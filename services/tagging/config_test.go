@@ -18,7 +18,8 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if cfg.ConsumerBatch != 500 || cfg.MaxMessages != 50 || cfg.RuleCostLimit != 1_000_000 || cfg.MaxExpressionBytes != 4096 ||
 		cfg.LongWait != 30*time.Second || cfg.RepeatWindow != 5 || len(cfg.DetectorsDisabled) != 0 ||
-		!slices.Contains(cfg.NegativePhrases, "that's wrong") || cfg.BackfillMaxConversations != 100_000 || cfg.MaxConcurrentBackfills != 2 {
+		!slices.Contains(cfg.NegativePhrases, "that's wrong") || cfg.BackfillMaxConversations != 100_000 || cfg.MaxConcurrentBackfills != 2 ||
+		cfg.MaxBackfillsPerTenant != 1 || cfg.MaxRulesPerTenant != tagging.DefaultMaxRulesPerTenant || cfg.MaxEventTextBytes != 16384 {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 	loaded, zero := cfg.Detectors(), (tagging.Config{}).Detectors()

@@ -29,6 +29,9 @@ import (
 	"github.com/parley-dev/parley/services/tagging/internal/store"
 )
 
+// DefaultMaxRulesPerTenant is PARLEY_TAGGING_MAX_RULES_PER_TENANT's default.
+const DefaultMaxRulesPerTenant = 200
+
 // Config is tagging's configuration, read from the environment. Zero values
 // (a Config built in code) mean the documented defaults.
 type Config struct {
@@ -50,6 +53,12 @@ type Config struct {
 	RuleCostLimit uint64 `env:"PARLEY_TAGGING_RULE_COST_LIMIT" envDefault:"1000000"`
 	// MaxExpressionBytes is the longest rule expression accepted.
 	MaxExpressionBytes int `env:"PARLEY_TAGGING_MAX_EXPRESSION_BYTES" envDefault:"4096"`
+	// MaxEventTextBytes is the longest `event.text` the rules' worst-case
+	// cost estimate assumes; keep it at ingest's PARLEY_INGEST_MAX_TEXT_BYTES.
+	MaxEventTextBytes int `env:"PARLEY_TAGGING_MAX_EVENT_TEXT_BYTES" envDefault:"16384"`
+	// MaxRulesPerTenant bounds each tenant's rules (a negative value: no
+	// limit).
+	MaxRulesPerTenant int `env:"PARLEY_TAGGING_MAX_RULES_PER_TENANT" envDefault:"200"`
 	// DetectorsDisabled names built-in detectors that are off unless a
 	// tenant's settings say otherwise, comma separated.
 	DetectorsDisabled []string `env:"PARLEY_TAGGING_DETECTORS_DISABLED"`
@@ -67,6 +76,10 @@ type Config struct {
 	BackfillMaxConversations int `env:"PARLEY_TAGGING_BACKFILL_MAX_CONVERSATIONS" envDefault:"100000"`
 	// MaxConcurrentBackfills bounds backfills running at once; more wait.
 	MaxConcurrentBackfills int `env:"PARLEY_TAGGING_MAX_CONCURRENT_BACKFILLS" envDefault:"2"`
+	// MaxBackfillsPerTenant bounds one tenant's backfills running or
+	// waiting at once; more are refused (ResourceExhausted). Keep it below
+	// MaxConcurrentBackfills so that another tenant's backfill can start.
+	MaxBackfillsPerTenant int `env:"PARLEY_TAGGING_MAX_BACKFILLS_PER_TENANT" envDefault:"1"`
 	// Telemetry overrides the service's own telemetry (tests, local stack).
 	Telemetry *telemetry.Telemetry `env:"-"`
 }
@@ -96,7 +109,10 @@ func Run(ctx context.Context, cfg Config) error {
 		b.Close()
 		return err
 	}
-	engine, err := rules.NewEngine(rules.Options{MaxExpressionBytes: cfg.MaxExpressionBytes, CostLimit: cfg.RuleCostLimit})
+	engine, err := rules.NewEngine(rules.Options{
+		MaxExpressionBytes: cfg.MaxExpressionBytes, CostLimit: cfg.RuleCostLimit,
+		MaxMessages: cfg.MaxMessages, EventTextBytes: cfg.MaxEventTextBytes,
+	})
 	if err != nil {
 		b.Close()
 		return err
@@ -105,6 +121,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if field, problem := detectors.Validate(); field != "" {
 		b.Close()
 		return &configError{field: field, problem: problem}
+	}
+	maxRules := cfg.MaxRulesPerTenant
+	switch {
+	case maxRules == 0:
+		maxRules = DefaultMaxRulesPerTenant
+	case maxRules < 0:
+		maxRules = 0 // no limit
 	}
 	st := store.New(b.PG)
 	meter := b.Tel.MeterProvider.Meter("github.com/parley-dev/parley/services/tagging")
@@ -119,7 +142,8 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	taggingv1.RegisterTaggingServiceServer(b.GRPC, api.New(api.Deps{
 		Store: st, Engine: engine, Bus: b.Bus, Backfill: bf, Detectors: detectors, Kick: relay.Kick,
-		MaxConcurrentBackfills: cfg.MaxConcurrentBackfills,
+		MaxConcurrentBackfills: cfg.MaxConcurrentBackfills, MaxBackfillsPerTenant: cfg.MaxBackfillsPerTenant,
+		MaxRulesPerTenant: maxRules, Log: b.Log,
 	}))
 	batch := cfg.ConsumerBatch
 	if batch <= 0 {
@@ -146,5 +170,7 @@ func (e *configError) Error() string {
 }
 
 // Scopes lists the API-key scope each method needs: reads (ListRules,
-// TestRule, ListLabels, GetDetectors) need "read", everything else "admin".
+// ListLabels, GetDetectors) need "read"; CreateRule, UpdateRule,
+// SetRuleEnabled, DeleteRule, TestRule and Backfill need "rules"; the rest
+// "admin" (which implies every scope).
 func Scopes() map[string]string { return api.Scopes() }

@@ -333,22 +333,25 @@ func TestInvalidRulesAreRefused(t *testing.T) {
 }
 
 // TestLabelsAndFlags: labels (catalogue created on first use) and flags are
-// commands appended as events.
+// commands appended as events, in the name of the caller's API key (the
+// request's by is ignored).
 func TestLabelsAndFlags(t *testing.T) {
 	f := start(t)
 	c := evtest.New("acme", "c1")
 	f.publish(c.Started("support"))
 	f.settle()
-	ctx := f.ctx("acme")
+	ctx, keyID := f.newKey("acme", grpcx.ScopeAdmin)
+	ctx2, key2ID := f.newKey("acme", grpcx.ScopeAdmin)
+	ann, bob := "api-key:"+keyID, "api-key:"+key2ID
 	added, err := f.client.AddLabel(ctx, &taggingv1.AddLabelRequest{ConversationId: "c1", Label: "VIP customer", By: "ann"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.client.AddLabel(ctx, &taggingv1.AddLabelRequest{ConversationId: "c1", Label: "VIP customer", By: "bob"}); err != nil {
+	if _, err := f.client.AddLabel(ctx2, &taggingv1.AddLabelRequest{ConversationId: "c1", Label: "VIP customer", By: "bob"}); err != nil {
 		t.Fatal(err)
 	}
 	labels, err := f.client.ListLabels(ctx, &taggingv1.ListLabelsRequest{})
-	if err != nil || len(labels.Labels) != 1 || labels.Labels[0].Label != "VIP customer" || labels.Labels[0].CreatedBy != "ann" {
+	if err != nil || len(labels.Labels) != 1 || labels.Labels[0].Label != "VIP customer" || labels.Labels[0].CreatedBy != ann {
 		t.Fatalf("catalogue: %v %v", labels, err)
 	}
 	_, err = f.client.RemoveLabel(ctx, &taggingv1.RemoveLabelRequest{ConversationId: "c1", Label: "unknown"})
@@ -356,10 +359,10 @@ func TestLabelsAndFlags(t *testing.T) {
 	if _, err := f.client.RemoveLabel(ctx, &taggingv1.RemoveLabelRequest{ConversationId: "c1", Label: "VIP customer", By: "ann"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.client.Flag(ctx, &taggingv1.FlagRequest{ConversationId: "c1", By: "bob", Note: "check the refund"}); err != nil {
+	if _, err := f.client.Flag(ctx2, &taggingv1.FlagRequest{ConversationId: "c1", By: "bob", Note: "check the refund"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.client.Unflag(ctx, &taggingv1.UnflagRequest{ConversationId: "c1", By: "bob"}); err != nil {
+	if _, err := f.client.Unflag(ctx2, &taggingv1.UnflagRequest{ConversationId: "c1", By: "ann"}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = f.client.AddLabel(ctx, &taggingv1.AddLabelRequest{ConversationId: "c1", Label: ""})
@@ -379,8 +382,8 @@ func TestLabelsAndFlags(t *testing.T) {
 	f.settle()
 	got := f.events("acme")
 	assertEvents(t, got,
-		"c1 label_added VIP customer by ann", "c1 label_added VIP customer by bob", "c1 label_removed VIP customer by ann",
-		"c1 flagged bob: check the refund", "c1 unflagged bob: ")
+		"c1 label_added VIP customer by "+ann, "c1 label_added VIP customer by "+bob, "c1 label_removed VIP customer by "+ann,
+		"c1 flagged "+bob+": check the refund", "c1 unflagged "+bob+": ")
 	if got[0].EventId != added.EventId || got[0].Producer != "tagging" {
 		t.Fatalf("LabelAdded: %v, response id %s", got[0], added.EventId)
 	}

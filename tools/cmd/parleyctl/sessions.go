@@ -125,7 +125,7 @@ func (a *app) sessions() *cobra.Command {
 		},
 	}
 	end.Flags().StringVar(&note, "note", "", "why (logged)")
-	end.Flags().StringVar(&endedBy, "by", "", "who ends it (default: the API key's id)")
+	end.Flags().StringVar(&endedBy, "by", "", "deprecated and ignored: lifecycle records the API key's id as ended_by")
 
 	cmd.AddCommand(endStale, stats, show, end, c.timeouts())
 	return cmd

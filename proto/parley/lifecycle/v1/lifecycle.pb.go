@@ -428,8 +428,10 @@ type EndConversationRequest struct {
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	// Free text, logged with the call.
 	Note string `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
-	// Who ends it, recorded as ConversationEnded.ended_by; defaults to
-	// "api-key:<key id>" of the caller.
+	// Ignored: ConversationEnded.ended_by is always the caller's API key,
+	// "api-key:<key id>". Kept for compatibility (still at most 128 bytes).
+	//
+	// Deprecated: Marked as deprecated in parley/lifecycle/v1/lifecycle.proto.
 	EndedBy       string `protobuf:"bytes,3,opt,name=ended_by,json=endedBy,proto3" json:"ended_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -479,6 +481,7 @@ func (x *EndConversationRequest) GetNote() string {
 	return ""
 }
 
+// Deprecated: Marked as deprecated in parley/lifecycle/v1/lifecycle.proto.
 func (x *EndConversationRequest) GetEndedBy() string {
 	if x != nil {
 		return x.EndedBy
@@ -1173,11 +1176,11 @@ const file_parley_lifecycle_v1_lifecycle_proto_rawDesc = "" +
 	"\vlate_events\x18\x1d \x01(\rR\n" +
 	"lateEvents\x12)\n" +
 	"\x10applied_sequence\x18\x1e \x01(\x04R\x0fappliedSequenceB\x14\n" +
-	"\x12_first_response_ms\"p\n" +
+	"\x12_first_response_ms\"t\n" +
 	"\x16EndConversationRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x12\n" +
-	"\x04note\x18\x02 \x01(\tR\x04note\x12\x19\n" +
-	"\bended_by\x18\x03 \x01(\tR\aendedBy\"\x8d\x01\n" +
+	"\x04note\x18\x02 \x01(\tR\x04note\x12\x1d\n" +
+	"\bended_by\x18\x03 \x01(\tB\x02\x18\x01R\aendedBy\"\x8d\x01\n" +
 	"\x15RequestHandoffRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +

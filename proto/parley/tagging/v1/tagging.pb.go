@@ -38,7 +38,11 @@ type Rule struct {
 	UpdatedAt   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// Version starts at 1 and grows with every change (update, enable,
 	// disable). Output only.
-	Version       int64 `protobuf:"varint,9,opt,name=version,proto3" json:"version,omitempty"`
+	Version int64 `protobuf:"varint,9,opt,name=version,proto3" json:"version,omitempty"`
+	// The API key that created the rule, "api-key:<key id>". Output only.
+	CreatedBy string `protobuf:"bytes,10,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	// The API key that changed it last (at creation: the creator). Output only.
+	UpdatedBy     string `protobuf:"bytes,11,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -134,6 +138,20 @@ func (x *Rule) GetVersion() int64 {
 		return x.Version
 	}
 	return 0
+}
+
+func (x *Rule) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *Rule) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
 }
 
 // CreateRuleRequest creates a rule.
@@ -565,9 +583,13 @@ type AddLabelRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	Label          string                 `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`
-	By             string                 `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Ignored: the event records the caller's API key ("api-key:<key id>")
+	// as the actor. Kept for compatibility (still at most 200 characters).
+	//
+	// Deprecated: Marked as deprecated in parley/tagging/v1/tagging.proto.
+	By            string `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AddLabelRequest) Reset() {
@@ -614,6 +636,7 @@ func (x *AddLabelRequest) GetLabel() string {
 	return ""
 }
 
+// Deprecated: Marked as deprecated in parley/tagging/v1/tagging.proto.
 func (x *AddLabelRequest) GetBy() string {
 	if x != nil {
 		return x.By
@@ -626,9 +649,13 @@ type RemoveLabelRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	Label          string                 `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`
-	By             string                 `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Ignored: the event records the caller's API key ("api-key:<key id>")
+	// as the actor. Kept for compatibility (still at most 200 characters).
+	//
+	// Deprecated: Marked as deprecated in parley/tagging/v1/tagging.proto.
+	By            string `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RemoveLabelRequest) Reset() {
@@ -675,6 +702,7 @@ func (x *RemoveLabelRequest) GetLabel() string {
 	return ""
 }
 
+// Deprecated: Marked as deprecated in parley/tagging/v1/tagging.proto.
 func (x *RemoveLabelRequest) GetBy() string {
 	if x != nil {
 		return x.By
@@ -731,10 +759,14 @@ func (x *LabelResponse) GetEventId() string {
 type FlagRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	By             string                 `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
-	Note           string                 `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Ignored: the event records the caller's API key ("api-key:<key id>")
+	// as the actor. Kept for compatibility (still at most 200 characters).
+	//
+	// Deprecated: Marked as deprecated in parley/tagging/v1/tagging.proto.
+	By            string `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
+	Note          string `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FlagRequest) Reset() {
@@ -774,6 +806,7 @@ func (x *FlagRequest) GetConversationId() string {
 	return ""
 }
 
+// Deprecated: Marked as deprecated in parley/tagging/v1/tagging.proto.
 func (x *FlagRequest) GetBy() string {
 	if x != nil {
 		return x.By
@@ -792,10 +825,14 @@ func (x *FlagRequest) GetNote() string {
 type UnflagRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	By             string                 `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
-	Note           string                 `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Ignored: the event records the caller's API key ("api-key:<key id>")
+	// as the actor. Kept for compatibility (still at most 200 characters).
+	//
+	// Deprecated: Marked as deprecated in parley/tagging/v1/tagging.proto.
+	By            string `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
+	Note          string `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UnflagRequest) Reset() {
@@ -835,6 +872,7 @@ func (x *UnflagRequest) GetConversationId() string {
 	return ""
 }
 
+// Deprecated: Marked as deprecated in parley/tagging/v1/tagging.proto.
 func (x *UnflagRequest) GetBy() string {
 	if x != nil {
 		return x.By
@@ -1941,7 +1979,7 @@ var File_parley_tagging_v1_tagging_proto protoreflect.FileDescriptor
 
 const file_parley_tagging_v1_tagging_proto_rawDesc = "" +
 	"\n" +
-	"\x1fparley/tagging/v1/tagging.proto\x12\x11parley.tagging.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x02\n" +
+	"\x1fparley/tagging/v1/tagging.proto\x12\x11parley.tagging.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x02\n" +
 	"\x04Rule\x12\x17\n" +
 	"\arule_id\x18\x01 \x01(\tR\x06ruleId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1e\n" +
@@ -1955,7 +1993,12 @@ const file_parley_tagging_v1_tagging_proto_rawDesc = "" +
 	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
 	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x18\n" +
-	"\aversion\x18\t \x01(\x03R\aversion\"@\n" +
+	"\aversion\x18\t \x01(\x03R\aversion\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\n" +
+	" \x01(\tR\tcreatedBy\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\v \x01(\tR\tupdatedBy\"@\n" +
 	"\x11CreateRuleRequest\x12+\n" +
 	"\x04rule\x18\x01 \x01(\v2\x17.parley.tagging.v1.RuleR\x04rule\"@\n" +
 	"\x11UpdateRuleRequest\x12+\n" +
@@ -1977,24 +2020,24 @@ const file_parley_tagging_v1_tagging_proto_rawDesc = "" +
 	"\x10TestRuleResponse\x12\x18\n" +
 	"\amatched\x18\x01 \x01(\bR\amatched\x12G\n" +
 	"\fconversation\x18\x02 \x01(\v2#.parley.tagging.v1.RuleConversationR\fconversation\x12)\n" +
-	"\x10evaluation_error\x18\x03 \x01(\tR\x0fevaluationError\"`\n" +
+	"\x10evaluation_error\x18\x03 \x01(\tR\x0fevaluationError\"d\n" +
 	"\x0fAddLabelRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x14\n" +
-	"\x05label\x18\x02 \x01(\tR\x05label\x12\x0e\n" +
-	"\x02by\x18\x03 \x01(\tR\x02by\"c\n" +
+	"\x05label\x18\x02 \x01(\tR\x05label\x12\x12\n" +
+	"\x02by\x18\x03 \x01(\tB\x02\x18\x01R\x02by\"g\n" +
 	"\x12RemoveLabelRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x14\n" +
-	"\x05label\x18\x02 \x01(\tR\x05label\x12\x0e\n" +
-	"\x02by\x18\x03 \x01(\tR\x02by\"*\n" +
+	"\x05label\x18\x02 \x01(\tR\x05label\x12\x12\n" +
+	"\x02by\x18\x03 \x01(\tB\x02\x18\x01R\x02by\"*\n" +
 	"\rLabelResponse\x12\x19\n" +
-	"\bevent_id\x18\x01 \x01(\tR\aeventId\"Z\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\"^\n" +
 	"\vFlagRequest\x12'\n" +
-	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x0e\n" +
-	"\x02by\x18\x02 \x01(\tR\x02by\x12\x12\n" +
-	"\x04note\x18\x03 \x01(\tR\x04note\"\\\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x12\n" +
+	"\x02by\x18\x02 \x01(\tB\x02\x18\x01R\x02by\x12\x12\n" +
+	"\x04note\x18\x03 \x01(\tR\x04note\"`\n" +
 	"\rUnflagRequest\x12'\n" +
-	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x0e\n" +
-	"\x02by\x18\x02 \x01(\tR\x02by\x12\x12\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x12\n" +
+	"\x02by\x18\x02 \x01(\tB\x02\x18\x01R\x02by\x12\x12\n" +
 	"\x04note\x18\x03 \x01(\tR\x04note\")\n" +
 	"\fFlagResponse\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\"*\n" +

@@ -21,8 +21,6 @@ import (
 	"github.com/parley-dev/parley/services/lifecycle/internal/outbox"
 	"github.com/parley-dev/parley/services/lifecycle/internal/store"
 	"github.com/parley-dev/parley/services/lifecycle/internal/sweeper"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -108,7 +106,8 @@ var errNotActive = errors.New("conversation has ended")
 
 // EndConversation ends an active conversation as an administrator: the
 // state change and its ConversationEnded and EngagementClassified are
-// committed together and appended right after.
+// committed together and appended right after. ended_by is the caller's API
+// key; the request's (deprecated) ended_by is only logged.
 func (s *Server) EndConversation(ctx context.Context, req *lifecyclev1.EndConversationRequest) (*lifecyclev1.ConversationState, error) {
 	p, err := grpcx.RequireTenant(ctx)
 	if err != nil {
@@ -123,10 +122,7 @@ func (s *Server) EndConversation(ctx context.Context, req *lifecyclev1.EndConver
 	if err := checkText("note", req.GetNote(), maxTextBytes); err != nil {
 		return nil, err
 	}
-	endedBy := req.GetEndedBy()
-	if endedBy == "" {
-		endedBy = "api-key:" + p.KeyID
-	}
+	endedBy := actor(p)
 	now := s.cfg.Clock()
 	var after machine.State
 	err = s.cfg.Store.Tx(ctx, func(tx pgx.Tx) error {
@@ -148,14 +144,14 @@ func (s *Server) EndConversation(ctx context.Context, req *lifecyclev1.EndConver
 		return s.cfg.Store.Save(ctx, tx, store.Change{States: []machine.State{after}, Outbox: rows})
 	})
 	if errors.Is(err, errNotActive) {
-		return nil, status.Errorf(codes.FailedPrecondition, "conversation %q already ended at %s (%s)", req.GetConversationId(),
-			after.EndedAt.Format(time.RFC3339), after.EndReason)
+		return nil, grpcx.FailedPrecondition("CONVERSATION_ENDED", "conversation/"+req.GetConversationId(),
+			fmt.Sprintf("conversation %q already ended at %s (%s)", req.GetConversationId(), after.EndedAt.Format(time.RFC3339), after.EndReason))
 	}
 	if err != nil {
 		return nil, s.fail(ctx, "end conversation", req.GetConversationId(), err)
 	}
 	s.cfg.Log.InfoContext(ctx, "conversation ended by an administrator", "tenant_id", p.TenantID, "conversation_id", req.GetConversationId(),
-		"ended_by", endedBy, "note", req.GetNote())
+		"ended_by", endedBy, "claimed_ended_by", req.GetEndedBy(), "note", req.GetNote())
 	s.drain(ctx)
 	return ToProto(after), nil
 }
@@ -196,7 +192,8 @@ func (s *Server) LeaveAgent(ctx context.Context, req *lifecyclev1.LeaveAgentRequ
 	}
 	check := func(st machine.State) error {
 		if !st.AgentPresent() || st.AgentID != req.GetAgentId() {
-			return status.Errorf(codes.FailedPrecondition, "agent %q is not in conversation %q", req.GetAgentId(), st.ConversationID)
+			return grpcx.FailedPrecondition("AGENT_NOT_PRESENT", "conversation/"+st.ConversationID,
+				fmt.Sprintf("agent %q is not in conversation %q", req.GetAgentId(), st.ConversationID))
 		}
 		return nil
 	}
@@ -225,7 +222,8 @@ func (s *Server) command(ctx context.Context, conversationID, requestID string, 
 		return nil, s.fail(ctx, "load state", conversationID, err)
 	}
 	if st.Status != machine.StatusActive {
-		return nil, status.Errorf(codes.FailedPrecondition, "conversation %q ended at %s (%s)", conversationID, st.EndedAt.Format(time.RFC3339), st.EndReason)
+		return nil, grpcx.FailedPrecondition("CONVERSATION_ENDED", "conversation/"+conversationID,
+			fmt.Sprintf("conversation %q ended at %s (%s)", conversationID, st.EndedAt.Format(time.RFC3339), st.EndReason))
 	}
 	if check != nil {
 		if err := check(st); err != nil {
@@ -244,7 +242,7 @@ func (s *Server) command(ctx context.Context, conversationID, requestID string, 
 	ack, err := s.cfg.Bus.Publish(ctx, env)
 	if err != nil {
 		s.cfg.Log.WarnContext(ctx, "append failed", "kind", env.Kind, "err", err)
-		return nil, status.Errorf(codes.Unavailable, "event log unavailable; retry (with the same request_id): %v", err)
+		return nil, grpcx.Unavailable("event log unavailable; retry (with the same request_id)")
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.WaitApplied)
 	defer cancel()
@@ -264,7 +262,7 @@ func (s *Server) EndStale(ctx context.Context, req *lifecyclev1.EndStaleRequest)
 		return nil, err
 	}
 	if req.GetIdleHours() == 0 || req.GetIdleHours() > MaxIdleHours {
-		return nil, invalid("idle_hours", fmt.Sprintf("must be between 1 and %d", MaxIdleHours))
+		return nil, grpcx.Invalid("idle_hours", fmt.Sprintf("must be between 1 and %d", MaxIdleHours))
 	}
 	if err := s.waitCaughtUp(ctx); err != nil {
 		return nil, err
@@ -273,7 +271,8 @@ func (s *Server) EndStale(ctx context.Context, req *lifecyclev1.EndStaleRequest)
 	if err != nil {
 		return nil, s.fail(ctx, "end stale", "", err)
 	}
-	s.cfg.Log.InfoContext(ctx, "ended idle conversations", "tenant_id", p.TenantID, "idle_hours", req.GetIdleHours(), "ended", n)
+	s.cfg.Log.InfoContext(ctx, "ended idle conversations", "tenant_id", p.TenantID, "idle_hours", req.GetIdleHours(), "ended", n,
+		"ended_by", actor(p))
 	return &lifecyclev1.EndStaleResponse{Ended: uint64(n)}, nil
 }
 
@@ -284,13 +283,14 @@ func (s *Server) waitCaughtUp(ctx context.Context) error {
 	for {
 		ok, err := s.cfg.Consumer.CaughtUp(ctx)
 		if err != nil {
-			return status.Errorf(codes.Unavailable, "event log unavailable: %v", err)
+			s.cfg.Log.WarnContext(ctx, "cannot read the consumer's position", "err", err)
+			return grpcx.Unavailable("event log unavailable; retry later")
 		}
 		if ok {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return status.Error(codes.Unavailable, "lifecycle is still applying the event log; retry shortly")
+			return grpcx.Unavailable("lifecycle is still applying the event log; retry shortly")
 		}
 		t := time.NewTimer(50 * time.Millisecond)
 		select {
@@ -326,10 +326,10 @@ func (s *Server) SetSessionTimeout(ctx context.Context, req *lifecyclev1.SetSess
 		return nil, err
 	}
 	if _, known := eventv1.Channel_name[int32(req.GetChannel())]; !known {
-		return nil, invalid("channel", "unknown channel")
+		return nil, grpcx.Invalid("channel", "unknown channel")
 	}
 	if req.GetTimeoutSeconds() > MaxTimeoutSeconds {
-		return nil, invalid("timeout_seconds", fmt.Sprintf("at most %d (one year); 0 removes the setting", MaxTimeoutSeconds))
+		return nil, grpcx.Invalid("timeout_seconds", fmt.Sprintf("at most %d (one year); 0 removes the setting", MaxTimeoutSeconds))
 	}
 	channel := store.AllChannels
 	if req.GetChannel() != eventv1.Channel_CHANNEL_UNSPECIFIED {
@@ -338,7 +338,8 @@ func (s *Server) SetSessionTimeout(ctx context.Context, req *lifecyclev1.SetSess
 	if err := s.cfg.Store.SetTimeout(ctx, p.TenantID, channel, time.Duration(req.GetTimeoutSeconds())*time.Second); err != nil {
 		return nil, s.fail(ctx, "set session timeout", "", err)
 	}
-	s.cfg.Log.InfoContext(ctx, "session timeout set", "tenant_id", p.TenantID, "channel", channel, "timeout_seconds", req.GetTimeoutSeconds())
+	s.cfg.Log.InfoContext(ctx, "session timeout set", "tenant_id", p.TenantID, "channel", channel, "timeout_seconds", req.GetTimeoutSeconds(),
+		"set_by", actor(p))
 	return &lifecyclev1.SessionTimeout{Channel: req.GetChannel(), TimeoutSeconds: req.GetTimeoutSeconds()}, nil
 }
 
@@ -384,16 +385,16 @@ func (s *Server) drain(ctx context.Context) {
 
 func (s *Server) fail(ctx context.Context, op, conversationID string, err error) error {
 	if errors.Is(err, store.ErrNotFound) {
-		return status.Errorf(codes.NotFound, "conversation %q not found", conversationID)
+		return grpcx.NotFound("conversation %q not found", conversationID)
 	}
-	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+	if grpcx.IsSafe(err) {
 		return err
 	}
 	if ctx.Err() != nil {
 		return status.FromContextError(ctx.Err()).Err()
 	}
 	s.cfg.Log.ErrorContext(ctx, op+" failed", "conversation_id", conversationID, "err", err)
-	return status.Error(codes.Unavailable, "lifecycle state store unavailable; retry later")
+	return grpcx.Unavailable("lifecycle state store unavailable; retry later")
 }
 
 // ToProto converts a state to its API form.
@@ -431,29 +432,24 @@ func ts(t time.Time) *timestamppb.Timestamp {
 
 func checkConversation(id string) error {
 	if !eventbus.ValidConversationID(id) {
-		return invalid("conversation_id", "required; 1-128 characters of A-Z a-z 0-9 _ -")
+		return grpcx.Invalid("conversation_id", "required; 1-128 characters of A-Z a-z 0-9 _ -")
 	}
 	return nil
 }
 
 func checkRequired(field, v string, maxBytes int) error {
 	if strings.TrimSpace(v) == "" {
-		return invalid(field, "required")
+		return grpcx.Invalid(field, "required")
 	}
 	return checkText(field, v, maxBytes)
 }
 
 func checkText(field, v string, maxBytes int) error {
 	if len(v) > maxBytes || !utf8.ValidString(v) {
-		return invalid(field, fmt.Sprintf("at most %d bytes of UTF-8", maxBytes))
+		return grpcx.Invalid(field, fmt.Sprintf("at most %d bytes of UTF-8", maxBytes))
 	}
 	return nil
 }
 
-func invalid(field, desc string) error {
-	st := status.New(codes.InvalidArgument, field+": "+desc)
-	if d, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: desc}}}); err == nil {
-		return d.Err()
-	}
-	return st.Err()
-}
+// actor names the caller's API key as the one who did something.
+func actor(p grpcx.Principal) string { return "api-key:" + p.KeyID }

@@ -9,10 +9,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -28,7 +30,6 @@ import (
 	"github.com/parley-dev/parley/services/tagging/internal/facts"
 	"github.com/parley-dev/parley/services/tagging/internal/rules"
 	"github.com/parley-dev/parley/services/tagging/internal/store"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -52,7 +53,14 @@ type Deps struct {
 	Kick func()
 	// MaxConcurrentBackfills bounds backfills running at once; more wait.
 	MaxConcurrentBackfills int
-	Now                    func() time.Time
+	// MaxBackfillsPerTenant bounds one tenant's backfills running or
+	// waiting at once (1 when 0); more are refused, so that one tenant
+	// cannot take every slot.
+	MaxBackfillsPerTenant int
+	// MaxRulesPerTenant bounds a tenant's rules (no limit when 0).
+	MaxRulesPerTenant int
+	Log               *slog.Logger
+	Now               func() time.Time
 }
 
 // Server implements taggingv1.TaggingServiceServer.
@@ -60,6 +68,9 @@ type Server struct {
 	taggingv1.UnimplementedTaggingServiceServer
 	d         Deps
 	backfills chan struct{}
+	mu        sync.Mutex
+	// tenantBackfills counts each tenant's backfills running or waiting.
+	tenantBackfills map[string]int
 }
 
 // New returns a server.
@@ -73,14 +84,23 @@ func New(d Deps) *Server {
 	if d.MaxConcurrentBackfills <= 0 {
 		d.MaxConcurrentBackfills = 2
 	}
-	return &Server{d: d, backfills: make(chan struct{}, d.MaxConcurrentBackfills)}
+	if d.MaxBackfillsPerTenant <= 0 {
+		d.MaxBackfillsPerTenant = 1
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{d: d, backfills: make(chan struct{}, d.MaxConcurrentBackfills), tenantBackfills: map[string]int{}}
 }
 
-// Scopes lists the API-key scope each method needs: reads need "read",
-// everything else "admin".
+// Scopes lists the API-key scope each method needs: reads need "read";
+// creating, changing, testing and backfilling rules need "rules"; labels,
+// flags and detector settings need "admin" (admin implies every scope).
 func Scopes() map[string]string {
 	return grpcx.MethodScopes(taggingv1.TaggingService_ServiceDesc, grpcx.ScopeAdmin, map[string]string{
-		"ListRules": grpcx.ScopeRead, "TestRule": grpcx.ScopeRead, "ListLabels": grpcx.ScopeRead, "GetDetectors": grpcx.ScopeRead,
+		"ListRules": grpcx.ScopeRead, "ListLabels": grpcx.ScopeRead, "GetDetectors": grpcx.ScopeRead,
+		"CreateRule": grpcx.ScopeRules, "UpdateRule": grpcx.ScopeRules, "SetRuleEnabled": grpcx.ScopeRules, "DeleteRule": grpcx.ScopeRules,
+		"TestRule": grpcx.ScopeRules, "Backfill": grpcx.ScopeRules,
 	})
 }
 
@@ -96,10 +116,13 @@ const (
 	maxLabelRunes       = 64
 	maxByRunes          = 200
 	maxNoteRunes        = 2000
+	// maxLongWait bounds the long-wait detector's threshold.
+	maxLongWait = 30 * 24 * time.Hour
 )
 
-// CreateRule stores a new, enabled rule (version 1). The rule id is the
-// client's (1-64 of A-Z a-z 0-9 _ -) or a new UUID.
+// CreateRule stores a new, enabled rule (version 1), created by the
+// caller's API key. The rule id is the client's (1-64 of A-Z a-z 0-9 _ -) or
+// a new UUID. A tenant has at most MaxRulesPerTenant rules.
 func (s *Server) CreateRule(ctx context.Context, req *taggingv1.CreateRuleRequest) (*taggingv1.Rule, error) {
 	p, err := grpcx.RequireTenant(ctx)
 	if err != nil {
@@ -107,32 +130,37 @@ func (s *Server) CreateRule(ctx context.Context, req *taggingv1.CreateRuleReques
 	}
 	r := req.GetRule()
 	if r == nil {
-		return nil, invalid("rule", "required")
+		return nil, grpcx.Invalid("rule", "required")
 	}
 	id := r.GetRuleId()
 	if id == "" {
 		id = eventbus.NewEventID()
 	} else if !idRe.MatchString(id) {
-		return nil, invalid("rule.rule_id", "1-64 characters of A-Z a-z 0-9 _ - (or empty for a generated id)")
+		return nil, grpcx.Invalid("rule.rule_id", "1-64 characters of A-Z a-z 0-9 _ - (or empty for a generated id)")
 	}
 	if err := s.checkRule(r); err != nil {
 		return nil, err
 	}
 	stored, err := s.d.Store.CreateRule(ctx, store.Rule{
 		TenantID: p.TenantID, RuleID: id, Name: r.GetName(), Expression: r.GetExpression(), Tag: r.GetTag(),
-		Description: r.GetDescription(), Enabled: true,
-	})
+		Description: r.GetDescription(), Enabled: true, CreatedBy: actor(p),
+	}, s.d.MaxRulesPerTenant)
 	if errors.Is(err, store.ErrExists) {
 		return nil, status.Errorf(codes.AlreadyExists, "rule %s already exists", id)
 	}
+	if errors.Is(err, store.ErrTooManyRules) {
+		return nil, grpcx.ResourceExhausted(fmt.Sprintf("the tenant has %d rules, the most allowed (PARLEY_TAGGING_MAX_RULES_PER_TENANT); "+
+			"delete or reuse one", s.d.MaxRulesPerTenant), 0)
+	}
 	if err != nil {
-		return nil, internal(err)
+		return nil, s.fail(ctx, "create rule", err)
 	}
 	return ruleProto(stored), nil
 }
 
 // UpdateRule replaces a rule's name, expression, tag and description (all
-// validated as in CreateRule); a change bumps its version. Enabled is kept.
+// validated as in CreateRule); a change bumps its version and records the
+// caller's API key as updated_by. Enabled is kept.
 func (s *Server) UpdateRule(ctx context.Context, req *taggingv1.UpdateRuleRequest) (*taggingv1.Rule, error) {
 	p, err := grpcx.RequireTenant(ctx)
 	if err != nil {
@@ -140,15 +168,15 @@ func (s *Server) UpdateRule(ctx context.Context, req *taggingv1.UpdateRuleReques
 	}
 	r := req.GetRule()
 	if r == nil {
-		return nil, invalid("rule", "required")
+		return nil, grpcx.Invalid("rule", "required")
 	}
 	if r.GetRuleId() == "" {
-		return nil, invalid("rule.rule_id", "required")
+		return nil, grpcx.Invalid("rule.rule_id", "required")
 	}
 	if err := s.checkRule(r); err != nil {
 		return nil, err
 	}
-	stored, err := s.d.Store.UpdateRule(ctx, p.TenantID, r.GetRuleId(), func(cur *store.Rule) (bool, error) {
+	stored, err := s.d.Store.UpdateRule(ctx, p.TenantID, r.GetRuleId(), actor(p), func(cur *store.Rule) (bool, error) {
 		changed := cur.Name != r.GetName() || cur.Expression != r.GetExpression() || cur.Tag != r.GetTag() || cur.Description != r.GetDescription()
 		cur.Name, cur.Expression, cur.Tag, cur.Description = r.GetName(), r.GetExpression(), r.GetTag(), r.GetDescription()
 		return changed, nil
@@ -157,7 +185,7 @@ func (s *Server) UpdateRule(ctx context.Context, req *taggingv1.UpdateRuleReques
 		return nil, notFoundRule(r.GetRuleId())
 	}
 	if err != nil {
-		return nil, internal(err)
+		return nil, s.fail(ctx, "update rule", err)
 	}
 	return ruleProto(stored), nil
 }
@@ -170,9 +198,9 @@ func (s *Server) SetRuleEnabled(ctx context.Context, req *taggingv1.SetRuleEnabl
 		return nil, err
 	}
 	if req.GetRuleId() == "" {
-		return nil, invalid("rule_id", "required")
+		return nil, grpcx.Invalid("rule_id", "required")
 	}
-	stored, err := s.d.Store.UpdateRule(ctx, p.TenantID, req.GetRuleId(), func(cur *store.Rule) (bool, error) {
+	stored, err := s.d.Store.UpdateRule(ctx, p.TenantID, req.GetRuleId(), actor(p), func(cur *store.Rule) (bool, error) {
 		changed := cur.Enabled != req.GetEnabled()
 		cur.Enabled = req.GetEnabled()
 		return changed, nil
@@ -181,7 +209,7 @@ func (s *Server) SetRuleEnabled(ctx context.Context, req *taggingv1.SetRuleEnabl
 		return nil, notFoundRule(req.GetRuleId())
 	}
 	if err != nil {
-		return nil, internal(err)
+		return nil, s.fail(ctx, "enable rule", err)
 	}
 	return ruleProto(stored), nil
 }
@@ -194,7 +222,7 @@ func (s *Server) DeleteRule(ctx context.Context, req *taggingv1.DeleteRuleReques
 		return nil, err
 	}
 	if req.GetRuleId() == "" {
-		return nil, invalid("rule_id", "required")
+		return nil, grpcx.Invalid("rule_id", "required")
 	}
 	now := s.d.Now()
 	corr := eventbus.NewEventID()
@@ -205,7 +233,7 @@ func (s *Server) DeleteRule(ctx context.Context, req *taggingv1.DeleteRuleReques
 		return nil, notFoundRule(req.GetRuleId())
 	}
 	if err != nil {
-		return nil, internal(err)
+		return nil, s.fail(ctx, "delete rule", err)
 	}
 	if n > 0 {
 		s.d.Kick()
@@ -221,7 +249,7 @@ func (s *Server) ListRules(ctx context.Context, _ *taggingv1.ListRulesRequest) (
 	}
 	rs, err := s.d.Store.ListRules(ctx, p.TenantID)
 	if err != nil {
-		return nil, internal(err)
+		return nil, s.fail(ctx, "list rules", err)
 	}
 	out := &taggingv1.ListRulesResponse{}
 	for _, r := range rs {
@@ -242,14 +270,14 @@ func (s *Server) TestRule(ctx context.Context, req *taggingv1.TestRuleRequest) (
 		return nil, err
 	}
 	if !eventbus.ValidConversationID(req.GetConversationId()) {
-		return nil, invalid("conversation_id", "required; 1-128 characters of A-Z a-z 0-9 _ -")
+		return nil, grpcx.Invalid("conversation_id", "required; 1-128 characters of A-Z a-z 0-9 _ -")
 	}
 	st, err := s.d.Store.ConversationState(ctx, p.TenantID, req.GetConversationId())
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, notFoundConversation(req.GetConversationId())
 	}
 	if err != nil {
-		return nil, internal(err)
+		return nil, s.fail(ctx, "test rule", err)
 	}
 	out := &taggingv1.TestRuleResponse{Conversation: st.Facts}
 	out.Matched, err = prg.Eval(ctx, rules.NewInput(st.Facts, st.LastEvent))
@@ -277,7 +305,7 @@ func (s *Server) AddLabel(ctx context.Context, req *taggingv1.AddLabelRequest) (
 		return nil, err
 	}
 	if err := s.d.Store.EnsureLabel(ctx, p.TenantID, req.GetLabel(), by); err != nil {
-		return nil, internal(err)
+		return nil, s.fail(ctx, "add label", err)
 	}
 	id, err := s.publish(ctx, p.TenantID, req.GetConversationId(), &eventv1.Envelope{Payload: &eventv1.Envelope_LabelAdded{
 		LabelAdded: &eventv1.LabelAdded{Label: req.GetLabel(), AddedBy: by}}})
@@ -306,10 +334,10 @@ func (s *Server) RemoveLabel(ctx context.Context, req *taggingv1.RemoveLabelRequ
 	}
 	ok, err := s.d.Store.LabelExists(ctx, p.TenantID, req.GetLabel())
 	if err != nil {
-		return nil, internal(err)
+		return nil, s.fail(ctx, "remove label", err)
 	}
 	if !ok {
-		return nil, status.Errorf(codes.NotFound, "label %q is not in the catalogue", req.GetLabel())
+		return nil, grpcx.NotFound("label %q is not in the catalogue", req.GetLabel())
 	}
 	id, err := s.publish(ctx, p.TenantID, req.GetConversationId(), &eventv1.Envelope{Payload: &eventv1.Envelope_LabelRemoved{
 		LabelRemoved: &eventv1.LabelRemoved{Label: req.GetLabel(), RemovedBy: by}}})
@@ -363,8 +391,14 @@ func (s *Server) Backfill(req *taggingv1.BackfillRequest, stream grpc.ServerStre
 		return err
 	}
 	if req.GetRuleId() == "" {
-		return invalid("rule_id", "required")
+		return grpcx.Invalid("rule_id", "required")
 	}
+	release, ok := s.tenantSlot(p.TenantID)
+	if !ok {
+		return grpcx.ResourceExhausted(fmt.Sprintf("the tenant already has %d backfills running or waiting, the most allowed "+
+			"(PARLEY_TAGGING_MAX_BACKFILLS_PER_TENANT); retry when one finished", s.d.MaxBackfillsPerTenant), 10*time.Second)
+	}
+	defer release()
 	select {
 	case s.backfills <- struct{}{}:
 		defer func() { <-s.backfills }()
@@ -378,18 +412,41 @@ func (s *Server) Backfill(req *taggingv1.BackfillRequest, stream grpc.ServerStre
 	case errors.Is(err, store.ErrNotFound):
 		return notFoundRule(req.GetRuleId())
 	case errors.Is(err, backfill.ErrDisabled):
-		return status.Errorf(codes.FailedPrecondition, "rule %s is disabled; enable it to backfill (DeleteRule removes its tags)", req.GetRuleId())
+		return grpcx.FailedPrecondition("RULE_DISABLED", "rule/"+req.GetRuleId(),
+			fmt.Sprintf("rule %s is disabled; enable it to backfill (DeleteRule removes its tags)", req.GetRuleId()))
+	case errors.Is(err, backfill.ErrNotCompilable):
+		s.d.Log.ErrorContext(ctx, "backfill of a stored rule that does not compile", "tenant_id", p.TenantID, "rule_id", req.GetRuleId(), "err", err)
+		return grpcx.FailedPrecondition("RULE_INVALID", "rule/"+req.GetRuleId(),
+			fmt.Sprintf("rule %s no longer compiles or exceeds the cost limit; update its expression", req.GetRuleId()))
 	case errors.Is(err, store.ErrRuleChanged):
 		return status.Errorf(codes.Aborted, "rule %s changed during the backfill; run it again (what was done stays correct)", req.GetRuleId())
 	case errors.Is(err, backfill.ErrTooLarge):
-		return status.Errorf(codes.ResourceExhausted, "%v; raise PARLEY_TAGGING_BACKFILL_MAX_CONVERSATIONS", err)
+		return grpcx.ResourceExhausted("the tenant's history has more conversations than one backfill may hold; raise PARLEY_TAGGING_BACKFILL_MAX_CONVERSATIONS", 0)
 	case ctx.Err() != nil:
 		return status.FromContextError(ctx.Err()).Err()
 	case status.Code(err) != codes.Unknown:
 		return err // the stream's own error
 	default:
-		return internal(err)
+		return s.fail(ctx, "backfill", err)
 	}
+}
+
+// tenantSlot takes one of the tenant's backfill slots; ok is false when it
+// has none left.
+func (s *Server) tenantSlot(tenant string) (release func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tenantBackfills[tenant] >= s.d.MaxBackfillsPerTenant {
+		return nil, false
+	}
+	s.tenantBackfills[tenant]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.tenantBackfills[tenant]--; s.tenantBackfills[tenant] <= 0 {
+			delete(s.tenantBackfills, tenant)
+		}
+	}, true
 }
 
 // ListLabels lists the label catalogue.
@@ -400,7 +457,7 @@ func (s *Server) ListLabels(ctx context.Context, _ *taggingv1.ListLabelsRequest)
 	}
 	ls, err := s.d.Store.ListLabels(ctx, p.TenantID)
 	if err != nil {
-		return nil, internal(err)
+		return nil, s.fail(ctx, "list labels", err)
 	}
 	out := &taggingv1.ListLabelsResponse{}
 	for _, l := range ls {
@@ -417,7 +474,7 @@ func (s *Server) GetDetectors(ctx context.Context, _ *taggingv1.GetDetectorsRequ
 	}
 	ds, err := s.d.Store.DetectorSettings(ctx, p.TenantID)
 	if err != nil {
-		return nil, internal(err)
+		return nil, s.fail(ctx, "get detectors", err)
 	}
 	return settingsProto(consumer.EffectiveDetectors(ds, s.d.Detectors)), nil
 }
@@ -432,20 +489,22 @@ func (s *Server) UpdateDetectors(ctx context.Context, req *taggingv1.UpdateDetec
 	}
 	in := req.GetSettings()
 	if in == nil {
-		return nil, invalid("settings", "required")
+		return nil, grpcx.Invalid("settings", "required")
 	}
 	fs := facts.Settings{Disabled: in.GetDisabled(), LongWait: time.Duration(in.GetLongWaitMs()) * time.Millisecond,
 		RepeatWindow: int(in.GetRepeatWindow()), NegativePhrases: in.GetNegativePhrases()}
-	if in.GetLongWaitMs() < 0 {
-		return nil, invalid("settings.long_wait_ms", "must not be negative")
+	if ms := in.GetLongWaitMs(); ms < 0 || ms > maxLongWait.Milliseconds() {
+		// Larger values would overflow the duration: no wait could match.
+		return nil, grpcx.Invalid("settings.long_wait_ms", fmt.Sprintf("between 0 and %d (%s); 0: the service default",
+			maxLongWait.Milliseconds(), maxLongWait))
 	}
 	if field, problem := fs.Validate(); field != "" {
-		return nil, invalid("settings."+field, problem)
+		return nil, grpcx.Invalid("settings."+field, problem)
 	}
 	ds := store.DetectorSettings{Disabled: slices.Clone(in.GetDisabled()), LongWaitMS: in.GetLongWaitMs(),
 		RepeatWindow: int(in.GetRepeatWindow()), NegativePhrases: in.GetNegativePhrases()}
 	if err := s.d.Store.SetDetectorSettings(ctx, p.TenantID, ds); err != nil {
-		return nil, internal(err)
+		return nil, s.fail(ctx, "update detectors", err)
 	}
 	ds.Set = true
 	return settingsProto(consumer.EffectiveDetectors(ds, s.d.Detectors)), nil
@@ -463,7 +522,7 @@ func (s *Server) checkRule(r *taggingv1.Rule) error {
 		return err
 	}
 	if !tagRe.MatchString(r.GetTag()) {
-		return invalid("rule.tag", "1-64 characters of a-z 0-9 space _ : -, starting with a letter or digit and not ending with a space")
+		return grpcx.Invalid("rule.tag", "1-64 characters of a-z 0-9 space _ : -, starting with a letter or digit and not ending with a space")
 	}
 	if err := checkText("rule.description", r.GetDescription(), 0, maxDescriptionRunes, true); err != nil {
 		return err
@@ -477,9 +536,9 @@ func (s *Server) compile(field, expr string) (*rules.Program, error) {
 	if err != nil {
 		var ce *rules.CompileError
 		if errors.As(err, &ce) {
-			return nil, invalid(field, ce.Error())
+			return nil, grpcx.Invalid(field, ce.Error())
 		}
-		return nil, invalid(field, err.Error())
+		return nil, grpcx.Invalid(field, err.Error())
 	}
 	return prg, nil
 }
@@ -488,12 +547,12 @@ func (s *Server) compile(field, expr string) (*rules.Program, error) {
 // one tagging has seen (so a typo cannot open a phantom conversation).
 func (s *Server) checkCommand(ctx context.Context, tenant, conv string) error {
 	if !eventbus.ValidConversationID(conv) {
-		return invalid("conversation_id", "required; 1-128 characters of A-Z a-z 0-9 _ -")
+		return grpcx.Invalid("conversation_id", "required; 1-128 characters of A-Z a-z 0-9 _ -")
 	}
 	if _, err := s.d.Store.ConversationState(ctx, tenant, conv); errors.Is(err, store.ErrNotFound) {
 		return notFoundConversation(conv)
 	} else if err != nil {
-		return internal(err)
+		return s.fail(ctx, "load conversation", err)
 	}
 	return nil
 }
@@ -514,10 +573,11 @@ func (s *Server) publish(ctx context.Context, tenant, conv string, env *eventv1.
 	env.OccurredAt = timestamppb.New(s.d.Now())
 	env.CorrelationId = env.EventId
 	if _, err := s.d.Bus.Publish(ctx, env); err != nil {
+		s.d.Log.WarnContext(ctx, "append failed", "tenant_id", tenant, "conversation_id", conv, "err", err)
 		if errors.Is(err, eventbus.ErrUnavailable) {
-			return "", status.Errorf(codes.Unavailable, "event log unavailable; nothing was recorded, retry: %v", err)
+			return "", grpcx.Unavailable("event log unavailable; nothing was recorded, retry")
 		}
-		return "", status.Errorf(codes.Internal, "append: %v", err)
+		return "", grpcx.Internal("the event could not be appended; nothing was recorded")
 	}
 	return env.EventId, nil
 }
@@ -527,39 +587,41 @@ func checkLabel(label string) error {
 		return err
 	}
 	if strings.TrimSpace(label) != label {
-		return invalid("label", "must not start or end with white space")
+		return grpcx.Invalid("label", "must not start or end with white space")
 	}
 	return nil
 }
 
-// who is the actor of a command: by, or the caller's API key.
+// who is the actor of a label or flag command: the caller's API key. The
+// request's by (deprecated) is still checked, and otherwise ignored: a
+// client cannot record a command in someone else's name.
 func who(p grpcx.Principal, by string) (string, error) {
 	if err := checkText("by", by, 0, maxByRunes, false); err != nil {
 		return "", err
 	}
-	if by == "" {
-		return "api-key:" + p.KeyID, nil
-	}
-	return by, nil
+	return actor(p), nil
 }
+
+// actor names the caller's API key as the one who did something.
+func actor(p grpcx.Principal) string { return "api-key:" + p.KeyID }
 
 // checkText requires valid UTF-8 of min..max characters without control
 // characters (multi-line fields may have line breaks and tabs).
 func checkText(field, v string, minRunes, maxRunes int, multiline bool) error {
 	if !utf8.ValidString(v) {
-		return invalid(field, "must be valid UTF-8")
+		return grpcx.Invalid(field, "must be valid UTF-8")
 	}
 	n := utf8.RuneCountInString(v)
 	if n < minRunes || n > maxRunes || (minRunes > 0 && strings.TrimSpace(v) == "") {
 		if minRunes > 0 {
-			return invalid(field, fmt.Sprintf("required; %d-%d characters", minRunes, maxRunes))
+			return grpcx.Invalid(field, fmt.Sprintf("required; %d-%d characters", minRunes, maxRunes))
 		}
-		return invalid(field, fmt.Sprintf("at most %d characters", maxRunes))
+		return grpcx.Invalid(field, fmt.Sprintf("at most %d characters", maxRunes))
 	}
 	if strings.IndexFunc(v, func(r rune) bool {
 		return unicode.IsControl(r) && !(multiline && (r == '\n' || r == '\r' || r == '\t'))
 	}) >= 0 {
-		return invalid(field, "must not contain control characters")
+		return grpcx.Invalid(field, "must not contain control characters")
 	}
 	return nil
 }
@@ -568,33 +630,34 @@ func ruleProto(r store.Rule) *taggingv1.Rule {
 	return &taggingv1.Rule{
 		RuleId: r.RuleID, Name: r.Name, Expression: r.Expression, Tag: r.Tag, Enabled: r.Enabled, Description: r.Description,
 		CreatedAt: timestamppb.New(r.CreatedAt), UpdatedAt: timestamppb.New(r.UpdatedAt), Version: r.Version,
+		CreatedBy: r.CreatedBy, UpdatedBy: r.UpdatedBy,
 	}
 }
 
-func invalid(field, description string) error {
-	st := status.New(codes.InvalidArgument, field+": "+description)
-	if d, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: description}}}); err == nil {
-		return d.Err()
-	}
-	return st.Err()
-}
-
-func notFoundRule(id string) error { return status.Errorf(codes.NotFound, "rule %s not found", id) }
+func notFoundRule(id string) error { return grpcx.NotFound("rule %s not found", id) }
 
 func notFoundConversation(id string) error {
-	return status.Errorf(codes.NotFound, "conversation %s not found (tagging has not seen an event of it yet)", id)
+	return grpcx.NotFound("conversation %s not found (tagging has not seen an event of it yet)", id)
 }
 
-// internal maps a dependency failure to Unavailable when retrying may help,
-// Internal otherwise.
-func internal(err error) error {
-	var ne net.Error
-	var ce *pgconn.ConnectError
-	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) || errors.As(err, &ce) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
-		return status.Errorf(codes.Unavailable, "database unavailable, retry: %v", err)
-	}
-	if errors.Is(err, context.Canceled) {
+// fail logs a dependency failure of op and answers the client without its
+// text: Unavailable when retrying may help, Internal otherwise.
+func (s *Server) fail(ctx context.Context, op string, err error) error {
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return status.Error(codes.Canceled, "cancelled")
 	}
-	return status.Errorf(codes.Internal, "%v", err)
+	if isDependency(err) {
+		s.d.Log.WarnContext(ctx, op+" failed", "err", err)
+		return grpcx.Unavailable("database unavailable; retry")
+	}
+	s.d.Log.ErrorContext(ctx, op+" failed", "err", err)
+	return grpcx.Internal(op + " failed; the error is logged")
+}
+
+// isDependency reports failures of the database or the network that a retry
+// may get past.
+func isDependency(err error) bool {
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) || errors.As(err, &ce) || pgconn.SafeToRetry(err) || pgconn.Timeout(err)
 }

@@ -41,6 +41,9 @@ var (
 	ErrDisabled = errors.New("backfill: the rule is disabled")
 	// ErrTooLarge: even the finest partitioning holds too many conversations.
 	ErrTooLarge = errors.New("backfill: too many conversations per partition")
+	// ErrNotCompilable: the stored rule's expression no longer compiles
+	// (the language or the cost limit changed under it).
+	ErrNotCompilable = errors.New("backfill: the stored rule does not compile")
 )
 
 // Defaults.
@@ -125,7 +128,7 @@ func (b *Backfiller) Run(ctx context.Context, tenant, ruleID string, report func
 	}
 	prg, err := b.cfg.Engine.Compile(rule.Expression)
 	if err != nil {
-		return fmt.Errorf("backfill: stored rule does not compile: %w", err)
+		return fmt.Errorf("%w: %w", ErrNotCompilable, err)
 	}
 	lastSeq, err := b.lastSeq(ctx, tenant)
 	if err != nil {

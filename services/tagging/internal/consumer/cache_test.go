@@ -28,7 +28,7 @@ func TestKeptStatesFollowOtherConsumers(t *testing.T) {
 	}
 	b := consumer.New(consumer.Config{Store: st, Engine: e, Detectors: facts.DefaultSettings()})
 	if _, err := st.CreateRule(ctx, store.Rule{TenantID: "acme", RuleID: "r1", Name: "r1", Tag: "three",
-		Expression: "conversation.visitor_messages >= 3", Enabled: true}); err != nil {
+		Expression: "conversation.visitor_messages >= 3", Enabled: true}, 0); err != nil {
 		t.Fatal(err)
 	}
 	cv := evtest.New("acme", "c1")
@@ -65,7 +65,7 @@ func TestKeptTagsFollowRuleDeletion(t *testing.T) {
 	ctx := context.Background()
 	st, c := setup(t)
 	rule := store.Rule{TenantID: "acme", RuleID: "r1", Name: "r1", Tag: "refund", Expression: `event.text.contains("refund")`, Enabled: true}
-	if _, err := st.CreateRule(ctx, rule); err != nil {
+	if _, err := st.CreateRule(ctx, rule, 0); err != nil {
 		t.Fatal(err)
 	}
 	cv := evtest.New("acme", "c1")
@@ -78,7 +78,7 @@ func TestKeptTagsFollowRuleDeletion(t *testing.T) {
 	if n, err := st.DeleteRule(ctx, "acme", "r1", mk); err != nil || n != 1 {
 		t.Fatalf("delete: %d %v", n, err)
 	}
-	if _, err := st.CreateRule(ctx, rule); err != nil {
+	if _, err := st.CreateRule(ctx, rule, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Handle(ctx, deliveries(2, cv.Visitor("my refund?"))); err != nil {
@@ -132,7 +132,7 @@ func TestKeptTagsFollowBackfill(t *testing.T) {
 	ctx := context.Background()
 	st, c := setup(t)
 	if _, err := st.CreateRule(ctx, store.Rule{TenantID: "acme", RuleID: "r1", Name: "r1", Tag: "refund",
-		Expression: `event.text.contains("refund")`, Enabled: true}); err != nil {
+		Expression: `event.text.contains("refund")`, Enabled: true}, 0); err != nil {
 		t.Fatal(err)
 	}
 	cv := evtest.New("acme", "c1")

@@ -76,7 +76,7 @@ func TestRedeliveryIsANoOp(t *testing.T) {
 	ctx := context.Background()
 	st, c := setup(t)
 	if _, err := st.CreateRule(ctx, store.Rule{TenantID: "acme", RuleID: "r1", Name: "r1", Tag: "three-fallbacks",
-		Expression: "conversation.unidentified_count >= 2", Enabled: true}); err != nil {
+		Expression: "conversation.unidentified_count >= 2", Enabled: true}, 0); err != nil {
 		t.Fatal(err)
 	}
 	cv := evtest.New("acme", "c1")
@@ -116,7 +116,7 @@ func TestRedeliveryIsANoOp(t *testing.T) {
 func TestRuleChangesReachTheConsumer(t *testing.T) {
 	ctx := context.Background()
 	st, c := setup(t)
-	if _, err := st.CreateRule(ctx, store.Rule{TenantID: "acme", RuleID: "r1", Name: "r1", Tag: "t", Expression: `event.text == "a"`, Enabled: true}); err != nil {
+	if _, err := st.CreateRule(ctx, store.Rule{TenantID: "acme", RuleID: "r1", Name: "r1", Tag: "t", Expression: `event.text == "a"`, Enabled: true}, 0); err != nil {
 		t.Fatal(err)
 	}
 	cv := evtest.New("acme", "c1")
@@ -126,7 +126,7 @@ func TestRuleChangesReachTheConsumer(t *testing.T) {
 	if got := outbox(t, st); len(got) != 0 {
 		t.Fatalf("nothing should match yet: %v", got)
 	}
-	if _, err := st.UpdateRule(ctx, "acme", "r1", func(r *store.Rule) (bool, error) { r.Expression = `event.text == "b"`; return true, nil }); err != nil {
+	if _, err := st.UpdateRule(ctx, "acme", "r1", "test", func(r *store.Rule) (bool, error) { r.Expression = `event.text == "b"`; return true, nil }); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Handle(ctx, deliveries(2, cv.Visitor("b"))); err != nil {

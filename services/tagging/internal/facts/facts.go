@@ -30,6 +30,11 @@ const (
 	MaxTextBytes = 4096
 	// MaxListItems bounds intents, flows, goals and variables.
 	MaxListItems = 100
+	// MaxFieldBytes bounds every other string of the state and the event
+	// (ids, names, intents, variable keys and values); longer ones are cut
+	// at a character boundary. With the bounds above it lets the rules'
+	// worst-case cost estimate hold for any input.
+	MaxFieldBytes = 1024
 )
 
 // Options tune the fold.
@@ -64,12 +69,12 @@ func OwnKind(kind string) bool {
 // it has none: a client retry stored twice). The caller applies each stream
 // message once, in stream order.
 func Apply(c *taggingv1.RuleConversation, env *eventv1.Envelope, o Options) (ev *taggingv1.RuleEvent, changed Fields) {
-	ev = &taggingv1.RuleEvent{Kind: kindOf(env), EventId: env.GetEventId()}
+	ev = &taggingv1.RuleEvent{Kind: kindOf(env), EventId: clip(env.GetEventId())}
 	if OwnKind(ev.Kind) {
 		return ev, 0
 	}
 	if m := env.GetMessagePosted(); m != nil {
-		id := messageID(m, env)
+		id := clip(messageID(m, env))
 		if slices.ContainsFunc(c.Messages, func(k *taggingv1.RuleMessage) bool { return k.MessageId == id }) {
 			return ev, 0
 		}
@@ -82,11 +87,11 @@ func Apply(c *taggingv1.RuleConversation, env *eventv1.Envelope, o Options) (ev 
 		m := p.MessagePosted
 		ev.Role = EnumName(m.GetRole().String(), "ROLE_")
 		ev.Text = m.GetText()
-		ev.Intent = m.GetIntent().GetName()
+		ev.Intent = clip(m.GetIntent().GetName())
 		ev.Unidentified = m.GetUnidentified()
 		ev.ResponseMs = int64(m.GetResponseTimeMs())
-		ev.MessageId = messageID(m, env)
-		ev.FlowId, ev.NodeId = m.GetFlowId(), m.GetNodeId()
+		ev.MessageId = clip(messageID(m, env))
+		ev.FlowId, ev.NodeId = clip(m.GetFlowId()), clip(m.GetNodeId())
 		if !c.Ended {
 			message(c, ev, o)
 		}
@@ -95,20 +100,20 @@ func Apply(c *taggingv1.RuleConversation, env *eventv1.Envelope, o Options) (ev 
 			setVariable(c, k, v, true)
 		}
 	case *eventv1.Envelope_FlowStarted:
-		ev.FlowId = p.FlowStarted.GetFlowId()
+		ev.FlowId = clip(p.FlowStarted.GetFlowId())
 		c.FlowsStarted = addBounded(c.FlowsStarted, ev.FlowId)
 	case *eventv1.Envelope_FlowStep:
 		f := p.FlowStep
-		ev.FlowId, ev.StepId, ev.NodeId = f.GetFlowId(), f.GetStepId(), f.GetNodeId()
+		ev.FlowId, ev.StepId, ev.NodeId = clip(f.GetFlowId()), clip(f.GetStepId()), clip(f.GetNodeId())
 	case *eventv1.Envelope_FlowCompleted:
-		ev.FlowId = p.FlowCompleted.GetFlowId()
+		ev.FlowId = clip(p.FlowCompleted.GetFlowId())
 		if ev.FlowId == "" && len(c.FlowsStarted) > 0 {
 			ev.FlowId = c.FlowsStarted[len(c.FlowsStarted)-1]
 		}
 		c.FlowsCompleted = addBounded(c.FlowsCompleted, ev.FlowId)
 	case *eventv1.Envelope_FlowDropped:
 		f := p.FlowDropped
-		ev.FlowId, ev.StepId, ev.NodeId, ev.Failed = f.GetFlowId(), f.GetStepId(), f.GetNodeId(), f.GetFailed()
+		ev.FlowId, ev.StepId, ev.NodeId, ev.Failed = clip(f.GetFlowId()), clip(f.GetStepId()), clip(f.GetNodeId()), f.GetFailed()
 		if len(c.FlowsDropped) < MaxListItems {
 			c.FlowsDropped = append(c.FlowsDropped, &taggingv1.RuleFlowDrop{FlowId: ev.FlowId, StepId: ev.StepId, NodeId: ev.NodeId, Failed: ev.Failed})
 		}
@@ -117,7 +122,7 @@ func Apply(c *taggingv1.RuleConversation, env *eventv1.Envelope, o Options) (ev 
 		if id == "" {
 			id = p.GoalReached.GetName()
 		}
-		c.Goals = addBounded(c.Goals, id)
+		c.Goals = addBounded(c.Goals, clip(id))
 	case *eventv1.Envelope_LeadCaptured:
 		c.LeadsCaptured++
 	case *eventv1.Envelope_UsageRecorded:
@@ -139,7 +144,7 @@ func Apply(c *taggingv1.RuleConversation, env *eventv1.Envelope, o Options) (ev 
 	case *eventv1.Envelope_EngagementClassified:
 		c.Engagement = EnumName(p.EngagementClassified.GetEngagement().String(), "ENGAGEMENT_")
 	case *eventv1.Envelope_DebugTrace:
-		ev.MessageId = p.DebugTrace.GetMessageId()
+		ev.MessageId = clip(p.DebugTrace.GetMessageId())
 		for _, s := range p.DebugTrace.GetSteps() {
 			if s.GetError() {
 				ev.Failed = true
@@ -148,7 +153,7 @@ func Apply(c *taggingv1.RuleConversation, env *eventv1.Envelope, o Options) (ev 
 		}
 	case *eventv1.Envelope_LocationResolved:
 		if cc := p.LocationResolved.GetLocation().GetCountry(); cc != "" {
-			c.Country = cc
+			c.Country = clip(cc)
 		}
 	}
 	return ev, changedBy(ev.Kind)
@@ -156,7 +161,7 @@ func Apply(c *taggingv1.RuleConversation, env *eventv1.Envelope, o Options) (ev 
 
 func started(c *taggingv1.RuleConversation, cs *eventv1.ConversationStarted) {
 	if v := cs.GetBotId(); v != "" {
-		c.BotId = v
+		c.BotId = clip(v)
 	}
 	if cs.GetChannel() != eventv1.Channel_CHANNEL_UNSPECIFIED {
 		c.Channel = EnumName(cs.GetChannel().String(), "CHANNEL_")
@@ -168,10 +173,10 @@ func started(c *taggingv1.RuleConversation, cs *eventv1.ConversationStarted) {
 		c.Type = EnumName(cs.GetType().String(), "CONVERSATION_TYPE_")
 	}
 	if v := cs.GetVisitor().GetLocale(); v != "" {
-		c.Locale = v
+		c.Locale = clip(v)
 	}
 	if v := cs.GetLocation().GetCountry(); v != "" {
-		c.Country = v
+		c.Country = clip(v)
 	}
 	// Variables captured later win over the start's initial values.
 	for _, k := range sortedKeys(cs.GetVariables()) {
@@ -208,6 +213,7 @@ func message(c *taggingv1.RuleConversation, ev *taggingv1.RuleEvent, o Options) 
 }
 
 func setVariable(c *taggingv1.RuleConversation, k, v string, overwrite bool) {
+	k, v = clip(k), clip(v)
 	if c.Variables == nil {
 		c.Variables = map[string]string{}
 	}
@@ -257,6 +263,9 @@ func sortedKeys(m map[string]string) []string {
 	slices.Sort(keys)
 	return keys
 }
+
+// clip bounds a string field of the state or the event to MaxFieldBytes.
+func clip(s string) string { return truncate(s, MaxFieldBytes) }
 
 // truncate cuts s to at most n bytes at a character boundary. A cut string
 // is a copy, so that the state does not keep the whole text alive.

@@ -254,3 +254,40 @@ func TestChangedFieldsAreDeclared(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryOtherStringIsBounded: ids, names, intents and variables longer
+// than MaxFieldBytes are cut at a character boundary, in the state and the
+// event, so that the rules' cost estimate holds for any input.
+func TestEveryOtherStringIsBounded(t *testing.T) {
+	long := strings.Repeat("ü", facts.MaxFieldBytes) // 2 bytes each
+	c := evtest.New("acme", "c1")
+	st := &taggingv1.RuleConversation{}
+	var evs []*taggingv1.RuleEvent
+	for _, e := range []*eventv1.Envelope{
+		c.Event(&eventv1.ConversationStarted{BotId: long, Variables: map[string]string{long: long}}),
+		c.Event(&eventv1.VariablesCaptured{Variables: map[string]string{"plan": long}}),
+		c.VisitorIntent("hi", long),
+		c.Event(&eventv1.FlowStarted{FlowId: long}),
+		c.Event(&eventv1.FlowDropped{FlowId: long, StepId: long, NodeId: long}),
+		c.Event(&eventv1.GoalReached{GoalId: long}),
+	} {
+		ev, _ := facts.Apply(st, e, facts.Options{})
+		evs = append(evs, ev)
+	}
+	cut := strings.Repeat("ü", facts.MaxFieldBytes/2)
+	strs := []string{st.BotId, st.Variables["plan"], st.Intents[0], st.FlowsStarted[0], st.Goals[0], st.FlowsDropped[0].NodeId,
+		st.Messages[0].Intent, evs[2].Intent, evs[3].FlowId, evs[4].StepId}
+	for k, v := range st.Variables {
+		if k != "plan" {
+			strs = append(strs, k, v)
+		}
+	}
+	if len(st.Variables) != 2 {
+		t.Fatalf("variables: %d", len(st.Variables))
+	}
+	for i, s := range strs {
+		if s != cut {
+			t.Errorf("string %d: %d bytes, want the first %d", i, len(s), len(cut))
+		}
+	}
+}

@@ -243,6 +243,9 @@ func TestCompileErrorsPointAtTheProblem(t *testing.T) {
 		{strings.Repeat("true && ", 30) + "true", 1, 1, "the limit is 200"},
 		{"[1].all(a, [2].all(b, [3].all(c, true)))", 1, 30, "nesting"},
 		{`conversation.messages.exists(m, m.text.matches("(a|b|c|d){1000}"))`, 1, 1, "program size"},
+		{`timestamp("2024-01-01T10:00:00Z").getHours("Mars/Olympus") == 10`, 1, 44, "unknown time zone \"Mars/Olympus\""},
+		{`timestamp("2024-01-01T10:00:00Z").getDayOfWeek("+25:00") == 1`, 1, 48, "unknown time zone"},
+		{`timestamp("10000-01-01T00:00:00Z") > timestamp("2024-01-01T00:00:00Z")`, 1, 1, "timestamp"},
 	}
 	for _, tc := range cases {
 		_, err := e.Compile(tc.expr)
@@ -257,8 +260,20 @@ func TestCompileErrorsPointAtTheProblem(t *testing.T) {
 	}
 }
 
+// TestValidTimeZonesCompile: what CEL's accessors accept compiles.
+func TestValidTimeZonesCompile(t *testing.T) {
+	e := engine(t, rules.Options{})
+	for _, tz := range []string{"Europe/Berlin", "UTC", "America/Argentina/Buenos_Aires", "+02:00", "-23:59", "05:30"} {
+		if _, err := e.Compile(`timestamp("2024-01-01T10:00:00Z").getHours("` + tz + `") >= 0`); err != nil {
+			t.Errorf("%s: %v", tz, err)
+		}
+	}
+}
+
 func TestCostLimitStopsRunawayEvaluation(t *testing.T) {
-	e := engine(t, rules.Options{CostLimit: 1000})
+	// The estimate assumes one message; the input has 50, so only the
+	// limit at evaluation can stop it.
+	e := engine(t, rules.Options{CostLimit: 2000, MaxMessages: 1})
 	c := &taggingv1.RuleConversation{}
 	for range 50 {
 		c.Messages = append(c.Messages, &taggingv1.RuleMessage{Role: "visitor", Text: strings.Repeat("lorem ipsum ", 300)})
@@ -293,5 +308,75 @@ func TestEvaluationIsCancellable(t *testing.T) {
 	cancel()
 	if ok, err := prg.Eval(ctx, rules.NewInput(c, nil)); ok || err == nil {
 		t.Fatalf("cancelled evaluation: %v %v", ok, err)
+	}
+}
+
+// TestWorstCaseCostIsRefusedBeforeRunning: expressions whose estimated cost
+// over the largest inputs exceeds the limit are refused by Compile (so they
+// never run and never allocate), naming the estimate and the limit;
+// ordinary rules pass.
+func TestWorstCaseCostIsRefusedBeforeRunning(t *testing.T) {
+	e := engine(t, rules.Options{})
+	refused := []string{
+		// Each replace multiplies the text's size: 16 KiB * 16 KiB, then again.
+		`event.text.replace("", event.text).replace("", event.text).contains("x")`,
+		// 50 texts of 4 KiB joined, then grown 60-fold twice.
+		`conversation.messages.map(m, m.text).join("").replace("a", "` + strings.Repeat("a", 60) + `").replace("a", "` + strings.Repeat("a", 60) + `").size() > 0`,
+		// A regular expression on a concatenation of every message pair.
+		`conversation.messages.exists(a, conversation.messages.exists(b, (a.text + b.text + event.text).matches("(a|b)+c")))`,
+	}
+	for _, expr := range refused {
+		_, err := e.Compile(expr)
+		var ce *rules.CompileError
+		if !errors.As(err, &ce) || !strings.Contains(ce.Message, "estimated worst-case cost") || !strings.Contains(ce.Message, "limit of 1000000") {
+			t.Errorf("%s: want a CompileError with the estimate and the limit, got %v", expr, err)
+		}
+	}
+	ordinary := []string{
+		`conversation.messages.filter(m, m.role == "visitor").map(m, m.text).join(" ").contains("refund")`,
+		`conversation.messages.filter(m, m.role == "visitor").size() > 3`,
+		`event.text.lowerAscii().replace("-", " ").contains("money back")`,
+	}
+	for _, tc := range conditionCases() {
+		ordinary = append(ordinary, tc.expr)
+	}
+	for _, expr := range ordinary {
+		if _, err := e.Compile(expr); err != nil {
+			t.Errorf("%s: %v", expr, err)
+		}
+	}
+	// A cheap expression over the same inputs passes; with a lower limit it
+	// does not.
+	cheap := `conversation.messages.exists(m, m.text.matches("(?i)refund"))`
+	if _, err := e.Compile(cheap); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engine(t, rules.Options{CostLimit: 100}).Compile(cheap); err == nil || !strings.Contains(err.Error(), "limit of 100 ") {
+		t.Fatalf("limit 100: %v", err)
+	}
+}
+
+// TestEstimateBoundsTheActualCost: an accepted expression, evaluated on the
+// largest input the estimate assumes, stays within the limit.
+func TestEstimateBoundsTheActualCost(t *testing.T) {
+	e := engine(t, rules.Options{})
+	c := &taggingv1.RuleConversation{}
+	for range facts.DefaultMaxMessages {
+		c.Messages = append(c.Messages, &taggingv1.RuleMessage{Role: "visitor", Text: strings.Repeat("a", facts.MaxTextBytes)})
+	}
+	ev := &taggingv1.RuleEvent{Text: strings.Repeat("b", rules.DefaultEventTextBytes)}
+	for _, expr := range []string{
+		`conversation.messages.exists(m, m.text.matches("(a|b)+c$"))`,
+		`conversation.messages.exists(m, m.text.lowerAscii().contains("refund"))`,
+		`event.text.matches("(?i)refund") || event.text.upperAscii().contains("X")`,
+		`conversation.messages.filter(m, m.role == "visitor").map(m, m.text).join(" ").contains("refund")`,
+	} {
+		prg, err := e.Compile(expr)
+		if err != nil {
+			t.Fatalf("%s: %v", expr, err)
+		}
+		if _, err := prg.Eval(context.Background(), rules.NewInput(c, ev)); err != nil {
+			t.Errorf("%s on the largest input: %v", expr, err)
+		}
 	}
 }

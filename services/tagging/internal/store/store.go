@@ -50,9 +50,12 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 
 // Errors callers map to gRPC codes.
 var (
-	ErrNotFound    = errors.New("store: not found")
-	ErrExists      = errors.New("store: already exists")
-	ErrRuleChanged = errors.New("store: the rule changed meanwhile")
+	ErrNotFound = errors.New("store: not found")
+	ErrExists   = errors.New("store: already exists")
+	// ErrTooManyRules is CreateRule's answer when the tenant already has
+	// the most rules allowed.
+	ErrTooManyRules = errors.New("store: the tenant has the most rules allowed")
+	ErrRuleChanged  = errors.New("store: the rule changed meanwhile")
 )
 
 // Sources of applied tags, as stored.
@@ -542,37 +545,56 @@ func (s *Store) DeleteOutbox(ctx context.Context, ids []int64) error {
 	return nil
 }
 
-// Rule is a stored rule.
+// Rule is a stored rule. CreatedBy and UpdatedBy are the actors (API keys)
+// that created it and last changed it.
 type Rule struct {
 	TenantID, RuleID, Name, Expression, Tag, Description string
 	Enabled                                              bool
 	Version                                              int64
 	CreatedAt, UpdatedAt                                 time.Time
+	CreatedBy, UpdatedBy                                 string
 }
 
-const ruleCols = `tenant_id, rule_id, name, expression, tag, description, enabled, version, created_at, updated_at`
+const ruleCols = `tenant_id, rule_id, name, expression, tag, description, enabled, version, created_at, updated_at, created_by, updated_by`
 
 func scanRule(row pgx.Row) (Rule, error) {
 	var r Rule
-	err := row.Scan(&r.TenantID, &r.RuleID, &r.Name, &r.Expression, &r.Tag, &r.Description, &r.Enabled, &r.Version, &r.CreatedAt, &r.UpdatedAt)
+	err := row.Scan(&r.TenantID, &r.RuleID, &r.Name, &r.Expression, &r.Tag, &r.Description, &r.Enabled, &r.Version, &r.CreatedAt, &r.UpdatedAt,
+		&r.CreatedBy, &r.UpdatedBy)
 	return r, err
 }
 
-// CreateRule stores a new rule at version 1 (ErrExists when the id is taken).
-func (s *Store) CreateRule(ctx context.Context, r Rule) (Rule, error) {
+// CreateRule stores a new rule at version 1, created and updated by
+// r.CreatedBy: ErrExists when the id is taken, ErrTooManyRules when the
+// tenant already has maxRules rules (0: no limit).
+func (s *Store) CreateRule(ctx context.Context, r Rule, maxRules int) (Rule, error) {
 	var out Rule
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
+		// bumpGeneration locks the tenant's row: rule changes of one tenant
+		// take turns, so the count below cannot race another CreateRule.
 		if err := bumpGeneration(ctx, tx, r.TenantID); err != nil {
 			return err
 		}
+		if maxRules > 0 {
+			var n int
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM tagging_rules WHERE tenant_id = $1`, r.TenantID).Scan(&n); err != nil {
+				return err
+			}
+			if n >= maxRules {
+				return ErrTooManyRules
+			}
+		}
 		var err error
-		out, err = scanRule(tx.QueryRow(ctx, `INSERT INTO tagging_rules (tenant_id, rule_id, name, expression, tag, description, enabled, version)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, 1) RETURNING `+ruleCols,
-			r.TenantID, r.RuleID, r.Name, r.Expression, r.Tag, r.Description, r.Enabled))
+		out, err = scanRule(tx.QueryRow(ctx, `INSERT INTO tagging_rules (tenant_id, rule_id, name, expression, tag, description, enabled, version, created_by, updated_by)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8) RETURNING `+ruleCols,
+			r.TenantID, r.RuleID, r.Name, r.Expression, r.Tag, r.Description, r.Enabled, r.CreatedBy))
 		return err
 	})
 	if isUniqueViolation(err) {
 		return Rule{}, ErrExists
+	}
+	if errors.Is(err, ErrTooManyRules) {
+		return Rule{}, ErrTooManyRules
 	}
 	if err != nil {
 		return Rule{}, fmt.Errorf("store: create rule: %w", err)
@@ -623,8 +645,9 @@ func listRules(ctx context.Context, q querier, tenant string, enabledOnly bool) 
 }
 
 // UpdateRule changes a rule under lock: mutate edits it and reports whether
-// anything changed; a change bumps its version (ErrNotFound).
-func (s *Store) UpdateRule(ctx context.Context, tenant, ruleID string, mutate func(*Rule) (bool, error)) (Rule, error) {
+// anything changed; a change bumps its version and records by as its
+// updated_by (ErrNotFound).
+func (s *Store) UpdateRule(ctx context.Context, tenant, ruleID, by string, mutate func(*Rule) (bool, error)) (Rule, error) {
 	var out Rule
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
 		if err := bumpGeneration(ctx, tx, tenant); err != nil {
@@ -646,8 +669,8 @@ func (s *Store) UpdateRule(ctx context.Context, tenant, ruleID string, mutate fu
 			return nil
 		}
 		out, err = scanRule(tx.QueryRow(ctx, `UPDATE tagging_rules SET name = $3, expression = $4, tag = $5, description = $6, enabled = $7,
-			version = version + 1, updated_at = now() WHERE tenant_id = $1 AND rule_id = $2 RETURNING `+ruleCols,
-			tenant, ruleID, r.Name, r.Expression, r.Tag, r.Description, r.Enabled))
+			version = version + 1, updated_at = now(), updated_by = $8 WHERE tenant_id = $1 AND rule_id = $2 RETURNING `+ruleCols,
+			tenant, ruleID, r.Name, r.Expression, r.Tag, r.Description, r.Enabled, by))
 		return err
 	})
 	if errors.Is(err, ErrNotFound) {
