@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -94,6 +95,15 @@ func Run(ctx context.Context, cfg Config) error {
 		defer g.Close()
 		locator = g
 	}
+	maxPayload, err := natsMaxPayload(cfg.NATS.URL)
+	if err != nil {
+		return err
+	}
+	log := slog.Default()
+	if cfg.Telemetry != nil {
+		log = cfg.Telemetry.Logger
+	}
+	cfg.MaxRequestBytes = clampRequestBytes(cfg.MaxRequestBytes, maxPayload, log)
 	b, err := service.Start(ctx, service.Options{
 		Name: "ingest", Server: cfg.Server, NATS: cfg.NATS, Postgres: cfg.Postgres,
 		GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Scopes: api.Scopes(), Telemetry: cfg.Telemetry,

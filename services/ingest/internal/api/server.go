@@ -73,6 +73,7 @@ type Server struct {
 // Logger is the subset of slog the server uses.
 type Logger interface {
 	InfoContext(ctx context.Context, msg string, args ...any)
+	ErrorContext(ctx context.Context, msg string, args ...any)
 }
 
 // New returns a server.
@@ -172,16 +173,16 @@ func (s *Server) one(ctx context.Context, env *eventv1.Envelope) (*ingestv1.Even
 
 func (s *Server) appendBatch(ctx context.Context, tenant string, events []*eventv1.Envelope) (*ingestv1.AppendResponse, error) {
 	if len(events) == 0 {
-		return nil, invalid(validate.Violation{Field: "events", Description: "at least one event is required"})
+		return nil, grpcx.Invalid("events", "at least one event is required")
 	}
 	if len(events) > s.d.Limits.MaxBatch {
-		return nil, invalid(validate.Violation{Field: "events", Description: fmt.Sprintf("%d events; at most %d per request", len(events), s.d.Limits.MaxBatch)})
+		return nil, grpcx.Invalid("events", fmt.Sprintf("%d events; at most %d per request", len(events), s.d.Limits.MaxBatch))
 	}
 	now := s.d.Now()
 	// Validate everything first: a rejected batch appends nothing.
 	for i, env := range events {
 		if v := validate.Envelope(s.d.Limits, i, env, tenant, now); v != nil {
-			return nil, invalid(*v)
+			return nil, grpcx.Invalid(v.Field, v.Description)
 		}
 	}
 	for _, env := range events {
@@ -205,7 +206,8 @@ func (s *Server) appendBatch(ctx context.Context, tenant string, events []*event
 			if !seen {
 				var err error
 				if r, err = s.resentClose(ctx, tenant, env.ConversationId, events, now); err != nil {
-					return nil, status.Errorf(codes.Unavailable, "event log unavailable; nothing from this request was stored: %v", err)
+					s.d.Log.ErrorContext(ctx, "looking up a stored close", "err", err)
+					return nil, grpcx.Unavailable("event log unavailable; nothing from this request was stored")
 				}
 				resent[env.ConversationId] = r
 			}
@@ -281,14 +283,6 @@ func ended(i int, conv string, e convview.Ended) error {
 	if d, err := st.WithDetails(&errdetails.PreconditionFailure{Violations: []*errdetails.PreconditionFailure_Violation{{
 		Type: "CONVERSATION_ENDED", Subject: fmt.Sprintf("events[%d].conversation_id", i), Description: msg,
 	}}}); err == nil {
-		return d.Err()
-	}
-	return st.Err()
-}
-
-func invalid(v validate.Violation) error {
-	st := status.New(codes.InvalidArgument, v.Error())
-	if d, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: v.Field, Description: v.Description}}}); err == nil {
 		return d.Err()
 	}
 	return st.Err()

@@ -93,7 +93,7 @@ func Envelope(l Limits, i int, env *eventv1.Envelope, tenant string, now time.Ti
 	if serverOnly[eventbus.Kind(env)] {
 		return at("payload", "%s events are emitted by Parley itself (lifecycle or tagging), not by clients", eventbus.Kind(env))
 	}
-	return nil
+	return Fields(env.ProtoReflect(), fmt.Sprintf("events[%d]", i), l.MaxTextBytes)
 }
 
 // serverOnly lists the kinds that only Parley's own services append:
