@@ -14,9 +14,11 @@ import (
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/convview"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/httpgw"
 	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/telemetry"
+	"github.com/parley-dev/parley/libs/tenancy"
 	ingestv1 "github.com/parley-dev/parley/proto/parley/ingest/v1"
 	"github.com/parley-dev/parley/services/ingest/internal/api"
 	"github.com/parley-dev/parley/services/ingest/internal/enrich"
@@ -71,6 +73,8 @@ type Config struct {
 	GeoIPDB string `env:"PARLEY_INGEST_GEOIP_DB" envDefault:""`
 	// Telemetry overrides the service's own telemetry (tests, local stack).
 	Telemetry *telemetry.Telemetry `env:"-"`
+	// Auth, when set, wraps the tenancy store's key authentication (tests).
+	Auth func(*tenancy.Store) grpcx.Authenticator `env:"-"`
 }
 
 // Run serves ingest until ctx is cancelled.
@@ -107,7 +111,7 @@ func Run(ctx context.Context, cfg Config) error {
 	b, err := service.Start(ctx, service.Options{
 		Name: "ingest", Server: cfg.Server, NATS: cfg.NATS, Postgres: cfg.Postgres,
 		GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Scopes: api.Scopes(), Telemetry: cfg.Telemetry,
-		MaxRecvMsgSize: cfg.MaxRequestBytes,
+		MaxRecvMsgSize: cfg.MaxRequestBytes, Auth: cfg.Auth,
 	})
 	if err != nil {
 		return err
@@ -136,7 +140,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}))
 	edge, err := httpapi.New(ctx, httpapi.Config{
 		GRPCAddr: cfg.GRPCAddr, CORSOrigins: cfg.CORSOrigins, TrustProxy: cfg.TrustProxy,
-		MaxBodyBytes: int64(cfg.MaxRequestBytes), Log: b.Log,
+		MaxBodyBytes: int64(cfg.MaxRequestBytes), Auth: b.Auth, Log: b.Log,
 		TracerProvider: b.Tel.TracerProvider, Propagator: b.Tel.Propagator,
 	})
 	if err != nil {

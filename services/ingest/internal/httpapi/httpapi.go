@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/httpgw"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	ingestv1 "github.com/parley-dev/parley/proto/parley/ingest/v1"
@@ -41,7 +42,10 @@ type Config struct {
 	TrustProxy bool
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes int64
-	Log          *slog.Logger
+	// Auth authenticates the Rasa endpoint's caller before its body is read
+	// (the generated routes are authenticated by the gRPC server).
+	Auth grpcx.Authenticator
+	Log  *slog.Logger
 	// TracerProvider and Propagator instrument incoming requests.
 	TracerProvider trace.TracerProvider
 	Propagator     propagation.TextMapPropagator
@@ -104,8 +108,15 @@ func (s *Server) visitorMetadata(_ context.Context, r *http.Request) metadata.MD
 // rasaResponse is the body of a successful Rasa endpoint call.
 type rasaResponse struct {
 	Results []json.RawMessage `json:"results"`
-	Skipped []rasaSkip        `json:"skipped"`
+	// Skipped lists the first MaxRasaSkipsListed skipped events;
+	// SkippedTotal counts them all.
+	Skipped      []rasaSkip `json:"skipped"`
+	SkippedTotal int        `json:"skipped_total"`
 }
+
+// MaxRasaSkipsListed bounds the skipped events listed in a Rasa reply, so
+// that the reply stays small whatever the request holds.
+const MaxRasaSkipsListed = 20
 
 type rasaSkip struct {
 	Index  int    `json:"index"`
@@ -118,6 +129,12 @@ type rasaSkip struct {
 // parameters: bot_id (set on conversation_started) and channel (e.g.
 // "whatsapp"; default: derived from input_channel).
 func (s *Server) rasaEvents(w http.ResponseWriter, r *http.Request) {
+	// Authenticate before reading the body: a caller without a valid key
+	// costs no parsing and gets no answer about its input.
+	if st := s.authorizeRasa(r); st != nil {
+		httpgw.WriteStatus(w, st)
+		return
+	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		var tooBig *http.MaxBytesError
@@ -147,9 +164,9 @@ func (s *Server) rasaEvents(w http.ResponseWriter, r *http.Request) {
 		httpgw.WriteStatus(w, status.New(codes.InvalidArgument, err.Error()))
 		return
 	}
-	out := rasaResponse{Results: []json.RawMessage{}, Skipped: []rasaSkip{}}
-	for _, sk := range res.Skipped {
-		out.Skipped = append(out.Skipped, rasaSkip{Index: sk.Index, Event: sk.Event, Reason: sk.Reason})
+	out := rasaResponse{Results: []json.RawMessage{}, Skipped: []rasaSkip{}, SkippedTotal: len(res.Skipped)}
+	for _, sk := range res.Skipped[:min(len(res.Skipped), MaxRasaSkipsListed)] {
+		out.Skipped = append(out.Skipped, rasaSkip{Index: sk.Index, Event: shorten(sk.Event, 64), Reason: sk.Reason})
 	}
 	if len(res.Events) > 0 {
 		ctx := metadata.NewOutgoingContext(r.Context(), httpgw.ForwardAuth(r))
@@ -169,4 +186,40 @@ func (s *Server) rasaEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(out)
+}
+
+// authorizeRasa authenticates the caller's API key the way the gRPC server
+// does (nil when it may call Append). Publishable (widget) keys are refused:
+// the Rasa endpoint is for servers.
+func (s *Server) authorizeRasa(r *http.Request) *status.Status {
+	key := grpcx.APIKeyFromMetadata(httpgw.ForwardAuth(r))
+	if key == "" {
+		return status.New(codes.Unauthenticated, "missing API key: send \"authorization: Bearer <key>\" or \"x-api-key: <key>\"")
+	}
+	if s.cfg.Auth == nil {
+		return nil // the gRPC server authenticates the Append call
+	}
+	p, err := s.cfg.Auth.Authenticate(r.Context(), key)
+	if errors.Is(err, grpcx.ErrInvalidKey) {
+		return status.New(codes.Unauthenticated, "invalid or revoked API key")
+	}
+	if err != nil {
+		s.cfg.Log.ErrorContext(r.Context(), "rasa endpoint: verifying an API key", "err", err)
+		return status.New(codes.Unavailable, "cannot verify API key right now")
+	}
+	if !p.Has(grpcx.ScopeIngest) {
+		return status.New(codes.PermissionDenied, "API key lacks the \"ingest\" scope")
+	}
+	if p.Publishable() {
+		return status.New(codes.PermissionDenied, "publishable (widget) keys cannot use the Rasa endpoint; use a server key")
+	}
+	return nil
+}
+
+// shorten cuts s to at most n bytes of valid UTF-8.
+func shorten(s string, n int) string {
+	if len(s) > n {
+		s = s[:n]
+	}
+	return strings.ToValidUTF8(s, "")
 }
