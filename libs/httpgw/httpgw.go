@@ -41,6 +41,9 @@ type Config struct {
 	CORSOrigins []string
 	// MaxBodyBytes bounds a request body (0: no limit).
 	MaxBodyBytes int64
+	// CORSHeaders are request headers browsers may send besides
+	// Authorization, X-Api-Key, Content-Type and Traceparent.
+	CORSHeaders []string
 	// Metadata adds gRPC metadata derived from the HTTP request (optional).
 	Metadata       func(context.Context, *http.Request) metadata.MD
 	TracerProvider trace.TracerProvider
@@ -99,7 +102,7 @@ func (g *Gateway) Handler() http.Handler {
 		h = cors.New(cors.Options{
 			AllowedOrigins: g.cfg.CORSOrigins,
 			AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodOptions},
-			AllowedHeaders: []string{"Authorization", "X-Api-Key", "Content-Type", "Traceparent"},
+			AllowedHeaders: append([]string{"Authorization", "X-Api-Key", "Content-Type", "Traceparent"}, g.cfg.CORSHeaders...),
 			MaxAge:         600,
 		}).Handler(h)
 	}

@@ -68,6 +68,9 @@ type Config struct {
 	CORSOrigins []string `env:"PARLEY_INGEST_CORS_ORIGINS" envDefault:""`
 	// TrustProxy takes the visitor IP from X-Forwarded-For / X-Real-IP.
 	TrustProxy bool `env:"PARLEY_INGEST_TRUST_PROXY" envDefault:"false"`
+	// TokenSecret keys the per-conversation tokens of publishable (widget)
+	// keys; empty: publishable keys are refused.
+	TokenSecret string `env:"PARLEY_INGEST_TOKEN_SECRET" envDefault:""`
 	// GeoIPDB is a MaxMind-format City database (GeoLite2-City.mmdb, DB-IP
 	// City Lite) for locating visitors; empty: no location lookup.
 	GeoIPDB string `env:"PARLEY_INGEST_GEOIP_DB" envDefault:""`
@@ -116,6 +119,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if cfg.TokenSecret == "" {
+		b.Log.Warn("PARLEY_INGEST_TOKEN_SECRET is empty: calls with publishable (widget) keys are refused")
+	}
 	view, err := watchEnded(ctx, b)
 	if err != nil {
 		b.Close()
@@ -131,6 +137,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Committer:       committer,
 		Ended:           view,
 		Closes:          closeLog{bus: b.Bus},
+		Starts:          startLog{bus: b.Bus},
+		Tokens:          api.NewTokens(cfg.TokenSecret),
 		DuplicateWindow: b.Bus.DuplicateWindow(),
 		Enricher:        enrich.New(locator),
 		Limiter:         api.NewRateLimiter(api.Limit{Rate: cfg.TenantRate, Burst: cfg.TenantBurst}, overrides),

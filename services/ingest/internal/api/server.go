@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -51,6 +52,12 @@ type Deps struct {
 	DuplicateWindow time.Duration
 	// Enricher completes ConversationStarted from the request (nil: none).
 	Enricher *enrich.Enricher
+	// Starts finds a conversation's events in the log, for publishable keys'
+	// starts (nil: publishable keys are refused).
+	Starts StartLog
+	// Tokens issues and checks the per-conversation tokens of publishable
+	// keys (zero: publishable keys are refused).
+	Tokens Tokens
 	// Limiter applies per-tenant rate limits (nil: unlimited).
 	Limiter *RateLimiter
 	Limits  validate.Limits
@@ -81,6 +88,9 @@ func New(d Deps) *Server {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
 	if d.Enricher == nil {
 		d.Enricher = enrich.New(nil)
 	}
@@ -98,7 +108,7 @@ func (s *Server) Append(ctx context.Context, req *ingestv1.AppendRequest) (*inge
 	if err != nil {
 		return nil, err
 	}
-	return s.appendBatch(ctx, p.TenantID, req.GetEvents())
+	return s.appendBatch(ctx, p, req.GetEvents())
 }
 
 // AppendStream accepts batches until the client closes the stream.
@@ -107,6 +117,9 @@ func (s *Server) AppendStream(stream ingestv1.IngestService_AppendStreamServer) 
 	p, err := grpcx.RequireTenant(ctx)
 	if err != nil {
 		return err
+	}
+	if p.Publishable() {
+		return status.Error(codes.PermissionDenied, "publishable (widget) keys cannot use AppendStream; use Append or the single-event calls")
 	}
 	out := &ingestv1.AppendResponse{}
 	for {
@@ -117,7 +130,7 @@ func (s *Server) AppendStream(stream ingestv1.IngestService_AppendStreamServer) 
 		if err != nil {
 			return err
 		}
-		res, err := s.appendBatch(ctx, p.TenantID, req.GetEvents())
+		res, err := s.appendBatch(ctx, p, req.GetEvents())
 		if err != nil {
 			return err
 		}
@@ -164,14 +177,15 @@ func (s *Server) one(ctx context.Context, env *eventv1.Envelope) (*ingestv1.Even
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.appendBatch(ctx, p.TenantID, []*eventv1.Envelope{env})
+	res, err := s.appendBatch(ctx, p, []*eventv1.Envelope{env})
 	if err != nil {
 		return nil, err
 	}
 	return res.Results[0], nil
 }
 
-func (s *Server) appendBatch(ctx context.Context, tenant string, events []*eventv1.Envelope) (*ingestv1.AppendResponse, error) {
+func (s *Server) appendBatch(ctx context.Context, p grpcx.Principal, events []*eventv1.Envelope) (*ingestv1.AppendResponse, error) {
+	tenant := p.TenantID
 	if len(events) == 0 {
 		return nil, grpcx.Invalid("events", "at least one event is required")
 	}
@@ -193,6 +207,13 @@ func (s *Server) appendBatch(ctx context.Context, tenant string, events []*event
 			} else {
 				env.EventId = eventbus.NewEventID()
 			}
+		}
+	}
+	var started map[string]bool
+	if p.Publishable() {
+		var err error
+		if started, err = s.authorizeWidget(ctx, p, events); err != nil {
+			return nil, err
 		}
 	}
 	if s.d.Ended != nil {
@@ -246,6 +267,9 @@ func (s *Server) appendBatch(ctx context.Context, tenant string, events []*event
 	out := &ingestv1.AppendResponse{Results: make([]*ingestv1.EventResult, len(events))}
 	for i, env := range events {
 		out.Results[i] = &ingestv1.EventResult{EventId: env.EventId, StreamSequence: acks[i].Sequence, Duplicate: acks[i].Duplicate}
+		if started[env.ConversationId] && env.GetConversationStarted() != nil {
+			out.Results[i].ConversationToken = s.d.Tokens.Issue(tenant, env.ConversationId, p.KeyID)
+		}
 	}
 	return out, nil
 }

@@ -67,7 +67,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg}
 	gw, err := httpgw.New(httpgw.Config{
 		Name: "ingest-http", GRPCAddr: cfg.GRPCAddr, CORSOrigins: cfg.CORSOrigins, MaxBodyBytes: cfg.MaxBodyBytes,
-		Metadata: s.visitorMetadata, TracerProvider: cfg.TracerProvider, Propagator: cfg.Propagator,
+		CORSHeaders: []string{HeaderConversationToken},
+		Metadata:    s.visitorMetadata, TracerProvider: cfg.TracerProvider, Propagator: cfg.Propagator,
 	})
 	if err != nil {
 		return nil, err
@@ -88,14 +89,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // Close releases the loopback gRPC connection.
 func (s *Server) Close() error { return s.gw.Close() }
 
-// visitorMetadata passes the visitor's IP and user agent to the gRPC server
-// for requests made by a browser (they carry an Origin header): then the
-// caller is the visitor. Server-to-server requests add nothing.
+// HeaderConversationToken carries a widget's conversation token (gRPC
+// metadata parley-conversation-token).
+const HeaderConversationToken = "Parley-Conversation-Token"
+
+// visitorMetadata passes what the edge saw of a browser to the gRPC server:
+// for requests made by a browser (they carry an Origin header) the origin
+// (publishable keys are bound to origins), the visitor's IP and user agent.
+// A widget's conversation token is passed on whatever the caller.
 func (s *Server) visitorMetadata(_ context.Context, r *http.Request) metadata.MD {
-	if r.Header.Get("Origin") == "" {
-		return nil
-	}
 	md := metadata.MD{}
+	if v := r.Header.Get(HeaderConversationToken); v != "" {
+		md.Set(api.MDConversationToken, v)
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return md
+	}
+	md.Set(api.MDOrigin, origin)
 	if ip, ok := enrich.ClientIP(r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Real-Ip"), r.RemoteAddr, s.cfg.TrustProxy); ok {
 		md.Set(api.MDClientIP, ip.String())
 	}
