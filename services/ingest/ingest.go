@@ -43,6 +43,10 @@ type Config struct {
 	MaxTextBytes int `env:"PARLEY_INGEST_MAX_TEXT_BYTES" envDefault:"16384"`
 	// MaxRequestBytes bounds one request (a gRPC message or an HTTP body).
 	MaxRequestBytes int `env:"PARLEY_INGEST_MAX_REQUEST_BYTES" envDefault:"4194304"`
+	// MaxStreamEvents and MaxStreamRequests bound one AppendStream call
+	// (its results are kept until the client closes the stream).
+	MaxStreamEvents   int `env:"PARLEY_INGEST_MAX_STREAM_EVENTS" envDefault:"100000"`
+	MaxStreamRequests int `env:"PARLEY_INGEST_MAX_STREAM_REQUESTS" envDefault:"10000"`
 	// MaxFutureSkew is how far ahead of the server clock occurred_at may be.
 	MaxFutureSkew time.Duration `env:"PARLEY_INGEST_MAX_FUTURE_SKEW" envDefault:"5m"`
 	// CommitMode is "atomic" (group commit into JetStream atomic batches; for
@@ -132,7 +136,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Mode: mode, MaxEvents: cfg.CommitMaxEvents, MaxInFlight: cfg.CommitMaxInFlight, Linger: cfg.CommitLinger,
 	})
 	b.OnClose(committer.Close)
-	limits := validate.Limits{MaxBatch: cfg.MaxBatch, MaxTextBytes: cfg.MaxTextBytes, MaxFutureSkew: cfg.MaxFutureSkew}
+	limits := validate.Limits{MaxBatch: cfg.MaxBatch, MaxTextBytes: cfg.MaxTextBytes, MaxFutureSkew: cfg.MaxFutureSkew,
+		MaxStreamEvents: cfg.MaxStreamEvents, MaxStreamRequests: cfg.MaxStreamRequests}
 	ingestv1.RegisterIngestServiceServer(b.GRPC, api.New(api.Deps{
 		Committer:       committer,
 		Ended:           view,

@@ -52,3 +52,38 @@ func TestRequestLimitFollowsNATSMaxPayload(t *testing.T) {
 		t.Fatalf("9 MiB request with max_payload 8 MiB: want ResourceExhausted, got %v", err)
 	}
 }
+
+// One AppendStream call carries a bounded number of events and requests;
+// what came before the limit stays stored.
+func TestAppendStreamIsBounded(t *testing.T) {
+	f := start(t, func(c *ingest.Config) { c.MaxStreamEvents, c.MaxStreamRequests = 15, 3 })
+	send := func(batches ...int) error {
+		st, err := f.client.AppendStream(f.ctx())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range batches {
+			var evs []*eventv1.Envelope
+			for range n {
+				evs = append(evs, visitor("s1", "x"))
+			}
+			if err := st.Send(&ingestv1.AppendStreamRequest{Events: evs}); err != nil {
+				break // the server ended the call; CloseAndRecv has its status
+			}
+		}
+		_, err = st.CloseAndRecv()
+		return err
+	}
+	if err := send(10, 5); err != nil {
+		t.Fatalf("15 events in 2 requests: %v", err)
+	}
+	if err := send(10, 10); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("20 events: want ResourceExhausted, got %v", err)
+	}
+	if err := send(1, 1, 1, 1); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("4 requests: want ResourceExhausted, got %v", err)
+	}
+	if got, want := f.streamMsgs(t), uint64(15+10+3); got != want {
+		t.Fatalf("stream holds %d, want %d", got, want)
+	}
+}

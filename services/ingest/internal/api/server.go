@@ -122,13 +122,19 @@ func (s *Server) AppendStream(stream ingestv1.IngestService_AppendStreamServer) 
 		return status.Error(codes.PermissionDenied, "publishable (widget) keys cannot use AppendStream; use Append or the single-event calls")
 	}
 	out := &ingestv1.AppendResponse{}
-	for {
+	for requests := 1; ; requests++ {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
 			return stream.SendAndClose(out)
 		}
 		if err != nil {
 			return err
+		}
+		if l := s.d.Limits.MaxStreamRequests; l > 0 && requests > l {
+			return grpcx.ResourceExhausted(fmt.Sprintf("AppendStream: more than %d requests on one stream; the earlier %d are stored; close this stream and open a new one", l, requests-1), 0)
+		}
+		if l := s.d.Limits.MaxStreamEvents; l > 0 && len(out.Results)+len(req.GetEvents()) > l {
+			return grpcx.ResourceExhausted(fmt.Sprintf("AppendStream: more than %d events on one stream; the %d before this request are stored; close this stream and open a new one", l, len(out.Results)), 0)
 		}
 		res, err := s.appendBatch(ctx, p, req.GetEvents())
 		if err != nil {
