@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -70,8 +71,13 @@ type Config struct {
 	// CORSOrigins are the browser origins (widgets) allowed to call the HTTP
 	// API, comma-separated; "*" allows any.
 	CORSOrigins []string `env:"PARLEY_INGEST_CORS_ORIGINS" envDefault:""`
-	// TrustProxy takes the visitor IP from X-Forwarded-For / X-Real-IP.
-	TrustProxy bool `env:"PARLEY_INGEST_TRUST_PROXY" envDefault:"false"`
+	// TrustedProxies are the proxies (CIDRs or addresses) in front of
+	// ingest whose X-Forwarded-For hops are believed; empty: the visitor's
+	// IP is the TCP peer.
+	TrustedProxies []string `env:"PARLEY_INGEST_TRUSTED_PROXIES" envDefault:""`
+	// ClientIPKeys are API key ids whose gRPC callers may set the visitor
+	// metadata (parley-client-ip, parley-client-user-agent) themselves.
+	ClientIPKeys []string `env:"PARLEY_INGEST_CLIENT_IP_KEYS" envDefault:""`
 	// TokenSecret keys the per-conversation tokens of publishable (widget)
 	// keys; empty: publishable keys are refused.
 	TokenSecret string `env:"PARLEY_INGEST_TOKEN_SECRET" envDefault:""`
@@ -97,6 +103,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.MaxBatch > eventbus.MaxAtomicBatch && mode == eventbus.CommitAtomic {
 		return fmt.Errorf("PARLEY_INGEST_MAX_BATCH %d: at most %d in atomic commit mode", cfg.MaxBatch, eventbus.MaxAtomicBatch)
 	}
+	trusted, err := enrich.ParseTrustedProxies(cfg.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("PARLEY_INGEST_TRUSTED_PROXIES: %w", err)
+	}
+	ipKeys := map[string]bool{}
+	for _, k := range cfg.ClientIPKeys {
+		if k = strings.TrimSpace(k); k != "" {
+			ipKeys[k] = true
+		}
+	}
+	signer := api.NewEdgeSigner()
 	var locator enrich.Locator = enrich.NoLocator{}
 	if cfg.GeoIPDB != "" {
 		g, err := enrich.OpenGeoIP(cfg.GeoIPDB)
@@ -144,6 +161,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Closes:          closeLog{bus: b.Bus},
 		Starts:          startLog{bus: b.Bus},
 		Tokens:          api.NewTokens(cfg.TokenSecret),
+		Edge:            signer,
+		ClientIPKeys:    ipKeys,
 		DuplicateWindow: b.Bus.DuplicateWindow(),
 		Enricher:        enrich.New(locator),
 		Limiter:         api.NewRateLimiter(api.Limit{Rate: cfg.TenantRate, Burst: cfg.TenantBurst}, overrides),
@@ -152,7 +171,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Now:             time.Now,
 	}))
 	edge, err := httpapi.New(ctx, httpapi.Config{
-		GRPCAddr: cfg.GRPCAddr, CORSOrigins: cfg.CORSOrigins, TrustProxy: cfg.TrustProxy,
+		GRPCAddr: cfg.GRPCAddr, CORSOrigins: cfg.CORSOrigins, TrustedProxies: trusted, Signer: signer,
 		MaxBodyBytes: int64(cfg.MaxRequestBytes), Auth: b.Auth, Log: b.Log,
 		TracerProvider: b.Tel.TracerProvider, Propagator: b.Tel.Propagator,
 	})

@@ -58,6 +58,11 @@ type Deps struct {
 	// Tokens issues and checks the per-conversation tokens of publishable
 	// keys (zero: publishable keys are refused).
 	Tokens Tokens
+	// Edge verifies the visitor metadata of the in-process HTTP edge.
+	Edge EdgeSigner
+	// ClientIPKeys are the key ids whose callers may set the visitor
+	// metadata (parley-client-ip, parley-client-user-agent) themselves.
+	ClientIPKeys map[string]bool
 	// Limiter applies per-tenant rate limits (nil: unlimited).
 	Limiter *RateLimiter
 	Limits  validate.Limits
@@ -246,7 +251,7 @@ func (s *Server) appendBatch(ctx context.Context, p grpcx.Principal, events []*e
 	if err := s.d.Limiter.Allow(tenant, len(events), now); err != nil {
 		return nil, err
 	}
-	req := requestInfo(ctx)
+	req := s.requestInfo(ctx, p)
 	for _, env := range events {
 		if env.OccurredAt == nil {
 			env.OccurredAt = timestamppb.New(now)

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 
 	"github.com/parley-dev/parley/libs/grpcx"
@@ -37,9 +38,12 @@ type Config struct {
 	// CORSOrigins are the browser origins allowed to call (widgets); "*"
 	// allows any. Empty: no cross-origin access.
 	CORSOrigins []string
-	// TrustProxy takes the visitor's IP from X-Forwarded-For / X-Real-IP.
-	// Enable it only behind a proxy that sets those headers.
-	TrustProxy bool
+	// TrustedProxies are the proxies in front of ingest whose
+	// X-Forwarded-For hops are believed (see enrich.ClientIP). Empty: the
+	// visitor's IP is the TCP peer.
+	TrustedProxies []netip.Prefix
+	// Signer signs the visitor metadata passed to the gRPC server.
+	Signer api.EdgeSigner
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes int64
 	// Auth authenticates the Rasa endpoint's caller before its body is read
@@ -83,8 +87,29 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// ServeHTTP serves the edge.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+// ServeHTTP serves the edge. It resolves the visitor's IP first (trusted
+// proxy hops only), then hides it from what follows but the visitor
+// metadata: spans record the peer and forwarding headers, so they see the
+// network (/24, /48) only.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ip, ok := enrich.ClientIP(strings.Join(r.Header.Values("X-Forwarded-For"), ","), r.Header.Get("X-Real-Ip"), r.RemoteAddr, s.cfg.TrustedProxies)
+	r = r.WithContext(context.WithValue(r.Context(), clientIPKey{}, clientIP{ip: ip, ok: ok}))
+	r.Header.Del("X-Forwarded-For")
+	r.Header.Del("X-Real-Ip")
+	r.Header.Del("Forwarded")
+	r.RemoteAddr = ""
+	if ok {
+		r.RemoteAddr = netip.AddrPortFrom(enrich.TruncateIP(ip), 0).String()
+	}
+	s.handler.ServeHTTP(w, r)
+}
+
+type clientIPKey struct{}
+
+type clientIP struct {
+	ip netip.Addr
+	ok bool
+}
 
 // Close releases the loopback gRPC connection.
 func (s *Server) Close() error { return s.gw.Close() }
@@ -107,12 +132,16 @@ func (s *Server) visitorMetadata(_ context.Context, r *http.Request) metadata.MD
 		return md
 	}
 	md.Set(api.MDOrigin, origin)
-	if ip, ok := enrich.ClientIP(r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Real-Ip"), r.RemoteAddr, s.cfg.TrustProxy); ok {
-		md.Set(api.MDClientIP, ip.String())
+	var ipText string
+	if c, _ := r.Context().Value(clientIPKey{}).(clientIP); c.ok {
+		ipText = c.ip.String()
+		md.Set(api.MDClientIP, ipText)
 	}
-	if ua := r.UserAgent(); ua != "" {
+	ua := r.UserAgent()
+	if ua != "" {
 		md.Set(api.MDClientUserAgent, ua)
 	}
+	md.Set(api.MDClientSig, s.cfg.Signer.Sign(ipText, ua))
 	return md
 }
 
