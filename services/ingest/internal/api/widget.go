@@ -93,7 +93,16 @@ func shortOrigin(s string) string {
 func widgetKind(i int, env *eventv1.Envelope) error {
 	at := func(f string) string { return fmt.Sprintf("events[%d].%s", i, f) }
 	switch p := env.Payload.(type) {
-	case *eventv1.Envelope_ConversationStarted, *eventv1.Envelope_PageViewed:
+	case *eventv1.Envelope_ConversationStarted:
+		// Ingest derives these from what it sees of the browser.
+		if p.ConversationStarted.GetVisitor().GetIp() != "" {
+			return denied(at("conversation_started.visitor.ip"), "set by ingest from the request for publishable keys")
+		}
+		if p.ConversationStarted.Location != nil {
+			return denied(at("conversation_started.location"), "set by ingest from the request for publishable keys")
+		}
+		return nil
+	case *eventv1.Envelope_PageViewed:
 		return nil
 	case *eventv1.Envelope_MessagePosted:
 		m := p.MessagePosted
