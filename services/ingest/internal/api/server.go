@@ -19,7 +19,6 @@ import (
 	ingestv1 "github.com/parley-dev/parley/proto/parley/ingest/v1"
 	"github.com/parley-dev/parley/services/ingest/internal/enrich"
 	"github.com/parley-dev/parley/services/ingest/internal/validate"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -314,11 +313,5 @@ func (s *Server) resentClose(ctx context.Context, tenant, conversation string, e
 func ended(i int, conv string, e convview.Ended) error {
 	reason := strings.ToLower(strings.TrimPrefix(e.Reason.String(), "END_REASON_"))
 	msg := fmt.Sprintf("events[%d]: conversation %s ended at %s (%s); it accepts no more events", i, conv, e.EndedAt.UTC().Format(time.RFC3339), reason)
-	st := status.New(codes.FailedPrecondition, msg)
-	if d, err := st.WithDetails(&errdetails.PreconditionFailure{Violations: []*errdetails.PreconditionFailure_Violation{{
-		Type: "CONVERSATION_ENDED", Subject: fmt.Sprintf("events[%d].conversation_id", i), Description: msg,
-	}}}); err == nil {
-		return d.Err()
-	}
-	return st.Err()
+	return grpcx.FailedPrecondition("CONVERSATION_ENDED", fmt.Sprintf("events[%d].conversation_id", i), msg)
 }

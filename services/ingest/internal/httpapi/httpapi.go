@@ -218,7 +218,8 @@ func (s *Server) rasaEvents(w http.ResponseWriter, r *http.Request) {
 		for _, er := range resp.Results {
 			b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(er)
 			if err != nil {
-				httpgw.WriteStatus(w, status.New(codes.Internal, err.Error()))
+				s.cfg.Log.ErrorContext(r.Context(), "rasa endpoint: encoding a result", "err", err)
+				httpgw.WriteStatus(w, status.New(codes.Internal, "cannot encode the results; the events are stored, resending is safe"))
 				return
 			}
 			out.Results = append(out.Results, b)
