@@ -2,6 +2,7 @@ package validate
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -68,23 +69,59 @@ var FieldLimits = map[string]FieldLimit{
 // everywhere), and known enum values. path is the message's field path,
 // e.g. "events[2]".
 func Fields(msg protoreflect.Message, path string, maxText int) *Violation {
+	w := walker{maxText: maxText, root: path, path: make([]step, 0, 8)}
+	return w.message(msg)
+}
+
+// walker keeps the field path as steps, spelled out only for a violation
+// (validation runs for every event; most have none).
+type walker struct {
+	maxText int
+	root    string
+	path    []step
+}
+
+// step is a field, or (index >= 0) an item of the list before it.
+type step struct {
+	field protoreflect.FieldDescriptor
+	index int
+}
+
+func (w *walker) violation(desc string) *Violation {
+	var b strings.Builder
+	b.WriteString(w.root)
+	for _, s := range w.path {
+		if s.index >= 0 {
+			b.WriteString("[" + strconv.Itoa(s.index) + "]")
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(string(s.field.Name()))
+	}
+	return &Violation{Field: b.String(), Description: desc}
+}
+
+func (w *walker) message(msg protoreflect.Message) *Violation {
 	var v *Violation
 	msg.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
-		v = field(fd, val, join(path, string(fd.Name())), maxText)
+		w.path = append(w.path, step{field: fd, index: -1})
+		v = w.field(fd, val)
+		w.path = w.path[:len(w.path)-1]
 		return v == nil
 	})
 	return v
 }
 
-func join(path, name string) string {
-	if path == "" {
-		return name
-	}
-	return path + "." + name
-}
-
 func limitOf(fd protoreflect.FieldDescriptor, maxText int) FieldLimit {
-	key := string(fd.ContainingMessage().Name()) + "." + string(fd.Name())
+	// "parley.event.v1.Visitor.ip" → "Visitor.ip", without allocating.
+	key := string(fd.FullName())
+	if i := strings.LastIndexByte(key, '.'); i > 0 {
+		if j := strings.LastIndexByte(key[:i], '.'); j >= 0 {
+			key = key[j+1:]
+		}
+	}
 	if key == "MessagePosted.text" {
 		return FieldLimit{Bytes: maxText}
 	}
@@ -112,59 +149,72 @@ func limitOf(fd protoreflect.FieldDescriptor, maxText int) FieldLimit {
 	return l
 }
 
-func field(fd protoreflect.FieldDescriptor, val protoreflect.Value, path string, maxText int) *Violation {
-	l := limitOf(fd, maxText)
+func (w *walker) field(fd protoreflect.FieldDescriptor, val protoreflect.Value) *Violation {
+	if fd.Kind() == protoreflect.MessageKind && !fd.IsList() && !fd.IsMap() {
+		return w.message(val.Message())
+	}
+	l := limitOf(fd, w.maxText)
 	switch {
 	case fd.IsMap():
 		m := val.Map()
 		if m.Len() > l.Items {
-			return &Violation{Field: path, Description: fmt.Sprintf("%d entries; at most %d", m.Len(), l.Items)}
+			return w.violation(fmt.Sprintf("%d entries; at most %d", m.Len(), l.Items))
 		}
 		var v *Violation
 		m.Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
 			if ks, ok := k.Interface().(string); ok {
 				if d := checkString(ks, DefaultMapKeyBytes); d != "" {
-					v = &Violation{Field: path, Description: "key " + d}
+					v = w.violation("key " + d)
 					return false
 				}
 			}
-			v = scalar(fd.MapValue(), mv, path, l.Bytes, maxText, "value of "+keyName(k)+" ")
+			v = w.scalar(fd.MapValue(), mv, l.Bytes, k)
 			return v == nil
 		})
 		return v
 	case fd.IsList():
 		list := val.List()
 		if list.Len() > l.Items {
-			return &Violation{Field: path, Description: fmt.Sprintf("%d items; at most %d", list.Len(), l.Items)}
+			return w.violation(fmt.Sprintf("%d items; at most %d", list.Len(), l.Items))
 		}
 		for i := range list.Len() {
-			if v := scalar(fd, list.Get(i), fmt.Sprintf("%s[%d]", path, i), l.Bytes, maxText, ""); v != nil {
+			w.path = append(w.path, step{index: i})
+			v := w.scalar(fd, list.Get(i), l.Bytes, protoreflect.MapKey{})
+			w.path = w.path[:len(w.path)-1]
+			if v != nil {
 				return v
 			}
 		}
 		return nil
 	default:
-		return scalar(fd, val, path, l.Bytes, maxText, "")
+		return w.scalar(fd, val, l.Bytes, protoreflect.MapKey{})
 	}
 }
 
-// scalar checks one value (a singular field, a list item or a map value).
-func scalar(fd protoreflect.FieldDescriptor, val protoreflect.Value, path string, maxBytes, maxText int, what string) *Violation {
+// scalar checks one value (a singular field, a list item or, with key set,
+// a map value).
+func (w *walker) scalar(fd protoreflect.FieldDescriptor, val protoreflect.Value, maxBytes int, key protoreflect.MapKey) *Violation {
+	what := func(d string) *Violation {
+		if key.IsValid() {
+			d = "value of " + keyName(key) + " " + d
+		}
+		return w.violation(d)
+	}
 	switch fd.Kind() {
 	case protoreflect.StringKind:
 		if d := checkString(val.String(), maxBytes); d != "" {
-			return &Violation{Field: path, Description: what + d}
+			return what(d)
 		}
 	case protoreflect.BytesKind:
 		if n := len(val.Bytes()); n > maxBytes {
-			return &Violation{Field: path, Description: fmt.Sprintf("%s%d bytes; at most %d", what, n, maxBytes)}
+			return what(fmt.Sprintf("%d bytes; at most %d", n, maxBytes))
 		}
 	case protoreflect.EnumKind:
 		if fd.Enum().Values().ByNumber(val.Enum()) == nil {
-			return &Violation{Field: path, Description: fmt.Sprintf("%sunknown value %d", what, val.Enum())}
+			return what(fmt.Sprintf("unknown value %d", val.Enum()))
 		}
 	case protoreflect.MessageKind, protoreflect.GroupKind:
-		return Fields(val.Message(), path, maxText)
+		return w.message(val.Message())
 	}
 	return nil
 }
