@@ -130,6 +130,13 @@ func TestPublishableWidgetKey(t *testing.T) {
 	if code, body := post("/v1/conversations/other:start", `{"conversation":{"visitor":{"token":"cookie-2"}}}`, nil); code != http.StatusForbidden || !strings.Contains(body, "already exists") {
 		t.Fatalf("start of an existing conversation: %d %s", code, body)
 	}
+	// Also when its events hold no start.
+	if _, err := f.client.PostMessage(f.ctx(), &ingestv1.PostMessageRequest{ConversationId: "no-start", Message: &eventv1.MessagePosted{Role: eventv1.Role_ROLE_VISITOR, Text: "hi"}}); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := post("/v1/conversations/no-start:start", `{"conversation":{}}`, nil); code != http.StatusForbidden || !strings.Contains(body, "already exists") {
+		t.Fatalf("start of a conversation without a stored start: %d %s", code, body)
+	}
 	if code, body := post("/v1/conversations/w-1:close", `{"close":{"closed_by":"ACTOR_AGENT"}}`, token); code != http.StatusForbidden || !strings.Contains(body, "closed_by") {
 		t.Fatalf("close as agent: %d %s", code, body)
 	}
@@ -168,7 +175,7 @@ func TestPublishableWidgetKey(t *testing.T) {
 	for _, e := range f.stored(t) {
 		kinds = append(kinds, e.ConversationId+"/"+e.Kind)
 	}
-	want := "w-1/conversation_started w-1/message_posted other/conversation_started w-1/message_posted w-1/conversation_closed w-1/message_posted"
+	want := "w-1/conversation_started w-1/message_posted other/conversation_started no-start/message_posted w-1/message_posted w-1/conversation_closed w-1/message_posted"
 	if strings.Join(kinds, " ") != want {
 		t.Fatalf("stored %v\nwant     %s", kinds, want)
 	}
