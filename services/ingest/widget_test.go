@@ -151,6 +151,14 @@ func TestPublishableWidgetKey(t *testing.T) {
 	if _, err := f.client.PostMessage(gctx, msg); err != nil {
 		t.Fatalf("gRPC with origin and token: %v", err)
 	}
+	// One request may start a conversation and post to it: the start's
+	// result carries the token, the message needs none.
+	batch, err := f.client.Append(metadata.AppendToOutgoingContext(wctx, "origin", shop), &ingestv1.AppendRequest{Events: []*eventv1.Envelope{
+		{ConversationId: "w-2", Payload: &eventv1.Envelope_ConversationStarted{ConversationStarted: &eventv1.ConversationStarted{}}},
+		visitor("w-2", "hello in the same request")}})
+	if err != nil || batch.Results[0].ConversationToken == "" || batch.Results[1].ConversationToken != "" || batch.Results[0].ConversationToken == res.ConversationToken {
+		t.Fatalf("start and post in one request: %v %v", batch, err)
+	}
 	stream, err := f.client.AppendStream(gctx)
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +183,7 @@ func TestPublishableWidgetKey(t *testing.T) {
 	for _, e := range f.stored(t) {
 		kinds = append(kinds, e.ConversationId+"/"+e.Kind)
 	}
-	want := "w-1/conversation_started w-1/message_posted other/conversation_started no-start/message_posted w-1/message_posted w-1/conversation_closed w-1/message_posted"
+	want := "w-1/conversation_started w-1/message_posted other/conversation_started no-start/message_posted w-1/message_posted w-2/conversation_started w-2/message_posted w-1/conversation_closed w-1/message_posted"
 	if strings.Join(kinds, " ") != want {
 		t.Fatalf("stored %v\nwant     %s", kinds, want)
 	}
