@@ -50,6 +50,9 @@ type Config struct {
 	// secrets in paths (share tokens) stay out of traces; unmatched paths
 	// show as "/{unmatched}".
 	Routes []string
+	// CORSHeaders are request headers browsers may send besides
+	// Authorization, X-Api-Key, Content-Type and Traceparent.
+	CORSHeaders []string
 	// Metadata adds gRPC metadata derived from the HTTP request (optional).
 	Metadata       func(context.Context, *http.Request) metadata.MD
 	TracerProvider trace.TracerProvider
@@ -108,7 +111,7 @@ func (g *Gateway) Handler() http.Handler {
 		h = cors.New(cors.Options{
 			AllowedOrigins: g.cfg.CORSOrigins,
 			AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodOptions},
-			AllowedHeaders: []string{"Authorization", "X-Api-Key", "Content-Type", "Traceparent"},
+			AllowedHeaders: append([]string{"Authorization", "X-Api-Key", "Content-Type", "Traceparent"}, g.cfg.CORSHeaders...),
 			MaxAge:         600,
 		}).Handler(h)
 	}

@@ -54,6 +54,9 @@ type Options struct {
 	// Authenticator, when set, authenticates API keys instead of the
 	// tenancy store (tests that need principals tenancy cannot issue).
 	Authenticator grpcx.Authenticator
+	// WrapAuth, when set, wraps the tenancy store's key authentication
+	// (tests give keys properties the store does not hold).
+	WrapAuth func(*tenancy.Store) grpcx.Authenticator
 }
 
 // Base is a started service's shared parts.
@@ -65,7 +68,10 @@ type Base struct {
 	PG      *pgxpool.Pool
 	Tenancy *tenancy.Store
 	// Audit writes the audit log of mutating calls.
-	Audit   *tenancy.AuditWriter
+	Audit *tenancy.AuditWriter
+	// Auth authenticates API keys (the tenancy store unless
+	// Options.Authenticator or Options.WrapAuth).
+	Auth grpcx.Authenticator
 	GRPC    *grpcx.Server
 	opts    Options
 	checks  []grpcx.Check
@@ -133,12 +139,15 @@ func Start(ctx context.Context, o Options) (_ *Base, err error) {
 		return nil, err
 	}
 
-	var authn grpcx.Authenticator = b.Tenancy
-	if o.Authenticator != nil {
-		authn = o.Authenticator
+	b.Auth = grpcx.Authenticator(b.Tenancy)
+	switch {
+	case o.Authenticator != nil:
+		b.Auth = o.Authenticator
+	case o.WrapAuth != nil:
+		b.Auth = o.WrapAuth(b.Tenancy)
 	}
 	if b.GRPC, err = grpcx.NewServer(grpcx.ServerConfig{
-		Telemetry: b.Tel, Auth: authn, Scopes: o.Scopes, MaxRecvMsgSize: o.MaxRecvMsgSize, Audit: b.Audit, Mutating: o.Mutating,
+		Telemetry: b.Tel, Auth: b.Auth, Scopes: o.Scopes, MaxRecvMsgSize: o.MaxRecvMsgSize, Audit: b.Audit, Mutating: o.Mutating,
 	}); err != nil {
 		return nil, err
 	}

@@ -357,7 +357,7 @@ func TestHTTPJSON(t *testing.T) {
 	}
 	cs := envs[1].GetConversationStarted()
 	v := cs.GetVisitor()
-	if v.GetDisplayName() == "" || v.GetUserAgent() != iphone || v.GetIp() != "127.0.0.1" || cs.Platform != eventv1.Platform_PLATFORM_MOBILE_WEB || cs.DeviceType != "mobile" {
+	if v.GetDisplayName() == "" || v.GetUserAgent() != iphone || v.GetIp() != "127.0.0.0" || cs.Platform != eventv1.Platform_PLATFORM_MOBILE_WEB || cs.DeviceType != "mobile" {
 		t.Fatalf("enrichment: %v", cs)
 	}
 	// The same token always gets the same name, also over gRPC.

@@ -7,15 +7,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/convview"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/httpgw"
 	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/telemetry"
+	"github.com/parley-dev/parley/libs/tenancy"
 	ingestv1 "github.com/parley-dev/parley/proto/parley/ingest/v1"
 	"github.com/parley-dev/parley/services/ingest/internal/api"
 	"github.com/parley-dev/parley/services/ingest/internal/enrich"
@@ -40,6 +44,10 @@ type Config struct {
 	MaxTextBytes int `env:"PARLEY_INGEST_MAX_TEXT_BYTES" envDefault:"16384"`
 	// MaxRequestBytes bounds one request (a gRPC message or an HTTP body).
 	MaxRequestBytes int `env:"PARLEY_INGEST_MAX_REQUEST_BYTES" envDefault:"4194304"`
+	// MaxStreamEvents and MaxStreamRequests bound one AppendStream call
+	// (its results are kept until the client closes the stream).
+	MaxStreamEvents   int `env:"PARLEY_INGEST_MAX_STREAM_EVENTS" envDefault:"100000"`
+	MaxStreamRequests int `env:"PARLEY_INGEST_MAX_STREAM_REQUESTS" envDefault:"10000"`
 	// MaxFutureSkew is how far ahead of the server clock occurred_at may be.
 	MaxFutureSkew time.Duration `env:"PARLEY_INGEST_MAX_FUTURE_SKEW" envDefault:"5m"`
 	// CommitMode is "atomic" (group commit into JetStream atomic batches; for
@@ -63,13 +71,23 @@ type Config struct {
 	// CORSOrigins are the browser origins (widgets) allowed to call the HTTP
 	// API, comma-separated; "*" allows any.
 	CORSOrigins []string `env:"PARLEY_INGEST_CORS_ORIGINS" envDefault:""`
-	// TrustProxy takes the visitor IP from X-Forwarded-For / X-Real-IP.
-	TrustProxy bool `env:"PARLEY_INGEST_TRUST_PROXY" envDefault:"false"`
+	// TrustedProxies are the proxies (CIDRs or addresses) in front of
+	// ingest whose X-Forwarded-For hops are believed; empty: the visitor's
+	// IP is the TCP peer.
+	TrustedProxies []string `env:"PARLEY_INGEST_TRUSTED_PROXIES" envDefault:""`
+	// ClientIPKeys are API key ids whose gRPC callers may set the visitor
+	// metadata (parley-client-ip, parley-client-user-agent) themselves.
+	ClientIPKeys []string `env:"PARLEY_INGEST_CLIENT_IP_KEYS" envDefault:""`
+	// TokenSecret keys the per-conversation tokens of publishable (widget)
+	// keys; empty: publishable keys are refused.
+	TokenSecret string `env:"PARLEY_INGEST_TOKEN_SECRET" envDefault:""`
 	// GeoIPDB is a MaxMind-format City database (GeoLite2-City.mmdb, DB-IP
 	// City Lite) for locating visitors; empty: no location lookup.
 	GeoIPDB string `env:"PARLEY_INGEST_GEOIP_DB" envDefault:""`
 	// Telemetry overrides the service's own telemetry (tests, local stack).
 	Telemetry *telemetry.Telemetry `env:"-"`
+	// Auth, when set, wraps the tenancy store's key authentication (tests).
+	Auth func(*tenancy.Store) grpcx.Authenticator `env:"-"`
 }
 
 // Run serves ingest until ctx is cancelled.
@@ -85,6 +103,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.MaxBatch > eventbus.MaxAtomicBatch && mode == eventbus.CommitAtomic {
 		return fmt.Errorf("PARLEY_INGEST_MAX_BATCH %d: at most %d in atomic commit mode", cfg.MaxBatch, eventbus.MaxAtomicBatch)
 	}
+	trusted, err := enrich.ParseTrustedProxies(cfg.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("PARLEY_INGEST_TRUSTED_PROXIES: %w", err)
+	}
+	ipKeys := map[string]bool{}
+	for _, k := range cfg.ClientIPKeys {
+		if k = strings.TrimSpace(k); k != "" {
+			ipKeys[k] = true
+		}
+	}
+	signer := api.NewEdgeSigner()
 	var locator enrich.Locator = enrich.NoLocator{}
 	if cfg.GeoIPDB != "" {
 		g, err := enrich.OpenGeoIP(cfg.GeoIPDB)
@@ -94,14 +123,27 @@ func Run(ctx context.Context, cfg Config) error {
 		defer g.Close()
 		locator = g
 	}
+	maxPayload, err := natsMaxPayload(cfg.NATS.URL)
+	if err != nil {
+		return err
+	}
+	log := slog.Default()
+	if cfg.Telemetry != nil {
+		log = cfg.Telemetry.Logger
+	}
+	cfg.MaxRequestBytes = clampRequestBytes(cfg.MaxRequestBytes, maxPayload, log)
 	b, err := service.Start(ctx, service.Options{
 		Name: "ingest", Server: cfg.Server, NATS: cfg.NATS, Postgres: cfg.Postgres,
 		GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Scopes: api.Scopes(), Telemetry: cfg.Telemetry,
 		MaxRecvMsgSize:   cfg.MaxRequestBytes,
+		WrapAuth:         cfg.Auth,
 		PostgresOptional: true, // only API keys need it; they outlive an outage (PARLEY_AUTH_OUTAGE_GRACE)
 	})
 	if err != nil {
 		return err
+	}
+	if cfg.TokenSecret == "" {
+		b.Log.Warn("PARLEY_INGEST_TOKEN_SECRET is empty: calls with publishable (widget) keys are refused")
 	}
 	view, err := watchEnded(ctx, b)
 	if err != nil {
@@ -113,11 +155,16 @@ func Run(ctx context.Context, cfg Config) error {
 		Mode: mode, MaxEvents: cfg.CommitMaxEvents, MaxInFlight: cfg.CommitMaxInFlight, Linger: cfg.CommitLinger,
 	})
 	b.OnClose(committer.Close)
-	limits := validate.Limits{MaxBatch: cfg.MaxBatch, MaxTextBytes: cfg.MaxTextBytes, MaxFutureSkew: cfg.MaxFutureSkew}
+	limits := validate.Limits{MaxBatch: cfg.MaxBatch, MaxTextBytes: cfg.MaxTextBytes, MaxFutureSkew: cfg.MaxFutureSkew,
+		MaxStreamEvents: cfg.MaxStreamEvents, MaxStreamRequests: cfg.MaxStreamRequests}
 	ingestv1.RegisterIngestServiceServer(b.GRPC, api.New(api.Deps{
 		Committer:       committer,
 		Ended:           view,
 		Closes:          closeLog{bus: b.Bus},
+		Starts:          startLog{bus: b.Bus},
+		Tokens:          api.NewTokens(cfg.TokenSecret),
+		Edge:            signer,
+		ClientIPKeys:    ipKeys,
 		DuplicateWindow: b.Bus.DuplicateWindow(),
 		Enricher:        enrich.New(locator),
 		Limiter:         api.NewRateLimiter(api.Limit{Rate: cfg.TenantRate, Burst: cfg.TenantBurst}, overrides),
@@ -126,8 +173,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Now:             time.Now,
 	}))
 	edge, err := httpapi.New(ctx, httpapi.Config{
-		GRPCAddr: cfg.GRPCAddr, CORSOrigins: cfg.CORSOrigins, TrustProxy: cfg.TrustProxy,
-		MaxBodyBytes: int64(cfg.MaxRequestBytes), Log: b.Log,
+		GRPCAddr: cfg.GRPCAddr, CORSOrigins: cfg.CORSOrigins, TrustedProxies: trusted, Signer: signer,
+		MaxBodyBytes: int64(cfg.MaxRequestBytes), Auth: b.Auth, Log: b.Log,
 		TracerProvider: b.Tel.TracerProvider, Propagator: b.Tel.Propagator,
 	})
 	if err != nil {

@@ -34,6 +34,9 @@ func (s *Stack) serviceEnv(name string) []string {
 		if !s.SyncAlways && os.Getenv("PARLEY_INGEST_COMMIT_MODE") == "" {
 			env = append(env, "PARLEY_INGEST_COMMIT_MODE=pipelined")
 		}
+		if secret, err := s.tokenSecret(); err == nil {
+			env = append(env, "PARLEY_INGEST_TOKEN_SECRET="+secret)
+		}
 	case "reporting":
 		env = append(env, fmt.Sprintf("PARLEY_REPORTING_HTTP_ADDR=127.0.0.1:%d", s.Ports.ReportingHTTP),
 			"PARLEY_REPORTING_SHARE_BASE_URL="+s.ReportingHTTPURL())

@@ -273,6 +273,9 @@ func (s *Stack) startServices(ctx context.Context) error {
 			if !s.SyncAlways && os.Getenv("PARLEY_INGEST_COMMIT_MODE") == "" {
 				cfg.CommitMode = "pipelined" // the lazy server's fastest mode
 			}
+			if cfg.TokenSecret, err = s.tokenSecret(); err != nil {
+				return err
+			}
 			return ingest.Run(ctx, cfg)
 		},
 		"lifecycle": func(ctx context.Context, tel *telemetry.Telemetry) error {

@@ -126,9 +126,14 @@ type EventResult struct {
 	StreamSequence uint64 `protobuf:"varint,2,opt,name=stream_sequence,json=streamSequence,proto3" json:"stream_sequence,omitempty"`
 	// True when the event had been stored before (a retry); nothing new was
 	// appended.
-	Duplicate     bool `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Duplicate bool `protobuf:"varint,3,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// Set on the conversation_started result of a call with a publishable
+	// (widget) key: the conversation's token. Every later call of that key
+	// for the conversation must send it (gRPC metadata or HTTP header
+	// parley-conversation-token).
+	ConversationToken string `protobuf:"bytes,4,opt,name=conversation_token,json=conversationToken,proto3" json:"conversation_token,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *EventResult) Reset() {
@@ -180,6 +185,13 @@ func (x *EventResult) GetDuplicate() bool {
 		return x.Duplicate
 	}
 	return false
+}
+
+func (x *EventResult) GetConversationToken() string {
+	if x != nil {
+		return x.ConversationToken
+	}
+	return ""
 }
 
 // AppendResponse has one result per request event, in request order.
@@ -511,11 +523,12 @@ const file_parley_ingest_v1_ingest_proto_rawDesc = "" +
 	"\rAppendRequest\x121\n" +
 	"\x06events\x18\x01 \x03(\v2\x19.parley.event.v1.EnvelopeR\x06events\"H\n" +
 	"\x13AppendStreamRequest\x121\n" +
-	"\x06events\x18\x01 \x03(\v2\x19.parley.event.v1.EnvelopeR\x06events\"o\n" +
+	"\x06events\x18\x01 \x03(\v2\x19.parley.event.v1.EnvelopeR\x06events\"\x9e\x01\n" +
 	"\vEventResult\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12'\n" +
 	"\x0fstream_sequence\x18\x02 \x01(\x04R\x0estreamSequence\x12\x1c\n" +
-	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"I\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\x12-\n" +
+	"\x12conversation_token\x18\x04 \x01(\tR\x11conversationToken\"I\n" +
 	"\x0eAppendResponse\x127\n" +
 	"\aresults\x18\x01 \x03(\v2\x1d.parley.ingest.v1.EventResultR\aresults\"\xf2\x01\n" +
 	"\x18StartConversationRequest\x12'\n" +

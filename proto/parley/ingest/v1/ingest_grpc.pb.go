@@ -36,6 +36,9 @@ const (
 //
 // IngestService appends conversation facts to the event log. Every call needs
 // an API key with the "ingest" scope; the tenant comes from the key.
+// Publishable (widget) keys may send only visitor-side events, from their
+// allowed origins (metadata "origin"), to conversations they started
+// (metadata "parley-conversation-token"); see docs/events.md.
 type IngestServiceClient interface {
 	// Append stores a batch of events (any mix of conversations). The batch is
 	// all-or-nothing: one invalid event rejects the whole request and nothing is
@@ -132,6 +135,9 @@ func (c *ingestServiceClient) CloseConversation(ctx context.Context, in *CloseCo
 //
 // IngestService appends conversation facts to the event log. Every call needs
 // an API key with the "ingest" scope; the tenant comes from the key.
+// Publishable (widget) keys may send only visitor-side events, from their
+// allowed origins (metadata "origin"), to conversations they started
+// (metadata "parley-conversation-token"); see docs/events.md.
 type IngestServiceServer interface {
 	// Append stores a batch of events (any mix of conversations). The batch is
 	// all-or-nothing: one invalid event rejects the whole request and nothing is

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -18,7 +19,6 @@ import (
 	ingestv1 "github.com/parley-dev/parley/proto/parley/ingest/v1"
 	"github.com/parley-dev/parley/services/ingest/internal/enrich"
 	"github.com/parley-dev/parley/services/ingest/internal/validate"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -51,6 +51,17 @@ type Deps struct {
 	DuplicateWindow time.Duration
 	// Enricher completes ConversationStarted from the request (nil: none).
 	Enricher *enrich.Enricher
+	// Starts finds a conversation's events in the log, for publishable keys'
+	// starts (nil: publishable keys are refused).
+	Starts StartLog
+	// Tokens issues and checks the per-conversation tokens of publishable
+	// keys (zero: publishable keys are refused).
+	Tokens Tokens
+	// Edge verifies the visitor metadata of the in-process HTTP edge.
+	Edge EdgeSigner
+	// ClientIPKeys are the key ids whose callers may set the visitor
+	// metadata (parley-client-ip, parley-client-user-agent) themselves.
+	ClientIPKeys map[string]bool
 	// Limiter applies per-tenant rate limits (nil: unlimited).
 	Limiter *RateLimiter
 	Limits  validate.Limits
@@ -73,12 +84,16 @@ type Server struct {
 // Logger is the subset of slog the server uses.
 type Logger interface {
 	InfoContext(ctx context.Context, msg string, args ...any)
+	ErrorContext(ctx context.Context, msg string, args ...any)
 }
 
 // New returns a server.
 func New(d Deps) *Server {
 	if d.Now == nil {
 		d.Now = time.Now
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
 	}
 	if d.Enricher == nil {
 		d.Enricher = enrich.New(nil)
@@ -97,7 +112,7 @@ func (s *Server) Append(ctx context.Context, req *ingestv1.AppendRequest) (*inge
 	if err != nil {
 		return nil, err
 	}
-	return s.appendBatch(ctx, p.TenantID, req.GetEvents())
+	return s.appendBatch(ctx, p, req.GetEvents())
 }
 
 // AppendStream accepts batches until the client closes the stream.
@@ -107,8 +122,11 @@ func (s *Server) AppendStream(stream ingestv1.IngestService_AppendStreamServer) 
 	if err != nil {
 		return err
 	}
+	if p.Publishable() {
+		return status.Error(codes.PermissionDenied, "publishable (widget) keys cannot use AppendStream; use Append or the single-event calls")
+	}
 	out := &ingestv1.AppendResponse{}
-	for {
+	for requests := 1; ; requests++ {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
 			return stream.SendAndClose(out)
@@ -116,7 +134,13 @@ func (s *Server) AppendStream(stream ingestv1.IngestService_AppendStreamServer) 
 		if err != nil {
 			return err
 		}
-		res, err := s.appendBatch(ctx, p.TenantID, req.GetEvents())
+		if l := s.d.Limits.MaxStreamRequests; l > 0 && requests > l {
+			return grpcx.ResourceExhausted(fmt.Sprintf("AppendStream: more than %d requests on one stream; the earlier %d are stored; close this stream and open a new one", l, requests-1), 0)
+		}
+		if l := s.d.Limits.MaxStreamEvents; l > 0 && len(out.Results)+len(req.GetEvents()) > l {
+			return grpcx.ResourceExhausted(fmt.Sprintf("AppendStream: more than %d events on one stream; the %d before this request are stored; close this stream and open a new one", l, len(out.Results)), 0)
+		}
+		res, err := s.appendBatch(ctx, p, req.GetEvents())
 		if err != nil {
 			return err
 		}
@@ -163,25 +187,26 @@ func (s *Server) one(ctx context.Context, env *eventv1.Envelope) (*ingestv1.Even
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.appendBatch(ctx, p.TenantID, []*eventv1.Envelope{env})
+	res, err := s.appendBatch(ctx, p, []*eventv1.Envelope{env})
 	if err != nil {
 		return nil, err
 	}
 	return res.Results[0], nil
 }
 
-func (s *Server) appendBatch(ctx context.Context, tenant string, events []*eventv1.Envelope) (*ingestv1.AppendResponse, error) {
+func (s *Server) appendBatch(ctx context.Context, p grpcx.Principal, events []*eventv1.Envelope) (*ingestv1.AppendResponse, error) {
+	tenant := p.TenantID
 	if len(events) == 0 {
-		return nil, invalid(validate.Violation{Field: "events", Description: "at least one event is required"})
+		return nil, grpcx.Invalid("events", "at least one event is required")
 	}
 	if len(events) > s.d.Limits.MaxBatch {
-		return nil, invalid(validate.Violation{Field: "events", Description: fmt.Sprintf("%d events; at most %d per request", len(events), s.d.Limits.MaxBatch)})
+		return nil, grpcx.Invalid("events", fmt.Sprintf("%d events; at most %d per request", len(events), s.d.Limits.MaxBatch))
 	}
 	now := s.d.Now()
 	// Validate everything first: a rejected batch appends nothing.
 	for i, env := range events {
 		if v := validate.Envelope(s.d.Limits, i, env, tenant, now); v != nil {
-			return nil, invalid(*v)
+			return nil, grpcx.Invalid(v.Field, v.Description)
 		}
 	}
 	for _, env := range events {
@@ -192,6 +217,13 @@ func (s *Server) appendBatch(ctx context.Context, tenant string, events []*event
 			} else {
 				env.EventId = eventbus.NewEventID()
 			}
+		}
+	}
+	var started map[string]bool
+	if p.Publishable() {
+		var err error
+		if started, err = s.authorizeWidget(ctx, p, events); err != nil {
+			return nil, err
 		}
 	}
 	if s.d.Ended != nil {
@@ -205,7 +237,8 @@ func (s *Server) appendBatch(ctx context.Context, tenant string, events []*event
 			if !seen {
 				var err error
 				if r, err = s.resentClose(ctx, tenant, env.ConversationId, events, now); err != nil {
-					return nil, status.Errorf(codes.Unavailable, "event log unavailable; nothing from this request was stored: %v", err)
+					s.d.Log.ErrorContext(ctx, "looking up a stored close", "err", err)
+					return nil, grpcx.Unavailable("event log unavailable; nothing from this request was stored")
 				}
 				resent[env.ConversationId] = r
 			}
@@ -217,7 +250,7 @@ func (s *Server) appendBatch(ctx context.Context, tenant string, events []*event
 	if err := s.d.Limiter.Allow(tenant, len(events), now); err != nil {
 		return nil, err
 	}
-	req := requestInfo(ctx)
+	req := s.requestInfo(ctx, p)
 	for _, env := range events {
 		if env.OccurredAt == nil {
 			env.OccurredAt = timestamppb.New(now)
@@ -244,6 +277,9 @@ func (s *Server) appendBatch(ctx context.Context, tenant string, events []*event
 	out := &ingestv1.AppendResponse{Results: make([]*ingestv1.EventResult, len(events))}
 	for i, env := range events {
 		out.Results[i] = &ingestv1.EventResult{EventId: env.EventId, StreamSequence: acks[i].Sequence, Duplicate: acks[i].Duplicate}
+		if started[env.ConversationId] && env.GetConversationStarted() != nil {
+			out.Results[i].ConversationToken = s.d.Tokens.Issue(tenant, env.ConversationId, p.KeyID)
+		}
 	}
 	return out, nil
 }
@@ -277,19 +313,5 @@ func (s *Server) resentClose(ctx context.Context, tenant, conversation string, e
 func ended(i int, conv string, e convview.Ended) error {
 	reason := strings.ToLower(strings.TrimPrefix(e.Reason.String(), "END_REASON_"))
 	msg := fmt.Sprintf("events[%d]: conversation %s ended at %s (%s); it accepts no more events", i, conv, e.EndedAt.UTC().Format(time.RFC3339), reason)
-	st := status.New(codes.FailedPrecondition, msg)
-	if d, err := st.WithDetails(&errdetails.PreconditionFailure{Violations: []*errdetails.PreconditionFailure_Violation{{
-		Type: "CONVERSATION_ENDED", Subject: fmt.Sprintf("events[%d].conversation_id", i), Description: msg,
-	}}}); err == nil {
-		return d.Err()
-	}
-	return st.Err()
-}
-
-func invalid(v validate.Violation) error {
-	st := status.New(codes.InvalidArgument, v.Error())
-	if d, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: v.Field, Description: v.Description}}}); err == nil {
-		return d.Err()
-	}
-	return st.Err()
+	return grpcx.FailedPrecondition("CONVERSATION_ENDED", fmt.Sprintf("events[%d].conversation_id", i), msg)
 }

@@ -39,10 +39,12 @@ func (e *Enricher) Location(ip netip.Addr) (*eventv1.Location, bool) {
 	return e.loc.Locate(normalizeIP(ip))
 }
 
-// Started enriches cs in place. Values the client set are never overwritten;
-// only empty fields are filled:
+// Started enriches cs in place. Values the client set are never overwritten
+// (except visitor.ip, truncated); only empty fields are filled:
 //
-//   - visitor.ip from req.IP;
+//   - visitor.ip from req.IP; whatever its source, visitor.ip is then
+//     truncated to its network (/24 of IPv4, /48 of IPv6; an address that
+//     does not parse is dropped), after the location lookup used it whole;
 //   - visitor.user_agent from req.UserAgent;
 //   - visitor.display_name from visitor.token (see DisplayName);
 //   - platform and device_type from the visitor's user agent (see
@@ -90,6 +92,14 @@ func (e *Enricher) Started(cs *eventv1.ConversationStarted, req Request) {
 		}
 		if loc, ok := e.Location(ip); ok {
 			cs.Location = loc
+		}
+	}
+	// The event log keeps the network, not the visitor's address.
+	if v.GetIp() != "" {
+		if ip, ok := parseIP(v.GetIp()); ok {
+			v.Ip = TruncateIP(ip).String()
+		} else {
+			v.Ip = ""
 		}
 	}
 }

@@ -53,7 +53,7 @@ func TestStartedFillsEverything(t *testing.T) {
 		Visitor: &eventv1.Visitor{
 			Token:       "tok-1",
 			DisplayName: DisplayName("tok-1"),
-			Ip:          "81.2.69.142",
+			Ip:          "81.2.69.0",
 			UserAgent:   iphoneUA,
 		},
 		Location: london,
@@ -78,6 +78,7 @@ func TestStartedClientValuesWin(t *testing.T) {
 	}
 	cs := proto.Clone(client).(*eventv1.ConversationStarted)
 	e.Started(cs, Request{IP: londonIP, UserAgent: iphoneUA})
+	client.Visitor.Ip = TruncateIP(berlinIP).String() // only the network is kept
 	if !proto.Equal(cs, client) {
 		t.Fatalf("Started changed client values:\n%v\nwant\n%v", cs, client)
 	}
@@ -88,14 +89,19 @@ func TestStartedVisitorIP(t *testing.T) {
 
 	cs := &eventv1.ConversationStarted{}
 	e.Started(cs, Request{IP: netip.MustParseAddr("::ffff:81.2.69.142")})
-	if got := cs.GetVisitor().GetIp(); got != "81.2.69.142" {
-		t.Errorf("visitor.ip = %q, want the unmapped request IP", got)
+	if got := cs.GetVisitor().GetIp(); got != "81.2.69.0" {
+		t.Errorf("visitor.ip = %q, want the unmapped request IP's /24", got)
 	}
 
 	cs = &eventv1.ConversationStarted{Visitor: &eventv1.Visitor{Ip: "198.51.100.1"}}
 	e.Started(cs, Request{IP: londonIP})
-	if got := cs.GetVisitor().GetIp(); got != "198.51.100.1" {
-		t.Errorf("visitor.ip = %q, want the client's", got)
+	if got := cs.GetVisitor().GetIp(); got != "198.51.100.0" {
+		t.Errorf("visitor.ip = %q, want the client's /24", got)
+	}
+	cs = &eventv1.ConversationStarted{Visitor: &eventv1.Visitor{Ip: "2001:db8:1234:5678::1"}}
+	e.Started(cs, Request{})
+	if got := cs.GetVisitor().GetIp(); got != "2001:db8:1234::" {
+		t.Errorf("visitor.ip = %q, want the client's /48", got)
 	}
 
 	cs = &eventv1.ConversationStarted{}
@@ -177,8 +183,8 @@ func TestStartedLocation(t *testing.T) {
 		if !proto.Equal(cs.GetLocation(), london) {
 			t.Errorf("location = %v, want %v", cs.GetLocation(), london)
 		}
-		if cs.GetVisitor().GetIp() != "not an ip" {
-			t.Errorf("visitor.ip overwritten: %q", cs.GetVisitor().GetIp())
+		if cs.GetVisitor().GetIp() != "" {
+			t.Errorf("unparsable visitor.ip kept: %q", cs.GetVisitor().GetIp())
 		}
 	})
 	t.Run("all-empty location is replaced", func(t *testing.T) {

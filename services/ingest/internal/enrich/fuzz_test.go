@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"net/netip"
 	"testing"
 
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
@@ -53,24 +54,29 @@ func FuzzClientIP(f *testing.F) {
 	f.Add("", "", "[2001:db8::1%eth0]:443", false)
 	f.Add("unknown,,[::ffff:1.2.3.4]:5", " ", "0.0.0.0", true)
 	f.Add(`"[fe80::1]"`, "[::]", "@", true)
+	lb := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")}
 	f.Fuzz(func(t *testing.T, forwardedFor, realIP, peer string, trustProxy bool) {
-		ip, ok := ClientIP(forwardedFor, realIP, peer, trustProxy)
+		var trusted []netip.Prefix
+		if trustProxy {
+			trusted = lb
+		}
+		ip, ok := ClientIP(forwardedFor, realIP, peer, trusted)
 		if ok != ip.IsValid() {
 			t.Fatalf("ClientIP = %v, %v: ok must match validity", ip, ok)
 		}
 		if ok && (ip.Zone() != "" || ip.Is4In6() || ip.IsUnspecified()) {
 			t.Fatalf("ClientIP = %v: not normalized", ip)
 		}
-		ip2, ok2 := ClientIP(forwardedFor, realIP, peer, trustProxy)
+		ip2, ok2 := ClientIP(forwardedFor, realIP, peer, trusted)
 		if ip2 != ip || ok2 != ok {
 			t.Fatalf("ClientIP not deterministic: %v, %v then %v, %v", ip, ok, ip2, ok2)
 		}
-		peerIP, peerOK := ClientIP("", "", peer, false)
-		if !trustProxy && (ip != peerIP || ok != peerOK) {
-			t.Fatalf("untrusted ClientIP = %v, %v; peer alone gives %v, %v", ip, ok, peerIP, peerOK)
+		peerIP, peerOK := ClientIP("", "", peer, nil)
+		if (!peerOK || !isTrusted(peerIP, trusted)) && (ip != peerIP || ok != peerOK) {
+			t.Fatalf("ClientIP = %v, %v from an untrusted peer; the peer alone gives %v, %v", ip, ok, peerIP, peerOK)
 		}
-		if trustProxy && !ok && peerOK {
-			t.Fatalf("trusted ClientIP found nothing but the peer %v is valid", peerIP)
+		if ok != peerOK {
+			t.Fatalf("ClientIP ok %v, but peer ok %v", ok, peerOK)
 		}
 	})
 }

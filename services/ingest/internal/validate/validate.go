@@ -21,10 +21,14 @@ type Limits struct {
 	MaxTextBytes int
 	// MaxFutureSkew is how far occurred_at may lie ahead of the server clock.
 	MaxFutureSkew time.Duration
+	// MaxStreamEvents and MaxStreamRequests bound one AppendStream call
+	// (0: unbounded).
+	MaxStreamEvents   int
+	MaxStreamRequests int
 }
 
 // DefaultLimits are the limits unless configured otherwise.
-var DefaultLimits = Limits{MaxBatch: 1000, MaxTextBytes: 16 << 10, MaxFutureSkew: 5 * time.Minute}
+var DefaultLimits = Limits{MaxBatch: 1000, MaxTextBytes: 16 << 10, MaxFutureSkew: 5 * time.Minute, MaxStreamEvents: 100_000, MaxStreamRequests: 10_000}
 
 // MinOccurredAt is the earliest accepted event time (ClickHouse DateTime
 // cannot hold times before 1970; no chatbot spoke before 2000).
@@ -93,7 +97,7 @@ func Envelope(l Limits, i int, env *eventv1.Envelope, tenant string, now time.Ti
 	if serverOnly[eventbus.Kind(env)] {
 		return at("payload", "%s events are emitted by Parley itself (lifecycle or tagging), not by clients", eventbus.Kind(env))
 	}
-	return nil
+	return Fields(env.ProtoReflect(), fmt.Sprintf("events[%d]", i), l.MaxTextBytes)
 }
 
 // serverOnly lists the kinds that only Parley's own services append:

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -62,13 +63,32 @@ func TestEnvelope(t *testing.T) {
 }
 
 func FuzzEnvelope(f *testing.F) {
-	f.Add("c1", "hello", "", int32(1))
-	f.Add("a_b-c", "\xff", "not-a-uuid", int32(9))
-	f.Fuzz(func(t *testing.T, conv, text, eventID string, role int32) {
-		env := &eventv1.Envelope{ConversationId: conv, EventId: eventID, Payload: &eventv1.Envelope_MessagePosted{MessagePosted: &eventv1.MessagePosted{Role: eventv1.Role(role), Text: text}}}
-		v := Envelope(DefaultLimits, 3, env, "t", time.Now())
-		if v != nil && !strings.HasPrefix(v.Field, "events[3].") {
-			t.Fatalf("violation field %q lacks the event index", v.Field)
+	f.Add("c1", "hello", "", int32(1), "bot", "k", "v", int32(1))
+	f.Add("a_b-c", "\xff", "not-a-uuid", int32(9), "b\x00", "", "\xc3\x28", int32(40))
+	f.Fuzz(func(t *testing.T, conv, text, eventID string, role int32, botID, key, value string, channel int32) {
+		envs := []*eventv1.Envelope{
+			{ConversationId: conv, EventId: eventID, Payload: &eventv1.Envelope_MessagePosted{MessagePosted: &eventv1.MessagePosted{Role: eventv1.Role(role), Text: text}}},
+			{ConversationId: conv, Payload: &eventv1.Envelope_ConversationStarted{ConversationStarted: &eventv1.ConversationStarted{
+				BotId: botID, Channel: eventv1.Channel(channel), Variables: map[string]string{key: value}, Visitor: &eventv1.Visitor{Token: text}}}},
+		}
+		strs := [][]string{{conv, text, eventID}, {conv, text, botID, key, value}}
+		for k, env := range envs {
+			v := Envelope(DefaultLimits, 3, env, "t", time.Now())
+			if v != nil {
+				if !strings.HasPrefix(v.Field, "events[3].") {
+					t.Fatalf("violation field %q lacks the event index", v.Field)
+				}
+				continue
+			}
+			// Accepted: every string is storable and bounded.
+			for _, s := range strs[k] {
+				if !utf8.ValidString(s) || strings.ContainsRune(s, 0) || len(s) > DefaultLimits.MaxTextBytes {
+					t.Fatalf("accepted an unstorable string %q", s)
+				}
+			}
+			if k == 1 && (len(botID) > DefaultStringBytes || len(key) > DefaultMapKeyBytes || len(value) > DefaultMapValueBytes) {
+				t.Fatalf("accepted an oversized field: bot %d, key %d, value %d bytes", len(botID), len(key), len(value))
+			}
 		}
 	})
 }
