@@ -123,7 +123,10 @@ func TestEvaluate(t *testing.T) {
 			c := e.byID["beta"].convs["c1"]
 			c.tgTags, c.tgIssues = []string{"long-wait"}, []string{"long-wait"}
 		}, []string{"beta tagging.issues c1", "beta tagging.tags c1"}},
-		"clickhouse tag missing": {func(e *expectation) { e.byID["beta"].convs["c1"].fold.tags["vip"] = true; e.byID["beta"].convs["c1"].tgTags = []string{"vip"} },
+		"clickhouse tag missing": {func(e *expectation) {
+			e.byID["beta"].convs["c1"].fold.tags["vip"] = true
+			e.byID["beta"].convs["c1"].tgTags = []string{"vip"}
+		},
 			[]string{"beta clickhouse.tags c1"}},
 		"event_count short": {func(e *expectation) { e.byID["acme"].convs["c2"].chEventCount-- },
 			[]string{"acme clickhouse.event_count c2"}},
