@@ -14,6 +14,11 @@ import (
 // twice.
 const DefaultTaggingMaxMessages = 50
 
+// reportingMaxSeen is how many ids of messages, usage and leads reporting
+// remembers per conversation to count a second stored copy only once
+// (docs/events.md, duplicates).
+const reportingMaxSeen = 2000
+
 // streamFold is what verify derives itself, in stream order, from every
 // event of one conversation in PARLEY_CONV (acknowledged or not, whoever
 // produced it), to compare with each projection. It follows the documented
@@ -26,12 +31,13 @@ type streamFold struct {
 	ended     int
 	endReason eventv1.EndReason
 
-	// Reporting: messages counts distinct message_posted event ids,
-	// messagesBeforeEnd those whose first copy precedes the first
-	// conversation_ended; eventCount is events without the repeated copies
-	// of messages, usage and leads (which conversations.event_count does
-	// not count twice).
+	// Reporting: messages counts distinct message_posted event ids (rows
+	// of messages FINAL). seen holds the ids of the first reportingMaxSeen
+	// messages, usage and leads; a copy of one of them is not counted again
+	// in conversations: messagesBeforeEnd counts the other messages before
+	// the first conversation_ended, eventCount the other events.
 	messages, messagesBeforeEnd, eventCount int
+	seen                                    map[uint64]struct{}
 
 	// tags are the tags in effect: those whose last tag_applied or
 	// tag_removed (of any rule or detector) is a tag_applied. issues are the
@@ -43,7 +49,7 @@ type streamFold struct {
 }
 
 func newStreamFold() *streamFold {
-	return &streamFold{ids: map[uint64]struct{}{}, tags: map[string]bool{}, issues: map[string]bool{}}
+	return &streamFold{ids: map[uint64]struct{}{}, seen: map[uint64]struct{}{}, tags: map[string]bool{}, issues: map[string]bool{}}
 }
 
 func hashID(id string) uint64 {
@@ -61,14 +67,24 @@ func (f *streamFold) observe(env *eventv1.Envelope, window int) {
 	f.events++
 	endedBefore := f.ended > 0
 
+	if !repeated && kind == "message_posted" {
+		f.messages++
+	}
+	counted := false // a copy conversations does not count again
 	switch kind {
-	case "message_posted":
-		if !repeated {
-			f.messages++
-			if !endedBefore {
-				f.messagesBeforeEnd++
-			}
+	case "message_posted", "usage_recorded", "lead_captured":
+		_, counted = f.seen[h]
+		if !counted && len(f.seen) < reportingMaxSeen {
+			f.seen[h] = struct{}{}
 		}
+	}
+	if !counted {
+		f.eventCount++
+		if kind == "message_posted" && !endedBefore {
+			f.messagesBeforeEnd++
+		}
+	}
+	switch kind {
 	case "conversation_ended":
 		if f.ended == 0 {
 			f.endReason = env.GetConversationEnded().GetReason()
@@ -80,14 +96,6 @@ func (f *streamFold) observe(env *eventv1.Envelope, window int) {
 		delete(f.tags, env.GetTagRemoved().GetTag())
 	case "issue_detected":
 		f.issues[env.GetIssueDetected().GetIssue()] = true
-	}
-	switch kind {
-	case "message_posted", "usage_recorded", "lead_captured":
-		if !repeated {
-			f.eventCount++
-		}
-	default:
-		f.eventCount++
 	}
 	f.lc.observe(env, kind)
 	f.tg.observe(env, kind, endedBefore, window)

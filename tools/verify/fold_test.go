@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -119,6 +120,15 @@ func TestTaggingAndReportingFold(t *testing.T) {
 	// leaves out the copies of e3 and u (not of s): 17 - 2 = 15.
 	if f.messages != 6 || f.messagesBeforeEnd != 5 || f.eventCount != 15 {
 		t.Errorf("messages %d, before end %d, event_count %d", f.messages, f.messagesBeforeEnd, f.eventCount)
+	}
+	// Past the 2,000 ids reporting remembers, a second copy counts again.
+	var many []*eventv1.Envelope
+	for i := range reportingMaxSeen + 1 {
+		many = append(many, ev(fmt.Sprint("m", i), visitor))
+	}
+	g := fold(50, append(many, many[0], many[reportingMaxSeen])...)
+	if g.messages != reportingMaxSeen+1 || g.messagesBeforeEnd != reportingMaxSeen+2 || g.eventCount != reportingMaxSeen+2 {
+		t.Errorf("past the seen bound: messages %d, before end %d, event_count %d", g.messages, g.messagesBeforeEnd, g.eventCount)
 	}
 	if !slices.Equal(f.sortedTags(), []string{"x"}) || !slices.Equal(sortedSet(f.issues), []string{"long-wait"}) {
 		t.Errorf("tags %v, issues %v", f.sortedTags(), f.issues)
