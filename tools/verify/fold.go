@@ -215,6 +215,9 @@ type taggingCounts struct {
 	Events, VisitorMessages, BotMessages, AgentMessages int
 }
 
+// messages is the number of messages of every role counted.
+func (c taggingCounts) messages() int { return c.VisitorMessages + c.BotMessages + c.AgentMessages }
+
 // taggingFold counts what tagging's facts count: events of every kind but
 // tagging's own, and messages by role until the first conversation_ended.
 // A message whose message_id (event id when it has none) is among the
