@@ -18,9 +18,11 @@ import (
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/tenancy"
+	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"github.com/parley-dev/parley/tools/loadgen"
 	"github.com/parley-dev/parley/tools/stack"
 	"github.com/parley-dev/parley/tools/verify"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // TestExactnessUnderLoad starts the whole suite, sends generated traffic for
@@ -170,7 +172,9 @@ func TestExactnessUnderLoad(t *testing.T) {
 		rep := check(acks)
 		var got []string
 		for _, p := range rep.Problems {
-			got = append(got, p.Tenant+" "+p.Check+" "+strings.Join(p.IDs, ","))
+			for _, id := range p.IDs {
+				got = append(got, p.Tenant+" "+p.Check+" "+id)
+			}
 		}
 		if c.dlq {
 			if p := rep.Problems[len(rep.Problems)-1]; p.Count != 1 || !strings.Contains(p.Description, "lifecycle 1") || rep.DeadLetters != 1 {
@@ -189,9 +193,10 @@ type corruption struct {
 }
 
 // corrupt breaks, in turn, a ClickHouse messages row, lifecycle's visitor
-// count, a detector's tag and a conversation's facts in tagging, and puts a
-// dead letter into PARLEY_DLQ; after each, check must return what it
-// returned before plus exactly the problem that change causes.
+// count, a detector's tag and a conversation's facts in tagging; makes
+// lifecycle and tagging skip a message as if it were an old redelivery; and
+// puts a dead letter into PARLEY_DLQ. After each, check must return what it
+// returned before plus exactly the problems that change causes.
 func corrupt(t *testing.T, ctx context.Context, st *stack.Stack, bus *eventbus.Bus, acks []loadgen.Ack, closed map[string]bool, check func(corruption) []string) {
 	t.Helper()
 	pool, err := pgstore.Connect(ctx, config.Postgres{URL: st.PostgresURL, MaxConns: 2})
@@ -220,6 +225,17 @@ func corrupt(t *testing.T, ctx context.Context, st *stack.Stack, bus *eventbus.B
 		if a.Kind == "message_posted" && message[a.Conversation] == "" {
 			message[a.Conversation] = a.EventID
 		}
+	}
+	// An open conversation of acme.
+	var open string
+	for _, a := range acks {
+		if a.Tenant == "acme" && !closed["acme/"+a.Conversation] {
+			open = a.Conversation
+			break
+		}
+	}
+	if open == "" {
+		t.Fatal("no open conversation of acme")
 	}
 	// A closed conversation with a detector's tag.
 	var tagged, detector string
@@ -268,6 +284,21 @@ func corrupt(t *testing.T, ctx context.Context, st *stack.Stack, bus *eventbus.B
 			_, err := pool.Exec(ctx, `DELETE FROM tagging_conversations WHERE tenant_id = 'acme' AND conversation_id = $1`, others[2])
 			return err
 		}, []string{"acme tagging.unknown " + others[2]}},
+		{corruption{name: "skipped redelivery"}, func() error {
+			// The fault of consumers that skip an event below their
+			// conversation's applied sequence: lifecycle and tagging
+			// believe they are past the next message, reporting is not.
+			for _, table := range []string{"lifecycle_conversations", "tagging_conversations"} {
+				if _, err := pool.Exec(ctx, `UPDATE `+table+` SET applied_seq = applied_seq + 1000000000 WHERE tenant_id = 'acme' AND conversation_id = $1`, open); err != nil {
+					return err
+				}
+			}
+			now := timestamppb.Now()
+			_, err := bus.Publish(ctx, &eventv1.Envelope{EventId: uuid.NewString(), TenantId: "acme", ConversationId: open, OccurredAt: now, RecordedAt: now,
+				Producer: "ingest", Payload: &eventv1.Envelope_MessagePosted{MessagePosted: &eventv1.MessagePosted{
+					MessageId: uuid.NewString(), Role: eventv1.Role_ROLE_VISITOR, Text: "still there?"}}})
+			return err
+		}, []string{"acme lifecycle.counts " + open, "acme tagging.counts " + open}},
 		{corruption{name: "dead letter", dlq: true}, func() error {
 			m := nats.NewMsg(eventbus.DLQSubjectPrefix + ".lifecycle")
 			m.Data = []byte("not an envelope")
