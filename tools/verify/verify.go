@@ -1,14 +1,16 @@
 // Package verify checks Parley's exactness after a load run: it compares what
 // ingest acknowledged (the ack log of package loadgen) with what the event
-// stream PARLEY_CONV, lifecycle's state in PostgreSQL and reporting's
-// ClickHouse projections hold. Nothing acknowledged may be lost, nothing may
-// be stored twice, and every conversation the client closed must have ended
-// exactly once.
+// stream PARLEY_CONV holds, and every projection — lifecycle's and tagging's
+// state in PostgreSQL, reporting's ClickHouse tables — conversation by
+// conversation with its own fold of the stream (fold.go). Nothing
+// acknowledged may be lost, nothing may be stored twice, every conversation
+// the client closed must have ended exactly once, every projection must
+// agree with the stream, and PARLEY_DLQ must hold nothing of the tenants.
 //
 // The stream is checked at once: an acknowledged event is in it by
-// definition of the acknowledgement. Lifecycle and reporting consume the
-// stream asynchronously, so their checks are repeated until they pass, stop
-// changing, or the settle time is over.
+// definition of the acknowledgement. Lifecycle, tagging and reporting consume
+// the stream asynchronously, so their checks are repeated until they pass,
+// stop changing, or the settle time is over. The DLQ is read once, at the end.
 package verify
 
 import (
@@ -39,12 +41,13 @@ type Config struct {
 	Acks []loadgen.Ack
 	// NATSURL reaches the event stream.
 	NATSURL string
-	// PostgresURL reaches lifecycle's state (table lifecycle_conversations).
+	// PostgresURL reaches lifecycle's and tagging's state
+	// (lifecycle_conversations, tagging_conversations, tagging_applied).
 	PostgresURL string
 	// ClickHouse reaches reporting's projections (Database default parley).
 	ClickHouse config.ClickHouse
-	// Settle is the longest wait for lifecycle and reporting to catch up
-	// (default 60s).
+	// Settle is the longest wait for the projections to catch up (default
+	// 60s).
 	Settle time.Duration
 	// Stable ends the wait early once no count has changed for this long
 	// (default 30s), even while lifecycle or reporting still have events
