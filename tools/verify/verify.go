@@ -50,7 +50,7 @@ type Config struct {
 	// 60s).
 	Settle time.Duration
 	// Stable ends the wait early once no count has changed for this long
-	// (default 30s), even while lifecycle or reporting still have events
+	// (default 30s), even while the projections still have events
 	// to process.
 	Stable time.Duration
 	// Poll is the pause between rounds (default 500ms).
@@ -71,7 +71,7 @@ const (
 	ReportingConsumer = "reporting-projector"
 )
 
-// Round is one round of checks while waiting for lifecycle and reporting.
+// Round is one round of checks while waiting for the projections.
 type Round struct {
 	N       int
 	Pending []Problem
@@ -108,8 +108,8 @@ type Row struct {
 func (r Row) OK() bool { return r.Info || r.Expected == r.Actual }
 
 // TenantReport holds one tenant's counts. Expected values come from the ack
-// log (restricted to what the stream holds where noted), actual ones from
-// the stores.
+// log (for the stream) or from verify's fold of the stream (for the
+// projections), actual ones from the stores.
 type TenantReport struct {
 	Tenant string
 	// AckLines is the number of acknowledgements, AckDuplicates how many of
@@ -158,7 +158,7 @@ type Report struct {
 	// Lost and Duplicated events, conversations ended exactly once and
 	// dead letters, over all tenants.
 	Lost, Duplicated, EndedOnce, DeadLetters int
-	// Rounds and Waited tell how long lifecycle and reporting took;
+	// Rounds and Waited tell how long the projections took;
 	// StreamTime and StoreTime how much of it went into reading the stream
 	// and into querying PostgreSQL and ClickHouse.
 	Rounds                        int
@@ -263,7 +263,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if !same {
 			fingerprint, changed = fp, time.Now()
 		}
-		// Done waiting: lifecycle and reporting had nothing left to do in
+		// Done waiting: the consumers had nothing left to do in
 		// two rounds in a row and nothing changed in between (what remains
 		// is real), nothing changed for Stable, or Settle is over.
 		idle := len(behind) == 3

@@ -88,7 +88,7 @@ for dead letters consumer, sequence, subject and reason); the exit status is 1 o
 	f.StringVar(&ch.Database, "clickhouse-database", envOr("PARLEY_CLICKHOUSE_DATABASE", "parley"), "ClickHouse database (env PARLEY_CLICKHOUSE_DATABASE)")
 	f.StringVar(&ch.User, "clickhouse-user", envOr("PARLEY_CLICKHOUSE_USER", "default"), "ClickHouse user (env PARLEY_CLICKHOUSE_USER)")
 	f.StringVar(&ch.Password, "clickhouse-password", os.Getenv("PARLEY_CLICKHOUSE_PASSWORD"), "ClickHouse password (env PARLEY_CLICKHOUSE_PASSWORD)")
-	f.DurationVar(&settle, "settle", 60*time.Second, "longest wait for lifecycle and reporting to catch up")
+	f.DurationVar(&settle, "settle", 60*time.Second, "longest wait for lifecycle, tagging and reporting to catch up")
 	f.DurationVar(&stable, "stable", 30*time.Second, "stop waiting once no count has changed for this long")
 	f.IntVar(&window, "tagging-max-messages", envInt("PARLEY_TAGGING_MAX_MESSAGES", verify.DefaultTaggingMaxMessages),
 		"tagging's PARLEY_TAGGING_MAX_MESSAGES: a message id repeated within that many recent messages is counted once (env PARLEY_TAGGING_MAX_MESSAGES)")
