@@ -71,7 +71,7 @@ type Base struct {
 	Audit *tenancy.AuditWriter
 	// Auth authenticates API keys (the tenancy store unless
 	// Options.Authenticator or Options.WrapAuth).
-	Auth grpcx.Authenticator
+	Auth    grpcx.Authenticator
 	GRPC    *grpcx.Server
 	opts    Options
 	checks  []grpcx.Check

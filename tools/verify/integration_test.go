@@ -5,10 +5,12 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/parley-dev/parley/libs/config"
@@ -16,16 +18,20 @@ import (
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/tenancy"
+	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"github.com/parley-dev/parley/tools/loadgen"
 	"github.com/parley-dev/parley/tools/stack"
 	"github.com/parley-dev/parley/tools/verify"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // TestExactnessUnderLoad starts the whole suite, sends generated traffic for
 // two tenants through ingest in batch, stream and single mode, and checks
-// that the stream, lifecycle and the ClickHouse projections hold exactly
-// what was acknowledged. Then it breaks exactness on purpose, twice, and
-// checks that verify notices.
+// that the stream holds exactly what was acknowledged and that lifecycle,
+// tagging and the ClickHouse projections agree with the stream. Then it
+// breaks exactness on purpose (an ack never stored, a copied event, and a
+// direct change to each store and to the DLQ) and checks that verify
+// reports exactly that.
 func TestExactnessUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts the whole stack")
@@ -157,7 +163,163 @@ func TestExactnessUnderLoad(t *testing.T) {
 	if rep.Duplicated != 1 || rep.Lost != 0 || len(rep.Problems) != 1 || rep.Problems[0].Check != "stream.duplicated" || rep.Problems[0].IDs[0] != victim.EventID {
 		t.Fatalf("copied event: lost %d, duplicated %d, problems %+v", rep.Lost, rep.Duplicated, rep.Problems)
 	}
+
+	// Corrupt each store directly, one conversation at a time: verify
+	// reports exactly that conversation under exactly that check, besides
+	// what it reported before.
+	corrupt(t, ctx, st, bus, acks, closed, func(c corruption) []string {
+		t.Helper()
+		rep := check(acks)
+		var got []string
+		for _, p := range rep.Problems {
+			for _, id := range p.IDs {
+				got = append(got, p.Tenant+" "+p.Check+" "+id)
+			}
+		}
+		if c.dlq {
+			if p := rep.Problems[len(rep.Problems)-1]; p.Count != 1 || !strings.Contains(p.Description, "lifecycle 1") || rep.DeadLetters != 1 {
+				t.Errorf("%s: dead letter problem %+v, %d dead letters", c.name, p, rep.DeadLetters)
+			}
+		}
+		return got
+	})
 	t.Logf("whole test %s", time.Since(began).Round(time.Millisecond))
+}
+
+// corruption is one direct change to a store and the problem it must cause.
+type corruption struct {
+	name string
+	dlq  bool
+}
+
+// corrupt breaks, in turn, a ClickHouse messages row, lifecycle's visitor
+// count, a detector's tag and a conversation's facts in tagging; makes
+// lifecycle and tagging skip a message as if it were an old redelivery; and
+// puts a dead letter into PARLEY_DLQ. After each, check must return what it
+// returned before plus exactly the problems that change causes.
+func corrupt(t *testing.T, ctx context.Context, st *stack.Stack, bus *eventbus.Bus, acks []loadgen.Ack, closed map[string]bool, check func(corruption) []string) {
+	t.Helper()
+	pool, err := pgstore.Connect(ctx, config.Postgres{URL: st.PostgresURL, MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	ch, err := clickhouse.Open(&clickhouse.Options{Addr: []string{st.ClickHouseAddr}, Auth: clickhouse.Auth{Database: "parley", Username: "default"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+
+	// Closed conversations of acme (nothing more happens to them), and a
+	// message of each.
+	var convs []string
+	message := map[string]string{}
+	for _, a := range acks {
+		if a.Tenant != "acme" || !closed["acme/"+a.Conversation] {
+			continue
+		}
+		if _, ok := message[a.Conversation]; !ok {
+			convs = append(convs, a.Conversation)
+			message[a.Conversation] = ""
+		}
+		if a.Kind == "message_posted" && message[a.Conversation] == "" {
+			message[a.Conversation] = a.EventID
+		}
+	}
+	// An open conversation of acme.
+	var open string
+	for _, a := range acks {
+		if a.Tenant == "acme" && !closed["acme/"+a.Conversation] {
+			open = a.Conversation
+			break
+		}
+	}
+	if open == "" {
+		t.Fatal("no open conversation of acme")
+	}
+	// A closed conversation with a detector's tag.
+	var tagged, detector string
+	if err := pool.QueryRow(ctx, `SELECT conversation_id, rule_id FROM tagging_applied WHERE tenant_id = 'acme' AND rule_id LIKE 'builtin:%'
+		AND conversation_id = ANY($1) ORDER BY conversation_id, rule_id LIMIT 1`, convs).Scan(&tagged, &detector); err != nil {
+		t.Fatalf("a detector's tag on a closed conversation: %v", err)
+	}
+	var others []string
+	for _, c := range convs {
+		if c != tagged && message[c] != "" {
+			others = append(others, c)
+		}
+	}
+	if len(others) < 3 {
+		t.Fatalf("closed conversations with messages: %d", len(others))
+	}
+
+	before := check(corruption{name: "before"})
+	for _, c := range []struct {
+		corruption
+		do   func() error
+		want []string
+	}{
+		{corruption{name: "clickhouse message row"}, func() error {
+			id := message[others[0]]
+			if err := ch.Exec(ctx, `ALTER TABLE messages DELETE WHERE tenant_id = 'acme' AND event_id = ?`, id); err != nil {
+				return err
+			}
+			for { // the mutation runs in the background
+				var n uint64
+				if err := ch.QueryRow(ctx, `SELECT count() FROM messages WHERE tenant_id = 'acme' AND event_id = ?`, id).Scan(&n); err != nil || n == 0 {
+					return err
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}, []string{"acme clickhouse.messages " + others[0]}},
+		{corruption{name: "lifecycle count"}, func() error {
+			_, err := pool.Exec(ctx, `UPDATE lifecycle_conversations SET visitor_messages = visitor_messages + 1 WHERE tenant_id = 'acme' AND conversation_id = $1`, others[1])
+			return err
+		}, []string{"acme lifecycle.counts " + others[1]}},
+		{corruption{name: "tagging tag"}, func() error {
+			_, err := pool.Exec(ctx, `DELETE FROM tagging_applied WHERE tenant_id = 'acme' AND conversation_id = $1 AND rule_id = $2`, tagged, detector)
+			return err
+		}, []string{"acme tagging.issues " + tagged, "acme tagging.tags " + tagged}},
+		{corruption{name: "tagging facts"}, func() error {
+			_, err := pool.Exec(ctx, `DELETE FROM tagging_conversations WHERE tenant_id = 'acme' AND conversation_id = $1`, others[2])
+			return err
+		}, []string{"acme tagging.unknown " + others[2]}},
+		{corruption{name: "skipped redelivery"}, func() error {
+			// The fault of consumers that skip an event below their
+			// conversation's applied sequence: lifecycle and tagging
+			// believe they are past the next message, reporting is not.
+			for _, table := range []string{"lifecycle_conversations", "tagging_conversations"} {
+				if _, err := pool.Exec(ctx, `UPDATE `+table+` SET applied_seq = applied_seq + 1000000000 WHERE tenant_id = 'acme' AND conversation_id = $1`, open); err != nil {
+					return err
+				}
+			}
+			now := timestamppb.Now()
+			_, err := bus.Publish(ctx, &eventv1.Envelope{EventId: uuid.NewString(), TenantId: "acme", ConversationId: open, OccurredAt: now, RecordedAt: now,
+				Producer: "ingest", Payload: &eventv1.Envelope_MessagePosted{MessagePosted: &eventv1.MessagePosted{
+					MessageId: uuid.NewString(), Role: eventv1.Role_ROLE_VISITOR, Text: "still there?"}}})
+			return err
+		}, []string{"acme lifecycle.counts " + open, "acme tagging.counts " + open}},
+		{corruption{name: "dead letter", dlq: true}, func() error {
+			m := nats.NewMsg(eventbus.DLQSubjectPrefix + ".lifecycle")
+			m.Data = []byte("not an envelope")
+			m.Header.Set(eventbus.HeaderDLQSubject, eventbus.ConvSubject("acme", others[0], "message_posted"))
+			m.Header.Set(eventbus.HeaderDLQConsumer, "lifecycle")
+			m.Header.Set(eventbus.HeaderDLQSequence, "42")
+			m.Header.Set(eventbus.HeaderDLQError, "handler: boom")
+			_, err := bus.JetStream().PublishMsg(ctx, m)
+			return err
+		}, []string{"acme dlq.dead_letters lifecycle seq 42 " + eventbus.ConvSubject("acme", others[0], "message_posted") + ": handler: boom"}},
+	} {
+		if err := c.do(); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		got := check(c.corruption)
+		want := slices.Sorted(slices.Values(append(slices.Clone(before), c.want...)))
+		if !slices.Equal(slices.Sorted(slices.Values(got)), want) {
+			t.Errorf("%s: got problems\n%s\nwant\n%s", c.name, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		before = got
+	}
 }
 
 // startStack starts the suite in a temp dir on free ports. A free port can

@@ -1,14 +1,16 @@
 // Package verify checks Parley's exactness after a load run: it compares what
 // ingest acknowledged (the ack log of package loadgen) with what the event
-// stream PARLEY_CONV, lifecycle's state in PostgreSQL and reporting's
-// ClickHouse projections hold. Nothing acknowledged may be lost, nothing may
-// be stored twice, and every conversation the client closed must have ended
-// exactly once.
+// stream PARLEY_CONV holds, and every projection — lifecycle's and tagging's
+// state in PostgreSQL, reporting's ClickHouse tables — conversation by
+// conversation with its own fold of the stream (fold.go). Nothing
+// acknowledged may be lost, nothing may be stored twice, every conversation
+// the client closed must have ended exactly once, every projection must
+// agree with the stream, and PARLEY_DLQ must hold nothing of the tenants.
 //
 // The stream is checked at once: an acknowledged event is in it by
-// definition of the acknowledgement. Lifecycle and reporting consume the
-// stream asynchronously, so their checks are repeated until they pass, stop
-// changing, or the settle time is over.
+// definition of the acknowledgement. Lifecycle, tagging and reporting consume
+// the stream asynchronously, so their checks are repeated until they pass,
+// stop changing, or the settle time is over. The DLQ is read once, at the end.
 package verify
 
 import (
@@ -39,15 +41,16 @@ type Config struct {
 	Acks []loadgen.Ack
 	// NATSURL reaches the event stream.
 	NATSURL string
-	// PostgresURL reaches lifecycle's state (table lifecycle_conversations).
+	// PostgresURL reaches lifecycle's and tagging's state
+	// (lifecycle_conversations, tagging_conversations, tagging_applied).
 	PostgresURL string
 	// ClickHouse reaches reporting's projections (Database default parley).
 	ClickHouse config.ClickHouse
-	// Settle is the longest wait for lifecycle and reporting to catch up
-	// (default 60s).
+	// Settle is the longest wait for the projections to catch up (default
+	// 60s).
 	Settle time.Duration
 	// Stable ends the wait early once no count has changed for this long
-	// (default 30s), even while lifecycle or reporting still have events
+	// (default 30s), even while the projections still have events
 	// to process.
 	Stable time.Duration
 	// Poll is the pause between rounds (default 500ms).
@@ -55,19 +58,24 @@ type Config struct {
 	// Progress, when set, is told about each round that leaves
 	// discrepancies that may still resolve.
 	Progress func(Round)
+	// TaggingMaxMessages is tagging's PARLEY_TAGGING_MAX_MESSAGES (default
+	// DefaultTaggingMaxMessages): a message whose id is among that many
+	// recent messages is not counted again in tagging's facts.
+	TaggingMaxMessages int
 }
 
 // The durable consumers whose work verify waits for.
 const (
 	LifecycleConsumer = "lifecycle"
+	TaggingConsumer   = "tagging"
 	ReportingConsumer = "reporting-projector"
 )
 
-// Round is one round of checks while waiting for lifecycle and reporting.
+// Round is one round of checks while waiting for the projections.
 type Round struct {
 	N       int
 	Pending []Problem
-	// Behind is how many events each durable consumer (lifecycle,
+	// Behind is how many events each durable consumer (lifecycle, tagging,
 	// reporting-projector) has not processed yet; missing when unknown.
 	Behind map[string]uint64
 }
@@ -100,8 +108,8 @@ type Row struct {
 func (r Row) OK() bool { return r.Info || r.Expected == r.Actual }
 
 // TenantReport holds one tenant's counts. Expected values come from the ack
-// log (restricted to what the stream holds where noted), actual ones from
-// the stores.
+// log (for the stream) or from verify's fold of the stream (for the
+// projections), actual ones from the stores.
 type TenantReport struct {
 	Tenant string
 	// AckLines is the number of acknowledgements, AckDuplicates how many of
@@ -128,10 +136,14 @@ type TenantReport struct {
 	// closed ones it ended.
 	LifecycleKnown, LifecycleEnded, LifecycleClosedEnded int
 
-	// ClickHouse: rows of these conversations in events (from ingest),
-	// messages and conversations, the sum of conversations.message_count,
-	// and ended conversations.
+	// ClickHouse: rows of these conversations in events, messages and
+	// conversations, the sum of conversations.message_count, and ended
+	// conversations.
 	CHEvents, CHMessages, CHConversations, CHMessageCount, CHEnded int
+
+	// DeadLetters counts the tenant's messages in PARLEY_DLQ and those of
+	// no known tenant.
+	DeadLetters int
 
 	Rows []Row
 }
@@ -143,10 +155,10 @@ type Report struct {
 	Problems []Problem
 	// Notes are facts worth knowing that are not errors.
 	Notes []Problem
-	// Lost and Duplicated events, and conversations ended exactly once,
-	// over all tenants.
-	Lost, Duplicated, EndedOnce int
-	// Rounds and Waited tell how long lifecycle and reporting took;
+	// Lost and Duplicated events, conversations ended exactly once and
+	// dead letters, over all tenants.
+	Lost, Duplicated, EndedOnce, DeadLetters int
+	// Rounds and Waited tell how long the projections took;
 	// StreamTime and StoreTime how much of it went into reading the stream
 	// and into querying PostgreSQL and ClickHouse.
 	Rounds                        int
@@ -177,10 +189,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.ClickHouse.User == "" {
 		cfg.ClickHouse.User = "default"
 	}
+	if cfg.TaggingMaxMessages <= 0 {
+		cfg.TaggingMaxMessages = DefaultTaggingMaxMessages
+	}
 	exp, err := expectations(cfg.Acks)
 	if err != nil {
 		return nil, err
 	}
+	exp.window = cfg.TaggingMaxMessages
 
 	bus, err := eventbus.Connect(ctx, cfg.NATSURL, "parley-verify", eventbus.Options{})
 	if err != nil {
@@ -225,6 +241,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			if err := t.readLifecycle(ctx, pool); err != nil {
 				return nil, err
 			}
+			if err := t.readTagging(ctx, pool); err != nil {
+				return nil, err
+			}
 			if err := t.readClickHouse(ctx, ch); err != nil {
 				return nil, err
 			}
@@ -234,7 +253,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Rounds, rep.Waited, rep.StreamTime, rep.StoreTime = round, time.Since(began), streamTime, storeTime
 		pending := rep.pending()
 		if len(pending) == 0 {
-			return rep, nil
+			break
 		}
 		if cfg.Progress != nil {
 			cfg.Progress(Round{N: round, Pending: pending, Behind: behind})
@@ -244,15 +263,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if !same {
 			fingerprint, changed = fp, time.Now()
 		}
-		// Done waiting: lifecycle and reporting had nothing left to do in
+		// Done waiting: the consumers had nothing left to do in
 		// two rounds in a row and nothing changed in between (what remains
 		// is real), nothing changed for Stable, or Settle is over.
-		idle := len(behind) == 2
+		idle := len(behind) == 3
 		for _, n := range behind {
 			idle = idle && n == 0
 		}
 		if (idle && caughtUp && same) || time.Since(changed) >= cfg.Stable || time.Since(began) >= cfg.Settle {
-			return rep, nil
+			break
 		}
 		caughtUp = idle
 		select {
@@ -261,6 +280,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		case <-time.After(cfg.Poll):
 		}
 	}
+	// Dead letters do not go away by waiting: read them once, at the end.
+	dl, err := readDLQ(ctx, bus, exp.byID)
+	if err != nil {
+		return nil, err
+	}
+	rep.addDeadLetters(dl)
+	return rep, nil
 }
 
 // backlog returns the events each durable consumer has not processed (not
@@ -268,7 +294,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 // are left out.
 func backlog(ctx context.Context, bus *eventbus.Bus) map[string]uint64 {
 	out := map[string]uint64{}
-	for _, name := range []string{LifecycleConsumer, ReportingConsumer} {
+	for _, name := range []string{LifecycleConsumer, TaggingConsumer, ReportingConsumer} {
 		c, err := bus.JetStream().Consumer(ctx, eventbus.ConvStream, name)
 		if err != nil {
 			continue
@@ -286,7 +312,7 @@ func backlog(ctx context.Context, bus *eventbus.Bus) map[string]uint64 {
 // stream had every acknowledged event when it was acknowledged.
 func final(check string) bool {
 	switch check {
-	case "ack.inconsistent", "stream.lost", "stream.duplicated", "stream.sequence", "stream.ended_twice":
+	case "ack.inconsistent", "stream.lost", "stream.duplicated", "stream.sequence", "stream.ended_twice", "dlq.dead_letters":
 		return true
 	}
 	return false
@@ -308,7 +334,7 @@ func (r *Report) fingerprint() string {
 	var b strings.Builder
 	for _, t := range r.Tenants {
 		for _, row := range t.Rows {
-			fmt.Fprintf(&b, "%d,", row.Actual)
+			fmt.Fprintf(&b, "%d/%d,", row.Expected, row.Actual)
 		}
 	}
 	return b.String()
@@ -323,17 +349,32 @@ type ackedEvent struct {
 
 // convState is what is known of one acknowledged conversation.
 type convState struct {
-	closed     bool // an acknowledged conversation_closed
-	ended      int  // conversation_ended events in the stream
-	unacked    map[string]bool
-	pgKnown    bool
-	pgStatus   string
-	pgReason   string
-	chEvents   int
-	chMessages int
-	chRow      bool
-	chMsgCount int
-	chStatus   string
+	closed  bool // an acknowledged conversation_closed
+	unacked map[string]bool
+	// fold is what the stream holds of the conversation.
+	fold *streamFold
+
+	pgKnown  bool
+	pgStatus string
+	pgReason string
+	pgCounts lifecycleCounts
+
+	tgKnown  bool
+	tgCounts taggingCounts
+	tgEnded  bool
+	tgReason string
+	// tgTags are the distinct tags of tagging_applied, tgIssues the
+	// detectors' tags (rule_id builtin:<detector>), both sorted.
+	tgTags, tgIssues []string
+
+	chEvents     int
+	chMessages   int
+	chRow        bool
+	chMsgCount   int
+	chEventCount int
+	chStatus     string
+	chReason     string
+	chTags       []string
 }
 
 type tenantExp struct {
@@ -351,11 +392,13 @@ type expectation struct {
 	byID    map[string]*tenantExp
 	// from is the next stream sequence to read.
 	from uint64
+	// window is tagging's PARLEY_TAGGING_MAX_MESSAGES.
+	window int
 }
 
 // expectations groups the ack log by tenant.
 func expectations(acks []loadgen.Ack) (*expectation, error) {
-	e := &expectation{byID: map[string]*tenantExp{}, from: math.MaxUint64}
+	e := &expectation{byID: map[string]*tenantExp{}, from: math.MaxUint64, window: DefaultTaggingMaxMessages}
 	for i, a := range acks {
 		if !eventbus.ValidTenantID(a.Tenant) || !eventbus.ValidConversationID(a.Conversation) {
 			return nil, fmt.Errorf("verify: ack %d: invalid tenant %q or conversation %q", i+1, a.Tenant, a.Conversation)
@@ -380,7 +423,7 @@ func expectations(acks []loadgen.Ack) (*expectation, error) {
 		ev := &ackedEvent{id: a.EventID, conv: a.Conversation, kind: a.Kind, seq: a.Seq}
 		t.events[a.EventID] = ev
 		if t.convs[a.Conversation] == nil {
-			t.convs[a.Conversation] = &convState{unacked: map[string]bool{}}
+			t.convs[a.Conversation] = &convState{unacked: map[string]bool{}, fold: newStreamFold()}
 			t.convOrder = append(t.convOrder, a.Conversation)
 		}
 		t.eventsByConv[a.Conversation] = append(t.eventsByConv[a.Conversation], ev)
@@ -435,7 +478,7 @@ func scanStream(ctx context.Context, bus *eventbus.Bus, e *expectation) error {
 			if err := proto.Unmarshal(m.Data(), &env); err != nil {
 				return fmt.Errorf("verify: %s sequence %d: undecodable envelope: %w", eventbus.ConvStream, meta.Sequence.Stream, err)
 			}
-			t.observe(&env, meta.Sequence.Stream)
+			t.observe(&env, meta.Sequence.Stream, e.window)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("verify: reading %s: %w", eventbus.ConvStream, err)
@@ -460,39 +503,39 @@ func scanStream(ctx context.Context, bus *eventbus.Bus, e *expectation) error {
 }
 
 // observe records one stored event of the tenant.
-func (t *tenantExp) observe(env *eventv1.Envelope, seq uint64) {
+func (t *tenantExp) observe(env *eventv1.Envelope, seq uint64, window int) {
 	c := t.convs[env.GetConversationId()]
 	if c == nil {
 		return
 	}
+	c.fold.observe(env, window)
 	if ev, ok := t.events[env.GetEventId()]; ok && ev.conv == env.GetConversationId() {
 		ev.stored = append(ev.stored, seq)
 		return
 	}
-	switch {
-	case eventbus.Kind(env) == "conversation_ended":
-		c.ended++
-	case env.GetProducer() == "ingest" || env.GetProducer() == "":
+	if p := env.GetProducer(); eventbus.Kind(env) != "conversation_ended" && (p == "ingest" || p == "") {
 		c.unacked[env.GetEventId()] = true
 	}
 }
 
 func (t *tenantExp) readLifecycle(ctx context.Context, pool *pgxpool.Pool) error {
-	rows, err := pool.Query(ctx, `SELECT conversation_id, status, COALESCE(end_reason, '') FROM lifecycle_conversations WHERE tenant_id = $1`, t.tenant)
+	rows, err := pool.Query(ctx, `SELECT conversation_id, status, COALESCE(end_reason, ''), visitor_messages, goals_reached, flows_completed, late_events
+		FROM lifecycle_conversations WHERE tenant_id = $1`, t.tenant)
 	if err != nil {
 		return fmt.Errorf("verify: lifecycle_conversations: %w", err)
 	}
 	defer rows.Close()
 	for _, c := range t.convs {
-		c.pgKnown, c.pgStatus, c.pgReason = false, "", ""
+		c.pgKnown, c.pgStatus, c.pgReason, c.pgCounts = false, "", "", lifecycleCounts{}
 	}
 	for rows.Next() {
 		var id, st, reason string
-		if err := rows.Scan(&id, &st, &reason); err != nil {
+		var n lifecycleCounts
+		if err := rows.Scan(&id, &st, &reason, &n.VisitorMessages, &n.GoalsReached, &n.FlowsCompleted, &n.LateEvents); err != nil {
 			return fmt.Errorf("verify: lifecycle_conversations: %w", err)
 		}
 		if c := t.convs[id]; c != nil {
-			c.pgKnown, c.pgStatus, c.pgReason = true, st, reason
+			c.pgKnown, c.pgStatus, c.pgReason, c.pgCounts = true, st, reason, n
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -503,7 +546,7 @@ func (t *tenantExp) readLifecycle(ctx context.Context, pool *pgxpool.Pool) error
 
 func (t *tenantExp) readClickHouse(ctx context.Context, ch driver.Conn) error {
 	for _, c := range t.convs {
-		c.chEvents, c.chMessages, c.chRow, c.chMsgCount, c.chStatus = 0, 0, false, 0, ""
+		c.chEvents, c.chMessages, c.chRow, c.chMsgCount, c.chEventCount, c.chStatus, c.chReason, c.chTags = 0, 0, false, 0, 0, "", "", nil
 	}
 	counts := func(table, where string, set func(*convState, int)) error {
 		rows, err := ch.Query(ctx, `SELECT conversation_id, count() FROM `+table+` FINAL WHERE tenant_id = ?`+where+` GROUP BY conversation_id`, t.tenant)
@@ -523,25 +566,27 @@ func (t *tenantExp) readClickHouse(ctx context.Context, ch driver.Conn) error {
 		}
 		return rows.Err()
 	}
-	if err := counts("events", ` AND producer IN ('', 'ingest')`, func(c *convState, n int) { c.chEvents = n }); err != nil {
+	if err := counts("events", "", func(c *convState, n int) { c.chEvents = n }); err != nil {
 		return err
 	}
 	if err := counts("messages", "", func(c *convState, n int) { c.chMessages = n }); err != nil {
 		return err
 	}
-	rows, err := ch.Query(ctx, `SELECT conversation_id, message_count, toString(status) FROM conversations FINAL WHERE tenant_id = ?`, t.tenant)
+	rows, err := ch.Query(ctx, `SELECT conversation_id, message_count, event_count, toString(status), end_reason, arraySort(tags)
+		FROM conversations FINAL WHERE tenant_id = ?`, t.tenant)
 	if err != nil {
 		return fmt.Errorf("verify: clickhouse conversations: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var id, st string
-		var n uint32
-		if err := rows.Scan(&id, &n, &st); err != nil {
+		var id, st, reason string
+		var n, events uint32
+		var tags []string
+		if err := rows.Scan(&id, &n, &events, &st, &reason, &tags); err != nil {
 			return fmt.Errorf("verify: clickhouse conversations: %w", err)
 		}
 		if c := t.convs[id]; c != nil {
-			c.chRow, c.chMsgCount, c.chStatus = true, int(n), st
+			c.chRow, c.chMsgCount, c.chEventCount, c.chStatus, c.chReason, c.chTags = true, int(n), int(events), st, reason, tags
 		}
 	}
 	return rows.Err()
@@ -557,11 +602,20 @@ func (e *expectation) evaluate() *Report {
 		for _, id := range t.inconsistent {
 			add("ack.inconsistent", id)
 		}
-		streamEnded, pgEnded := 0, 0
-		var unacked int
+		var (
+			streamEnded, pgEnded, unacked int
+			lcExp, lcAct                  lifecycleCounts
+			tgEventsExp, tgEventsAct      int
+			tgMsgsExp, tgMsgsAct          int
+			tgKnown, tgEnded, tgTagsOK    int
+			issuesExp, issuesAct          int
+			chExp                         struct{ events, messages, messageCount, eventCount int }
+			chEventCount, chTagsOK        int
+		)
 		for _, conv := range t.convOrder {
 			c := t.convs[conv]
-			present, messages, closed := 0, 0, false
+			f := c.fold
+			present, closed := 0, false
 			for _, ev := range t.eventsByConv[conv] {
 				if ev.kind == "message_posted" {
 					tr.Messages++
@@ -580,9 +634,6 @@ func (e *expectation) evaluate() *Report {
 					add("stream.sequence", ev.id)
 				}
 				present++
-				if ev.kind == "message_posted" {
-					messages++
-				}
 				if ev.kind == "conversation_closed" {
 					closed = true
 				}
@@ -593,10 +644,15 @@ func (e *expectation) evaluate() *Report {
 				continue // nothing of it reached the stream: nothing to project
 			}
 			tr.Conversations++
+			streamIsEnded := f.ended > 0
+			reason := f.endReason.String()
+			short := enumName(reason, "END_REASON_")
+
+			// Lifecycle (PostgreSQL).
 			pgIsEnded := c.pgStatus == "ended"
 			if closed {
 				tr.Closed++
-				if c.ended == 0 {
+				if !streamIsEnded {
 					tr.NotEnded++
 					add("lifecycle.not_ended", conv)
 				}
@@ -605,24 +661,30 @@ func (e *expectation) evaluate() *Report {
 				} else {
 					add("lifecycle.closed_active", conv)
 				}
-			} else if c.ended > 0 || pgIsEnded {
+			} else if streamIsEnded || pgIsEnded {
 				tr.EndedWithoutClose++
 				if c.pgReason == "END_REASON_STALE_TIMEOUT" {
 					tr.Stale++
 				}
 			}
 			switch {
-			case c.ended == 1:
+			case f.ended == 1:
 				tr.EndedOnce++
-			case c.ended > 1:
+			case f.ended > 1:
 				tr.EndedTwice++
 				add("stream.ended_twice", conv)
 			}
-			if c.ended > 0 {
+			if streamIsEnded {
 				streamEnded++
 			}
+			want := f.lc.expected()
+			lcExp.add(want)
 			if c.pgKnown {
 				tr.LifecycleKnown++
+				lcAct.add(c.pgCounts)
+				if c.pgCounts != want {
+					add("lifecycle.counts", conv)
+				}
 			} else {
 				add("lifecycle.unknown", conv)
 			}
@@ -630,22 +692,73 @@ func (e *expectation) evaluate() *Report {
 				pgEnded++
 				tr.LifecycleEnded++
 			}
-			if pgIsEnded != (c.ended > 0) {
+			if pgIsEnded != streamIsEnded {
 				add("lifecycle.stream_mismatch", conv)
+			} else if pgIsEnded && c.pgReason != reason {
+				add("lifecycle.end_reason", conv)
 			}
+
+			// Tagging (PostgreSQL).
+			tgEventsExp += f.tg.counts.Events
+			tgMsgsExp += f.tg.counts.messages()
+			if c.tgKnown {
+				tgKnown++
+				tgEventsAct += c.tgCounts.Events
+				tgMsgsAct += c.tgCounts.messages()
+				if c.tgCounts != f.tg.counts {
+					add("tagging.counts", conv)
+				}
+				if c.tgEnded {
+					tgEnded++
+				}
+				if c.tgEnded != streamIsEnded || c.tgReason != short {
+					add("tagging.ended", conv)
+				}
+			} else {
+				add("tagging.unknown", conv)
+			}
+			if slices.Equal(c.tgTags, f.sortedTags()) {
+				tgTagsOK++
+			} else {
+				add("tagging.tags", conv)
+			}
+			issues := sortedSet(f.issues)
+			issuesExp += len(issues)
+			issuesAct += len(c.tgIssues)
+			if !slices.Equal(c.tgIssues, issues) {
+				add("tagging.issues", conv)
+			}
+
+			// ClickHouse.
+			chExp.events += len(f.ids)
+			chExp.messages += f.messages
+			chExp.messageCount += f.messagesBeforeEnd
+			chExp.eventCount += f.eventCount
 			tr.CHEvents += c.chEvents
 			tr.CHMessages += c.chMessages
-			tr.CHMessageCount += c.chMsgCount
-			if c.chEvents != present {
+			if c.chEvents != len(f.ids) {
 				add("clickhouse.events", conv)
 			}
-			if c.chMessages != messages {
+			if c.chMessages != f.messages {
 				add("clickhouse.messages", conv)
 			}
 			if c.chRow {
 				tr.CHConversations++
-				if c.chMsgCount != messages {
+				tr.CHMessageCount += c.chMsgCount
+				chEventCount += c.chEventCount
+				if c.chMsgCount != f.messagesBeforeEnd {
 					add("clickhouse.message_count", conv)
+				}
+				if c.chEventCount != f.eventCount {
+					add("clickhouse.event_count", conv)
+				}
+				if (c.chStatus == "ended") != streamIsEnded || c.chReason != short {
+					add("clickhouse.ended", conv)
+				}
+				if slices.Equal(c.chTags, f.sortedTags()) {
+					chTagsOK++
+				} else {
+					add("clickhouse.tags", conv)
 				}
 			} else {
 				add("clickhouse.conversations", conv)
@@ -653,17 +766,8 @@ func (e *expectation) evaluate() *Report {
 			if c.chStatus == "ended" {
 				tr.CHEnded++
 			}
-			if (c.chStatus == "ended") != pgIsEnded {
-				add("clickhouse.ended", conv)
-			}
 		}
 		tr.Unacknowledged = unacked
-		presentMessages := 0
-		for _, ev := range t.events {
-			if ev.kind == "message_posted" && len(ev.stored) > 0 {
-				presentMessages++
-			}
-		}
 		tr.Rows = []Row{
 			{Check: "stream: acknowledged events stored", Expected: tr.Events, Actual: tr.Stored},
 			{Check: "stream: events stored more than once", Expected: 0, Actual: tr.Duplicated},
@@ -673,11 +777,23 @@ func (e *expectation) evaluate() *Report {
 			{Check: "lifecycle: conversations known", Expected: tr.Conversations, Actual: tr.LifecycleKnown},
 			{Check: "lifecycle: closed conversations ended", Expected: tr.Closed, Actual: tr.LifecycleClosedEnded},
 			{Check: "lifecycle: ended = conversation_ended in stream", Expected: streamEnded, Actual: pgEnded},
-			{Check: "clickhouse: events (from ingest)", Expected: tr.Stored, Actual: tr.CHEvents},
-			{Check: "clickhouse: messages", Expected: presentMessages, Actual: tr.CHMessages},
+			{Check: "lifecycle: visitor messages", Expected: lcExp.VisitorMessages, Actual: lcAct.VisitorMessages},
+			{Check: "lifecycle: goals reached", Expected: lcExp.GoalsReached, Actual: lcAct.GoalsReached},
+			{Check: "lifecycle: flows completed", Expected: lcExp.FlowsCompleted, Actual: lcAct.FlowsCompleted},
+			{Check: "lifecycle: late events", Expected: lcExp.LateEvents, Actual: lcAct.LateEvents},
+			{Check: "tagging: conversations known", Expected: tr.Conversations, Actual: tgKnown},
+			{Check: "tagging: events folded", Expected: tgEventsExp, Actual: tgEventsAct},
+			{Check: "tagging: messages folded", Expected: tgMsgsExp, Actual: tgMsgsAct},
+			{Check: "tagging: ended = conversation_ended in stream", Expected: streamEnded, Actual: tgEnded},
+			{Check: "tagging: conversations with the stream's tags", Expected: tr.Conversations, Actual: tgTagsOK},
+			{Check: "tagging: issues detected", Expected: issuesExp, Actual: issuesAct},
+			{Check: "clickhouse: events", Expected: chExp.events, Actual: tr.CHEvents},
+			{Check: "clickhouse: messages", Expected: chExp.messages, Actual: tr.CHMessages},
 			{Check: "clickhouse: conversations", Expected: tr.Conversations, Actual: tr.CHConversations},
-			{Check: "clickhouse: sum of message_count", Expected: presentMessages, Actual: tr.CHMessageCount},
-			{Check: "clickhouse: ended conversations", Expected: pgEnded, Actual: tr.CHEnded},
+			{Check: "clickhouse: sum of message_count", Expected: chExp.messageCount, Actual: tr.CHMessageCount},
+			{Check: "clickhouse: sum of event_count", Expected: chExp.eventCount, Actual: chEventCount},
+			{Check: "clickhouse: ended conversations", Expected: streamEnded, Actual: tr.CHEnded},
+			{Check: "clickhouse: conversations with the stream's tags", Expected: tr.Conversations, Actual: chTagsOK},
 			{Check: "info: ended without a close (stale timeout)", Actual: tr.Stale, Info: true},
 			{Check: "info: ended without a close (other)", Actual: tr.EndedWithoutClose - tr.Stale, Info: true},
 			{Check: "info: stored, never acknowledged (ingest)", Actual: tr.Unacknowledged, Info: true},
@@ -703,6 +819,29 @@ func (e *expectation) evaluate() *Report {
 	return rep
 }
 
+// addDeadLetters adds a row per tenant and a final problem per tenant with
+// dead letters (UnknownTenant's count for every tenant's row).
+func (r *Report) addDeadLetters(dl map[string]*deadLetters) {
+	unknown := 0
+	if d := dl[UnknownTenant]; d != nil {
+		unknown = d.count
+	}
+	for _, t := range r.Tenants {
+		n := unknown
+		if d := dl[t.Tenant]; d != nil {
+			n += d.count
+		}
+		t.DeadLetters = n
+		r.DeadLetters += n - unknown
+		t.Rows = append(t.Rows, Row{Check: "dlq: dead letters (this tenant or none)", Expected: 0, Actual: n})
+	}
+	r.DeadLetters += unknown
+	for _, tenant := range slices.Sorted(maps.Keys(dl)) {
+		d := dl[tenant]
+		r.Problems = append(r.Problems, Problem{Tenant: tenant, Check: "dlq.dead_letters", Description: d.describe(), Count: d.count, IDs: d.first})
+	}
+}
+
 // describe says in words what a check's problem is.
 func describe(check string) string {
 	switch check {
@@ -724,16 +863,34 @@ func describe(check string) string {
 		return "conversations lifecycle (PostgreSQL) does not know"
 	case "lifecycle.stream_mismatch":
 		return "conversations ended in PostgreSQL but not in the stream, or the other way round"
+	case "lifecycle.end_reason":
+		return "conversations whose end_reason in PostgreSQL differs from the stream's conversation_ended"
+	case "lifecycle.counts":
+		return "conversations whose visitor_messages, goals_reached, flows_completed or late_events (PostgreSQL) differ from the stream"
+	case "tagging.unknown":
+		return "conversations tagging (tagging_conversations) does not know"
+	case "tagging.counts":
+		return "conversations whose facts (events, visitor, bot or agent messages) differ from the stream"
+	case "tagging.ended":
+		return "conversations whose facts' ended or end_reason differ from the stream's conversation_ended"
+	case "tagging.tags":
+		return "conversations whose tags in tagging_applied differ from the stream's tag_applied/tag_removed"
+	case "tagging.issues":
+		return "conversations whose detector tags in tagging_applied differ from the stream's issue_detected"
 	case "clickhouse.events":
-		return "conversations whose events FINAL count (producer ingest) differs from the acknowledged events"
+		return "conversations whose events FINAL rows differ from the distinct event ids in the stream"
 	case "clickhouse.messages":
-		return "conversations whose messages FINAL count differs from the acknowledged messages"
+		return "conversations whose messages FINAL rows differ from the distinct message_posted in the stream"
 	case "clickhouse.conversations":
 		return "conversations missing from conversations FINAL"
 	case "clickhouse.message_count":
-		return "conversations whose message_count differs from the acknowledged messages"
+		return "conversations whose message_count differs from the distinct messages before the end in the stream"
+	case "clickhouse.event_count":
+		return "conversations whose event_count differs from the stream"
 	case "clickhouse.ended":
-		return "conversations whose ClickHouse status differs from lifecycle's"
+		return "conversations whose ClickHouse status or end_reason differs from the stream's conversation_ended"
+	case "clickhouse.tags":
+		return "conversations whose ClickHouse tags differ from the stream's tag_applied/tag_removed"
 	}
 	return check
 }

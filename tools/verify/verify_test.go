@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"github.com/parley-dev/parley/tools/loadgen"
 )
 
@@ -20,25 +21,42 @@ func acksFixture() []loadgen.Ack {
 	}
 }
 
-// settle makes every store agree with the ack log.
+// envelope returns a stream copy of an acknowledged event.
+func envelope(tenant string, ev *ackedEvent) *eventv1.Envelope {
+	env := &eventv1.Envelope{EventId: ev.id, TenantId: tenant, ConversationId: ev.conv, Producer: "ingest"}
+	switch ev.kind {
+	case "conversation_started":
+		env.Payload = &eventv1.Envelope_ConversationStarted{ConversationStarted: &eventv1.ConversationStarted{}}
+	case "message_posted":
+		env.Payload = &eventv1.Envelope_MessagePosted{MessagePosted: &eventv1.MessagePosted{MessageId: "m-" + ev.id, Role: eventv1.Role_ROLE_VISITOR}}
+	case "conversation_closed":
+		env.Payload = &eventv1.Envelope_ConversationClosed{ConversationClosed: &eventv1.ConversationClosed{ClosedBy: eventv1.Actor_ACTOR_VISITOR}}
+	}
+	return env
+}
+
+// settle puts every acknowledged event into the stream (and a
+// conversation_ended after each close) and makes every store agree with it.
 func settle(e *expectation) {
 	for _, t := range e.tenants {
-		for _, ev := range t.events {
-			ev.stored = []uint64{ev.seq}
-		}
-		for id, c := range t.convs {
-			c.pgKnown, c.chRow = true, true
-			c.pgStatus, c.chStatus = "active", "active"
-			if c.closed {
-				c.ended, c.pgStatus, c.chStatus, c.pgReason = 1, "ended", "ended", "END_REASON_VISITOR_CLOSED"
-			}
-			for _, ev := range t.eventsByConv[id] {
-				c.chEvents++
-				if ev.kind == "message_posted" {
-					c.chMessages++
-					c.chMsgCount++
+		for _, conv := range t.convOrder {
+			c := t.convs[conv]
+			for _, ev := range t.eventsByConv[conv] {
+				t.observe(envelope(t.tenant, ev), ev.seq, e.window)
+				if ev.kind == "conversation_closed" {
+					t.observe(&eventv1.Envelope{EventId: "ended-" + conv, TenantId: t.tenant, ConversationId: conv, Producer: "lifecycle", CausationId: ev.id,
+						Payload: &eventv1.Envelope_ConversationEnded{ConversationEnded: &eventv1.ConversationEnded{Reason: eventv1.EndReason_END_REASON_VISITOR_CLOSED}}}, 100+ev.seq, e.window)
 				}
 			}
+			f := c.fold
+			c.pgKnown, c.chRow, c.tgKnown = true, true, true
+			c.pgStatus, c.chStatus = "active", "active"
+			if f.ended > 0 {
+				c.pgStatus, c.chStatus, c.pgReason, c.chReason = "ended", "ended", "END_REASON_VISITOR_CLOSED", "visitor_closed"
+				c.tgEnded, c.tgReason = true, "visitor_closed"
+			}
+			c.pgCounts, c.tgCounts = f.lc.expected(), f.tg.counts
+			c.chEvents, c.chMessages, c.chMsgCount, c.chEventCount = len(f.ids), f.messages, f.messagesBeforeEnd, f.eventCount
 		}
 	}
 }
@@ -62,7 +80,7 @@ func TestEvaluate(t *testing.T) {
 		t.Fatalf("settled: %v", checks(rep))
 	}
 	acme := rep.Tenants[0]
-	if acme.AckLines != 5 || acme.AckDuplicates != 1 || acme.Events != 4 || acme.Messages != 2 || acme.Conversations != 2 || acme.Closed != 1 || acme.CHEvents != 4 {
+	if acme.AckLines != 5 || acme.AckDuplicates != 1 || acme.Events != 4 || acme.Messages != 2 || acme.Conversations != 2 || acme.Closed != 1 || acme.CHEvents != 5 {
 		t.Fatalf("acme: %+v", acme)
 	}
 	var out bytes.Buffer
@@ -83,12 +101,35 @@ func TestEvaluate(t *testing.T) {
 			[]string{"beta stream.duplicated e5"}},
 		"sequence": {func(e *expectation) { e.byID["beta"].events["e5"].stored = []uint64{6} },
 			[]string{"beta stream.sequence e5"}},
-		"ended twice": {func(e *expectation) { e.byID["acme"].convs["c1"].ended = 2 },
+		"ended twice": {func(e *expectation) { e.byID["acme"].convs["c1"].fold.ended = 2 },
 			[]string{"acme stream.ended_twice c1"}},
 		"not ended": {func(e *expectation) {
 			c := e.byID["acme"].convs["c1"]
-			c.ended, c.pgStatus, c.chStatus = 0, "active", "active"
+			c.fold.ended, c.fold.endReason, c.pgStatus, c.pgReason, c.chStatus, c.chReason, c.tgEnded, c.tgReason = 0, 0, "active", "", "active", "", false, ""
 		}, []string{"acme lifecycle.closed_active c1", "acme lifecycle.not_ended c1"}},
+		"other end reason": {func(e *expectation) {
+			c := e.byID["acme"].convs["c1"]
+			c.pgReason, c.chReason, c.tgReason = "END_REASON_AGENT_CLOSED", "agent_closed", "agent_closed"
+		}, []string{"acme clickhouse.ended c1", "acme lifecycle.end_reason c1", "acme tagging.ended c1"}},
+		"lifecycle count short": {func(e *expectation) { e.byID["acme"].convs["c1"].pgCounts.VisitorMessages-- },
+			[]string{"acme lifecycle.counts c1"}},
+		"tagging facts missing": {func(e *expectation) {
+			c := e.byID["beta"].convs["c1"]
+			c.tgKnown, c.tgCounts = false, taggingCounts{}
+		}, []string{"beta tagging.unknown c1"}},
+		"tagging events short": {func(e *expectation) { e.byID["beta"].convs["c1"].tgCounts.Events-- },
+			[]string{"beta tagging.counts c1"}},
+		"tag not in the stream": {func(e *expectation) {
+			c := e.byID["beta"].convs["c1"]
+			c.tgTags, c.tgIssues = []string{"long-wait"}, []string{"long-wait"}
+		}, []string{"beta tagging.issues c1", "beta tagging.tags c1"}},
+		"clickhouse tag missing": {func(e *expectation) {
+			e.byID["beta"].convs["c1"].fold.tags["vip"] = true
+			e.byID["beta"].convs["c1"].tgTags = []string{"vip"}
+		},
+			[]string{"beta clickhouse.tags c1"}},
+		"event_count short": {func(e *expectation) { e.byID["acme"].convs["c2"].chEventCount-- },
+			[]string{"acme clickhouse.event_count c2"}},
 		"projection behind": {func(e *expectation) {
 			c := e.byID["acme"].convs["c1"]
 			c.chEvents, c.chMessages, c.chMsgCount = 2, 0, 0
@@ -106,7 +147,7 @@ func TestEvaluate(t *testing.T) {
 			t.Errorf("%s: got %q, want %q", name, got, c.want)
 		}
 		pendingOnly := len(rep.pending()) == len(rep.Problems)
-		if (name == "not ended" || name == "projection behind" || name == "missing row") != pendingOnly {
+		if (name != "lost" && name != "duplicated" && name != "sequence" && name != "ended twice") != pendingOnly {
 			t.Errorf("%s: pending %v of %v", name, rep.pending(), rep.Problems)
 		}
 	}
@@ -115,7 +156,10 @@ func TestEvaluate(t *testing.T) {
 	e, _ = expectations(acksFixture())
 	settle(e)
 	c := e.byID["acme"].convs["c2"]
-	c.ended, c.pgStatus, c.chStatus, c.pgReason = 1, "ended", "ended", "END_REASON_STALE_TIMEOUT"
+	e.byID["acme"].observe(&eventv1.Envelope{EventId: "ended-c2", TenantId: "acme", ConversationId: "c2", Producer: "lifecycle",
+		Payload: &eventv1.Envelope_ConversationEnded{ConversationEnded: &eventv1.ConversationEnded{Reason: eventv1.EndReason_END_REASON_STALE_TIMEOUT}}}, 200, e.window)
+	c.pgStatus, c.chStatus, c.pgReason, c.chReason, c.tgEnded, c.tgReason = "ended", "ended", "END_REASON_STALE_TIMEOUT", "stale_timeout", true, "stale_timeout"
+	c.chEvents, c.chEventCount, c.tgCounts.Events = c.chEvents+1, c.chEventCount+1, c.tgCounts.Events+1
 	rep = e.evaluate()
 	if !rep.OK() || len(rep.Notes) != 1 || rep.Tenants[0].Stale != 1 {
 		t.Fatalf("stale: %v, notes %v", checks(rep), rep.Notes)

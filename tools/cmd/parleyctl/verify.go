@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/parley-dev/parley/libs/config"
@@ -19,6 +20,7 @@ func (a *app) verifyCmd() *cobra.Command {
 		ch            config.ClickHouse
 		settle        time.Duration
 		stable        time.Duration
+		window        int
 	)
 	envOr := func(name, def string) string {
 		if v := os.Getenv(name); v != "" {
@@ -29,16 +31,23 @@ func (a *app) verifyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Check that everything a loadgen run acknowledged is stored exactly once, ended once and projected",
-		Long: `verify reads the ack log of a loadgen run (loadgen --ack-log FILE) and compares it, tenant by tenant, with
+		Long: `verify reads the ack log of a loadgen run (loadgen --ack-log FILE) and checks, tenant by tenant:
   - the event stream PARLEY_CONV: every acknowledged event is stored exactly once, under the acknowledged
     sequence; every closed conversation has exactly one conversation_ended;
-  - lifecycle's state in PostgreSQL (lifecycle_conversations): every conversation is known, every closed one ended;
-  - reporting's ClickHouse tables: events FINAL (producer ingest), messages FINAL, conversations FINAL
-    (rows, sum of message_count, ended ones) match what was acknowledged.
-Lifecycle and reporting catch up asynchronously: their checks are repeated until they pass, until both
-durable consumers (lifecycle, reporting-projector) have nothing left to process and the counts hold still,
-until no count has changed for --stable, or until --settle is over. Prints a table per tenant and "OK: 0 lost, 0 duplicated, N conversations
-ended once", or the discrepancies with the first 20 ids of each; the exit status is 1 on any discrepancy.`,
+  - every projection, conversation by conversation, against verify's own fold of all the conversation's
+    events in the stream (acknowledged or not, whoever produced them):
+    lifecycle (lifecycle_conversations): known, ended and end reason as the stream's conversation_ended,
+      visitor_messages, goals_reached, flows_completed and late_events;
+    tagging (tagging_conversations, tagging_applied): facts known, their events and messages by role,
+      ended and end reason; the tags in effect and the detectors' tags (issue_detected);
+    reporting (ClickHouse events, messages, conversations FINAL): rows, message_count, event_count,
+      status and end reason, tags;
+  - the dead-letter stream PARLEY_DLQ holds nothing of these tenants (nor of no known tenant).
+Projections catch up asynchronously: their checks are repeated until they pass, until the durable consumers
+(lifecycle, tagging, reporting-projector) have nothing left to process and the counts hold still, until no
+count has changed for --stable, or until --settle is over. Prints a table per tenant and "OK: 0 lost, 0
+duplicated, N conversations ended once", or the discrepancies with the first 20 ids of each (conversation ids;
+for dead letters consumer, sequence, subject and reason); the exit status is 1 on any discrepancy.`,
 		Example: "  loadgen --conversations 2000 --ack-log acks.jsonl && parleyctl verify --acks acks.jsonl",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -52,12 +61,12 @@ ended once", or the discrepancies with the first 20 ids of each; the exit status
 				return err
 			}
 			rep, err := verify.Run(cmd.Context(), verify.Config{
-				Acks: list, NATSURL: natsURL, PostgresURL: a.postgresURL, ClickHouse: ch, Settle: settle, Stable: stable,
+				Acks: list, NATSURL: natsURL, PostgresURL: a.postgresURL, ClickHouse: ch, Settle: settle, Stable: stable, TaggingMaxMessages: window,
 				Progress: func(r verify.Round) {
 					if r.N%4 == 1 {
 						p := r.Pending[0]
-						fmt.Fprintf(cmd.ErrOrStderr(), "waiting for lifecycle and reporting (events to process: lifecycle %s, reporting %s): %d kinds of discrepancy pending, e.g. %s %s: %d\n",
-							behind(r, verify.LifecycleConsumer), behind(r, verify.ReportingConsumer), len(r.Pending), p.Tenant, p.Check, p.Count)
+						fmt.Fprintf(cmd.ErrOrStderr(), "waiting for the projections (events to process: lifecycle %s, tagging %s, reporting %s): %d kinds of discrepancy pending, e.g. %s %s: %d\n",
+							behind(r, verify.LifecycleConsumer), behind(r, verify.TaggingConsumer), behind(r, verify.ReportingConsumer), len(r.Pending), p.Tenant, p.Check, p.Count)
 					}
 				},
 			})
@@ -79,10 +88,21 @@ ended once", or the discrepancies with the first 20 ids of each; the exit status
 	f.StringVar(&ch.Database, "clickhouse-database", envOr("PARLEY_CLICKHOUSE_DATABASE", "parley"), "ClickHouse database (env PARLEY_CLICKHOUSE_DATABASE)")
 	f.StringVar(&ch.User, "clickhouse-user", envOr("PARLEY_CLICKHOUSE_USER", "default"), "ClickHouse user (env PARLEY_CLICKHOUSE_USER)")
 	f.StringVar(&ch.Password, "clickhouse-password", os.Getenv("PARLEY_CLICKHOUSE_PASSWORD"), "ClickHouse password (env PARLEY_CLICKHOUSE_PASSWORD)")
-	f.DurationVar(&settle, "settle", 60*time.Second, "longest wait for lifecycle and reporting to catch up")
+	f.DurationVar(&settle, "settle", 60*time.Second, "longest wait for lifecycle, tagging and reporting to catch up")
 	f.DurationVar(&stable, "stable", 30*time.Second, "stop waiting once no count has changed for this long")
+	f.IntVar(&window, "tagging-max-messages", envInt("PARLEY_TAGGING_MAX_MESSAGES", verify.DefaultTaggingMaxMessages),
+		"tagging's PARLEY_TAGGING_MAX_MESSAGES: a message id repeated within that many recent messages is counted once (env PARLEY_TAGGING_MAX_MESSAGES)")
 	_ = cmd.MarkFlagRequired("acks")
 	return cmd
+}
+
+// envInt returns the integer in environment variable name, or def when it
+// is unset or not a positive integer.
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
 }
 
 func behind(r verify.Round, consumer string) string {

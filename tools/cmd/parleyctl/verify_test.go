@@ -28,6 +28,7 @@ func TestVerifyCommandInput(t *testing.T) {
 		{[]string{"verify", "--acks", filepath.Join(dir, "missing.jsonl")}, "no such file"},
 		{[]string{"verify", "--acks", empty}, "the ack log is empty"},
 		{[]string{"verify", "--acks", bad}, "line 1"},
+		{[]string{"verify", "--acks", empty, "--tagging-max-messages", "many"}, `invalid argument "many" for "--tagging-max-messages"`},
 	} {
 		root := newRoot()
 		var out bytes.Buffer
