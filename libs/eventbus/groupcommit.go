@@ -437,7 +437,8 @@ type batchPubAck struct {
 }
 
 // message completes and validates env and builds its NATS message with the
-// Nats-Msg-Id, expected-stream, kind and trace headers.
+// Nats-Msg-Id (MsgID: tenant and event id), expected-stream, kind and trace
+// headers.
 func (b *Bus) message(ctx context.Context, env *eventv1.Envelope, now time.Time) (*nats.Msg, error) {
 	completeEnvelope(env, b.opts.Producer, now)
 	if err := Validate(env); err != nil {
@@ -450,7 +451,7 @@ func (b *Bus) message(ctx context.Context, env *eventv1.Envelope, now time.Time)
 	msg := nats.NewMsg(ConvSubject(env.TenantId, env.ConversationId, env.Kind))
 	msg.Data = data
 	msg.Header.Set(HeaderKind, env.Kind)
-	msg.Header.Set(jetstream.MsgIDHeader, env.EventId)
+	msg.Header.Set(jetstream.MsgIDHeader, MsgID(env.TenantId, env.EventId))
 	msg.Header.Set(jetstream.ExpectedStreamHeader, ConvStream)
 	b.opts.Propagator.Inject(ctx, propagation.HeaderCarrier(msg.Header))
 	return msg, nil
