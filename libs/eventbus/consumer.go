@@ -174,6 +174,9 @@ func (b *Bus) handleBatch(ctx context.Context, cfg ConsumerConfig, msgs []jetstr
 	links := make([]trace.Link, 0, len(msgs))
 	for _, m := range msgs {
 		d, err := b.decode(m)
+		if err == nil && cfg.Stream == ConvStream {
+			err = CheckSubject(d.Envelope, d.Subject)
+		}
 		if err != nil {
 			b.deadLetter(ctx, cfg, m, Permanent(err))
 			continue
@@ -310,6 +313,27 @@ func (b *Bus) decode(m jetstream.Msg) (*Delivery, error) {
 	}
 	return d, nil
 }
+
+// CheckSubject verifies that env names the tenant and conversation of the
+// conversation subject it was stored on. Every consumer scopes its state by
+// the envelope's tenant, while stream permissions and ingest's checks are
+// about subjects: an envelope that claims another tenant or conversation
+// than its subject is refused (dead-lettered) instead of trusted.
+func CheckSubject(env *eventv1.Envelope, subject string) error {
+	tenant, conv, _, err := ParseConvSubject(subject)
+	if err != nil {
+		return err
+	}
+	if env.GetTenantId() != tenant || env.GetConversationId() != conv {
+		return fmt.Errorf("%w: envelope tenant_id %q, conversation_id %q on the subject of tenant %q, conversation %q",
+			ErrSubjectMismatch, env.GetTenantId(), env.GetConversationId(), tenant, conv)
+	}
+	return nil
+}
+
+// ErrSubjectMismatch marks an event whose envelope names another tenant or
+// conversation than its subject.
+var ErrSubjectMismatch = errors.New("eventbus: envelope does not match its subject")
 
 // keepAlive tells the server the batch is still being worked on, so a slow
 // handler is not mistaken for a crashed one.

@@ -1,0 +1,102 @@
+package eventbus_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/testenv"
+	"google.golang.org/protobuf/proto"
+)
+
+// TestEnvelopeNotMatchingItsSubjectIsDeadLettered publishes raw messages
+// onto tenant victim's subjects whose envelopes claim another tenant or
+// another conversation: the handler never sees them, they are in PARLEY_DLQ
+// with the reason, and the events around them are handled.
+func TestEnvelopeNotMatchingItsSubjectIsDeadLettered(t *testing.T) {
+	n := testenv.NATS(t)
+	b := newBus(t, n.URL)
+	ctx := context.Background()
+	raw := func(subject, tenant, conv string) string {
+		env := message(conv, eventbus.NewEventID(), "forged")
+		env.TenantId, env.Kind = tenant, "message_posted"
+		data, err := proto.Marshal(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(subject)
+		m.Data = data
+		if _, err := b.JetStream().PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		return env.EventId
+	}
+	good := message("c1", eventbus.NewEventID(), "genuine")
+	good.TenantId = "victim"
+	if _, err := b.Publish(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	forged := map[string]bool{
+		raw("parley.conv.v1.victim.c1.message_posted", "attacker", "c1"): true, // another tenant
+		raw("parley.conv.v1.victim.c1.message_posted", "victim", "c2"):   true, // another conversation
+		raw("parley.conv.v1.victim.c1", "victim", "c1"):                  true, // not a conversation subject
+	}
+	last := message("c1", eventbus.NewEventID(), "genuine too")
+	last.TenantId = "victim"
+	if _, err := b.Publish(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+
+	var mu sync.Mutex
+	var seen []string
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- b.Consume(cctx, eventbus.ConsumerConfig{Durable: "tenantcheck", BatchSize: 10, MaxWait: 50 * time.Millisecond},
+			func(_ context.Context, batch []*eventbus.Delivery) error {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, d := range batch {
+					seen = append(seen, d.Envelope.EventId)
+				}
+				if len(seen) >= 2 {
+					cancel()
+				}
+				return nil
+			})
+	}()
+	waitDone(t, done)
+	if len(seen) != 2 || seen[0] != good.EventId || seen[1] != last.EventId {
+		t.Fatalf("handler saw %v, want only %s and %s", seen, good.EventId, last.EventId)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for dlqCount(t, b) < 3 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := dlqCount(t, b); got != 3 {
+		t.Fatalf("dead letters: %d, want the 3 forged events", got)
+	}
+	s, err := b.JetStream().Stream(ctx, eventbus.DLQStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= 3; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := message("", "", "")
+		if err := proto.Unmarshal(m.Data, env); err != nil || !forged[env.EventId] {
+			t.Fatalf("dead letter %d holds %v (%v), not a forged event", seq, env, err)
+		}
+		if reason := m.Header.Get(eventbus.HeaderDLQError); !strings.Contains(reason, "does not match its subject") &&
+			!strings.Contains(reason, "is not a conversation subject") {
+			t.Fatalf("dead letter %d: reason %q", seq, reason)
+		}
+	}
+	assertPending(t, b, "tenantcheck", 0)
+}
