@@ -252,6 +252,10 @@ func classify(err error) error {
 	return err
 }
 
+// MaxPayload is the largest message (data and headers) the connected server
+// accepts, its max_payload; 0 before the first connection.
+func (b *Bus) MaxPayload() int64 { return b.nc.MaxPayload() }
+
 // Replicas is the replica count the bus creates streams and buckets with.
 func (b *Bus) Replicas() int { return b.opts.Replicas }
 

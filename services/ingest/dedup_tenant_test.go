@@ -2,13 +2,16 @@ package ingest_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	ingestv1 "github.com/parley-dev/parley/proto/parley/ingest/v1"
+	"github.com/parley-dev/parley/services/ingest"
 	"google.golang.org/grpc/metadata"
 )
 
@@ -71,5 +74,24 @@ func TestDeduplicationIsPerTenant(t *testing.T) {
 	v := envs[1]
 	if v.TenantId != "victim" || v.ConversationId != "b-victim" || v.EventId != stolen || v.GetMessagePosted().GetText() != "hello" {
 		t.Fatalf("victim's event in the stream: %v", v)
+	}
+}
+
+// TestEventOverMaxPayloadIsInvalidArgument sends, within ingest's own
+// limits, an event larger than the event log's max_payload: the request is
+// refused with InvalidArgument naming that event, nothing stored.
+func TestEventOverMaxPayloadIsInvalidArgument(t *testing.T) {
+	f := start(t, func(c *ingest.Config) { c.MaxTextBytes, c.MaxRequestBytes = 12<<20, 16<<20 })
+	nc, err := nats.Connect(f.nats.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	maxPayload := int(nc.MaxPayload())
+	nc.Close()
+	big := visitor("c1", strings.Repeat("x", maxPayload+1))
+	_, err = f.client.Append(f.ctx(), &ingestv1.AppendRequest{Events: []*eventv1.Envelope{visitor("c1", "hello"), big}})
+	assertField(t, err, "events[1]")
+	if n := f.streamMsgs(t); n != 0 {
+		t.Fatalf("stream holds %d events, want none", n)
 	}
 }
