@@ -44,8 +44,11 @@ func (d *Delivery) Context(ctx context.Context) context.Context {
 
 // Handler applies a batch of events. It returns nil only once the effect of
 // every event is durable; the batch is then acknowledged. On error the
-// consumer retries the batch's events one by one so that a single bad event
-// cannot hold back the others.
+// consumer isolates the failure by bisection: it retries each half of the
+// batch, and halves of a failing half, so that a single bad event cannot hold
+// back the others and costs O(log n) handler calls, the good events still
+// being handled in batches. A handler must therefore accept any subsequence
+// of a batch (in stream order).
 type Handler func(ctx context.Context, batch []*Delivery) error
 
 // permanentError marks a failure that retrying cannot fix.
@@ -215,18 +218,36 @@ func (b *Bus) handleBatch(ctx context.Context, cfg ConsumerConfig, msgs []jetstr
 		b.fail(ctx, cfg, deliveries[0], err)
 		return
 	}
-	// Isolate the failure: retry each event on its own, keeping the others
-	// alive meanwhile.
+	// Isolate the failure by bisection, keeping the batch alive meanwhile.
 	stop = keepAlive(ctx, deliveries, cfg.AckWait/3)
 	defer stop()
-	for _, d := range deliveries {
-		if err := h(d.Context(ctx), []*Delivery{d}); err != nil {
-			b.fail(ctx, cfg, d, err)
-			continue
-		}
-		b.ack(ctx, d)
-	}
+	b.bisect(ctx, cfg, deliveries, h)
 	b.flush(ctx)
+}
+
+// bisect handles each half of a failed batch ds (len >= 2) on its own, in
+// stream order: a half that succeeds is acknowledged, a failing half of
+// several events is bisected in turn, and a failing single event is failed
+// (retried later or dead-lettered with its error).
+func (b *Bus) bisect(ctx context.Context, cfg ConsumerConfig, ds []*Delivery, h Handler) {
+	mid := len(ds) / 2
+	for _, half := range [][]*Delivery{ds[:mid], ds[mid:]} {
+		hctx := ctx
+		if len(half) == 1 {
+			hctx = half[0].Context(ctx)
+		}
+		err := h(hctx, half)
+		switch {
+		case err == nil:
+			for _, d := range half {
+				b.ack(ctx, d)
+			}
+		case len(half) == 1:
+			b.fail(ctx, cfg, half[0], err)
+		default:
+			b.bisect(ctx, cfg, half, h)
+		}
+	}
 }
 
 // flush waits until the server has processed the acks sent so far (one

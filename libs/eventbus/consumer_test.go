@@ -2,6 +2,8 @@ package eventbus_test
 
 import (
 	"context"
+	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -99,4 +101,93 @@ func TestEnvelopeNotMatchingItsSubjectIsDeadLettered(t *testing.T) {
 		}
 	}
 	assertPending(t, b, "tenantcheck", 0)
+}
+
+// TestPoisonEventIsIsolatedByBisection hands the handler a batch of 64
+// events, one of which it refuses for good: every other event is handled,
+// the bad one is in PARLEY_DLQ with its reason, and isolating it costs
+// about 2·log2(64) handler calls of shrinking halves, not 64 single-event
+// calls.
+func TestPoisonEventIsIsolatedByBisection(t *testing.T) {
+	n := testenv.NATS(t)
+	b := newBus(t, n.URL)
+	ctx := context.Background()
+	const total = 64
+	ids := make([]string, total)
+	for i := range ids {
+		ids[i] = eventbus.NewEventID()
+		if _, err := b.Publish(ctx, message("c"+strconv.Itoa(i%5), ids[i], "m")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poison := ids[37]
+
+	var mu sync.Mutex
+	var sizes []int
+	handled := map[string]int{}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- b.Consume(cctx, eventbus.ConsumerConfig{Durable: "bisect", BatchSize: total, MaxWait: 2 * time.Second},
+			func(_ context.Context, batch []*eventbus.Delivery) error {
+				mu.Lock()
+				defer mu.Unlock()
+				sizes = append(sizes, len(batch))
+				for _, d := range batch {
+					if d.Envelope.EventId == poison {
+						return eventbus.Permanent(errors.New("poison: cannot apply this event"))
+					}
+				}
+				for _, d := range batch {
+					handled[d.Envelope.EventId]++
+				}
+				if len(handled) == total-1 {
+					cancel()
+				}
+				return nil
+			})
+	}()
+	waitDone(t, done)
+	if sizes[0] != total {
+		t.Fatalf("first batch held %d events, want all %d", sizes[0], total)
+	}
+	for _, id := range ids {
+		if id != poison && handled[id] != 1 {
+			t.Fatalf("event %s handled %d times, want once", id, handled[id])
+		}
+	}
+	// The whole batch, then two halves per level down to the single bad
+	// event: 1 + 2·log2(64) = 13 calls; one event at a time would be 65.
+	if len(sizes) != 1+2*6 {
+		t.Fatalf("%d handler calls (batch sizes %v), want 13", len(sizes), sizes)
+	}
+	singles := 0
+	for _, s := range sizes {
+		if s == 1 {
+			singles++
+		}
+	}
+	if singles != 2 {
+		t.Fatalf("%d single-event calls (batch sizes %v), want 2 (the bad event and its neighbour)", singles, sizes)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for dlqCount(t, b) < 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	s, err := b.JetStream().Stream(ctx, eventbus.DLQStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetLastMsgForSubject(ctx, "parley.dlq.bisect")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := message("", "", "")
+	if err := proto.Unmarshal(m.Data, env); err != nil || env.EventId != poison || !strings.Contains(m.Header.Get(eventbus.HeaderDLQError), "poison: cannot apply") {
+		t.Fatalf("dead letter: %v (%v), reason %q", env, err, m.Header.Get(eventbus.HeaderDLQError))
+	}
+	if got := dlqCount(t, b); got != 1 {
+		t.Fatalf("%d dead letters, want 1", got)
+	}
+	assertPending(t, b, "bisect", 0)
 }
