@@ -101,6 +101,24 @@ func TestEnvelopeNotMatchingItsSubjectIsDeadLettered(t *testing.T) {
 		}
 	}
 	assertPending(t, b, "tenantcheck", 0)
+
+	// A replay (projection rebuild, backfill) skips them too.
+	var replayed []string
+	to, err := b.LastSequence(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Replay(ctx, 1, to, 10, nil, func(_ context.Context, batch []*eventbus.Delivery) error {
+		for _, d := range batch {
+			replayed = append(replayed, d.Envelope.EventId)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(replayed) != 2 || replayed[0] != good.EventId || replayed[1] != last.EventId {
+		t.Fatalf("replay handed over %v, want only %s and %s", replayed, good.EventId, last.EventId)
+	}
 }
 
 // TestPoisonEventIsIsolatedByBisection hands the handler a batch of 64
