@@ -199,8 +199,9 @@ func Validate(env *eventv1.Envelope) error {
 }
 
 // Publish stores one envelope in PARLEY_CONV and returns once JetStream has
-// acknowledged it. The event id is sent as Nats-Msg-Id, so a retry within the
-// duplicate window is reported as Duplicate and stored only once. The current
+// acknowledged it. The tenant's event id is sent as Nats-Msg-Id (MsgID), so
+// a retry within the duplicate window is reported as Duplicate and stored
+// only once. The current
 // trace context travels in the message headers.
 func (b *Bus) Publish(ctx context.Context, env *eventv1.Envelope) (PubAck, error) {
 	ctx, span := b.tracer.Start(ctx, "publish "+Kind(env),
@@ -250,6 +251,10 @@ func classify(err error) error {
 	}
 	return err
 }
+
+// MaxPayload is the largest message (data and headers) the connected server
+// accepts, its max_payload; 0 before the first connection.
+func (b *Bus) MaxPayload() int64 { return b.nc.MaxPayload() }
 
 // Replicas is the replica count the bus creates streams and buckets with.
 func (b *Bus) Replicas() int { return b.opts.Replicas }

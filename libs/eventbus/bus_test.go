@@ -66,7 +66,7 @@ func TestPublishDeduplicatesByEventID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if raw.Subject != "parley.conv.v1.acme.c1.message_posted" || raw.Header.Get(jetstream.MsgIDHeader) != id || raw.Header.Get(eventbus.HeaderKind) != "message_posted" {
+	if raw.Subject != "parley.conv.v1.acme.c1.message_posted" || raw.Header.Get(jetstream.MsgIDHeader) != "acme/"+id || raw.Header.Get(eventbus.HeaderKind) != "message_posted" {
 		t.Fatalf("unexpected subject/headers: %s %v", raw.Subject, raw.Header)
 	}
 }

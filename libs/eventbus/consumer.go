@@ -44,8 +44,11 @@ func (d *Delivery) Context(ctx context.Context) context.Context {
 
 // Handler applies a batch of events. It returns nil only once the effect of
 // every event is durable; the batch is then acknowledged. On error the
-// consumer retries the batch's events one by one so that a single bad event
-// cannot hold back the others.
+// consumer isolates the failure by bisection: it retries each half of the
+// batch, and halves of a failing half, so that a single bad event cannot hold
+// back the others and costs O(log n) handler calls, the good events still
+// being handled in batches. A handler must therefore accept any subsequence
+// of a batch (in stream order).
 type Handler func(ctx context.Context, batch []*Delivery) error
 
 // permanentError marks a failure that retrying cannot fix.
@@ -174,6 +177,9 @@ func (b *Bus) handleBatch(ctx context.Context, cfg ConsumerConfig, msgs []jetstr
 	links := make([]trace.Link, 0, len(msgs))
 	for _, m := range msgs {
 		d, err := b.decode(m)
+		if err == nil && cfg.Stream == ConvStream {
+			err = CheckSubject(d.Envelope, d.Subject)
+		}
 		if err != nil {
 			b.deadLetter(ctx, cfg, m, Permanent(err))
 			continue
@@ -212,18 +218,36 @@ func (b *Bus) handleBatch(ctx context.Context, cfg ConsumerConfig, msgs []jetstr
 		b.fail(ctx, cfg, deliveries[0], err)
 		return
 	}
-	// Isolate the failure: retry each event on its own, keeping the others
-	// alive meanwhile.
+	// Isolate the failure by bisection, keeping the batch alive meanwhile.
 	stop = keepAlive(ctx, deliveries, cfg.AckWait/3)
 	defer stop()
-	for _, d := range deliveries {
-		if err := h(d.Context(ctx), []*Delivery{d}); err != nil {
-			b.fail(ctx, cfg, d, err)
-			continue
-		}
-		b.ack(ctx, d)
-	}
+	b.bisect(ctx, cfg, deliveries, h)
 	b.flush(ctx)
+}
+
+// bisect handles each half of a failed batch ds (len >= 2) on its own, in
+// stream order: a half that succeeds is acknowledged, a failing half of
+// several events is bisected in turn, and a failing single event is failed
+// (retried later or dead-lettered with its error).
+func (b *Bus) bisect(ctx context.Context, cfg ConsumerConfig, ds []*Delivery, h Handler) {
+	mid := len(ds) / 2
+	for _, half := range [][]*Delivery{ds[:mid], ds[mid:]} {
+		hctx := ctx
+		if len(half) == 1 {
+			hctx = half[0].Context(ctx)
+		}
+		err := h(hctx, half)
+		switch {
+		case err == nil:
+			for _, d := range half {
+				b.ack(ctx, d)
+			}
+		case len(half) == 1:
+			b.fail(ctx, cfg, half[0], err)
+		default:
+			b.bisect(ctx, cfg, half, h)
+		}
+	}
 }
 
 // flush waits until the server has processed the acks sent so far (one
@@ -310,6 +334,27 @@ func (b *Bus) decode(m jetstream.Msg) (*Delivery, error) {
 	}
 	return d, nil
 }
+
+// CheckSubject verifies that env names the tenant and conversation of the
+// conversation subject it was stored on. Every consumer scopes its state by
+// the envelope's tenant, while stream permissions and ingest's checks are
+// about subjects: an envelope that claims another tenant or conversation
+// than its subject is refused (dead-lettered) instead of trusted.
+func CheckSubject(env *eventv1.Envelope, subject string) error {
+	tenant, conv, _, err := ParseConvSubject(subject)
+	if err != nil {
+		return err
+	}
+	if env.GetTenantId() != tenant || env.GetConversationId() != conv {
+		return fmt.Errorf("%w: envelope tenant_id %q, conversation_id %q on the subject of tenant %q, conversation %q",
+			ErrSubjectMismatch, env.GetTenantId(), env.GetConversationId(), tenant, conv)
+	}
+	return nil
+}
+
+// ErrSubjectMismatch marks an event whose envelope names another tenant or
+// conversation than its subject.
+var ErrSubjectMismatch = errors.New("eventbus: envelope does not match its subject")
 
 // keepAlive tells the server the batch is still being worked on, so a slow
 // handler is not mistaken for a crashed one.

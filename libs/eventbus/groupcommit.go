@@ -94,7 +94,12 @@ type GroupCommitOptions struct {
 // MaxEvents, so a request of up to MaxEvents events is stored all or nothing.
 // JetStream rejects an atomic batch that holds an already-stored message id;
 // the committer then appends that batch's events one by one, which reports
-// the retried events as duplicates and stores the rest.
+// the retried events as duplicates and stores the rest. When the server
+// refuses a batch of several requests for another reason (one request's
+// event breaks a stream limit, say), each request is committed again on its
+// own, so the refusal fails only the request that caused it. An event whose
+// encoded message exceeds the server's max_payload is refused before
+// batching, with a *TooLargeError.
 type GroupCommitter struct {
 	bus    *Bus
 	opts   GroupCommitOptions
@@ -173,10 +178,14 @@ func (g *GroupCommitter) Append(ctx context.Context, envs []*eventv1.Envelope) (
 	defer span.End()
 	p := &pendingAppend{ctx: ctx, envs: envs, msgs: make([]*nats.Msg, len(envs)), done: make(chan struct{})}
 	now := time.Now()
+	limit := g.bus.MaxPayload()
 	for i, env := range envs {
 		m, err := g.bus.message(ctx, env, now)
 		if err != nil {
 			return nil, err
+		}
+		if size := batchedSize(m); limit > 0 && int64(size) > limit {
+			return nil, &TooLargeError{Index: i, Size: size, Max: limit}
 		}
 		p.msgs[i] = m
 	}
@@ -320,14 +329,18 @@ func (g *GroupCommitter) commit(batch []*pendingAppend) {
 		))
 	defer span.End()
 
-	// A request larger than MaxEvents is stored in consecutive batches.
-	acks := make([]PubAck, 0, len(msgs))
-	var err error
-	for start := 0; start < len(msgs) && err == nil; start += g.opts.MaxEvents {
-		end := min(start+g.opts.MaxEvents, len(msgs))
-		var part []PubAck
-		part, err = g.publishAtomic(ctx, msgs[start:end])
-		acks = append(acks, part...)
+	acks, err := g.store(ctx, msgs)
+	if err != nil && len(batch) > 1 && !errors.Is(err, ErrUnavailable) {
+		// The server refused the batch, not the connection: commit each
+		// request on its own so that only the refused one fails. Nothing
+		// of the batch was stored (an atomic batch is all or nothing),
+		// except by the one-by-one fallback after a duplicate id, whose
+		// stored events now come back as duplicates.
+		span.AddEvent("batch refused; committing its requests one by one", trace.WithAttributes(attribute.String("error", err.Error())))
+		for _, p := range batch {
+			p.acks, p.err = g.store(ctx, p.msgs)
+		}
+		return
 	}
 	if err != nil {
 		span.RecordError(err)
@@ -342,6 +355,47 @@ func (g *GroupCommitter) commit(batch []*pendingAppend) {
 		p.acks = acks[off : off+len(p.msgs)]
 		off += len(p.msgs)
 	}
+}
+
+// store appends msgs in atomic batches of at most MaxEvents (a request
+// larger than MaxEvents is stored in consecutive batches).
+func (g *GroupCommitter) store(ctx context.Context, msgs []*nats.Msg) ([]PubAck, error) {
+	acks := make([]PubAck, 0, len(msgs))
+	for start := 0; start < len(msgs); start += g.opts.MaxEvents {
+		end := min(start+g.opts.MaxEvents, len(msgs))
+		part, err := g.publishAtomic(ctx, msgs[start:end])
+		if err != nil {
+			return nil, err
+		}
+		acks = append(acks, part...)
+	}
+	return acks, nil
+}
+
+// TooLargeError refuses the event at Index of an Append: its encoded message
+// (envelope, headers and atomic-batch headers) is Size bytes, more than the
+// server's max_payload (Max). Nothing of the request was stored.
+type TooLargeError struct {
+	Index int
+	Size  int
+	Max   int64
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("eventbus: event %d is %d bytes encoded; the event log accepts at most %d", e.Index, e.Size, e.Max)
+}
+
+// batchHeadersSize is the most PublishAtomic adds to a message's headers:
+// the batch id (a UUID), a sequence of up to MaxAtomicBatch and the commit
+// flag, each as "Name: value\r\n".
+const batchHeadersSize = len(headerBatchID) + len(": \r\n") + len("00000000-0000-0000-0000-000000000000") +
+	len(headerBatchSeq) + len(": \r\n") + len("1000") +
+	len(headerBatchCommit) + len(": 1\r\n")
+
+// batchedSize is what m counts against max_payload when published in an
+// atomic batch: data and encoded headers, batch headers included.
+func batchedSize(m *nats.Msg) int {
+	return m.Size() - len(m.Subject) - len(m.Reply) + batchHeadersSize
 }
 
 // publishAtomic stores msgs as one atomic batch, or one by one when the batch
@@ -437,7 +491,8 @@ type batchPubAck struct {
 }
 
 // message completes and validates env and builds its NATS message with the
-// Nats-Msg-Id, expected-stream, kind and trace headers.
+// Nats-Msg-Id (MsgID: tenant and event id), expected-stream, kind and trace
+// headers.
 func (b *Bus) message(ctx context.Context, env *eventv1.Envelope, now time.Time) (*nats.Msg, error) {
 	completeEnvelope(env, b.opts.Producer, now)
 	if err := Validate(env); err != nil {
@@ -450,7 +505,7 @@ func (b *Bus) message(ctx context.Context, env *eventv1.Envelope, now time.Time)
 	msg := nats.NewMsg(ConvSubject(env.TenantId, env.ConversationId, env.Kind))
 	msg.Data = data
 	msg.Header.Set(HeaderKind, env.Kind)
-	msg.Header.Set(jetstream.MsgIDHeader, env.EventId)
+	msg.Header.Set(jetstream.MsgIDHeader, MsgID(env.TenantId, env.EventId))
 	msg.Header.Set(jetstream.ExpectedStreamHeader, ConvStream)
 	b.opts.Propagator.Inject(ctx, propagation.HeaderCarrier(msg.Header))
 	return msg, nil

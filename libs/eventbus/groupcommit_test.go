@@ -71,7 +71,7 @@ func TestGroupCommitConcurrentCallers(t *testing.T) {
 			if err := proto.Unmarshal(m.Data, &got); err != nil {
 				t.Fatal(err)
 			}
-			if got.EventId != sent[c][i].EventId || m.Header.Get("Nats-Msg-Id") != got.EventId {
+			if got.EventId != sent[c][i].EventId || m.Header.Get("Nats-Msg-Id") != "acme/"+got.EventId {
 				t.Fatalf("seq %d holds %s (msg id %s), want %s", a.Sequence, got.EventId, m.Header.Get("Nats-Msg-Id"), sent[c][i].EventId)
 			}
 		}

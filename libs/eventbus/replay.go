@@ -29,7 +29,8 @@ func (b *Bus) LastSequence(ctx context.Context) (uint64, error) {
 // acknowledged and nothing is recorded on the server, so replays (projection
 // rebuilds, backfills) never disturb the durable consumers. subjects
 // optionally filter, e.g. one tenant's "parley.conv.v1.acme.>". h's error
-// stops the replay.
+// stops the replay. Events whose envelope does not match their subject
+// (CheckSubject) are skipped, as the durable consumers dead-letter them.
 func (b *Bus) Replay(ctx context.Context, from, to uint64, batch int, subjects []string, h Handler) (uint64, error) {
 	if from == 0 {
 		from = 1
@@ -66,6 +67,12 @@ func (b *Bus) Replay(ctx context.Context, from, to uint64, batch int, subjects [
 			if d.StreamSeq > to {
 				break
 			}
+			if err := CheckSubject(d.Envelope, d.Subject); err != nil {
+				// The durable consumers dead-letter it; a replay skips it.
+				b.opts.Logger.WarnContext(ctx, "replay: skipping an event", "stream_seq", d.StreamSeq, "err", err)
+				last = d.StreamSeq
+				continue
+			}
 			ds = append(ds, d)
 		}
 		if err := msgs.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
@@ -86,7 +93,7 @@ func (b *Bus) Replay(ctx context.Context, from, to uint64, batch int, subjects [
 		if err := h(ctx, ds); err != nil {
 			return last, err
 		}
-		last = ds[len(ds)-1].StreamSeq
+		last = max(last, ds[len(ds)-1].StreamSeq)
 	}
 	return last, nil
 }

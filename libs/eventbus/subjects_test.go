@@ -44,14 +44,55 @@ func TestSubjects(t *testing.T) {
 }
 
 func TestIDs(t *testing.T) {
-	if DerivedEventID("e1", "conversation_ended") != DerivedEventID("e1", "conversation_ended") {
+	if DerivedEventID("acme", "e1", "conversation_ended") != DerivedEventID("acme", "e1", "conversation_ended") {
 		t.Fatal("derived ids must be deterministic")
 	}
-	if DerivedEventID("e1", "a") == DerivedEventID("e1", "b") || ClientEventID("t", "c", "k") == ClientEventID("t2", "c", "k") {
+	if DerivedEventID("acme", "e1", "a") == DerivedEventID("acme", "e1", "b") || ClientEventID("t", "c", "k") == ClientEventID("t2", "c", "k") {
 		t.Fatal("ids must differ by input")
 	}
 	if NewEventID() == NewEventID() {
 		t.Fatal("new ids must be unique")
+	}
+}
+
+// TestDerivedIDsDifferAcrossTenants checks that two tenants deriving an event
+// from the same cause get different ids and different deduplication keys.
+func TestDerivedIDsDifferAcrossTenants(t *testing.T) {
+	for _, kind := range []string{"conversation_ended", "engagement_classified", "operator_no_response", "late_event_recorded"} {
+		a, b := DerivedEventID("tenant-a", "e1", kind), DerivedEventID("tenant-b", "e1", kind)
+		if a == b {
+			t.Fatalf("%s: both tenants derive %s from cause e1", kind, a)
+		}
+	}
+	// Ids that already named the tenant in their cause keep their value:
+	// the conversation_ended of acme's c1 and a tag removal (values of the
+	// previous derivation, UUIDv5 of "acme/c1/conversation_ended" and
+	// "acme/c1/e1/tag_removed").
+	if got := DerivedEventID("acme", "c1", "conversation_ended"); got != "37e18e80-8ee6-5e70-b0d6-6d3b9ddae3fd" {
+		t.Fatalf("conversation_ended id changed: %s", got)
+	}
+	if got := DerivedEventID("acme", "c1/e1", "tag_removed"); got != "a608774c-0293-58ff-86e5-b0713c3e1a6a" {
+		t.Fatalf("tag_removed id changed: %s", got)
+	}
+}
+
+// TestMsgID checks the deduplication key: one event id of two tenants gives
+// two keys, and readers recover the event id from the key and from a bare
+// id stored before keys carried the tenant.
+func TestMsgID(t *testing.T) {
+	id := NewEventID()
+	if MsgID("a", id) == MsgID("b", id) || MsgID("a", id) != "a/"+id {
+		t.Fatalf("keys %q %q", MsgID("a", id), MsgID("b", id))
+	}
+	for _, c := range []struct{ tenant, msgID, want string }{
+		{"a", "a/" + id, id},
+		{"a", id, id},
+		{"a", "b/" + id, ""},
+		{"a", "ab/" + id, ""},
+	} {
+		if got := EventIDOfMsgID(c.tenant, c.msgID); got != c.want {
+			t.Errorf("EventIDOfMsgID(%q, %q) = %q, want %q", c.tenant, c.msgID, got, c.want)
+		}
 	}
 }
 

@@ -136,7 +136,7 @@ func rawPublish(b *testing.B, url, text string) float64 {
 		}
 		msg := nats.NewMsg(eventbus.ConvSubject("acme", env.ConversationId, env.Kind))
 		msg.Data = data
-		if _, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(env.EventId)); err != nil {
+		if _, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(eventbus.MsgID(env.TenantId, env.EventId))); err != nil {
 			b.Fatal(err)
 		}
 		if i%4000 == 3999 {

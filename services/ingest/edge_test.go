@@ -55,8 +55,8 @@ func (f *fixture) stored(t *testing.T) []*eventv1.Envelope {
 		if err := proto.Unmarshal(m.Data, env); err != nil {
 			t.Fatal(err)
 		}
-		if want := eventbus.ConvSubject(env.TenantId, env.ConversationId, env.Kind); m.Subject != want || m.Header.Get("Nats-Msg-Id") != env.EventId {
-			t.Fatalf("seq %d: subject %s msg id %s; want %s and %s", seq, m.Subject, m.Header.Get("Nats-Msg-Id"), want, env.EventId)
+		if want := eventbus.ConvSubject(env.TenantId, env.ConversationId, env.Kind); m.Subject != want || m.Header.Get("Nats-Msg-Id") != env.TenantId+"/"+env.EventId {
+			t.Fatalf("seq %d: subject %s msg id %s; want %s and %s/%s", seq, m.Subject, m.Header.Get("Nats-Msg-Id"), want, env.TenantId, env.EventId)
 		}
 		out = append(out, env)
 	}

@@ -219,5 +219,5 @@ func (c closeLog) LastClose(ctx context.Context, tenantID, conversationID string
 	if err != nil {
 		return "", time.Time{}, false, err
 	}
-	return m.Header.Get(jetstream.MsgIDHeader), m.Time, true, nil
+	return eventbus.EventIDOfMsgID(tenantID, m.Header.Get(jetstream.MsgIDHeader)), m.Time, true, nil
 }

@@ -180,7 +180,7 @@ func benchRawPublish(b *testing.B, bus *eventbus.Bus, envs []*eventv1.Envelope) 
 		}
 		m := nats.NewMsg("bench.raw." + env.GetTenantId() + "." + env.GetConversationId())
 		m.Data = data
-		m.Header.Set(jetstream.MsgIDHeader, env.GetEventId())
+		m.Header.Set(jetstream.MsgIDHeader, eventbus.MsgID(env.GetTenantId(), env.GetEventId()))
 		msgs[i] = m
 	}
 	start := time.Now()

@@ -425,7 +425,7 @@ func TestCloseEndsOnceAndUpdatesTheView(t *testing.T) {
 		t.Fatalf("%d conversation_ended", n)
 	}
 	ler := w.events("acme", "c1", "late_event_recorded")[0]
-	if ler.GetLateEventRecorded().LateEventId != again.EventId || ler.EventId != machine.LateEventID(again.EventId) {
+	if ler.GetLateEventRecorded().LateEventId != again.EventId || ler.EventId != machine.LateEventID("acme", again.EventId) {
 		t.Fatalf("late_event_recorded %v", ler)
 	}
 	resp, err := http.Get("http://" + s.admin + "/metrics")

@@ -113,7 +113,7 @@ func rawPublish(ctx context.Context, url string, d time.Duration) (float64, erro
 		data, _ := proto.Marshal(env)
 		m := nats.NewMsg("bench.raw.x")
 		m.Data = data
-		if _, err := js.PublishMsgAsync(m, jetstream.WithMsgID(env.EventId)); err != nil {
+		if _, err := js.PublishMsgAsync(m, jetstream.WithMsgID(eventbus.MsgID(env.TenantId, env.EventId))); err != nil {
 			return 0, err
 		}
 		n++

@@ -268,6 +268,10 @@ func (s *Server) appendBatch(ctx context.Context, p grpcx.Principal, events []*e
 		ctx = telemetry.WithConversation(ctx, tenant, events[0].ConversationId)
 	}
 	acks, err := s.d.Committer.Append(ctx, events)
+	var tooLarge *eventbus.TooLargeError
+	if errors.As(err, &tooLarge) {
+		return nil, grpcx.Invalid(fmt.Sprintf("events[%d]", tooLarge.Index), fmt.Sprintf("%d bytes encoded; the event log accepts at most %d", tooLarge.Size, tooLarge.Max))
+	}
 	if err != nil {
 		if errors.Is(err, eventbus.ErrUnavailable) {
 			return nil, status.Errorf(codes.Unavailable, "event log unavailable; nothing from this request may be assumed stored. Retrying is safe for events that carry event_id or client_event_id (stored ones come back as duplicates): %v", err)

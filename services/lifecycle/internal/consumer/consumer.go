@@ -216,7 +216,7 @@ func (c *Consumer) Handle(ctx context.Context, batch []*eventbus.Delivery) error
 			k := store.Key{TenantID: env.GetTenantId(), ConversationID: env.GetConversationId()}
 			before := states[k]
 			ev := machine.Event{Envelope: env, Seq: d.StreamSeq}
-			ev.EndedLater = endedLater[env.GetEventId()]
+			ev.EndedLater = endedLater[d.StreamSeq]
 			after, out := machine.Apply(before, ev, now)
 			if after.AppliedSeq == before.AppliedSeq {
 				continue // already applied
@@ -256,7 +256,7 @@ func (c *Consumer) Handle(ctx context.Context, batch []*eventbus.Delivery) error
 // conversation_ended for it that another cause (a sweep, an administrator)
 // produced. That only happens when the state is rebuilt from the log: the
 // end the log records is then the authoritative one. The result is keyed by
-// event id.
+// stream sequence (event ids are unique only within a tenant).
 //
 // Only events at or below the horizon (the stream's last sequence when the
 // consumer started) are looked up. A later conversation_ended than a close
@@ -271,11 +271,11 @@ func (c *Consumer) Handle(ctx context.Context, batch []*eventbus.Delivery) error
 // look-up would find nothing). The look-up cannot change the outcome; it
 // matters only for ends the log held before the start, which the database
 // may not know (a rebuild from an empty database, a restore from a backup).
-func (c *Consumer) loggedEnds(ctx context.Context, batch []*eventbus.Delivery) (map[string]bool, error) {
+func (c *Consumer) loggedEnds(ctx context.Context, batch []*eventbus.Delivery) (map[uint64]bool, error) {
 	c.mu.Lock()
 	horizon, prepared := c.horizon, c.prepared
 	c.mu.Unlock()
-	var out map[string]bool
+	var out map[uint64]bool
 	var st jetstream.Stream
 	for _, d := range batch {
 		if d.Envelope.GetConversationClosed() == nil {
@@ -289,7 +289,7 @@ func (c *Consumer) loggedEnds(ctx context.Context, batch []*eventbus.Delivery) (
 			if st, err = c.cfg.Bus.JetStream().Stream(ctx, eventbus.ConvStream); err != nil {
 				return nil, fmt.Errorf("consumer: stream: %w", err)
 			}
-			out = map[string]bool{}
+			out = map[uint64]bool{}
 		}
 		subject := eventbus.ConvSubject(d.Envelope.GetTenantId(), d.Envelope.GetConversationId(), "conversation_ended")
 		m, err := st.GetLastMsgForSubject(ctx, subject)
@@ -307,7 +307,7 @@ func (c *Consumer) loggedEnds(ctx context.Context, batch []*eventbus.Delivery) (
 			return nil, fmt.Errorf("consumer: decode %s: %w", subject, err)
 		}
 		if logged.GetCausationId() != d.Envelope.GetEventId() {
-			out[d.Envelope.GetEventId()] = true
+			out[d.StreamSeq] = true
 		}
 	}
 	return out, nil

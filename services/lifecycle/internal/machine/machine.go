@@ -441,7 +441,7 @@ func end(s State, cmd EndCommand, now time.Time) (State, Output) {
 	ended.Payload = &eventv1.Envelope_ConversationEnded{ConversationEnded: &eventv1.ConversationEnded{
 		Reason: cmd.Reason, LastActivityAt: timestamppb.New(s.LastActivityAt), EndedBy: cmd.EndedBy,
 	}}
-	classified := envelope(s, ClassifiedEventID(endedID), endedID, correlation, at, now)
+	classified := envelope(s, ClassifiedEventID(s.TenantID, endedID), endedID, correlation, at, now)
 	classified.Payload = &eventv1.Envelope_EngagementClassified{EngagementClassified: &eventv1.EngagementClassified{
 		Engagement: s.Engagement, Resolved: s.Resolved, VisitorMessages: s.VisitorMessages, GoalsReached: s.GoalsReached,
 	}}
@@ -474,7 +474,7 @@ func NoResponse(s State, now time.Time) (_ State, _ Output, ok bool) {
 	if waited < 0 {
 		waited = 0
 	}
-	ev := envelope(s, NoResponseEventID(s.HandoffEventID), s.HandoffEventID, s.HandoffEventID, now, now)
+	ev := envelope(s, NoResponseEventID(s.TenantID, s.HandoffEventID), s.HandoffEventID, s.HandoffEventID, now, now)
 	ev.Payload = &eventv1.Envelope_OperatorNoResponse{OperatorNoResponse: &eventv1.OperatorNoResponse{
 		HandoffRequestedAt: timestamppb.New(s.HandoffRequestedAt), WaitedSeconds: uint32(waited / time.Second),
 	}}
@@ -487,7 +487,7 @@ func lateEvent(s State, late *eventv1.Envelope, now time.Time) *eventv1.Envelope
 	if r := late.GetRecordedAt(); r != nil {
 		at = micro(r.AsTime())
 	}
-	ev := envelope(s, LateEventID(late.GetEventId()), late.GetEventId(), correlationOf(late), at, now)
+	ev := envelope(s, LateEventID(s.TenantID, late.GetEventId()), late.GetEventId(), correlationOf(late), at, now)
 	ev.Payload = &eventv1.Envelope_LateEventRecorded{LateEventRecorded: &eventv1.LateEventRecorded{
 		LateEventId: late.GetEventId(), LateEventKind: eventbus.Kind(late), EndedAt: timestamppb.New(s.EndedAt),
 	}}
@@ -496,27 +496,28 @@ func lateEvent(s State, late *eventv1.Envelope, now time.Time) *eventv1.Envelope
 }
 
 // EndedEventID is the id of a conversation's conversation_ended: one per
-// conversation by construction, UUIDv5 of "<tenant>/<conversation>" and the
-// kind (eventbus.DerivedEventID).
+// conversation by construction, derived from the tenant, the conversation
+// and the kind (eventbus.DerivedEventID).
 func EndedEventID(tenantID, conversationID string) string {
-	return eventbus.DerivedEventID(tenantID+"/"+conversationID, "conversation_ended")
+	return eventbus.DerivedEventID(tenantID, conversationID, "conversation_ended")
 }
 
 // ClassifiedEventID is the id of the engagement_classified that follows a
-// conversation_ended.
-func ClassifiedEventID(endedEventID string) string {
-	return eventbus.DerivedEventID(endedEventID, "engagement_classified")
+// tenant's conversation_ended.
+func ClassifiedEventID(tenantID, endedEventID string) string {
+	return eventbus.DerivedEventID(tenantID, endedEventID, "engagement_classified")
 }
 
-// NoResponseEventID is the id of the operator_no_response for one handoff
-// request.
-func NoResponseEventID(handoffEventID string) string {
-	return eventbus.DerivedEventID(handoffEventID, "operator_no_response")
+// NoResponseEventID is the id of the operator_no_response for one of a
+// tenant's handoff requests.
+func NoResponseEventID(tenantID, handoffEventID string) string {
+	return eventbus.DerivedEventID(tenantID, handoffEventID, "operator_no_response")
 }
 
-// LateEventID is the id of the late_event_recorded for one late event.
-func LateEventID(lateEventID string) string {
-	return eventbus.DerivedEventID(lateEventID, "late_event_recorded")
+// LateEventID is the id of the late_event_recorded for one of a tenant's late
+// events.
+func LateEventID(tenantID, lateEventID string) string {
+	return eventbus.DerivedEventID(tenantID, lateEventID, "late_event_recorded")
 }
 
 func envelope(s State, id, causation, correlation string, occurred, now time.Time) *eventv1.Envelope {

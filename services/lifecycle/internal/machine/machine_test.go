@@ -211,7 +211,7 @@ func TestCloseEndsWithEndedThenClassified(t *testing.T) {
 				t.Fatalf("emitted %v", kinds(em))
 			}
 			ended, classified := em[0], em[1]
-			if ended.EventId != machine.EndedEventID("acme", "c1") || classified.EventId != machine.ClassifiedEventID(ended.EventId) {
+			if ended.EventId != machine.EndedEventID("acme", "c1") || classified.EventId != machine.ClassifiedEventID("acme", ended.EventId) {
 				t.Fatalf("ids %s %s", ended.EventId, classified.EventId)
 			}
 			if ended.Producer != "lifecycle" || ended.CausationId != closeEv.Envelope.EventId || ended.CorrelationId != "corr-2" ||
@@ -276,7 +276,7 @@ func TestEndedIsFinal(t *testing.T) {
 			}
 			ler := em[0]
 			p := ler.GetLateEventRecorded()
-			if ler.EventId != machine.LateEventID(lateEv.Envelope.EventId) || ler.CausationId != lateEv.Envelope.EventId ||
+			if ler.EventId != machine.LateEventID(lateEv.Envelope.TenantId, lateEv.Envelope.EventId) || ler.CausationId != lateEv.Envelope.EventId ||
 				p.LateEventId != lateEv.Envelope.EventId || p.LateEventKind != lateEv.Envelope.Kind || !p.EndedAt.AsTime().Equal(ended.EndedAt) {
 				t.Fatalf("late_event_recorded %v", ler)
 			}
@@ -430,7 +430,7 @@ func TestNoResponse(t *testing.T) {
 		t.Fatalf("no response: %v %+v", ok, s)
 	}
 	onr := out.Emit[0]
-	if onr.EventId != machine.NoResponseEventID(req.Envelope.EventId) || onr.CausationId != req.Envelope.EventId ||
+	if onr.EventId != machine.NoResponseEventID(req.Envelope.TenantId, req.Envelope.EventId) || onr.CausationId != req.Envelope.EventId ||
 		onr.GetOperatorNoResponse().WaitedSeconds != 360 || !onr.GetOperatorNoResponse().HandoffRequestedAt.AsTime().Equal(t0.Add(time.Minute)) {
 		t.Fatalf("operator_no_response %v", onr)
 	}
@@ -612,5 +612,48 @@ func TestTheLoggedEndWins(t *testing.T) {
 	s, outs := run(s, l.ev(0, logged))
 	if s.EndReason != eventv1.EndReason_END_REASON_ADMINISTRATOR || s.EndedBy != "root" || !s.EndedAt.Equal(t0.Add(time.Hour)) || s.EndSeq != 2 || len(emitted(outs)) != 0 {
 		t.Fatalf("state %+v", s)
+	}
+}
+
+// TestDerivedIDsDifferAcrossTenants runs one history, with the same event
+// ids (clients choose them), for two tenants: every event lifecycle derives
+// (operator_no_response, conversation_ended, engagement_classified,
+// late_event_recorded) gets a different id per tenant.
+func TestDerivedIDsDifferAcrossTenants(t *testing.T) {
+	derived := func(tenant string) map[string]string {
+		var l log
+		evs := []machine.Event{
+			l.ev(0, visitor("hi")),
+			l.ev(time.Minute, &eventv1.HandoffRequested{}),
+		}
+		for _, ev := range evs {
+			ev.Envelope.TenantId = tenant
+		}
+		s, _ := run(machine.State{}, evs...)
+		s, out, ok := machine.NoResponse(s, t0.Add(10*time.Minute))
+		if !ok {
+			t.Fatalf("%s: no operator_no_response", tenant)
+		}
+		ids := map[string]string{}
+		for _, e := range out.Emit {
+			ids[e.Kind] = e.EventId
+		}
+		end := l.ev(11*time.Minute, closed(eventv1.Actor_ACTOR_VISITOR))
+		late := l.ev(12*time.Minute, visitor("still there?"))
+		end.Envelope.TenantId, late.Envelope.TenantId = tenant, tenant
+		_, outs := run(s, end, late)
+		for _, e := range emitted(outs) {
+			ids[e.Kind] = e.EventId
+		}
+		return ids
+	}
+	a, b := derived("tenant-a"), derived("tenant-b")
+	for _, kind := range []string{"operator_no_response", "conversation_ended", "engagement_classified", "late_event_recorded"} {
+		if a[kind] == "" || b[kind] == "" {
+			t.Fatalf("%s not derived: %v %v", kind, a, b)
+		}
+		if a[kind] == b[kind] {
+			t.Errorf("%s: both tenants derive id %s from the same cause", kind, a[kind])
+		}
 	}
 }

@@ -3,7 +3,7 @@
 // same transaction as the change, records ended conversations in the fast
 // view (PARLEY_CONV_ENDED), and deletes the rows once done. A row whose
 // publish failed stays and is retried by Run, so an effect is never lost to
-// a crash, and deterministic event ids (sent as Nats-Msg-Id) keep a retry
+// a crash, and deterministic event ids (sent as Nats-Msg-Id with the tenant) keep a retry
 // from being stored twice; conversation_ended and engagement_classified,
 // which exist once per conversation, are published only onto an empty
 // subject, so not even a retry long after the duplicate window stores them
@@ -444,10 +444,10 @@ func (r *Relay) publishEach(ctx context.Context, steps []*step, msgs []*nats.Msg
 	}
 }
 
-// message builds the NATS message of a step's event: the event id as
-// Nats-Msg-Id (JetStream drops a retry within the duplicate window), the
-// expected stream, and for a kind that exists at most once per
-// conversation the expectation that its subject is still empty.
+// message builds the NATS message of a step's event: the tenant's event id
+// as Nats-Msg-Id (eventbus.MsgID; JetStream drops a retry within the
+// duplicate window), the expected stream, and for a kind that exists at most
+// once per conversation the expectation that its subject is still empty.
 func (r *Relay) message(ctx context.Context, s *step) (*nats.Msg, error) {
 	env := s.env
 	if err := eventbus.Validate(env); err != nil {
@@ -457,7 +457,7 @@ func (r *Relay) message(ctx context.Context, s *step) (*nats.Msg, error) {
 	msg := nats.NewMsg(eventbus.ConvSubject(env.GetTenantId(), env.GetConversationId(), kind))
 	msg.Data = s.row.Envelope
 	msg.Header.Set(eventbus.HeaderKind, kind)
-	msg.Header.Set(jetstream.MsgIDHeader, env.GetEventId())
+	msg.Header.Set(jetstream.MsgIDHeader, eventbus.MsgID(env.GetTenantId(), env.GetEventId()))
 	msg.Header.Set(jetstream.ExpectedStreamHeader, eventbus.ConvStream)
 	if unique(kind) {
 		// Replaces a look-up per event: JetStream refuses the publish (wrong
@@ -500,7 +500,7 @@ func (r *Relay) logConflict(ctx context.Context, row store.OutboxRow) {
 	if err != nil {
 		return
 	}
-	if id := m.Header.Get(jetstream.MsgIDHeader); id != row.EventID {
+	if id := eventbus.EventIDOfMsgID(row.TenantID, m.Header.Get(jetstream.MsgIDHeader)); id != row.EventID {
 		r.cfg.Log.WarnContext(ctx, "outbox: the log already ends this conversation with another event; not appending",
 			"subject", subject, "event_id", row.EventID, "stored_event_id", id)
 	}
@@ -534,7 +534,7 @@ func (r *Relay) alreadyStored(ctx context.Context, s *step) (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("outbox: look up %s: %w", subject, err)
 		}
-		if m.Header.Get(jetstream.MsgIDHeader) == row.EventID {
+		if eventbus.EventIDOfMsgID(row.TenantID, m.Header.Get(jetstream.MsgIDHeader)) == row.EventID {
 			return true, nil
 		}
 		seq = m.Sequence + 1

@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,7 +114,12 @@ func (e *env) stored(conv string) []string {
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		ids = append(ids, m.Header.Get(jetstream.MsgIDHeader))
+		// The deduplication key names the tenant (eventbus.MsgID).
+		id, ok := strings.CutPrefix(m.Header.Get(jetstream.MsgIDHeader), "acme/")
+		if !ok {
+			e.t.Fatalf("seq %d: Nats-Msg-Id %q does not name the tenant", m.Sequence, m.Header.Get(jetstream.MsgIDHeader))
+		}
+		ids = append(ids, id)
 		seq = m.Sequence + 1
 	}
 }

@@ -33,7 +33,9 @@ func TriggerOf(env *eventv1.Envelope, seq uint64) Trigger {
 	}
 }
 
-func (t Trigger) cause() string { return t.TenantID + "/" + t.ConversationID + "/" + t.EventID }
+// cause names the trigger within its tenant (eventbus.DerivedEventID adds the
+// tenant).
+func (t Trigger) cause() string { return t.ConversationID + "/" + t.EventID }
 
 func (t Trigger) envelope(id string, now time.Time) *eventv1.Envelope {
 	at := t.OccurredAt
@@ -54,7 +56,7 @@ func (t Trigger) envelope(id string, now time.Time) *eventv1.Envelope {
 // depends on the trigger, the rule, its version, the tag and the source, so
 // a later re-application (after a removal) is a new event.
 func TagApplied(t Trigger, ruleID string, version int64, tag string, src eventv1.TagSource, now time.Time) *eventv1.Envelope {
-	id := eventbus.DerivedEventID(t.cause(), "tag_applied/"+src.String()+"/"+ruleID+"/"+strconv.FormatInt(version, 10)+"/"+tag)
+	id := eventbus.DerivedEventID(t.TenantID, t.cause(), "tag_applied/"+src.String()+"/"+ruleID+"/"+strconv.FormatInt(version, 10)+"/"+tag)
 	env := t.envelope(id, now)
 	env.Payload = &eventv1.Envelope_TagApplied{TagApplied: &eventv1.TagApplied{Tag: tag, RuleId: ruleID, Source: src}}
 	return env
@@ -62,7 +64,7 @@ func TagApplied(t Trigger, ruleID string, version int64, tag string, src eventv1
 
 // IssueDetected is the event of a detector finding an issue after t.
 func IssueDetected(t Trigger, detector, messageID, details string, now time.Time) *eventv1.Envelope {
-	id := eventbus.DerivedEventID(t.cause(), "issue_detected/"+detector)
+	id := eventbus.DerivedEventID(t.TenantID, t.cause(), "issue_detected/"+detector)
 	env := t.envelope(id, now)
 	env.Payload = &eventv1.Envelope_IssueDetected{IssueDetected: &eventv1.IssueDetected{
 		Issue: detector, Detector: "builtin:" + detector, MessageId: messageID, Details: details,
@@ -73,7 +75,7 @@ func IssueDetected(t Trigger, detector, messageID, details string, now time.Time
 // TagRemoved is the event of taking off the tag that the TagApplied event
 // appliedEventID put on: one removal per application.
 func TagRemoved(tenant, conv, appliedEventID, ruleID, tag string, src eventv1.TagSource, correlationID string, now time.Time) *eventv1.Envelope {
-	id := eventbus.DerivedEventID(tenant+"/"+conv+"/"+appliedEventID, "tag_removed")
+	id := eventbus.DerivedEventID(tenant, conv+"/"+appliedEventID, "tag_removed")
 	corr := correlationID
 	if corr == "" {
 		corr = appliedEventID
