@@ -273,10 +273,13 @@ func (s *Server) appendBatch(ctx context.Context, p grpcx.Principal, events []*e
 		return nil, grpcx.Invalid(fmt.Sprintf("events[%d]", tooLarge.Index), fmt.Sprintf("%d bytes encoded; the event log accepts at most %d", tooLarge.Size, tooLarge.Max))
 	}
 	if err != nil {
-		if errors.Is(err, eventbus.ErrUnavailable) {
-			return nil, status.Errorf(codes.Unavailable, "event log unavailable; nothing from this request may be assumed stored. Retrying is safe for events that carry event_id or client_event_id (stored ones come back as duplicates): %v", err)
+		if s.d.Log != nil {
+			s.d.Log.InfoContext(ctx, "append failed", "error", err.Error(), "events", len(events))
 		}
-		return nil, status.Errorf(codes.Internal, "append: %v", err)
+		if errors.Is(err, eventbus.ErrUnavailable) {
+			return nil, grpcx.Unavailable("event log unavailable; nothing from this request may be assumed stored. Retrying is safe for events that carry event_id or client_event_id (stored ones come back as duplicates)")
+		}
+		return nil, grpcx.Internal("appending to the event log failed; the error is logged")
 	}
 	out := &ingestv1.AppendResponse{Results: make([]*ingestv1.EventResult, len(events))}
 	for i, env := range events {
