@@ -102,7 +102,7 @@ func Start(ctx context.Context, o Options) (_ *Base, err error) {
 		return nil, err
 	}
 
-	if b.GRPC, err = grpcx.NewServer(grpcx.ServerConfig{Telemetry: b.Tel, Auth: b.Tenancy, Scopes: o.Scopes, MaxRecvMsgSize: o.MaxRecvMsgSize}); err != nil {
+	if b.GRPC, err = grpcx.NewServer(grpcx.ServerConfig{Telemetry: b.Tel, Auth: b.Tenancy, Scopes: o.Scopes, MaxRecvMsgSize: o.MaxRecvMsgSize, Limits: o.Server.GRPC}); err != nil {
 		return nil, err
 	}
 	b.AddCheck("nats", b.Bus.Ready)
@@ -124,7 +124,7 @@ func (b *Base) OnClose(f func()) { b.closers = append(b.closers, f) }
 // drain NATS, close pools.
 func (b *Base) Run(ctx context.Context, workers ...func(context.Context) error) error {
 	defer b.close()
-	admin := grpcx.NewAdmin(b.Tel.Registry, b.Log, b.checks...)
+	admin := grpcx.NewAdmin(b.Tel.Registry, b.Log, grpcx.AdminOptions{Pprof: b.opts.Server.PprofEnabled, HTTP: b.opts.Server.HTTP}, b.checks...)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return b.GRPC.Serve(gctx, b.opts.GRPCAddr, shutdownTimeout(b.opts.Server)) })
 	g.Go(func() error { return admin.Serve(gctx, b.opts.AdminAddr) })

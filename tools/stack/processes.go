@@ -25,6 +25,8 @@ func (s *Stack) serviceEnv(name string) []string {
 		"PARLEY_LOG_LEVEL="+orDefault(s.LogLevel, "info"),
 		"PARLEY_"+up+"_GRPC_ADDR="+s.GRPCAddr(name),
 		"PARLEY_"+up+"_ADMIN_ADDR="+s.AdminAddr(name),
+		// Profiles on the loopback admin ports (docs/operations.md).
+		"PARLEY_PPROF_ENABLED=true",
 	)
 	switch name {
 	case "ingest":

@@ -248,7 +248,9 @@ func start(ctx context.Context, opts Options) (_ *Stack, err error) {
 }
 
 func (s *Stack) startServices(ctx context.Context) error {
-	srv := config.Server{LogLevel: s.LogLevel, ShutdownTimeout: 10 * time.Second}
+	// Profiles on the admin ports (loopback) for the profiling recipe and
+	// make bench (docs/operations.md).
+	srv := config.Server{LogLevel: s.LogLevel, ShutdownTimeout: 10 * time.Second, PprofEnabled: true}
 	nc := config.NATS{URL: s.NATSURL, Replicas: 1, DuplicateWindow: 2 * time.Minute}
 	pg := config.Postgres{URL: s.PostgresURL, MaxConns: 10}
 	ch := config.ClickHouse{Addr: s.ClickHouseAddr, Database: "parley", User: "default"}
