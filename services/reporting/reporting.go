@@ -77,6 +77,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	b.AddCheck("clickhouse", ch.Ping)
+	// Queries run as the read-only user when one is configured.
+	qch, err := chstore.OpenQuery(ctx, cfg.ClickHouse)
+	if err != nil {
+		b.Close()
+		return err
+	}
+	b.OnClose(func() { _ = qch.Close() })
 	if err := statestore.Migrate(ctx, b.PG, b.Log); err != nil {
 		b.Close()
 		return err
@@ -95,7 +102,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("PARLEY_REPORTING_SHARE_SECRET: %w", err)
 	}
 	srv := api.New(api.Deps{
-		Reader: query.NewReader(ch, cfg.QueryTimeout), TimeZones: b.Tenancy, Signer: signer,
+		Reader: query.NewReader(qch, cfg.QueryTimeout), TimeZones: b.Tenancy, Signer: signer,
 		ShareBaseURL: cfg.ShareBaseURL, ShareTTL: cfg.ShareTTL, Log: b.Log, Now: time.Now,
 	})
 	reportingv1.RegisterReportingServiceServer(b.GRPC, srv)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/parley-dev/parley/libs/localinfra"
 )
 
 // serviceEnv is the environment a service binary gets: the stack's
@@ -36,6 +38,7 @@ func (s *Stack) serviceEnv(name string) []string {
 		}
 	case "reporting":
 		env = append(env, fmt.Sprintf("PARLEY_REPORTING_HTTP_ADDR=127.0.0.1:%d", s.Ports.ReportingHTTP),
+			"PARLEY_CLICKHOUSE_QUERY_USER="+localinfra.ClickHouseQueryUser, "PARLEY_CLICKHOUSE_QUERY_PASSWORD="+localinfra.ClickHouseQueryPassword,
 			"PARLEY_REPORTING_SHARE_BASE_URL="+s.ReportingHTTPURL())
 	}
 	return env

@@ -253,7 +253,8 @@ func (s *Stack) startServices(ctx context.Context) error {
 	srv := config.Server{LogLevel: s.LogLevel, ShutdownTimeout: 10 * time.Second, PprofEnabled: true}
 	nc := config.NATS{URL: s.NATSURL, Replicas: 1, DuplicateWindow: 2 * time.Minute}
 	pg := config.Postgres{URL: s.PostgresURL, MaxConns: 10}
-	ch := config.ClickHouse{Addr: s.ClickHouseAddr, Database: "parley", User: "default"}
+	ch := config.ClickHouse{Addr: s.ClickHouseAddr, Database: "parley", User: "default",
+		QueryUser: localinfra.ClickHouseQueryUser, QueryPassword: localinfra.ClickHouseQueryPassword}
 	runs := map[string]func(context.Context, *telemetry.Telemetry) error{
 		"ingest": func(ctx context.Context, tel *telemetry.Telemetry) error {
 			// Documented defaults (and PARLEY_INGEST_* from the environment),
