@@ -7,12 +7,10 @@ package chstore
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
-	"os"
 	"path"
 	"regexp"
 	"sort"
@@ -97,33 +95,17 @@ func TLSConfig(cfg config.ClickHouse) (*tls.Config, error) {
 	if !cfg.TLS && cfg.TLSCAFile == "" && cfg.TLSCertFile == "" && cfg.TLSKeyFile == "" {
 		return nil, nil
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.TLSServerName}
+	tc, err := config.ClientTLS(cfg.TLSCAFile, cfg.TLSCertFile, cfg.TLSKeyFile, "PARLEY_CLICKHOUSE_TLS")
+	if err != nil {
+		return nil, fmt.Errorf("chstore: %w", err)
+	}
+	tc.ServerName = cfg.TLSServerName
 	if tc.ServerName == "" {
 		host, _, err := net.SplitHostPort(cfg.Addr)
 		if err != nil {
 			host = cfg.Addr
 		}
 		tc.ServerName = host
-	}
-	if cfg.TLSCAFile != "" {
-		pem, err := os.ReadFile(cfg.TLSCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("chstore: PARLEY_CLICKHOUSE_TLS_CA: %w", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("chstore: PARLEY_CLICKHOUSE_TLS_CA: no PEM certificate in %s", cfg.TLSCAFile)
-		}
-	}
-	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
-		return nil, fmt.Errorf("chstore: PARLEY_CLICKHOUSE_TLS_CERT and PARLEY_CLICKHOUSE_TLS_KEY go together")
-	}
-	if cfg.TLSCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("chstore: client certificate: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
 }

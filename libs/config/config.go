@@ -44,6 +44,10 @@ type NATS struct {
 	TLSCAFile   string `env:"PARLEY_NATS_TLS_CA"`
 	TLSCertFile string `env:"PARLEY_NATS_TLS_CERT"`
 	TLSKeyFile  string `env:"PARLEY_NATS_TLS_KEY"`
+	// WaitForStreams makes a service wait for PARLEY_CONV and PARLEY_DLQ to
+	// exist instead of creating or updating them, for users without the
+	// permission to (every service but ingest in the Kubernetes manifests).
+	WaitForStreams bool `env:"PARLEY_NATS_WAIT_FOR_STREAMS" envDefault:"false"`
 }
 
 // Postgres is how a service reaches PostgreSQL.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/parley-dev/parley/libs/natsauth"
 )
 
 // NATSOptions configure an embedded NATS server.
@@ -22,6 +23,13 @@ type NATSOptions struct {
 	SyncAlways bool
 	// Debug enables the server's own logging to stderr.
 	Debug bool
+	// Passwords, when set, make the server require authentication: one user
+	// per service with the permissions of natsauth.For, and the operator,
+	// with these passwords (keyed by user name).
+	Passwords map[string]string
+	// AnonymousAs lets clients without credentials in as this user (e.g.
+	// natsauth.Operator for local tools); empty: they are refused.
+	AnonymousAs string
 }
 
 // StartNATS starts an embedded NATS server with JetStream enabled.
@@ -42,6 +50,13 @@ func StartNATS(opts NATSOptions) (*server.Server, error) {
 		NoLog:      !opts.Debug,
 		SyncAlways: opts.SyncAlways,
 		MaxPayload: 8 << 20,
+	}
+	if opts.Passwords != nil {
+		users, err := natsauth.ServerUsers(opts.Passwords)
+		if err != nil {
+			return nil, fmt.Errorf("localinfra: nats: %w", err)
+		}
+		sopts.Users, sopts.NoAuthUser = users, opts.AnonymousAs
 	}
 	s, err := server.NewServer(sopts)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
+	"github.com/parley-dev/parley/libs/natsauth"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/telemetry"
 	"github.com/parley-dev/parley/libs/tenancy"
@@ -87,6 +88,10 @@ func Start(ctx context.Context, o Options) (_ *Base, err error) {
 	}
 	b.Tenancy = tenancy.NewStore(b.PG)
 
+	natsOpts, err := natsauth.ClientOptions(o.Name, o.NATS)
+	if err != nil {
+		return nil, err
+	}
 	if b.Bus, err = eventbus.Connect(ctx, o.NATS.URL, "parley-"+o.Name, eventbus.Options{
 		Producer:        o.Name,
 		Replicas:        o.NATS.Replicas,
@@ -94,11 +99,16 @@ func Start(ctx context.Context, o Options) (_ *Base, err error) {
 		Logger:          b.Log,
 		TracerProvider:  b.Tel.TracerProvider,
 		Propagator:      b.Tel.Propagator,
-	}); err != nil {
+	}, natsOpts...); err != nil {
 		return nil, err
 	}
 	b.closers = append(b.closers, func() { _ = b.Bus.Close() })
-	if err = b.Bus.EnsureStreams(ctx); err != nil {
+	if o.NATS.WaitForStreams {
+		err = natsauth.WaitForStreams(ctx, b.Bus.JetStream(), b.Log, eventbus.ConvStream, eventbus.DLQStream)
+	} else {
+		err = b.Bus.EnsureStreams(ctx)
+	}
+	if err != nil {
 		return nil, err
 	}
 
