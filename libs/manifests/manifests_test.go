@@ -112,13 +112,14 @@ func contains(vs []string, v string) bool {
 
 // pod is a workload in the model cluster.
 type pod struct {
-	name   string
 	ns     string
 	labels map[string]string
 	ports  map[string]int // name -> port
 }
 
-func (p pod) nsLabels() map[string]string { return map[string]string{"kubernetes.io/metadata.name": p.ns} }
+func (p pod) nsLabels() map[string]string {
+	return map[string]string{"kubernetes.io/metadata.name": p.ns}
+}
 
 // render builds an overlay with kubectl's kustomize (or a kustomize binary).
 func render(t *testing.T, dir string) []object {
@@ -176,7 +177,7 @@ func newCluster(t *testing.T, objs []object) *cluster {
 		case "NetworkPolicy":
 			c.policies = append(c.policies, o)
 		case "Deployment":
-			p := pod{name: o.Metadata.Name, ns: o.Metadata.Namespace, labels: o.Spec.Template.Metadata.Labels, ports: map[string]int{}}
+			p := pod{ns: o.Metadata.Namespace, labels: o.Spec.Template.Metadata.Labels, ports: map[string]int{}}
 			for _, ct := range o.Spec.Template.Spec.Containers {
 				for _, port := range ct.Ports {
 					p.ports[port.Name] = port.ContainerPort
@@ -242,11 +243,11 @@ func portMatches(r rule, dst pod, port int, proto string) bool {
 
 // allowed reports whether src may open a connection to dst's port.
 func (c *cluster) allowed(src, dst pod, port int, proto string) bool {
-	return c.direction(src, dst, src, port, proto, "Egress") && c.direction(dst, src, dst, port, proto, "Ingress")
+	return c.direction(src, dst, port, proto, "Egress") && c.direction(dst, src, port, proto, "Ingress")
 }
 
 // direction evaluates the policies selecting subject for one direction.
-func (c *cluster) direction(subject, other, _ pod, port int, proto, typ string) bool {
+func (c *cluster) direction(subject, other pod, port int, proto, typ string) bool {
 	dst := subject
 	if typ == "Egress" {
 		dst = other
