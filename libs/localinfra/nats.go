@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/natsauth"
 )
 
@@ -30,6 +31,25 @@ type NATSOptions struct {
 	// AnonymousAs lets clients without credentials in as this user (e.g.
 	// natsauth.Operator for local tools); empty: they are refused.
 	AnonymousAs string
+}
+
+// NATSLocalPasswords are the passwords of the local stack's NATS users (one
+// per service and the operator); the server listens on loopback only.
+func NATSLocalPasswords() map[string]string {
+	pw := map[string]string{natsauth.Operator: "parley-local-" + natsauth.Operator}
+	for _, s := range natsauth.Services {
+		pw[s] = "parley-local-" + s
+	}
+	return pw
+}
+
+// NATSServiceConfig is base with a service's local NATS user, and, for all
+// but the stream manager (ingest), waiting for the streams instead of
+// creating them, as in production.
+func NATSServiceConfig(base config.NATS, service string) config.NATS {
+	base.User, base.Password = service, NATSLocalPasswords()[service]
+	base.WaitForStreams = !natsauth.StreamManager(service)
+	return base
 }
 
 // StartNATS starts an embedded NATS server with JetStream enabled.

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/localinfra"
 )
 
@@ -30,6 +31,9 @@ func (s *Stack) serviceEnv(name string) []string {
 		// Profiles on the loopback admin ports (docs/operations.md).
 		"PARLEY_PPROF_ENABLED=true",
 	)
+	nc := localinfra.NATSServiceConfig(config.NATS{}, name)
+	env = append(env, "PARLEY_NATS_USER="+nc.User, "PARLEY_NATS_PASSWORD="+nc.Password,
+		"PARLEY_NATS_WAIT_FOR_STREAMS="+strconv.FormatBool(nc.WaitForStreams))
 	switch name {
 	case "ingest":
 		env = append(env, fmt.Sprintf("PARLEY_INGEST_HTTP_ADDR=127.0.0.1:%d", s.Ports.IngestHTTP))
