@@ -54,7 +54,7 @@ func TestMigrateAppliesOnceInOrder(t *testing.T) {
 }
 
 // TestQueryUserIsReadOnly: the local server's query user reads (with a
-// deadline, which the driver sends as max_execution_time) but cannot insert,
+// deadline, as reporting's queries have) but cannot insert,
 // create, drop or truncate; the writer can.
 func TestQueryUserIsReadOnly(t *testing.T) {
 	db := testenv.ClickHouse(t)
