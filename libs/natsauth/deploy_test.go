@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/natsauth"
 )
 
@@ -17,6 +18,23 @@ const deployConfig = "../../deploy/kustomize/base/nats/auth.conf"
 // TestDeployConfig keeps the NATS server configuration in deploy/ generated
 // from the same permissions the other tests run against, and checks that
 // nats-server parses it into exactly those permissions.
+// TestKindsExist: the kinds the permissions name are kinds of the event
+// contract, so renaming one fails here rather than in production.
+func TestKindsExist(t *testing.T) {
+	for _, s := range natsauth.Services {
+		for _, k := range natsauth.Kinds(s) {
+			if !eventbus.IsKind(k) {
+				t.Errorf("%s: %q is not an event kind", s, k)
+			}
+		}
+	}
+	for _, k := range natsauth.ServerOnlyKinds() {
+		if !eventbus.IsKind(k) {
+			t.Errorf("server-only %q is not an event kind", k)
+		}
+	}
+}
+
 func TestDeployConfig(t *testing.T) {
 	want := natsauth.ServerConfig()
 	if *update {

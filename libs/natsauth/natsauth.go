@@ -22,7 +22,8 @@ import (
 const (
 	convStream     = "PARLEY_CONV"
 	dlqStream      = "PARLEY_DLQ"
-	convSubjects   = "parley.conv.v1.>"
+	convPrefix     = "parley.conv.v1."
+	convSubjects   = convPrefix + ">"
 	dlqPrefix      = "parley.dlq."
 	endedBucket    = "PARLEY_CONV_ENDED"
 	endedStream    = "KV_" + endedBucket
@@ -57,6 +58,41 @@ func InboxPrefix(service string) string { return operatorPrefix + "." + service 
 // read their configuration.
 func StreamManager(service string) bool { return service == streamManager }
 
+// Event kinds only Parley's own services append (docs/events.md,
+// "Producers"): the subject's last token is the kind, so each producer may
+// publish its own kinds only, and ingest none of these.
+var (
+	lifecycleKinds = []string{"conversation_ended", "engagement_classified", "operator_no_response", "late_event_recorded",
+		// for its API calls (take over, hand back)
+		"handoff_requested", "agent_joined", "agent_left"}
+	taggingKinds = []string{"tag_applied", "tag_removed", "issue_detected", "label_added", "label_removed", "flagged", "unflagged"}
+	// serverOnlyKinds are refused from ingest.
+	serverOnlyKinds = append(append([]string{}, lifecycleKinds[:4]...), taggingKinds...)
+)
+
+// Kinds lists the event kinds a service may append; nil means any kind
+// (ingest, less ServerOnlyKinds).
+func Kinds(service string) []string {
+	switch service {
+	case "lifecycle":
+		return lifecycleKinds
+	case "tagging":
+		return taggingKinds
+	}
+	return nil
+}
+
+// ServerOnlyKinds are the kinds ingest may not append.
+func ServerOnlyKinds() []string { return serverOnlyKinds }
+
+func kindSubjects(kinds []string) []string {
+	out := make([]string, len(kinds))
+	for i, k := range kinds {
+		out[i] = convPrefix + "*.*." + k
+	}
+	return out
+}
+
 // durable is the durable consumer each consuming service owns on PARLEY_CONV.
 var durable = map[string]string{
 	"lifecycle": "lifecycle",
@@ -69,6 +105,7 @@ func For(service string) (Permissions, error) {
 	if !slices.Contains(Services, service) {
 		return Permissions{}, fmt.Errorf("natsauth: unknown service %q", service)
 	}
+	var deny []string
 	pub := []string{
 		jsAPI + "INFO",
 		jsAPI + "STREAM.INFO." + convStream,
@@ -86,13 +123,16 @@ func For(service string) (Permissions, error) {
 		pub = append(pub, convSubjects, jsAPI+"STREAM.MSG.GET."+convStream, jsAPI+"DIRECT.GET."+convStream+".>")
 		pub = append(pub, streamAdmin(endedStream)...)
 		pub = append(pub, orderedReader(endedStream)...)
+		deny = append(deny, kindSubjects(serverOnlyKinds)...)
 	case "lifecycle":
 		// Ends conversations (events and the ended-conversations bucket).
-		pub = append(pub, convSubjects, endedSubjects, jsAPI+"STREAM.MSG.GET."+convStream, jsAPI+"DIRECT.GET."+convStream+".>")
+		pub = append(pub, kindSubjects(lifecycleKinds)...)
+		pub = append(pub, endedSubjects, jsAPI+"STREAM.MSG.GET."+convStream, jsAPI+"DIRECT.GET."+convStream+".>")
 		pub = append(pub, streamAdmin(endedStream)...)
 	case "tagging":
 		// Publishes tags and issues; backfill replays with ordered consumers.
-		pub = append(pub, convSubjects, jsAPI+"STREAM.MSG.GET."+convStream, jsAPI+"DIRECT.GET."+convStream+".>")
+		pub = append(pub, kindSubjects(taggingKinds)...)
+		pub = append(pub, jsAPI+"STREAM.MSG.GET."+convStream, jsAPI+"DIRECT.GET."+convStream+".>")
 		pub = append(pub, orderedReader(convStream)...)
 	case "reporting":
 		// Publishes nothing to the log; rebuilds replay with ordered
@@ -106,7 +146,6 @@ func For(service string) (Permissions, error) {
 	}
 	// Ordered consumers have generated names, so their permissions use
 	// wildcards; other services' durable consumers stay out of reach.
-	var deny []string
 	if service == "tagging" || service == "reporting" {
 		for _, s := range Services {
 			if d, ok := durable[s]; ok && d != own {

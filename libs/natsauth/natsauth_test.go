@@ -213,8 +213,13 @@ func TestServicesCanDoTheirWork(t *testing.T) {
 	if err := lifecycle.JetStream().DeleteConsumer(ctx, eventbus.ConvStream, "lifecycle"); err != nil {
 		t.Fatalf("lifecycle resets its consumer: %v", err)
 	}
-	if _, err := lifecycle.Publish(ctx, envelope("acme", "c0", "end-c0")); err != nil {
-		t.Fatalf("lifecycle publishes: %v", err)
+	for _, env := range []*eventv1.Envelope{
+		{EventId: "end-c0", TenantId: "acme", ConversationId: "c0", Payload: &eventv1.Envelope_ConversationEnded{ConversationEnded: &eventv1.ConversationEnded{}}},
+		{EventId: "join-c0", TenantId: "acme", ConversationId: "c0", Payload: &eventv1.Envelope_AgentJoined{AgentJoined: &eventv1.AgentJoined{}}},
+	} {
+		if _, err := lifecycle.Publish(ctx, env); err != nil {
+			t.Fatalf("lifecycle publishes %s: %v", eventbus.Kind(env), err)
+		}
 	}
 	lst, err := lifecycle.JetStream().Stream(ctx, eventbus.ConvStream)
 	if err != nil {
@@ -225,8 +230,9 @@ func TestServicesCanDoTheirWork(t *testing.T) {
 	}
 
 	// Tagging: its consumer, its events, a backfill's ordered consumer.
-	consumeN(t, tagging, "tagging", 6, nil)
-	if _, err := tagging.Publish(ctx, envelope("acme", "c1", "tag-c1")); err != nil {
+	consumeN(t, tagging, "tagging", 7, nil)
+	if _, err := tagging.Publish(ctx, &eventv1.Envelope{EventId: "tag-c1", TenantId: "acme", ConversationId: "c1",
+		Payload: &eventv1.Envelope_TagApplied{TagApplied: &eventv1.TagApplied{}}}); err != nil {
 		t.Fatalf("tagging publishes: %v", err)
 	}
 	oc, err := tagging.JetStream().OrderedConsumer(ctx, eventbus.ConvStream, jetstream.OrderedConsumerConfig{
@@ -238,7 +244,7 @@ func TestServicesCanDoTheirWork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 7 {
+	for i := range 8 {
 		if _, err := it.Next(jetstream.NextMaxWait(5 * time.Second)); err != nil {
 			t.Fatalf("tagging backfill message %d: %v", i, err)
 		}
@@ -246,13 +252,13 @@ func TestServicesCanDoTheirWork(t *testing.T) {
 	it.Stop()
 
 	// Reporting: its consumer, a rebuild's replay.
-	consumeN(t, reporting, "reporting-projector", 7, nil)
+	consumeN(t, reporting, "reporting-projector", 8, nil)
 	last, err := reporting.LastSequence(ctx)
-	if err != nil || last != 7 {
+	if err != nil || last != 8 {
 		t.Fatalf("reporting reads the last sequence: %d, %v", last, err)
 	}
 	n := 0
-	if _, err := reporting.Replay(ctx, 1, last, 3, nil, func(_ context.Context, ds []*eventbus.Delivery) error { n += len(ds); return nil }); err != nil || n != 7 {
+	if _, err := reporting.Replay(ctx, 1, last, 3, nil, func(_ context.Context, ds []*eventbus.Delivery) error { n += len(ds); return nil }); err != nil || n != 8 {
 		t.Fatalf("reporting replays: %d events, %v", n, err)
 	}
 
@@ -290,7 +296,7 @@ func TestServicesCanDoTheirWork(t *testing.T) {
 // business doing.
 func TestServicesCannotOverstep(t *testing.T) {
 	url, pw := authServer(t)
-	ingest, _ := connect(t, url, "ingest", pw["ingest"])
+	ingest, ingestV := connect(t, url, "ingest", pw["ingest"])
 	ctx := ctxT(t, 60*time.Second)
 	if err := ingest.EnsureStreams(ctx); err != nil {
 		t.Fatal(err)
@@ -324,6 +330,20 @@ func TestServicesCannotOverstep(t *testing.T) {
 		_, err := bus[s].Publish(short(), envelope("acme", "c9", "forged-"+s))
 		refused(s+" publishes to parley.conv", err, viol[s])
 	}
+	// Each producer appends only its own kinds: ingest no server kinds,
+	// tagging no lifecycle kinds, lifecycle no client or tagging kinds.
+	forged := map[string]*eventv1.Envelope{
+		"ingest":    {EventId: "f1", TenantId: "acme", ConversationId: "c0", Payload: &eventv1.Envelope_ConversationEnded{ConversationEnded: &eventv1.ConversationEnded{}}},
+		"tagging":   {EventId: "f2", TenantId: "acme", ConversationId: "c0", Payload: &eventv1.Envelope_ConversationEnded{ConversationEnded: &eventv1.ConversationEnded{}}},
+		"lifecycle": {EventId: "f3", TenantId: "acme", ConversationId: "c0", Payload: &eventv1.Envelope_TagApplied{TagApplied: &eventv1.TagApplied{}}},
+	}
+	bus["ingest"], viol["ingest"] = ingest, ingestV
+	for s, env := range forged {
+		_, err := bus[s].Publish(short(), env)
+		refused(s+" appends "+eventbus.Kind(env), err, viol[s])
+	}
+	_, err := bus["lifecycle"].Publish(short(), envelope("acme", "c0", "f4"))
+	refused("lifecycle appends conversation_closed", err, viol["lifecycle"])
 	// Only ingest creates or changes the streams.
 	for _, s := range []string{"lifecycle", "tagging", "reporting", "notification"} {
 		refused(s+" updates the streams", bus[s].EnsureStreams(short()), viol[s])
@@ -334,7 +354,7 @@ func TestServicesCannotOverstep(t *testing.T) {
 		refused(s+" writes the ended-conversations bucket", err, viol[s])
 	}
 	// A service cannot use or delete another's durable consumer.
-	_, err := bus["tagging"].JetStream().CreateOrUpdateConsumer(short(), eventbus.ConvStream, jetstream.ConsumerConfig{Durable: "reporting-projector", AckPolicy: jetstream.AckExplicitPolicy})
+	_, err = bus["tagging"].JetStream().CreateOrUpdateConsumer(short(), eventbus.ConvStream, jetstream.ConsumerConfig{Durable: "reporting-projector", AckPolicy: jetstream.AckExplicitPolicy})
 	refused("tagging creates reporting's consumer", err, viol["tagging"])
 	if _, err := bus["lifecycle"].JetStream().CreateOrUpdateConsumer(ctx, eventbus.ConvStream, jetstream.ConsumerConfig{Durable: "lifecycle", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Fatal(err)
