@@ -37,7 +37,7 @@ type NATSOptions struct {
 // per service and the operator); the server listens on loopback only.
 func NATSLocalPasswords() map[string]string {
 	pw := map[string]string{natsauth.Operator: "parley-local-" + natsauth.Operator}
-	for _, s := range natsauth.Services {
+	for _, s := range natsauth.Services() {
 		pw[s] = "parley-local-" + s
 	}
 	return pw

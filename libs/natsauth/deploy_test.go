@@ -21,7 +21,7 @@ const deployConfig = "../../deploy/kustomize/base/nats/auth.conf"
 // TestKindsExist: the kinds the permissions name are kinds of the event
 // contract, so renaming one fails here rather than in production.
 func TestKindsExist(t *testing.T) {
-	for _, s := range natsauth.Services {
+	for _, s := range natsauth.Services() {
 		for _, k := range natsauth.Kinds(s) {
 			if !eventbus.IsKind(k) {
 				t.Errorf("%s: %q is not an event kind", s, k)
@@ -51,7 +51,7 @@ func TestDeployConfig(t *testing.T) {
 	}
 
 	// The server resolves the password variables from its environment.
-	for _, u := range append([]string{natsauth.Operator}, natsauth.Services...) {
+	for _, u := range append([]string{natsauth.Operator}, natsauth.Services()...) {
 		t.Setenv(natsauth.PasswordVar(u), u+"-pw")
 	}
 	opts, err := server.ProcessConfigFile(deployConfig)
@@ -62,10 +62,10 @@ func TestDeployConfig(t *testing.T) {
 	for _, u := range opts.Users {
 		users[u.Username] = u
 	}
-	if len(users) != len(natsauth.Services)+1 {
-		t.Fatalf("%d users, want %d", len(users), len(natsauth.Services)+1)
+	if len(users) != len(natsauth.Services())+1 {
+		t.Fatalf("%d users, want %d", len(users), len(natsauth.Services())+1)
 	}
-	for _, s := range natsauth.Services {
+	for _, s := range natsauth.Services() {
 		u := users[s]
 		p, _ := natsauth.For(s)
 		if u == nil || u.Password != s+"-pw" || u.Permissions == nil {

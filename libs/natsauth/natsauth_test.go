@@ -25,7 +25,7 @@ import (
 func authServer(t *testing.T) (url string, passwords map[string]string) {
 	t.Helper()
 	passwords = map[string]string{natsauth.Operator: "op-secret"}
-	for _, s := range natsauth.Services {
+	for _, s := range natsauth.Services() {
 		passwords[s] = s + "-secret"
 	}
 	srv, err := localinfra.StartNATS(localinfra.NATSOptions{Dir: t.TempDir(), Port: -1, Passwords: passwords})

@@ -16,7 +16,7 @@ import (
 // passwords (keyed by user name; users without one are left out).
 func ServerUsers(passwords map[string]string) ([]*server.User, error) {
 	var out []*server.User
-	for _, s := range Services {
+	for _, s := range Services() {
 		pw, ok := passwords[s]
 		if !ok {
 			continue
