@@ -121,7 +121,12 @@ func (p pod) nsLabels() map[string]string {
 	return map[string]string{"kubernetes.io/metadata.name": p.ns}
 }
 
-// render builds an overlay with kubectl's kustomize (or a kustomize binary).
+// kustomizeModule is built and run when neither kubectl nor kustomize is
+// installed.
+const kustomizeModule = "sigs.k8s.io/kustomize/kustomize/v5@v5.5.0"
+
+// render builds an overlay with kubectl's kustomize, a kustomize binary, or
+// (without either) kustomize built from the Go module proxy.
 func render(t *testing.T, dir string) []object {
 	t.Helper()
 	var cmd *exec.Cmd
@@ -130,7 +135,7 @@ func render(t *testing.T, dir string) []object {
 	} else if k, err := exec.LookPath("kustomize"); err == nil {
 		cmd = exec.Command(k, "build", dir)
 	} else {
-		t.Fatal("kubectl (1.27+) or kustomize (v5) is needed to build the manifests: install kubectl (https://kubernetes.io/docs/tasks/tools/) or run: go install sigs.k8s.io/kustomize/kustomize/v5@v5.5.0")
+		cmd = exec.Command("go", "run", kustomizeModule, "build", dir)
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
