@@ -6,9 +6,11 @@ package chstore
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"path"
 	"regexp"
 	"sort"
@@ -24,20 +26,16 @@ import (
 var dbNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 
 // Open creates the database if needed and returns a connection whose default
-// database is cfg.Database.
+// database is cfg.Database, as the writer (cfg.User).
 func Open(ctx context.Context, cfg config.ClickHouse) (driver.Conn, error) {
 	if !dbNameRe.MatchString(cfg.Database) {
 		return nil, fmt.Errorf("chstore: database name %q is not a plain identifier", cfg.Database)
 	}
-	opts := func(db string) *clickhouse.Options {
-		return &clickhouse.Options{
-			Addr:        []string{cfg.Addr},
-			Auth:        clickhouse.Auth{Database: db, Username: cfg.User, Password: cfg.Password},
-			DialTimeout: 5 * time.Second,
-			ReadTimeout: 60 * time.Second,
-		}
+	tlsCfg, err := TLSConfig(cfg)
+	if err != nil {
+		return nil, err
 	}
-	boot, err := clickhouse.Open(opts(""))
+	boot, err := clickhouse.Open(options(cfg.Addr, clickhouse.Auth{Username: cfg.User, Password: cfg.Password}, tlsCfg))
 	if err != nil {
 		return nil, fmt.Errorf("chstore: %w", err)
 	}
@@ -47,15 +45,69 @@ func Open(ctx context.Context, cfg config.ClickHouse) (driver.Conn, error) {
 	if err := boot.Exec(pctx, "CREATE DATABASE IF NOT EXISTS "+cfg.Database); err != nil {
 		return nil, fmt.Errorf("chstore: %s: %w", cfg.Addr, err)
 	}
-	conn, err := clickhouse.Open(opts(cfg.Database))
+	return connect(ctx, cfg.Addr, clickhouse.Auth{Database: cfg.Database, Username: cfg.User, Password: cfg.Password}, tlsCfg)
+}
+
+// OpenQuery returns a connection for queries: as the read-only user
+// cfg.QueryUser when one is configured, else as the writer (without creating
+// anything). The database must exist.
+func OpenQuery(ctx context.Context, cfg config.ClickHouse) (driver.Conn, error) {
+	tlsCfg, err := TLSConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	auth := clickhouse.Auth{Database: cfg.Database, Username: cfg.User, Password: cfg.Password}
+	if cfg.QueryUser != "" {
+		auth.Username, auth.Password = cfg.QueryUser, cfg.QueryPassword
+	}
+	return connect(ctx, cfg.Addr, auth, tlsCfg)
+}
+
+func connect(ctx context.Context, addr string, auth clickhouse.Auth, tlsCfg *tls.Config) (driver.Conn, error) {
+	conn, err := clickhouse.Open(options(addr, auth, tlsCfg))
 	if err != nil {
 		return nil, fmt.Errorf("chstore: %w", err)
 	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	if err := conn.Ping(pctx); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("chstore: ping: %w", err)
+		return nil, fmt.Errorf("chstore: ping %s as %s: %w", addr, auth.Username, err)
 	}
 	return conn, nil
+}
+
+func options(addr string, auth clickhouse.Auth, tlsCfg *tls.Config) *clickhouse.Options {
+	return &clickhouse.Options{
+		Addr:        []string{addr},
+		Auth:        auth,
+		TLS:         tlsCfg,
+		DialTimeout: 5 * time.Second,
+		ReadTimeout: 60 * time.Second,
+	}
+}
+
+// TLSConfig is the TLS configuration for cfg: nil (plain TCP) unless
+// cfg.TLS is set or a TLS file is named. The CA file (PEM) replaces the
+// system roots, the certificate and key (PEM, both or neither) are the
+// client's, and the server name defaults to the host of cfg.Addr.
+func TLSConfig(cfg config.ClickHouse) (*tls.Config, error) {
+	if !cfg.TLS && cfg.TLSCAFile == "" && cfg.TLSCertFile == "" && cfg.TLSKeyFile == "" {
+		return nil, nil
+	}
+	tc, err := config.ClientTLS(cfg.TLSCAFile, cfg.TLSCertFile, cfg.TLSKeyFile, "PARLEY_CLICKHOUSE_TLS")
+	if err != nil {
+		return nil, fmt.Errorf("chstore: %w", err)
+	}
+	tc.ServerName = cfg.TLSServerName
+	if tc.ServerName == "" {
+		host, _, err := net.SplitHostPort(cfg.Addr)
+		if err != nil {
+			host = cfg.Addr
+		}
+		tc.ServerName = host
+	}
+	return tc, nil
 }
 
 type migration struct {

@@ -5,9 +5,12 @@ import (
 	"reflect"
 	"testing"
 	"testing/fstest"
+	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/parley-dev/parley/libs/chstore"
 	"github.com/parley-dev/parley/libs/config"
+	"github.com/parley-dev/parley/libs/localinfra"
 	"github.com/parley-dev/parley/libs/testenv"
 )
 
@@ -47,5 +50,71 @@ func TestMigrateAppliesOnceInOrder(t *testing.T) {
 	bad := fstest.MapFS{"x_bad.sql": {Data: []byte("SELECT 1")}}
 	if err := chstore.Migrate(ctx, conn, bad, nil); err == nil {
 		t.Fatal("badly named migration accepted")
+	}
+}
+
+// TestQueryUserIsReadOnly: the local server's query user reads (with a
+// deadline, as reporting's queries have) but cannot insert,
+// create, drop or truncate; the writer can.
+func TestQueryUserIsReadOnly(t *testing.T) {
+	db := testenv.ClickHouse(t)
+	ctx := context.Background()
+	cfg := config.ClickHouse{Addr: db.Addr, Database: db.Database, User: "default",
+		QueryUser: localinfra.ClickHouseQueryUser, QueryPassword: localinfra.ClickHouseQueryPassword}
+	w, err := chstore.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Exec(ctx, "CREATE TABLE t (x UInt32) ENGINE = MergeTree ORDER BY x"); err != nil {
+		t.Fatal(err)
+	}
+	insert := func(c driver.Conn, vals ...uint32) error {
+		b, err := c.PrepareBatch(ctx, "INSERT INTO t (x)")
+		if err != nil {
+			return err
+		}
+		for _, v := range vals {
+			if err := b.Append(v); err != nil {
+				return err
+			}
+		}
+		return b.Send()
+	}
+	if err := insert(w, 1, 2, 3); err != nil {
+		t.Fatal(err)
+	}
+	r, err := chstore.OpenQuery(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var sum uint64
+	if err := r.QueryRow(qctx, "SELECT sum(x) FROM t").Scan(&sum); err != nil || sum != 6 {
+		t.Fatalf("reader: sum = %d, %v; want 6", sum, err)
+	}
+	if err := insert(r, 4); err == nil {
+		t.Error("reader inserted a row")
+	}
+	for _, stmt := range []string{"DROP TABLE t", "TRUNCATE TABLE t", "CREATE TABLE u (x UInt8) ENGINE = Memory",
+		"ALTER TABLE t DELETE WHERE x = 1", "CREATE DATABASE other_" + db.Database, "RENAME TABLE t TO t2"} {
+		if err := r.Exec(ctx, stmt); err == nil {
+			t.Errorf("reader ran %q", stmt)
+		}
+	}
+	if err := w.QueryRow(ctx, "SELECT sum(x) FROM t").Scan(&sum); err != nil || sum != 6 {
+		t.Fatalf("after the reader's attempts: sum = %d, %v; want 6", sum, err)
+	}
+	// Without a query user, queries use the writer.
+	cfg.QueryUser = ""
+	r2, err := chstore.OpenQuery(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if err := insert(r2, 4); err != nil {
+		t.Fatalf("writer fallback: %v", err)
 	}
 }

@@ -75,16 +75,19 @@ func New(nc *nats.Conn, opts Options) (*Bus, error) {
 }
 
 // Connect dials NATS with reconnects forever and wraps the connection.
-func Connect(ctx context.Context, url, name string, opts Options) (*Bus, error) {
-	nc, err := nats.Connect(url,
+// extra adds connection options, e.g. credentials and TLS
+// (natsauth.ClientOptions).
+func Connect(ctx context.Context, url, name string, opts Options, extra ...nats.Option) (*Bus, error) {
+	nopts := append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(500*time.Millisecond),
+		nats.ReconnectWait(500 * time.Millisecond),
 		nats.RetryOnFailedConnect(false),
 		// Fail fast while disconnected instead of buffering publishes that
 		// the caller will already have been told failed.
 		nats.ReconnectBufSize(-1),
-	)
+	}, extra...)
+	nc, err := nats.Connect(url, nopts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: connect %s: %v", ErrUnavailable, url, err)
 	}

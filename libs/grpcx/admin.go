@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"time"
 
+	"github.com/parley-dev/parley/libs/config"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -22,28 +23,41 @@ type Check struct {
 }
 
 // Admin is the admin HTTP server: /healthz (the process is alive), /readyz
-// (every dependency answers) and /metrics (Prometheus).
+// (every dependency answers), /metrics (Prometheus) and, when enabled,
+// /debug/pprof.
 type Admin struct {
 	mux    *http.ServeMux
 	checks []Check
 	log    *slog.Logger
+	http   config.HTTP
+}
+
+// AdminOptions configure the admin server.
+type AdminOptions struct {
+	// Pprof serves Go profiles on /debug/pprof (PARLEY_PPROF_ENABLED).
+	Pprof bool
+	// HTTP bounds the server's timeouts and header size.
+	HTTP config.HTTP
 }
 
 // NewAdmin builds the admin server over a Prometheus registry.
-func NewAdmin(reg *prometheus.Registry, log *slog.Logger, checks ...Check) *Admin {
-	a := &Admin{mux: http.NewServeMux(), checks: checks, log: log}
+func NewAdmin(reg *prometheus.Registry, log *slog.Logger, opts AdminOptions, checks ...Check) *Admin {
+	a := &Admin{mux: http.NewServeMux(), checks: checks, log: log, http: opts.HTTP}
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	a.mux.HandleFunc("GET /readyz", a.ready)
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	// Go profiles for on-call engineers (the admin port is internal only).
-	a.mux.HandleFunc("/debug/pprof/", pprof.Index)
-	a.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	a.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	a.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	a.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if opts.Pprof {
+		// Go profiles for on-call engineers; off unless enabled, since a
+		// profile exposes memory contents and costs CPU.
+		a.mux.HandleFunc("/debug/pprof/", pprof.Index)
+		a.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		a.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		a.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		a.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return a
 }
 
@@ -76,7 +90,10 @@ func (a *Admin) Serve(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("grpcx: admin listen %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: a.mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := a.http.NewServer(a.mux)
+	// Profiles stream for as long as asked (?seconds=30): the write
+	// timeout must not cut them off.
+	srv.WriteTimeout = max(srv.WriteTimeout, 5*time.Minute)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	a.log.Info("admin server listening", "addr", lis.Addr().String())

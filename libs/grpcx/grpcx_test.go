@@ -130,7 +130,7 @@ func methodOf(ctx context.Context) string {
 func TestAdminReadiness(t *testing.T) {
 	tel := testenv.Telemetry(t, "grpcx-test")
 	healthy := true
-	a := grpcx.NewAdmin(tel.Registry, tel.Logger, grpcx.Check{Name: "dep", Check: func(context.Context) error {
+	a := grpcx.NewAdmin(tel.Registry, tel.Logger, grpcx.AdminOptions{}, grpcx.Check{Name: "dep", Check: func(context.Context) error {
 		if healthy {
 			return nil
 		}

@@ -14,12 +14,14 @@ import (
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/telemetry"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 )
@@ -38,6 +40,9 @@ type ServerConfig struct {
 	Audit AuditSink
 	// Mutating overrides, by full method name, whether a method is audited.
 	Mutating map[string]bool
+	// Limits bound concurrent streams per connection and keepalive (zero
+	// values take config.GRPC's defaults).
+	Limits config.GRPC
 }
 
 // Server is a gRPC server with Parley's standard services and interceptors.
@@ -62,7 +67,18 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return status.Error(codes.Internal, "internal error")
 	})
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall), logging.WithLevels(codeToLevel)}
+	lim := cfg.Limits.WithDefaults()
 	srv := grpc.NewServer(
+		grpc.MaxConcurrentStreams(lim.MaxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             lim.KeepaliveMinTime,
+			PermitWithoutStream: lim.KeepalivePermitWithoutStream,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:             lim.KeepaliveTime,
+			Timeout:          lim.KeepaliveTimeout,
+			MaxConnectionAge: lim.MaxConnectionAge,
+		}),
 		grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(cfg.Telemetry.TracerProvider),
 			otelgrpc.WithMeterProvider(cfg.Telemetry.MeterProvider),

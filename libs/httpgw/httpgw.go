@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/parley-dev/parley/libs/config"
 	"github.com/rs/cors"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -235,9 +236,11 @@ func ForwardAuth(r *http.Request) metadata.MD {
 	return md
 }
 
-// Serve serves h on addr until ctx ends, then shuts down gracefully.
-func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) error {
-	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+// Serve serves h on addr until ctx ends, then shuts down gracefully. limits
+// bound the server's timeouts and header size (defaults for zero values).
+func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger, limits config.HTTP) error {
+	srv := limits.NewServer(h)
+	srv.Addr = addr
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("httpgw: listen %s: %w", addr, err)

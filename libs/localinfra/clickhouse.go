@@ -16,6 +16,15 @@ import (
 // ClickHouseInstall is the command that installs ClickHouse on this machine kind.
 const ClickHouseInstall = "apt-get update && apt-get install -y clickhouse-server clickhouse-client"
 
+// The local server's read-only user (profile readonly = 2: SELECT and
+// per-query settings such as max_execution_time, no INSERT, DDL or DROP),
+// reporting's PARLEY_CLICKHOUSE_QUERY_USER in the local stack. The writer is
+// "default" without a password; both accept loopback connections only.
+const (
+	ClickHouseQueryUser     = "parley_reader"
+	ClickHouseQueryPassword = "parley_reader"
+)
+
 // ClickHouseOptions configure a private ClickHouse server.
 type ClickHouseOptions struct {
 	// Dir holds the server's config, data and logs.
@@ -81,7 +90,8 @@ func StartClickHouse(ctx context.Context, opts ClickHouseOptions) (*ClickHouse, 
 			return nil, err
 		}
 	}
-	r := strings.NewReplacer("{DIR}", opts.Dir, "{TCP}", fmt.Sprint(opts.TCPPort), "{HTTP}", fmt.Sprint(opts.HTTPPort), "{MEM}", fmt.Sprint(opts.MaxMemoryBytes))
+	r := strings.NewReplacer("{DIR}", opts.Dir, "{TCP}", fmt.Sprint(opts.TCPPort), "{HTTP}", fmt.Sprint(opts.HTTPPort), "{MEM}", fmt.Sprint(opts.MaxMemoryBytes),
+		"{QUSER}", ClickHouseQueryUser, "{QPASS}", ClickHouseQueryPassword)
 	if err := os.WriteFile(filepath.Join(etc, "config.xml"), []byte(r.Replace(clickhouseConfig)), 0o644); err != nil {
 		return nil, err
 	}
@@ -161,6 +171,10 @@ const clickhouseUsers = `<?xml version="1.0"?>
       <max_memory_usage>{MEM}</max_memory_usage>
       <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>
     </default>
+    <readonly>
+      <max_memory_usage>{MEM}</max_memory_usage>
+      <readonly>2</readonly>
+    </readonly>
   </profiles>
   <users>
     <default>
@@ -169,6 +183,12 @@ const clickhouseUsers = `<?xml version="1.0"?>
       <profile>default</profile>
       <quota>default</quota>
     </default>
+    <{QUSER}>
+      <password>{QPASS}</password>
+      <networks><ip>::1</ip><ip>127.0.0.1</ip></networks>
+      <profile>readonly</profile>
+      <quota>default</quota>
+    </{QUSER}>
   </users>
   <quotas>
     <default>

@@ -17,14 +17,25 @@ import (
 	"github.com/pressly/goose/v3/lock"
 )
 
-// Connect opens a pool and checks that the server answers.
-func Connect(ctx context.Context, cfg config.Postgres) (*pgxpool.Pool, error) {
+// Config parses cfg into a pool configuration. TLS settings travel in the
+// URL (sslmode, sslrootcert, sslcert, sslkey) and are applied by pgx.
+func Config(cfg config.Postgres) (*pgxpool.Config, error) {
 	pc, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {
+		// pgx masks the password in its parse errors.
 		return nil, fmt.Errorf("pgstore: PARLEY_POSTGRES_URL: %w", err)
 	}
 	if cfg.MaxConns > 0 {
 		pc.MaxConns = cfg.MaxConns
+	}
+	return pc, nil
+}
+
+// Connect opens a pool and checks that the server answers.
+func Connect(ctx context.Context, cfg config.Postgres) (*pgxpool.Pool, error) {
+	pc, err := Config(cfg)
+	if err != nil {
+		return nil, err
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {

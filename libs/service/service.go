@@ -14,6 +14,7 @@ import (
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
+	"github.com/parley-dev/parley/libs/natsauth"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/telemetry"
 	"github.com/parley-dev/parley/libs/tenancy"
@@ -124,6 +125,10 @@ func Start(ctx context.Context, o Options) (_ *Base, err error) {
 		Name: "parley_audit_dropped_total", Help: "Audit records dropped because the audit queue was full.",
 	}, func() float64 { return float64(b.Audit.Dropped()) }))
 
+	natsOpts, err := natsauth.ClientOptions(o.Name, o.NATS)
+	if err != nil {
+		return nil, err
+	}
 	if b.Bus, err = eventbus.Connect(ctx, o.NATS.URL, "parley-"+o.Name, eventbus.Options{
 		Producer:        o.Name,
 		Replicas:        o.NATS.Replicas,
@@ -131,11 +136,16 @@ func Start(ctx context.Context, o Options) (_ *Base, err error) {
 		Logger:          b.Log,
 		TracerProvider:  b.Tel.TracerProvider,
 		Propagator:      b.Tel.Propagator,
-	}); err != nil {
+	}, natsOpts...); err != nil {
 		return nil, err
 	}
 	b.closers = append(b.closers, func() { _ = b.Bus.Close() })
-	if err = b.Bus.EnsureStreams(ctx); err != nil {
+	if o.NATS.WaitForStreams {
+		err = natsauth.WaitForStreams(ctx, b.Bus.JetStream(), b.Log, eventbus.ConvStream, eventbus.DLQStream)
+	} else {
+		err = b.Bus.EnsureStreams(ctx)
+	}
+	if err != nil {
 		return nil, err
 	}
 
@@ -148,6 +158,7 @@ func Start(ctx context.Context, o Options) (_ *Base, err error) {
 	}
 	if b.GRPC, err = grpcx.NewServer(grpcx.ServerConfig{
 		Telemetry: b.Tel, Auth: b.Auth, Scopes: o.Scopes, MaxRecvMsgSize: o.MaxRecvMsgSize, Audit: b.Audit, Mutating: o.Mutating,
+		Limits: o.Server.GRPC,
 	}); err != nil {
 		return nil, err
 	}
@@ -172,7 +183,7 @@ func (b *Base) OnClose(f func()) { b.closers = append(b.closers, f) }
 // drain NATS, close pools.
 func (b *Base) Run(ctx context.Context, workers ...func(context.Context) error) error {
 	defer b.close()
-	admin := grpcx.NewAdmin(b.Tel.Registry, b.Log, b.checks...)
+	admin := grpcx.NewAdmin(b.Tel.Registry, b.Log, grpcx.AdminOptions{Pprof: b.opts.Server.PprofEnabled, HTTP: b.opts.Server.HTTP}, b.checks...)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return b.GRPC.Serve(gctx, b.opts.GRPCAddr, shutdownTimeout(b.opts.Server)) })
 	g.Go(func() error { return admin.Serve(gctx, b.opts.AdminAddr) })

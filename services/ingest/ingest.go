@@ -37,7 +37,7 @@ type Config struct {
 	// HTTPAddr serves HTTP/JSON (grpc-gateway) and the Rasa endpoint.
 	HTTPAddr string `env:"PARLEY_INGEST_HTTP_ADDR" envDefault:":7301"`
 	// AdminAddr serves /healthz, /readyz and /metrics.
-	AdminAddr string `env:"PARLEY_INGEST_ADMIN_ADDR" envDefault:":7201"`
+	AdminAddr string `env:"PARLEY_INGEST_ADMIN_ADDR" envDefault:"127.0.0.1:7201"`
 	// MaxBatch is the most events in one Append request.
 	MaxBatch int `env:"PARLEY_INGEST_MAX_BATCH" envDefault:"1000"`
 	// MaxTextBytes is the longest message text accepted.
@@ -182,7 +182,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	b.OnClose(func() { _ = edge.Close() })
-	return b.Run(ctx, func(ctx context.Context) error { return httpgw.Serve(ctx, cfg.HTTPAddr, edge, b.Log) })
+	return b.Run(ctx, func(ctx context.Context) error { return httpgw.Serve(ctx, cfg.HTTPAddr, edge, b.Log, cfg.Server.HTTP) })
 }
 
 // watchEnded opens lifecycle's ended-conversations view (creating the bucket

@@ -42,7 +42,7 @@ type Config struct {
 	// GRPCAddr is where the gRPC API listens.
 	GRPCAddr string `env:"PARLEY_LIFECYCLE_GRPC_ADDR" envDefault:":7102"`
 	// AdminAddr serves /healthz, /readyz and /metrics.
-	AdminAddr string `env:"PARLEY_LIFECYCLE_ADMIN_ADDR" envDefault:":7202"`
+	AdminAddr string `env:"PARLEY_LIFECYCLE_ADMIN_ADDR" envDefault:"127.0.0.1:7202"`
 	// SessionTimeout is how long a conversation may go without activity
 	// before the sweeper ends it (reason stale_timeout), unless a channel
 	// default or a tenant setting (SetSessionTimeout) says otherwise.

@@ -22,7 +22,7 @@ type Config struct {
 	// GRPCAddr is where the gRPC API listens.
 	GRPCAddr string `env:"PARLEY_NOTIFICATION_GRPC_ADDR" envDefault:":7105"`
 	// AdminAddr serves /healthz, /readyz and /metrics.
-	AdminAddr string `env:"PARLEY_NOTIFICATION_ADMIN_ADDR" envDefault:":7205"`
+	AdminAddr string `env:"PARLEY_NOTIFICATION_ADMIN_ADDR" envDefault:"127.0.0.1:7205"`
 	// Telemetry overrides the service's own telemetry (tests, local stack).
 	Telemetry *telemetry.Telemetry `env:"-"`
 }

@@ -35,7 +35,7 @@ type Config struct {
 	// GRPCAddr is where the gRPC API listens.
 	GRPCAddr string `env:"PARLEY_REPORTING_GRPC_ADDR" envDefault:":7104"`
 	// AdminAddr serves /healthz, /readyz and /metrics.
-	AdminAddr string `env:"PARLEY_REPORTING_ADMIN_ADDR" envDefault:":7204"`
+	AdminAddr string `env:"PARLEY_REPORTING_ADMIN_ADDR" envDefault:"127.0.0.1:7204"`
 	// ProjectorBatch is the most events written to ClickHouse per insert.
 	ProjectorBatch int `env:"PARLEY_REPORTING_PROJECTOR_BATCH" envDefault:"5000"`
 	// ProjectorMaxWait is how long the projector waits to fill a batch.
@@ -91,6 +91,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	b.AddCheck("clickhouse", ch.Ping)
+	// Queries run as the read-only user when one is configured.
+	qch, err := chstore.OpenQuery(ctx, cfg.ClickHouse)
+	if err != nil {
+		b.Close()
+		return err
+	}
+	b.OnClose(func() { _ = qch.Close() })
 	if err := statestore.Migrate(ctx, b.PG, b.Log); err != nil {
 		b.Close()
 		return err
@@ -113,7 +120,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("PARLEY_REPORTING_SHARE_SECRET: %w", err)
 	}
 	srv := api.New(api.Deps{
-		Reader: query.NewReader(ch, cfg.QueryTimeout), TimeZones: b.Tenancy, Signer: signer, Links: sharelinks.New(b.PG),
+		Reader: query.NewReader(qch, cfg.QueryTimeout), TimeZones: b.Tenancy, Signer: signer, Links: sharelinks.New(b.PG),
 		ShareBaseURL: cfg.ShareBaseURL, ShareTTL: cfg.ShareTTL, Log: b.Log, Now: time.Now,
 	})
 	reportingv1.RegisterReportingServiceServer(b.GRPC, srv)
@@ -138,7 +145,7 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	srv.SetRebuilder(&rebuild.Rebuilder{CH: ch, PG: b.PG, Bus: b.Bus, States: states, Live: live, Batch: cfg.ProjectorBatch, Log: b.Log})
 	return b.Run(ctx, func(ctx context.Context) error {
-		return httpgw.Serve(ctx, cfg.HTTPAddr, gw.Handler(), b.Log)
+		return httpgw.Serve(ctx, cfg.HTTPAddr, gw.Handler(), b.Log, cfg.Server.HTTP)
 	}, func(ctx context.Context) error {
 		// One replica projects (in stream order, which two replicas sharing
 		// the durable consumer would not keep); the others serve queries

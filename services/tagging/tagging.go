@@ -41,7 +41,7 @@ type Config struct {
 	// GRPCAddr is where the gRPC API listens.
 	GRPCAddr string `env:"PARLEY_TAGGING_GRPC_ADDR" envDefault:":7103"`
 	// AdminAddr serves /healthz, /readyz and /metrics.
-	AdminAddr string `env:"PARLEY_TAGGING_ADMIN_ADDR" envDefault:":7203"`
+	AdminAddr string `env:"PARLEY_TAGGING_ADMIN_ADDR" envDefault:"127.0.0.1:7203"`
 	// ConsumerBatch is the most events live tagging applies in one
 	// transaction.
 	ConsumerBatch int `env:"PARLEY_TAGGING_CONSUMER_BATCH" envDefault:"500"`

@@ -11,6 +11,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/parley-dev/parley/libs/config"
+	"github.com/parley-dev/parley/libs/localinfra"
 )
 
 // serviceEnv is the environment a service binary gets: the stack's
@@ -27,7 +30,12 @@ func (s *Stack) serviceEnv(name string) []string {
 		"PARLEY_LOG_LEVEL="+orDefault(s.LogLevel, "info"),
 		"PARLEY_"+up+"_GRPC_ADDR="+s.GRPCAddr(name),
 		"PARLEY_"+up+"_ADMIN_ADDR="+s.AdminAddr(name),
+		// Profiles on the loopback admin ports (docs/operations.md).
+		"PARLEY_PPROF_ENABLED=true",
 	)
+	nc := localinfra.NATSServiceConfig(config.NATS{}, name)
+	env = append(env, "PARLEY_NATS_USER="+nc.User, "PARLEY_NATS_PASSWORD="+nc.Password,
+		"PARLEY_NATS_WAIT_FOR_STREAMS="+strconv.FormatBool(nc.WaitForStreams))
 	switch name {
 	case "ingest":
 		env = append(env, fmt.Sprintf("PARLEY_INGEST_HTTP_ADDR=127.0.0.1:%d", s.Ports.IngestHTTP))
@@ -39,6 +47,7 @@ func (s *Stack) serviceEnv(name string) []string {
 		}
 	case "reporting":
 		env = append(env, fmt.Sprintf("PARLEY_REPORTING_HTTP_ADDR=127.0.0.1:%d", s.Ports.ReportingHTTP),
+			"PARLEY_CLICKHOUSE_QUERY_USER="+localinfra.ClickHouseQueryUser, "PARLEY_CLICKHOUSE_QUERY_PASSWORD="+localinfra.ClickHouseQueryPassword,
 			"PARLEY_REPORTING_SHARE_BASE_URL="+s.ReportingHTTPURL())
 	}
 	return env

@@ -24,6 +24,7 @@ import (
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/localinfra"
+	"github.com/parley-dev/parley/libs/natsauth"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/telemetry"
 	"github.com/parley-dev/parley/libs/tenancy"
@@ -203,7 +204,11 @@ func start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		return nil, err
 	}
 
-	if st.nats, err = localinfra.StartNATS(localinfra.NATSOptions{Dir: filepath.Join(opts.Dir, "nats"), Port: opts.Ports.NATS, SyncAlways: opts.SyncAlways}); err != nil {
+	// Each service connects as its own NATS user with the production
+	// permissions (libs/natsauth); tools without credentials act as the
+	// operator.
+	if st.nats, err = localinfra.StartNATS(localinfra.NATSOptions{Dir: filepath.Join(opts.Dir, "nats"), Port: opts.Ports.NATS, SyncAlways: opts.SyncAlways,
+		Passwords: localinfra.NATSLocalPasswords(), AnonymousAs: natsauth.Operator}); err != nil {
 		return nil, err
 	}
 	st.NATSURL = st.nats.ClientURL()
@@ -252,10 +257,13 @@ func start(ctx context.Context, opts Options) (_ *Stack, err error) {
 }
 
 func (s *Stack) startServices(ctx context.Context) error {
-	srv := config.Server{LogLevel: s.LogLevel, ShutdownTimeout: 10 * time.Second}
-	nc := config.NATS{URL: s.NATSURL, Replicas: 1, DuplicateWindow: 2 * time.Minute}
+	// Profiles on the admin ports (loopback) for the profiling recipe and
+	// make bench (docs/operations.md).
+	srv := config.Server{LogLevel: s.LogLevel, ShutdownTimeout: 10 * time.Second, PprofEnabled: true}
+	base := config.NATS{URL: s.NATSURL, Replicas: 1, DuplicateWindow: 2 * time.Minute}
 	pg := config.Postgres{URL: s.PostgresURL, MaxConns: 10}
-	ch := config.ClickHouse{Addr: s.ClickHouseAddr, Database: "parley", User: "default"}
+	ch := config.ClickHouse{Addr: s.ClickHouseAddr, Database: "parley", User: "default",
+		QueryUser: localinfra.ClickHouseQueryUser, QueryPassword: localinfra.ClickHouseQueryPassword}
 	runs := map[string]func(context.Context, *telemetry.Telemetry) error{
 		"ingest": func(ctx context.Context, tel *telemetry.Telemetry) error {
 			// Documented defaults (and PARLEY_INGEST_* from the environment),
@@ -264,8 +272,9 @@ func (s *Stack) startServices(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			cfg.Server, cfg.NATS, cfg.Postgres, cfg.Telemetry = srv, nc, pg, tel
+			cfg.Server, cfg.Postgres, cfg.Telemetry = srv, pg, tel
 			cfg.GRPCAddr, cfg.AdminAddr = s.GRPCAddr("ingest"), s.AdminAddr("ingest")
+			cfg.NATS = localinfra.NATSServiceConfig(base, "ingest")
 			cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", s.Ports.IngestHTTP)
 			if len(cfg.CORSOrigins) == 0 {
 				cfg.CORSOrigins = []string{"*"} // local widget experiments
@@ -283,8 +292,9 @@ func (s *Stack) startServices(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			cfg.Server, cfg.NATS, cfg.Postgres, cfg.Telemetry = srv, nc, pg, tel
+			cfg.Server, cfg.Postgres, cfg.Telemetry = srv, pg, tel
 			cfg.GRPCAddr, cfg.AdminAddr = s.GRPCAddr("lifecycle"), s.AdminAddr("lifecycle")
+			cfg.NATS = localinfra.NATSServiceConfig(base, "lifecycle")
 			return lifecycle.Run(ctx, cfg)
 		},
 		"tagging": func(ctx context.Context, tel *telemetry.Telemetry) error {
@@ -292,8 +302,9 @@ func (s *Stack) startServices(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			cfg.Server, cfg.NATS, cfg.Postgres, cfg.Telemetry = srv, nc, pg, tel
+			cfg.Server, cfg.Postgres, cfg.Telemetry = srv, pg, tel
 			cfg.GRPCAddr, cfg.AdminAddr = s.GRPCAddr("tagging"), s.AdminAddr("tagging")
+			cfg.NATS = localinfra.NATSServiceConfig(base, "tagging")
 			return tagging.Run(ctx, cfg)
 		},
 		"reporting": func(ctx context.Context, tel *telemetry.Telemetry) error {
@@ -301,13 +312,14 @@ func (s *Stack) startServices(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			cfg.Server, cfg.NATS, cfg.Postgres, cfg.ClickHouse, cfg.Telemetry = srv, nc, pg, ch, tel
+			cfg.Server, cfg.Postgres, cfg.ClickHouse, cfg.Telemetry = srv, pg, ch, tel
 			cfg.GRPCAddr, cfg.AdminAddr = s.GRPCAddr("reporting"), s.AdminAddr("reporting")
+			cfg.NATS = localinfra.NATSServiceConfig(base, "reporting")
 			cfg.HTTPAddr, cfg.ShareBaseURL = fmt.Sprintf("127.0.0.1:%d", s.Ports.ReportingHTTP), s.ReportingHTTPURL()
 			return reporting.Run(ctx, cfg)
 		},
 		"notification": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			return notification.Run(ctx, notification.Config{Server: srv, NATS: nc, Postgres: pg, GRPCAddr: s.GRPCAddr("notification"), AdminAddr: s.AdminAddr("notification"), Telemetry: tel})
+			return notification.Run(ctx, notification.Config{Server: srv, NATS: localinfra.NATSServiceConfig(base, "notification"), Postgres: pg, GRPCAddr: s.GRPCAddr("notification"), AdminAddr: s.AdminAddr("notification"), Telemetry: tel})
 		},
 	}
 	for _, name := range Services {
