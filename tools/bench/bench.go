@@ -87,11 +87,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	bin := filepath.Join(o.Dir, "bin")
 	logf("building service binaries into %s", bin)
+	pkgs := map[string]string{"loadgen": "./tools/cmd/loadgen"}
 	for _, s := range stack.Services {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, s), "./services/"+s+"/cmd/"+s)
+		pkgs[s] = "./services/" + s + "/cmd/" + s
+	}
+	for name, pkg := range pkgs {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, name), pkg)
 		cmd.Dir = o.Root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("bench: build %s: %v\n%s", s, err, out)
+			return nil, fmt.Errorf("bench: build %s: %v\n%s", name, err, out)
 		}
 	}
 
@@ -145,6 +149,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		"Query latencies are measured on a settled system: synthetic conversations are inserted straight into ClickHouse, then the bench waits until every consumer has caught up with the log and ClickHouse runs no merge (a dashboard reader's usual situation); `go test ./services/reporting -run XXX -bench QueriesAt1M` measures the same queries against a server holding nothing else.",
 		"Lag and sustained throughput start from a drained pipeline; sustained throughput counts until every consumer (lifecycle, tagging, reporting) has applied every event, the derived ones included.",
 		"The PostgreSQL baseline's ingest figure is one transaction per message (insert the message, upsert the conversation) from 16 writers; its dashboard is the same figures as GetDashboard computed with SQL over its tables.",
+		"CPU per event: each process's user and system CPU time (/proc/<pid>/stat utime+stime, plus cutime+cstime of its exited children) over the sustained phase, from the start of the load until every consumer has applied everything, divided by the events projected into ClickHouse's events table in that time (acknowledged events plus the ones lifecycle and tagging derived). PostgreSQL is its postmaster's whole process tree (every backend and background worker); NATS is the stack runner process, which runs the embedded NATS server and otherwise only polls consumer state once a second (the load comes from a loadgen process of its own, reported separately and not summed). Idle CPU while the last events drain is included.",
+		"The durable ceiling is raw JetStream atomic-batch publishing (ADR-50: full batches of 1000 messages, each with its own message id, from 4 publishers) to a scratch stream on the same server with sync_interval: always: one stream write and one sync per batch, the most any durable ingest can store. The per-message async publish rate is kept for comparison.",
 		"Per-service CPU can be profiled on the admin ports (`/debug/pprof/profile`).")
 	rep.Duration = time.Since(rep.Started)
 	return rep, nil
@@ -168,12 +174,18 @@ func startSuite(ctx context.Context, o Options, bin string, syncAlways bool) (*s
 		logs.Close()
 		return nil, fmt.Errorf("bench: start suite: %w", err)
 	}
-	return &suite{Stack: st, logs: logs}, nil
+	return &suite{Stack: st, logs: logs, loadgen: filepath.Join(bin, "loadgen")}, nil
 }
 
 type suite struct {
 	*stack.Stack
 	logs *os.File
+	// loadgen is the loadgen binary, for phases whose client must run in
+	// a process of its own (CPU per process).
+	loadgen string
+	// msgShare is the share of message_posted among generated events
+	// (measured in the ingest phase; converts events/s into messages/s).
+	msgShare float64
 }
 
 // Stop stops the suite.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
 	"github.com/parley-dev/parley/services/reporting/synthetic"
 	"github.com/parley-dev/parley/tools/loadgen"
+	"github.com/parley-dev/parley/tools/stack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -47,7 +49,14 @@ func measureIngest(ctx context.Context, o Options, s *suite, rep *Report, settin
 		return err
 	}
 	group := "Ingest (" + setting + ")"
-	rep.add(Result{Group: group, Name: "raw JetStream async publish (ceiling)", Value: raw, Unit: "events/s"})
+	rep.add(Result{Group: group, Name: "raw JetStream async publish", Value: raw, Unit: "events/s", Note: "one message per publish"})
+	logf("[%s] raw JetStream atomic-batch publish rate (the durable ceiling)", setting)
+	ceiling, err := rawAtomicPublish(ctx, s.NATSURL, o.Phase/2)
+	if err != nil {
+		return fmt.Errorf("bench: atomic-batch ceiling: %w", err)
+	}
+	rep.add(Result{Group: group, Name: "raw JetStream atomic-batch publish (ceiling)", Value: ceiling, Unit: "events/s",
+		Note: fmt.Sprintf("batches of %d, %d publishers, one message id each", atomicBatch, atomicPublishers)})
 	// Interactive senders (widgets, bot runtimes) send small requests; bulk
 	// senders (replays, imports, server-side integrations) larger ones: a
 	// request of up to 1000 events is stored atomically.
@@ -69,23 +78,103 @@ func measureIngest(ctx context.Context, o Options, s *suite, rep *Report, settin
 		if err != nil {
 			return fmt.Errorf("bench: ingest load: %w", err)
 		}
+		if st.Acked > 0 && s.msgShare == 0 {
+			s.msgShare = float64(st.Messages) / float64(st.Acked)
+		}
 		rate := st.EventsPerSecond()
 		res := Result{Group: group, Name: r.name, Value: rate, Unit: "events/s",
-			Reference: "raw JetStream publish, same server", ReferenceValue: raw, Ratio: rate / raw,
+			Reference: "raw JetStream atomic-batch publish, same server", ReferenceValue: ceiling, Ratio: rate / ceiling,
 			Note: fmt.Sprintf("%d events, %d errors; ack latency per call of %d events p50 %s, p99 %s", st.Acked, st.Errors, r.batch, st.AckP50.Round(time.Millisecond), st.AckP99.Round(time.Millisecond))}
 		if setting == "sync-always" {
 			res.Target = "≥ 40,000 events/s"
 			res.Met = met(rate >= 40000)
 		}
 		rep.add(res)
-		rep.add(Result{Group: group, Name: fmt.Sprintf("%s ÷ raw JetStream publish (requests of %d)", strings.TrimSuffix(strings.SplitN(r.name, ":", 2)[0], ", requests of 1000 events"), r.batch),
-			Value: rate / raw, Unit: "×", Target: "≥ 0.5×", Met: met(rate >= raw/2)})
+		ratio := Result{Group: group, Name: fmt.Sprintf("ingest ÷ raw JetStream atomic-batch publish (requests of %d)", r.batch),
+			Value: rate / ceiling, Unit: "×"}
+		if setting == "sync-always" {
+			ratio.Name = fmt.Sprintf("durable ingest ÷ atomic-batch ceiling (requests of %d)", r.batch)
+			ratio.Target, ratio.Met = "≥ 0.5×", met(rate >= ceiling/2)
+		}
+		rep.add(ratio)
 		if r.latency {
 			rep.add(Result{Group: group, Name: fmt.Sprintf("ingest: ack latency p50 (batch of %d)", r.batch), Value: ms(st.AckP50), Unit: "ms"})
 			rep.add(Result{Group: group, Name: fmt.Sprintf("ingest: ack latency p99 (batch of %d)", r.batch), Value: ms(st.AckP99), Unit: "ms"})
 		}
 	}
 	return nil
+}
+
+// The atomic-batch ceiling's shape: full batches (JetStream's maximum, what
+// ingest's group commit fills under load) from a few publishers.
+const (
+	atomicBatch      = eventbus.MaxAtomicBatch
+	atomicPublishers = 4
+)
+
+// rawAtomicPublish stores 400-byte envelopes, each with its own message id,
+// in JetStream atomic batches (ADR-50) to a scratch stream on the same
+// server (same storage and sync settings): the most any durable ingest can
+// store, since one atomic batch is one stream write and one sync.
+func rawAtomicPublish(ctx context.Context, url string, d time.Duration) (float64, error) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return 0, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "BENCH_ATOMIC", Subjects: []string{"bench.atomic.>"}, Storage: jetstream.FileStorage,
+		Duplicates: 2 * time.Minute, AllowAtomicPublish: true}); err != nil {
+		return 0, err
+	}
+	defer func() { _ = js.DeleteStream(context.Background(), "BENCH_ATOMIC") }()
+	bus, err := eventbus.New(nc, eventbus.Options{})
+	if err != nil {
+		return 0, err
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		total int
+		first error
+	)
+	start := time.Now()
+	for p := range atomicPublishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			env := &eventv1.Envelope{TenantId: "bench", ConversationId: fmt.Sprintf("atomic-%d", p), Kind: "message_posted", OccurredAt: timestamppb.Now(), RecordedAt: timestamppb.Now(),
+				Payload: &eventv1.Envelope_MessagePosted{MessagePosted: &eventv1.MessagePosted{Role: eventv1.Role_ROLE_VISITOR, Text: strings.Repeat("where is my order? ", 15)}}}
+			n := 0
+			defer func() { mu.Lock(); total += n; mu.Unlock() }()
+			for time.Since(start) < d && ctx.Err() == nil {
+				msgs := make([]*nats.Msg, atomicBatch)
+				for i := range msgs {
+					env.EventId = eventbus.NewEventID()
+					data, _ := proto.Marshal(env)
+					msgs[i] = &nats.Msg{Subject: fmt.Sprintf("bench.atomic.%d", p), Data: data,
+						Header: nats.Header{jetstream.MsgIDHeader: []string{eventbus.MsgID(env.TenantId, env.EventId)}}}
+				}
+				if _, err := bus.PublishAtomic(ctx, msgs); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					return
+				}
+				n += len(msgs)
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return 0, first
+	}
+	return float64(total) / time.Since(start).Seconds(), nil
 }
 
 // rawPublish publishes 400-byte envelopes to a scratch stream on the same
@@ -153,17 +242,26 @@ func measureEndToEnd(ctx context.Context, o Options, s *suite, rep *Report, logf
 	} else {
 		logf("consumers caught up after %s", waited.Round(time.Second))
 	}
-	logf("end-to-end lag at 10,000 events/s")
+	share := s.msgShare
+	if share <= 0 {
+		share = 0.5
+	}
+	const lagMessages = 5000
+	lagRate := lagMessages / share
+	logf("end-to-end lag at %d messages/s (%.0f events/s)", lagMessages, lagRate)
 	lctx, cancel := context.WithTimeout(ctx, o.Phase)
 	defer cancel()
 	var lags []time.Duration
 	var wg sync.WaitGroup
 	wg.Add(1)
-	var loadErr error
+	var (
+		loadErr error
+		lagLoad loadgen.Stats
+	)
 	go func() {
 		defer wg.Done()
-		_, loadErr = loadgen.Run(lctx, loadgen.Config{IngestAddr: s.GRPCAddr("ingest"), Keys: map[string]string{"bench": s.DemoKey},
-			Conversations: 1_000_000, Rate: 10_000, Duration: o.Phase, Concurrency: 8, Mode: "batch", BatchSize: 50, Seed: 2})
+		lagLoad, loadErr = loadgen.Run(lctx, loadgen.Config{IngestAddr: s.GRPCAddr("ingest"), Keys: map[string]string{"bench": s.DemoKey},
+			Conversations: 1_000_000, Rate: lagRate, Duration: o.Phase, Concurrency: 8, Mode: "batch", BatchSize: 50, Seed: 2})
 	}()
 	for i := 0; lctx.Err() == nil; i++ {
 		bot := fmt.Sprintf("lag-probe-%d-%d", time.Now().UnixNano(), i)
@@ -188,10 +286,21 @@ func measureEndToEnd(ctx context.Context, o Options, s *suite, rep *Report, logf
 	}
 	if len(lags) > 0 {
 		p50, p99 := pct(lags, 0.50), pct(lags, 0.99)
-		rep.add(Result{Group: "End to end", Name: "lag ack → visible in ListConversations, p50 (at 10k events/s)", Value: ms(p50), Unit: "ms", Note: fmt.Sprintf("%d probes", len(lags))})
-		rep.add(Result{Group: "End to end", Name: "lag ack → visible in ListConversations, p99 (at 10k events/s)", Value: ms(p99), Unit: "ms", Target: "≤ 2,000 ms", Met: met(p99 <= 2*time.Second)})
+		achieved := 0.0
+		if lagLoad.Elapsed > 0 {
+			achieved = float64(lagLoad.Messages) / lagLoad.Elapsed.Seconds()
+		}
+		note := fmt.Sprintf("%d probes; load achieved %.0f messages/s", len(lags), achieved)
+		rep.add(Result{Group: "End to end", Name: "lag ack → visible in ListConversations, p50 (at 5,000 messages/s)", Value: ms(p50), Unit: "ms", Note: note})
+		rep.add(Result{Group: "End to end", Name: "lag ack → visible in ListConversations, p99 (at 5,000 messages/s)", Value: ms(p99), Unit: "ms", Target: "≤ 1,000 ms", Met: met(p99 <= time.Second)})
 	}
+	return measureSustained(ctx, o, s, ch, rep, logf)
+}
 
+// measureSustained loads ingest as fast as it takes it, from a loadgen
+// process of its own, until everything is projected, and reports the rate
+// and the CPU every process of the suite used per event meanwhile.
+func measureSustained(ctx context.Context, o Options, s *suite, ch driver.Conn, rep *Report, logf logFunc) error {
 	logf("sustained end-to-end throughput (load as fast as ingest takes it, until everything is projected)")
 	// Start from a drained pipeline.
 	if _, err := waitQuiet(ctx, ch, s, 10*time.Minute, false); err != nil {
@@ -201,9 +310,10 @@ func measureEndToEnd(ctx context.Context, o Options, s *suite, rep *Report, logf
 	if err != nil {
 		return err
 	}
+	procs := s.cpuProcesses()
+	cpuBefore := sampleCPU(procs)
 	start := time.Now()
-	st, err := loadgen.Run(ctx, loadgen.Config{IngestAddr: s.GRPCAddr("ingest"), Keys: map[string]string{"bench": s.DemoKey},
-		Conversations: 1_000_000, Duration: o.Phase, Concurrency: 16, Mode: "batch", BatchSize: 100, Seed: 3})
+	st, client, err := runLoadgenProcess(ctx, s, o.Phase)
 	if err != nil {
 		return err
 	}
@@ -213,6 +323,7 @@ func measureEndToEnd(ctx context.Context, o Options, s *suite, rep *Report, logf
 	if _, err := waitQuiet(ctx, ch, s, 15*time.Minute, false); err != nil {
 		return fmt.Errorf("bench: sustained phase: %w", err)
 	}
+	cpuAfter := sampleCPU(procs)
 	after, err := countEvents(ctx, ch)
 	if err != nil {
 		return err
@@ -222,10 +333,138 @@ func measureEndToEnd(ctx context.Context, o Options, s *suite, rep *Report, logf
 	rate := float64(projected) / took.Seconds()
 	msgRate := float64(st.Messages) / took.Seconds()
 	rep.add(Result{Group: "End to end", Name: "sustained: events acknowledged and projected", Value: rate, Unit: "events/s",
-		Note: fmt.Sprintf("%d events acknowledged in %s, all projected after %s", st.Acked, st.Elapsed.Round(time.Second), took.Round(time.Second))})
+		Note: fmt.Sprintf("%d events acknowledged, %d errors, in %s, all projected after %s", st.Acked, st.Errors, st.Elapsed.Round(time.Second), took.Round(time.Second))})
 	rep.add(Result{Group: "End to end", Name: "sustained: messages acknowledged and projected", Value: msgRate, Unit: "messages/s",
-		Target: "≥ 25,000 messages/s", Met: met(msgRate >= 25000)})
+		Target: "≥ 10,000 messages/s", Met: met(msgRate >= 10000)})
+	addCPU(rep, procs, cpuBefore, cpuAfter, projected, client)
 	return nil
+}
+
+// cpuProcesses names the process trees whose CPU the bench reads: each
+// service, the stack runner (this process, which runs the embedded NATS
+// server), PostgreSQL's postmaster (its tree is the cluster) and the
+// ClickHouse server.
+func (s *suite) cpuProcesses() map[string]int {
+	out := map[string]int{}
+	for name, pid := range s.PIDs() {
+		out[name] = pid
+	}
+	out[runnerProcess] = os.Getpid()
+	for name, pid := range s.InfraPIDs() {
+		out[name] = pid
+	}
+	return out
+}
+
+const runnerProcess = "NATS JetStream (stack runner process)"
+
+// The CPU group's row names.
+const (
+	cpuTotalName  = "all processes: CPU per event"
+	cpuClientName = "loadgen (the client, not in the sum): CPU per event"
+)
+
+// addCPU reports each process's CPU µs per projected event between the two
+// samples, their sum against the target, and the client's.
+func addCPU(rep *Report, procs map[string]int, before, after cpuSample, events uint64, client float64) {
+	const group = "CPU per event (sustained phase)"
+	if events == 0 {
+		rep.Notes = append(rep.Notes, "No event was projected in the sustained phase; CPU per event is not reported.")
+		return
+	}
+	per := func(sec float64) float64 { return sec * 1e6 / float64(events) }
+	names := make([]string, 0, len(procs))
+	for n := range procs {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		return cpuOrder(names[i]) < cpuOrder(names[j]) || cpuOrder(names[i]) == cpuOrder(names[j]) && names[i] < names[j]
+	})
+	var sum float64
+	for _, n := range names {
+		b, okB := before[n]
+		a, okA := after[n]
+		if !okA || !okB || a < b {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("The CPU time of %s could not be read across the sustained phase (it restarted or exited); the sum lacks it.", n))
+			continue
+		}
+		sum += a - b
+		rep.add(Result{Group: group, Name: n + ": CPU per event", Value: per(a - b), Unit: "µs", Note: fmt.Sprintf("%.1f CPU s", a-b)})
+	}
+	rep.add(Result{Group: group, Name: cpuTotalName, Value: per(sum), Unit: "µs", Target: "≤ 100 µs", Met: met(per(sum) <= 100),
+		Note: fmt.Sprintf("%.1f CPU s over %d events projected, derived events included", sum, events)})
+	rep.add(Result{Group: group, Name: cpuClientName, Value: per(client), Unit: "µs", Note: fmt.Sprintf("%.1f CPU s", client)})
+}
+
+// cpuOrder lists services first, then NATS, PostgreSQL and ClickHouse.
+func cpuOrder(name string) int {
+	for i, s := range stack.Services {
+		if s == name {
+			return i
+		}
+	}
+	switch name {
+	case runnerProcess:
+		return 10
+	case "postgres":
+		return 11
+	}
+	return 12
+}
+
+// runLoadgenProcess runs the loadgen binary for d (16 senders, requests of
+// 100 events) and returns its summary and the CPU seconds it used.
+func runLoadgenProcess(ctx context.Context, s *suite, d time.Duration) (loadgen.Stats, float64, error) {
+	var out, errOut strings.Builder
+	cmd := exec.CommandContext(ctx, s.loadgen, "--ingest-addr", s.GRPCAddr("ingest"), "--api-key", s.DemoKey, "--api-key-tenant", s.DemoTenant,
+		"--conversations", "1000000", "--duration", d.String(), "--concurrency", "16", "--mode", "batch", "--batch-size", "100", "--seed", "3")
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	runErr := cmd.Run()
+	st, perr := parseLoadgenSummary(out.String())
+	if perr != nil {
+		return st, 0, fmt.Errorf("bench: loadgen: %v (%v)\n%s", perr, runErr, tailLines(errOut.String(), 10))
+	}
+	var cpu float64
+	if ps := cmd.ProcessState; ps != nil {
+		cpu = (ps.UserTime() + ps.SystemTime()).Seconds()
+	}
+	return st, cpu, nil
+}
+
+// parseLoadgenSummary reads the counts of loadgen's summary.
+func parseLoadgenSummary(out string) (loadgen.Stats, error) {
+	var st loadgen.Stats
+	seen := 0
+	for _, line := range strings.Split(out, "\n") {
+		line = strings.TrimSpace(line)
+		var secs float64
+		switch {
+		case strings.HasPrefix(line, "events "):
+			if _, err := fmt.Sscanf(line, "events %d sent, %d acknowledged (%d duplicates), %d errors", &st.Events, &st.Acked, &st.Duplicates, &st.Errors); err == nil {
+				seen++
+			}
+		case strings.HasPrefix(line, "messages "):
+			if _, err := fmt.Sscanf(line, "messages %d, closes %d", &st.Messages, &st.Closes); err == nil {
+				seen++
+			}
+		case strings.HasPrefix(line, "loadgen: "):
+			if i := strings.LastIndex(line, ", "); i >= 0 {
+				if _, err := fmt.Sscanf(line[i+2:], "%fs", &secs); err == nil {
+					st.Elapsed = time.Duration(secs * float64(time.Second))
+					seen++
+				}
+			}
+		}
+	}
+	if seen != 3 {
+		return st, fmt.Errorf("no summary in its output: %q", tailLines(out, 10))
+	}
+	return st, nil
+}
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // waitQuiet waits until every durable consumer of the conversation stream
@@ -487,7 +726,7 @@ func measureRebuild(ctx context.Context, s *suite, rep *Report, logf logFunc) er
 		return fmt.Errorf("bench: rebuild did not finish: %v", last)
 	}
 	rep.add(Result{Group: "Projections", Name: "rebuild: events replayed into fresh tables", Value: last.EventsPerSecond, Unit: "events/s",
-		Note: fmt.Sprintf("%d events in %.1f s", last.Events, last.ElapsedSeconds)})
+		Note: fmt.Sprintf("%d events in %.1f s", last.Events, last.ElapsedSeconds), Target: "≥ 100,000 events/s", Met: met(last.EventsPerSecond >= 100_000)})
 	return nil
 }
 

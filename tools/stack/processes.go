@@ -256,3 +256,17 @@ func lastLine(path string) string {
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return lines[len(lines)-1]
 }
+
+// InfraPIDs returns the process ids of PostgreSQL's postmaster ("postgres")
+// and the ClickHouse server ("clickhouse") the stack started; NATS runs
+// inside this process.
+func (s *Stack) InfraPIDs() map[string]int {
+	out := map[string]int{}
+	if s.pg != nil {
+		out["postgres"] = s.pg.Pid()
+	}
+	if s.ch != nil {
+		out["clickhouse"] = s.ch.Pid()
+	}
+	return out
+}

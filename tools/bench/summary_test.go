@@ -1,0 +1,64 @@
+package bench
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+// loadgen's summary, as tools/cmd/loadgen prints it, yields the counts.
+func TestParseLoadgenSummary(t *testing.T) {
+	out := "loadgen: generated traffic, mode batch, 16 senders, 1 tenants, 2.5s\n" +
+		"  conversations  120 completed\n" +
+		"  events         3021 sent, 3000 acknowledged (4 duplicates), 21 errors\n" +
+		"  messages       1800, closes 90\n" +
+		"  throughput     1200 events/s\n"
+	st, err := parseLoadgenSummary(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Events != 3021 || st.Acked != 3000 || st.Duplicates != 4 || st.Errors != 21 || st.Messages != 1800 || st.Closes != 90 || st.Elapsed != 2500*time.Millisecond {
+		t.Fatalf("%+v", st)
+	}
+	if _, err := parseLoadgenSummary("loadgen: interrupted\n"); err == nil {
+		t.Fatal("no error for output without a summary")
+	}
+}
+
+// The CPU of a process tree includes a child that already exited and was
+// waited for, and a child still running.
+func TestTreeCPUSecondsCountsChildren(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: burns a second of CPU")
+	}
+	before, err := TreeCPUSeconds(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A shell that spins for about 0.6 s of CPU, then exits; it is waited for.
+	if err := exec.Command("sh", "-c", `end=$(($(date +%s%N)+600000000)); while [ $(date +%s%N) -lt $end ]; do :; done`).Run(); err != nil {
+		t.Fatal(err)
+	}
+	// One that spins and is still running when measured.
+	live := exec.Command("sh", "-c", `while :; do :; done`)
+	if err := live.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = live.Process.Kill(); _ = live.Wait() }()
+	time.Sleep(600 * time.Millisecond)
+	liveCPU, err := TreeCPUSeconds(live.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := TreeCPUSeconds(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if liveCPU < 0.2 {
+		t.Errorf("the running child used %.2f s of CPU, want at least 0.2", liveCPU)
+	}
+	if got := after - before; got < 0.5+liveCPU {
+		t.Errorf("the tree used %.2f s meanwhile, want at least the finished child's ~0.6 s (0.5) plus the running one's %.2f s", got, liveCPU)
+	}
+}
