@@ -91,7 +91,10 @@ loadgen: ## Load the running stack (make run) with the demo key: ARGS="--convers
 	sgd=; if [ -n "$(SGD)" ]; then sgd="--sgd $(SGD)"; fi; \
 	PARLEY_API_KEY="$${PARLEY_API_KEY:-$$(cat "$$f")}" $(BIN)/loadgen $$sgd $(ARGS)
 
-.PHONY: bench
+.PHONY: bench chaos
 
 bench: deps tools ## Measure the whole suite on this machine and write BENCHMARKS.md (about 10 minutes; PARLEY_BENCH_PHASE, PARLEY_BENCH_SIZES)
 	go run ./tools/cmd/bench
+
+chaos: deps tools ## Kill services, stores and the whole stack under load, then verify (about 20 minutes; ARGS="--kills 1 --clickhouse-outage 10s" for a shorter run)
+	go run ./tools/cmd/chaos $(ARGS)
