@@ -89,7 +89,7 @@ func TestRunAtSmallScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log("\n" + md.String())
-	for _, s := range []string{"## Ingest (sync-always)", "## End to end", "## Queries at 2k conversations", "## Memory", "## Ingest (lazy)", "## CPU per event (sustained phase)", "| Measurement | Value |"} {
+	for _, s := range []string{"## Ingest (sync-always)", "## End to end", "## Queries at 2k conversations", "## Memory", "## Ingest (lazy)", "## CPU per event (sustained phase)", "| Measurement | Value |", "## Targets", "| CPU per event (sustained phase): all processes: CPU per event |"} {
 		if !strings.Contains(md.String(), s) {
 			t.Errorf("report lacks %q", s)
 		}

@@ -12,8 +12,14 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Benchmarks\n\n")
 	fmt.Fprintf(&b, "Measured by `%s` (tools/bench) on %s UTC; the run took %s.\n\n", command, r.Started.UTC().Format("2006-01-02 15:04"), r.Duration.Round(time.Second))
-	fmt.Fprintf(&b, "Machine: %s. Everything ran on it at once: NATS JetStream (embedded, file storage), PostgreSQL 15, ClickHouse 18.16, and the five services as separate processes. ", r.Machine)
+	fmt.Fprintf(&b, "Machine: %s. Everything ran on it at once: NATS JetStream (embedded, file storage), PostgreSQL 15, ClickHouse 18.16, and the five services as separate processes (the load from loadgen in this process, except in the sustained phase, where a loadgen process of its own keeps its CPU apart). ", r.Machine)
 	b.WriteString("Each figure stands next to the ceiling or baseline measured in the same run, because these machines are shared and noisy: the ratio is the figure to compare across runs. Targets are the ones in the issue; misses are information.\n\n")
+	b.WriteString("## Targets\n\nEvery figure with a target, in one place (details in the sections below).\n\n| Measurement | Value | Target | Met |\n|---|---|---|---|\n")
+	for _, res := range r.Results {
+		if res.Met != nil {
+			fmt.Fprintf(&b, "| %s: %s | %s %s | %s | %s |\n", res.Group, res.Name, num(res.Value), res.Unit, res.Target, yesNo(*res.Met))
+		}
+	}
 	group := ""
 	for _, res := range r.Results {
 		if res.Group != group {
@@ -27,10 +33,7 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 		}
 		metCell := ""
 		if res.Met != nil {
-			metCell = "no"
-			if *res.Met {
-				metCell = "yes"
-			}
+			metCell = yesNo(*res.Met)
 		}
 		name := res.Name
 		if res.Note != "" {
@@ -56,6 +59,13 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func yesNo(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "no"
 }
 
 func num(v float64) string {
