@@ -86,13 +86,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		fmt.Fprintf(o.Log, time.Now().Format("15:04:05 ")+format+"\n", args...)
 	}
 	bin := filepath.Join(o.Dir, "bin")
-	logf("building service binaries into %s", bin)
-	for _, s := range stack.Services {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, s), "./services/"+s+"/cmd/"+s)
-		cmd.Dir = o.Root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("bench: build %s: %v\n%s", s, err, out)
-		}
+	logf("building the parley binary into %s", bin)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, stack.Binary), "./tools/cmd/parley")
+	cmd.Dir = o.Root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("bench: build parley: %v\n%s", err, out)
 	}
 
 	// The production setting first: JetStream syncs before acknowledging.

@@ -26,6 +26,7 @@ import (
 	"github.com/parley-dev/parley/libs/localinfra"
 	"github.com/parley-dev/parley/libs/natsauth"
 	"github.com/parley-dev/parley/libs/pgstore"
+	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/telemetry"
 	"github.com/parley-dev/parley/libs/tenancy"
 	"github.com/parley-dev/parley/services/ingest"
@@ -68,8 +69,8 @@ type Options struct {
 	Ports Ports
 	// FreePorts picks free ports for every zero port instead of defaults.
 	FreePorts bool
-	// BinDir, when set, holds the five service binaries (ingest, lifecycle,
-	// tagging, reporting, notification): each then runs as its own process,
+	// BinDir, when set, holds the parley binary (tools/cmd/parley): each
+	// service then runs as its own process (parley -target=<service>),
 	// configured through PARLEY_* environment variables, instead of inside
 	// this one. The benchmark uses it to measure each service's memory.
 	BinDir string
@@ -319,7 +320,8 @@ func (s *Stack) startServices(ctx context.Context) error {
 			return reporting.Run(ctx, cfg)
 		},
 		"notification": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			return notification.Run(ctx, notification.Config{Server: srv, NATS: localinfra.NATSServiceConfig(base, "notification"), Postgres: pg, GRPCAddr: s.GRPCAddr("notification"), AdminAddr: s.AdminAddr("notification"), Telemetry: tel})
+			return notification.Run(ctx, notification.Config{Config: service.Config{Server: srv, NATS: localinfra.NATSServiceConfig(base, "notification"), Postgres: pg,
+				GRPCAddr: s.GRPCAddr("notification"), AdminAddr: s.AdminAddr("notification"), Telemetry: tel}})
 		},
 	}
 	for _, name := range Services {
