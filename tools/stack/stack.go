@@ -269,7 +269,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 		"ingest": func(ctx context.Context, tel *telemetry.Telemetry) error {
 			// Documented defaults (and PARLEY_INGEST_* from the environment),
 			// with the stack's addresses.
-			cfg, err := config.Load[ingest.Config]()
+			cfg, err := service.Load[ingest.Config]("ingest")
 			if err != nil {
 				return err
 			}
@@ -289,7 +289,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 			return ingest.Run(ctx, cfg)
 		},
 		"lifecycle": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			cfg, err := config.Load[lifecycle.Config]()
+			cfg, err := service.Load[lifecycle.Config]("lifecycle")
 			if err != nil {
 				return err
 			}
@@ -299,7 +299,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 			return lifecycle.Run(ctx, cfg)
 		},
 		"tagging": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			cfg, err := config.Load[tagging.Config]()
+			cfg, err := service.Load[tagging.Config]("tagging")
 			if err != nil {
 				return err
 			}
@@ -309,7 +309,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 			return tagging.Run(ctx, cfg)
 		},
 		"reporting": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			cfg, err := config.Load[reporting.Config]()
+			cfg, err := service.Load[reporting.Config]("reporting")
 			if err != nil {
 				return err
 			}
