@@ -16,9 +16,8 @@ help: ## Show targets
 
 all: lint test ## Lint and test
 
-build: ## Build the five services into .bin/services/ and the tools into .bin/
-	@for s in ingest lifecycle tagging reporting notification; do go build -o $(BIN)/services/$$s ./services/$$s/cmd/$$s || exit 1; done
-	@for t in parley-stack parleyctl loadgen; do go build -o $(BIN)/$$t ./tools/cmd/$$t || exit 1; done
+build: ## Build the parley binary (every service: parley -target=all|ingest,...) and the tools into .bin/
+	@for t in parley parley-stack parleyctl loadgen; do go build -o $(BIN)/$$t ./tools/cmd/$$t || exit 1; done
 
 run: deps tools ## Start the whole stack locally (Ctrl-C stops it)
 	@go build -o $(BIN)/parley-stack ./tools/cmd/parley-stack

@@ -28,6 +28,8 @@ type object struct {
 			} `yaml:"metadata"`
 			Spec struct {
 				Containers []struct {
+					Image string   `yaml:"image"`
+					Args  []string `yaml:"args"`
 					Ports []struct {
 						Name          string `yaml:"name"`
 						ContainerPort int    `yaml:"containerPort"`
@@ -380,5 +382,38 @@ func TestManifestsHardening(t *testing.T) {
 	}
 	if n != 5 {
 		t.Fatalf("%d Deployments, want 5", n)
+	}
+}
+
+// TestOneImageForEveryService: every Deployment runs the one parley image
+// (its binary runs any service) and passes its own -target, in both
+// overlays.
+func TestOneImageForEveryService(t *testing.T) {
+	for overlay, image := range map[string]string{
+		"local":      "parley:latest",
+		"production": "registry.example.com/parley/parley:CHANGE-ME",
+	} {
+		t.Run(overlay, func(t *testing.T) {
+			n := 0
+			for _, o := range render(t, "../../deploy/kustomize/overlays/"+overlay) {
+				if o.Kind != "Deployment" {
+					continue
+				}
+				n++
+				cs := o.Spec.Template.Spec.Containers
+				if len(cs) != 1 {
+					t.Fatalf("%s: %d containers", o.Metadata.Name, len(cs))
+				}
+				if cs[0].Image != image {
+					t.Errorf("%s: image %q, want %q", o.Metadata.Name, cs[0].Image, image)
+				}
+				if want := []string{"-target=" + o.Metadata.Name}; strings.Join(cs[0].Args, " ") != strings.Join(want, " ") {
+					t.Errorf("%s: args %q, want %q", o.Metadata.Name, cs[0].Args, want)
+				}
+			}
+			if n != 5 {
+				t.Fatalf("%d Deployments, want 5", n)
+			}
+		})
 	}
 }

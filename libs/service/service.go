@@ -25,18 +25,15 @@ import (
 // Options describe one service process.
 type Options struct {
 	// Name is the service name: ingest, lifecycle, tagging, reporting or notification.
-	Name      string
-	Version   string
-	Server    config.Server
-	NATS      config.NATS
-	Postgres  config.Postgres
-	GRPCAddr  string
-	AdminAddr string
+	Name    string
+	Version string
+	// Config is the service's configuration header; empty listen addresses
+	// take the service's defaults (DefaultListen). Its Telemetry, when
+	// set, is used instead of building one (tests, the local stack's
+	// shared log output).
+	Config
 	// Scopes maps each gRPC method to the API-key scope it needs.
 	Scopes map[string]string
-	// Telemetry, when set, is used instead of building one (tests, the local
-	// stack's shared log output).
-	Telemetry *telemetry.Telemetry
 	// MaxRecvMsgSize bounds one gRPC request message in bytes (grpc-go's
 	// default, 4 MiB, when 0).
 	MaxRecvMsgSize int
@@ -83,6 +80,7 @@ type Base struct {
 // schema, and builds the gRPC server. Register services on b.GRPC, then call
 // Run.
 func Start(ctx context.Context, o Options) (_ *Base, err error) {
+	o.Config.defaults(o.Name)
 	b := &Base{Name: o.Name, opts: o}
 	defer func() {
 		if err != nil {
@@ -168,6 +166,10 @@ func Start(ctx context.Context, o Options) (_ *Base, err error) {
 	}
 	return b, nil
 }
+
+// GRPCAddr is the address the gRPC server listens on (the configured one,
+// or the service's default).
+func (b *Base) GRPCAddr() string { return b.opts.GRPCAddr }
 
 // AddCheck adds a readiness check served on /readyz.
 func (b *Base) AddCheck(name string, check func(context.Context) error) {

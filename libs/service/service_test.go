@@ -33,8 +33,8 @@ func TestServicesAuditMutatingCalls(t *testing.T) {
 		"/test.Svc/Export": grpcx.ScopeRead, // a query that services choose to audit
 	}
 	b, err := service.Start(ctx, service.Options{
-		Name: "test", NATS: config.NATS{URL: testenv.NATS(t).URL}, Postgres: config.Postgres{URL: pgURL},
-		GRPCAddr: grpcAddr, AdminAddr: adminAddr, Scopes: scopes, Telemetry: testenv.Telemetry(t, "test"),
+		Name: "test", Config: service.Config{NATS: config.NATS{URL: testenv.NATS(t).URL}, Postgres: config.Postgres{URL: pgURL},
+			GRPCAddr: grpcAddr, AdminAddr: adminAddr, Telemetry: testenv.Telemetry(t, "test")}, Scopes: scopes,
 		Auth: &tenancy.AuthConfig{}, Audit: &tenancy.AuditConfig{},
 		Mutating: map[string]bool{"/test.Svc/Export": true}, PostgresOptional: true,
 	})

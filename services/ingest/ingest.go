@@ -12,13 +12,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/convview"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/httpgw"
 	"github.com/parley-dev/parley/libs/service"
-	"github.com/parley-dev/parley/libs/telemetry"
 	"github.com/parley-dev/parley/libs/tenancy"
 	ingestv1 "github.com/parley-dev/parley/proto/parley/ingest/v1"
 	"github.com/parley-dev/parley/services/ingest/internal/api"
@@ -29,15 +27,12 @@ import (
 
 // Config is ingest's configuration, read from the environment.
 type Config struct {
-	Server   config.Server
-	NATS     config.NATS
-	Postgres config.Postgres
-	// GRPCAddr is where the gRPC API listens.
-	GRPCAddr string `env:"PARLEY_INGEST_GRPC_ADDR" envDefault:":7101"`
+	// Config is the header every service shares: PARLEY_LOG_LEVEL,
+	// PARLEY_NATS_*, PARLEY_POSTGRES_*, PARLEY_INGEST_GRPC_ADDR,
+	// PARLEY_INGEST_ADMIN_ADDR, ... (libs/service).
+	service.Config
 	// HTTPAddr serves HTTP/JSON (grpc-gateway) and the Rasa endpoint.
 	HTTPAddr string `env:"PARLEY_INGEST_HTTP_ADDR" envDefault:":7301"`
-	// AdminAddr serves /healthz, /readyz and /metrics.
-	AdminAddr string `env:"PARLEY_INGEST_ADMIN_ADDR" envDefault:"127.0.0.1:7201"`
 	// MaxBatch is the most events in one Append request.
 	MaxBatch int `env:"PARLEY_INGEST_MAX_BATCH" envDefault:"1000"`
 	// MaxTextBytes is the longest message text accepted.
@@ -84,8 +79,6 @@ type Config struct {
 	// GeoIPDB is a MaxMind-format City database (GeoLite2-City.mmdb, DB-IP
 	// City Lite) for locating visitors; empty: no location lookup.
 	GeoIPDB string `env:"PARLEY_INGEST_GEOIP_DB" envDefault:""`
-	// Telemetry overrides the service's own telemetry (tests, local stack).
-	Telemetry *telemetry.Telemetry `env:"-"`
 	// Auth, when set, wraps the tenancy store's key authentication (tests).
 	Auth func(*tenancy.Store) grpcx.Authenticator `env:"-"`
 }
@@ -133,8 +126,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	cfg.MaxRequestBytes = clampRequestBytes(cfg.MaxRequestBytes, maxPayload, log)
 	b, err := service.Start(ctx, service.Options{
-		Name: "ingest", Server: cfg.Server, NATS: cfg.NATS, Postgres: cfg.Postgres,
-		GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Scopes: api.Scopes(), Telemetry: cfg.Telemetry,
+		Name: "ingest", Config: cfg.Config, Scopes: api.Scopes(),
 		MaxRecvMsgSize:   cfg.MaxRequestBytes,
 		WrapAuth:         cfg.Auth,
 		PostgresOptional: true, // only API keys need it; they outlive an outage (PARLEY_AUTH_OUTAGE_GRACE)
@@ -173,7 +165,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Now:             time.Now,
 	}))
 	edge, err := httpapi.New(ctx, httpapi.Config{
-		GRPCAddr: cfg.GRPCAddr, CORSOrigins: cfg.CORSOrigins, TrustedProxies: trusted, Signer: signer,
+		GRPCAddr: b.GRPCAddr(), CORSOrigins: cfg.CORSOrigins, TrustedProxies: trusted, Signer: signer,
 		MaxBodyBytes: int64(cfg.MaxRequestBytes), Auth: b.Auth, Log: b.Log,
 		TracerProvider: b.Tel.TracerProvider, Propagator: b.Tel.Propagator,
 	})

@@ -13,6 +13,7 @@ import (
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/localinfra"
 	"github.com/parley-dev/parley/libs/pgstore"
+	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/tenancy"
 	"github.com/parley-dev/parley/libs/testenv"
 	"github.com/parley-dev/parley/libs/testsvc"
@@ -55,9 +56,9 @@ func startWith(t testing.TB, syncAlways bool, opts ...func(*ingest.Config)) *fix
 	hport, _ := localinfra.FreePort()
 	cfg := ingest.Config{
 		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hport), MaxRequestBytes: 64 << 10, CommitMode: "atomic", CommitMaxEvents: 1000, CommitMaxInFlight: 2, CommitLinger: time.Millisecond,
-		Server: config.Server{ShutdownTimeout: 5 * time.Second}, NATS: config.NATS{URL: n.URL, Replicas: 1, DuplicateWindow: time.Minute},
-		Postgres: config.Postgres{URL: pgURL, MaxConns: 4}, GRPCAddr: grpcAddr, AdminAddr: adminAddr,
-		MaxBatch: 10, MaxTextBytes: 100, MaxFutureSkew: time.Minute, Telemetry: testenv.Telemetry(t, "ingest"),
+		Config: service.Config{Server: config.Server{ShutdownTimeout: 5 * time.Second}, NATS: config.NATS{URL: n.URL, Replicas: 1, DuplicateWindow: time.Minute},
+			Postgres: config.Postgres{URL: pgURL, MaxConns: 4}, GRPCAddr: grpcAddr, AdminAddr: adminAddr, Telemetry: testenv.Telemetry(t, "ingest")},
+		MaxBatch: 10, MaxTextBytes: 100, MaxFutureSkew: time.Minute,
 	}
 	for _, o := range opts {
 		o(&cfg)

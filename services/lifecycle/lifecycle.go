@@ -22,7 +22,6 @@ import (
 	"github.com/parley-dev/parley/libs/convview"
 	"github.com/parley-dev/parley/libs/leader"
 	"github.com/parley-dev/parley/libs/service"
-	"github.com/parley-dev/parley/libs/telemetry"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	lifecyclev1 "github.com/parley-dev/parley/proto/parley/lifecycle/v1"
 	"github.com/parley-dev/parley/services/lifecycle/internal/api"
@@ -36,13 +35,10 @@ import (
 // values of the lifecycle settings mean their defaults, so callers that
 // build a Config in code (the local stack, tests) may leave them out.
 type Config struct {
-	Server   config.Server
-	NATS     config.NATS
-	Postgres config.Postgres
-	// GRPCAddr is where the gRPC API listens.
-	GRPCAddr string `env:"PARLEY_LIFECYCLE_GRPC_ADDR" envDefault:":7102"`
-	// AdminAddr serves /healthz, /readyz and /metrics.
-	AdminAddr string `env:"PARLEY_LIFECYCLE_ADMIN_ADDR" envDefault:"127.0.0.1:7202"`
+	// Config is the header every service shares: PARLEY_LOG_LEVEL,
+	// PARLEY_NATS_*, PARLEY_POSTGRES_*, PARLEY_LIFECYCLE_GRPC_ADDR,
+	// PARLEY_LIFECYCLE_ADMIN_ADDR, ... (libs/service).
+	service.Config
 	// SessionTimeout is how long a conversation may go without activity
 	// before the sweeper ends it (reason stale_timeout), unless a channel
 	// default or a tenant setting (SetSessionTimeout) says otherwise.
@@ -64,8 +60,6 @@ type Config struct {
 	// ConsumerBatch is the most events applied in one PostgreSQL
 	// transaction.
 	ConsumerBatch int `env:"PARLEY_LIFECYCLE_CONSUMER_BATCH" envDefault:"500"`
-	// Telemetry overrides the service's own telemetry (tests, local stack).
-	Telemetry *telemetry.Telemetry `env:"-"`
 	// Clock is the time source of sweeps and commands (tests); time.Now
 	// when nil.
 	Clock func() time.Time `env:"-"`
@@ -123,8 +117,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	b, err := service.Start(ctx, service.Options{
-		Name: "lifecycle", Server: cfg.Server, NATS: cfg.NATS, Postgres: cfg.Postgres,
-		GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Scopes: Scopes(), Telemetry: cfg.Telemetry,
+		Name: "lifecycle", Config: cfg.Config, Scopes: Scopes(),
 	})
 	if err != nil {
 		return err

@@ -20,6 +20,7 @@ import (
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/localinfra"
 	"github.com/parley-dev/parley/libs/pgstore"
+	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/tenancy"
 	"github.com/parley-dev/parley/libs/testenv"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
@@ -129,10 +130,11 @@ func (w *world) start(pgURL, key string, mod func(*lifecycle.Config)) *svc {
 	gport, _ := localinfra.FreePort()
 	aport, _ := localinfra.FreePort()
 	cfg := lifecycle.Config{
-		Server: config.Server{ShutdownTimeout: 5 * time.Second}, NATS: config.NATS{URL: w.nats.URL, Replicas: 1, DuplicateWindow: w.window},
-		Postgres: config.Postgres{URL: pgURL, MaxConns: 6}, GRPCAddr: fmt.Sprintf("127.0.0.1:%d", gport), AdminAddr: fmt.Sprintf("127.0.0.1:%d", aport),
+		Config: service.Config{Server: config.Server{ShutdownTimeout: 5 * time.Second}, NATS: config.NATS{URL: w.nats.URL, Replicas: 1, DuplicateWindow: w.window},
+			Postgres: config.Postgres{URL: pgURL, MaxConns: 6}, GRPCAddr: fmt.Sprintf("127.0.0.1:%d", gport), AdminAddr: fmt.Sprintf("127.0.0.1:%d", aport),
+			Telemetry: testenv.Telemetry(w.t, "lifecycle")},
 		SessionTimeout: 24 * time.Hour, HandoffTimeout: 5 * time.Minute, SweepInterval: 20 * time.Millisecond, ConsumerBatch: 100,
-		Telemetry: testenv.Telemetry(w.t, "lifecycle"), Clock: w.clock.Now,
+		Clock: w.clock.Now,
 	}
 	if mod != nil {
 		mod(&cfg)

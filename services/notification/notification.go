@@ -7,31 +7,23 @@ package notification
 import (
 	"context"
 
-	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/service"
-	"github.com/parley-dev/parley/libs/telemetry"
 	notificationv1 "github.com/parley-dev/parley/proto/parley/notification/v1"
 )
 
 // Config is notification's configuration, read from the environment.
 type Config struct {
-	Server   config.Server
-	NATS     config.NATS
-	Postgres config.Postgres
-	// GRPCAddr is where the gRPC API listens.
-	GRPCAddr string `env:"PARLEY_NOTIFICATION_GRPC_ADDR" envDefault:":7105"`
-	// AdminAddr serves /healthz, /readyz and /metrics.
-	AdminAddr string `env:"PARLEY_NOTIFICATION_ADMIN_ADDR" envDefault:"127.0.0.1:7205"`
-	// Telemetry overrides the service's own telemetry (tests, local stack).
-	Telemetry *telemetry.Telemetry `env:"-"`
+	// Config is the header every service shares: PARLEY_LOG_LEVEL,
+	// PARLEY_NATS_*, PARLEY_POSTGRES_*, PARLEY_NOTIFICATION_GRPC_ADDR,
+	// PARLEY_NOTIFICATION_ADMIN_ADDR, ... (libs/service).
+	service.Config
 }
 
 // Run serves notification until ctx is cancelled.
 func Run(ctx context.Context, cfg Config) error {
 	b, err := service.Start(ctx, service.Options{
-		Name: "notification", Server: cfg.Server, NATS: cfg.NATS, Postgres: cfg.Postgres,
-		GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Scopes: Scopes(), Telemetry: cfg.Telemetry,
+		Name: "notification", Config: cfg.Config, Scopes: Scopes(),
 	})
 	if err != nil {
 		return err

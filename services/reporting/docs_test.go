@@ -16,6 +16,7 @@ import (
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/localinfra"
 	"github.com/parley-dev/parley/libs/pgstore"
+	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/tenancy"
 	"github.com/parley-dev/parley/libs/testenv"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
@@ -182,11 +183,12 @@ func seedDocsDatabase(t *testing.T) driver.Conn {
 	hport, _ := localinfra.FreePort()
 	chCfg := config.ClickHouse{Addr: chdb.Addr, Database: docsDatabase, User: "default"}
 	cfg := reporting.Config{
-		Server: config.Server{ShutdownTimeout: 5 * time.Second}, NATS: config.NATS{URL: n.URL, Replicas: 1, DuplicateWindow: time.Minute},
-		Postgres: config.Postgres{URL: pgURL, MaxConns: 4}, ClickHouse: chCfg,
-		GRPCAddr: fmt.Sprintf("127.0.0.1:%d", gport), AdminAddr: fmt.Sprintf("127.0.0.1:%d", aport), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hport),
+		Config: service.Config{Server: config.Server{ShutdownTimeout: 5 * time.Second}, NATS: config.NATS{URL: n.URL, Replicas: 1, DuplicateWindow: time.Minute},
+			Postgres: config.Postgres{URL: pgURL, MaxConns: 4}, GRPCAddr: fmt.Sprintf("127.0.0.1:%d", gport), AdminAddr: fmt.Sprintf("127.0.0.1:%d", aport),
+			Telemetry: testenv.Telemetry(t, "reporting")},
+		ClickHouse: chCfg, HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hport),
 		ProjectorBatch: 200, ProjectorMaxWait: 20 * time.Millisecond, QueryTimeout: 10 * time.Second,
-		ShareBaseURL: fmt.Sprintf("http://127.0.0.1:%d", hport), ShareTTL: time.Hour, Telemetry: testenv.Telemetry(t, "reporting"),
+		ShareBaseURL: fmt.Sprintf("http://127.0.0.1:%d", hport), ShareTTL: time.Hour,
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

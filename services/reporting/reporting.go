@@ -14,7 +14,6 @@ import (
 	"github.com/parley-dev/parley/libs/httpgw"
 	"github.com/parley-dev/parley/libs/leader"
 	"github.com/parley-dev/parley/libs/service"
-	"github.com/parley-dev/parley/libs/telemetry"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
 	"github.com/parley-dev/parley/services/reporting/internal/api"
 	"github.com/parley-dev/parley/services/reporting/internal/projector"
@@ -28,14 +27,11 @@ import (
 
 // Config is reporting's configuration, read from the environment.
 type Config struct {
-	Server     config.Server
-	NATS       config.NATS
-	Postgres   config.Postgres
+	// Config is the header every service shares: PARLEY_LOG_LEVEL,
+	// PARLEY_NATS_*, PARLEY_POSTGRES_*, PARLEY_REPORTING_GRPC_ADDR,
+	// PARLEY_REPORTING_ADMIN_ADDR, ... (libs/service).
+	service.Config
 	ClickHouse config.ClickHouse
-	// GRPCAddr is where the gRPC API listens.
-	GRPCAddr string `env:"PARLEY_REPORTING_GRPC_ADDR" envDefault:":7104"`
-	// AdminAddr serves /healthz, /readyz and /metrics.
-	AdminAddr string `env:"PARLEY_REPORTING_ADMIN_ADDR" envDefault:"127.0.0.1:7204"`
 	// ProjectorBatch is the most events written to ClickHouse per insert.
 	ProjectorBatch int `env:"PARLEY_REPORTING_PROJECTOR_BATCH" envDefault:"5000"`
 	// ProjectorMaxWait is how long the projector waits to fill a batch.
@@ -55,8 +51,6 @@ type Config struct {
 	// ShareSecret signs share links (at least 32 bytes). Empty: a random
 	// secret kept in PostgreSQL, shared by all replicas.
 	ShareSecret string `env:"PARLEY_REPORTING_SHARE_SECRET" envDefault:""`
-	// Telemetry overrides the service's own telemetry (tests, local stack).
-	Telemetry *telemetry.Telemetry `env:"-"`
 	// Authenticator overrides API-key authentication (tests; nil: the
 	// tenancy store).
 	Authenticator grpcx.Authenticator `env:"-"`
@@ -74,8 +68,7 @@ func httpRoutes() []string {
 // Run serves reporting until ctx is cancelled.
 func Run(ctx context.Context, cfg Config) error {
 	b, err := service.Start(ctx, service.Options{
-		Name: "reporting", Server: cfg.Server, NATS: cfg.NATS, Postgres: cfg.Postgres,
-		GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Scopes: api.Scopes(), Telemetry: cfg.Telemetry, Authenticator: cfg.Authenticator,
+		Name: "reporting", Config: cfg.Config, Scopes: api.Scopes(), Authenticator: cfg.Authenticator,
 	})
 	if err != nil {
 		return err
@@ -124,7 +117,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ShareBaseURL: cfg.ShareBaseURL, ShareTTL: cfg.ShareTTL, Log: b.Log, Now: time.Now,
 	})
 	reportingv1.RegisterReportingServiceServer(b.GRPC, srv)
-	gw, err := httpgw.New(httpgw.Config{Name: "reporting-http", GRPCAddr: cfg.GRPCAddr, CORSOrigins: cfg.CORSOrigins, Routes: httpRoutes(),
+	gw, err := httpgw.New(httpgw.Config{Name: "reporting-http", GRPCAddr: b.GRPCAddr(), CORSOrigins: cfg.CORSOrigins, Routes: httpRoutes(),
 		MaxBodyBytes: 1 << 20, TracerProvider: b.Tel.TracerProvider, Propagator: b.Tel.Propagator})
 	if err != nil {
 		b.Close()

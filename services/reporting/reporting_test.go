@@ -19,6 +19,7 @@ import (
 	"github.com/parley-dev/parley/libs/leader"
 	"github.com/parley-dev/parley/libs/localinfra"
 	"github.com/parley-dev/parley/libs/pgstore"
+	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/tenancy"
 	"github.com/parley-dev/parley/libs/testenv"
 	"github.com/parley-dev/parley/libs/testsvc"
@@ -292,11 +293,12 @@ func startEmpty(t testing.TB) *fixture {
 	grpcAddr, adminAddr := testsvc.Addrs(t)
 	hport, _ := localinfra.FreePort()
 	cfg := reporting.Config{
-		Server: config.Server{ShutdownTimeout: 5 * time.Second}, NATS: config.NATS{URL: n.URL, Replicas: 1, DuplicateWindow: time.Minute},
-		Postgres: config.Postgres{URL: pgURL, MaxConns: 4}, ClickHouse: config.ClickHouse{Addr: db.Addr, Database: db.Database, User: "default"},
-		GRPCAddr: grpcAddr, AdminAddr: adminAddr, HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hport),
+		Config: service.Config{Server: config.Server{ShutdownTimeout: 5 * time.Second}, NATS: config.NATS{URL: n.URL, Replicas: 1, DuplicateWindow: time.Minute},
+			Postgres: config.Postgres{URL: pgURL, MaxConns: 4}, GRPCAddr: grpcAddr, AdminAddr: adminAddr, Telemetry: testenv.Telemetry(t, "reporting")},
+		ClickHouse:     config.ClickHouse{Addr: db.Addr, Database: db.Database, User: "default"},
+		HTTPAddr:       fmt.Sprintf("127.0.0.1:%d", hport),
 		ProjectorBatch: 200, ProjectorMaxWait: 50 * time.Millisecond, QueryTimeout: 10 * time.Second,
-		ShareBaseURL: fmt.Sprintf("http://127.0.0.1:%d", hport), ShareTTL: time.Hour, Telemetry: testenv.Telemetry(t, "reporting"), Authenticator: auth,
+		ShareBaseURL: fmt.Sprintf("http://127.0.0.1:%d", hport), ShareTTL: time.Hour, Authenticator: auth,
 	}
 	testsvc.Serve(t, "reporting", func(ctx context.Context) error { return reporting.Run(ctx, cfg) })
 	conn := testsvc.Dial(t, cfg.GRPCAddr)

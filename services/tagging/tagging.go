@@ -14,11 +14,9 @@ import (
 	"context"
 	"time"
 
-	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/leader"
 	"github.com/parley-dev/parley/libs/service"
-	"github.com/parley-dev/parley/libs/telemetry"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
 	"github.com/parley-dev/parley/services/tagging/internal/api"
 	"github.com/parley-dev/parley/services/tagging/internal/backfill"
@@ -35,13 +33,10 @@ const DefaultMaxRulesPerTenant = 200
 // Config is tagging's configuration, read from the environment. Zero values
 // (a Config built in code) mean the documented defaults.
 type Config struct {
-	Server   config.Server
-	NATS     config.NATS
-	Postgres config.Postgres
-	// GRPCAddr is where the gRPC API listens.
-	GRPCAddr string `env:"PARLEY_TAGGING_GRPC_ADDR" envDefault:":7103"`
-	// AdminAddr serves /healthz, /readyz and /metrics.
-	AdminAddr string `env:"PARLEY_TAGGING_ADMIN_ADDR" envDefault:"127.0.0.1:7203"`
+	// Config is the header every service shares: PARLEY_LOG_LEVEL,
+	// PARLEY_NATS_*, PARLEY_POSTGRES_*, PARLEY_TAGGING_GRPC_ADDR,
+	// PARLEY_TAGGING_ADMIN_ADDR, ... (libs/service).
+	service.Config
 	// ConsumerBatch is the most events live tagging applies in one
 	// transaction.
 	ConsumerBatch int `env:"PARLEY_TAGGING_CONSUMER_BATCH" envDefault:"500"`
@@ -80,8 +75,6 @@ type Config struct {
 	// waiting at once; more are refused (ResourceExhausted). Keep it below
 	// MaxConcurrentBackfills so that another tenant's backfill can start.
 	MaxBackfillsPerTenant int `env:"PARLEY_TAGGING_MAX_BACKFILLS_PER_TENANT" envDefault:"1"`
-	// Telemetry overrides the service's own telemetry (tests, local stack).
-	Telemetry *telemetry.Telemetry `env:"-"`
 }
 
 // Detectors returns the service-wide detector defaults of cfg.
@@ -92,15 +85,8 @@ func (cfg Config) Detectors() facts.Settings {
 
 // Run serves tagging until ctx is cancelled.
 func Run(ctx context.Context, cfg Config) error {
-	if cfg.GRPCAddr == "" {
-		cfg.GRPCAddr = ":7103"
-	}
-	if cfg.AdminAddr == "" {
-		cfg.AdminAddr = ":7203"
-	}
 	b, err := service.Start(ctx, service.Options{
-		Name: "tagging", Server: cfg.Server, NATS: cfg.NATS, Postgres: cfg.Postgres,
-		GRPCAddr: cfg.GRPCAddr, AdminAddr: cfg.AdminAddr, Scopes: Scopes(), Telemetry: cfg.Telemetry,
+		Name: "tagging", Config: cfg.Config, Scopes: Scopes(),
 	})
 	if err != nil {
 		return err

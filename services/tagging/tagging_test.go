@@ -17,6 +17,7 @@ import (
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/pgstore"
+	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/testenv"
 	"github.com/parley-dev/parley/libs/testsvc"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
@@ -54,9 +55,9 @@ func start(t testing.TB, opts ...func(*tagging.Config)) *fixture {
 	f := &fixture{t: t, keys: testsvc.Tenants(t, pgURL, []string{grpcx.ScopeAdmin}, "acme", "globex"), pool: pool}
 	grpcAddr, adminAddr := testsvc.Addrs(t)
 	cfg := tagging.Config{
-		Server: config.Server{ShutdownTimeout: 5 * time.Second}, NATS: config.NATS{URL: n.URL, Replicas: 1, DuplicateWindow: time.Minute},
-		Postgres: config.Postgres{URL: pgURL, MaxConns: 6}, GRPCAddr: grpcAddr, AdminAddr: adminAddr,
-		Telemetry: testenv.Telemetry(t, "tagging"),
+		Config: service.Config{Server: config.Server{ShutdownTimeout: 5 * time.Second}, NATS: config.NATS{URL: n.URL, Replicas: 1, DuplicateWindow: time.Minute},
+			Postgres: config.Postgres{URL: pgURL, MaxConns: 6}, GRPCAddr: grpcAddr, AdminAddr: adminAddr,
+			Telemetry: testenv.Telemetry(t, "tagging")},
 	}
 	for _, o := range opts {
 		o(&cfg)

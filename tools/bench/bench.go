@@ -86,11 +86,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		fmt.Fprintf(o.Log, time.Now().Format("15:04:05 ")+format+"\n", args...)
 	}
 	bin := filepath.Join(o.Dir, "bin")
-	logf("building service binaries into %s", bin)
-	pkgs := map[string]string{"loadgen": "./tools/cmd/loadgen"}
-	for _, s := range stack.Services {
-		pkgs[s] = "./services/" + s + "/cmd/" + s
-	}
+	logf("building the parley binary and loadgen into %s", bin)
+	pkgs := map[string]string{"loadgen": "./tools/cmd/loadgen", stack.Binary: "./tools/cmd/parley"}
 	for name, pkg := range pkgs {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, name), pkg)
 		cmd.Dir = o.Root

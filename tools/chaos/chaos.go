@@ -40,7 +40,7 @@ type Options struct {
 	Root string
 	// Dir holds the stack's data and logs, the binaries and the ack log.
 	Dir string
-	// BinDir holds prebuilt service binaries (default: built into Dir/bin).
+	// BinDir holds a prebuilt parley binary (default: built into Dir/bin).
 	BinDir string
 	// Self is the program started as the stack runner with RunnerEnv set
 	// (default: this executable; it must call MaybeRunner first thing).
@@ -173,7 +173,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	defer r.infraLog.Close()
 	if o.BinDir == "" {
 		o.BinDir = filepath.Join(o.Dir, "bin")
-		r.logf("building the service binaries into %s", o.BinDir)
+		r.logf("building the parley binary into %s", o.BinDir)
 		if err := buildServices(ctx, o.Root, o.BinDir); err != nil {
 			return nil, err
 		}
@@ -484,14 +484,13 @@ func postgresDataDir(pid int) (string, error) {
 	return "", fmt.Errorf("no -D in the postmaster's command line %q", args)
 }
 
-// buildServices builds the five service binaries into bin.
+// buildServices builds the parley binary, which runs each service
+// (-target=<service>), into bin.
 func buildServices(ctx context.Context, root, bin string) error {
-	for _, s := range stack.Services {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, s), "./services/"+s+"/cmd/"+s)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("chaos: build %s: %v\n%s", s, err, out)
-		}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, stack.Binary), "./tools/cmd/parley")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("chaos: build parley: %v\n%s", err, out)
 	}
 	return nil
 }

@@ -1,11 +1,13 @@
 package stack
 
 import (
+	"maps"
 	"net"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/services/ingest"
 	"github.com/parley-dev/parley/services/lifecycle"
 	"github.com/parley-dev/parley/services/notification"
@@ -20,6 +22,10 @@ func TestAdminPortsDefaultToLoopback(t *testing.T) {
 	vars := map[string]string{}
 	for _, cfg := range []any{ingest.Config{}, lifecycle.Config{}, tagging.Config{}, reporting.Config{}, notification.Config{}} {
 		collect(reflect.TypeOf(cfg), vars)
+	}
+	// The listen addresses are named after each service (libs/service).
+	for _, name := range service.Names() {
+		maps.Copy(vars, service.ListenVars(name))
 	}
 	n := 0
 	for name, def := range vars {

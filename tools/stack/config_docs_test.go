@@ -1,11 +1,13 @@
 package stack
 
 import (
+	"maps"
 	"os"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/tenancy"
 	"github.com/parley-dev/parley/services/ingest"
 	"github.com/parley-dev/parley/services/lifecycle"
@@ -26,6 +28,10 @@ func TestREADMEListsEveryVariable(t *testing.T) {
 		tenancy.AuthConfig{}, tenancy.AuditConfig{}, // read by libs/service for every service
 	} {
 		collect(reflect.TypeOf(cfg), vars)
+	}
+	// The listen addresses are named after each service (libs/service).
+	for _, name := range service.Names() {
+		maps.Copy(vars, service.ListenVars(name))
 	}
 	if len(vars) < 20 {
 		t.Fatalf("found only %d variables; is the walk broken?", len(vars))

@@ -16,7 +16,7 @@ import (
 	"github.com/parley-dev/parley/libs/localinfra"
 )
 
-// serviceEnv is the environment a service binary gets: the stack's
+// serviceEnv is the environment a service process gets: the stack's
 // addresses on top of the caller's environment (so PARLEY_* settings pass
 // through).
 func (s *Stack) serviceEnv(name string) []string {
@@ -78,16 +78,21 @@ func (p *serviceProc) current() (*exec.Cmd, int) {
 	return p.cmd, p.restarts
 }
 
-// startProcesses runs each service's binary from BinDir as its own process,
-// logging to Dir/log/<service>.log, and supervises it: a process that exits
-// while the stack runs is started again with backoff, as Kubernetes would
-// restart a crashed pod, so one crash can be observed and recovered from.
+// Binary is the name of the binary in Options.BinDir that runs the
+// services (tools/cmd/parley).
+const Binary = "parley"
+
+// startProcesses runs each service as its own process (BinDir/parley
+// -target=<service>), logging to Dir/log/<service>.log, and supervises it: a
+// process that exits while the stack runs is started again with backoff, as
+// Kubernetes would restart a crashed pod, so one crash can be observed and
+// recovered from.
 func (s *Stack) startProcesses() error {
+	bin := filepath.Join(s.BinDir, Binary)
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("stack: %s binary: %w (build it with go build -o %s ./tools/cmd/parley)", Binary, err, bin)
+	}
 	for _, name := range Services {
-		bin := filepath.Join(s.BinDir, name)
-		if _, err := os.Stat(bin); err != nil {
-			return fmt.Errorf("stack: %s binary: %w (build it with go build -o %s ./services/%s/cmd/%s)", name, err, s.BinDir, name, name)
-		}
 		p := &serviceProc{name: name}
 		cmd, logf, err := s.launch(name, bin)
 		if err != nil {
@@ -104,13 +109,14 @@ func (s *Stack) startProcesses() error {
 	return nil
 }
 
-// launch starts one service binary with its log file.
+// launch starts one service (the parley binary with its target) with its
+// log file.
 func (s *Stack) launch(name, bin string) (*exec.Cmd, *os.File, error) {
 	logf, err := os.OpenFile(filepath.Join(s.Dir, "log", name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, nil, err
 	}
-	cmd := exec.Command(bin)
+	cmd := exec.Command(bin, "-target="+name)
 	cmd.Env = s.serviceEnv(name)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}

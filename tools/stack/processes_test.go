@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc/metadata"
 )
 
-// TestProcessMode runs every service as its own binary, configured only
-// through the environment, reads their peak memory, and restarts services
+// TestProcessMode runs every service as its own process of the one parley
+// binary (-target=<service>), configured only through the environment, reads their peak memory, and restarts services
 // killed with SIGKILL.
 func TestProcessMode(t *testing.T) {
 	bin := t.TempDir()
@@ -23,12 +23,10 @@ func TestProcessMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range Services {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, s), "./services/"+s+"/cmd/"+s)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", s, err, out)
-		}
+	cmd := exec.Command("go", "build", "-o", filepath.Join(bin, Binary), "./tools/cmd/parley")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build parley: %v\n%s", err, out)
 	}
 	ctx := context.Background()
 	st, err := Start(ctx, Options{Dir: t.TempDir(), FreePorts: true, DemoTenant: "demo", BinDir: bin, LogOutput: testLog{t}})

@@ -26,6 +26,7 @@ import (
 	"github.com/parley-dev/parley/libs/localinfra"
 	"github.com/parley-dev/parley/libs/natsauth"
 	"github.com/parley-dev/parley/libs/pgstore"
+	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/telemetry"
 	"github.com/parley-dev/parley/libs/tenancy"
 	"github.com/parley-dev/parley/services/ingest"
@@ -68,8 +69,8 @@ type Options struct {
 	Ports Ports
 	// FreePorts picks free ports for every zero port instead of defaults.
 	FreePorts bool
-	// BinDir, when set, holds the five service binaries (ingest, lifecycle,
-	// tagging, reporting, notification): each then runs as its own process,
+	// BinDir, when set, holds the parley binary (tools/cmd/parley): each
+	// service then runs as its own process (parley -target=<service>),
 	// configured through PARLEY_* environment variables, instead of inside
 	// this one. The benchmark uses it to measure each service's memory.
 	BinDir string
@@ -268,7 +269,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 		"ingest": func(ctx context.Context, tel *telemetry.Telemetry) error {
 			// Documented defaults (and PARLEY_INGEST_* from the environment),
 			// with the stack's addresses.
-			cfg, err := config.Load[ingest.Config]()
+			cfg, err := service.Load[ingest.Config]("ingest")
 			if err != nil {
 				return err
 			}
@@ -288,7 +289,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 			return ingest.Run(ctx, cfg)
 		},
 		"lifecycle": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			cfg, err := config.Load[lifecycle.Config]()
+			cfg, err := service.Load[lifecycle.Config]("lifecycle")
 			if err != nil {
 				return err
 			}
@@ -298,7 +299,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 			return lifecycle.Run(ctx, cfg)
 		},
 		"tagging": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			cfg, err := config.Load[tagging.Config]()
+			cfg, err := service.Load[tagging.Config]("tagging")
 			if err != nil {
 				return err
 			}
@@ -308,7 +309,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 			return tagging.Run(ctx, cfg)
 		},
 		"reporting": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			cfg, err := config.Load[reporting.Config]()
+			cfg, err := service.Load[reporting.Config]("reporting")
 			if err != nil {
 				return err
 			}
@@ -319,7 +320,8 @@ func (s *Stack) startServices(ctx context.Context) error {
 			return reporting.Run(ctx, cfg)
 		},
 		"notification": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			return notification.Run(ctx, notification.Config{Server: srv, NATS: localinfra.NATSServiceConfig(base, "notification"), Postgres: pg, GRPCAddr: s.GRPCAddr("notification"), AdminAddr: s.AdminAddr("notification"), Telemetry: tel})
+			return notification.Run(ctx, notification.Config{Config: service.Config{Server: srv, NATS: localinfra.NATSServiceConfig(base, "notification"), Postgres: pg,
+				GRPCAddr: s.GRPCAddr("notification"), AdminAddr: s.AdminAddr("notification"), Telemetry: tel}})
 		},
 	}
 	for _, name := range Services {

@@ -13,6 +13,7 @@ import (
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/localinfra"
 	"github.com/parley-dev/parley/libs/pgstore"
+	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/tenancy"
 	"github.com/parley-dev/parley/libs/testenv"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
@@ -49,9 +50,9 @@ func TestSessionsCommands(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- lifecycle.Run(rctx, lifecycle.Config{
-			NATS: config.NATS{URL: n.URL}, Postgres: config.Postgres{URL: pgURL, MaxConns: 4},
-			GRPCAddr: addr, AdminAddr: fmt.Sprintf("127.0.0.1:%d", aport), SessionTimeout: 1000 * time.Hour,
-			Telemetry: testenv.Telemetry(t, "lifecycle"),
+			Config: service.Config{NATS: config.NATS{URL: n.URL}, Postgres: config.Postgres{URL: pgURL, MaxConns: 4},
+				GRPCAddr: addr, AdminAddr: fmt.Sprintf("127.0.0.1:%d", aport), Telemetry: testenv.Telemetry(t, "lifecycle")},
+			SessionTimeout: 1000 * time.Hour,
 		})
 	}()
 	t.Cleanup(func() {
