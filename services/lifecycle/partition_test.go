@@ -84,13 +84,21 @@ func (w *world) dlq() map[string]string {
 func TestTransientFailureSkipsNothing(t *testing.T) {
 	w := newWorld(t, time.Minute)
 	var failed atomic.Int32
+	var firstFail atomic.Int64
 	var victim atomic.Value
 	victim.Store("")
 	s := w.start(w.pgURL, w.key, func(c *lifecycle.Config) {
 		c.Wrap = func(h partition.Handler) partition.Handler {
 			return func(ctx context.Context, b partition.Batch) error {
 				for _, d := range b.Deliveries {
-					if d.Envelope.GetEventId() == victim.Load().(string) && failed.Add(1) <= 3 {
+					if d.Envelope.GetEventId() != victim.Load().(string) {
+						continue
+					}
+					// Fail for half a second from the first attempt: a
+					// store hiccup while the event is in flight.
+					firstFail.CompareAndSwap(0, time.Now().UnixNano())
+					if time.Since(time.Unix(0, firstFail.Load())) < 500*time.Millisecond {
+						failed.Add(1)
 						return errors.New("connection reset by peer")
 					}
 				}
