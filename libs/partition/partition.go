@@ -4,10 +4,13 @@
 // # Partitions
 //
 // Every event belongs to one of N partitions, Of(tenant, conversation, N):
-// FNV-1a (32 bit) of tenant, a zero byte and conversation, modulo N. N is
-// fixed per deployment (PARLEY_PARTITIONS, default 16); all events of a
-// conversation share a partition, so per-conversation order is the stream
-// order within a partition.
+// FNV-1a (32 bit) of tenant followed by conversation, modulo N: the
+// function of NATS's subject transform {{partition(N,1,2)}} over the
+// subject's tenant and conversation tokens, so that the token can later be
+// put into stored subjects by the stream without moving any conversation.
+// N is fixed per deployment (PARLEY_PARTITIONS, default 16); all events of
+// a conversation share a partition, so per-conversation order is the
+// stream order within a partition.
 //
 // # Leases
 //
@@ -73,7 +76,6 @@ func Of(tenant, conversation string, n int) int {
 	}
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(tenant))
-	_, _ = h.Write([]byte{0})
 	_, _ = h.Write([]byte(conversation))
 	return int(h.Sum32() % uint32(n))
 }
