@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"golang.org/x/sync/errgroup"
 )
 
 // Batch is events of one partition, in stream order, handed to a Handler.
@@ -48,7 +49,11 @@ type Config struct {
 	MaxWait time.Duration
 	// Retry is the pause after a transient failure (default 1s).
 	Retry time.Duration
-	Log   *slog.Logger
+	// Parallel is how many partitions' batches are handled at once
+	// (default 4); the handler is called concurrently for different
+	// partitions, never for one partition.
+	Parallel int
+	Log      *slog.Logger
 }
 
 // Consumer consumes the partitions a Coordinator holds.
@@ -72,6 +77,9 @@ func NewConsumer(cfg Config) *Consumer {
 	}
 	if cfg.Retry <= 0 {
 		cfg.Retry = time.Second
+	}
+	if cfg.Parallel <= 0 {
+		cfg.Parallel = 4
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -172,8 +180,12 @@ type session struct {
 	c      *Consumer
 	h      Handler
 	leases map[int]Lease
-	pos    []uint64
-	held   map[Conversation]Hold
+	// pos is indexed by partition: each index is written only by the
+	// goroutine handling that partition.
+	pos []uint64
+
+	mu   sync.Mutex
+	held map[Conversation]Hold
 }
 
 func (c *Consumer) session(ctx context.Context, leases map[int]Lease, h Handler) (map[int]Lease, error) {
@@ -252,17 +264,10 @@ func (c *Consumer) session(ctx context.Context, leases map[int]Lease, h Handler)
 		if count < c.cfg.BatchSize && n == c.cfg.BatchSize {
 			continue // more to read before handling
 		}
-		parts := make([]int, 0, len(pending))
-		for p := range pending {
-			parts = append(parts, p)
+		if err := s.handle(ctx, pending); err != nil {
+			return nil, err
 		}
-		sort.Ints(parts)
-		for _, p := range parts {
-			if err := s.run(ctx, leases[p], pending[p]); err != nil {
-				return nil, err
-			}
-			delete(pending, p)
-		}
+		clear(pending)
 		count = 0
 		if lastRead > advanced && time.Since(advancedAt) >= time.Second {
 			// Everything owned up to lastRead is handled: record it as
@@ -275,6 +280,22 @@ func (c *Consumer) session(ctx context.Context, leases map[int]Lease, h Handler)
 		}
 	}
 	return nil, nil
+}
+
+// handle runs each partition's pending items, up to Parallel partitions
+// at once, and returns the first failure once all have stopped.
+func (s *session) handle(ctx context.Context, pending map[int][]item) error {
+	parts := make([]int, 0, len(pending))
+	for p := range pending {
+		parts = append(parts, p)
+	}
+	sort.Ints(parts)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.c.cfg.Parallel)
+	for _, p := range parts {
+		g.Go(func() error { return s.run(gctx, s.leases[p], pending[p]) })
+	}
+	return g.Wait()
 }
 
 func sameLeases(a, b map[int]Lease) bool {
@@ -315,6 +336,8 @@ func (s *session) isHeld(it item) bool {
 	if !ok {
 		return false
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	_, held := s.held[k]
 	return held
 }
@@ -372,7 +395,9 @@ func (s *session) apply(ctx context.Context, l Lease, items []item) error {
 // conversation, an event of a held conversation is dead-lettered as held.
 func (s *session) reject(ctx context.Context, l Lease, it item, cause error) error {
 	k, known := it.conversation()
+	s.mu.Lock()
 	h, held := s.held[k]
+	s.mu.Unlock()
 	switch {
 	case known && held:
 		cause = fmt.Errorf("held: conversation held behind dead-lettered stream sequence %d (%s)", h.BlockedSeq, h.Reason)
@@ -394,7 +419,9 @@ func (s *session) reject(ctx context.Context, l Lease, it item, cause error) err
 		return err
 	}
 	if known {
+		s.mu.Lock()
 		s.held[k] = h
+		s.mu.Unlock()
 	}
 	s.pos[l.Partition] = max(s.pos[l.Partition], it.seq)
 	return nil
