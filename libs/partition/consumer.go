@@ -214,7 +214,7 @@ func (c *Consumer) session(ctx context.Context, leases map[int]Lease, h Handler)
 		return nil, fmt.Errorf("%w: ordered consumer: %v", eventbus.ErrUnavailable, err)
 	}
 	pending := map[int][]item{}
-	count := 0
+	count, fullest := 0, 0
 	var lastRead, advanced uint64
 	var advancedAt time.Time
 	beat := time.Now().Add(co.TTL() / 3)
@@ -257,19 +257,22 @@ func (c *Consumer) session(ctx context.Context, leases map[int]Lease, h Handler)
 			it.d, it.bad = c.cfg.Bus.Decode(m)
 			pending[p] = append(pending[p], it)
 			count++
+			fullest = max(fullest, len(pending[p]))
 		}
 		if ctx.Err() != nil {
 			return nil, nil
 		}
-		if count < c.cfg.BatchSize && n == c.cfg.BatchSize {
-			continue // more to read before handling
+		if n == c.cfg.BatchSize && fullest < c.cfg.BatchSize && count < c.cfg.BatchSize*c.cfg.Parallel {
+			// More to read before handling: a partition's batch fills up
+			// to BatchSize while Parallel partitions are handled at once.
+			continue
 		}
 		if err := s.handle(ctx, pending); err != nil {
 			return nil, err
 		}
 		clear(pending)
-		count = 0
-		if lastRead > advanced && time.Since(advancedAt) >= time.Second {
+		count, fullest = 0, 0
+		if lastRead > advanced && (n < c.cfg.BatchSize || time.Since(advancedAt) >= time.Second) {
 			// Everything owned up to lastRead is handled: record it as
 			// every owned partition's position, so that positions tell
 			// how far behind the head of the log each partition is.
