@@ -19,6 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/convview"
 	"github.com/parley-dev/parley/libs/eventbus"
@@ -213,14 +215,12 @@ func Run(ctx context.Context, cfg Config) error {
 		// Every replica applies the partitions it holds a lease on; one
 		// elected replica sweeps (the sweep reads all conversations, under
 		// row locks shared with the consumers).
-		sweep := make(chan error, 1)
-		go func() {
-			sweep <- leader.Run(ctx, b.PG, leader.Key("lifecycle sweeper"), 2*time.Second, "lifecycle sweeper", b.Log, sw.Run)
-		}()
-		err := pc.Run(ctx, handle)
-		if serr := <-sweep; err == nil {
-			err = serr
-		}
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error {
+			return leader.Run(gctx, b.PG, leader.Key("lifecycle sweeper"), 2*time.Second, "lifecycle sweeper", b.Log, sw.Run)
+		})
+		g.Go(func() error { return pc.Run(gctx, handle) })
+		err := g.Wait()
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout(cfg.Server))
 		defer cancel()
 		if cfg.KeepLeases {
