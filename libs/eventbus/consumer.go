@@ -33,6 +33,9 @@ type Delivery struct {
 	msg         jetstream.Msg
 }
 
+// Message is the JetStream message the delivery was decoded from.
+func (d *Delivery) Message() jetstream.Msg { return d.msg }
+
 // Context returns ctx carrying the producer's trace context and the event's
 // tenant and conversation, for logging and child spans.
 func (d *Delivery) Context(ctx context.Context) context.Context {
@@ -60,6 +63,12 @@ func (p permanentError) Unwrap() error { return p.err }
 // Permanent wraps err so that the consumer dead-letters the event at once
 // instead of retrying it.
 func Permanent(err error) error { return permanentError{err} }
+
+// IsPermanent reports whether err was marked with Permanent.
+func IsPermanent(err error) bool {
+	var perm permanentError
+	return errors.As(err, &perm)
+}
 
 // ConsumerConfig describes a durable pull consumer.
 type ConsumerConfig struct {
@@ -287,12 +296,24 @@ func (b *Bus) fail(ctx context.Context, cfg ConsumerConfig, d *Delivery, err err
 // cannot be stored, the message is left unacknowledged so that it is
 // redelivered after AckWait: nothing is dropped silently.
 func (b *Bus) deadLetter(ctx context.Context, cfg ConsumerConfig, m jetstream.Msg, cause error) {
+	if err := b.DeadLetter(ctx, cfg.Durable, cfg.Stream, m, cause); err != nil {
+		return
+	}
+	if err := m.Term(); err != nil {
+		b.opts.Logger.WarnContext(ctx, "term failed", "err", err)
+	}
+}
+
+// DeadLetter copies m to PARLEY_DLQ (subject parley.dlq.<consumer>) with
+// cause as its reason, idempotently (the copy's message id is the
+// consumer, stream and stream sequence). It does not acknowledge m.
+func (b *Bus) DeadLetter(ctx context.Context, consumer, stream string, m jetstream.Msg, cause error) error {
 	meta, _ := m.Metadata()
 	var seq, delivered uint64
 	if meta != nil {
 		seq, delivered = meta.Sequence.Stream, meta.NumDelivered
 	}
-	dl := nats.NewMsg(DLQSubjectPrefix + "." + cfg.Durable)
+	dl := nats.NewMsg(DLQSubjectPrefix + "." + consumer)
 	dl.Data = m.Data()
 	for k, v := range m.Headers() {
 		// Nats-* headers are JetStream instructions (message id, expected
@@ -304,19 +325,30 @@ func (b *Bus) deadLetter(ctx context.Context, cfg ConsumerConfig, m jetstream.Ms
 	}
 	dl.Header.Set(HeaderDLQSubject, m.Subject())
 	dl.Header.Set(HeaderDLQSequence, strconv.FormatUint(seq, 10))
-	dl.Header.Set(HeaderDLQConsumer, cfg.Durable)
+	dl.Header.Set(HeaderDLQConsumer, consumer)
 	dl.Header.Set(HeaderDLQError, truncate(cause.Error(), 1024))
 	dl.Header.Set(HeaderDLQAttempts, strconv.FormatUint(delivered, 10))
 	pctx, cancel := context.WithTimeout(ctx, b.opts.PublishTimeout)
 	defer cancel()
-	if _, err := b.js.PublishMsg(pctx, dl, jetstream.WithMsgID(cfg.Durable+":"+cfg.Stream+":"+strconv.FormatUint(seq, 10))); err != nil {
-		b.opts.Logger.ErrorContext(ctx, "dead-letter publish failed; message stays pending", "consumer", cfg.Durable, "stream_seq", seq, "err", err)
-		return
+	if _, err := b.js.PublishMsg(pctx, dl, jetstream.WithMsgID(consumer+":"+stream+":"+strconv.FormatUint(seq, 10))); err != nil {
+		b.opts.Logger.ErrorContext(ctx, "dead-letter publish failed; message stays pending", "consumer", consumer, "stream_seq", seq, "err", err)
+		return fmt.Errorf("%w: dead-letter: %v", ErrUnavailable, err)
 	}
-	b.opts.Logger.ErrorContext(ctx, "event dead-lettered", "consumer", cfg.Durable, "subject", m.Subject(), "stream_seq", seq, "deliveries", delivered, "err", cause)
-	if err := m.Term(); err != nil {
-		b.opts.Logger.WarnContext(ctx, "term failed", "err", err)
+	b.opts.Logger.ErrorContext(ctx, "event dead-lettered", "consumer", consumer, "subject", m.Subject(), "stream_seq", seq, "deliveries", delivered, "err", cause)
+	return nil
+}
+
+// Decode turns a message of PARLEY_CONV into a Delivery and checks that its
+// envelope matches its subject (CheckSubject); its errors are permanent.
+func (b *Bus) Decode(m jetstream.Msg) (*Delivery, error) {
+	d, err := b.decode(m)
+	if err == nil {
+		err = CheckSubject(d.Envelope, d.Subject)
 	}
+	if err != nil {
+		return nil, Permanent(err)
+	}
+	return d, nil
 }
 
 func (b *Bus) decode(m jetstream.Msg) (*Delivery, error) {

@@ -128,10 +128,12 @@ func For(service string) (Permissions, error) {
 		pub = append(pub, orderedReader(endedStream)...)
 		deny = append(deny, kindSubjects(serverOnlyKinds)...)
 	case "lifecycle":
-		// Ends conversations (events and the ended-conversations bucket).
+		// Ends conversations (events and the ended-conversations bucket);
+		// reads its partitions with ordered consumers (libs/partition).
 		pub = append(pub, kindSubjects(lifecycleKinds)...)
 		pub = append(pub, endedSubjects, jsAPI+"STREAM.MSG.GET."+convStream, jsAPI+"DIRECT.GET."+convStream+".>")
 		pub = append(pub, streamAdmin(endedStream)...)
+		pub = append(pub, orderedReader(convStream)...)
 	case "tagging":
 		// Publishes tags and issues; backfill replays with ordered consumers.
 		pub = append(pub, kindSubjects(taggingKinds)...)
@@ -149,7 +151,7 @@ func For(service string) (Permissions, error) {
 	}
 	// Ordered consumers have generated names, so their permissions use
 	// wildcards; other services' durable consumers stay out of reach.
-	if service == "tagging" || service == "reporting" {
+	if service == "tagging" || service == "reporting" || service == "lifecycle" {
 		for _, s := range Services() {
 			if d, ok := durable[s]; ok && d != own {
 				deny = append(deny, durableConsumer(convStream, d)...)

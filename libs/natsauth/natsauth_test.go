@@ -228,6 +228,24 @@ func TestServicesCanDoTheirWork(t *testing.T) {
 	if _, err := lst.GetLastMsgForSubject(ctx, eventbus.ConvSubject("acme", "c1", "conversation_closed")); err != nil {
 		t.Fatalf("lifecycle reads a conversation's close: %v", err)
 	}
+	// Lifecycle reads its partitions with ordered consumers from a position.
+	loc, err := lifecycle.JetStream().OrderedConsumer(ctx, eventbus.ConvStream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: 2})
+	if err != nil {
+		t.Fatalf("lifecycle partition reader: %v", err)
+	}
+	lb, err := loc.Fetch(3, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatalf("lifecycle partition reader fetch: %v", err)
+	}
+	var lseqs []uint64
+	for m := range lb.Messages() {
+		meta, _ := m.Metadata()
+		lseqs = append(lseqs, meta.Sequence.Stream)
+	}
+	if len(lseqs) != 3 || lseqs[0] != 2 {
+		t.Fatalf("lifecycle partition reader read %v (%v)", lseqs, lb.Error())
+	}
 
 	// Tagging: its consumer, its events, a backfill's ordered consumer.
 	consumeN(t, tagging, "tagging", 7, nil)

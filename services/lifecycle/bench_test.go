@@ -13,6 +13,7 @@ import (
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/convview"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/partition"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/testenv"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
@@ -96,6 +97,7 @@ type benchLifecycle struct {
 	pool  *pgxpool.Pool
 	relay *outbox.Relay
 	cons  *consumer.Consumer
+	pc    *partition.Consumer
 }
 
 // newBenchLifecycle wires lifecycle's consumer and relay as Run does and
@@ -108,11 +110,16 @@ func newBenchLifecycle(b *testing.B, bus *eventbus.Bus, pool *pgxpool.Pool) *ben
 	}
 	st := store.New(pool, 24*time.Hour)
 	relay := outbox.New(outbox.Config{Store: st, Bus: bus, View: convview.NewWriter(kv), DuplicateWindow: 2 * time.Minute, ViewTTL: convview.DefaultTTL})
-	cons := consumer.New(consumer.Config{Store: st, Bus: bus, Relay: relay, BatchSize: 500})
+	cons := consumer.New(consumer.Config{Store: st, Bus: bus, Relay: relay, Pool: pool, BatchSize: 500})
 	if err := cons.Prepare(ctx); err != nil {
 		b.Fatal(err)
 	}
-	return &benchLifecycle{bus: bus, pool: pool, relay: relay, cons: cons}
+	if err := partition.Migrate(ctx, pool); err != nil {
+		b.Fatal(err)
+	}
+	pc := partition.NewConsumer(partition.Config{Bus: bus, Pool: pool, BatchSize: 500,
+		Coordinator: partition.NewCoordinator(pool, consumer.Durable, "bench", 0, 0)})
+	return &benchLifecycle{bus: bus, pool: pool, relay: relay, cons: cons, pc: pc}
 }
 
 // run consumes from the start of the stream until quiet and returns how
@@ -124,7 +131,7 @@ func (l *benchLifecycle) run(b *testing.B) time.Duration {
 	done := make(chan struct{}, 2)
 	b.StartTimer()
 	start := time.Now()
-	go func() { _ = l.cons.Run(cctx); done <- struct{}{} }()
+	go func() { _ = l.pc.Run(cctx, l.cons.Handle); done <- struct{}{} }()
 	go func() { _ = l.relay.Run(cctx, time.Second); done <- struct{}{} }()
 	for !benchQuiet(ctx, l.bus, l.pool) {
 		time.Sleep(2 * time.Millisecond)
@@ -145,23 +152,12 @@ func (l *benchLifecycle) run(b *testing.B) time.Duration {
 // benchQuiet: everything in the stream is applied and acknowledged and the
 // outbox is empty.
 func benchQuiet(ctx context.Context, bus *eventbus.Bus, pool *pgxpool.Pool) bool {
-	var outboxRows, pos int64
-	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM lifecycle_outbox), COALESCE((SELECT applied_seq FROM lifecycle_position), 0)`).Scan(&outboxRows, &pos); err != nil {
-		return false
-	}
-	if outboxRows != 0 {
+	var outboxRows int64
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM lifecycle_outbox`).Scan(&outboxRows); err != nil {
 		return false
 	}
 	last, err := bus.LastSequence(ctx)
-	if err != nil || uint64(pos) < last {
-		return false
-	}
-	c, err := bus.JetStream().Consumer(ctx, eventbus.ConvStream, consumer.Durable)
-	if err != nil {
-		return false
-	}
-	info := c.CachedInfo()
-	return info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream >= last
+	return err == nil && outboxRows == 0 && minPosition(ctx, pool) >= last
 }
 
 // benchRawPublish publishes envs one message at a time, pipelined, to a

@@ -2,7 +2,8 @@
 // machine: start, end, stale timeout, live-agent takeover and engagement
 // classification.
 //
-// It consumes the conversation event log (durable consumer "lifecycle"),
+// It consumes the conversation event log (partitioned consumer
+// "lifecycle", libs/partition: replicas divide the partitions),
 // keeps each conversation's state in PostgreSQL with the stream sequence
 // applied to it, appends what it derives (conversation_ended,
 // engagement_classified, operator_no_response, late_event_recorded) through
@@ -14,13 +15,17 @@ package lifecycle
 import (
 	"context"
 	"fmt"
-	"golang.org/x/sync/errgroup"
+	"os"
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/convview"
+	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/leader"
+	"github.com/parley-dev/parley/libs/partition"
 	"github.com/parley-dev/parley/libs/service"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	lifecyclev1 "github.com/parley-dev/parley/proto/parley/lifecycle/v1"
@@ -60,6 +65,22 @@ type Config struct {
 	// ConsumerBatch is the most events applied in one PostgreSQL
 	// transaction.
 	ConsumerBatch int `env:"PARLEY_LIFECYCLE_CONSUMER_BATCH" envDefault:"500"`
+	// Partitions is the number of partitions the log is divided into among
+	// replicas; fixed per deployment (changing it is a migration, see
+	// docs/operations.md).
+	Partitions int `env:"PARLEY_PARTITIONS" envDefault:"16"`
+	// LeaseTTL is how long a replica's partition leases live without a
+	// heartbeat: a dead replica's partitions move within about this long.
+	LeaseTTL time.Duration `env:"PARLEY_PARTITION_LEASE_TTL" envDefault:"5s"`
+	// Member names this replica among the consumer's members (default:
+	// host name and a random suffix).
+	Member string `env:"PARLEY_PARTITION_MEMBER"`
+	// Wrap, when set, wraps the consumer's handler (fault injection in
+	// tests).
+	Wrap func(partition.Handler) partition.Handler `env:"-"`
+	// KeepLeases, when set, stops without releasing the partition leases,
+	// as a crashed replica does (tests).
+	KeepLeases bool `env:"-"`
 	// Clock is the time source of sweeps and commands (tests); time.Now
 	// when nil.
 	Clock func() time.Time `env:"-"`
@@ -80,6 +101,16 @@ func (c *Config) defaults() {
 	}
 	if c.ConsumerBatch <= 0 {
 		c.ConsumerBatch = 500
+	}
+	if c.Partitions <= 0 {
+		c.Partitions = partition.DefaultPartitions
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = partition.DefaultLeaseTTL
+	}
+	if c.Member == "" {
+		host, _ := os.Hostname()
+		c.Member = host + "-" + eventbus.NewEventID()
 	}
 	if c.NATS.DuplicateWindow <= 0 {
 		c.NATS.DuplicateWindow = 2 * time.Minute
@@ -126,6 +157,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := store.Migrate(ctx, b.PG, b.Log); err != nil {
 		return fail(err)
 	}
+	if err := partition.Migrate(ctx, b.PG); err != nil {
+		return fail(err)
+	}
 	st := store.New(b.PG, cfg.SessionTimeout)
 	if changed, err := st.SyncDefaults(ctx, channelDefaults); err != nil {
 		return fail(err)
@@ -141,7 +175,17 @@ func Run(ctx context.Context, cfg Config) error {
 		ViewTTL: cfg.EndedViewTTL, Clock: cfg.Clock, Log: b.Log, Meter: b.Tel.Meter("github.com/parley-dev/parley/services/lifecycle"),
 		Tracer: b.Tel.Tracer("github.com/parley-dev/parley/services/lifecycle"),
 	})
-	cons := consumer.New(consumer.Config{Store: st, Bus: b.Bus, Relay: relay, BatchSize: cfg.ConsumerBatch, Clock: cfg.Clock, Log: b.Log})
+	cons := consumer.New(consumer.Config{Store: st, Bus: b.Bus, Relay: relay, Pool: b.PG, Partitions: cfg.Partitions,
+		BatchSize: cfg.ConsumerBatch, Clock: cfg.Clock, Log: b.Log})
+	pc := partition.NewConsumer(partition.Config{
+		Bus: b.Bus, Pool: b.PG, BatchSize: cfg.ConsumerBatch, Log: b.Log,
+		Coordinator: partition.NewCoordinator(b.PG, consumer.Durable, cfg.Member, cfg.Partitions, cfg.LeaseTTL),
+	})
+	b.AddCheck("consumer", pc.Ready)
+	handle := partition.Handler(cons.Handle)
+	if cfg.Wrap != nil {
+		handle = cfg.Wrap(handle)
+	}
 	sw := sweeper.New(sweeper.Config{
 		Store: st, Relay: relay, CaughtUp: cons.CaughtUp, HandoffTimeout: cfg.HandoffTimeout,
 		Interval: cfg.SweepInterval, Clock: cfg.Clock, Log: b.Log,
@@ -158,19 +202,25 @@ func Run(ctx context.Context, cfg Config) error {
 	defer stopRelay()
 	consume := func(ctx context.Context) error {
 		defer stopRelay()
-		// One replica applies the log (in stream order) and sweeps; the
-		// others serve the API and take over when it stops.
-		err := leader.Run(ctx, b.PG, leader.Key("lifecycle"), 2*time.Second, "lifecycle consumer", b.Log, func(ctx context.Context) error {
-			if err := cons.Prepare(ctx); err != nil {
-				return err
-			}
-			g, ctx := errgroup.WithContext(ctx)
-			g.Go(func() error { return cons.Run(ctx) })
-			g.Go(func() error { return sw.Run(ctx) })
-			return g.Wait()
+		if err := cons.Prepare(ctx); err != nil {
+			return err
+		}
+		// Every replica applies the partitions it holds a lease on; one
+		// elected replica sweeps (the sweep reads all conversations, under
+		// row locks shared with the consumers).
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error {
+			return leader.Run(gctx, b.PG, leader.Key("lifecycle sweeper"), 2*time.Second, "lifecycle sweeper", b.Log, sw.Run)
 		})
+		g.Go(func() error { return pc.Run(gctx, handle) })
+		err := g.Wait()
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout(cfg.Server))
 		defer cancel()
+		if cfg.KeepLeases {
+			// Leases expire after their TTL.
+		} else if lerr := pc.Leave(dctx); lerr != nil {
+			b.Log.WarnContext(dctx, "partition leases not released; they move after their TTL", "err", lerr)
+		}
 		if derr := relay.Drain(dctx); derr != nil {
 			b.Log.WarnContext(dctx, "outbox: not everything published before stopping; the next start publishes the rest", "err", derr)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/localinfra"
+	"github.com/parley-dev/parley/libs/partition"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/tenancy"
@@ -297,20 +298,21 @@ func (s *svc) quiet() {
 	s.w.t.Helper()
 	ctx := context.Background()
 	s.w.waitFor("lifecycle to catch up", func() bool {
-		var pos, outbox int64
-		if err := s.pool.QueryRow(ctx, `SELECT COALESCE((SELECT applied_seq FROM lifecycle_position), 0), (SELECT count(*) FROM lifecycle_outbox)`).Scan(&pos, &outbox); err != nil {
+		var outbox int64
+		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM lifecycle_outbox`).Scan(&outbox); err != nil {
 			return false
 		}
-		if outbox != 0 || uint64(pos) != s.w.lastSeq() {
-			return false
-		}
-		cons, err := s.w.bus.JetStream().Consumer(ctx, eventbus.ConvStream, consumer.Durable)
-		if err != nil {
-			return false
-		}
-		info := cons.CachedInfo()
-		return info.NumPending == 0 && info.NumAckPending == 0
+		return outbox == 0 && minPosition(ctx, s.pool) == s.w.lastSeq()
 	})
+}
+
+// minPosition is the lowest committed position of lifecycle's partitions.
+func minPosition(ctx context.Context, pool *pgxpool.Pool) uint64 {
+	pos, err := partition.Positions(ctx, pool, consumer.Durable, partition.DefaultPartitions)
+	if err != nil {
+		return 0
+	}
+	return slices.Min(pos)
 }
 
 func (s *svc) state(conv string) *lifecyclev1.ConversationState {
@@ -851,11 +853,7 @@ func TestStopPublishesWhatWasApplied(t *testing.T) {
 		w.publish("acme", conv, now, closedBy(eventv1.Actor_ACTOR_VISITOR))
 	}
 	last := w.lastSeq()
-	w.waitFor("the closes to be applied", func() bool {
-		var pos int64
-		err := s.pool.QueryRow(context.Background(), `SELECT COALESCE((SELECT applied_seq FROM lifecycle_position), 0)`).Scan(&pos)
-		return err == nil && uint64(pos) >= last
-	})
+	w.waitFor("the closes to be applied", func() bool { return minPosition(context.Background(), s.pool) >= last })
 	s.stop()
 	var left int
 	if err := s.pool.QueryRow(context.Background(), `SELECT count(*) FROM lifecycle_outbox`).Scan(&left); err != nil {

@@ -83,6 +83,10 @@ type Options struct {
 	LogLevel string
 	// DemoTenant is created with demo API keys (EnsureDemoKeys) when set.
 	DemoTenant string
+	// LifecycleReplicas is how many lifecycle replicas run (default 1); the
+	// extra ones listen on free ports and divide the log's partitions with
+	// the first (in-process mode only, not with BinDir).
+	LifecycleReplicas int
 }
 
 // Stack is a running local stack.
@@ -289,14 +293,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 			return ingest.Run(ctx, cfg)
 		},
 		"lifecycle": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			cfg, err := service.Load[lifecycle.Config]("lifecycle")
-			if err != nil {
-				return err
-			}
-			cfg.Server, cfg.Postgres, cfg.Telemetry = srv, pg, tel
-			cfg.GRPCAddr, cfg.AdminAddr = s.GRPCAddr("lifecycle"), s.AdminAddr("lifecycle")
-			cfg.NATS = localinfra.NATSServiceConfig(base, "lifecycle")
-			return lifecycle.Run(ctx, cfg)
+			return s.runLifecycle(ctx, tel, srv, base, pg, 0)
 		},
 		"tagging": func(ctx context.Context, tel *telemetry.Telemetry) error {
 			cfg, err := service.Load[tagging.Config]("tagging")
@@ -324,7 +321,15 @@ func (s *Stack) startServices(ctx context.Context) error {
 				GRPCAddr: s.GRPCAddr("notification"), AdminAddr: s.AdminAddr("notification"), Telemetry: tel}})
 		},
 	}
-	for _, name := range Services {
+	names := Services[:]
+	for i := 1; i < s.LifecycleReplicas; i++ {
+		name := fmt.Sprintf("lifecycle-%d", i)
+		names = append(names, name)
+		runs[name] = func(ctx context.Context, tel *telemetry.Telemetry) error {
+			return s.runLifecycle(ctx, tel, srv, base, pg, i)
+		}
+	}
+	for _, name := range names {
 		tel, err := telemetry.New(ctx, telemetry.Config{Service: name, LogLevel: s.LogLevel, LogOutput: s.LogOutput})
 		if err != nil {
 			return err
@@ -340,6 +345,30 @@ func (s *Stack) startServices(ctx context.Context) error {
 		}()
 	}
 	return nil
+}
+
+// runLifecycle runs lifecycle replica i: replica 0 on the stack's ports,
+// the others on free ports.
+func (s *Stack) runLifecycle(ctx context.Context, tel *telemetry.Telemetry, srv config.Server, base config.NATS, pg config.Postgres, i int) error {
+	cfg, err := service.Load[lifecycle.Config]("lifecycle")
+	if err != nil {
+		return err
+	}
+	cfg.Server, cfg.Postgres, cfg.Telemetry = srv, pg, tel
+	cfg.GRPCAddr, cfg.AdminAddr = s.GRPCAddr("lifecycle"), s.AdminAddr("lifecycle")
+	if i > 0 {
+		gport, gerr := localinfra.FreePort()
+		aport, aerr := localinfra.FreePort()
+		if err := errors.Join(gerr, aerr); err != nil {
+			return err
+		}
+		cfg.GRPCAddr, cfg.AdminAddr = fmt.Sprintf("127.0.0.1:%d", gport), fmt.Sprintf("127.0.0.1:%d", aport)
+		if cfg.Member == "" {
+			cfg.Member = fmt.Sprintf("lifecycle-%d", i)
+		}
+	}
+	cfg.NATS = localinfra.NATSServiceConfig(base, "lifecycle")
+	return lifecycle.Run(ctx, cfg)
 }
 
 func (s *Stack) waitReady(ctx context.Context, timeout time.Duration) error {

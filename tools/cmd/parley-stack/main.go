@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -25,6 +26,7 @@ func main() {
 	syncAlways := flag.Bool("sync-always", os.Getenv("PARLEY_STACK_SYNC_ALWAYS") == "true", "fsync JetStream before every ack (production setting; env PARLEY_STACK_SYNC_ALWAYS=true)")
 	logLevel := flag.String("log-level", envOr("PARLEY_LOG_LEVEL", "info"), "service log level")
 	binDir := flag.String("bin-dir", os.Getenv("PARLEY_STACK_BIN_DIR"), "run each service as its own process from the binaries in this directory instead of in this process (env PARLEY_STACK_BIN_DIR; build them with `make build`)")
+	lifecycleReplicas := flag.Int("lifecycle-replicas", envInt("PARLEY_STACK_LIFECYCLE_REPLICAS", 1), "lifecycle replicas to run; they divide the event log's partitions (env PARLEY_STACK_LIFECYCLE_REPLICAS; in-process mode only)")
 	pprofAddr := flag.String("pprof-addr", os.Getenv("PARLEY_STACK_PPROF_ADDR"), "serve /debug/pprof of this process (the embedded NATS server) on this address, e.g. 127.0.0.1:7200 (env PARLEY_STACK_PPROF_ADDR; off when empty)")
 	flag.Parse()
 
@@ -36,13 +38,13 @@ func main() {
 			}
 		}()
 	}
-	if err := run(*dir, *syncAlways, *logLevel, *binDir); err != nil {
+	if err := run(*dir, *syncAlways, *logLevel, *binDir, *lifecycleReplicas); err != nil {
 		fmt.Fprintln(os.Stderr, "parley-stack:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir string, syncAlways bool, logLevel, binDir string) error {
+func run(dir string, syncAlways bool, logLevel, binDir string, lifecycleReplicas int) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := os.MkdirAll(filepath.Join(dir, "log"), 0o755); err != nil {
@@ -57,7 +59,7 @@ func run(dir string, syncAlways bool, logLevel, binDir string) error {
 
 	fmt.Println("Starting Parley: NATS JetStream, PostgreSQL, ClickHouse and five services ...")
 	started := time.Now()
-	st, err := stack.Start(ctx, stack.Options{Dir: dir, SyncAlways: syncAlways, LogOutput: logFile, LogLevel: logLevel, DemoTenant: "demo", BinDir: binDir})
+	st, err := stack.Start(ctx, stack.Options{Dir: dir, SyncAlways: syncAlways, LogOutput: logFile, LogLevel: logLevel, DemoTenant: "demo", BinDir: binDir, LifecycleReplicas: lifecycleReplicas})
 	if err != nil {
 		return err
 	}
@@ -139,6 +141,13 @@ Press Ctrl-C to stop.
 func fileExists(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && !st.IsDir()
+}
+
+func envInt(k string, d int) int {
+	if v, err := strconv.Atoi(os.Getenv(k)); err == nil {
+		return v
+	}
+	return d
 }
 
 func envOr(k, d string) string {

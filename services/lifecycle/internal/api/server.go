@@ -246,7 +246,7 @@ func (s *Server) command(ctx context.Context, conversationID, requestID string, 
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.WaitApplied)
 	defer cancel()
-	if s.cfg.Consumer.WaitApplied(wctx, ack.Sequence) {
+	if s.cfg.Consumer.WaitApplied(wctx, p.TenantID, conversationID, ack.Sequence) {
 		if got, err := s.cfg.Store.Get(ctx, p.TenantID, conversationID); err == nil {
 			return ToProto(got), nil
 		}

@@ -1,7 +1,8 @@
 // Package consumer applies the conversation event log to lifecycle's state:
-// a durable JetStream consumer hands it batches, and each batch's state
-// changes, derived events (outbox) and stream position are committed in one
-// PostgreSQL transaction before the batch is acknowledged.
+// libs/partition hands it batches of the partitions this replica owns, and
+// each batch's state changes, derived events (outbox) and partition
+// position are committed in one PostgreSQL transaction, fenced by the
+// partition's lease.
 package consumer
 
 import (
@@ -16,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/partition"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"github.com/parley-dev/parley/services/lifecycle/internal/machine"
 	"github.com/parley-dev/parley/services/lifecycle/internal/outbox"
@@ -23,7 +25,8 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Durable is lifecycle's consumer name on PARLEY_CONV.
+// Durable is lifecycle's consumer name: its partition leases and positions,
+// and its dead letters (parley.dlq.lifecycle).
 const Durable = "lifecycle"
 
 // Config configures a Consumer.
@@ -31,6 +34,10 @@ type Config struct {
 	Store *store.Store
 	Bus   *eventbus.Bus
 	Relay *outbox.Relay
+	// Pool is the database of the store (partition positions).
+	Pool pgxQuerier
+	// Partitions is the deployment's partition count.
+	Partitions int
 	// BatchSize is the most events applied in one transaction.
 	BatchSize int
 	Clock     func() time.Time
@@ -41,13 +48,9 @@ type Config struct {
 type Consumer struct {
 	cfg Config
 
-	mu      sync.Mutex
-	applied uint64
-	changed chan struct{}
-	// horizon is the last stream sequence when the consumer started: until
-	// it is applied, the consumer is catching up (or replaying) and is not
-	// caught up whatever its pending count. It also bounds the events that
-	// need loggedEnds' look-up. Set by Prepare.
+	mu sync.Mutex
+	// horizon is the last stream sequence when the replica started: it
+	// bounds the events that need loggedEnds' look-up. Set by Prepare.
 	horizon  uint64
 	prepared bool
 }
@@ -63,21 +66,19 @@ func New(cfg Config) *Consumer {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Consumer{cfg: cfg, changed: make(chan struct{})}
+	if cfg.Partitions <= 0 {
+		cfg.Partitions = partition.DefaultPartitions
+	}
+	return &Consumer{cfg: cfg}
 }
 
-// Prepare makes the durable consumer start where the database stands. When
-// the database is behind what the consumer has acknowledged (it was wiped
-// or restored from a backup), the consumer is deleted so that it is created
-// again from the start of the stream: the state is rebuilt by replay, and
-// events already applied to a conversation are skipped by its applied
-// sequence.
+type pgxQuerier = partition.Querier
+
+// Prepare records the head of the log (the horizon loggedEnds needs) and
+// removes the durable JetStream consumer of earlier versions, which read
+// the log with acks; the partitioned consumer keeps its positions in
+// PostgreSQL instead.
 func (c *Consumer) Prepare(ctx context.Context) error {
-	pos, err := c.cfg.Store.Position(ctx)
-	if err != nil {
-		return err
-	}
-	c.setApplied(pos)
 	js := c.cfg.Bus.JetStream()
 	stream, err := js.Stream(ctx, eventbus.ConvStream)
 	if err != nil {
@@ -86,97 +87,64 @@ func (c *Consumer) Prepare(ctx context.Context) error {
 	c.mu.Lock()
 	c.horizon, c.prepared = stream.CachedInfo().State.LastSeq, true
 	c.mu.Unlock()
-	cons, err := js.Consumer(ctx, eventbus.ConvStream, Durable)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("consumer: %s: %w", Durable, err)
-	}
-	info := cons.CachedInfo()
-	if info.AckFloor.Stream <= pos {
-		return nil
-	}
-	c.cfg.Log.WarnContext(ctx, "state database is behind the event log consumer; replaying the stream from the start",
-		"applied_seq", pos, "ack_floor", info.AckFloor.Stream)
 	if err := js.DeleteConsumer(ctx, eventbus.ConvStream, Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return fmt.Errorf("consumer: reset %s: %w", Durable, err)
+		c.cfg.Log.WarnContext(ctx, "could not remove the old durable consumer", "err", err)
 	}
 	return nil
 }
 
-// Run consumes until ctx ends.
-func (c *Consumer) Run(ctx context.Context) error {
-	return c.cfg.Bus.Consume(ctx, eventbus.ConsumerConfig{Durable: Durable, BatchSize: c.cfg.BatchSize}, c.Handle)
-}
-
-// CaughtUp reports whether the consumer is at the head of the log: it has
-// applied everything the stream held when it started (so it is neither
-// replaying nor catching up after downtime), and no more than one batch of
-// events is waiting to be delivered. Events of the
-// batch in flight are being applied under row locks, which the sweeper skips
-// (SKIP LOCKED); the one-batch allowance keeps the sweeper from starving
-// under steady traffic, where the consumer is never idle. An event the
-// sweeper overtakes this way still counts: the log orders it before the
-// sweep's conversation_ended (see machine.State.EndSeq).
+// CaughtUp reports whether every partition's committed position is
+// within one batch of the head of the log. Events of the batch in flight
+// are being applied under row locks, which the sweeper skips (SKIP
+// LOCKED); the one-batch allowance keeps the sweeper from starving under
+// steady traffic, where the consumer is never idle. An event the sweeper
+// overtakes this way still counts: the log orders it before the sweep's
+// conversation_ended (see machine.State.EndSeq).
 func (c *Consumer) CaughtUp(ctx context.Context) (bool, error) {
-	cons, err := c.cfg.Bus.JetStream().Consumer(ctx, eventbus.ConvStream, Durable)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return false, nil
-	}
+	stream, err := c.cfg.Bus.JetStream().Stream(ctx, eventbus.ConvStream)
 	if err != nil {
-		return false, fmt.Errorf("consumer: info: %w", err)
+		return false, fmt.Errorf("consumer: stream: %w", err)
 	}
-	info := cons.CachedInfo()
-	c.mu.Lock()
-	// Acknowledged without being applied: dead-lettered events.
-	behind := c.applied < c.horizon && info.AckFloor.Stream < c.horizon
-	c.mu.Unlock()
-	return !behind && info.NumPending <= uint64(c.cfg.BatchSize), nil
+	head := stream.CachedInfo().State.LastSeq
+	pos, err := partition.Positions(ctx, c.cfg.Pool, Durable, c.cfg.Partitions)
+	if err != nil {
+		return false, err
+	}
+	for _, p := range pos {
+		if p+uint64(c.cfg.BatchSize) < head {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
-// WaitApplied waits until the consumer has committed the event at stream
-// sequence seq, or ctx ends; it reports whether it has. On a replica that
-// stands by (another one consumes), it follows the position the consumer
-// records in PostgreSQL.
-func (c *Consumer) WaitApplied(ctx context.Context, seq uint64) bool {
-	poll := time.NewTicker(50 * time.Millisecond)
+// WaitApplied waits until the partition of the tenant's conversation has
+// committed the event at stream sequence seq (on whichever replica owns
+// it), or ctx ends; it reports whether it has.
+func (c *Consumer) WaitApplied(ctx context.Context, tenant, conversation string, seq uint64) bool {
+	p := partition.Of(tenant, conversation, c.cfg.Partitions)
+	poll := time.NewTicker(20 * time.Millisecond)
 	defer poll.Stop()
 	for {
-		c.mu.Lock()
-		applied, ch := c.applied, c.changed
-		c.mu.Unlock()
-		if applied >= seq {
+		if pos, err := partition.Positions(ctx, c.cfg.Pool, Durable, c.cfg.Partitions); err == nil && pos[p] >= seq {
 			return true
 		}
 		select {
 		case <-ctx.Done():
 			return false
-		case <-ch:
 		case <-poll.C:
-			if pos, err := c.cfg.Store.Position(ctx); err == nil {
-				c.setApplied(pos)
-			}
 		}
 	}
 }
 
-func (c *Consumer) setApplied(seq uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if seq > c.applied {
-		c.applied = seq
-		close(c.changed)
-		c.changed = make(chan struct{})
-	}
-}
-
-// Handle is the eventbus.Handler: it applies a batch in one transaction,
-// then kicks the outbox relay, which publishes the derived effects while
-// the next batch is being applied. The batch is acknowledged once the
-// transaction is committed: state and outbox are durable together, and the
-// relay (or the next start) publishes what the outbox holds.
-func (c *Consumer) Handle(ctx context.Context, batch []*eventbus.Delivery) error {
+// Handle is the partition.Handler: it applies a batch in one transaction
+// together with the partition's new position (fenced by its lease), then
+// kicks the outbox relay, which publishes the derived effects while the
+// next batch is being applied: state, outbox and position are durable
+// together, and the relay (or the next start) publishes what the outbox
+// holds.
+func (c *Consumer) Handle(ctx context.Context, pb partition.Batch) error {
+	batch := pb.Deliveries
 	now := c.cfg.Clock()
 	keys := make([]store.Key, 0, len(batch))
 	seen := map[store.Key]bool{}
@@ -224,7 +192,7 @@ func (c *Consumer) Handle(ctx context.Context, batch []*eventbus.Delivery) error
 			states[k], dirty[k] = after, true
 			rows, err := outbox.Rows(after, out, env)
 			if err != nil {
-				return err
+				return eventbus.Permanent(err)
 			}
 			change.Outbox = append(change.Outbox, rows...)
 			effects += len(rows)
@@ -239,12 +207,14 @@ func (c *Consumer) Handle(ctx context.Context, batch []*eventbus.Delivery) error
 			}
 		}
 		change.Position = maxSeq
-		return c.cfg.Store.Save(ctx, tx, change)
+		if err := c.cfg.Store.Save(ctx, tx, change); err != nil {
+			return err
+		}
+		return partition.Commit(ctx, tx, pb.Lease, maxSeq)
 	})
 	if err != nil {
 		return fmt.Errorf("consumer: apply batch: %w", err)
 	}
-	c.setApplied(maxSeq)
 	if effects > 0 {
 		c.cfg.Relay.Kick()
 	}
@@ -261,8 +231,7 @@ func (c *Consumer) Handle(ctx context.Context, batch []*eventbus.Delivery) error
 // Only events at or below the horizon (the stream's last sequence when the
 // consumer started) are looked up. A later conversation_ended than a close
 // appended after the start was itself appended after the start, and only
-// lifecycle appends conversation_ended: this instance (lifecycle runs as
-// one replica), from its outbox, which is committed to PostgreSQL together
+// lifecycle appends conversation_ended: from its outbox, which is committed to PostgreSQL together
 // with the state that ended the conversation, before it is published. So
 // when the consumer applies such a close (under the row lock that sweeps
 // and commands take too), either that end is already in the state it reads

@@ -257,7 +257,9 @@ func IsResolved(s State) bool {
 }
 
 // Apply applies one event from the log. It is a no-op for an event at or
-// below the conversation's applied sequence.
+// below the conversation's applied sequence: an idempotence guard for
+// replays (the partitioned consumer hands each conversation its events in
+// stream order, so nothing arrives late).
 func Apply(s State, ev Event, now time.Time) (State, Output) {
 	env := ev.Envelope
 	if ev.Seq != 0 && ev.Seq <= s.AppliedSeq {

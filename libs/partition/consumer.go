@@ -1,0 +1,447 @@
+package partition
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/parley-dev/parley/libs/eventbus"
+	"golang.org/x/sync/errgroup"
+)
+
+// Batch is events of one partition, in stream order, handed to a Handler.
+type Batch struct {
+	// Lease is the fencing token the handler passes to Commit.
+	Lease      Lease
+	Deliveries []*eventbus.Delivery
+}
+
+// Last is the stream sequence of the batch's last event: the position the
+// handler commits.
+func (b Batch) Last() uint64 { return b.Deliveries[len(b.Deliveries)-1].StreamSeq }
+
+// Handler applies a batch and, in the same transaction, commits
+// Commit(ctx, tx, b.Lease, b.Last()). It must accept any subsequence of a
+// batch in stream order (bisection). A permanent error (IsPermanent)
+// dead-letters the failing event and holds its conversation; any other
+// error pauses the consumer, which resumes from the stored positions.
+type Handler func(ctx context.Context, b Batch) error
+
+// Config configures a Consumer.
+type Config struct {
+	Bus *eventbus.Bus
+	// Pool is the database of the handler's state and of the partition
+	// tables.
+	Pool        *pgxpool.Pool
+	Coordinator *Coordinator
+	// Stream defaults to PARLEY_CONV.
+	Stream string
+	// BatchSize is the most events read before they are handled (default 500).
+	BatchSize int
+	// MaxWait is how long a read waits to fill a batch (default 250ms).
+	MaxWait time.Duration
+	// Retry is the pause after a transient failure (default 1s).
+	Retry time.Duration
+	// Parallel is how many partitions' batches are handled at once
+	// (default 4); the handler is called concurrently for different
+	// partitions, never for one partition.
+	Parallel int
+	Log      *slog.Logger
+}
+
+// Consumer consumes the partitions a Coordinator holds.
+type Consumer struct {
+	cfg Config
+
+	mu  sync.Mutex
+	err error
+}
+
+// NewConsumer returns a consumer; Run starts it.
+func NewConsumer(cfg Config) *Consumer {
+	if cfg.Stream == "" {
+		cfg.Stream = eventbus.ConvStream
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 500
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = 250 * time.Millisecond
+	}
+	if cfg.Retry <= 0 {
+		cfg.Retry = time.Second
+	}
+	if cfg.Parallel <= 0 {
+		cfg.Parallel = 4
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Consumer{cfg: cfg}
+}
+
+// Ready is a readiness check: it fails while the consumer is paused by a
+// transient failure (its store or the event log is unreachable).
+func (c *Consumer) Ready(context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return fmt.Errorf("consumer %s paused", c.cfg.Coordinator.Consumer())
+	}
+	return nil
+}
+
+func (c *Consumer) setErr(err error) {
+	c.mu.Lock()
+	c.err = err
+	c.mu.Unlock()
+}
+
+// Leave gives up this replica's partitions at once (graceful shutdown,
+// after Run returned); without it they move after the lease TTL.
+func (c *Consumer) Leave(ctx context.Context) error { return c.cfg.Coordinator.Leave(ctx) }
+
+var errRebalance = errors.New("partition: assignment changed")
+
+// Run consumes until ctx ends. Events read but not committed when ctx ends
+// are read again by whoever owns their partition next.
+func (c *Consumer) Run(ctx context.Context, h Handler) error {
+	co := c.cfg.Coordinator
+	var leases map[int]Lease
+	for ctx.Err() == nil {
+		if leases == nil {
+			var err error
+			if leases, err = co.Heartbeat(ctx); err != nil {
+				c.pause(ctx, err)
+				continue
+			}
+		}
+		if len(leases) == 0 {
+			c.setErr(nil)
+			sleep(ctx, co.TTL()/3)
+			leases = nil
+			continue
+		}
+		next, err := c.session(ctx, leases, h)
+		switch {
+		case ctx.Err() != nil:
+		case errors.Is(err, errRebalance):
+			if rerr := co.Release(ctx, next); rerr != nil {
+				c.pause(ctx, rerr)
+				next = nil
+			}
+		case errors.Is(err, ErrFenced):
+			c.cfg.Log.WarnContext(ctx, "partition lease lost; rebalancing", "consumer", co.Consumer())
+		default:
+			c.pause(ctx, err)
+		}
+		leases = next
+	}
+	return nil
+}
+
+func (c *Consumer) pause(ctx context.Context, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	c.setErr(err)
+	c.cfg.Log.WarnContext(ctx, "consumer paused; resuming from its stored positions", "consumer", c.cfg.Coordinator.Consumer(), "err", err)
+	sleep(ctx, c.cfg.Retry)
+}
+
+// item is one event read for an owned partition.
+type item struct {
+	d   *eventbus.Delivery
+	msg jetstream.Msg
+	seq uint64
+	// bad is why the message cannot be handed to the handler (it does not
+	// decode or does not match its subject).
+	bad error
+}
+
+func (it item) conversation() (Conversation, bool) {
+	if it.d == nil {
+		return Conversation{}, false
+	}
+	return Conversation{it.d.Envelope.GetTenantId(), it.d.Envelope.GetConversationId()}, true
+}
+
+// session reads the owned partitions from their stored positions until ctx
+// ends, the assignment changes (errRebalance, with the new leases) or a
+// failure.
+type session struct {
+	c      *Consumer
+	h      Handler
+	leases map[int]Lease
+	// pos is indexed by partition: each index is written only by the
+	// goroutine handling that partition.
+	pos []uint64
+
+	mu   sync.Mutex
+	held map[Conversation]Hold
+}
+
+func (c *Consumer) session(ctx context.Context, leases map[int]Lease, h Handler) (map[int]Lease, error) {
+	co := c.cfg.Coordinator
+	pos, err := Positions(ctx, c.cfg.Pool, co.Consumer(), co.Partitions())
+	if err != nil {
+		return nil, err
+	}
+	held, err := Held(ctx, c.cfg.Pool, co.Consumer())
+	if err != nil {
+		return nil, err
+	}
+	c.setErr(nil)
+	s := &session{c: c, h: h, leases: leases, pos: pos, held: held}
+	start := uint64(0)
+	first := true
+	for p := range leases {
+		if first || pos[p] < start {
+			start, first = pos[p], false
+		}
+	}
+	oc, err := c.cfg.Bus.JetStream().OrderedConsumer(ctx, c.cfg.Stream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start + 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: ordered consumer: %v", eventbus.ErrUnavailable, err)
+	}
+	pending := map[int][]item{}
+	count, fullest := 0, 0
+	var lastRead, advanced uint64
+	var advancedAt time.Time
+	beat := time.Now().Add(co.TTL() / 3)
+	for ctx.Err() == nil {
+		if time.Now().After(beat) {
+			next, err := co.Heartbeat(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if !sameLeases(next, leases) {
+				return next, errRebalance
+			}
+			beat = time.Now().Add(co.TTL() / 3)
+		}
+		batch, err := oc.Fetch(c.cfg.BatchSize, jetstream.FetchMaxWait(c.cfg.MaxWait))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, nil
+			}
+			return nil, fmt.Errorf("%w: fetch: %v", eventbus.ErrUnavailable, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			seq := meta.Sequence.Stream
+			lastRead = seq
+			tenant, conv, _, perr := eventbus.ParseConvSubject(m.Subject())
+			if perr != nil {
+				continue // not a conversation event
+			}
+			p := Of(tenant, conv, co.Partitions())
+			if _, ok := leases[p]; !ok || seq <= s.pos[p] {
+				continue
+			}
+			it := item{msg: m, seq: seq}
+			it.d, it.bad = c.cfg.Bus.Decode(m)
+			pending[p] = append(pending[p], it)
+			count++
+			fullest = max(fullest, len(pending[p]))
+		}
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		if n == c.cfg.BatchSize && fullest < c.cfg.BatchSize && count < c.cfg.BatchSize*c.cfg.Parallel {
+			// More to read before handling: a partition's batch fills up
+			// to BatchSize while Parallel partitions are handled at once.
+			continue
+		}
+		if err := s.handle(ctx, pending); err != nil {
+			return nil, err
+		}
+		clear(pending)
+		count, fullest = 0, 0
+		if lastRead > advanced && (n < c.cfg.BatchSize || time.Since(advancedAt) >= time.Second) {
+			// Everything owned up to lastRead is handled: record it as
+			// every owned partition's position, so that positions tell
+			// how far behind the head of the log each partition is.
+			if err := s.advance(ctx, lastRead); err != nil {
+				return nil, err
+			}
+			advanced, advancedAt = lastRead, time.Now()
+		}
+	}
+	return nil, nil
+}
+
+// handle runs each partition's pending items, up to Parallel partitions
+// at once, and returns the first failure once all have stopped.
+func (s *session) handle(ctx context.Context, pending map[int][]item) error {
+	parts := make([]int, 0, len(pending))
+	for p := range pending {
+		parts = append(parts, p)
+	}
+	sort.Ints(parts)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.c.cfg.Parallel)
+	for _, p := range parts {
+		g.Go(func() error { return s.run(gctx, s.leases[p], pending[p]) })
+	}
+	return g.Wait()
+}
+
+func sameLeases(a, b map[int]Lease) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for p, l := range a {
+		if b[p] != l {
+			return false
+		}
+	}
+	return true
+}
+
+// advance commits seq as the position of every owned partition behind it.
+func (s *session) advance(ctx context.Context, seq uint64) error {
+	err := pgx.BeginFunc(ctx, s.c.cfg.Pool, func(tx pgx.Tx) error {
+		for p, l := range s.leases {
+			if s.pos[p] < seq {
+				if err := Commit(ctx, tx, l, seq); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for p := range s.leases {
+		s.pos[p] = max(s.pos[p], seq)
+	}
+	return nil
+}
+
+func (s *session) isHeld(it item) bool {
+	k, ok := it.conversation()
+	if !ok {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, held := s.held[k]
+	return held
+}
+
+// run handles items of one partition in stream order: maximal runs of
+// good events go to the handler together, a bad or held event is
+// dead-lettered on its own.
+func (s *session) run(ctx context.Context, l Lease, items []item) error {
+	for len(items) > 0 {
+		if items[0].bad != nil || s.isHeld(items[0]) {
+			if err := s.reject(ctx, l, items[0], items[0].bad); err != nil {
+				return err
+			}
+			items = items[1:]
+			continue
+		}
+		j := 1
+		for j < len(items) && items[j].bad == nil && !s.isHeld(items[j]) {
+			j++
+		}
+		if err := s.apply(ctx, l, items[:j]); err != nil {
+			return err
+		}
+		items = items[j:]
+	}
+	return nil
+}
+
+// apply hands good items to the handler; a permanent failure is isolated
+// by bisection.
+func (s *session) apply(ctx context.Context, l Lease, items []item) error {
+	ds := make([]*eventbus.Delivery, len(items))
+	for i, it := range items {
+		ds[i] = it.d
+	}
+	err := s.h(ctx, Batch{Lease: l, Deliveries: ds})
+	switch {
+	case err == nil:
+		s.pos[l.Partition] = max(s.pos[l.Partition], items[len(items)-1].seq)
+		return nil
+	case !IsPermanent(err):
+		return err
+	case len(items) == 1:
+		return s.reject(ctx, l, items[0], err)
+	}
+	mid := len(items) / 2
+	if err := s.run(ctx, l, items[:mid]); err != nil {
+		return err
+	}
+	return s.run(ctx, l, items[mid:])
+}
+
+// reject dead-letters one event with its reason and commits the position
+// past it; a failed event (cause != nil) of a known conversation holds the
+// conversation, an event of a held conversation is dead-lettered as held.
+func (s *session) reject(ctx context.Context, l Lease, it item, cause error) error {
+	k, known := it.conversation()
+	s.mu.Lock()
+	h, held := s.held[k]
+	s.mu.Unlock()
+	switch {
+	case known && held:
+		cause = fmt.Errorf("held: conversation held behind dead-lettered stream sequence %d (%s)", h.BlockedSeq, h.Reason)
+	case known:
+		h = Hold{Conversation: k, Partition: l.Partition, BlockedSeq: it.seq, Reason: truncate(cause.Error(), 512)}
+	}
+	if err := s.c.cfg.Bus.DeadLetter(ctx, l.Consumer, s.c.cfg.Stream, it.msg, cause); err != nil {
+		return err
+	}
+	err := pgx.BeginFunc(ctx, s.c.cfg.Pool, func(tx pgx.Tx) error {
+		if known && !held {
+			if err := hold(ctx, tx, l.Consumer, h); err != nil {
+				return err
+			}
+		}
+		return Commit(ctx, tx, l, it.seq)
+	})
+	if err != nil {
+		return err
+	}
+	if known {
+		s.mu.Lock()
+		s.held[k] = h
+		s.mu.Unlock()
+	}
+	s.pos[l.Partition] = max(s.pos[l.Partition], it.seq)
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,349 @@
+package lifecycle_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/partition"
+	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
+	"github.com/parley-dev/parley/services/lifecycle"
+	"github.com/parley-dev/parley/services/lifecycle/internal/consumer"
+	"google.golang.org/protobuf/proto"
+)
+
+// conversation publishes a started, n visitor messages and a visitor close
+// and returns the envelopes.
+func (w *world) conversation(id string, n int) []*eventv1.Envelope {
+	now := w.clock.Now()
+	out := []*eventv1.Envelope{w.publish("acme", id, now.Add(-3*time.Minute), started(eventv1.Channel_CHANNEL_WEB_WIDGET))}
+	for i := range n {
+		out = append(out, w.publish("acme", id, now.Add(-2*time.Minute+time.Duration(i)*time.Second), visitorMsg(fmt.Sprintf("message %d", i))))
+	}
+	return append(out, w.publish("acme", id, now.Add(-time.Minute), closedBy(eventv1.Actor_ACTOR_VISITOR)))
+}
+
+// failOn wraps the handler: a batch holding the event with id eventID fails
+// with err while fail returns true.
+func failOn(eventID string, err error, fail func() bool) func(partition.Handler) partition.Handler {
+	return func(h partition.Handler) partition.Handler {
+		return func(ctx context.Context, b partition.Batch) error {
+			for _, d := range b.Deliveries {
+				if d.Envelope.GetEventId() == eventID && fail() {
+					return err
+				}
+			}
+			return h(ctx, b)
+		}
+	}
+}
+
+// dlq returns the dead letters of lifecycle: event id -> reason.
+func (w *world) dlq() map[string]string {
+	w.t.Helper()
+	ctx := context.Background()
+	st, err := w.bus.JetStream().Stream(ctx, eventbus.DLQStream)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	out := map[string]string{}
+	last := st.CachedInfo().State.LastSeq
+	for seq := uint64(1); seq <= last; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		env := &eventv1.Envelope{}
+		if err := proto.Unmarshal(m.Data, env); err != nil {
+			w.t.Fatal(err)
+		}
+		out[env.GetEventId()] = m.Header.Get(eventbus.HeaderDLQError)
+	}
+	return out
+}
+
+// A transient failure of one event while later events of its conversation
+// are delivered: the old consumer acknowledged the later ones and skipped
+// the redelivered event as late (4 of 5 messages counted); the partitioned
+// consumer pauses and resumes from its stored position, so every event is
+// applied, in order.
+func TestTransientFailureSkipsNothing(t *testing.T) {
+	w := newWorld(t, time.Minute)
+	var failed atomic.Int32
+	var firstFail atomic.Int64
+	var victim atomic.Value
+	victim.Store("")
+	s := w.start(w.pgURL, w.key, func(c *lifecycle.Config) {
+		c.Wrap = func(h partition.Handler) partition.Handler {
+			return func(ctx context.Context, b partition.Batch) error {
+				for _, d := range b.Deliveries {
+					if d.Envelope.GetEventId() != victim.Load().(string) {
+						continue
+					}
+					// Fail for half a second from the first attempt: a
+					// store hiccup while the event is in flight.
+					firstFail.CompareAndSwap(0, time.Now().UnixNano())
+					if time.Since(time.Unix(0, firstFail.Load())) < 500*time.Millisecond {
+						failed.Add(1)
+						return errors.New("connection reset by peer")
+					}
+				}
+				return h(ctx, b)
+			}
+		}
+	})
+	envs := make([][]*eventv1.Envelope, 10)
+	now := w.clock.Now()
+	// The victim is the second message of c00; its conversation's later
+	// events are in the log before the consumer sees it.
+	first := w.publish("acme", "c00", now.Add(-3*time.Minute), started(eventv1.Channel_CHANNEL_WEB_WIDGET))
+	victimEnv := envelope("acme", "c00", now.Add(-2*time.Minute), visitorMsg("message 0"))
+	victim.Store(victimEnv.GetEventId())
+	w.publishEnv(victimEnv)
+	envs[0] = []*eventv1.Envelope{first, victimEnv}
+	for i := 1; i < 5; i++ {
+		envs[0] = append(envs[0], w.publish("acme", "c00", now.Add(-2*time.Minute+time.Duration(i)*time.Second), visitorMsg(fmt.Sprintf("message %d", i))))
+	}
+	w.publish("acme", "c00", now.Add(-time.Minute), closedBy(eventv1.Actor_ACTOR_VISITOR))
+	for i := 1; i < 10; i++ {
+		envs[i] = w.conversation(fmt.Sprintf("c%02d", i), 5)
+	}
+	s.quiet()
+	if failed.Load() < 1 {
+		t.Fatal("the fault was not injected")
+	}
+	for i := range 10 {
+		id := fmt.Sprintf("c%02d", i)
+		st := s.state(id)
+		if !ended(st) || st.VisitorMessages != 5 || st.LateEvents != 0 {
+			t.Fatalf("%s: %v", id, st)
+		}
+		if n := w.count("acme", id, "conversation_ended"); n != 1 {
+			t.Fatalf("%s: %d conversation_ended", id, n)
+		}
+	}
+	if d := w.dlq(); len(d) != 0 {
+		t.Fatalf("dead letters: %v", d)
+	}
+}
+
+// One event refused permanently: it is dead-lettered with its reason, the
+// later events of its conversation are held (dead-lettered as held, not
+// applied), other conversations are unaffected.
+func TestPermanentFailureHoldsTheConversation(t *testing.T) {
+	w := newWorld(t, time.Minute)
+	now := w.clock.Now()
+	poison := envelope("acme", "p00", now.Add(-2*time.Minute), visitorMsg("poison"))
+	s := w.start(w.pgURL, w.key, func(c *lifecycle.Config) {
+		c.Wrap = failOn(poison.GetEventId(), eventbus.Permanent(errors.New("refused: test poison")), func() bool { return true })
+	})
+	w.publish("acme", "p00", now.Add(-3*time.Minute), started(eventv1.Channel_CHANNEL_WEB_WIDGET))
+	w.publish("acme", "p00", now.Add(-150*time.Second), visitorMsg("before"))
+	w.publishEnv(poison)
+	after := w.publish("acme", "p00", now.Add(-90*time.Second), visitorMsg("after"))
+	closed := w.publish("acme", "p00", now.Add(-time.Minute), closedBy(eventv1.Actor_ACTOR_VISITOR))
+	for i := 1; i < 10; i++ {
+		w.conversation(fmt.Sprintf("p%02d", i), 3)
+	}
+	s.quiet()
+	d := w.dlq()
+	if len(d) != 3 || d[poison.GetEventId()] != "refused: test poison" || d[after.GetEventId()] == "" || d[closed.GetEventId()] == "" {
+		t.Fatalf("dead letters: %v", d)
+	}
+	st := s.state("p00")
+	if ended(st) || st.VisitorMessages != 1 {
+		t.Fatalf("held conversation applied around its dead letter: %v", st)
+	}
+	var blocked int64
+	if err := s.pool.QueryRow(context.Background(), `SELECT blocked_seq FROM partition_held WHERE consumer = $1 AND tenant_id = 'acme' AND conversation_id = 'p00'`, consumer.Durable).Scan(&blocked); err != nil {
+		t.Fatalf("hold not recorded: %v", err)
+	}
+	for i := 1; i < 10; i++ {
+		id := fmt.Sprintf("p%02d", i)
+		if st := s.state(id); !ended(st) || st.VisitorMessages != 3 {
+			t.Fatalf("%s: %v", id, st)
+		}
+	}
+}
+
+// flakyProxy forwards TCP connections to PostgreSQL; while down it drops
+// them and refuses new ones, on the same address.
+type flakyProxy struct {
+	lis    net.Listener
+	target string
+	mu     sync.Mutex
+	down   bool
+	conns  []net.Conn
+}
+
+func startFlakyProxy(t *testing.T, target string) *flakyProxy {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &flakyProxy{lis: lis, target: target}
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			down := p.down
+			p.mu.Unlock()
+			if down {
+				c.Close()
+				continue
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(u, c); u.Close() }()
+			go func() { _, _ = io.Copy(c, u); c.Close() }()
+		}
+	}()
+	t.Cleanup(func() { lis.Close() })
+	return p
+}
+
+func (p *flakyProxy) set(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.conns = nil
+	}
+}
+
+// consumerReady reports whether /readyz answers ready with the consumer's
+// own check ok.
+func consumerReady(admin string) bool {
+	resp, err := http.Get("http://" + admin + "/readyz")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Checks map[string]string `json:"checks"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return false
+	}
+	return resp.StatusCode == http.StatusOK && body.Checks["consumer"] == "ok"
+}
+
+// PostgreSQL unreachable for a while: the consumer pauses (not ready),
+// nothing is dead-lettered, and once the database returns every event is
+// applied exactly.
+func TestStoreOutagePauses(t *testing.T) {
+	w := newWorld(t, time.Minute)
+	u, err := url.Parse(w.pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := startFlakyProxy(t, u.Host)
+	u.Host = proxy.lis.Addr().String()
+	s := w.start(u.String(), w.key, nil)
+	for i := range 5 {
+		w.conversation(fmt.Sprintf("o%02d", i), 3)
+	}
+	s.waitState("o04", "ended before the outage", ended)
+	proxy.set(true)
+	for i := 5; i < 15; i++ {
+		w.conversation(fmt.Sprintf("o%02d", i), 3)
+	}
+	w.waitFor("the consumer's readiness check to fail", func() bool { return !consumerReady(s.admin) })
+	time.Sleep(2 * time.Second) // the outage lasts; deliveries must not be spent
+	proxy.set(false)
+	w.waitFor("readiness back", func() bool { return consumerReady(s.admin) })
+	s.quiet()
+	for i := range 15 {
+		id := fmt.Sprintf("o%02d", i)
+		if st := s.state(id); !ended(st) || st.VisitorMessages != 3 || st.LateEvents != 0 {
+			t.Fatalf("%s: %v", id, st)
+		}
+		if n := w.count("acme", id, "conversation_ended"); n != 1 {
+			t.Fatalf("%s: %d conversation_ended", id, n)
+		}
+	}
+	if d := w.dlq(); len(d) != 0 {
+		t.Fatalf("dead letters: %v", d)
+	}
+}
+
+func owners(t *testing.T, s *svc) map[string]int {
+	rows, err := s.pool.Query(context.Background(), `SELECT owner, count(*) FROM partition_leases WHERE consumer = $1 AND expires_at > clock_timestamp() GROUP BY owner`, consumer.Durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var o string
+		var n int
+		if err := rows.Scan(&o, &n); err != nil {
+			t.Fatal(err)
+		}
+		out[o] = n
+	}
+	return out
+}
+
+// Two replicas divide the partitions; one dies without releasing its
+// leases and its partitions move to the survivor within seconds; every
+// conversation is applied exactly.
+func TestTwoReplicasDividePartitions(t *testing.T) {
+	w := newWorld(t, time.Minute)
+	const ttl = 2 * time.Second
+	a := w.start(w.pgURL, w.key, func(c *lifecycle.Config) { c.Member, c.LeaseTTL, c.KeepLeases = "a", ttl, true })
+	b := w.start(w.pgURL, w.key, func(c *lifecycle.Config) { c.Member, c.LeaseTTL = "b", ttl })
+	w.waitFor("both replicas hold partitions", func() bool {
+		o := owners(t, a)
+		return o["a"] == partition.DefaultPartitions/2 && o["b"] == partition.DefaultPartitions/2
+	})
+	for i := range 20 {
+		w.conversation(fmt.Sprintf("r%02d", i), 5)
+	}
+	a.quiet()
+	a.stop() // leases kept, as by a crash
+	killed := time.Now()
+	for i := 20; i < 40; i++ {
+		w.conversation(fmt.Sprintf("r%02d", i), 5)
+	}
+	w.waitFor("the survivor holds every partition", func() bool { return owners(t, b)["b"] == partition.DefaultPartitions })
+	if d := time.Since(killed); d > 3*ttl {
+		t.Fatalf("takeover took %v", d)
+	}
+	b.quiet()
+	for i := range 40 {
+		id := fmt.Sprintf("r%02d", i)
+		if st := b.state(id); !ended(st) || st.VisitorMessages != 5 || st.LateEvents != 0 {
+			t.Fatalf("%s: %v", id, st)
+		}
+		if n := w.count("acme", id, "conversation_ended"); n != 1 {
+			t.Fatalf("%s: %d conversation_ended", id, n)
+		}
+	}
+}
