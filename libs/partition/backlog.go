@@ -50,7 +50,7 @@ func GroupPartitions(ctx context.Context, q Querier, consumer string) (int, erro
 // later event belongs to other partitions. It reads the stream's subjects
 // (headers only) from the lowest position on. known is false for a group
 // that never leased a partition. Read-only.
-func Backlog(ctx context.Context, bus *eventbus.Bus, q Querier, stream, consumer string) (n uint64, known bool, err error) {
+func Backlog(ctx context.Context, js jetstream.JetStream, q Querier, stream, consumer string) (n uint64, known bool, err error) {
 	parts, err := GroupPartitions(ctx, q, consumer)
 	if err != nil || parts == 0 {
 		return 0, false, err
@@ -59,7 +59,7 @@ func Backlog(ctx context.Context, bus *eventbus.Bus, q Querier, stream, consumer
 	if err != nil {
 		return 0, false, err
 	}
-	s, err := bus.JetStream().Stream(ctx, stream)
+	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		return 0, false, fmt.Errorf("partition: backlog: %w", err)
 	}
@@ -75,7 +75,7 @@ func Backlog(ctx context.Context, bus *eventbus.Bus, q Querier, stream, consumer
 	if low >= last {
 		return 0, true, nil
 	}
-	oc, err := bus.JetStream().OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+	oc, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: low + 1, HeadersOnly: true,
 	})
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
+	"github.com/parley-dev/parley/libs/partition"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/tenancy"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
@@ -482,8 +483,9 @@ func tailLines(s string, n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-// waitQuiet waits until every durable consumer of the conversation stream
-// has acknowledged everything in it (and the stream stopped growing) and,
+// waitQuiet waits until every consumer of the conversation stream has
+// caught up with it (every partition group's positions, every durable
+// consumer's acknowledgements; and the stream stopped growing) and,
 // with merges, ClickHouse runs no merge; it returns how long that took.
 func waitQuiet(ctx context.Context, ch driver.Conn, s *suite, limit time.Duration, merges bool) (time.Duration, error) {
 	nc, err := nats.Connect(s.NATSURL)
@@ -495,11 +497,16 @@ func waitQuiet(ctx context.Context, ch driver.Conn, s *suite, limit time.Duratio
 	if err != nil {
 		return 0, err
 	}
+	pool, err := pgstore.Connect(ctx, config.Postgres{URL: s.PostgresURL, MaxConns: 1})
+	if err != nil {
+		return 0, err
+	}
+	defer pool.Close()
 	start := time.Now()
 	var lastSeq uint64
 	quietPolls := 0
 	for {
-		busy, seq, err := consumersBusy(ctx, js)
+		busy, seq, err := consumersBusy(ctx, js, pool)
 		if err != nil {
 			return 0, err
 		}
@@ -532,9 +539,12 @@ func waitQuiet(ctx context.Context, ch driver.Conn, s *suite, limit time.Duratio
 	}
 }
 
-// consumersBusy names a durable consumer of the conversation stream that
-// still has work ("" when none), and returns the stream's last sequence.
-func consumersBusy(ctx context.Context, js jetstream.JetStream) (string, uint64, error) {
+// consumersBusy names a consumer of the conversation stream that still has
+// work ("" when none): a partition group with events after its positions
+// or a durable consumer with pending or unacknowledged ones. It returns the
+// stream's last sequence.
+func consumersBusy(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool) (string, uint64, error) {
+
 	stream, err := js.Stream(ctx, eventbus.ConvStream)
 	if err != nil {
 		return "", 0, err
@@ -555,6 +565,19 @@ func consumersBusy(ctx context.Context, js jetstream.JetStream) (string, uint64,
 	}
 	if err := lister.Err(); err != nil {
 		return "", 0, err
+	}
+	groups, err := partition.Groups(ctx, pool)
+	if err != nil {
+		return "", 0, err
+	}
+	for _, g := range groups {
+		n, _, err := partition.Backlog(ctx, js, pool, eventbus.ConvStream, g)
+		if err != nil {
+			return "", 0, err
+		}
+		if n > 0 {
+			busy = fmt.Sprintf("partition group %s has %d events to apply", g, n)
+		}
 	}
 	return busy, info.State.LastSeq, nil
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
+	"github.com/parley-dev/parley/libs/localinfra"
+	"github.com/parley-dev/parley/libs/natsauth"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/tenancy"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
@@ -80,8 +82,17 @@ func TestExactnessUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// verify connects as NATS's operator user (the stack's NATS also lets
+	// clients without credentials act as the operator: a wrong password
+	// shows that the credentials are used).
+	operator := config.NATS{URL: st.NATSURL, User: natsauth.Operator, Password: localinfra.NATSLocalPasswords()[natsauth.Operator]}
+	wrong := operator
+	wrong.Password = "wrong"
+	if _, err := verify.Run(ctx, verify.Config{Acks: acks, NATS: wrong, PostgresURL: st.PostgresURL}); err == nil || !strings.Contains(err.Error(), "uthorization") {
+		t.Fatalf("verify with a wrong NATS password: %v, want an authorization error", err)
+	}
 	cfg := verify.Config{
-		NATSURL: st.NATSURL, PostgresURL: st.PostgresURL,
+		NATS: operator, PostgresURL: st.PostgresURL,
 		ClickHouse: config.ClickHouse{Addr: st.ClickHouseAddr, Database: "parley"},
 		Settle:     45 * time.Second,
 		Progress: func(r verify.Round) {
@@ -106,6 +117,7 @@ func TestExactnessUnderLoad(t *testing.T) {
 	if !rep.OK() || rep.Lost != 0 || rep.Duplicated != 0 || uint64(rep.EndedOnce) != closes || len(rep.Tenants) != 2 {
 		t.Fatalf("after the load: ok=%v lost %d duplicated %d ended once %d (closes %d)", rep.OK(), rep.Lost, rep.Duplicated, rep.EndedOnce, closes)
 	}
+	pausedLifecycle(t, ctx, st, keys, cfg, acks)
 
 	// An acknowledgement of an event that was never stored: exactly 1 lost.
 	fake := acks[len(acks)/2]
@@ -299,6 +311,11 @@ func corrupt(t *testing.T, ctx context.Context, st *stack.Stack, bus *eventbus.B
 					MessageId: uuid.NewString(), Role: eventv1.Role_ROLE_VISITOR, Text: "still there?"}}})
 			return err
 		}, []string{"acme lifecycle.counts " + open, "acme tagging.counts " + open}},
+		{corruption{name: "held conversation"}, func() error {
+			_, err := pool.Exec(ctx, `INSERT INTO partition_held (consumer, tenant_id, conversation_id, partition, blocked_seq, reason)
+				VALUES ('lifecycle', 'acme', $1, 0, 42, 'test: refused')`, others[0])
+			return err
+		}, []string{"acme partition.held lifecycle " + others[0] + " seq 42: test: refused"}},
 		{corruption{name: "dead letter", dlq: true}, func() error {
 			m := nats.NewMsg(eventbus.DLQSubjectPrefix + ".lifecycle")
 			m.Data = []byte("not an envelope")
@@ -320,6 +337,64 @@ func corrupt(t *testing.T, ctx context.Context, st *stack.Stack, bus *eventbus.B
 		}
 		before = got
 	}
+}
+
+// pausedLifecycle pauses lifecycle (its table locked against writes), sends
+// more conversations and checks that verify sees lifecycle's partitions
+// behind and keeps waiting for them, and once lifecycle resumes reports
+// everything, old and new, as correct.
+func pausedLifecycle(t *testing.T, ctx context.Context, st *stack.Stack, keys map[string]string, cfg verify.Config, acks []loadgen.Ack) {
+	t.Helper()
+	pool, err := pgstore.Connect(ctx, config.Postgres{URL: st.PostgresURL, MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck // released below or at the end
+	if _, err := tx.Exec(ctx, `LOCK TABLE lifecycle_conversations IN EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	run := loadgen.Config{Mode: loadgen.ModeBatch, Conversations: 6, BatchSize: 20, Concurrency: 1, Seed: 14, RunID: "vp",
+		IngestAddr: st.GRPCAddr("ingest"), Keys: keys, AckLog: &log}
+	s, err := loadgen.Run(ctx, run)
+	if err != nil || s.Errors != 0 || s.Acked != s.Events {
+		t.Fatalf("run while lifecycle is paused: %+v, %v", s, err)
+	}
+	more, err := loadgen.ReadAcks(bytes.NewReader(log.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Release lifecycle after three rounds that saw its partitions behind.
+	var roundsBehind int
+	var released time.Time
+	cfg.Acks = append(slices.Clone(acks), more...)
+	cfg.Progress = func(r verify.Round) {
+		t.Logf("paused lifecycle, verify round %d: %d kinds of discrepancy pending (first: %s %s); behind: %v", r.N, len(r.Pending), r.Pending[0].Tenant, r.Pending[0].Check, r.Behind)
+		if !released.IsZero() || r.Behind[verify.LifecycleConsumer] == 0 {
+			return
+		}
+		if roundsBehind++; roundsBehind == 3 {
+			if err := tx.Rollback(ctx); err != nil {
+				t.Error(err)
+			}
+			released = time.Now()
+		}
+	}
+	rep, err := verify.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	rep.Write(&out)
+	if released.IsZero() || !rep.OK() {
+		t.Fatalf("paused lifecycle: released after %d rounds behind: %v; report:\n%s", roundsBehind, !released.IsZero(), out.String())
+	}
+	t.Logf("paused lifecycle: verify waited %s, %s of it after lifecycle resumed", rep.Waited.Round(time.Millisecond), time.Since(released).Round(time.Millisecond))
 }
 
 // startStack starts the suite in a temp dir on free ports. A free port can

@@ -5,12 +5,16 @@
 // conversation with its own fold of the stream (fold.go). Nothing
 // acknowledged may be lost, nothing may be stored twice, every conversation
 // the client closed must have ended exactly once, every projection must
-// agree with the stream, and PARLEY_DLQ must hold nothing of the tenants.
+// agree with the stream, PARLEY_DLQ must hold nothing of the tenants and no
+// partition group may hold one of their conversations.
 //
 // The stream is checked at once: an acknowledged event is in it by
 // definition of the acknowledgement. Lifecycle, tagging and reporting consume
 // the stream asynchronously, so their checks are repeated until they pass,
-// stop changing, or the settle time is over. The DLQ is read once, at the end.
+// stop changing, or the settle time is over; how far each consumer is behind
+// comes from its partition group's positions (libs/partition) or, for a
+// durable JetStream consumer, from the server. The DLQ and the held
+// conversations are read once, at the end.
 package verify
 
 import (
@@ -29,6 +33,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/natsauth"
+	"github.com/parley-dev/parley/libs/partition"
 	"github.com/parley-dev/parley/libs/pgstore"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"github.com/parley-dev/parley/tools/loadgen"
@@ -41,6 +47,10 @@ type Config struct {
 	Acks []loadgen.Ack
 	// NATSURL reaches the event stream.
 	NATSURL string
+	// NATS holds the NATS credentials and TLS files (PARLEY_NATS_USER,
+	// PARLEY_NATS_PASSWORD, PARLEY_NATS_CREDS, ...); its URL is used when
+	// NATSURL is empty.
+	NATS config.NATS
 	// PostgresURL reaches lifecycle's and tagging's state
 	// (lifecycle_conversations, tagging_conversations, tagging_applied).
 	PostgresURL string
@@ -64,7 +74,9 @@ type Config struct {
 	TaggingMaxMessages int
 }
 
-// The durable consumers whose work verify waits for.
+// The consumers whose work verify waits for: each is a partition group
+// (libs/partition) when the database has one of that name, otherwise a
+// durable JetStream consumer of PARLEY_CONV.
 const (
 	LifecycleConsumer = "lifecycle"
 	TaggingConsumer   = "tagging"
@@ -75,8 +87,9 @@ const (
 type Round struct {
 	N       int
 	Pending []Problem
-	// Behind is how many events each durable consumer (lifecycle, tagging,
-	// reporting-projector) has not processed yet; missing when unknown.
+	// Behind is how many events each consumer (lifecycle, tagging,
+	// reporting-projector, and any other partition group) has not
+	// processed yet; missing when unknown.
 	Behind map[string]uint64
 }
 
@@ -144,6 +157,8 @@ type TenantReport struct {
 	// DeadLetters counts the tenant's messages in PARLEY_DLQ and those of
 	// no known tenant.
 	DeadLetters int
+	// Held counts the tenant's conversations held by a partition group.
+	Held int
 
 	Rows []Row
 }
@@ -158,6 +173,8 @@ type Report struct {
 	// Lost and Duplicated events, conversations ended exactly once and
 	// dead letters, over all tenants.
 	Lost, Duplicated, EndedOnce, DeadLetters int
+	// Held counts held conversations over all tenants.
+	Held int
 	// Rounds and Waited tell how long the projections took;
 	// StreamTime and StoreTime how much of it went into reading the stream
 	// and into querying PostgreSQL and ClickHouse.
@@ -198,7 +215,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	exp.window = cfg.TaggingMaxMessages
 
-	bus, err := eventbus.Connect(ctx, cfg.NATSURL, "parley-verify", eventbus.Options{})
+	if cfg.NATSURL == "" {
+		cfg.NATSURL = cfg.NATS.URL
+	}
+	natsOpts, err := natsauth.ClientOptions("parley-verify", cfg.NATS)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	bus, err := eventbus.Connect(ctx, cfg.NATSURL, "parley-verify", eventbus.Options{}, natsOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
@@ -230,7 +254,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for round := 1; ; round++ {
 		// Read the consumers' backlog first: if it is empty now, everything
 		// read below reflects all events acknowledged so far.
-		behind := backlog(ctx, bus)
+		behind := backlog(ctx, bus, pool)
 		t0 := time.Now()
 		if err := scanStream(ctx, bus, exp); err != nil {
 			return nil, err
@@ -266,7 +290,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		// Done waiting: the consumers had nothing left to do in
 		// two rounds in a row and nothing changed in between (what remains
 		// is real), nothing changed for Stable, or Settle is over.
-		idle := len(behind) == 3
+		idle := true
+		for _, name := range []string{LifecycleConsumer, TaggingConsumer, ReportingConsumer} {
+			_, known := behind[name]
+			idle = idle && known
+		}
 		for _, n := range behind {
 			idle = idle && n == 0
 		}
@@ -280,7 +308,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		case <-time.After(cfg.Poll):
 		}
 	}
-	// Dead letters do not go away by waiting: read them once, at the end.
+	// Held conversations and dead letters do not go away by waiting: read
+	// them once, at the end.
+	held, err := readHeld(ctx, pool, exp.byID)
+	if err != nil {
+		return nil, err
+	}
+	rep.addHeld(held)
 	dl, err := readDLQ(ctx, bus, exp.byID)
 	if err != nil {
 		return nil, err
@@ -289,12 +323,26 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, nil
 }
 
-// backlog returns the events each durable consumer has not processed (not
-// yet delivered or not yet acknowledged); consumers that cannot be asked
-// are left out.
-func backlog(ctx context.Context, bus *eventbus.Bus) map[string]uint64 {
+// backlog returns the events each consumer has not processed: for a
+// partition group (every group in the database) the events after their
+// partition's position (partition.Backlog); for a durable consumer those
+// not yet delivered or not yet acknowledged. Consumers that cannot be
+// asked are left out.
+func backlog(ctx context.Context, bus *eventbus.Bus, pool *pgxpool.Pool) map[string]uint64 {
 	out := map[string]uint64{}
+	groups, err := partition.Groups(ctx, pool)
+	if err != nil {
+		groups = nil
+	}
+	for _, name := range groups {
+		if n, known, err := partition.Backlog(ctx, bus.JetStream(), pool, eventbus.ConvStream, name); err == nil && known {
+			out[name] = n
+		}
+	}
 	for _, name := range []string{LifecycleConsumer, TaggingConsumer, ReportingConsumer} {
+		if slices.Contains(groups, name) {
+			continue
+		}
 		c, err := bus.JetStream().Consumer(ctx, eventbus.ConvStream, name)
 		if err != nil {
 			continue
@@ -312,7 +360,7 @@ func backlog(ctx context.Context, bus *eventbus.Bus) map[string]uint64 {
 // stream had every acknowledged event when it was acknowledged.
 func final(check string) bool {
 	switch check {
-	case "ack.inconsistent", "stream.lost", "stream.duplicated", "stream.sequence", "stream.ended_twice", "dlq.dead_letters":
+	case "ack.inconsistent", "stream.lost", "stream.duplicated", "stream.sequence", "stream.ended_twice", "dlq.dead_letters", "partition.held":
 		return true
 	}
 	return false

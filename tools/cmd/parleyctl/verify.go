@@ -16,11 +16,12 @@ import (
 // verifyCmd is `parleyctl verify`: exactness after a loadgen run.
 func (a *app) verifyCmd() *cobra.Command {
 	var (
-		acks, natsURL string
-		ch            config.ClickHouse
-		settle        time.Duration
-		stable        time.Duration
-		window        int
+		acks   string
+		nc     config.NATS
+		ch     config.ClickHouse
+		settle time.Duration
+		stable time.Duration
+		window int
 	)
 	envOr := func(name, def string) string {
 		if v := os.Getenv(name); v != "" {
@@ -42,9 +43,11 @@ func (a *app) verifyCmd() *cobra.Command {
       ended and end reason; the tags in effect and the detectors' tags (issue_detected);
     reporting (ClickHouse events, messages, conversations FINAL): rows, message_count, event_count,
       status and end reason, tags;
-  - the dead-letter stream PARLEY_DLQ holds nothing of these tenants (nor of no known tenant).
-Projections catch up asynchronously: their checks are repeated until they pass, until the durable consumers
-(lifecycle, tagging, reporting-projector) have nothing left to process and the counts hold still, until no
+  - the dead-letter stream PARLEY_DLQ holds nothing of these tenants (nor of no known tenant), and no
+    partition group holds one of their conversations (partition_held).
+Projections catch up asynchronously: their checks are repeated until they pass, until the consumers
+(lifecycle, tagging, reporting-projector: partition groups, whose backlog is the events after their
+partitions' positions, or durable consumers) have nothing left to process and the counts hold still, until no
 count has changed for --stable, or until --settle is over. Prints a table per tenant and "OK: 0 lost, 0
 duplicated, N conversations ended once", or the discrepancies with the first 20 ids of each (conversation ids;
 for dead letters consumer, sequence, subject and reason); the exit status is 1 on any discrepancy.`,
@@ -61,7 +64,7 @@ for dead letters consumer, sequence, subject and reason); the exit status is 1 o
 				return err
 			}
 			rep, err := verify.Run(cmd.Context(), verify.Config{
-				Acks: list, NATSURL: natsURL, PostgresURL: a.postgresURL, ClickHouse: ch, Settle: settle, Stable: stable, TaggingMaxMessages: window,
+				Acks: list, NATS: nc, PostgresURL: a.postgresURL, ClickHouse: ch, Settle: settle, Stable: stable, TaggingMaxMessages: window,
 				Progress: func(r verify.Round) {
 					if r.N%4 == 1 {
 						p := r.Pending[0]
@@ -83,7 +86,14 @@ for dead letters consumer, sequence, subject and reason); the exit status is 1 o
 	}
 	f := cmd.Flags()
 	f.StringVar(&acks, "acks", "", "ack log of a loadgen run (required)")
-	f.StringVar(&natsURL, "nats-url", envOr("PARLEY_NATS_URL", "nats://127.0.0.1:4222"), "NATS URL (env PARLEY_NATS_URL)")
+	f.StringVar(&nc.URL, "nats-url", envOr("PARLEY_NATS_URL", "nats://127.0.0.1:4222"), "NATS URL (env PARLEY_NATS_URL)")
+	f.StringVar(&nc.User, "nats-user", os.Getenv("PARLEY_NATS_USER"), "NATS user, e.g. parley-operator (env PARLEY_NATS_USER)")
+	f.StringVar(&nc.Password, "nats-password", os.Getenv("PARLEY_NATS_PASSWORD"), "NATS password (env PARLEY_NATS_PASSWORD)")
+	f.StringVar(&nc.CredsFile, "nats-creds", os.Getenv("PARLEY_NATS_CREDS"), "NATS .creds file, instead of a user and password (env PARLEY_NATS_CREDS)")
+	f.StringVar(&nc.NKeySeedFile, "nats-nkey-seed-file", os.Getenv("PARLEY_NATS_NKEY_SEED_FILE"), "NATS nkey seed file, instead of a user and password (env PARLEY_NATS_NKEY_SEED_FILE)")
+	f.StringVar(&nc.TLSCAFile, "nats-tls-ca", os.Getenv("PARLEY_NATS_TLS_CA"), "CA bundle that verifies the NATS server (env PARLEY_NATS_TLS_CA)")
+	f.StringVar(&nc.TLSCertFile, "nats-tls-cert", os.Getenv("PARLEY_NATS_TLS_CERT"), "NATS client certificate (env PARLEY_NATS_TLS_CERT)")
+	f.StringVar(&nc.TLSKeyFile, "nats-tls-key", os.Getenv("PARLEY_NATS_TLS_KEY"), "NATS client certificate's key (env PARLEY_NATS_TLS_KEY)")
 	f.StringVar(&ch.Addr, "clickhouse-addr", envOr("PARLEY_CLICKHOUSE_ADDR", "127.0.0.1:19000"), "ClickHouse native address (env PARLEY_CLICKHOUSE_ADDR)")
 	f.StringVar(&ch.Database, "clickhouse-database", envOr("PARLEY_CLICKHOUSE_DATABASE", "parley"), "ClickHouse database (env PARLEY_CLICKHOUSE_DATABASE)")
 	f.StringVar(&ch.User, "clickhouse-user", envOr("PARLEY_CLICKHOUSE_USER", "default"), "ClickHouse user (env PARLEY_CLICKHOUSE_USER)")

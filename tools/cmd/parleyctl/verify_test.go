@@ -20,6 +20,10 @@ func TestVerifyCommandInput(t *testing.T) {
 	if err := os.WriteFile(bad, []byte(`{"tenant":"a"}`+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	good := filepath.Join(dir, "good.jsonl")
+	if err := os.WriteFile(good, []byte(`{"tenant":"acme","conversation":"c1","event_id":"e1","kind":"message_posted","seq":1}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		args []string
 		want string
@@ -29,6 +33,8 @@ func TestVerifyCommandInput(t *testing.T) {
 		{[]string{"verify", "--acks", empty}, "the ack log is empty"},
 		{[]string{"verify", "--acks", bad}, "line 1"},
 		{[]string{"verify", "--acks", empty, "--tagging-max-messages", "many"}, `invalid argument "many" for "--tagging-max-messages"`},
+		// The NATS credentials reach the connection: two kinds at once are refused.
+		{[]string{"verify", "--acks", good, "--nats-user", "parley-operator", "--nats-creds", filepath.Join(dir, "op.creds")}, "set one of PARLEY_NATS_USER/PASSWORD, PARLEY_NATS_CREDS"},
 	} {
 		root := newRoot()
 		var out bytes.Buffer
