@@ -16,6 +16,7 @@ import (
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
+	"github.com/parley-dev/parley/libs/partition"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/testenv"
@@ -124,17 +125,23 @@ func (f *fixture) settle() {
 			f.t.Fatal(err)
 		}
 		last := s.CachedInfo().State.LastSeq
-		// The consumer's position first, then the outbox: a batch acked by
-		// then has committed its outbox rows, so they are counted.
+		// The partitions' positions first, then the outbox: a batch
+		// committed by then has committed its outbox rows, so they are
+		// counted.
+		pos, err := partition.Positions(ctx, f.pool, "tagging", partition.DefaultPartitions)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		caught := true
+		for _, p := range pos {
+			caught = caught && p >= last
+		}
 		var pending int
-		if c, err := f.js.Consumer(ctx, eventbus.ConvStream, "tagging"); err == nil {
-			info, err := c.Info(ctx)
-			if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM tagging_outbox`).Scan(&pending); err != nil {
-				f.t.Fatal(err)
-			}
-			if err == nil && info.AckFloor.Stream >= last && info.NumPending == 0 && info.NumAckPending == 0 && pending == 0 {
-				return
-			}
+		if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM tagging_outbox`).Scan(&pending); err != nil {
+			f.t.Fatal(err)
+		}
+		if caught && pending == 0 {
+			return
 		}
 		if time.Now().After(deadline) {
 			f.t.Fatalf("tagging did not catch up with the stream (last seq %d, outbox %d)", last, pending)

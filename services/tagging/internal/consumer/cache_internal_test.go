@@ -26,7 +26,7 @@ func TestStateCacheBound(t *testing.T) {
 	one := entrySize(k(0), st(1000))
 	c := newStateCache(3 * one)
 	for i := range 3 {
-		c.put(map[store.ConvKey]*store.ConvState{k(i): st(1000)})
+		c.put(0, map[store.ConvKey]*store.ConvState{k(i): st(1000)})
 	}
 	if c.len() != 3 {
 		t.Fatalf("%d cached", c.len())
@@ -37,8 +37,8 @@ func TestStateCacheBound(t *testing.T) {
 	if len(got) != 1 || got[k(0)] == nil || c.len() != 2 {
 		t.Fatalf("take: %v, %d left", got, c.len())
 	}
-	c.put(got)
-	c.put(map[store.ConvKey]*store.ConvState{k(3): st(1000)})
+	c.put(0, got)
+	c.put(0, map[store.ConvKey]*store.ConvState{k(3): st(1000)})
 	if c.len() != 3 || c.bytes > c.maxBytes {
 		t.Fatalf("%d cached, %d of %d bytes", c.len(), c.bytes, c.maxBytes)
 	}
@@ -46,7 +46,7 @@ func TestStateCacheBound(t *testing.T) {
 		t.Fatalf("after eviction: %v", got)
 	}
 	// A state larger than the whole bound is not kept.
-	c.put(map[store.ConvKey]*store.ConvState{k(4): st(10_000)})
+	c.put(0, map[store.ConvKey]*store.ConvState{k(4): st(10_000)})
 	if c.len() != 0 || c.bytes != 0 {
 		t.Fatalf("%d cached, %d bytes", c.len(), c.bytes)
 	}
@@ -72,7 +72,7 @@ func TestFailedBatchForgetsItsStates(t *testing.T) {
 	st := store.New(pool)
 	c := New(Config{Store: st, Engine: e, Detectors: facts.DefaultSettings()})
 	cv, other := evtest.New("acme", "c1"), evtest.New("acme", "c2")
-	if err := c.Handle(ctx, []*eventbus.Delivery{{Envelope: cv.Visitor("one"), StreamSeq: 1}, {Envelope: other.Visitor("x"), StreamSeq: 2}}); err != nil {
+	if err := c.Apply(ctx, []*eventbus.Delivery{{Envelope: cv.Visitor("one"), StreamSeq: 1}, {Envelope: other.Visitor("x"), StreamSeq: 2}}); err != nil {
 		t.Fatal(err)
 	}
 	if c.states.len() != 2 {
@@ -85,7 +85,7 @@ func TestFailedBatchForgetsItsStates(t *testing.T) {
 		t.Fatal(err)
 	}
 	two := cv.Visitor("two")
-	if err := c.Handle(ctx, []*eventbus.Delivery{{Envelope: two, StreamSeq: 3}}); err == nil {
+	if err := c.Apply(ctx, []*eventbus.Delivery{{Envelope: two, StreamSeq: 3}}); err == nil {
 		t.Fatal("the injected failure did not fail the batch")
 	}
 	if got := c.states.take([]store.ConvKey{{TenantID: "acme", ConversationID: "c1"}}); len(got) != 0 {
@@ -94,7 +94,7 @@ func TestFailedBatchForgetsItsStates(t *testing.T) {
 	if _, err := pool.Exec(ctx, `DROP TRIGGER fail_c1 ON tagging_conversations`); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Handle(ctx, []*eventbus.Delivery{{Envelope: two, StreamSeq: 3}, {Envelope: cv.Visitor("three"), StreamSeq: 4}}); err != nil {
+	if err := c.Apply(ctx, []*eventbus.Delivery{{Envelope: two, StreamSeq: 3}, {Envelope: cv.Visitor("three"), StreamSeq: 4}}); err != nil {
 		t.Fatal(err)
 	}
 	s, err := st.ConversationState(ctx, "acme", "c1")
