@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,6 +40,11 @@ type fixture struct {
 	bus    *eventbus.Bus
 	js     jetstream.JetStream
 	pool   *pgxpool.Pool
+	// cfg is the running service's configuration; admin its admin address.
+	cfg   tagging.Config
+	admin string
+	// stop stops the service (idempotent).
+	stop func()
 }
 
 // start runs tagging against a fresh JetStream and database with tenants
@@ -63,7 +69,7 @@ func start(t testing.TB, opts ...func(*tagging.Config)) *fixture {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	testsvc.Serve(t, "tagging", func(ctx context.Context) error { return tagging.Run(ctx, cfg) })
+	f.cfg, f.admin, f.stop = cfg, cfg.AdminAddr, runService(t, cfg)
 	conn := testsvc.Dial(t, cfg.GRPCAddr)
 	f.client = taggingv1.NewTaggingServiceClient(conn)
 	if f.bus, err = eventbus.Connect(ctx, n.URL, "test-ingest", eventbus.Options{Producer: "ingest"}); err != nil {
@@ -83,6 +89,25 @@ func start(t testing.TB, opts ...func(*tagging.Config)) *fixture {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return f
+}
+
+// runService runs tagging until the test ends or the returned stop is
+// called; an error from it fails the test.
+func runService(t testing.TB, cfg tagging.Config) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tagging.Run(ctx, cfg) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("tagging: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 func (f *fixture) ctx(tenant string) context.Context {
