@@ -45,8 +45,8 @@ type Config struct {
 	// PARLEY_NATS_*, PARLEY_POSTGRES_*, PARLEY_TAGGING_GRPC_ADDR,
 	// PARLEY_TAGGING_ADMIN_ADDR, ... (libs/service).
 	service.Config
-	// ConsumerBatch is the most events live tagging applies in one
-	// transaction.
+	// ConsumerBatch is the most events of one partition live tagging
+	// applies in one transaction.
 	ConsumerBatch int `env:"PARLEY_TAGGING_CONSUMER_BATCH" envDefault:"500"`
 	// MaxMessages is how many recent messages each conversation's facts keep
 	// for rules (`conversation.messages`); counts stay exact.
