@@ -291,3 +291,36 @@ func TestTwoReplicasDividePartitions(t *testing.T) {
 	f.settle()
 	f.assertExact(ids, 5)
 }
+
+// A PostgreSQL data error (SQLSTATE class 22) while storing one
+// conversation is permanent: its events are dead-lettered at once (the
+// first with the error, the rest as held), not retried, and the others
+// are applied.
+func TestStoreDataErrorIsPermanent(t *testing.T) {
+	f := start(t)
+	f.createRule("acme", "five", fiveRule, "five")
+	if _, err := f.pool.Exec(context.Background(), `CREATE FUNCTION refuse_bad() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF NEW.conversation_id = 'bad' THEN RAISE EXCEPTION 'refused' USING ERRCODE = '22023'; END IF; RETURN NEW; END $$;
+		CREATE TRIGGER refuse_bad BEFORE INSERT OR UPDATE ON tagging_conversations FOR EACH ROW EXECUTE FUNCTION refuse_bad()`); err != nil {
+		t.Fatal(err)
+	}
+	bad := conversation("bad", 5)
+	f.publish(bad...)
+	ids := f.publishConversations("d", 0, 5)
+	f.settle()
+	d := f.dlq()
+	if len(d) != len(bad) {
+		t.Fatalf("dead letters: %v", d)
+	}
+	for _, e := range bad {
+		if d[e.GetEventId()] == "" {
+			t.Fatalf("%s not dead-lettered: %v", e.GetEventId(), d)
+		}
+	}
+	tags := f.tagged("five")
+	for _, id := range ids {
+		if n := f.visitorMessages(id); n != 5 || tags[id] != 1 {
+			t.Fatalf("%s: %d visitor messages, tagged %d times", id, n, tags[id])
+		}
+	}
+}
