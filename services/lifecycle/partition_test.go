@@ -2,14 +2,9 @@ package lifecycle_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/url"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/partition"
+	"github.com/parley-dev/parley/libs/testsvc"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"github.com/parley-dev/parley/services/lifecycle"
 	"github.com/parley-dev/parley/services/lifecycle/internal/consumer"
@@ -180,80 +176,6 @@ func TestPermanentFailureHoldsTheConversation(t *testing.T) {
 	}
 }
 
-// flakyProxy forwards TCP connections to PostgreSQL; while down it drops
-// them and refuses new ones, on the same address.
-type flakyProxy struct {
-	lis    net.Listener
-	target string
-	mu     sync.Mutex
-	down   bool
-	conns  []net.Conn
-}
-
-func startFlakyProxy(t *testing.T, target string) *flakyProxy {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &flakyProxy{lis: lis, target: target}
-	go func() {
-		for {
-			c, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			down := p.down
-			p.mu.Unlock()
-			if down {
-				c.Close()
-				continue
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(u, c); u.Close() }()
-			go func() { _, _ = io.Copy(c, u); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() { lis.Close() })
-	return p
-}
-
-func (p *flakyProxy) set(down bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = down
-	if down {
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.conns = nil
-	}
-}
-
-// consumerReady reports whether /readyz answers ready with the consumer's
-// own check ok.
-func consumerReady(admin string) bool {
-	resp, err := http.Get("http://" + admin + "/readyz")
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Checks map[string]string `json:"checks"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return false
-	}
-	return resp.StatusCode == http.StatusOK && body.Checks["consumer"] == "ok"
-}
-
 // PostgreSQL unreachable for a while: the consumer pauses (not ready),
 // nothing is dead-lettered, and once the database returns every event is
 // applied exactly.
@@ -263,21 +185,21 @@ func TestStoreOutagePauses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := startFlakyProxy(t, u.Host)
-	u.Host = proxy.lis.Addr().String()
+	proxy := testsvc.StartFlakyProxy(t, u.Host)
+	u.Host = proxy.Addr()
 	s := w.start(u.String(), w.key, nil)
 	for i := range 5 {
 		w.conversation(fmt.Sprintf("o%02d", i), 3)
 	}
 	s.waitState("o04", "ended before the outage", ended)
-	proxy.set(true)
+	proxy.SetDown(true)
 	for i := 5; i < 15; i++ {
 		w.conversation(fmt.Sprintf("o%02d", i), 3)
 	}
-	w.waitFor("the consumer's readiness check to fail", func() bool { return !consumerReady(s.admin) })
+	w.waitFor("the consumer's readiness check to fail", func() bool { return !testsvc.CheckReady(s.admin, "consumer") })
 	time.Sleep(2 * time.Second) // the outage lasts; deliveries must not be spent
-	proxy.set(false)
-	w.waitFor("readiness back", func() bool { return consumerReady(s.admin) })
+	proxy.SetDown(false)
+	w.waitFor("readiness back", func() bool { return testsvc.CheckReady(s.admin, "consumer") })
 	s.quiet()
 	for i := range 15 {
 		id := fmt.Sprintf("o%02d", i)

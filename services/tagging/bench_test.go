@@ -165,7 +165,7 @@ func BenchmarkTaggingHandle(b *testing.B) {
 				decodeAllocs += m1.Mallocs - m0.Mallocs
 				decodeBytes += m1.TotalAlloc - m0.TotalAlloc
 				decodeCPU += processCPU(b) - c0
-				if err := cons.Handle(ctx, ds); err != nil {
+				if err := cons.Apply(ctx, ds); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -461,7 +461,7 @@ func (e *benchEnv) measure(b *testing.B, n int, last uint64, durable string) cos
 		b.Fatal(err)
 	}
 	relay := outbox.New(e.st, e.bus, nil, nil)
-	handle := consumer.New(consumer.Config{Store: e.st, Engine: engine, Detectors: facts.DefaultSettings(), Kick: relay.Kick}).Handle
+	handle := consumer.New(consumer.Config{Store: e.st, Engine: engine, Detectors: facts.DefaultSettings(), Kick: relay.Kick}).Apply
 	if n < 0 {
 		handle = func(context.Context, []*eventbus.Delivery) error { return nil }
 	}

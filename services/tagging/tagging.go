@@ -1,9 +1,11 @@
 // Package tagging is the service that tags conversations by rules and
 // built-in issue detectors, and records manual labels and flags.
 //
-// Live tagging is the durable consumer "tagging" on PARLEY_CONV: it folds
-// every event into its conversation's facts (kept in PostgreSQL with the
-// stream sequence applied), evaluates the tenant's enabled rules (CEL
+// Live tagging is the partitioned consumer "tagging" on PARLEY_CONV
+// (libs/partition: replicas divide the partitions, each partition's
+// position is committed with its effects): it folds every event into its
+// conversation's facts (kept in PostgreSQL with the stream sequence
+// applied), evaluates the tenant's enabled rules (CEL
 // expressions) and the built-in detectors after each event, and appends
 // TagApplied and IssueDetected through a transactional outbox. The gRPC API
 // manages rules, tests them against a conversation, backfills a rule over
@@ -12,10 +14,16 @@ package tagging
 
 import (
 	"context"
+	"errors"
+	"os"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
-	"github.com/parley-dev/parley/libs/leader"
+	"github.com/parley-dev/parley/libs/partition"
 	"github.com/parley-dev/parley/libs/service"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
 	"github.com/parley-dev/parley/services/tagging/internal/api"
@@ -37,8 +45,8 @@ type Config struct {
 	// PARLEY_NATS_*, PARLEY_POSTGRES_*, PARLEY_TAGGING_GRPC_ADDR,
 	// PARLEY_TAGGING_ADMIN_ADDR, ... (libs/service).
 	service.Config
-	// ConsumerBatch is the most events live tagging applies in one
-	// transaction.
+	// ConsumerBatch is the most events of one partition live tagging
+	// applies in one transaction.
 	ConsumerBatch int `env:"PARLEY_TAGGING_CONSUMER_BATCH" envDefault:"500"`
 	// MaxMessages is how many recent messages each conversation's facts keep
 	// for rules (`conversation.messages`); counts stay exact.
@@ -75,6 +83,34 @@ type Config struct {
 	// waiting at once; more are refused (ResourceExhausted). Keep it below
 	// MaxConcurrentBackfills so that another tenant's backfill can start.
 	MaxBackfillsPerTenant int `env:"PARLEY_TAGGING_MAX_BACKFILLS_PER_TENANT" envDefault:"1"`
+	// Partitions is the number of partitions the log is divided into among
+	// replicas; fixed per deployment (docs/operations.md).
+	Partitions int `env:"PARLEY_PARTITIONS" envDefault:"16"`
+	// LeaseTTL is how long a replica's partition leases live without a
+	// heartbeat: a dead replica's partitions move within about this long.
+	LeaseTTL time.Duration `env:"PARLEY_PARTITION_LEASE_TTL" envDefault:"5s"`
+	// Member names this replica among the consumer's members (default:
+	// host name and a random suffix).
+	Member string `env:"PARLEY_PARTITION_MEMBER"`
+	// Wrap, when set, wraps the consumer's handler (fault injection in
+	// tests).
+	Wrap func(partition.Handler) partition.Handler `env:"-"`
+	// KeepLeases, when set, stops without releasing the partition leases,
+	// as a crashed replica does (tests).
+	KeepLeases bool `env:"-"`
+}
+
+func (cfg *Config) partitionDefaults() {
+	if cfg.Partitions <= 0 {
+		cfg.Partitions = partition.DefaultPartitions
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = partition.DefaultLeaseTTL
+	}
+	if cfg.Member == "" {
+		host, _ := os.Hostname()
+		cfg.Member = host + "-" + eventbus.NewEventID()
+	}
 }
 
 // Detectors returns the service-wide detector defaults of cfg.
@@ -85,6 +121,7 @@ func (cfg Config) Detectors() facts.Settings {
 
 // Run serves tagging until ctx is cancelled.
 func Run(ctx context.Context, cfg Config) error {
+	cfg.partitionDefaults()
 	b, err := service.Start(ctx, service.Options{
 		Name: "tagging", Config: cfg.Config, Scopes: Scopes(),
 	})
@@ -92,6 +129,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if err := store.Migrate(ctx, b.PG, b.Log); err != nil {
+		b.Close()
+		return err
+	}
+	if err := partition.Migrate(ctx, b.PG); err != nil {
 		b.Close()
 		return err
 	}
@@ -135,18 +176,71 @@ func Run(ctx context.Context, cfg Config) error {
 	if batch <= 0 {
 		batch = 500
 	}
-	return b.Run(ctx,
-		func(ctx context.Context) error {
-			// One replica at a time consumes; the others stand by.
-			return leader.Run(ctx, b.PG, leader.Key("tagging"), 2*time.Second, "live tagging", b.Log, func(ctx context.Context) error {
-				// States kept from an earlier turn may be stale (another
-				// replica consumed meanwhile; ReadBatch would notice).
-				cons.Forget()
-				return b.Bus.Consume(ctx, eventbus.ConsumerConfig{Durable: consumer.Durable, BatchSize: batch}, cons.Handle)
-			})
-		},
-		func(ctx context.Context) error { return relay.Run(ctx, 2*time.Second) },
-	)
+	pc := partition.NewConsumer(partition.Config{
+		Bus: b.Bus, Pool: b.PG, BatchSize: batch, Log: b.Log,
+		Coordinator: partition.NewCoordinator(b.PG, consumer.Durable, cfg.Member, cfg.Partitions, cfg.LeaseTTL),
+	})
+	b.AddCheck("consumer", pc.Ready)
+	handle := partition.Handler(cons.Handle)
+	if cfg.Wrap != nil {
+		handle = cfg.Wrap(handle)
+	}
+	consume := func(ctx context.Context) error {
+		removeDurable(ctx, b)
+		// Every replica applies the partitions it holds a lease on; the
+		// kept conversation states follow the leases.
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error { return pc.Run(gctx, handle) })
+		g.Go(func() error { retainOwned(gctx, b, cons, cfg.Member, cfg.LeaseTTL/3); return nil })
+		err := g.Wait()
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout(cfg.Server))
+		defer cancel()
+		if !cfg.KeepLeases { // a crashed replica's leases expire after their TTL
+			if lerr := pc.Leave(dctx); lerr != nil {
+				b.Log.WarnContext(dctx, "partition leases not released; they move after their TTL", "err", lerr)
+			}
+		}
+		return err
+	}
+	// Every replica relays every pending outbox row (of any conversation):
+	// deterministic event ids, sent as Nats-Msg-Id, make a row two relays
+	// publish stored once, and each relay publishes in row order.
+	return b.Run(ctx, consume, func(ctx context.Context) error { return relay.Run(ctx, 2*time.Second) })
+}
+
+// removeDurable deletes the durable JetStream consumer earlier versions
+// read the log with (acks, redelivery); positions live in PostgreSQL now.
+func removeDurable(ctx context.Context, b *service.Base) {
+	err := b.Bus.JetStream().DeleteConsumer(ctx, eventbus.ConvStream, consumer.Durable)
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		b.Log.WarnContext(ctx, "could not remove the old durable consumer", "err", err)
+	}
+}
+
+// retainOwned drops, every interval, the kept conversation states of
+// partitions this replica no longer holds, until ctx ends.
+func retainOwned(ctx context.Context, b *service.Base, cons *consumer.Consumer, member string, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		owned, err := consumer.OwnedLeases(ctx, b.PG, member)
+		if err != nil {
+			continue // the consumer pauses too; Handle checks the epoch
+		}
+		cons.Retain(owned)
+	}
+}
+
+func shutdownTimeout(s config.Server) time.Duration {
+	if s.ShutdownTimeout > 0 {
+		return s.ShutdownTimeout
+	}
+	return 20 * time.Second
 }
 
 type configError struct{ field, problem string }

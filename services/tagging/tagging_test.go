@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
+	"github.com/parley-dev/parley/libs/partition"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/testenv"
@@ -38,6 +40,11 @@ type fixture struct {
 	bus    *eventbus.Bus
 	js     jetstream.JetStream
 	pool   *pgxpool.Pool
+	// cfg is the running service's configuration; admin its admin address.
+	cfg   tagging.Config
+	admin string
+	// stop stops the service (idempotent).
+	stop func()
 }
 
 // start runs tagging against a fresh JetStream and database with tenants
@@ -62,7 +69,7 @@ func start(t testing.TB, opts ...func(*tagging.Config)) *fixture {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	testsvc.Serve(t, "tagging", func(ctx context.Context) error { return tagging.Run(ctx, cfg) })
+	f.cfg, f.admin, f.stop = cfg, cfg.AdminAddr, runService(t, cfg)
 	conn := testsvc.Dial(t, cfg.GRPCAddr)
 	f.client = taggingv1.NewTaggingServiceClient(conn)
 	if f.bus, err = eventbus.Connect(ctx, n.URL, "test-ingest", eventbus.Options{Producer: "ingest"}); err != nil {
@@ -82,6 +89,25 @@ func start(t testing.TB, opts ...func(*tagging.Config)) *fixture {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return f
+}
+
+// runService runs tagging until the test ends or the returned stop is
+// called; an error from it fails the test.
+func runService(t testing.TB, cfg tagging.Config) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tagging.Run(ctx, cfg) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("tagging: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 func (f *fixture) ctx(tenant string) context.Context {
@@ -124,17 +150,23 @@ func (f *fixture) settle() {
 			f.t.Fatal(err)
 		}
 		last := s.CachedInfo().State.LastSeq
-		// The consumer's position first, then the outbox: a batch acked by
-		// then has committed its outbox rows, so they are counted.
+		// The partitions' positions first, then the outbox: a batch
+		// committed by then has committed its outbox rows, so they are
+		// counted.
+		pos, err := partition.Positions(ctx, f.pool, "tagging", partition.DefaultPartitions)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		caught := true
+		for _, p := range pos {
+			caught = caught && p >= last
+		}
 		var pending int
-		if c, err := f.js.Consumer(ctx, eventbus.ConvStream, "tagging"); err == nil {
-			info, err := c.Info(ctx)
-			if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM tagging_outbox`).Scan(&pending); err != nil {
-				f.t.Fatal(err)
-			}
-			if err == nil && info.AckFloor.Stream >= last && info.NumPending == 0 && info.NumAckPending == 0 && pending == 0 {
-				return
-			}
+		if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM tagging_outbox`).Scan(&pending); err != nil {
+			f.t.Fatal(err)
+		}
+		if caught && pending == 0 {
+			return
 		}
 		if time.Now().After(deadline) {
 			f.t.Fatalf("tagging did not catch up with the stream (last seq %d, outbox %d)", last, pending)

@@ -21,6 +21,11 @@ const DefaultCacheBytes = 16 << 20
 // retried transaction leaves nothing behind, and a state is used only after
 // ReadBatch confirmed under the conversation's lock that the stored row is
 // still at the same applied_seq.
+//
+// Each state is kept under the partition whose batch stored it: a
+// partition this replica no longer owns, or took again under a new lease,
+// is dropped whole (dropPartition, retain), so the cache only holds
+// conversations of partitions this replica owns.
 type stateCache struct {
 	mu       sync.Mutex
 	maxBytes int64
@@ -32,6 +37,7 @@ type stateCache struct {
 
 type cacheEntry struct {
 	key        store.ConvKey
+	part       int
 	st         *store.ConvState
 	size       int64
 	prev, next *cacheEntry
@@ -67,9 +73,9 @@ func (c *stateCache) take(keys []store.ConvKey) map[store.ConvKey]*store.ConvSta
 	return out
 }
 
-// put caches states as the most recently used, evicting the least recently
-// used beyond the bound.
-func (c *stateCache) put(states map[store.ConvKey]*store.ConvState) {
+// put caches states of partition part as the most recently used, evicting
+// the least recently used beyond the bound.
+func (c *stateCache) put(part int, states map[store.ConvKey]*store.ConvState) {
 	if c == nil {
 		return
 	}
@@ -79,7 +85,7 @@ func (c *stateCache) put(states map[store.ConvKey]*store.ConvState) {
 		if e := c.m[k]; e != nil {
 			c.remove(e)
 		}
-		e := &cacheEntry{key: k, st: st, size: entrySize(k, st)}
+		e := &cacheEntry{key: k, part: part, st: st, size: entrySize(k, st)}
 		if e.size > c.maxBytes {
 			continue
 		}
@@ -108,6 +114,20 @@ func (c *stateCache) clear() {
 	defer c.mu.Unlock()
 	c.m = map[store.ConvKey]*cacheEntry{}
 	c.head, c.tail, c.bytes = nil, nil, 0
+}
+
+// retain drops the states of every partition keep refuses.
+func (c *stateCache) retain(keep func(part int) bool) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.m {
+		if !keep(e.part) {
+			c.remove(e)
+		}
+	}
 }
 
 // len is the number of cached states.

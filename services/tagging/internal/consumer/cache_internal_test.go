@@ -2,11 +2,14 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/partition"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/testenv"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
@@ -26,7 +29,7 @@ func TestStateCacheBound(t *testing.T) {
 	one := entrySize(k(0), st(1000))
 	c := newStateCache(3 * one)
 	for i := range 3 {
-		c.put(map[store.ConvKey]*store.ConvState{k(i): st(1000)})
+		c.put(0, map[store.ConvKey]*store.ConvState{k(i): st(1000)})
 	}
 	if c.len() != 3 {
 		t.Fatalf("%d cached", c.len())
@@ -37,8 +40,8 @@ func TestStateCacheBound(t *testing.T) {
 	if len(got) != 1 || got[k(0)] == nil || c.len() != 2 {
 		t.Fatalf("take: %v, %d left", got, c.len())
 	}
-	c.put(got)
-	c.put(map[store.ConvKey]*store.ConvState{k(3): st(1000)})
+	c.put(0, got)
+	c.put(0, map[store.ConvKey]*store.ConvState{k(3): st(1000)})
 	if c.len() != 3 || c.bytes > c.maxBytes {
 		t.Fatalf("%d cached, %d of %d bytes", c.len(), c.bytes, c.maxBytes)
 	}
@@ -46,7 +49,7 @@ func TestStateCacheBound(t *testing.T) {
 		t.Fatalf("after eviction: %v", got)
 	}
 	// A state larger than the whole bound is not kept.
-	c.put(map[store.ConvKey]*store.ConvState{k(4): st(10_000)})
+	c.put(0, map[store.ConvKey]*store.ConvState{k(4): st(10_000)})
 	if c.len() != 0 || c.bytes != 0 {
 		t.Fatalf("%d cached, %d bytes", c.len(), c.bytes)
 	}
@@ -72,7 +75,7 @@ func TestFailedBatchForgetsItsStates(t *testing.T) {
 	st := store.New(pool)
 	c := New(Config{Store: st, Engine: e, Detectors: facts.DefaultSettings()})
 	cv, other := evtest.New("acme", "c1"), evtest.New("acme", "c2")
-	if err := c.Handle(ctx, []*eventbus.Delivery{{Envelope: cv.Visitor("one"), StreamSeq: 1}, {Envelope: other.Visitor("x"), StreamSeq: 2}}); err != nil {
+	if err := c.Apply(ctx, []*eventbus.Delivery{{Envelope: cv.Visitor("one"), StreamSeq: 1}, {Envelope: other.Visitor("x"), StreamSeq: 2}}); err != nil {
 		t.Fatal(err)
 	}
 	if c.states.len() != 2 {
@@ -85,7 +88,7 @@ func TestFailedBatchForgetsItsStates(t *testing.T) {
 		t.Fatal(err)
 	}
 	two := cv.Visitor("two")
-	if err := c.Handle(ctx, []*eventbus.Delivery{{Envelope: two, StreamSeq: 3}}); err == nil {
+	if err := c.Apply(ctx, []*eventbus.Delivery{{Envelope: two, StreamSeq: 3}}); err == nil {
 		t.Fatal("the injected failure did not fail the batch")
 	}
 	if got := c.states.take([]store.ConvKey{{TenantID: "acme", ConversationID: "c1"}}); len(got) != 0 {
@@ -94,7 +97,7 @@ func TestFailedBatchForgetsItsStates(t *testing.T) {
 	if _, err := pool.Exec(ctx, `DROP TRIGGER fail_c1 ON tagging_conversations`); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Handle(ctx, []*eventbus.Delivery{{Envelope: two, StreamSeq: 3}, {Envelope: cv.Visitor("three"), StreamSeq: 4}}); err != nil {
+	if err := c.Apply(ctx, []*eventbus.Delivery{{Envelope: two, StreamSeq: 3}, {Envelope: cv.Visitor("three"), StreamSeq: 4}}); err != nil {
 		t.Fatal(err)
 	}
 	s, err := st.ConversationState(ctx, "acme", "c1")
@@ -106,5 +109,90 @@ func TestFailedBatchForgetsItsStates(t *testing.T) {
 	}
 	if c.states.len() != 2 {
 		t.Fatalf("%d states kept", c.states.len())
+	}
+}
+
+// TestKeptStatesFollowLeases: kept states belong to the partition whose
+// batch stored them; a partition no longer held (Retain) or taken again
+// under a new lease (Handle) loses them, and a batch under a lost lease
+// commits nothing.
+func TestKeptStatesFollowLeases(t *testing.T) {
+	ctx := context.Background()
+	pool, err := pgstore.Connect(ctx, config.Postgres{URL: testenv.Postgres(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := store.Migrate(ctx, pool, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := partition.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	const n = 4
+	leases, err := partition.NewCoordinator(pool, Durable, "a", n, time.Minute).Heartbeat(ctx)
+	if err != nil || len(leases) != n {
+		t.Fatalf("leases %v: %v", leases, err)
+	}
+	// Three conversations: two in partition p, one in another, q.
+	p := partition.Of("acme", "c0", n)
+	var sameP, inQ string
+	for i := 1; sameP == "" || inQ == ""; i++ {
+		id := fmt.Sprint("c", i)
+		switch part := partition.Of("acme", id, n); {
+		case part == p && sameP == "":
+			sameP = id
+		case part != p && inQ == "":
+			inQ = id
+		}
+	}
+	q := partition.Of("acme", inQ, n)
+	e, err := rules.NewEngine(rules.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.New(pool)
+	c := New(Config{Store: st, Engine: e, Detectors: facts.DefaultSettings()})
+	batch := func(l partition.Lease, conv string, seq uint64) partition.Batch {
+		return partition.Batch{Lease: l, Deliveries: []*eventbus.Delivery{{Envelope: evtest.New("acme", conv).Visitor(fmt.Sprint("m", seq)), StreamSeq: seq}}}
+	}
+	if err := c.Handle(ctx, batch(leases[p], "c0", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Handle(ctx, batch(leases[q], inQ, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if c.states.len() != 2 {
+		t.Fatalf("%d states kept, want 2", c.states.len())
+	}
+	key := func(conv string) []store.ConvKey { return []store.ConvKey{{TenantID: "acme", ConversationID: conv}} }
+	// q moved away: its states go.
+	c.Retain(map[int]int64{p: leases[p].Epoch})
+	if c.states.len() != 1 || len(c.states.take(key(inQ))) != 0 {
+		t.Fatalf("partition %d's state kept after it moved away (%d kept)", q, c.states.len())
+	}
+	// p moved away and came back (two takes later): the states kept under
+	// the old lease go before the first batch under the new one.
+	if _, err := pool.Exec(ctx, `UPDATE partition_leases SET epoch = epoch + 2 WHERE consumer = $1 AND partition = $2`, Durable, p); err != nil {
+		t.Fatal(err)
+	}
+	back := leases[p]
+	back.Epoch += 2
+	if err := c.Handle(ctx, batch(back, sameP, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if c.states.len() != 1 || len(c.states.take(key("c0"))) != 0 {
+		t.Fatalf("state kept under the old lease survived the partition's return (%d kept)", c.states.len())
+	}
+	// The old lease is fenced: nothing of its batch is committed.
+	if err := c.Handle(ctx, batch(leases[p], "c0", 4)); !errors.Is(err, partition.ErrFenced) {
+		t.Fatalf("batch under a lost lease: %v", err)
+	}
+	if s, err := st.ConversationState(ctx, "acme", "c0"); err != nil || s.AppliedSeq != 1 {
+		t.Fatalf("fenced batch applied: %+v %v", s, err)
+	}
+	pos, err := partition.Positions(ctx, pool, Durable, n)
+	if err != nil || pos[p] != 3 || pos[q] != 2 {
+		t.Fatalf("positions %v: %v", pos, err)
 	}
 }

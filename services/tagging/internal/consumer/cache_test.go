@@ -33,16 +33,16 @@ func TestKeptStatesFollowOtherConsumers(t *testing.T) {
 	}
 	cv := evtest.New("acme", "c1")
 	envs := []*eventv1.Envelope{cv.Visitor("one"), cv.Visitor("two"), cv.Visitor("three"), cv.Visitor("four")}
-	if err := a.Handle(ctx, deliveries(1, envs[0])); err != nil {
+	if err := a.Apply(ctx, deliveries(1, envs[0])); err != nil {
 		t.Fatal(err)
 	}
 	// b applies events 2 and 3 (and tags the conversation); a's copy is
 	// behind.
-	if err := b.Handle(ctx, deliveries(2, envs[1], envs[2])); err != nil {
+	if err := b.Apply(ctx, deliveries(2, envs[1], envs[2])); err != nil {
 		t.Fatal(err)
 	}
 	// a is handed 2 again (redelivered) and 4.
-	if err := a.Handle(ctx, []*eventbus.Delivery{{Envelope: envs[1], StreamSeq: 2}, {Envelope: envs[3], StreamSeq: 4}}); err != nil {
+	if err := a.Apply(ctx, []*eventbus.Delivery{{Envelope: envs[1], StreamSeq: 2}, {Envelope: envs[3], StreamSeq: 4}}); err != nil {
 		t.Fatal(err)
 	}
 	s, err := st.ConversationState(ctx, "acme", "c1")
@@ -69,7 +69,7 @@ func TestKeptTagsFollowRuleDeletion(t *testing.T) {
 		t.Fatal(err)
 	}
 	cv := evtest.New("acme", "c1")
-	if err := c.Handle(ctx, deliveries(1, cv.Visitor("refund please"))); err != nil {
+	if err := c.Apply(ctx, deliveries(1, cv.Visitor("refund please"))); err != nil {
 		t.Fatal(err)
 	}
 	mk := func(a store.Applied) *eventv1.Envelope {
@@ -81,7 +81,7 @@ func TestKeptTagsFollowRuleDeletion(t *testing.T) {
 	if _, err := st.CreateRule(ctx, rule, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Handle(ctx, deliveries(2, cv.Visitor("my refund?"))); err != nil {
+	if err := c.Apply(ctx, deliveries(2, cv.Visitor("my refund?"))); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"c1:tag_applied:refund", "c1:tag_removed", "c1:tag_applied:refund"}
@@ -96,11 +96,11 @@ func TestOwnEventsDoNotRewriteState(t *testing.T) {
 	ctx := context.Background()
 	st, c := setup(t)
 	cv := evtest.New("acme", "c1")
-	if err := c.Handle(ctx, deliveries(1, cv.Visitor("hello"))); err != nil {
+	if err := c.Apply(ctx, deliveries(1, cv.Visitor("hello"))); err != nil {
 		t.Fatal(err)
 	}
 	own := cv.Event(&eventv1.TagApplied{Tag: "x", RuleId: "r"})
-	if err := c.Handle(ctx, deliveries(2, own)); err != nil {
+	if err := c.Apply(ctx, deliveries(2, own)); err != nil {
 		t.Fatal(err)
 	}
 	s, err := st.ConversationState(ctx, "acme", "c1")
@@ -109,14 +109,14 @@ func TestOwnEventsDoNotRewriteState(t *testing.T) {
 	}
 	// A conversation seen only through such events has no state.
 	other := evtest.New("acme", "c2")
-	if err := c.Handle(ctx, deliveries(3, other.Event(&eventv1.TagApplied{Tag: "x", RuleId: "r"}))); err != nil {
+	if err := c.Apply(ctx, deliveries(3, other.Event(&eventv1.TagApplied{Tag: "x", RuleId: "r"}))); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.ConversationState(ctx, "acme", "c2"); err != store.ErrNotFound {
 		t.Fatalf("c2: %v", err)
 	}
 	// Redelivered, the own event is still a no-op; the next event applies.
-	if err := c.Handle(ctx, []*eventbus.Delivery{{Envelope: own, StreamSeq: 2}, {Envelope: cv.Visitor("again"), StreamSeq: 4}}); err != nil {
+	if err := c.Apply(ctx, []*eventbus.Delivery{{Envelope: own, StreamSeq: 2}, {Envelope: cv.Visitor("again"), StreamSeq: 4}}); err != nil {
 		t.Fatal(err)
 	}
 	s, err = st.ConversationState(ctx, "acme", "c1")
@@ -136,7 +136,7 @@ func TestKeptTagsFollowBackfill(t *testing.T) {
 		t.Fatal(err)
 	}
 	cv := evtest.New("acme", "c1")
-	if err := c.Handle(ctx, deliveries(1, cv.Visitor("refund please"))); err != nil {
+	if err := c.Apply(ctx, deliveries(1, cv.Visitor("refund please"))); err != nil {
 		t.Fatal(err)
 	}
 	mk := func(a store.Applied) *eventv1.Envelope {
@@ -146,7 +146,7 @@ func TestKeptTagsFollowBackfill(t *testing.T) {
 	if err != nil || removed != 1 {
 		t.Fatalf("backfill: %d %v", removed, err)
 	}
-	if err := c.Handle(ctx, deliveries(2, cv.Visitor("refund now"))); err != nil {
+	if err := c.Apply(ctx, deliveries(2, cv.Visitor("refund now"))); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"c1:tag_applied:refund", "c1:tag_removed", "c1:tag_applied:refund"}

@@ -1,22 +1,34 @@
-// Package consumer is live tagging: the durable consumer "tagging" on
-// PARLEY_CONV. For each batch it folds every event into its conversation's
+// Package consumer is live tagging: the partitioned consumer "tagging" on
+// PARLEY_CONV (libs/partition: replicas divide the log's partitions, each
+// read in stream order from a position stored with tagging's state). For
+// each batch of one partition it folds every event into its conversation's
 // facts, evaluates the tenant's enabled rules and the built-in detectors
-// after each event, and records newly applied tags, the conversation states
-// and the derived events (outbox) in one PostgreSQL transaction.
+// after each event, and records newly applied tags, the conversation
+// states, the derived events (outbox) and the partition's new position in
+// one PostgreSQL transaction, fenced by the partition's lease.
 //
 // Idempotence: an event whose stream sequence is not above the
-// conversation's applied sequence is skipped (an event that changes nothing,
-// such as tagging's own, does not move it and stays a no-op when delivered
-// again); a tag row exists at most once per (conversation, rule or
-// detector, tag), and only the transaction that inserts it writes its
-// events, whose ids are deterministic.
+// conversation's applied sequence is skipped (a replay after a crash
+// between commit and read-ahead; an event that changes nothing, such as
+// tagging's own, does not move it and stays a no-op when read again); a tag
+// row exists at most once per (conversation, rule or detector, tag), and
+// only the transaction that inserts it writes its events, whose ids are
+// deterministic.
+//
+// Failures: an error the store reports as a data error, or a state that
+// cannot be encoded, is permanent (the event is dead-lettered and its
+// conversation held); anything else (connection, timeout, outage) pauses
+// the consumer, which resumes from the stored positions.
 //
 // Memory: the states of recently touched conversations (facts and tags) are
-// kept between batches, within a bound (Config.CacheBytes), and written
-// through: a batch still reads each conversation's applied_seq and tags_rev
-// under its lock and uses the kept state only while both are the values it
-// knows, so rows changed by anyone else (backfill, rule deletion, another
-// replica) are read again. A batch whose transaction fails keeps nothing.
+// kept between batches, within a bound (Config.CacheBytes), per partition,
+// and written through: a batch still reads each conversation's applied_seq
+// and tags_rev under its lock and uses the kept state only while both are
+// the values it knows, so rows changed by anyone else (backfill, rule
+// deletion) are read again. A batch whose transaction fails keeps nothing;
+// a partition's states are dropped when it moves away (Retain) or comes
+// back under a new lease (Handle). The compiled rulesets are kept per
+// tenant and checked against the tenant's generation in every batch.
 //
 // Live tagging only adds tags. A rule whose condition stops holding later in
 // the conversation keeps its tag: a conversation carries a rule's tag when
@@ -32,6 +44,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/partition"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
 	"github.com/parley-dev/parley/services/tagging/internal/derive"
@@ -43,7 +56,8 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 )
 
-// Durable is live tagging's consumer name on PARLEY_CONV.
+// Durable is live tagging's consumer name: its partition leases and
+// positions, and its dead letters (parley.dlq.tagging).
 const Durable = "tagging"
 
 // Config configures a Consumer.
@@ -67,10 +81,13 @@ type Config struct {
 
 // Consumer applies batches of events.
 type Consumer struct {
-	cfg     Config
-	mu      sync.Mutex
-	cache   map[string]*Ruleset
-	states  *stateCache
+	cfg    Config
+	mu     sync.Mutex
+	cache  map[string]*Ruleset
+	states *stateCache
+	// epochs is the lease epoch each cached partition's states were
+	// stored under.
+	epochs  map[int]int64
 	applied metric.Int64Counter
 	issues  metric.Int64Counter
 	evalErr metric.Int64Counter
@@ -90,7 +107,7 @@ func New(cfg Config) *Consumer {
 	if cfg.Kick == nil {
 		cfg.Kick = func() {}
 	}
-	c := &Consumer{cfg: cfg, cache: map[string]*Ruleset{}}
+	c := &Consumer{cfg: cfg, cache: map[string]*Ruleset{}, epochs: map[int]int64{}}
 	switch {
 	case cfg.CacheBytes == 0:
 		c.states = newStateCache(DefaultCacheBytes)
@@ -161,21 +178,82 @@ func (c *Consumer) ruleset(ctx context.Context, tx pgx.Tx, tenant string, gen in
 	return rs, nil
 }
 
-// Forget drops the conversation states kept between batches. Run calls it
-// whenever this process (again) becomes the one that consumes.
-func (c *Consumer) Forget() { c.states.clear() }
+// Forget drops every conversation state kept between batches.
+func (c *Consumer) Forget() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.states.clear()
+	clear(c.epochs)
+}
 
-// Handle is an eventbus.Handler.
-//
-// One transaction per batch, usually in four round trips: BEGIN; the
-// tenants' generations, the conversation locks, states and tags
-// (ReadBatch); the changed states and the new tags with their outbox events;
-// COMMIT. States of recently touched conversations are kept in memory
-// between batches (see stateCache), so that a conversation still at the
-// applied_seq and tags_rev this consumer knows is neither sent by
-// PostgreSQL nor decoded again; every change is still written in the
-// batch's transaction, and only changed states are written.
-func (c *Consumer) Handle(ctx context.Context, batch []*eventbus.Delivery) error {
+// Retain drops the kept states of every partition this replica does not
+// hold under the lease epoch it stored them with; owned maps each held
+// partition to its epoch (OwnedLeases).
+func (c *Consumer) Retain(owned map[int]int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for p, e := range c.epochs {
+		if o, ok := owned[p]; !ok || o != e {
+			delete(c.epochs, p)
+		}
+	}
+	c.states.retain(func(p int) bool { _, ok := c.epochs[p]; return ok })
+}
+
+// OwnedLeases returns the partitions whose unexpired lease member holds
+// for the consumer, with their epochs.
+func OwnedLeases(ctx context.Context, q partition.Querier, member string) (map[int]int64, error) {
+	rows, err := q.Query(ctx, `SELECT partition, epoch FROM partition_leases
+		WHERE consumer = $1 AND owner = $2 AND expires_at > clock_timestamp()`, Durable, member)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[int]int64{}
+	for rows.Next() {
+		var p int
+		var e int64
+		if err := rows.Scan(&p, &e); err != nil {
+			return nil, err
+		}
+		out[p] = e
+	}
+	return out, rows.Err()
+}
+
+// Handle is the partition.Handler. It applies the batch of one partition
+// and commits the partition's position in the same transaction, fenced by
+// the batch's lease. States kept for the partition under another lease
+// (it moved away and came back) are dropped first.
+func (c *Consumer) Handle(ctx context.Context, pb partition.Batch) error {
+	p := pb.Lease.Partition
+	c.mu.Lock()
+	if e, ok := c.epochs[p]; !ok || e != pb.Lease.Epoch {
+		c.states.retain(func(q int) bool { return q != p })
+		c.epochs[p] = pb.Lease.Epoch
+	}
+	c.mu.Unlock()
+	return c.apply(ctx, pb.Deliveries, p, func(tx pgx.Tx) error {
+		return partition.Commit(ctx, tx, pb.Lease, pb.Last())
+	})
+}
+
+// Apply applies a batch without recording a partition position (tests,
+// tools).
+func (c *Consumer) Apply(ctx context.Context, batch []*eventbus.Delivery) error {
+	return c.apply(ctx, batch, -1, nil)
+}
+
+// apply applies a batch in one transaction, usually in four round trips
+// plus the position's commit: BEGIN; the tenants' generations, the
+// conversation locks, states and tags (ReadBatch); the changed states and
+// the new tags with their outbox events; COMMIT. States of recently touched
+// conversations are kept in memory between batches (see stateCache), so
+// that a conversation still at the applied_seq and tags_rev this consumer
+// knows is neither sent by PostgreSQL nor decoded again; every change is
+// still written in the batch's transaction, and only changed states are
+// written. commit, when set, runs last in the transaction.
+func (c *Consumer) apply(ctx context.Context, batch []*eventbus.Delivery, part int, commit func(pgx.Tx) error) error {
 	keys := make([]store.ConvKey, 0, len(batch))
 	var tenants []string
 	seen := make(map[store.ConvKey]bool, len(batch))
@@ -232,11 +310,12 @@ func (c *Consumer) Handle(ctx context.Context, batch []*eventbus.Delivery) error
 			stats = append(stats, s)
 		}
 		b := &pgx.Batch{}
+		// Encoding errors cannot be fixed by retrying.
 		if err := store.QueueSaveStates(b, states); err != nil {
-			return err
+			return eventbus.Permanent(err)
 		}
 		if err := store.QueueApply(b, apps, &queued); err != nil {
-			return err
+			return eventbus.Permanent(err)
 		}
 		if b.Len() > 0 {
 			if err := tx.SendBatch(ctx, b).Close(); err != nil {
@@ -244,6 +323,9 @@ func (c *Consumer) Handle(ctx context.Context, batch []*eventbus.Delivery) error
 			}
 		}
 		stored = states
+		if commit != nil {
+			return commit(tx)
+		}
 		return nil
 	})
 	if err != nil {
@@ -257,7 +339,7 @@ func (c *Consumer) Handle(ctx context.Context, batch []*eventbus.Delivery) error
 			delete(stored, k) // no row to mirror (only no-op events)
 		}
 	}
-	c.states.put(stored)
+	c.states.put(part, stored)
 	for _, s := range stats {
 		c.record(ctx, s)
 	}

@@ -82,7 +82,7 @@ func TestRedeliveryIsANoOp(t *testing.T) {
 	cv := evtest.New("acme", "c1")
 	batch := deliveries(1, cv.Visitor("what is the price?"), cv.Fallback("??"), cv.Visitor("What is the price"), cv.Fallback("??"),
 		cv.Bot("Which plan?", 100), cv.Ended(eventv1.EndReason_END_REASON_STALE_TIMEOUT))
-	if err := c.Handle(ctx, batch); err != nil {
+	if err := c.Apply(ctx, batch); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{
@@ -94,11 +94,11 @@ func TestRedeliveryIsANoOp(t *testing.T) {
 	if got := outbox(t, st); !slices.Equal(got, want) {
 		t.Fatalf("outbox:\n got  %v\n want %v", got, want)
 	}
-	if err := c.Handle(ctx, batch); err != nil {
+	if err := c.Apply(ctx, batch); err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range batch {
-		if err := c.Handle(ctx, []*eventbus.Delivery{d}); err != nil {
+		if err := c.Apply(ctx, []*eventbus.Delivery{d}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -120,7 +120,7 @@ func TestRuleChangesReachTheConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	cv := evtest.New("acme", "c1")
-	if err := c.Handle(ctx, deliveries(1, cv.Visitor("b"))); err != nil {
+	if err := c.Apply(ctx, deliveries(1, cv.Visitor("b"))); err != nil {
 		t.Fatal(err)
 	}
 	if got := outbox(t, st); len(got) != 0 {
@@ -129,7 +129,7 @@ func TestRuleChangesReachTheConsumer(t *testing.T) {
 	if _, err := st.UpdateRule(ctx, "acme", "r1", "test", func(r *store.Rule) (bool, error) { r.Expression = `event.text == "b"`; return true, nil }); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Handle(ctx, deliveries(2, cv.Visitor("b"))); err != nil {
+	if err := c.Apply(ctx, deliveries(2, cv.Visitor("b"))); err != nil {
 		t.Fatal(err)
 	}
 	if got := outbox(t, st); !slices.Equal(got, []string{"c1:tag_applied:t"}) {
@@ -141,7 +141,7 @@ func TestRuleChangesReachTheConsumer(t *testing.T) {
 	}
 	// Another tenant's events never meet acme's rules.
 	other := evtest.New("globex", "c1")
-	if err := c.Handle(ctx, deliveries(3, other.Visitor("b"))); err != nil {
+	if err := c.Apply(ctx, deliveries(3, other.Visitor("b"))); err != nil {
 		t.Fatal(err)
 	}
 	if got := outbox(t, st); len(got) != 1 {
