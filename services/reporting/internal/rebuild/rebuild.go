@@ -34,7 +34,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/parley-dev/parley/libs/eventbus"
-	"github.com/parley-dev/parley/services/reporting/internal/convstate"
 	"github.com/parley-dev/parley/services/reporting/internal/projector"
 	"github.com/parley-dev/parley/services/reporting/internal/statestore"
 )
@@ -109,12 +108,12 @@ func (r *Rebuilder) Run(ctx context.Context, progress func(Progress)) error {
 			progress(p)
 		}
 	}
-	// replay saves the fold states with save: the pool at first, the
-	// locked transaction while catching up (blocked projectors may hold
-	// the pool's other connections).
-	replay := func(to uint64, save func(context.Context, []*convstate.State) error) error {
+	// replay projects with proj: on the pool at first, in the locked
+	// transaction while catching up (blocked live projectors may hold the
+	// pool's other connections).
+	replay := func(to uint64, proj *projector.Projector) error {
 		_, err := r.Bus.Replay(ctx, p.Sequence+1, to, r.Batch, nil, func(ctx context.Context, ds []*eventbus.Delivery) error {
-			if err := proj.Project(ctx, ds, save); err != nil {
+			if err := proj.Handle(ctx, ds); err != nil {
 				return err
 			}
 			p.Events += uint64(len(ds))
@@ -128,7 +127,7 @@ func (r *Rebuilder) Run(ctx context.Context, progress func(Progress)) error {
 		return err
 	}
 	report(true)
-	if err := replay(p.TargetSequence, states.Save); err != nil {
+	if err := replay(p.TargetSequence, proj); err != nil {
 		return fmt.Errorf("rebuild: replay: %w", err)
 	}
 	// Stop every replica's projector from committing, take what arrived
@@ -146,8 +145,7 @@ func (r *Rebuilder) Run(ctx context.Context, progress func(Progress)) error {
 		return err
 	}
 	report(true)
-	inTx := func(ctx context.Context, changed []*convstate.State) error { return states.SaveIn(ctx, tx, changed) }
-	if err := replay(p.TargetSequence, inTx); err != nil {
+	if err := replay(p.TargetSequence, projector.New(r.CH, states.In(tx), tables, r.Log)); err != nil {
 		return fmt.Errorf("rebuild: catch up: %w", err)
 	}
 	p.Phase = "swapping"

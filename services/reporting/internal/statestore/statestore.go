@@ -36,17 +36,28 @@ type Key struct{ TenantID, ConversationID string }
 // Table is the live fold-state table.
 const Table = "reporting_conversation_state"
 
+// querier is a pool or a transaction.
+type querier interface {
+	Execer
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // Store reads and writes fold states.
 type Store struct {
 	pool  *pgxpool.Pool
+	q     querier // pool, or the transaction of In
 	table string
 }
 
 // New returns a store on pool using the live table.
-func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool, table: Table} }
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool, q: pool, table: Table} }
 
 // WithTable returns a store on another table of the same shape (a rebuild's).
-func (s *Store) WithTable(table string) *Store { return &Store{pool: s.pool, table: table} }
+func (s *Store) WithTable(table string) *Store { return &Store{pool: s.pool, q: s.q, table: table} }
+
+// In returns the store with its loads and saves run in tx.
+func (s *Store) In(tx pgx.Tx) *Store { return &Store{pool: s.pool, q: tx, table: s.table} }
 
 // Load returns the stored states of keys, in their order; a conversation
 // without a state gets nil.
@@ -56,7 +67,7 @@ func (s *Store) Load(ctx context.Context, keys []Key) ([]*convstate.State, error
 	for i, k := range keys {
 		tenants[i], convs[i] = k.TenantID, k.ConversationID
 	}
-	rows, err := s.pool.Query(ctx, `SELECT k.i, s.state_bin, CASE WHEN s.state_bin IS NULL THEN s.state END
+	rows, err := s.q.Query(ctx, `SELECT k.i, s.state_bin, CASE WHEN s.state_bin IS NULL THEN s.state END
 		FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(tenant_id, conversation_id, i)
 		JOIN `+s.table+` s ON s.tenant_id = k.tenant_id AND s.conversation_id = k.conversation_id`, tenants, convs)
 	if err != nil {
@@ -103,7 +114,7 @@ type Execer interface {
 // Save upserts states. A stored state with a higher last_seq is kept (a
 // slower, older writer never overwrites a newer state).
 func (s *Store) Save(ctx context.Context, states []*convstate.State) error {
-	return s.SaveIn(ctx, s.pool, states)
+	return s.SaveIn(ctx, s.q, states)
 }
 
 // SaveIn is Save in q, e.g. the transaction that commits a partition's
