@@ -4,15 +4,18 @@ package reporting
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/chstore"
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/httpgw"
-	"github.com/parley-dev/parley/libs/leader"
+	"github.com/parley-dev/parley/libs/partition"
 	"github.com/parley-dev/parley/libs/service"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
 	"github.com/parley-dev/parley/services/reporting/internal/api"
@@ -51,6 +54,21 @@ type Config struct {
 	// ShareSecret signs share links (at least 32 bytes). Empty: a random
 	// secret kept in PostgreSQL, shared by all replicas.
 	ShareSecret string `env:"PARLEY_REPORTING_SHARE_SECRET" envDefault:""`
+	// Partitions is the number of partitions the log is divided into among
+	// the projector's replicas; fixed per deployment.
+	Partitions int `env:"PARLEY_PARTITIONS" envDefault:"16"`
+	// LeaseTTL is how long a replica's partition leases live without a
+	// heartbeat: a dead replica's partitions move within about this long.
+	LeaseTTL time.Duration `env:"PARLEY_PARTITION_LEASE_TTL" envDefault:"5s"`
+	// Member names this replica among the projector's members (default:
+	// host name and a random suffix).
+	Member string `env:"PARLEY_PARTITION_MEMBER"`
+	// Wrap, when set, wraps the projector's handler (fault injection in
+	// tests).
+	Wrap func(partition.Handler) partition.Handler `env:"-"`
+	// KeepLeases, when set, stops without releasing the partition leases,
+	// as a crashed replica does (tests).
+	KeepLeases bool `env:"-"`
 	// Authenticator overrides API-key authentication (tests; nil: the
 	// tenancy store).
 	Authenticator grpcx.Authenticator `env:"-"`
@@ -65,8 +83,22 @@ func httpRoutes() []string {
 	}
 }
 
+func (c *Config) defaults() {
+	if c.Partitions <= 0 {
+		c.Partitions = partition.DefaultPartitions
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = partition.DefaultLeaseTTL
+	}
+	if c.Member == "" {
+		host, _ := os.Hostname()
+		c.Member = host + "-" + eventbus.NewEventID()
+	}
+}
+
 // Run serves reporting until ctx is cancelled.
 func Run(ctx context.Context, cfg Config) error {
+	cfg.defaults()
 	b, err := service.Start(ctx, service.Options{
 		Name: "reporting", Config: cfg.Config, Scopes: api.Scopes(), Authenticator: cfg.Authenticator,
 	})
@@ -96,6 +128,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if err := sharelinks.Migrate(ctx, b.PG, b.Log); err != nil {
+		b.Close()
+		return err
+	}
+	if err := partition.Migrate(ctx, b.PG); err != nil {
 		b.Close()
 		return err
 	}
@@ -129,20 +165,41 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("reporting: http gateway: %w", err)
 	}
 	proj := projector.New(ch, states, projector.LiveTables, b.Log)
-	live := rebuild.NewLoop(func(ctx context.Context) error {
-		return b.Bus.Consume(ctx, eventbus.ConsumerConfig{
-			Durable:   projector.Durable,
-			BatchSize: cfg.ProjectorBatch,
-			MaxWait:   cfg.ProjectorMaxWait,
-		}, proj.Handle)
+	pc := partition.NewConsumer(partition.Config{
+		Bus: b.Bus, Pool: b.PG, BatchSize: cfg.ProjectorBatch, MaxWait: cfg.ProjectorMaxWait, Log: b.Log,
+		Coordinator: partition.NewCoordinator(b.PG, projector.Durable, cfg.Member, cfg.Partitions, cfg.LeaseTTL),
 	})
-	srv.SetRebuilder(&rebuild.Rebuilder{CH: ch, PG: b.PG, Bus: b.Bus, States: states, Live: live, Batch: cfg.ProjectorBatch, Log: b.Log})
+	// Not ready while the projector is paused (ClickHouse, PostgreSQL or
+	// the event log unreachable).
+	b.AddCheck("projector", pc.Ready)
+	handle := partition.Handler(proj.HandlePartition)
+	if cfg.Wrap != nil {
+		handle = cfg.Wrap(handle)
+	}
+	srv.SetRebuilder(&rebuild.Rebuilder{CH: ch, PG: b.PG, Bus: b.Bus, States: states, Batch: cfg.ProjectorBatch, Log: b.Log})
 	return b.Run(ctx, func(ctx context.Context) error {
 		return httpgw.Serve(ctx, cfg.HTTPAddr, gw.Handler(), b.Log, cfg.Server.HTTP)
 	}, func(ctx context.Context) error {
-		// One replica projects (in stream order, which two replicas sharing
-		// the durable consumer would not keep); the others serve queries
-		// and take over when it stops.
-		return leader.Run(ctx, b.PG, leader.Key("reporting"), 2*time.Second, "live projector", b.Log, live.Run)
+		// Every replica projects the partitions it holds a lease on and
+		// answers queries.
+		removeDurable(ctx, b)
+		err := pc.Run(ctx, handle)
+		if !cfg.KeepLeases {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if lerr := pc.Leave(dctx); lerr != nil {
+				b.Log.WarnContext(dctx, "partition leases not released; they move after their TTL", "err", lerr)
+			}
+		}
+		return err
 	})
+}
+
+// removeDurable deletes the durable JetStream consumer of earlier versions,
+// which read the log with acks; positions now live in PostgreSQL.
+func removeDurable(ctx context.Context, b *service.Base) {
+	err := b.Bus.JetStream().DeleteConsumer(ctx, eventbus.ConvStream, projector.Durable)
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		b.Log.WarnContext(ctx, "could not remove the old durable consumer", "err", err)
+	}
 }

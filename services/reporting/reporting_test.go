@@ -16,8 +16,8 @@ import (
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
-	"github.com/parley-dev/parley/libs/leader"
 	"github.com/parley-dev/parley/libs/localinfra"
+	"github.com/parley-dev/parley/libs/partition"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/service"
 	"github.com/parley-dev/parley/libs/tenancy"
@@ -26,7 +26,6 @@ import (
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
 	"github.com/parley-dev/parley/services/reporting"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -248,8 +247,9 @@ func start(t *testing.T) *fixture {
 	return f
 }
 
-// waitProjected waits until the projector has acknowledged every event in
-// the stream (conversation rows appear before all their events are in).
+// waitProjected waits until every partition's committed position is at
+// the end of the stream (conversation rows appear before all their events
+// are in).
 func (f *fixture) waitProjected(t testing.TB) {
 	t.Helper()
 	ctx := context.Background()
@@ -259,12 +259,8 @@ func (f *fixture) waitProjected(t testing.TB) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := f.bus.JetStream().Consumer(ctx, eventbus.ConvStream, "reporting-projector")
-		if err == nil {
-			info, err := c.Info(ctx)
-			if err == nil && info.AckFloor.Stream >= last && info.NumAckPending == 0 {
-				return
-			}
+		if projectedTo(t, f.pgURL) >= last {
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("projector did not catch up")
@@ -273,9 +269,30 @@ func (f *fixture) waitProjected(t testing.TB) {
 	}
 }
 
+// projectedTo is the lowest committed position of the projector's
+// partitions.
+func projectedTo(t testing.TB, pgURL string) uint64 {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := pgstore.Connect(ctx, config.Postgres{URL: pgURL, MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	pos, err := partition.Positions(ctx, pool, "reporting-projector", partition.DefaultPartitions)
+	if err != nil {
+		return 0 // not migrated yet
+	}
+	return slices.Min(pos)
+}
+
 // startEmpty runs reporting over fresh NATS, PostgreSQL and ClickHouse with
 // tenants acme and globex and no events.
-func startEmpty(t testing.TB) *fixture {
+func startEmpty(t testing.TB) *fixture { return startEmptyWith(t, nil) }
+
+// startEmptyWith is startEmpty with the configuration changed by mutate
+// (nil: unchanged) before the service starts.
+func startEmptyWith(t testing.TB, mutate func(*reporting.Config)) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	n := testenv.NATS(t)
@@ -299,6 +316,9 @@ func startEmpty(t testing.TB) *fixture {
 		HTTPAddr:       fmt.Sprintf("127.0.0.1:%d", hport),
 		ProjectorBatch: 200, ProjectorMaxWait: 50 * time.Millisecond, QueryTimeout: 10 * time.Second,
 		ShareBaseURL: fmt.Sprintf("http://127.0.0.1:%d", hport), ShareTTL: time.Hour, Authenticator: auth,
+	}
+	if mutate != nil {
+		mutate(&cfg)
 	}
 	testsvc.Serve(t, "reporting", func(ctx context.Context) error { return reporting.Run(ctx, cfg) })
 	conn := testsvc.Dial(t, cfg.GRPCAddr)
@@ -925,69 +945,5 @@ func drain(s reportingv1.ReportingService_RebuildProjectionsClient) ([]*reportin
 			return out, err
 		}
 		out = append(out, p)
-	}
-}
-
-// A second replica stands by: it answers queries from the same tables, and
-// a rebuild asked of it is refused with PROJECTOR_STANDBY (Unavailable, so
-// that clients retry and reach the replica that projects).
-func TestSecondReplicaStandsBy(t *testing.T) {
-	f := startEmpty(t)
-	ctx := context.Background()
-	pool, err := pgstore.Connect(ctx, config.Postgres{URL: f.pgURL, MaxConns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	key := leader.Key("reporting")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var held bool
-		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-			AND classid::bigint = $1 AND objid::bigint = $2)`, key>>32, key&0xffffffff).Scan(&held); err != nil {
-			t.Fatal(err)
-		}
-		if held {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the first replica never took the projector's leader lock")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	cfg := f.cfg
-	cfg.GRPCAddr, cfg.AdminAddr = testsvc.Addrs(t)
-	hport, _ := localinfra.FreePort()
-	cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", hport)
-	cfg.Telemetry = testenv.Telemetry(t, "reporting-2")
-	testsvc.Serve(t, "reporting-2", func(ctx context.Context) error { return reporting.Run(ctx, cfg) })
-	second := reportingv1.NewReportingServiceClient(testsvc.Dial(t, cfg.GRPCAddr))
-	for _, c := range model("acme", 10, f.now) {
-		for _, e := range c.events() {
-			if _, err := f.bus.Publish(ctx, e); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	f.waitTotal(t, allTime(&reportingv1.Filter{}), 10)
-	f.waitProjected(t)
-	res, err := second.ListConversations(f.ctx(), &reportingv1.ListConversationsRequest{Filter: allTime(&reportingv1.Filter{}), PageSize: 5})
-	if err != nil || res.TotalCount != 10 {
-		t.Fatalf("standby replica's list: %v %v", res.GetTotalCount(), err)
-	}
-	op := metadata.AppendToOutgoingContext(context.Background(), "x-api-key", f.opKey)
-	stream, err := second.RebuildProjections(op, &reportingv1.RebuildProjectionsRequest{})
-	if err == nil {
-		_, err = stream.Recv()
-	}
-	st := status.Convert(err)
-	var reason string
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			reason = info.Reason
-		}
-	}
-	if st.Code() != codes.Unavailable || reason != "PROJECTOR_STANDBY" {
-		t.Fatalf("rebuild on the standby replica: %v (%s)", err, reason)
 	}
 }

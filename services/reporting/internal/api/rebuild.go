@@ -10,10 +10,6 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// StandbyReason is the ErrorInfo reason of RebuildProjections on a replica
-// that does not run the live projector.
-const StandbyReason = "PROJECTOR_STANDBY"
-
 // OperatorOnly is the PermissionDenied message for a rebuild asked with a
 // tenant key.
 const OperatorOnly = "rebuilding projections replays every tenant's events, so it needs a platform operator key " +
@@ -53,11 +49,6 @@ func (s *Server) RebuildProjections(_ *reportingv1.RebuildProjectionsRequest, st
 	switch {
 	case errors.Is(err, rebuild.ErrBusy):
 		return grpcx.FailedPrecondition("REBUILD_RUNNING", "projections", "another rebuild is running")
-	case errors.Is(err, rebuild.ErrStandby):
-		// Unavailable: retrying on a new connection may reach the replica
-		// that runs the live projector (parleyctl does).
-		return grpcx.UnavailableReason(StandbyReason, "parley.reporting",
-			"this reporting replica is standing by (another one runs the live projector, which a rebuild pauses); retry on a new connection to reach that one")
 	case err != nil:
 		log.ErrorContext(ctx, "rebuild failed", "err", err)
 		return grpcx.Unavailable("rebuild failed (the current tables are untouched unless it failed while swapping); see reporting's log, then retry")

@@ -124,7 +124,10 @@ func New(tenantID, conversationID string) *State {
 }
 
 // Apply folds one event with its stream sequence into s. It returns false
-// (and changes nothing) when the event was applied before.
+// (and changes nothing) when the event was applied before: an idempotence
+// guard only, since the projector reads each conversation's events in
+// stream order (a sequence at or below LastSeq is a replay, never a late
+// event).
 func (s *State) Apply(env *eventv1.Envelope, seq uint64) bool {
 	if seq <= s.LastSeq {
 		return false

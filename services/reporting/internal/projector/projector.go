@@ -2,6 +2,7 @@ package projector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -9,13 +10,17 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/jackc/pgx/v5"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/partition"
 	"github.com/parley-dev/parley/services/reporting/internal/convstate"
 	"github.com/parley-dev/parley/services/reporting/internal/statestore"
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Durable is the projector's consumer name on PARLEY_CONV.
+// Durable is the projector's consumer name: its partition leases and
+// positions, its dead letters (parley.dlq.reporting-projector), and the
+// durable JetStream consumer of earlier versions.
 const Durable = "reporting-projector"
 
 // Tables names the ClickHouse tables a projector writes.
@@ -74,12 +79,51 @@ func New(conn driver.Conn, states *statestore.Store, tables Tables, log *slog.Lo
 	return &Projector{conn: conn, states: states, tables: tables, log: log}
 }
 
-// Handle is an eventbus.Handler. It inserts the batch's events and messages,
+// HandlePartition is the live projector's partition.Handler: it writes the
+// batch's rows to ClickHouse first, then commits the fold states and the
+// partition's position in one PostgreSQL transaction, fenced by the
+// partition's lease and by the tables' generation (a rebuild's swap in
+// between makes it project the batch again, into the new tables). A crash
+// between the two replays the batch into idempotent rows.
+func (p *Projector) HandlePartition(ctx context.Context, b partition.Batch) error {
+	err := p.handlePartition(ctx, b)
+	if errors.Is(err, statestore.ErrSwapped) {
+		// Once more, at once, into the tables the rebuild swapped in.
+		err = p.handlePartition(ctx, b)
+	}
+	return err
+}
+
+func (p *Projector) handlePartition(ctx context.Context, b partition.Batch) error {
+	gen, err := p.states.Generation(ctx)
+	if err != nil {
+		return err
+	}
+	return p.Project(ctx, b.Deliveries, func(ctx context.Context, changed []*convstate.State) error {
+		return p.states.Tx(ctx, func(tx pgx.Tx) error {
+			if err := statestore.CheckGeneration(ctx, tx, gen); err != nil {
+				return err
+			}
+			if err := p.states.SaveIn(ctx, tx, changed); err != nil {
+				return err
+			}
+			return partition.Commit(ctx, tx, b.Lease, b.Last())
+		})
+	})
+}
+
+// Handle is an eventbus.Handler (rebuilds, tools). It inserts the batch's events and messages,
 // folds the batch into the conversations it touches and inserts their new
 // states, then saves the fold states; it returns only after all of that is
 // durable. A redelivered batch produces identical rows (same keys and
 // versions), which ReplacingMergeTree collapses.
 func (p *Projector) Handle(ctx context.Context, batch []*eventbus.Delivery) error {
+	return p.Project(ctx, batch, p.states.Save)
+}
+
+// Project writes the batch's rows to ClickHouse, then calls save with the
+// fold states it changed.
+func (p *Projector) Project(ctx context.Context, batch []*eventbus.Delivery, save func(context.Context, []*convstate.State) error) error {
 	sc, _ := p.scratch.Get().(*scratch)
 	if sc == nil {
 		sc = &scratch{index: map[statestore.Key]int{}}
@@ -121,6 +165,9 @@ func (p *Projector) Handle(ctx context.Context, batch []*eventbus.Delivery) erro
 			st = convstate.New(sc.keys[i].TenantID, sc.keys[i].ConversationID)
 			states[i] = st
 		}
+		// Apply ignores an event at or below the state's sequence: an
+		// idempotence guard (a partition is read in stream order, so only a
+		// replay after a crash or a swap reaches it).
 		if st.Apply(d.Envelope, d.StreamSeq) && !sc.dirty[i] {
 			sc.dirty[i] = true
 			sc.changed = append(sc.changed, st)
@@ -140,13 +187,13 @@ func (p *Projector) Handle(ctx context.Context, batch []*eventbus.Delivery) erro
 	}
 	for _, st := range sc.changed {
 		if err := sc.convs.add(st); err != nil {
-			return err
+			return eventbus.Permanent(err)
 		}
 	}
 	if err := p.insert(ctx, p.tables.Conversations, ConversationColumns, len(sc.changed), sc.convs.columns()); err != nil {
 		return fmt.Errorf("projector: insert conversations: %w", err)
 	}
-	return p.states.Save(ctx, sc.changed)
+	return save(ctx, sc.changed)
 }
 
 // insert writes n rows, given as columns, into table.
@@ -161,7 +208,8 @@ func (p *Projector) insert(ctx context.Context, table, columns string, n int, co
 	for i, c := range cols {
 		if err := b.Column(i).Append(c); err != nil {
 			_ = b.Abort()
-			return fmt.Errorf("column %d: %w", i, err)
+			// A value the column cannot hold: a data error.
+			return eventbus.Permanent(fmt.Errorf("column %d: %w", i, err))
 		}
 	}
 	return b.Send()

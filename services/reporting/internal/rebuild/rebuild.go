@@ -3,13 +3,24 @@
 // tables until the swap, which is a single RENAME, so they never see a
 // half-built projection.
 //
-// Steps: create <table>_rebuild copies of the schema; replay the stream up
-// to its last sequence at the start; pause the live projector (it finishes
-// and acknowledges its batch); replay what arrived meanwhile; swap the
-// ClickHouse tables and the PostgreSQL state table; resume the live
-// projector. The live projector then redelivers anything past its
-// acknowledged position, which the new tables already hold: projection is
-// idempotent, so nothing changes twice.
+// Any replica rebuilds, while every replica's live projector keeps
+// projecting its partitions. Steps: create <table>_rebuild copies of the
+// schema; replay the stream up to its last sequence at the start; lock the
+// tables' generation row (reporting_projection, FOR UPDATE) in a
+// PostgreSQL transaction, which stops every replica's projector from
+// committing (each commit checks the generation FOR SHARE) until the swap
+// is done; replay what arrived meanwhile, up to the stream's last sequence
+// T taken under the lock; swap the ClickHouse tables, then, in the locked
+// transaction, the fold-state table, and increment the generation.
+//
+// Positions stay consistent: a position committed before the lock covers
+// events at or below T, which the new tables hold; a projector blocked on
+// the lock wrote its rows to the old tables (or, after the rename, the new
+// ones), finds the generation changed, fails transiently and projects
+// again from its partition's stored position into the new tables. Events
+// between that position and T are already there: projection is idempotent
+// (fold states skip sequences they hold; rows replace by their keys), so
+// nothing changes twice and nothing is lost.
 package rebuild
 
 import (
@@ -20,6 +31,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/services/reporting/internal/projector"
@@ -29,24 +41,11 @@ import (
 // ErrBusy means another rebuild holds the lock.
 var ErrBusy = errors.New("rebuild: another rebuild is running")
 
-// ErrStandby is returned on a replica that does not run the live projector
-// (another replica does, under the leader lock): the rebuild must pause the
-// live projector, so it runs on that replica.
-var ErrStandby = errors.New("rebuild: this replica is standing by; the replica running the live projector rebuilds")
-
 // lockKey is the PostgreSQL advisory lock that serialises rebuilds across
 // replicas.
 const lockKey = 0x7061726c6579 // "parley"
 
 const suffix = "_rebuild"
-
-// Live is the running projector, paused around the swap.
-type Live interface {
-	// Active reports whether the live projector runs in this process.
-	Active() bool
-	Pause(ctx context.Context) error
-	Resume()
-}
 
 // Progress is reported while a rebuild runs.
 type Progress struct {
@@ -72,7 +71,6 @@ type Rebuilder struct {
 	PG     *pgxpool.Pool
 	Bus    *eventbus.Bus
 	States *statestore.Store
-	Live   Live
 	Batch  int
 	Log    *slog.Logger
 }
@@ -80,9 +78,6 @@ type Rebuilder struct {
 // Run rebuilds every projection, calling progress at least every second
 // and at each phase change.
 func (r *Rebuilder) Run(ctx context.Context, progress func(Progress)) error {
-	if r.Live != nil && !r.Live.Active() {
-		return ErrStandby
-	}
 	conn, err := r.PG.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("rebuild: %w", err)
@@ -101,7 +96,8 @@ func (r *Rebuilder) Run(ctx context.Context, progress func(Progress)) error {
 		return err
 	}
 	tables := projector.LiveTables.Suffixed(suffix)
-	proj := projector.New(r.CH, r.States.WithTable(statestore.Table+suffix), tables, r.Log)
+	states := r.States.WithTable(statestore.Table + suffix)
+	proj := projector.New(r.CH, states, tables, r.Log)
 	start := time.Now()
 	p := Progress{Phase: "replaying"}
 	last := time.Time{}
@@ -112,7 +108,10 @@ func (r *Rebuilder) Run(ctx context.Context, progress func(Progress)) error {
 			progress(p)
 		}
 	}
-	replay := func(to uint64) error {
+	// replay projects with proj: on the pool at first, in the locked
+	// transaction while catching up (blocked live projectors may hold the
+	// pool's other connections).
+	replay := func(to uint64, proj *projector.Projector) error {
 		_, err := r.Bus.Replay(ctx, p.Sequence+1, to, r.Batch, nil, func(ctx context.Context, ds []*eventbus.Delivery) error {
 			if err := proj.Handle(ctx, ds); err != nil {
 				return err
@@ -128,25 +127,30 @@ func (r *Rebuilder) Run(ctx context.Context, progress func(Progress)) error {
 		return err
 	}
 	report(true)
-	if err := replay(p.TargetSequence); err != nil {
+	if err := replay(p.TargetSequence, proj); err != nil {
 		return fmt.Errorf("rebuild: replay: %w", err)
 	}
-	// Pause the live projector, take what arrived meanwhile, swap.
-	if err := r.Live.Pause(ctx); err != nil {
-		return fmt.Errorf("rebuild: pause live projector: %w", err)
+	// Stop every replica's projector from committing, take what arrived
+	// meanwhile, swap.
+	tx, err := r.PG.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("rebuild: pause live projectors: %w", err)
 	}
-	defer r.Live.Resume()
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := statestore.LockGeneration(ctx, tx); err != nil {
+		return fmt.Errorf("rebuild: pause live projectors: %w", err)
+	}
 	p.Phase = "catching_up"
 	if p.TargetSequence, err = r.Bus.LastSequence(ctx); err != nil {
 		return err
 	}
 	report(true)
-	if err := replay(p.TargetSequence); err != nil {
+	if err := replay(p.TargetSequence, projector.New(r.CH, states.In(tx), tables, r.Log)); err != nil {
 		return fmt.Errorf("rebuild: catch up: %w", err)
 	}
 	p.Phase = "swapping"
 	report(true)
-	if err := r.swap(ctx); err != nil {
+	if err := r.swap(ctx, tx); err != nil {
 		return err
 	}
 	p.Phase = "done"
@@ -171,8 +175,9 @@ func (r *Rebuilder) prepare(ctx context.Context) error {
 	return nil
 }
 
-// swap renames the rebuilt tables into place and drops the old ones.
-func (r *Rebuilder) swap(ctx context.Context) error {
+// swap renames the rebuilt tables into place, increments the generation and
+// commits tx (which holds the generation row), then drops the old tables.
+func (r *Rebuilder) swap(ctx context.Context, tx pgx.Tx) error {
 	live := projector.LiveTables
 	names := []string{live.Events, live.Messages, live.Conversations}
 	rename := "RENAME TABLE "
@@ -191,15 +196,15 @@ func (r *Rebuilder) swap(ctx context.Context) error {
 		return fmt.Errorf("rebuild: swap: %w", err)
 	}
 	st := statestore.Table
-	tx, err := r.PG.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("rebuild: swap state: %w", err)
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
 	if _, err := tx.Exec(ctx, `DROP TABLE IF EXISTS `+st+`_old; ALTER TABLE `+st+` RENAME TO `+st+`_old; ALTER TABLE `+st+suffix+` RENAME TO `+st+`; DROP TABLE `+st+`_old`); err != nil {
 		return fmt.Errorf("rebuild: swap state: %w", err)
 	}
+	if err := statestore.BumpGeneration(ctx, tx); err != nil {
+		return err
+	}
 	if err := tx.Commit(ctx); err != nil {
+		// The ClickHouse tables are swapped, the state table is not:
+		// running the rebuild again puts both in place.
 		return fmt.Errorf("rebuild: swap state: %w", err)
 	}
 	for _, t := range names {
