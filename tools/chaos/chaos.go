@@ -248,7 +248,7 @@ func (r *run) chaos(ctx context.Context) {
 				r.fail("%s did not come back: %v", name, err)
 				continue
 			}
-			pid, err := childPid(r.state.Pid, name)
+			pid, err := servicePid(r.state.Pid, name)
 			if err != nil {
 				r.fail("%v", err)
 				continue
@@ -323,7 +323,7 @@ func (r *run) postgresOutage(ctx context.Context) {
 func (r *run) crashStack(ctx context.Context, n int) {
 	var pids []int
 	for _, name := range stack.Services {
-		if pid, err := childPid(r.state.Pid, name); err == nil {
+		if pid, err := servicePid(r.state.Pid, name); err == nil {
 			pids = append(pids, pid)
 		}
 	}

@@ -131,6 +131,23 @@ func childPid(ppid int, prefix string) (int, error) {
 	return 0, fmt.Errorf("chaos: no process %s under pid %d", prefix, ppid)
 }
 
+// servicePid returns the child of ppid that runs service: the parley
+// binary started with -target=<service> (the local stack's process mode).
+func servicePid(ppid int, service string) (int, error) {
+	for _, pid := range children(ppid)[stack.Binary] {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			continue
+		}
+		for _, arg := range strings.Split(string(b), "\x00") {
+			if arg == "-target="+service {
+				return pid, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("chaos: no %s -target=%s under pid %d", stack.Binary, service, ppid)
+}
+
 // alive tells whether pid exists and is not a zombie.
 func alive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
