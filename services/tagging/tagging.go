@@ -162,7 +162,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Store: st, Engine: engine, Facts: factsOpts, Detectors: detectors, Kick: relay.Kick, Log: b.Log, Meter: meter,
 	})
 	bf := backfill.New(backfill.Config{
-		Store: st, Engine: engine, JS: b.Bus.JetStream(), Facts: factsOpts,
+		Store: st, Engine: engine, Bus: b.Bus, Facts: factsOpts,
 		MaxConversations: cfg.BackfillMaxConversations, Kick: relay.Kick, Log: b.Log,
 	})
 	taggingv1.RegisterTaggingServiceServer(b.GRPC, api.New(api.Deps{
