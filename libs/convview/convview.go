@@ -21,6 +21,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/parley-dev/parley/libs/eventbus"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 )
 
@@ -42,39 +43,44 @@ type Ended struct {
 // subject-safe ([A-Za-z0-9_-]), so they are valid key tokens.
 func Key(tenantID, conversationID string) string { return tenantID + "." + conversationID }
 
-// Ensure creates or updates the bucket.
-func Ensure(ctx context.Context, js jetstream.JetStream, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
+// Ensure creates or updates the bucket (its stream accepting atomic
+// batches, so that many entries cost one stream write: MarkEndedAll).
+func Ensure(ctx context.Context, bus *eventbus.Bus, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
 	if ttl <= 0 {
 		ttl = DefaultTTL
 	}
 	if replicas <= 0 {
 		replicas = 1
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := bus.EnsureKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "Parley: conversations lifecycle has ended (fast view for ingest)",
 		History:     1,
 		TTL:         ttl,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
-	})
+	}, true)
 	if err != nil {
-		return nil, fmt.Errorf("convview: bucket %s: %w", Bucket, err)
-	}
-	// The bucket's stream accepts atomic batches, so that many entries cost
-	// one stream write (MarkEndedAll). Updating the bucket above resets the
-	// stream's configuration, so this is applied every time.
-	st, err := js.Stream(ctx, streamName)
-	if err != nil {
-		return nil, fmt.Errorf("convview: bucket %s: %w", Bucket, err)
-	}
-	if cfg := st.CachedInfo().Config; !cfg.AllowAtomicPublish {
-		cfg.AllowAtomicPublish = true
-		if _, err := js.UpdateStream(ctx, cfg); err != nil {
-			return nil, fmt.Errorf("convview: bucket %s: allow atomic batches: %w", Bucket, err)
-		}
+		return nil, fmt.Errorf("convview: %w", err)
 	}
 	return kv, nil
+}
+
+// Open opens the bucket, creating it with DefaultTTL when it does not
+// exist yet, and returns it with its TTL.
+func Open(ctx context.Context, bus *eventbus.Bus) (jetstream.KeyValue, time.Duration, error) {
+	kv, found, err := bus.KeyValue(ctx, Bucket)
+	if err == nil && !found {
+		kv, err = Ensure(ctx, bus, DefaultTTL, bus.Replicas())
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("convview: %w", err)
+	}
+	ttl := DefaultTTL
+	if st, err := kv.Status(ctx); err == nil && st.TTL() > 0 {
+		ttl = st.TTL()
+	}
+	return kv, ttl, nil
 }
 
 // streamName is the stream behind the bucket, and subjectPrefix the prefix

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/convview"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/testenv"
@@ -21,13 +20,13 @@ func TestReaderSeesExistingAndNewEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	bus, err := eventbus.New(nc, eventbus.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	kv, err := convview.Ensure(ctx, js, time.Hour, 1)
+	kv, err := convview.Ensure(ctx, bus, time.Hour, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,10 +88,10 @@ func TestMarkEndedAllInOneBatch(t *testing.T) {
 	js := bus.JetStream()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	if _, err := convview.Ensure(ctx, js, time.Hour, 1); err != nil {
+	if _, err := convview.Ensure(ctx, bus, time.Hour, 1); err != nil {
 		t.Fatal(err)
 	}
-	kv, err := convview.Ensure(ctx, js, time.Hour, 1)
+	kv, err := convview.Ensure(ctx, bus, time.Hour, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -42,6 +43,9 @@ type Bus struct {
 	js     jetstream.JetStream
 	opts   Options
 	tracer trace.Tracer
+
+	streamMu sync.Mutex
+	stream   jetstream.Stream // PARLEY_CONV handle (convStream)
 }
 
 // New wraps a NATS connection.
@@ -99,7 +103,9 @@ func Connect(ctx context.Context, url, name string, opts Options, extra ...nats.
 	return b, nil
 }
 
-// JetStream exposes the underlying JetStream context for advanced callers.
+// JetStream exposes the underlying JetStream context. It is an escape hatch
+// for tools (tools/: bench, verify, stack) only: services go through the
+// named methods (LastOnSubject, DeleteConsumer, KeyValue, Publish, ...).
 func (b *Bus) JetStream() jetstream.JetStream { return b.js }
 
 // Conn exposes the NATS connection.

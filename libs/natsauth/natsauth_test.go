@@ -158,7 +158,7 @@ func TestServicesCanDoTheirWork(t *testing.T) {
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
 		t.Fatalf("ingest looks up the bucket: %v", err)
 	}
-	ikv, err := convview.Ensure(ctx, ingest.JetStream(), time.Hour, 1)
+	ikv, err := convview.Ensure(ctx, ingest, time.Hour, 1)
 	if err != nil {
 		t.Fatalf("ingest creates the bucket: %v", err)
 	}
@@ -197,7 +197,7 @@ func TestServicesCanDoTheirWork(t *testing.T) {
 
 	// Lifecycle: its bucket, its consumer (with a dead letter and a reset),
 	// its events, the close lookup.
-	lkv, err := convview.Ensure(ctx, lifecycle.JetStream(), time.Hour, 1)
+	lkv, err := convview.Ensure(ctx, lifecycle, time.Hour, 1)
 	if err != nil {
 		t.Fatalf("lifecycle ensures the bucket: %v", err)
 	}
@@ -319,7 +319,7 @@ func TestServicesCannotOverstep(t *testing.T) {
 	if err := ingest.EnsureStreams(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := convview.Ensure(ctx, ingest.JetStream(), time.Hour, 1); err != nil {
+	if _, err := convview.Ensure(ctx, ingest, time.Hour, 1); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ingest.Publish(ctx, envelope("acme", "c0", "e0")); err != nil {

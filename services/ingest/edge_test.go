@@ -207,8 +207,11 @@ func TestEndedConversationIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	kv, err := convview.Ensure(ctx, js, 0, 1)
+	bus, err := eventbus.New(nc, eventbus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := convview.Ensure(ctx, bus, 0, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -490,8 +493,11 @@ func TestResentClosingRequestIsADuplicate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	kv, err := convview.Ensure(ctx, js, 0, 1)
+	bus, err := eventbus.New(nc, eventbus.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := convview.Ensure(ctx, bus, 0, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,13 +5,11 @@ package ingest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/convview"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
@@ -180,17 +178,9 @@ func Run(ctx context.Context, cfg Config) error {
 // watchEnded opens lifecycle's ended-conversations view (creating the bucket
 // when lifecycle has not yet) and copies it into memory.
 func watchEnded(ctx context.Context, b *service.Base) (*convview.Reader, error) {
-	js := b.Bus.JetStream()
-	kv, err := js.KeyValue(ctx, convview.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = convview.Ensure(ctx, js, convview.DefaultTTL, b.Bus.Replicas())
-	}
+	kv, ttl, err := convview.Open(ctx, b.Bus)
 	if err != nil {
 		return nil, fmt.Errorf("ingest: ended view: %w", err)
-	}
-	ttl := convview.DefaultTTL
-	if st, err := kv.Status(ctx); err == nil && st.TTL() > 0 {
-		ttl = st.TTL()
 	}
 	return convview.Watch(ctx, kv, ttl, b.Log)
 }
@@ -200,16 +190,9 @@ type closeLog struct{ bus *eventbus.Bus }
 
 // LastClose implements api.CloseLog.
 func (c closeLog) LastClose(ctx context.Context, tenantID, conversationID string) (string, time.Time, bool, error) {
-	st, err := c.bus.JetStream().Stream(ctx, eventbus.ConvStream)
-	if err != nil {
+	m, found, err := c.bus.LastOnSubject(ctx, eventbus.ConvSubject(tenantID, conversationID, "conversation_closed"))
+	if err != nil || !found {
 		return "", time.Time{}, false, err
 	}
-	m, err := st.GetLastMsgForSubject(ctx, eventbus.ConvSubject(tenantID, conversationID, "conversation_closed"))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return "", time.Time{}, false, nil
-	}
-	if err != nil {
-		return "", time.Time{}, false, err
-	}
-	return eventbus.EventIDOfMsgID(tenantID, m.Header.Get(jetstream.MsgIDHeader)), m.Time, true, nil
+	return m.EventID(tenantID), m.Time, true, nil
 }

@@ -104,7 +104,7 @@ type benchLifecycle struct {
 // prepares the consumer.
 func newBenchLifecycle(b *testing.B, bus *eventbus.Bus, pool *pgxpool.Pool) *benchLifecycle {
 	ctx := context.Background()
-	kv, err := convview.Ensure(ctx, bus.JetStream(), 0, 1)
+	kv, err := convview.Ensure(ctx, bus, 0, 1)
 	if err != nil {
 		b.Fatal(err)
 	}

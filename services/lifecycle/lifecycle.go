@@ -166,7 +166,7 @@ func Run(ctx context.Context, cfg Config) error {
 	} else if changed {
 		b.Log.Info("session timeouts changed; active conversations rescheduled", "default", cfg.SessionTimeout, "channels", channelDefaults)
 	}
-	kv, err := convview.Ensure(ctx, b.Bus.JetStream(), cfg.EndedViewTTL, cfg.NATS.Replicas)
+	kv, err := convview.Ensure(ctx, b.Bus, cfg.EndedViewTTL, cfg.NATS.Replicas)
 	if err != nil {
 		return fail(err)
 	}

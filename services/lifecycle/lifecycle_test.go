@@ -381,7 +381,7 @@ func TestCloseEndsOnceAndUpdatesTheView(t *testing.T) {
 	s := w.start(w.pgURL, w.key, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	kv, err := convview.Ensure(ctx, w.bus.JetStream(), 0, 1)
+	kv, err := convview.Ensure(ctx, w.bus, 0, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,11 +14,9 @@ package tagging
 
 import (
 	"context"
-	"errors"
 	"os"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/parley-dev/parley/libs/config"
@@ -164,7 +162,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Store: st, Engine: engine, Facts: factsOpts, Detectors: detectors, Kick: relay.Kick, Log: b.Log, Meter: meter,
 	})
 	bf := backfill.New(backfill.Config{
-		Store: st, Engine: engine, JS: b.Bus.JetStream(), Facts: factsOpts,
+		Store: st, Engine: engine, Bus: b.Bus, Facts: factsOpts,
 		MaxConversations: cfg.BackfillMaxConversations, Kick: relay.Kick, Log: b.Log,
 	})
 	taggingv1.RegisterTaggingServiceServer(b.GRPC, api.New(api.Deps{
@@ -211,8 +209,7 @@ func Run(ctx context.Context, cfg Config) error {
 // removeDurable deletes the durable JetStream consumer earlier versions
 // read the log with (acks, redelivery); positions live in PostgreSQL now.
 func removeDurable(ctx context.Context, b *service.Base) {
-	err := b.Bus.JetStream().DeleteConsumer(ctx, eventbus.ConvStream, consumer.Durable)
-	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if err := b.Bus.DeleteConsumer(ctx, consumer.Durable); err != nil {
 		b.Log.WarnContext(ctx, "could not remove the old durable consumer", "err", err)
 	}
 }

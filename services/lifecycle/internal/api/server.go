@@ -22,6 +22,7 @@ import (
 	"github.com/parley-dev/parley/services/lifecycle/internal/store"
 	"github.com/parley-dev/parley/services/lifecycle/internal/sweeper"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -164,10 +165,8 @@ func (s *Server) RequestHandoff(ctx context.Context, req *lifecyclev1.RequestHan
 	if err := checkText("queue", req.GetQueue(), maxIDBytes); err != nil {
 		return nil, err
 	}
-	return s.command(ctx, req.GetConversationId(), req.GetRequestId(), nil, &eventv1.Envelope{
-		Payload: &eventv1.Envelope_HandoffRequested{HandoffRequested: &eventv1.HandoffRequested{
-			Reason: req.GetReason(), Queue: req.GetQueue(), RequestedBy: eventv1.Actor_ACTOR_SYSTEM,
-		}},
+	return s.command(ctx, req.GetConversationId(), req.GetRequestId(), nil, &eventv1.HandoffRequested{
+		Reason: req.GetReason(), Queue: req.GetQueue(), RequestedBy: eventv1.Actor_ACTOR_SYSTEM,
 	})
 }
 
@@ -179,9 +178,7 @@ func (s *Server) JoinAgent(ctx context.Context, req *lifecyclev1.JoinAgentReques
 	if err := checkText("agent_name", req.GetAgentName(), maxIDBytes); err != nil {
 		return nil, err
 	}
-	return s.command(ctx, req.GetConversationId(), req.GetRequestId(), nil, &eventv1.Envelope{
-		Payload: &eventv1.Envelope_AgentJoined{AgentJoined: &eventv1.AgentJoined{AgentId: req.GetAgentId(), AgentName: req.GetAgentName()}},
-	})
+	return s.command(ctx, req.GetConversationId(), req.GetRequestId(), nil, &eventv1.AgentJoined{AgentId: req.GetAgentId(), AgentName: req.GetAgentName()})
 }
 
 // LeaveAgent appends agent_left for the agent present in an active
@@ -197,16 +194,14 @@ func (s *Server) LeaveAgent(ctx context.Context, req *lifecyclev1.LeaveAgentRequ
 		}
 		return nil
 	}
-	return s.command(ctx, req.GetConversationId(), req.GetRequestId(), check, &eventv1.Envelope{
-		Payload: &eventv1.Envelope_AgentLeft{AgentLeft: &eventv1.AgentLeft{AgentId: req.GetAgentId()}},
-	})
+	return s.command(ctx, req.GetConversationId(), req.GetRequestId(), check, &eventv1.AgentLeft{AgentId: req.GetAgentId()})
 }
 
 // command appends one client-fact event for an existing, active
 // conversation and answers with the state after it: read back once the
 // consumer applied it, or predicted when that takes longer than
 // WaitApplied.
-func (s *Server) command(ctx context.Context, conversationID, requestID string, check func(machine.State) error, env *eventv1.Envelope) (*lifecyclev1.ConversationState, error) {
+func (s *Server) command(ctx context.Context, conversationID, requestID string, check func(machine.State) error, payload proto.Message) (*lifecyclev1.ConversationState, error) {
 	p, err := grpcx.RequireTenant(ctx)
 	if err != nil {
 		return nil, err
@@ -231,14 +226,11 @@ func (s *Server) command(ctx context.Context, conversationID, requestID string, 
 		}
 	}
 	now := s.cfg.Clock()
-	env.TenantId, env.ConversationId = p.TenantID, conversationID
-	env.EventId = eventbus.NewEventID()
+	opts := []eventbus.EnvelopeOption{eventbus.OccurredAt(now), eventbus.RecordedAt(now), eventbus.Producer(machine.Producer)}
 	if requestID != "" {
-		env.EventId = eventbus.ClientEventID(p.TenantID, conversationID, requestID)
+		opts = append(opts, eventbus.WithEventID(eventbus.ClientEventID(p.TenantID, conversationID, requestID)))
 	}
-	env.OccurredAt, env.RecordedAt = timestamppb.New(now), timestamppb.New(now)
-	env.Producer, env.CorrelationId = machine.Producer, env.EventId
-	env.Kind = eventbus.Kind(env)
+	env := eventbus.NewEnvelope(p.TenantID, conversationID, payload, opts...)
 	ack, err := s.cfg.Bus.Publish(ctx, env)
 	if err != nil {
 		s.cfg.Log.WarnContext(ctx, "append failed", "kind", env.Kind, "err", err)

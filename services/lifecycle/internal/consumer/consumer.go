@@ -7,7 +7,6 @@ package consumer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -15,14 +14,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/partition"
-	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"github.com/parley-dev/parley/services/lifecycle/internal/machine"
 	"github.com/parley-dev/parley/services/lifecycle/internal/outbox"
 	"github.com/parley-dev/parley/services/lifecycle/internal/store"
-	"google.golang.org/protobuf/proto"
 )
 
 // Durable is lifecycle's consumer name: its partition leases and positions,
@@ -79,15 +75,14 @@ type pgxQuerier = partition.Querier
 // the log with acks; the partitioned consumer keeps its positions in
 // PostgreSQL instead.
 func (c *Consumer) Prepare(ctx context.Context) error {
-	js := c.cfg.Bus.JetStream()
-	stream, err := js.Stream(ctx, eventbus.ConvStream)
+	head, err := c.cfg.Bus.LastSequence(ctx)
 	if err != nil {
-		return fmt.Errorf("consumer: stream: %w", err)
+		return fmt.Errorf("consumer: %w", err)
 	}
 	c.mu.Lock()
-	c.horizon, c.prepared = stream.CachedInfo().State.LastSeq, true
+	c.horizon, c.prepared = head, true
 	c.mu.Unlock()
-	if err := js.DeleteConsumer(ctx, eventbus.ConvStream, Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if err := c.cfg.Bus.DeleteConsumer(ctx, Durable); err != nil {
 		c.cfg.Log.WarnContext(ctx, "could not remove the old durable consumer", "err", err)
 	}
 	return nil
@@ -101,11 +96,10 @@ func (c *Consumer) Prepare(ctx context.Context) error {
 // overtakes this way still counts: the log orders it before the sweep's
 // conversation_ended (see machine.State.EndSeq).
 func (c *Consumer) CaughtUp(ctx context.Context) (bool, error) {
-	stream, err := c.cfg.Bus.JetStream().Stream(ctx, eventbus.ConvStream)
+	head, err := c.cfg.Bus.LastSequence(ctx)
 	if err != nil {
-		return false, fmt.Errorf("consumer: stream: %w", err)
+		return false, fmt.Errorf("consumer: %w", err)
 	}
-	head := stream.CachedInfo().State.LastSeq
 	pos, err := partition.Positions(ctx, c.cfg.Pool, Durable, c.cfg.Partitions)
 	if err != nil {
 		return false, err
@@ -245,7 +239,6 @@ func (c *Consumer) loggedEnds(ctx context.Context, batch []*eventbus.Delivery) (
 	horizon, prepared := c.horizon, c.prepared
 	c.mu.Unlock()
 	var out map[uint64]bool
-	var st jetstream.Stream
 	for _, d := range batch {
 		if d.Envelope.GetConversationClosed() == nil {
 			continue
@@ -253,27 +246,20 @@ func (c *Consumer) loggedEnds(ctx context.Context, batch []*eventbus.Delivery) (
 		if prepared && d.StreamSeq > horizon {
 			continue
 		}
-		if st == nil {
-			var err error
-			if st, err = c.cfg.Bus.JetStream().Stream(ctx, eventbus.ConvStream); err != nil {
-				return nil, fmt.Errorf("consumer: stream: %w", err)
-			}
+		if out == nil {
 			out = map[uint64]bool{}
 		}
 		subject := eventbus.ConvSubject(d.Envelope.GetTenantId(), d.Envelope.GetConversationId(), "conversation_ended")
-		m, err := st.GetLastMsgForSubject(ctx, subject)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
+		m, found, err := c.cfg.Bus.LastOnSubject(ctx, subject)
 		if err != nil {
 			return nil, fmt.Errorf("consumer: look up conversation_ended: %w", err)
 		}
-		if m.Sequence <= d.StreamSeq {
+		if !found || m.Sequence <= d.StreamSeq {
 			continue
 		}
-		logged := &eventv1.Envelope{}
-		if err := proto.Unmarshal(m.Data, logged); err != nil {
-			return nil, fmt.Errorf("consumer: decode %s: %w", subject, err)
+		logged, err := m.Envelope()
+		if err != nil {
+			return nil, fmt.Errorf("consumer: %w", err)
 		}
 		if logged.GetCausationId() != d.Envelope.GetEventId() {
 			out[d.StreamSeq] = true

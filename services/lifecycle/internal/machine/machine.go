@@ -27,6 +27,7 @@ import (
 
 	"github.com/parley-dev/parley/libs/eventbus"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -439,16 +440,12 @@ func end(s State, cmd EndCommand, now time.Time) (State, Output) {
 	if correlation == "" {
 		correlation = endedID
 	}
-	ended := envelope(s, endedID, cmd.CausationID, correlation, at, now)
-	ended.Payload = &eventv1.Envelope_ConversationEnded{ConversationEnded: &eventv1.ConversationEnded{
+	ended := envelope(s, endedID, cmd.CausationID, correlation, at, now, &eventv1.ConversationEnded{
 		Reason: cmd.Reason, LastActivityAt: timestamppb.New(s.LastActivityAt), EndedBy: cmd.EndedBy,
-	}}
-	classified := envelope(s, ClassifiedEventID(s.TenantID, endedID), endedID, correlation, at, now)
-	classified.Payload = &eventv1.Envelope_EngagementClassified{EngagementClassified: &eventv1.EngagementClassified{
+	})
+	classified := envelope(s, ClassifiedEventID(s.TenantID, endedID), endedID, correlation, at, now, &eventv1.EngagementClassified{
 		Engagement: s.Engagement, Resolved: s.Resolved, VisitorMessages: s.VisitorMessages, GoalsReached: s.GoalsReached,
-	}}
-	stamp(ended)
-	stamp(classified)
+	})
 	return s, Output{Emit: []*eventv1.Envelope{ended, classified}, Ended: true}
 }
 
@@ -476,11 +473,9 @@ func NoResponse(s State, now time.Time) (_ State, _ Output, ok bool) {
 	if waited < 0 {
 		waited = 0
 	}
-	ev := envelope(s, NoResponseEventID(s.TenantID, s.HandoffEventID), s.HandoffEventID, s.HandoffEventID, now, now)
-	ev.Payload = &eventv1.Envelope_OperatorNoResponse{OperatorNoResponse: &eventv1.OperatorNoResponse{
+	ev := envelope(s, NoResponseEventID(s.TenantID, s.HandoffEventID), s.HandoffEventID, s.HandoffEventID, now, now, &eventv1.OperatorNoResponse{
 		HandoffRequestedAt: timestamppb.New(s.HandoffRequestedAt), WaitedSeconds: uint32(waited / time.Second),
-	}}
-	stamp(ev)
+	})
 	return s, Output{Emit: []*eventv1.Envelope{ev}}, true
 }
 
@@ -489,12 +484,9 @@ func lateEvent(s State, late *eventv1.Envelope, now time.Time) *eventv1.Envelope
 	if r := late.GetRecordedAt(); r != nil {
 		at = micro(r.AsTime())
 	}
-	ev := envelope(s, LateEventID(s.TenantID, late.GetEventId()), late.GetEventId(), correlationOf(late), at, now)
-	ev.Payload = &eventv1.Envelope_LateEventRecorded{LateEventRecorded: &eventv1.LateEventRecorded{
+	return envelope(s, LateEventID(s.TenantID, late.GetEventId()), late.GetEventId(), correlationOf(late), at, now, &eventv1.LateEventRecorded{
 		LateEventId: late.GetEventId(), LateEventKind: eventbus.Kind(late), EndedAt: timestamppb.New(s.EndedAt),
-	}}
-	stamp(ev)
-	return ev
+	})
 }
 
 // EndedEventID is the id of a conversation's conversation_ended: one per
@@ -522,15 +514,11 @@ func LateEventID(tenantID, lateEventID string) string {
 	return eventbus.DerivedEventID(tenantID, lateEventID, "late_event_recorded")
 }
 
-func envelope(s State, id, causation, correlation string, occurred, now time.Time) *eventv1.Envelope {
-	return &eventv1.Envelope{
-		EventId: id, TenantId: s.TenantID, ConversationId: s.ConversationID,
-		OccurredAt: timestamppb.New(occurred), RecordedAt: timestamppb.New(micro(now)),
-		Producer: Producer, CausationId: causation, CorrelationId: correlation,
-	}
+func envelope(s State, id, causation, correlation string, occurred, now time.Time, payload proto.Message) *eventv1.Envelope {
+	return eventbus.NewEnvelope(s.TenantID, s.ConversationID, payload, eventbus.WithEventID(id),
+		eventbus.OccurredAt(occurred), eventbus.RecordedAt(micro(now)), eventbus.Producer(Producer),
+		eventbus.CausedBy(causation, correlation))
 }
-
-func stamp(env *eventv1.Envelope) { env.Kind = eventbus.Kind(env) }
 
 func correlationOf(env *eventv1.Envelope) string {
 	if c := env.GetCorrelationId(); c != "" {

@@ -17,7 +17,6 @@ package outbox
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -26,9 +25,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/convview"
 	"github.com/parley-dev/parley/libs/eventbus"
+	liboutbox "github.com/parley-dev/parley/libs/outbox"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"github.com/parley-dev/parley/services/lifecycle/internal/machine"
 	"github.com/parley-dev/parley/services/lifecycle/internal/store"
@@ -36,7 +35,6 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/proto"
@@ -76,8 +74,12 @@ func Rows(st machine.State, out machine.Output, cause *eventv1.Envelope) ([]stor
 
 // Publisher is the part of the event bus the relay needs.
 type Publisher interface {
-	JetStream() jetstream.JetStream
-	Conn() *nats.Conn
+	// EncodedMessage, PublishEach, LastOnSubject and NextOnSubject: see
+	// eventbus.Bus.
+	EncodedMessage(ctx context.Context, env *eventv1.Envelope, data []byte, expectEmpty bool) (*nats.Msg, error)
+	PublishEach(ctx context.Context, msgs []*nats.Msg) ([]eventbus.PubAck, []error)
+	LastOnSubject(ctx context.Context, subject string) (eventbus.StoredMsg, bool, error)
+	NextOnSubject(ctx context.Context, seq uint64, subject string) (eventbus.StoredMsg, bool, error)
 	// PublishAtomic stores msgs as one JetStream atomic batch (see
 	// eventbus.Bus.PublishAtomic).
 	PublishAtomic(ctx context.Context, msgs []*nats.Msg) (uint64, error)
@@ -95,8 +97,9 @@ type Config struct {
 	// ViewTTL: ends older than this are not written to the view (its
 	// readers would drop them anyway).
 	ViewTTL time.Duration
-	// PublishTimeout bounds the wait for the acknowledgements of one round
-	// of publishes (default 5s).
+	// PublishTimeout bounds one write of the ended-conversations view
+	// (default 5s); the bus's own PublishTimeout bounds the wait for the
+	// acknowledgements of one round of publishes.
 	PublishTimeout time.Duration
 	Clock          func() time.Time
 	Log            *slog.Logger
@@ -110,14 +113,12 @@ const PageSize = 500
 
 // Relay drains the outbox.
 type Relay struct {
-	cfg    Config
-	mu     sync.Mutex
-	stream jetstream.Stream
+	cfg  Config
+	core *liboutbox.Relay[store.OutboxRow]
 	// noBatch: the stream refused an atomic batch as disabled.
 	noBatch atomic.Bool
 	ended   metric.Int64Counter
 	events  metric.Int64Counter
-	kick    chan struct{}
 }
 
 // New returns a relay.
@@ -137,7 +138,8 @@ func New(cfg Config) *Relay {
 	if cfg.PublishTimeout <= 0 {
 		cfg.PublishTimeout = 5 * time.Second
 	}
-	r := &Relay{cfg: cfg, kick: make(chan struct{}, 1)}
+	r := &Relay{cfg: cfg}
+	r.core = liboutbox.New[store.OutboxRow](cfg.Store, r.applyPage, liboutbox.Options{PageSize: PageSize, Log: cfg.Log})
 	r.ended, _ = cfg.Meter.Int64Counter("parley.lifecycle.conversations.ended",
 		metric.WithDescription("ConversationEnded events lifecycle appended, by end reason"))
 	r.events, _ = cfg.Meter.Int64Counter("parley.lifecycle.events.published",
@@ -150,55 +152,16 @@ func New(cfg Config) *Relay {
 // fails, it and the conversation's rows after it stay in the outbox, and
 // Drain returns the error after the page (the rows of other conversations
 // in the page are applied).
-func (r *Relay) Drain(ctx context.Context) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for {
-		rows, err := r.cfg.Store.PendingOutbox(ctx, PageSize)
-		if err != nil {
-			return err
-		}
-		if len(rows) == 0 {
-			return nil
-		}
-		done, failed := r.applyPage(ctx, rows)
-		if err := r.cfg.Store.DeleteOutbox(ctx, done); err != nil {
-			return err
-		}
-		if failed != nil {
-			return failed
-		}
-		if len(rows) < PageSize {
-			return nil
-		}
-	}
-}
+func (r *Relay) Drain(ctx context.Context) error { return r.core.Drain(ctx) }
 
 // Kick asks Run to drain now. Kicks while a drain is running are folded
 // into one more drain after it.
-func (r *Relay) Kick() {
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
-}
+func (r *Relay) Kick() { r.core.Kick() }
 
 // Run drains whenever kicked (after each committed change) and every
 // interval (leftovers after a crash or a failed publish) until ctx ends.
 func (r *Relay) Run(ctx context.Context, interval time.Duration) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-r.kick:
-		}
-		if err := r.Drain(ctx); err != nil && ctx.Err() == nil {
-			r.cfg.Log.WarnContext(ctx, "outbox: effects not applied yet; will retry", "err", err)
-		}
-	}
+	return r.core.Run(ctx, interval)
 }
 
 // step is what remains to be done for one outbox row: publish its event
@@ -368,8 +331,7 @@ func (r *Relay) round(ctx context.Context, pubs, views []*step) {
 			}
 			return
 		}
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeAtomicPublishDisabled {
+		if eventbus.IsAtomicDisabled(err) {
 			r.noBatch.Store(true)
 			r.cfg.Log.WarnContext(ctx, "outbox: atomic batches are disabled on the stream; publishing one message at a time", "stream", eventbus.ConvStream)
 		}
@@ -381,59 +343,18 @@ func (r *Relay) round(ctx context.Context, pubs, views []*step) {
 	r.publishEach(ctx, ready, msgs)
 }
 
-// errCodeAtomicPublishDisabled is JetStream's error for a stream that does
-// not allow atomic batches.
-const errCodeAtomicPublishDisabled = 10174
-
 // publishEach publishes msgs one message each, asynchronously, waits for
 // every acknowledgement and records each step's outcome.
 func (r *Relay) publishEach(ctx context.Context, steps []*step, msgs []*nats.Msg) {
-	js := r.cfg.Bus.JetStream()
-	futures := make([]jetstream.PubAckFuture, len(msgs))
-	for i, msg := range msgs {
-		var err error
-		if futures[i], err = js.PublishMsgAsync(msg); err != nil {
-			steps[i].err = fmt.Errorf("outbox: publish %s %s: %w", steps[i].row.Kind, steps[i].row.EventID, err)
-		}
-	}
-	timeout := time.NewTimer(r.cfg.PublishTimeout)
-	defer timeout.Stop()
-	expired := false
-	for i, f := range futures {
-		if f == nil {
-			continue
-		}
-		s := steps[i]
-		var (
-			ack *jetstream.PubAck
-			err error
-		)
-		if expired {
-			select {
-			case ack = <-f.Ok():
-			case err = <-f.Err():
-			default:
-				err = fmt.Errorf("%w: no acknowledgement within %s", eventbus.ErrUnavailable, r.cfg.PublishTimeout)
-			}
-		} else {
-			select {
-			case ack = <-f.Ok():
-			case err = <-f.Err():
-			case <-timeout.C:
-				expired = true
-				err = fmt.Errorf("%w: no acknowledgement within %s", eventbus.ErrUnavailable, r.cfg.PublishTimeout)
-			case <-ctx.Done():
-				expired = true
-				err = fmt.Errorf("%w: outcome unknown: %v", eventbus.ErrUnavailable, ctx.Err())
-			}
-		}
-		switch {
+	acks, errs := r.cfg.Bus.PublishEach(ctx, msgs)
+	for i, s := range steps {
+		switch err := errs[i]; {
 		case err == nil:
-			if !ack.Duplicate {
+			if !acks[i].Duplicate {
 				r.count(ctx, s.env)
 			}
 			s.env = nil
-		case isWrongLastSequence(err) && unique(s.row.Kind):
+		case eventbus.IsSubjectNotEmpty(err) && unique(s.row.Kind):
 			// The subject already holds this kind's one event: ours (a
 			// retry) or one the log had before (a rebuild).
 			r.logConflict(ctx, s.row)
@@ -449,25 +370,13 @@ func (r *Relay) publishEach(ctx context.Context, steps []*step, msgs []*nats.Msg
 // duplicate window), the expected stream, and for a kind that exists at most
 // once per conversation the expectation that its subject is still empty.
 func (r *Relay) message(ctx context.Context, s *step) (*nats.Msg, error) {
-	env := s.env
-	if err := eventbus.Validate(env); err != nil {
+	// A unique kind replaces a look-up per event: JetStream refuses the
+	// publish when the subject already holds a message, at any age (the
+	// duplicate window only covers recent ids).
+	msg, err := r.cfg.Bus.EncodedMessage(ctx, s.env, s.row.Envelope, unique(eventbus.Kind(s.env)))
+	if err != nil {
 		return nil, fmt.Errorf("outbox: %s %s: %w", s.row.Kind, s.row.EventID, err)
 	}
-	kind := eventbus.Kind(env)
-	msg := nats.NewMsg(eventbus.ConvSubject(env.GetTenantId(), env.GetConversationId(), kind))
-	msg.Data = s.row.Envelope
-	msg.Header.Set(eventbus.HeaderKind, kind)
-	msg.Header.Set(jetstream.MsgIDHeader, eventbus.MsgID(env.GetTenantId(), env.GetEventId()))
-	msg.Header.Set(jetstream.ExpectedStreamHeader, eventbus.ConvStream)
-	if unique(kind) {
-		// Replaces a look-up per event: JetStream refuses the publish (wrong
-		// last sequence, 10071) when the subject already holds a message, at
-		// any age (the duplicate window only covers recent ids). The check
-		// and the store are one step on the server, also on replicated
-		// streams and in atomic batches (nats-server 2.12+).
-		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
-	}
-	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(msg.Header))
 	return msg, nil
 }
 
@@ -477,30 +386,15 @@ func unique(kind string) bool {
 	return kind == "conversation_ended" || kind == "engagement_classified"
 }
 
-// isWrongLastSequence reports JetStream's "wrong last sequence: N" (10071):
-// the subject holds a message, so the expectation that it is empty failed.
-// The replicated-stream variant without a sequence (10164) is not one of
-// them: it also answers while another message on the subject is still being
-// stored, which may fail; the row is then retried and meets 10071 or
-// succeeds.
-func isWrongLastSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
-}
-
 // logConflict warns when the stored event on a unique subject is not the
 // row's (the log already ends the conversation with another event).
 func (r *Relay) logConflict(ctx context.Context, row store.OutboxRow) {
 	subject := eventbus.ConvSubject(row.TenantID, row.ConversationID, row.Kind)
-	st, err := r.convStream(ctx)
-	if err != nil {
+	m, found, err := r.cfg.Bus.LastOnSubject(ctx, subject)
+	if err != nil || !found {
 		return
 	}
-	m, err := st.GetLastMsgForSubject(ctx, subject)
-	if err != nil {
-		return
-	}
-	if id := eventbus.EventIDOfMsgID(row.TenantID, m.Header.Get(jetstream.MsgIDHeader)); id != row.EventID {
+	if id := m.EventID(row.TenantID); id != row.EventID {
 		r.cfg.Log.WarnContext(ctx, "outbox: the log already ends this conversation with another event; not appending",
 			"subject", subject, "event_id", row.EventID, "stored_event_id", id)
 	}
@@ -520,37 +414,21 @@ func (r *Relay) alreadyStored(ctx context.Context, s *step) (bool, error) {
 	if !old && row.Kind != "operator_no_response" {
 		return false, nil
 	}
-	st, err := r.convStream(ctx)
-	if err != nil {
-		return false, err
-	}
 	subject := eventbus.ConvSubject(row.TenantID, row.ConversationID, row.Kind)
 	for seq := uint64(1); ; {
-		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			s.checked = true
-			return false, nil
-		}
+		m, found, err := r.cfg.Bus.NextOnSubject(ctx, seq, subject)
 		if err != nil {
 			return false, fmt.Errorf("outbox: look up %s: %w", subject, err)
 		}
-		if eventbus.EventIDOfMsgID(row.TenantID, m.Header.Get(jetstream.MsgIDHeader)) == row.EventID {
+		if !found {
+			s.checked = true
+			return false, nil
+		}
+		if m.EventID(row.TenantID) == row.EventID {
 			return true, nil
 		}
 		seq = m.Sequence + 1
 	}
-}
-
-func (r *Relay) convStream(ctx context.Context) (jetstream.Stream, error) {
-	if r.stream != nil {
-		return r.stream, nil
-	}
-	st, err := r.cfg.Bus.JetStream().Stream(ctx, eventbus.ConvStream)
-	if err != nil {
-		return nil, fmt.Errorf("outbox: stream %s: %w", eventbus.ConvStream, err)
-	}
-	r.stream = st
-	return st, nil
 }
 
 func (r *Relay) count(ctx context.Context, env *eventv1.Envelope) {

@@ -51,7 +51,7 @@ func newEnv(t *testing.T) *env {
 	if err := bus.EnsureStreams(ctx); err != nil {
 		t.Fatal(err)
 	}
-	kv, err := convview.Ensure(ctx, bus.JetStream(), 0, 1)
+	kv, err := convview.Ensure(ctx, bus, 0, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

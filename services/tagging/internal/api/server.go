@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -307,8 +308,7 @@ func (s *Server) AddLabel(ctx context.Context, req *taggingv1.AddLabelRequest) (
 	if err := s.d.Store.EnsureLabel(ctx, p.TenantID, req.GetLabel(), by); err != nil {
 		return nil, s.fail(ctx, "add label", err)
 	}
-	id, err := s.publish(ctx, p.TenantID, req.GetConversationId(), &eventv1.Envelope{Payload: &eventv1.Envelope_LabelAdded{
-		LabelAdded: &eventv1.LabelAdded{Label: req.GetLabel(), AddedBy: by}}})
+	id, err := s.publish(ctx, p.TenantID, req.GetConversationId(), &eventv1.LabelAdded{Label: req.GetLabel(), AddedBy: by})
 	if err != nil {
 		return nil, err
 	}
@@ -339,8 +339,7 @@ func (s *Server) RemoveLabel(ctx context.Context, req *taggingv1.RemoveLabelRequ
 	if !ok {
 		return nil, grpcx.NotFound("label %q is not in the catalogue", req.GetLabel())
 	}
-	id, err := s.publish(ctx, p.TenantID, req.GetConversationId(), &eventv1.Envelope{Payload: &eventv1.Envelope_LabelRemoved{
-		LabelRemoved: &eventv1.LabelRemoved{Label: req.GetLabel(), RemovedBy: by}}})
+	id, err := s.publish(ctx, p.TenantID, req.GetConversationId(), &eventv1.LabelRemoved{Label: req.GetLabel(), RemovedBy: by})
 	if err != nil {
 		return nil, err
 	}
@@ -357,8 +356,7 @@ func (s *Server) Flag(ctx context.Context, req *taggingv1.FlagRequest) (*tagging
 	if err != nil {
 		return nil, err
 	}
-	id, err := s.publish(ctx, p.TenantID, req.GetConversationId(), &eventv1.Envelope{Payload: &eventv1.Envelope_Flagged{
-		Flagged: &eventv1.Flagged{FlaggedBy: by, Note: req.GetNote()}}})
+	id, err := s.publish(ctx, p.TenantID, req.GetConversationId(), &eventv1.Flagged{FlaggedBy: by, Note: req.GetNote()})
 	if err != nil {
 		return nil, err
 	}
@@ -375,8 +373,7 @@ func (s *Server) Unflag(ctx context.Context, req *taggingv1.UnflagRequest) (*tag
 	if err != nil {
 		return nil, err
 	}
-	id, err := s.publish(ctx, p.TenantID, req.GetConversationId(), &eventv1.Envelope{Payload: &eventv1.Envelope_Unflagged{
-		Unflagged: &eventv1.Unflagged{UnflaggedBy: by, Note: req.GetNote()}}})
+	id, err := s.publish(ctx, p.TenantID, req.GetConversationId(), &eventv1.Unflagged{UnflaggedBy: by, Note: req.GetNote()})
 	if err != nil {
 		return nil, err
 	}
@@ -567,11 +564,8 @@ func (s *Server) checkFlag(ctx context.Context, p grpcx.Principal, conv, by, not
 	return who(p, by)
 }
 
-func (s *Server) publish(ctx context.Context, tenant, conv string, env *eventv1.Envelope) (string, error) {
-	env.EventId = eventbus.NewEventID()
-	env.TenantId, env.ConversationId = tenant, conv
-	env.OccurredAt = timestamppb.New(s.d.Now())
-	env.CorrelationId = env.EventId
+func (s *Server) publish(ctx context.Context, tenant, conv string, payload proto.Message) (string, error) {
+	env := eventbus.NewEnvelope(tenant, conv, payload, eventbus.OccurredAt(s.d.Now()))
 	if _, err := s.d.Bus.Publish(ctx, env); err != nil {
 		s.d.Log.WarnContext(ctx, "append failed", "tenant_id", tenant, "conversation_id", conv, "err", err)
 		if errors.Is(err, eventbus.ErrUnavailable) {

@@ -24,7 +24,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/eventbus"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
@@ -57,7 +56,7 @@ const (
 type Config struct {
 	Store  *store.Store
 	Engine *rules.Engine
-	JS     jetstream.JetStream
+	Bus    *eventbus.Bus
 	Facts  facts.Options
 	// MaxConversations bounds the conversation states one pass holds in
 	// memory (DefaultMaxConversations when 0).
@@ -170,19 +169,19 @@ func (b *Backfiller) Run(ctx context.Context, tenant, ruleID string, report func
 // lastSeq is the stream sequence of the tenant's newest event (0: none).
 // The replay stops there; later events are live tagging's.
 func (b *Backfiller) lastSeq(ctx context.Context, tenant string) (uint64, error) {
-	s, err := b.cfg.JS.Stream(ctx, eventbus.ConvStream)
-	if err != nil {
-		return 0, fmt.Errorf("backfill: %w: %v", eventbus.ErrUnavailable, err)
-	}
-	m, err := s.GetLastMsgForSubject(ctx, eventbus.TenantSubjects(tenant))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
-	}
+	m, found, err := b.cfg.Bus.LastOnSubject(ctx, eventbus.TenantSubjects(tenant))
 	if err != nil {
 		return 0, fmt.Errorf("backfill: last event of tenant: %w: %v", eventbus.ErrUnavailable, err)
 	}
+	if !found {
+		return 0, nil
+	}
 	return m.Sequence, nil
 }
+
+// errTooMany stops a replay whose partition holds more conversations than
+// allowed.
+var errTooMany = errors.New("backfill: too many conversations")
 
 // scan replays the tenant's history up to lastSeq for the conversations of
 // p. complete is false when p holds more conversations than allowed.
@@ -192,59 +191,40 @@ func (b *Backfiller) scan(ctx context.Context, tenant string, lastSeq uint64, p 
 	if lastSeq == 0 {
 		return convs, true, nil
 	}
-	cons, err := b.cfg.JS.OrderedConsumer(ctx, eventbus.ConvStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{eventbus.TenantSubjects(tenant)},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return nil, false, fmt.Errorf("backfill: replay: %w: %v", eventbus.ErrUnavailable, err)
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1000))
-	if err != nil {
-		return nil, false, fmt.Errorf("backfill: replay: %w: %v", eventbus.ErrUnavailable, err)
-	}
-	defer it.Stop()
 	lastReport := b.cfg.Clock()
-	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, false, ctx.Err()
+	_, err := b.cfg.Bus.Replay(ctx, 1, lastSeq, 1000, []string{eventbus.TenantSubjects(tenant)}, func(ctx context.Context, batch []*eventbus.Delivery) error {
+		for _, d := range batch {
+			prog.EventsScanned++
+			if err := b.fold(ctx, convs, d.Envelope, d.Subject, d.StreamSeq, p, prg); err != nil {
+				b.cfg.Log.WarnContext(ctx, "backfill: event skipped", "subject", d.Subject, "stream_seq", d.StreamSeq, "err", err)
 			}
-			return nil, false, fmt.Errorf("backfill: replay: %w: %v", eventbus.ErrUnavailable, err)
-		}
-		meta, err := msg.Metadata()
-		if err != nil {
-			return nil, false, fmt.Errorf("backfill: replay metadata: %w", err)
-		}
-		seq := meta.Sequence.Stream
-		if seq > lastSeq {
-			break
-		}
-		prog.EventsScanned++
-		if err := b.fold(ctx, convs, msg, seq, p, prg); err != nil {
-			b.cfg.Log.WarnContext(ctx, "backfill: event skipped", "subject", msg.Subject(), "stream_seq", seq, "err", err)
-		}
-		if len(convs) > b.cfg.MaxConversations {
-			return nil, false, nil
-		}
-		if now := b.cfg.Clock(); now.Sub(lastReport) >= b.cfg.ProgressEvery {
-			lastReport = now
-			if err := report(proto.Clone(prog).(*taggingv1.BackfillProgress)); err != nil {
-				return nil, false, err
+			if len(convs) > b.cfg.MaxConversations {
+				return errTooMany
+			}
+			if now := b.cfg.Clock(); now.Sub(lastReport) >= b.cfg.ProgressEvery {
+				lastReport = now
+				if err := report(proto.Clone(prog).(*taggingv1.BackfillProgress)); err != nil {
+					return err
+				}
 			}
 		}
-		// Stop at the newest event at the start; NumPending 0 also ends the
-		// replay should that event have been removed meanwhile.
-		if seq >= lastSeq || meta.NumPending == 0 {
-			break
-		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errTooMany):
+		return nil, false, nil
+	case err != nil && ctx.Err() != nil:
+		return nil, false, ctx.Err()
+	case err != nil && errors.Is(err, eventbus.ErrUnavailable):
+		return nil, false, fmt.Errorf("backfill: replay: %w", err)
+	case err != nil:
+		return nil, false, err
 	}
 	return convs, true, nil
 }
 
-func (b *Backfiller) fold(ctx context.Context, convs map[string]*conv, msg jetstream.Msg, seq uint64, p partition, prg *rules.Program) error {
-	_, convID, _, err := eventbus.ParseConvSubject(msg.Subject())
+func (b *Backfiller) fold(ctx context.Context, convs map[string]*conv, env *eventv1.Envelope, subject string, seq uint64, p partition, prg *rules.Program) error {
+	_, convID, _, err := eventbus.ParseConvSubject(subject)
 	if err != nil {
 		return err
 	}
@@ -254,10 +234,6 @@ func (b *Backfiller) fold(ctx context.Context, convs map[string]*conv, msg jetst
 	c := convs[convID]
 	if c != nil && c.matched {
 		return nil
-	}
-	env := &eventv1.Envelope{}
-	if err := proto.Unmarshal(msg.Data(), env); err != nil {
-		return fmt.Errorf("decode: %w", err)
 	}
 	if env.GetConversationId() != convID {
 		return fmt.Errorf("envelope conversation %q on subject of %q", env.GetConversationId(), convID)

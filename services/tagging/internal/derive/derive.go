@@ -11,6 +11,7 @@ import (
 
 	"github.com/parley-dev/parley/libs/eventbus"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -37,19 +38,13 @@ func TriggerOf(env *eventv1.Envelope, seq uint64) Trigger {
 // tenant).
 func (t Trigger) cause() string { return t.ConversationID + "/" + t.EventID }
 
-func (t Trigger) envelope(id string, now time.Time) *eventv1.Envelope {
-	at := t.OccurredAt
-	if at == nil {
-		at = timestamppb.New(now)
+func (t Trigger) envelope(id string, now time.Time, payload proto.Message) *eventv1.Envelope {
+	at := now
+	if t.OccurredAt != nil {
+		at = t.OccurredAt.AsTime()
 	}
-	corr := t.CorrelationID
-	if corr == "" {
-		corr = t.EventID
-	}
-	return &eventv1.Envelope{
-		EventId: id, TenantId: t.TenantID, ConversationId: t.ConversationID, OccurredAt: at,
-		CausationId: t.EventID, CorrelationId: corr,
-	}
+	return eventbus.NewEnvelope(t.TenantID, t.ConversationID, payload, eventbus.WithEventID(id),
+		eventbus.OccurredAt(at), eventbus.CausedBy(t.EventID, t.CorrelationID))
 }
 
 // TagApplied is the event of a rule or detector applying tag after t. Its id
@@ -57,32 +52,21 @@ func (t Trigger) envelope(id string, now time.Time) *eventv1.Envelope {
 // a later re-application (after a removal) is a new event.
 func TagApplied(t Trigger, ruleID string, version int64, tag string, src eventv1.TagSource, now time.Time) *eventv1.Envelope {
 	id := eventbus.DerivedEventID(t.TenantID, t.cause(), "tag_applied/"+src.String()+"/"+ruleID+"/"+strconv.FormatInt(version, 10)+"/"+tag)
-	env := t.envelope(id, now)
-	env.Payload = &eventv1.Envelope_TagApplied{TagApplied: &eventv1.TagApplied{Tag: tag, RuleId: ruleID, Source: src}}
-	return env
+	return t.envelope(id, now, &eventv1.TagApplied{Tag: tag, RuleId: ruleID, Source: src})
 }
 
 // IssueDetected is the event of a detector finding an issue after t.
 func IssueDetected(t Trigger, detector, messageID, details string, now time.Time) *eventv1.Envelope {
 	id := eventbus.DerivedEventID(t.TenantID, t.cause(), "issue_detected/"+detector)
-	env := t.envelope(id, now)
-	env.Payload = &eventv1.Envelope_IssueDetected{IssueDetected: &eventv1.IssueDetected{
+	return t.envelope(id, now, &eventv1.IssueDetected{
 		Issue: detector, Detector: "builtin:" + detector, MessageId: messageID, Details: details,
-	}}
-	return env
+	})
 }
 
 // TagRemoved is the event of taking off the tag that the TagApplied event
 // appliedEventID put on: one removal per application.
 func TagRemoved(tenant, conv, appliedEventID, ruleID, tag string, src eventv1.TagSource, correlationID string, now time.Time) *eventv1.Envelope {
 	id := eventbus.DerivedEventID(tenant, conv+"/"+appliedEventID, "tag_removed")
-	corr := correlationID
-	if corr == "" {
-		corr = appliedEventID
-	}
-	return &eventv1.Envelope{
-		EventId: id, TenantId: tenant, ConversationId: conv, OccurredAt: timestamppb.New(now),
-		CausationId: appliedEventID, CorrelationId: corr,
-		Payload: &eventv1.Envelope_TagRemoved{TagRemoved: &eventv1.TagRemoved{Tag: tag, RuleId: ruleID, Source: src}},
-	}
+	return eventbus.NewEnvelope(tenant, conv, &eventv1.TagRemoved{Tag: tag, RuleId: ruleID, Source: src},
+		eventbus.WithEventID(id), eventbus.OccurredAt(now), eventbus.CausedBy(appliedEventID, correlationID))
 }
