@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -267,70 +265,14 @@ func TestPermanentFailureHoldsTheConversation(t *testing.T) {
 	}
 }
 
-// flakyProxy forwards TCP connections to a store; while down it drops them
-// and refuses new ones, on the same address.
-type flakyProxy struct {
-	lis   net.Listener
-	mu    sync.Mutex
-	down  bool
-	conns []net.Conn
-}
-
-func startFlakyProxy(t *testing.T, target string) *flakyProxy {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &flakyProxy{lis: lis}
-	go func() {
-		for {
-			c, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			down := p.down
-			p.mu.Unlock()
-			if down {
-				c.Close()
-				continue
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(u, c); u.Close() }()
-			go func() { _, _ = io.Copy(c, u); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() { lis.Close() })
-	return p
-}
-
-func (p *flakyProxy) set(down bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = down
-	if down {
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.conns = nil
-	}
-}
-
 // ClickHouse unreachable for a while: the projector pauses (not ready),
 // nothing is dead-lettered, and once ClickHouse returns every event is
 // projected exactly.
 func TestClickHouseOutagePauses(t *testing.T) {
-	var proxy *flakyProxy
+	var proxy *testsvc.FlakyProxy
 	f := startEmptyWith(t, func(c *reporting.Config) {
-		proxy = startFlakyProxy(t, c.ClickHouse.Addr)
-		c.ClickHouse.Addr = proxy.lis.Addr().String()
+		proxy = testsvc.StartFlakyProxy(t, c.ClickHouse.Addr)
+		c.ClickHouse.Addr = proxy.Addr()
 	})
 	want := map[string]int{}
 	for i := range 5 {
@@ -339,7 +281,7 @@ func TestClickHouseOutagePauses(t *testing.T) {
 		want[id] = 3
 	}
 	f.waitProjected(t)
-	proxy.set(true)
+	proxy.SetDown(true)
 	for i := 5; i < 15; i++ {
 		id := fmt.Sprintf("o%02d", i)
 		f.publishConv(t, id, 3)
@@ -355,7 +297,7 @@ func TestClickHouseOutagePauses(t *testing.T) {
 	}
 	waitUntil(t, "the projector's readiness check to fail", func() bool { return !projectorReady(f.cfg.AdminAddr) })
 	time.Sleep(3 * time.Second) // the outage lasts
-	proxy.set(false)
+	proxy.SetDown(false)
 	waitUntil(t, "readiness back", func() bool { return projectorReady(f.cfg.AdminAddr) })
 	f.waitProjected(t)
 	f.expectCounts(t, want)
