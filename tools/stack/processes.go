@@ -19,7 +19,8 @@ import (
 // serviceEnv is the environment a service process gets: the stack's
 // addresses on top of the caller's environment (so PARLEY_* settings pass
 // through).
-func (s *Stack) serviceEnv(name string) []string {
+func (s *Stack) serviceEnv(r Replica) []string {
+	name := r.Service
 	up := strings.ToUpper(name)
 	env := append(os.Environ(),
 		"PARLEY_NATS_URL="+s.NATSURL,
@@ -28,17 +29,20 @@ func (s *Stack) serviceEnv(name string) []string {
 		"PARLEY_CLICKHOUSE_ADDR="+s.ClickHouseAddr,
 		"PARLEY_CLICKHOUSE_DATABASE=parley",
 		"PARLEY_LOG_LEVEL="+orDefault(s.LogLevel, "info"),
-		"PARLEY_"+up+"_GRPC_ADDR="+s.GRPCAddr(name),
-		"PARLEY_"+up+"_ADMIN_ADDR="+s.AdminAddr(name),
+		"PARLEY_"+up+"_GRPC_ADDR="+r.grpcAddr(),
+		"PARLEY_"+up+"_ADMIN_ADDR="+r.adminAddr(),
 		// Profiles on the loopback admin ports (docs/operations.md).
 		"PARLEY_PPROF_ENABLED=true",
 	)
 	nc := localinfra.NATSServiceConfig(config.NATS{}, name)
 	env = append(env, "PARLEY_NATS_USER="+nc.User, "PARLEY_NATS_PASSWORD="+nc.Password,
 		"PARLEY_NATS_WAIT_FOR_STREAMS="+strconv.FormatBool(nc.WaitForStreams))
+	if m := r.member(); m != "" {
+		env = append(env, "PARLEY_PARTITION_MEMBER="+m)
+	}
 	switch name {
 	case "ingest":
-		env = append(env, fmt.Sprintf("PARLEY_INGEST_HTTP_ADDR=127.0.0.1:%d", s.Ports.IngestHTTP))
+		env = append(env, "PARLEY_INGEST_HTTP_ADDR="+r.httpAddr())
 		if !s.SyncAlways && os.Getenv("PARLEY_INGEST_COMMIT_MODE") == "" {
 			env = append(env, "PARLEY_INGEST_COMMIT_MODE=pipelined")
 		}
@@ -46,7 +50,7 @@ func (s *Stack) serviceEnv(name string) []string {
 			env = append(env, "PARLEY_INGEST_TOKEN_SECRET="+secret)
 		}
 	case "reporting":
-		env = append(env, fmt.Sprintf("PARLEY_REPORTING_HTTP_ADDR=127.0.0.1:%d", s.Ports.ReportingHTTP),
+		env = append(env, "PARLEY_REPORTING_HTTP_ADDR="+r.httpAddr(),
 			"PARLEY_CLICKHOUSE_QUERY_USER="+localinfra.ClickHouseQueryUser, "PARLEY_CLICKHOUSE_QUERY_PASSWORD="+localinfra.ClickHouseQueryPassword,
 			"PARLEY_REPORTING_SHARE_BASE_URL="+s.ReportingHTTPURL())
 	}
@@ -65,9 +69,10 @@ const (
 // serviceProc is one supervised service process: the command running now
 // and how often it was restarted.
 type serviceProc struct {
-	name string
-	mu   sync.Mutex
-	cmd  *exec.Cmd
+	name    string
+	replica Replica
+	mu      sync.Mutex
+	cmd     *exec.Cmd
 	// restarts counts starts after the first.
 	restarts int
 }
@@ -87,14 +92,14 @@ const Binary = "parley"
 // process that exits while the stack runs is started again with backoff, as
 // Kubernetes would restart a crashed pod, so one crash can be observed and
 // recovered from.
-func (s *Stack) startProcesses() error {
+func (s *Stack) startProcesses(replicas []Replica) error {
 	bin := filepath.Join(s.BinDir, Binary)
 	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("stack: %s binary: %w (build it with go build -o %s ./tools/cmd/parley)", Binary, err, bin)
 	}
-	for _, name := range Services {
-		p := &serviceProc{name: name}
-		cmd, logf, err := s.launch(name, bin)
+	for _, r := range replicas {
+		p := &serviceProc{name: r.Name(), replica: r}
+		cmd, logf, err := s.launch(r, bin)
 		if err != nil {
 			return err
 		}
@@ -109,15 +114,16 @@ func (s *Stack) startProcesses() error {
 	return nil
 }
 
-// launch starts one service (the parley binary with its target) with its
-// log file.
-func (s *Stack) launch(name, bin string) (*exec.Cmd, *os.File, error) {
+// launch starts one service replica (the parley binary with its target)
+// with its log file.
+func (s *Stack) launch(r Replica, bin string) (*exec.Cmd, *os.File, error) {
+	name := r.Name()
 	logf, err := os.OpenFile(filepath.Join(s.Dir, "log", name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, nil, err
 	}
-	cmd := exec.Command(bin, "-target="+name)
-	cmd.Env = s.serviceEnv(name)
+	cmd := exec.Command(bin, "-target="+r.Service)
+	cmd.Env = s.serviceEnv(r)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
@@ -155,7 +161,7 @@ func (s *Stack) supervise(p *serviceProc, bin string, cmd *exec.Cmd, logf *os.Fi
 			p.mu.Unlock()
 			return
 		}
-		next, nextLog, err := s.launch(p.name, bin)
+		next, nextLog, err := s.launch(p.replica, bin)
 		if err != nil {
 			p.mu.Unlock()
 			s.errc <- fmt.Errorf("%s: restart failed: %w", p.name, err)

@@ -18,16 +18,7 @@ import (
 // binary (-target=<service>), configured only through the environment, reads their peak memory, and restarts services
 // killed with SIGKILL.
 func TestProcessMode(t *testing.T) {
-	bin := t.TempDir()
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("go", "build", "-o", filepath.Join(bin, Binary), "./tools/cmd/parley")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build parley: %v\n%s", err, out)
-	}
+	bin := buildParley(t)
 	ctx := context.Background()
 	st, err := Start(ctx, Options{Dir: t.TempDir(), FreePorts: true, DemoTenant: "demo", BinDir: bin, LogOutput: testLog{t}})
 	if err != nil {
@@ -79,6 +70,22 @@ func TestProcessMode(t *testing.T) {
 		t.Fatalf("a service failed: %v", err)
 	default:
 	}
+}
+
+// buildParley builds the parley binary into a temp dir and returns the dir.
+func buildParley(t *testing.T) string {
+	t.Helper()
+	bin := t.TempDir()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "build", "-o", filepath.Join(bin, Binary), "./tools/cmd/parley")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build parley: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // restartedAndReady reports whether service runs as a new process (not

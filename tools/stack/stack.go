@@ -83,11 +83,44 @@ type Options struct {
 	LogLevel string
 	// DemoTenant is created with demo API keys (EnsureDemoKeys) when set.
 	DemoTenant string
-	// LifecycleReplicas is how many lifecycle replicas run (default 1); the
-	// extra ones listen on free ports and divide the log's partitions with
-	// the first (in-process mode only, not with BinDir).
-	LifecycleReplicas int
+	// Replicas is how many replicas of every service run (default 1), in
+	// process and in-process mode alike. Replica 0 keeps Ports; the others
+	// (named <service>-<i>) listen on free ports, and the consumers among
+	// them divide the log's partitions with the first as members
+	// <service>-<i>.
+	Replicas int
 }
+
+// Replica is one running replica of a service.
+type Replica struct {
+	Service string
+	// Index is 0 for the replica on the stack's ports.
+	Index int
+	// GRPC and Admin are its ports; HTTP its HTTP/JSON port (ingest and
+	// reporting only).
+	GRPC, Admin, HTTP int
+}
+
+// Name is the service for replica 0, else <service>-<index>.
+func (r Replica) Name() string {
+	if r.Index == 0 {
+		return r.Service
+	}
+	return fmt.Sprintf("%s-%d", r.Service, r.Index)
+}
+
+// member is the partition member id of an extra replica ("" for replica 0:
+// the service's default).
+func (r Replica) member() string {
+	if r.Index == 0 {
+		return ""
+	}
+	return r.Name()
+}
+
+func (r Replica) grpcAddr() string  { return fmt.Sprintf("127.0.0.1:%d", r.GRPC) }
+func (r Replica) adminAddr() string { return fmt.Sprintf("127.0.0.1:%d", r.Admin) }
+func (r Replica) httpAddr() string  { return fmt.Sprintf("127.0.0.1:%d", r.HTTP) }
 
 // Stack is a running local stack.
 type Stack struct {
@@ -114,6 +147,44 @@ type Stack struct {
 	stopping atomic.Bool
 	// stopCh is closed when the stack stops (ends restart backoffs).
 	stopCh chan struct{}
+	// replicas of every service, replica 0 of each first in Services order.
+	replicas []Replica
+	// cancels stop in-process replicas one by one, by Replica.Name.
+	cancels map[string]context.CancelFunc
+}
+
+// Replicas returns every service replica of the stack.
+func (s *Stack) Replicas() []Replica { return slices.Clone(s.replicas) }
+
+// planReplicas assigns ports: replica 0 of each service the stack's, the
+// others free ones.
+func (s *Stack) planReplicas() error {
+	n := max(s.Options.Replicas, 1)
+	for i := range n {
+		for k, name := range Services {
+			r := Replica{Service: name, Index: i, GRPC: s.Ports.GRPC[k], Admin: s.Ports.Admin[k]}
+			switch name {
+			case "ingest":
+				r.HTTP = s.Ports.IngestHTTP
+			case "reporting":
+				r.HTTP = s.Ports.ReportingHTTP
+			}
+			if i > 0 {
+				ports := []*int{&r.GRPC, &r.Admin}
+				if r.HTTP != 0 {
+					ports = append(ports, &r.HTTP)
+				}
+				for _, p := range ports {
+					var err error
+					if *p, err = localinfra.FreePort(); err != nil {
+						return err
+					}
+				}
+			}
+			s.replicas = append(s.replicas, r)
+		}
+	}
+	return nil
 }
 
 // GRPCAddr returns a service's gRPC address.
@@ -195,7 +266,7 @@ func start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err := opts.fill(); err != nil {
 		return nil, err
 	}
-	st := &Stack{Options: opts, errc: make(chan error, 8), stopCh: make(chan struct{})}
+	st := &Stack{Options: opts, errc: make(chan error, 8), stopCh: make(chan struct{}), cancels: map[string]context.CancelFunc{}}
 	defer func() {
 		if err != nil {
 			st.Stop()
@@ -246,22 +317,66 @@ func start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		}
 	}
 
-	runCtx, cancel := context.WithCancel(context.Background())
-	st.cancel = cancel
-	if opts.BinDir != "" {
-		if err := st.startProcesses(); err != nil {
-			return nil, err
-		}
-	} else if err := st.startServices(runCtx); err != nil {
+	if err := st.planReplicas(); err != nil {
 		return nil, err
 	}
-	if err := st.waitReady(ctx, 90*time.Second); err != nil {
-		return nil, err
+	runCtx, cancel := context.WithCancel(context.Background())
+	st.cancel = cancel
+	// The first replica of every service, then the others once it is ready:
+	// replica 0 runs the database migrations, which are not safe to run
+	// from two replicas at once (a ClickHouse RENAME races).
+	first, extra := st.replicas[:len(Services)], st.replicas[len(Services):]
+	for _, group := range [][]Replica{first, extra} {
+		if opts.BinDir != "" {
+			err = st.startProcesses(group)
+		} else {
+			err = st.startServices(runCtx, group)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := st.waitReady(ctx, group, 90*time.Second); err != nil {
+			return nil, err
+		}
 	}
 	return st, nil
 }
 
-func (s *Stack) startServices(ctx context.Context) error {
+func (s *Stack) startServices(ctx context.Context, replicas []Replica) error {
+	for _, r := range replicas {
+		tel, err := telemetry.New(ctx, telemetry.Config{Service: r.Name(), LogLevel: s.LogLevel, LogOutput: s.LogOutput})
+		if err != nil {
+			return err
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		s.cancels[r.Name()] = cancel
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer tel.Shutdown(context.Background()) //nolint:errcheck
+			if err := s.runReplica(rctx, tel, r); err != nil && rctx.Err() == nil {
+				s.errc <- fmt.Errorf("%s: %w", r.Name(), err)
+			}
+		}()
+	}
+	return nil
+}
+
+// StopReplica stops one in-process replica (graceful drain: a consumer
+// releases its partitions) while the rest of the stack runs on.
+func (s *Stack) StopReplica(name string) error {
+	cancel, ok := s.cancels[name]
+	if !ok {
+		return fmt.Errorf("stack: no in-process replica %q", name)
+	}
+	cancel()
+	return nil
+}
+
+// runReplica runs one service replica in this process: the documented
+// defaults (and PARLEY_<SERVICE>_* from the environment) with the stack's
+// addresses and the replica's ports and member id.
+func (s *Stack) runReplica(ctx context.Context, tel *telemetry.Telemetry, r Replica) error {
 	// Profiles on the admin ports (loopback) for the profiling recipe and
 	// make bench (docs/operations.md).
 	srv := config.Server{LogLevel: s.LogLevel, ShutdownTimeout: 10 * time.Second, PprofEnabled: true}
@@ -269,112 +384,73 @@ func (s *Stack) startServices(ctx context.Context) error {
 	pg := config.Postgres{URL: s.PostgresURL, MaxConns: 10}
 	ch := config.ClickHouse{Addr: s.ClickHouseAddr, Database: "parley", User: "default",
 		QueryUser: localinfra.ClickHouseQueryUser, QueryPassword: localinfra.ClickHouseQueryPassword}
-	runs := map[string]func(context.Context, *telemetry.Telemetry) error{
-		"ingest": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			// Documented defaults (and PARLEY_INGEST_* from the environment),
-			// with the stack's addresses.
-			cfg, err := service.Load[ingest.Config]("ingest")
-			if err != nil {
-				return err
-			}
-			cfg.Server, cfg.Postgres, cfg.Telemetry = srv, pg, tel
-			cfg.GRPCAddr, cfg.AdminAddr = s.GRPCAddr("ingest"), s.AdminAddr("ingest")
-			cfg.NATS = localinfra.NATSServiceConfig(base, "ingest")
-			cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", s.Ports.IngestHTTP)
-			if len(cfg.CORSOrigins) == 0 {
-				cfg.CORSOrigins = []string{"*"} // local widget experiments
-			}
-			if !s.SyncAlways && os.Getenv("PARLEY_INGEST_COMMIT_MODE") == "" {
-				cfg.CommitMode = "pipelined" // the lazy server's fastest mode
-			}
-			if cfg.TokenSecret, err = s.tokenSecret(); err != nil {
-				return err
-			}
-			return ingest.Run(ctx, cfg)
-		},
-		"lifecycle": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			return s.runLifecycle(ctx, tel, srv, base, pg, 0)
-		},
-		"tagging": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			cfg, err := service.Load[tagging.Config]("tagging")
-			if err != nil {
-				return err
-			}
-			cfg.Server, cfg.Postgres, cfg.Telemetry = srv, pg, tel
-			cfg.GRPCAddr, cfg.AdminAddr = s.GRPCAddr("tagging"), s.AdminAddr("tagging")
-			cfg.NATS = localinfra.NATSServiceConfig(base, "tagging")
-			return tagging.Run(ctx, cfg)
-		},
-		"reporting": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			cfg, err := service.Load[reporting.Config]("reporting")
-			if err != nil {
-				return err
-			}
-			cfg.Server, cfg.Postgres, cfg.ClickHouse, cfg.Telemetry = srv, pg, ch, tel
-			cfg.GRPCAddr, cfg.AdminAddr = s.GRPCAddr("reporting"), s.AdminAddr("reporting")
-			cfg.NATS = localinfra.NATSServiceConfig(base, "reporting")
-			cfg.HTTPAddr, cfg.ShareBaseURL = fmt.Sprintf("127.0.0.1:%d", s.Ports.ReportingHTTP), s.ReportingHTTPURL()
-			return reporting.Run(ctx, cfg)
-		},
-		"notification": func(ctx context.Context, tel *telemetry.Telemetry) error {
-			return notification.Run(ctx, notification.Config{Config: service.Config{Server: srv, NATS: localinfra.NATSServiceConfig(base, "notification"), Postgres: pg,
-				GRPCAddr: s.GRPCAddr("notification"), AdminAddr: s.AdminAddr("notification"), Telemetry: tel}})
-		},
+	nc := localinfra.NATSServiceConfig(base, r.Service)
+	// common sets what every service gets from the stack; member names an
+	// extra consumer replica.
+	common := func(c *service.Config) {
+		c.Server, c.Postgres, c.Telemetry, c.NATS = srv, pg, tel, nc
+		c.GRPCAddr, c.AdminAddr = r.grpcAddr(), r.adminAddr()
 	}
-	names := Services[:]
-	for i := 1; i < s.LifecycleReplicas; i++ {
-		name := fmt.Sprintf("lifecycle-%d", i)
-		names = append(names, name)
-		runs[name] = func(ctx context.Context, tel *telemetry.Telemetry) error {
-			return s.runLifecycle(ctx, tel, srv, base, pg, i)
+	member := func(m *string) {
+		if r.Index > 0 {
+			*m = r.Name()
 		}
 	}
-	for _, name := range names {
-		tel, err := telemetry.New(ctx, telemetry.Config{Service: name, LogLevel: s.LogLevel, LogOutput: s.LogOutput})
+	switch r.Service {
+	case "ingest":
+		cfg, err := service.Load[ingest.Config]("ingest")
 		if err != nil {
 			return err
 		}
-		run := runs[name]
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer tel.Shutdown(context.Background()) //nolint:errcheck
-			if err := run(ctx, tel); err != nil {
-				s.errc <- fmt.Errorf("%s: %w", name, err)
-			}
-		}()
-	}
-	return nil
-}
-
-// runLifecycle runs lifecycle replica i: replica 0 on the stack's ports,
-// the others on free ports.
-func (s *Stack) runLifecycle(ctx context.Context, tel *telemetry.Telemetry, srv config.Server, base config.NATS, pg config.Postgres, i int) error {
-	cfg, err := service.Load[lifecycle.Config]("lifecycle")
-	if err != nil {
-		return err
-	}
-	cfg.Server, cfg.Postgres, cfg.Telemetry = srv, pg, tel
-	cfg.GRPCAddr, cfg.AdminAddr = s.GRPCAddr("lifecycle"), s.AdminAddr("lifecycle")
-	if i > 0 {
-		gport, gerr := localinfra.FreePort()
-		aport, aerr := localinfra.FreePort()
-		if err := errors.Join(gerr, aerr); err != nil {
+		common(&cfg.Config)
+		cfg.HTTPAddr = r.httpAddr()
+		if len(cfg.CORSOrigins) == 0 {
+			cfg.CORSOrigins = []string{"*"} // local widget experiments
+		}
+		if !s.SyncAlways && os.Getenv("PARLEY_INGEST_COMMIT_MODE") == "" {
+			cfg.CommitMode = "pipelined" // the lazy server's fastest mode
+		}
+		if cfg.TokenSecret, err = s.tokenSecret(); err != nil {
 			return err
 		}
-		cfg.GRPCAddr, cfg.AdminAddr = fmt.Sprintf("127.0.0.1:%d", gport), fmt.Sprintf("127.0.0.1:%d", aport)
-		if cfg.Member == "" {
-			cfg.Member = fmt.Sprintf("lifecycle-%d", i)
+		return ingest.Run(ctx, cfg)
+	case "lifecycle":
+		cfg, err := service.Load[lifecycle.Config]("lifecycle")
+		if err != nil {
+			return err
 		}
+		common(&cfg.Config)
+		member(&cfg.Member)
+		return lifecycle.Run(ctx, cfg)
+	case "tagging":
+		cfg, err := service.Load[tagging.Config]("tagging")
+		if err != nil {
+			return err
+		}
+		common(&cfg.Config)
+		member(&cfg.Member)
+		return tagging.Run(ctx, cfg)
+	case "reporting":
+		cfg, err := service.Load[reporting.Config]("reporting")
+		if err != nil {
+			return err
+		}
+		common(&cfg.Config)
+		member(&cfg.Member)
+		cfg.ClickHouse, cfg.HTTPAddr, cfg.ShareBaseURL = ch, r.httpAddr(), s.ReportingHTTPURL()
+		return reporting.Run(ctx, cfg)
+	default:
+		cfg := notification.Config{}
+		common(&cfg.Config)
+		return notification.Run(ctx, cfg)
 	}
-	cfg.NATS = localinfra.NATSServiceConfig(base, "lifecycle")
-	return lifecycle.Run(ctx, cfg)
 }
 
-func (s *Stack) waitReady(ctx context.Context, timeout time.Duration) error {
+func (s *Stack) waitReady(ctx context.Context, replicas []Replica, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	for _, name := range Services {
-		url := "http://" + s.AdminAddr(name) + "/readyz"
+	for _, r := range replicas {
+		name := r.Name()
+		url := "http://" + r.adminAddr() + "/readyz"
 		for {
 			select {
 			case err := <-s.errc:

@@ -32,13 +32,13 @@ func TestWalkingSkeleton(t *testing.T) {
 	dir := stackDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	// Two lifecycle replicas, which divide the event log's partitions.
-	st, err := Start(ctx, Options{Dir: dir, FreePorts: true, DemoTenant: "demo", LogOutput: testLog{t}, LogLevel: "info", LifecycleReplicas: 2})
+	// Two replicas of every service; lifecycle's divide the event log's partitions.
+	st, err := Start(ctx, Options{Dir: dir, FreePorts: true, DemoTenant: "demo", LogOutput: testLog{t}, LogLevel: "info", Replicas: 2})
 	if err != nil {
 		t.Fatalf("start stack: %v", err)
 	}
 	defer st.Stop()
-	lifecycleOwners(t, ctx, st, 2)
+	waitOwners(t, ctx, st, "lifecycle", "lifecycle-1")
 
 	conn := dial(t, st.GRPCAddr("ingest"))
 	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+st.DemoKey)
@@ -205,28 +205,6 @@ func otherTenantKey(t *testing.T, ctx context.Context, st *Stack) string {
 
 func ingestOnlyKey(t *testing.T, ctx context.Context, st *Stack) string {
 	return keyFor(t, ctx, st, "demo", "ingest")
-}
-
-// lifecycleOwners waits until want lifecycle replicas hold partition leases.
-func lifecycleOwners(t *testing.T, ctx context.Context, st *Stack, want int) {
-	t.Helper()
-	pool, err := pgstore.Connect(ctx, config.Postgres{URL: st.PostgresURL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var owners int
-		err := pool.QueryRow(ctx, `SELECT count(DISTINCT owner) FROM partition_leases WHERE consumer = 'lifecycle' AND expires_at > clock_timestamp()`).Scan(&owners)
-		if err == nil && owners == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d lifecycle replicas hold partitions (%v), want %d", owners, err, want)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 func keyFor(t *testing.T, ctx context.Context, st *Stack, tenant, scope string) string {

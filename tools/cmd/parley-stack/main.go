@@ -26,7 +26,8 @@ func main() {
 	syncAlways := flag.Bool("sync-always", os.Getenv("PARLEY_STACK_SYNC_ALWAYS") == "true", "fsync JetStream before every ack (production setting; env PARLEY_STACK_SYNC_ALWAYS=true)")
 	logLevel := flag.String("log-level", envOr("PARLEY_LOG_LEVEL", "info"), "service log level")
 	binDir := flag.String("bin-dir", os.Getenv("PARLEY_STACK_BIN_DIR"), "run each service as its own process from the binaries in this directory instead of in this process (env PARLEY_STACK_BIN_DIR; build them with `make build`)")
-	lifecycleReplicas := flag.Int("lifecycle-replicas", envInt("PARLEY_STACK_LIFECYCLE_REPLICAS", 1), "lifecycle replicas to run; they divide the event log's partitions (env PARLEY_STACK_LIFECYCLE_REPLICAS; in-process mode only)")
+	// PARLEY_STACK_LIFECYCLE_REPLICAS is the older name, kept as an alias.
+	replicas := flag.Int("replicas", envInt("PARLEY_STACK_REPLICAS", envInt("PARLEY_STACK_LIFECYCLE_REPLICAS", 1)), "replicas of every service to run; the consumers' replicas divide the event log's partitions, the extra ones listen on free ports (env PARLEY_STACK_REPLICAS)")
 	pprofAddr := flag.String("pprof-addr", os.Getenv("PARLEY_STACK_PPROF_ADDR"), "serve /debug/pprof of this process (the embedded NATS server) on this address, e.g. 127.0.0.1:7200 (env PARLEY_STACK_PPROF_ADDR; off when empty)")
 	flag.Parse()
 
@@ -38,13 +39,13 @@ func main() {
 			}
 		}()
 	}
-	if err := run(*dir, *syncAlways, *logLevel, *binDir, *lifecycleReplicas); err != nil {
+	if err := run(*dir, *syncAlways, *logLevel, *binDir, *replicas); err != nil {
 		fmt.Fprintln(os.Stderr, "parley-stack:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir string, syncAlways bool, logLevel, binDir string, lifecycleReplicas int) error {
+func run(dir string, syncAlways bool, logLevel, binDir string, replicas int) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := os.MkdirAll(filepath.Join(dir, "log"), 0o755); err != nil {
@@ -59,7 +60,7 @@ func run(dir string, syncAlways bool, logLevel, binDir string, lifecycleReplicas
 
 	fmt.Println("Starting Parley: NATS JetStream, PostgreSQL, ClickHouse and five services ...")
 	started := time.Now()
-	st, err := stack.Start(ctx, stack.Options{Dir: dir, SyncAlways: syncAlways, LogOutput: logFile, LogLevel: logLevel, DemoTenant: "demo", BinDir: binDir, LifecycleReplicas: lifecycleReplicas})
+	st, err := stack.Start(ctx, stack.Options{Dir: dir, SyncAlways: syncAlways, LogOutput: logFile, LogLevel: logLevel, DemoTenant: "demo", BinDir: binDir, Replicas: replicas})
 	if err != nil {
 		return err
 	}
@@ -94,6 +95,11 @@ Parley is ready (%s).
 `, took.Round(time.Millisecond))
 	for _, name := range stack.Services {
 		fmt.Printf("  %-13s  %-18s  http://%s\n", name, st.GRPCAddr(name), st.AdminAddr(name))
+	}
+	for _, r := range st.Replicas() {
+		if r.Index > 0 {
+			fmt.Printf("  %-13s  127.0.0.1:%-8d  http://127.0.0.1:%d\n", r.Name(), r.GRPC, r.Admin)
+		}
 	}
 	fmt.Printf(`
   ingest HTTP    %s   (JSON API, Rasa broker endpoint /v1/rasa/events)
