@@ -149,8 +149,6 @@ type Stack struct {
 	stopCh chan struct{}
 	// replicas of every service, replica 0 of each first in Services order.
 	replicas []Replica
-	// cancels stop in-process replicas one by one, by Replica.Name.
-	cancels map[string]context.CancelFunc
 }
 
 // Replicas returns every service replica of the stack.
@@ -266,7 +264,7 @@ func start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err := opts.fill(); err != nil {
 		return nil, err
 	}
-	st := &Stack{Options: opts, errc: make(chan error, 8), stopCh: make(chan struct{}), cancels: map[string]context.CancelFunc{}}
+	st := &Stack{Options: opts, errc: make(chan error, 8), stopCh: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			st.Stop()
@@ -348,28 +346,15 @@ func (s *Stack) startServices(ctx context.Context, replicas []Replica) error {
 		if err != nil {
 			return err
 		}
-		rctx, cancel := context.WithCancel(ctx)
-		s.cancels[r.Name()] = cancel
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			defer tel.Shutdown(context.Background()) //nolint:errcheck
-			if err := s.runReplica(rctx, tel, r); err != nil && rctx.Err() == nil {
+			if err := s.runReplica(ctx, tel, r); err != nil {
 				s.errc <- fmt.Errorf("%s: %w", r.Name(), err)
 			}
 		}()
 	}
-	return nil
-}
-
-// StopReplica stops one in-process replica (graceful drain: a consumer
-// releases its partitions) while the rest of the stack runs on.
-func (s *Stack) StopReplica(name string) error {
-	cancel, ok := s.cancels[name]
-	if !ok {
-		return fmt.Errorf("stack: no in-process replica %q", name)
-	}
-	cancel()
 	return nil
 }
 
