@@ -79,3 +79,26 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, versionTable s
 	}
 	return nil
 }
+
+// WithLock runs fn while holding the PostgreSQL session advisory lock key
+// (waiting for it), so that one replica at a time does what fn does:
+// e.g. migrating a store that has no locking of its own (ClickHouse).
+func WithLock(ctx context.Context, pool *pgxpool.Pool, key int64, fn func(context.Context) error) error {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("pgstore: lock %d: %w", key, err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
+		return fmt.Errorf("pgstore: lock %d: %w", key, err)
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(uctx, `SELECT pg_advisory_unlock($1)`, key); err != nil {
+			// The session's lock ends with the connection.
+			conn.Conn().Close(uctx) //nolint:errcheck
+		}
+	}()
+	return fn(ctx)
+}

@@ -1,10 +1,14 @@
 package pgstore_test
 
 import (
+	"context"
 	"crypto/x509"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/pgstore"
@@ -47,5 +51,38 @@ func TestConfigTLS(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("the error shows the password: %v", err)
+	}
+}
+
+// Two replicas doing the same locked work at once take turns.
+func TestWithLockSerializes(t *testing.T) {
+	ctx := context.Background()
+	pool, err := pgstore.Connect(ctx, config.Postgres{URL: testenv.Postgres(t), MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var inside, most atomic.Int32
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := pgstore.WithLock(ctx, pool, 4242, func(context.Context) error {
+				n := inside.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				time.Sleep(20 * time.Millisecond)
+				inside.Add(-1)
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if most.Load() != 1 {
+		t.Fatalf("%d ran the locked work at once, want 1", most.Load())
 	}
 }

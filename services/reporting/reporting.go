@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/parley-dev/parley/libs/leader"
+	"github.com/parley-dev/parley/libs/pgstore"
 	"os"
 	"time"
 
@@ -111,7 +113,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	b.OnClose(func() { _ = ch.Close() })
-	if err := schema.Migrate(ctx, ch, b.Log); err != nil {
+	// ClickHouse has no migration lock of its own: replicas starting
+	// together take turns (a PostgreSQL advisory lock).
+	if err := pgstore.WithLock(ctx, b.PG, leader.Key("reporting clickhouse migrations"), func(ctx context.Context) error {
+		return schema.Migrate(ctx, ch, b.Log)
+	}); err != nil {
 		b.Close()
 		return err
 	}
