@@ -134,6 +134,7 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 		}
 		if len(leases) == 0 {
 			c.setErr(nil)
+			c.gauges.set(nil, nil, 0) // owns no partition: reports none
 			sleep(ctx, co.TTL()/3)
 			leases = nil
 			continue
