@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -54,6 +56,8 @@ type Config struct {
 	// partitions, never for one partition.
 	Parallel int
 	Log      *slog.Logger
+	// Meter, when set, receives the partition metrics (see MetricPosition).
+	Meter metric.Meter
 }
 
 // Consumer consumes the partitions a Coordinator holds.
@@ -62,6 +66,9 @@ type Consumer struct {
 
 	mu  sync.Mutex
 	err error
+
+	gauges gauges
+	pauses metric.Int64Counter
 }
 
 // NewConsumer returns a consumer; Run starts it.
@@ -84,7 +91,9 @@ func NewConsumer(cfg Config) *Consumer {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Consumer{cfg: cfg}
+	c := &Consumer{cfg: cfg}
+	c.pauses = c.gauges.register(cfg.Meter, cfg.Coordinator.Consumer())
+	return c
 }
 
 // Ready is a readiness check: it fails while the consumer is paused by a
@@ -125,6 +134,7 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 		}
 		if len(leases) == 0 {
 			c.setErr(nil)
+			c.gauges.set(nil, nil, 0) // owns no partition: reports none
 			sleep(ctx, co.TTL()/3)
 			leases = nil
 			continue
@@ -152,6 +162,9 @@ func (c *Consumer) pause(ctx context.Context, err error) {
 		return
 	}
 	c.setErr(err)
+	if c.pauses != nil {
+		c.pauses.Add(ctx, 1, metric.WithAttributes(attribute.String("consumer", c.cfg.Coordinator.Consumer())))
+	}
 	c.cfg.Log.WarnContext(ctx, "consumer paused; resuming from its stored positions", "consumer", c.cfg.Coordinator.Consumer(), "err", err)
 	sleep(ctx, c.cfg.Retry)
 }
@@ -200,6 +213,7 @@ func (c *Consumer) session(ctx context.Context, leases map[int]Lease, h Handler)
 	}
 	c.setErr(nil)
 	s := &session{c: c, h: h, leases: leases, pos: pos, held: held}
+	c.gauges.set(leases, pos, len(held))
 	start := uint64(0)
 	first := true
 	for p := range leases {
@@ -227,6 +241,15 @@ func (c *Consumer) session(ctx context.Context, leases map[int]Lease, h Handler)
 			if !sameLeases(next, leases) {
 				return next, errRebalance
 			}
+			// Re-read the held set: an operator's release (partition
+			// Release) takes effect within TTL/3 without a restart.
+			held, err := Held(ctx, c.cfg.Pool, co.Consumer())
+			if err != nil {
+				return nil, err
+			}
+			s.mu.Lock()
+			s.held = held
+			s.mu.Unlock()
 			beat = time.Now().Add(co.TTL() / 3)
 		}
 		batch, err := oc.Fetch(c.cfg.BatchSize, jetstream.FetchMaxWait(c.cfg.MaxWait))
@@ -245,6 +268,7 @@ func (c *Consumer) session(ctx context.Context, leases map[int]Lease, h Handler)
 			}
 			seq := meta.Sequence.Stream
 			lastRead = seq
+			c.gauges.seen(seq + meta.NumPending)
 			tenant, conv, _, perr := eventbus.ParseConvSubject(m.Subject())
 			if perr != nil {
 				continue // not a conversation event
@@ -281,6 +305,9 @@ func (c *Consumer) session(ctx context.Context, leases map[int]Lease, h Handler)
 			}
 			advanced, advancedAt = lastRead, time.Now()
 		}
+		s.mu.Lock()
+		c.gauges.set(leases, s.pos, len(s.held))
+		s.mu.Unlock()
 	}
 	return nil, nil
 }

@@ -47,8 +47,16 @@
 // batches), dead-lettered to PARLEY_DLQ with its reason, and its
 // conversation is HELD: recorded in partition_held, and every later event of
 // that conversation is dead-lettered too (reason: held behind the first)
-// instead of being applied around it. Releasing a hold (after repairing and
-// replaying the dead letters) is an operator action: delete its row.
+// instead of being applied around it. Releasing a hold is an operator
+// action (Release, `parleyctl partitions release`): a running consumer
+// re-reads the held set with every heartbeat (TTL/3) and applies the
+// conversation's later events again; the dead letters are republished by
+// the operator.
+//
+// # Metrics
+//
+// With Config.Meter a consumer reports its owned partitions' positions and
+// lag, the held count and its pauses (MetricPosition and the others).
 //
 // # Using it
 //

@@ -178,7 +178,7 @@ func Run(ctx context.Context, cfg Config) error {
 	cons := consumer.New(consumer.Config{Store: st, Bus: b.Bus, Relay: relay, Pool: b.PG, Partitions: cfg.Partitions,
 		BatchSize: cfg.ConsumerBatch, Clock: cfg.Clock, Log: b.Log})
 	pc := partition.NewConsumer(partition.Config{
-		Bus: b.Bus, Pool: b.PG, BatchSize: cfg.ConsumerBatch, Log: b.Log,
+		Bus: b.Bus, Pool: b.PG, BatchSize: cfg.ConsumerBatch, Log: b.Log, Meter: b.Tel.Meter("github.com/parley-dev/parley/libs/partition"),
 		Coordinator: partition.NewCoordinator(b.PG, consumer.Durable, cfg.Member, cfg.Partitions, cfg.LeaseTTL),
 	})
 	b.AddCheck("consumer", pc.Ready)

@@ -172,7 +172,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	proj := projector.New(ch, states, projector.LiveTables, b.Log)
 	pc := partition.NewConsumer(partition.Config{
-		Bus: b.Bus, Pool: b.PG, BatchSize: cfg.ProjectorBatch, MaxWait: cfg.ProjectorMaxWait, Log: b.Log,
+		Bus: b.Bus, Pool: b.PG, BatchSize: cfg.ProjectorBatch, MaxWait: cfg.ProjectorMaxWait, Log: b.Log, Meter: b.Tel.Meter("github.com/parley-dev/parley/libs/partition"),
 		Coordinator: partition.NewCoordinator(b.PG, projector.Durable, cfg.Member, cfg.Partitions, cfg.LeaseTTL),
 	})
 	// Not ready while the projector is paused (ClickHouse, PostgreSQL or

@@ -175,7 +175,7 @@ func Run(ctx context.Context, cfg Config) error {
 		batch = 500
 	}
 	pc := partition.NewConsumer(partition.Config{
-		Bus: b.Bus, Pool: b.PG, BatchSize: batch, Log: b.Log,
+		Bus: b.Bus, Pool: b.PG, BatchSize: batch, Log: b.Log, Meter: b.Tel.Meter("github.com/parley-dev/parley/libs/partition"),
 		Coordinator: partition.NewCoordinator(b.PG, consumer.Durable, cfg.Member, cfg.Partitions, cfg.LeaseTTL),
 	})
 	b.AddCheck("consumer", pc.Ready)
