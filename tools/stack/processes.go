@@ -145,6 +145,15 @@ func (s *Stack) supervise(p *serviceProc, bin string, cmd *exec.Cmd, logf *os.Fi
 		if s.stopping.Load() {
 			return
 		}
+		if !s.supervising.Load() {
+			// Still starting: report the exit (a port taken by another
+			// process makes Start pick new ports) instead of restarting.
+			select {
+			case s.errc <- fmt.Errorf("%s exited: %w: %s (see %s)", p.name, err, lastLine(logf.Name()), logf.Name()):
+			default: // an earlier failure is being reported already
+			}
+			return
+		}
 		if time.Since(started) >= restartResetAfter {
 			backoff = restartBackoffMin
 		}

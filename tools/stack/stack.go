@@ -145,6 +145,9 @@ type Stack struct {
 	// procs are the service processes when BinDir is set.
 	procs    []*serviceProc
 	stopping atomic.Bool
+	// supervising is set once every service was ready: from then on a
+	// crashed process is restarted rather than reported.
+	supervising atomic.Bool
 	// stopCh is closed when the stack stops (ends restart backoffs).
 	stopCh chan struct{}
 	// replicas of every service, replica 0 of each first in Services order.
@@ -337,6 +340,8 @@ func start(ctx context.Context, opts Options) (_ *Stack, err error) {
 			return nil, err
 		}
 	}
+	// From now on a crashed service process is restarted (process mode).
+	st.supervising.Store(true)
 	return st, nil
 }
 
