@@ -63,6 +63,10 @@ type Options struct {
 	// Settle and Stable bound verify's wait for the projections (default
 	// 10 minutes and 60s).
 	Settle, Stable time.Duration
+	// Replicas is how many replicas of every service run (default 1). With
+	// more than one, each kill takes down one replica (the next one each
+	// round) and its partitions move to the survivors.
+	Replicas int
 	// LazySync runs JetStream with its default (lazy) flush instead of
 	// syncing before every acknowledgement (the production setting).
 	LazySync bool
@@ -85,6 +89,7 @@ func (o *Options) defaults() error {
 	seti(&o.Concurrency, 8)
 	seti(&o.Kills, 3)
 	seti(&o.StackCrashes, 1)
+	seti(&o.Replicas, 1)
 	if o.Rate <= 0 {
 		o.Rate = 600
 	}
@@ -182,7 +187,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.spec = runnerSpec{Dir: filepath.Join(o.Dir, "stack"), BinDir: o.BinDir, Ports: ports, SyncAlways: !o.LazySync, Tenant: "chaos"}
+	r.spec = runnerSpec{Dir: filepath.Join(o.Dir, "stack"), BinDir: o.BinDir, Ports: ports, SyncAlways: !o.LazySync, Tenant: "chaos", Replicas: o.Replicas}
 	if err := r.startRunner(ctx); err != nil {
 		return nil, err
 	}
@@ -240,26 +245,31 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 // down, and crashes the whole stack, one after the other.
 func (r *run) chaos(ctx context.Context) {
 	for round := 1; round <= r.o.Kills && ctx.Err() == nil; round++ {
-		for i, name := range stack.Services {
+		for _, name := range stack.Services {
 			if ctx.Err() != nil {
 				return
 			}
-			if err := r.waitReady(ctx, i, 2*time.Minute); err != nil {
+			if err := r.waitServiceReady(ctx, name, 2*time.Minute); err != nil {
 				r.fail("%s did not come back: %v", name, err)
 				continue
 			}
-			pid, err := servicePid(r.state.Pid, name)
+			victim, ok := r.replica(name, (round-1)%r.o.Replicas)
+			if !ok {
+				r.fail("no replica %d of %s", (round-1)%r.o.Replicas, name)
+				continue
+			}
+			pid, err := replicaPid(r.state.Pid, victim)
 			if err != nil {
 				r.fail("%v", err)
 				continue
 			}
 			killGroup(pid)
-			r.logf("killed %s (pid %d) with SIGKILL, round %d of %d", name, pid, round, r.o.Kills)
+			r.logf("killed %s (pid %d) with SIGKILL, round %d of %d", victim.Name(), pid, round, r.o.Kills)
 			sleep(ctx, r.o.KillEvery)
 		}
 	}
-	for i, name := range stack.Services {
-		if err := r.waitReady(ctx, i, 2*time.Minute); err != nil {
+	for _, name := range stack.Services {
+		if err := r.waitServiceReady(ctx, name, 2*time.Minute); err != nil {
 			r.fail("%s did not come back after its last kill: %v", name, err)
 		}
 	}
@@ -322,8 +332,8 @@ func (r *run) postgresOutage(ctx context.Context) {
 // server — and starts the stack again on the same data.
 func (r *run) crashStack(ctx context.Context, n int) {
 	var pids []int
-	for _, name := range stack.Services {
-		if pid, err := servicePid(r.state.Pid, name); err == nil {
+	for _, rep := range r.state.Replicas {
+		if pid, err := replicaPid(r.state.Pid, rep); err == nil {
 			pids = append(pids, pid)
 		}
 	}
@@ -432,9 +442,32 @@ func (r *run) fail(format string, args ...any) {
 	r.logf("FAILURE: %s", msg)
 }
 
-// waitReady waits until service i answers /readyz on its admin port.
-func (r *run) waitReady(ctx context.Context, i int, limit time.Duration) error {
-	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", r.spec.Ports.Admin[i])
+// replica returns replica index of service.
+func (r *run) replica(service string, index int) (stack.Replica, bool) {
+	for _, rep := range r.state.Replicas {
+		if rep.Service == service && rep.Index == index {
+			return rep, true
+		}
+	}
+	return stack.Replica{}, false
+}
+
+// waitServiceReady waits until every replica of service answers /readyz.
+func (r *run) waitServiceReady(ctx context.Context, service string, limit time.Duration) error {
+	for _, rep := range r.state.Replicas {
+		if rep.Service != service {
+			continue
+		}
+		if err := r.waitReady(ctx, rep.Admin, limit); err != nil {
+			return fmt.Errorf("%s: %w", rep.Name(), err)
+		}
+	}
+	return nil
+}
+
+// waitReady waits until the admin port answers /readyz.
+func (r *run) waitReady(ctx context.Context, adminPort int, limit time.Duration) error {
+	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort)
 	deadline := time.Now().Add(limit)
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

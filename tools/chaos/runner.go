@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,12 +30,15 @@ type runnerSpec struct {
 	Ports      stack.Ports
 	SyncAlways bool
 	Tenant     string
+	Replicas   int
 }
 
 // runnerState is what a runner writes once its stack is ready.
 type runnerState struct {
 	NATSURL, PostgresURL, ClickHouseAddr, DemoKey string
 	Pid                                           int
+	// Replicas are the service replicas with their ports.
+	Replicas []stack.Replica
 }
 
 func stateFile(dir string) string { return filepath.Join(dir, "chaos-runner.json") }
@@ -69,12 +73,12 @@ func runRunner(specJSON string) error {
 	}
 	defer logs.Close()
 	st, err := stack.Start(ctx, stack.Options{Dir: spec.Dir, Ports: spec.Ports, BinDir: spec.BinDir, SyncAlways: spec.SyncAlways,
-		DemoTenant: spec.Tenant, LogOutput: logs, LogLevel: "warn"})
+		DemoTenant: spec.Tenant, LogOutput: logs, LogLevel: "warn", Replicas: spec.Replicas})
 	if err != nil {
 		return err
 	}
 	defer st.Stop()
-	b, _ := json.Marshal(runnerState{NATSURL: st.NATSURL, PostgresURL: st.PostgresURL, ClickHouseAddr: st.ClickHouseAddr, DemoKey: st.DemoKey, Pid: os.Getpid()})
+	b, _ := json.Marshal(runnerState{NATSURL: st.NATSURL, PostgresURL: st.PostgresURL, ClickHouseAddr: st.ClickHouseAddr, DemoKey: st.DemoKey, Pid: os.Getpid(), Replicas: st.Replicas()})
 	tmp := stateFile(spec.Dir) + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return err
@@ -131,21 +135,33 @@ func childPid(ppid int, prefix string) (int, error) {
 	return 0, fmt.Errorf("chaos: no process %s under pid %d", prefix, ppid)
 }
 
-// servicePid returns the child of ppid that runs service: the parley
-// binary started with -target=<service> (the local stack's process mode).
-func servicePid(ppid int, service string) (int, error) {
+// replicaPid returns the child of ppid that runs the replica: the parley
+// binary started with -target=<service> (the local stack's process mode)
+// whose environment holds the replica's admin address.
+func replicaPid(ppid int, rep stack.Replica) (int, error) {
+	adminEnv := fmt.Sprintf("PARLEY_%s_ADMIN_ADDR=127.0.0.1:%d", strings.ToUpper(rep.Service), rep.Admin)
 	for _, pid := range children(ppid)[stack.Binary] {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !slices.Contains(strings.Split(string(b), "\x00"), "-target="+rep.Service) {
+			continue
+		}
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 		if err != nil {
 			continue
 		}
-		for _, arg := range strings.Split(string(b), "\x00") {
-			if arg == "-target="+service {
-				return pid, nil
+		// The stack appends its settings after the caller's environment:
+		// the last value wins.
+		var admin string
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if strings.HasPrefix(kv, adminEnv[:strings.IndexByte(adminEnv, '=')+1]) {
+				admin = kv
 			}
 		}
+		if admin == adminEnv {
+			return pid, nil
+		}
 	}
-	return 0, fmt.Errorf("chaos: no %s -target=%s under pid %d", stack.Binary, service, ppid)
+	return 0, fmt.Errorf("chaos: no %s -target=%s for %s under pid %d", stack.Binary, rep.Service, rep.Name(), ppid)
 }
 
 // alive tells whether pid exists and is not a zombie.

@@ -37,6 +37,7 @@ func main() {
 	flag.IntVar(&o.StackCrashes, "stack-crashes", 1, "how often the whole stack is killed with SIGKILL and started again on the same data")
 	flag.DurationVar(&o.Settle, "settle", 10*time.Minute, "longest wait for the projections to catch up before verify judges them")
 	flag.DurationVar(&o.Stable, "stable", 60*time.Second, "verify stops waiting once no count has changed for this long")
+	flag.IntVar(&o.Replicas, "replicas", 1, "replicas of every service; each kill takes down one replica (the next one each round)")
 	flag.BoolVar(&o.LazySync, "lazy-sync", false, "run JetStream with its lazy flush instead of syncing before every acknowledgement")
 	flag.Parse()
 	o.Root, o.Log, o.Out = root, os.Stderr, os.Stdout
