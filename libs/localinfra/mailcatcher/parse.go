@@ -3,7 +3,6 @@ package mailcatcher
 import (
 	"bytes"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -140,20 +139,22 @@ func (p *Parsed) walk(h headerGetter, body io.Reader, depth int, parts *int) {
 	}
 }
 
-// decodeBody undoes a transfer encoding; the result is valid UTF-8.
+// decodeBody undoes a transfer encoding; a body that is not what its
+// encoding says is kept as it came. The result is valid UTF-8.
 func decodeBody(cte string, r io.Reader) (string, error) {
-	switch strings.ToLower(strings.TrimSpace(cte)) {
-	case "quoted-printable":
-		r = quotedprintable.NewReader(r)
-	case "base64":
-		r = base64.NewDecoder(base64.StdEncoding, r) // skips CR and LF
-	case "", "7bit", "8bit", "binary":
-	default:
-		return "", errors.New("unknown transfer encoding")
-	}
-	b, err := io.ReadAll(r)
+	raw, err := io.ReadAll(r)
 	if err != nil {
 		return "", err
+	}
+	b := raw
+	switch strings.ToLower(strings.TrimSpace(cte)) {
+	case "quoted-printable":
+		b, err = io.ReadAll(quotedprintable.NewReader(bytes.NewReader(raw)))
+	case "base64":
+		b, err = io.ReadAll(base64.NewDecoder(base64.StdEncoding, bytes.NewReader(raw))) // skips CR and LF
+	}
+	if err != nil {
+		b = raw
 	}
 	s := strings.ReplaceAll(string(b), "\r\n", "\n")
 	if !utf8.ValidString(s) {

@@ -88,7 +88,7 @@ func (a *app) mail() *cobra.Command {
 			if m.ParseError != "" {
 				body = "(unreadable message: " + m.ParseError + "; see --raw)"
 			}
-			fmt.Fprintf(out, "\n%s\n", strings.TrimRight(body, "\n"))
+			fmt.Fprintf(out, "\n%s\n", printable(strings.TrimRight(body, "\n")))
 			return nil
 		},
 	}
@@ -110,4 +110,15 @@ func shortID(id string) string {
 // characters, for a table.
 func cell(s string) string {
 	return strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) }), " ")
+}
+
+// printable drops control characters but newlines and tabs, so a caught
+// message cannot drive the terminal.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r != '\n' && r != '\t' && (r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0)) {
+			return -1
+		}
+		return r
+	}, s)
 }

@@ -40,7 +40,7 @@ func TestMailCommands(t *testing.T) {
 		}
 	}
 	send("first@example.com", "=?utf-8?q?Caf=C3=A9_transcript?=", "Hello =E2=9C=93")
-	send("second@example.com", "Report ready\x1b[31m", "Download: https://x.example/r")
+	send("second@example.com", "Report ready\x1b[31m", "Download: https://x.example/r\x1b]0;pwned\x07")
 
 	out, err := mailctl(t, dir, "list")
 	if err != nil {
@@ -76,6 +76,10 @@ func TestMailCommands(t *testing.T) {
 	}
 	if out, err := mailctl(t, dir, "show", id, "--raw"); err != nil || !strings.Contains(out, "Hello =E2=9C=93") {
 		t.Errorf("show --raw: %v\n%s", err, out)
+	}
+	if out, err := mailctl(t, dir, "show", strings.Fields(lines[2])[0]); err != nil || strings.ContainsAny(out, "\x1b\x07") ||
+		!strings.Contains(out, "Download: https://x.example/r]0;pwned") {
+		t.Errorf("show printed terminal controls or lost the text: %v %q", err, out)
 	}
 	if _, err := mailctl(t, dir, "show", "nope"); err == nil {
 		t.Error("show of an unknown id succeeded")

@@ -26,8 +26,12 @@ type Branding struct {
 	Contact string
 }
 
-// DefaultBranding is what empty Branding fields become.
-var defaultBranding = Branding{Name: "Parley", PrimaryColor: "#2563eb", AccentColor: "#dbeafe"}
+// What empty Branding fields become.
+const (
+	defaultName    = "Parley"
+	defaultPrimary = "#2563eb"
+	defaultAccent  = "#dbeafe"
+)
 
 // FieldError is input that cannot be used, naming the field (relative to
 // the value checked: "primary_color", "messages[3].text"); the API answers
@@ -72,15 +76,14 @@ func (b Branding) Validate() error {
 
 // withDefaults fills empty fields.
 func (b Branding) withDefaults() Branding {
-	d := defaultBranding
 	if b.Name == "" {
-		b.Name = d.Name
+		b.Name = defaultName
 	}
 	if b.PrimaryColor == "" {
-		b.PrimaryColor = d.PrimaryColor
+		b.PrimaryColor = defaultPrimary
 	}
 	if b.AccentColor == "" {
-		b.AccentColor = d.AccentColor
+		b.AccentColor = defaultAccent
 	}
 	return b
 }

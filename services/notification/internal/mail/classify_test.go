@@ -116,8 +116,7 @@ func TestSendErrorClasses(t *testing.T) {
 	}
 }
 
-// TestConfig: the documented defaults load from an empty environment, and
-// bad settings are refused at start.
+// TestNewSenderRefusesBadConfig: bad settings are refused at start.
 func TestNewSenderRefusesBadConfig(t *testing.T) {
 	base := mail.Config{Host: "smtp.example.com", Port: 587, TLS: mail.TLSStartTLS, From: "a@b.example", Timeout: time.Second}
 	bad := []func(*mail.Config){

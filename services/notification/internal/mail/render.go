@@ -3,6 +3,7 @@ package mail
 import (
 	"bytes"
 	"embed"
+	"errors"
 	htmltemplate "html/template"
 	"strings"
 	texttemplate "text/template"
@@ -72,8 +73,11 @@ func (v view) render(p page, tenant, subject string) (Message, error) {
 // and loads the time zone: what every Render function starts with.
 func prepare(b Branding, tz string) (*time.Location, error) {
 	if err := b.Validate(); err != nil {
-		fe := err.(*FieldError)
-		return nil, &FieldError{"branding." + fe.Field, fe.Description}
+		var fe *FieldError
+		if errors.As(err, &fe) {
+			return nil, &FieldError{"branding." + fe.Field, fe.Description}
+		}
+		return nil, err
 	}
 	return location(tz)
 }

@@ -54,8 +54,12 @@ func NewSender(cfg Config) (*Sender, error) {
 	return &Sender{cfg: cfg, tls: tc, from: from, now: time.Now}, nil
 }
 
-// MessageID is the Message-ID header (with its angle brackets) Send gives m.
+// MessageID is the Message-ID header (with its angle brackets) Send gives
+// m; "" when m has no Key (Send then picks a random one).
 func (s *Sender) MessageID(m Message) string {
+	if m.Key == "" {
+		return ""
+	}
 	return "<" + messageID(m, s.from.Address) + ">"
 }
 
