@@ -3,6 +3,7 @@ package stack
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,6 +49,12 @@ func (s *Stack) serviceEnv(r Replica) []string {
 		}
 		if secret, err := s.tokenSecret(); err == nil {
 			env = append(env, "PARLEY_INGEST_TOKEN_SECRET="+secret)
+		}
+	case "notification":
+		// Mail goes to the catcher unless the caller names a server.
+		if os.Getenv("PARLEY_SMTP_HOST") == "" && s.SMTPAddr != "" {
+			host, port, _ := net.SplitHostPort(s.SMTPAddr)
+			env = append(env, "PARLEY_SMTP_HOST="+host, "PARLEY_SMTP_PORT="+port, "PARLEY_SMTP_TLS=none")
 		}
 	case "reporting":
 		env = append(env, "PARLEY_REPORTING_HTTP_ADDR="+r.httpAddr(),

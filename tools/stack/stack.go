@@ -1,6 +1,7 @@
 // Package stack runs the whole of Parley on one machine: embedded NATS
 // JetStream, a private PostgreSQL cluster and a private ClickHouse server with
-// their data under one directory, and the five services in this process. It
+// their data under one directory, an SMTP catcher keeping every mail in
+// <dir>/mail, and the five services in this process. It
 // is what `make run` starts, and what end-to-end tests start in a temp dir.
 package stack
 
@@ -24,6 +25,7 @@ import (
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/localinfra"
+	"github.com/parley-dev/parley/libs/localinfra/mailcatcher"
 	"github.com/parley-dev/parley/libs/natsauth"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/service"
@@ -46,6 +48,8 @@ type Ports struct {
 	IngestHTTP int
 	// ReportingHTTP serves reporting's HTTP/JSON API and share links.
 	ReportingHTTP int
+	// SMTP is the mail catcher's port (notification sends there).
+	SMTP int
 }
 
 // Services lists the services in start order.
@@ -59,6 +63,7 @@ func DefaultPorts() Ports {
 		Admin:         [5]int{7201, 7202, 7203, 7204, 7205},
 		IngestHTTP:    7301,
 		ReportingHTTP: 7304,
+		SMTP:          1025,
 	}
 }
 
@@ -128,6 +133,9 @@ type Stack struct {
 	NATSURL        string
 	PostgresURL    string
 	ClickHouseAddr string
+	// SMTPAddr is the mail catcher's address (host:port); MailDir where it
+	// keeps what it receives (parleyctl mail list|show read it).
+	SMTPAddr, MailDir string
 	// DemoKey is an API key of DemoTenant with every tenant scope,
 	// OperatorKey a platform key (operator scope), WidgetKey a publishable
 	// key of DemoTenant for WidgetOrigin.
@@ -136,6 +144,7 @@ type Stack struct {
 	Notes []string
 
 	nats    *server.Server
+	mail    *mailcatcher.Catcher
 	pg      *localinfra.Postgres
 	ch      *localinfra.ClickHouse
 	cancel  context.CancelFunc
@@ -231,8 +240,8 @@ func (o *Options) fill() error {
 		*p, err = localinfra.FreePort()
 		return err
 	}
-	ps := []*int{&o.Ports.NATS, &o.Ports.Postgres, &o.Ports.ClickHouseTCP, &o.Ports.ClickHouseHTTP, &o.Ports.IngestHTTP, &o.Ports.ReportingHTTP}
-	ds := []int{def.NATS, def.Postgres, def.ClickHouseTCP, def.ClickHouseHTTP, def.IngestHTTP, def.ReportingHTTP}
+	ps := []*int{&o.Ports.NATS, &o.Ports.Postgres, &o.Ports.ClickHouseTCP, &o.Ports.ClickHouseHTTP, &o.Ports.IngestHTTP, &o.Ports.ReportingHTTP, &o.Ports.SMTP}
+	ds := []int{def.NATS, def.Postgres, def.ClickHouseTCP, def.ClickHouseHTTP, def.IngestHTTP, def.ReportingHTTP, def.SMTP}
 	for i := range 5 {
 		ps = append(ps, &o.Ports.GRPC[i], &o.Ports.Admin[i])
 		ds = append(ds, def.GRPC[i], def.Admin[i])
@@ -289,6 +298,13 @@ func start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	st.NATSURL = st.nats.ClientURL()
+
+	// Every mail the services send lands in the catcher's directory.
+	st.MailDir = filepath.Join(opts.Dir, "mail")
+	if st.mail, err = mailcatcher.Start(mailcatcher.Options{Dir: st.MailDir, Addr: fmt.Sprintf("127.0.0.1:%d", opts.Ports.SMTP)}); err != nil {
+		return nil, err
+	}
+	st.SMTPAddr = st.mail.Addr()
 
 	pgDir := filepath.Join(opts.Dir, "postgres")
 	if !localinfra.PostgresCanReach(pgDir) {
@@ -430,6 +446,10 @@ func (s *Stack) runReplica(ctx context.Context, tel *telemetry.Telemetry, r Repl
 		cfg.ClickHouse, cfg.HTTPAddr, cfg.ShareBaseURL = ch, r.httpAddr(), s.ReportingHTTPURL()
 		return reporting.Run(ctx, cfg)
 	default:
+		// Mail: PARLEY_SMTP_HOST and PARLEY_SMTP_PORT default to the
+		// catcher's default address (Ports.SMTP, 1025); once
+		// notification.Config carries its mail settings, set them from
+		// s.SMTPAddr here so that free ports work too (as serviceEnv does).
 		cfg := notification.Config{}
 		common(&cfg.Config)
 		return notification.Run(ctx, cfg)
@@ -467,8 +487,8 @@ func (s *Stack) waitReady(ctx context.Context, replicas []Replica, timeout time.
 // Errors reports services that stopped with an error while running.
 func (s *Stack) Errors() <-chan error { return s.errc }
 
-// Stop stops the services (graceful drain), then ClickHouse, PostgreSQL and
-// NATS. It is safe to call more than once.
+// Stop stops the services (graceful drain), then the mail catcher,
+// ClickHouse, PostgreSQL and NATS. It is safe to call more than once.
 func (s *Stack) Stop() {
 	s.stopped.Do(func() {
 		if len(s.procs) > 0 {
@@ -477,6 +497,9 @@ func (s *Stack) Stop() {
 		if s.cancel != nil {
 			s.cancel()
 			s.wg.Wait()
+		}
+		if s.mail != nil {
+			_ = s.mail.Close()
 		}
 		if s.ch != nil {
 			_ = s.ch.Stop(30 * time.Second)

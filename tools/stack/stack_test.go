@@ -3,6 +3,7 @@ package stack
 import (
 	"context"
 	"net/http"
+	"net/smtp"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/parley-dev/parley/libs/config"
+	"github.com/parley-dev/parley/libs/localinfra/mailcatcher"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/tenancy"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
@@ -39,6 +41,18 @@ func TestWalkingSkeleton(t *testing.T) {
 	}
 	defer st.Stop()
 	waitOwners(t, ctx, st, "lifecycle", "lifecycle-1")
+
+	// The mail catcher keeps what is sent to it in <dir>/mail.
+	if st.MailDir != filepath.Join(st.Dir, "mail") {
+		t.Errorf("mail dir %s", st.MailDir)
+	}
+	if err := smtp.SendMail(st.SMTPAddr, nil, "parley@localhost", []string{"visitor@example.com"},
+		[]byte("Subject: stack mail\r\n\r\nhello\r\n")); err != nil {
+		t.Fatalf("send to the catcher: %v", err)
+	}
+	if caught, err := (&mailcatcher.Store{Dir: st.MailDir}).List(); err != nil || len(caught) != 1 || caught[0].Header("Subject") != "stack mail" {
+		t.Fatalf("caught %+v %v", caught, err)
+	}
 
 	conn := dial(t, st.GRPCAddr("ingest"))
 	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+st.DemoKey)

@@ -1,6 +1,7 @@
 // Command parley-stack runs the whole of Parley on this machine (`make run`):
 // embedded NATS JetStream, PostgreSQL and ClickHouse from the machine's
-// packages with their data under --dir, and the five services. It prints the
+// packages with their data under --dir, an SMTP catcher keeping every mail
+// in --dir/mail, and the five services. It prints the
 // endpoints, a demo API key and commands to try, and stops everything on
 // Ctrl-C.
 package main
@@ -106,9 +107,10 @@ Parley is ready (%s).
   NATS           %s   (JetStream sync: %s)
   PostgreSQL     %s
   ClickHouse     %s   (native protocol; database "parley")
+  Mail (SMTP)    %s   (a catcher: nothing leaves this machine; every mail is kept in %s)
   Data           %s
   Logs           %s
-`, st.IngestHTTPURL(), st.NATSURL, fsync, st.PostgresURL, st.ClickHouseAddr, st.Dir, logPath)
+`, st.IngestHTTPURL(), st.NATSURL, fsync, st.PostgresURL, st.ClickHouseAddr, st.SMTPAddr, st.MailDir, st.Dir, logPath)
 	for _, n := range st.Notes {
 		fmt.Println("  Note:", n)
 	}
@@ -135,13 +137,17 @@ Read it back:
     -d '{"conversation_id":"demo-1"}' \
     %[4]s parley.reporting.v1.ReportingService/GetConversation
 
+Read the mail Parley sent (transcripts, reports; from the catcher's directory):
+  .bin/parleyctl mail list --dir %[11]s
+  .bin/parleyctl mail show <ID> --dir %[11]s
+
 Query ClickHouse:
   clickhouse-client --port %[5]d --database parley \
     -q "SELECT conversation_id, role, text FROM messages ORDER BY occurred_at_us DESC LIMIT 10"
 
 Press Ctrl-C to stop.
 `, st.DemoKey, grpcurl, st.GRPCAddr("ingest"), st.GRPCAddr("reporting"), st.Ports.ClickHouseTCP, st.IngestHTTPURL(),
-		st.OperatorKey, st.WidgetKey, stack.WidgetOrigin, st.Dir)
+		st.OperatorKey, st.WidgetKey, stack.WidgetOrigin, st.Dir, st.MailDir)
 }
 
 func fileExists(p string) bool {
