@@ -49,6 +49,8 @@ func (s *Stack) serviceEnv(r Replica) []string {
 		if secret, err := s.tokenSecret(); err == nil {
 			env = append(env, "PARLEY_INGEST_TOKEN_SECRET="+secret)
 		}
+	case "tagging":
+		env = append(env, "PARLEY_TAGGING_HTTP_ADDR="+r.httpAddr())
 	case "reporting":
 		env = append(env, "PARLEY_REPORTING_HTTP_ADDR="+r.httpAddr(),
 			"PARLEY_CLICKHOUSE_QUERY_USER="+localinfra.ClickHouseQueryUser, "PARLEY_CLICKHOUSE_QUERY_PASSWORD="+localinfra.ClickHouseQueryPassword,

@@ -46,6 +46,8 @@ type Ports struct {
 	IngestHTTP int
 	// ReportingHTTP serves reporting's HTTP/JSON API and share links.
 	ReportingHTTP int
+	// TaggingHTTP serves tagging's HTTP/JSON API (PreviewRule).
+	TaggingHTTP int
 }
 
 // Services lists the services in start order.
@@ -59,6 +61,7 @@ func DefaultPorts() Ports {
 		Admin:         [5]int{7201, 7202, 7203, 7204, 7205},
 		IngestHTTP:    7301,
 		ReportingHTTP: 7304,
+		TaggingHTTP:   7303,
 	}
 }
 
@@ -96,8 +99,8 @@ type Replica struct {
 	Service string
 	// Index is 0 for the replica on the stack's ports.
 	Index int
-	// GRPC and Admin are its ports; HTTP its HTTP/JSON port (ingest and
-	// reporting only).
+	// GRPC and Admin are its ports; HTTP its HTTP/JSON port (ingest,
+	// tagging and reporting only).
 	GRPC, Admin, HTTP int
 }
 
@@ -169,6 +172,8 @@ func (s *Stack) planReplicas() error {
 				r.HTTP = s.Ports.IngestHTTP
 			case "reporting":
 				r.HTTP = s.Ports.ReportingHTTP
+			case "tagging":
+				r.HTTP = s.Ports.TaggingHTTP
 			}
 			if i > 0 {
 				ports := []*int{&r.GRPC, &r.Admin}
@@ -231,8 +236,8 @@ func (o *Options) fill() error {
 		*p, err = localinfra.FreePort()
 		return err
 	}
-	ps := []*int{&o.Ports.NATS, &o.Ports.Postgres, &o.Ports.ClickHouseTCP, &o.Ports.ClickHouseHTTP, &o.Ports.IngestHTTP, &o.Ports.ReportingHTTP}
-	ds := []int{def.NATS, def.Postgres, def.ClickHouseTCP, def.ClickHouseHTTP, def.IngestHTTP, def.ReportingHTTP}
+	ps := []*int{&o.Ports.NATS, &o.Ports.Postgres, &o.Ports.ClickHouseTCP, &o.Ports.ClickHouseHTTP, &o.Ports.IngestHTTP, &o.Ports.ReportingHTTP, &o.Ports.TaggingHTTP}
+	ds := []int{def.NATS, def.Postgres, def.ClickHouseTCP, def.ClickHouseHTTP, def.IngestHTTP, def.ReportingHTTP, def.TaggingHTTP}
 	for i := range 5 {
 		ps = append(ps, &o.Ports.GRPC[i], &o.Ports.Admin[i])
 		ds = append(ds, def.GRPC[i], def.Admin[i])
@@ -419,6 +424,7 @@ func (s *Stack) runReplica(ctx context.Context, tel *telemetry.Telemetry, r Repl
 		}
 		common(&cfg.Config)
 		member(&cfg.Member)
+		cfg.HTTPAddr = r.httpAddr()
 		return tagging.Run(ctx, cfg)
 	case "reporting":
 		cfg, err := service.Load[reporting.Config]("reporting")
