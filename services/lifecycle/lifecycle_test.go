@@ -557,13 +557,14 @@ func TestEndStaleEndConversationAndStats(t *testing.T) {
 	w := newWorld(t, time.Minute)
 	s := w.start(w.pgURL, w.key, func(c *lifecycle.Config) { c.SessionTimeout = 1000 * time.Hour })
 	now := w.clock.Now()
+	// Idle since then by the client's clock and by ingest's.
 	for conv, idle := range map[string]time.Duration{"a": 50 * time.Hour, "b": 30 * time.Hour, "c": time.Hour, "d": 2 * time.Hour} {
-		w.publish("acme", conv, now.Add(-idle-time.Minute), started(eventv1.Channel_CHANNEL_WHATSAPP))
-		w.publish("acme", conv, now.Add(-idle), visitorMsg("hi"))
+		w.publishRecorded("acme", conv, now.Add(-idle-time.Minute), now.Add(-idle-time.Minute), started(eventv1.Channel_CHANNEL_WHATSAPP))
+		w.publishRecorded("acme", conv, now.Add(-idle), now.Add(-idle), visitorMsg("hi"))
 	}
 	w.publish("acme", "e", now.Add(-20*time.Minute), started(eventv1.Channel_CHANNEL_WEB_WIDGET))
 	w.publish("acme", "e", now, &eventv1.HandoffRequested{})
-	w.publish("globex", "x", now.Add(-100*time.Hour), visitorMsg("other tenant"))
+	w.publishRecorded("globex", "x", now.Add(-100*time.Hour), now.Add(-100*time.Hour), visitorMsg("other tenant"))
 	s.quiet()
 
 	_, err := s.client.EndStale(s.ctx(), &lifecyclev1.EndStaleRequest{})

@@ -9,14 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/partition"
+	"github.com/parley-dev/parley/libs/partition/partitiontest"
 	"github.com/parley-dev/parley/libs/testsvc"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"github.com/parley-dev/parley/services/lifecycle"
 	"github.com/parley-dev/parley/services/lifecycle/internal/consumer"
-	"google.golang.org/protobuf/proto"
 )
 
 // conversation publishes a started, n visitor messages and a visitor close
@@ -30,48 +29,6 @@ func (w *world) conversation(id string, n int) []*eventv1.Envelope {
 	return append(out, w.publish("acme", id, now.Add(-time.Minute), closedBy(eventv1.Actor_ACTOR_VISITOR)))
 }
 
-// failOn wraps the handler: a batch holding the event with id eventID fails
-// with err while fail returns true.
-func failOn(eventID string, err error, fail func() bool) func(partition.Handler) partition.Handler {
-	return func(h partition.Handler) partition.Handler {
-		return func(ctx context.Context, b partition.Batch) error {
-			for _, d := range b.Deliveries {
-				if d.Envelope.GetEventId() == eventID && fail() {
-					return err
-				}
-			}
-			return h(ctx, b)
-		}
-	}
-}
-
-// dlq returns the dead letters of lifecycle: event id -> reason.
-func (w *world) dlq() map[string]string {
-	w.t.Helper()
-	ctx := context.Background()
-	st, err := w.bus.JetStream().Stream(ctx, eventbus.DLQStream)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	out := map[string]string{}
-	last := st.CachedInfo().State.LastSeq
-	for seq := uint64(1); seq <= last; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			w.t.Fatal(err)
-		}
-		env := &eventv1.Envelope{}
-		if err := proto.Unmarshal(m.Data, env); err != nil {
-			w.t.Fatal(err)
-		}
-		out[env.GetEventId()] = m.Header.Get(eventbus.HeaderDLQError)
-	}
-	return out
-}
-
 // A transient failure of one event while later events of its conversation
 // are delivered: the old consumer acknowledged the later ones and skipped
 // the redelivered event as late (4 of 5 messages counted); the partitioned
@@ -80,27 +37,12 @@ func (w *world) dlq() map[string]string {
 func TestTransientFailureSkipsNothing(t *testing.T) {
 	w := newWorld(t, time.Minute)
 	var failed atomic.Int32
-	var firstFail atomic.Int64
 	var victim atomic.Value
 	victim.Store("")
 	s := w.start(w.pgURL, w.key, func(c *lifecycle.Config) {
-		c.Wrap = func(h partition.Handler) partition.Handler {
-			return func(ctx context.Context, b partition.Batch) error {
-				for _, d := range b.Deliveries {
-					if d.Envelope.GetEventId() != victim.Load().(string) {
-						continue
-					}
-					// Fail for half a second from the first attempt: a
-					// store hiccup while the event is in flight.
-					firstFail.CompareAndSwap(0, time.Now().UnixNano())
-					if time.Since(time.Unix(0, firstFail.Load())) < 500*time.Millisecond {
-						failed.Add(1)
-						return errors.New("connection reset by peer")
-					}
-				}
-				return h(ctx, b)
-			}
-		}
+		// Fail for half a second from the first attempt: a store hiccup
+		// while the event is in flight.
+		c.Wrap = partitiontest.FailOn(func() string { return victim.Load().(string) }, errors.New("connection reset by peer"), partitiontest.FailFor(500*time.Millisecond, &failed))
 	})
 	envs := make([][]*eventv1.Envelope, 10)
 	now := w.clock.Now()
@@ -132,7 +74,7 @@ func TestTransientFailureSkipsNothing(t *testing.T) {
 			t.Fatalf("%s: %d conversation_ended", id, n)
 		}
 	}
-	if d := w.dlq(); len(d) != 0 {
+	if d := partitiontest.DeadLetters(t, w.bus.JetStream(), ""); len(d) != 0 {
 		t.Fatalf("dead letters: %v", d)
 	}
 }
@@ -145,7 +87,7 @@ func TestPermanentFailureHoldsTheConversation(t *testing.T) {
 	now := w.clock.Now()
 	poison := envelope("acme", "p00", now.Add(-2*time.Minute), visitorMsg("poison"))
 	s := w.start(w.pgURL, w.key, func(c *lifecycle.Config) {
-		c.Wrap = failOn(poison.GetEventId(), eventbus.Permanent(errors.New("refused: test poison")), func() bool { return true })
+		c.Wrap = partitiontest.FailOn(poison.GetEventId, eventbus.Permanent(errors.New("refused: test poison")), func() bool { return true })
 	})
 	w.publish("acme", "p00", now.Add(-3*time.Minute), started(eventv1.Channel_CHANNEL_WEB_WIDGET))
 	w.publish("acme", "p00", now.Add(-150*time.Second), visitorMsg("before"))
@@ -156,7 +98,7 @@ func TestPermanentFailureHoldsTheConversation(t *testing.T) {
 		w.conversation(fmt.Sprintf("p%02d", i), 3)
 	}
 	s.quiet()
-	d := w.dlq()
+	d := partitiontest.DeadLetters(t, w.bus.JetStream(), "")
 	if len(d) != 3 || d[poison.GetEventId()] != "refused: test poison" || d[after.GetEventId()] == "" || d[closed.GetEventId()] == "" {
 		t.Fatalf("dead letters: %v", d)
 	}
@@ -210,27 +152,9 @@ func TestStoreOutagePauses(t *testing.T) {
 			t.Fatalf("%s: %d conversation_ended", id, n)
 		}
 	}
-	if d := w.dlq(); len(d) != 0 {
+	if d := partitiontest.DeadLetters(t, w.bus.JetStream(), ""); len(d) != 0 {
 		t.Fatalf("dead letters: %v", d)
 	}
-}
-
-func owners(t *testing.T, s *svc) map[string]int {
-	rows, err := s.pool.Query(context.Background(), `SELECT owner, count(*) FROM partition_leases WHERE consumer = $1 AND expires_at > clock_timestamp() GROUP BY owner`, consumer.Durable)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	out := map[string]int{}
-	for rows.Next() {
-		var o string
-		var n int
-		if err := rows.Scan(&o, &n); err != nil {
-			t.Fatal(err)
-		}
-		out[o] = n
-	}
-	return out
 }
 
 // Two replicas divide the partitions; one dies without releasing its
@@ -242,7 +166,7 @@ func TestTwoReplicasDividePartitions(t *testing.T) {
 	a := w.start(w.pgURL, w.key, func(c *lifecycle.Config) { c.Member, c.LeaseTTL, c.KeepLeases = "a", ttl, true })
 	b := w.start(w.pgURL, w.key, func(c *lifecycle.Config) { c.Member, c.LeaseTTL = "b", ttl })
 	w.waitFor("both replicas hold partitions", func() bool {
-		o := owners(t, a)
+		o := partitiontest.Owners(t, a.pool, consumer.Durable)
 		return o["a"] == partition.DefaultPartitions/2 && o["b"] == partition.DefaultPartitions/2
 	})
 	for i := range 20 {
@@ -254,7 +178,9 @@ func TestTwoReplicasDividePartitions(t *testing.T) {
 	for i := 20; i < 40; i++ {
 		w.conversation(fmt.Sprintf("r%02d", i), 5)
 	}
-	w.waitFor("the survivor holds every partition", func() bool { return owners(t, b)["b"] == partition.DefaultPartitions })
+	w.waitFor("the survivor holds every partition", func() bool {
+		return partitiontest.Owners(t, b.pool, consumer.Durable)["b"] == partition.DefaultPartitions
+	})
 	if d := time.Since(killed); d > 3*ttl {
 		t.Fatalf("takeover took %v", d)
 	}

@@ -2,21 +2,19 @@ package reporting_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/chstore"
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/localinfra"
 	"github.com/parley-dev/parley/libs/partition"
+	"github.com/parley-dev/parley/libs/partition/partitiontest"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/testenv"
 	"github.com/parley-dev/parley/libs/testsvc"
@@ -24,7 +22,6 @@ import (
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
 	"github.com/parley-dev/parley/services/reporting"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -105,33 +102,6 @@ func (f *fixture) expectCounts(t *testing.T, want map[string]int) {
 	}
 }
 
-// dlq returns the projector's dead letters: event id -> reason.
-func (f *fixture) dlq(t *testing.T) map[string]string {
-	t.Helper()
-	ctx := context.Background()
-	st, err := f.bus.JetStream().Stream(ctx, eventbus.DLQStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]string{}
-	last := st.CachedInfo().State.LastSeq
-	for seq := uint64(1); seq <= last; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		env := &eventv1.Envelope{}
-		if err := proto.Unmarshal(m.Data, env); err != nil {
-			t.Fatal(err)
-		}
-		out[env.GetEventId()] = m.Header.Get(eventbus.HeaderDLQError)
-	}
-	return out
-}
-
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
@@ -143,23 +113,6 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// projectorReady reports whether /readyz answers ready with the
-// projector's own check ok.
-func projectorReady(admin string) bool {
-	resp, err := http.Get("http://" + admin + "/readyz")
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Checks map[string]string `json:"checks"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return false
-	}
-	return resp.StatusCode == http.StatusOK && body.Checks["projector"] == "ok"
-}
-
 // A transient failure of one event while later events of its conversation
 // are in the log: the old durable consumer acknowledged the later ones and
 // skipped the redelivered event as late (the conversation's fold missed a
@@ -168,24 +121,9 @@ func projectorReady(admin string) bool {
 func TestTransientFailureSkipsNothing(t *testing.T) {
 	var victim atomic.Value
 	victim.Store("")
-	var firstFail atomic.Int64
 	var failed atomic.Int32
 	f := startEmptyWith(t, func(c *reporting.Config) {
-		c.Wrap = func(h partition.Handler) partition.Handler {
-			return func(ctx context.Context, b partition.Batch) error {
-				for _, d := range b.Deliveries {
-					if d.Envelope.GetEventId() != victim.Load().(string) {
-						continue
-					}
-					firstFail.CompareAndSwap(0, time.Now().UnixNano())
-					if time.Since(time.Unix(0, firstFail.Load())) < 500*time.Millisecond {
-						failed.Add(1)
-						return errors.New("connection reset by peer")
-					}
-				}
-				return h(ctx, b)
-			}
-		}
+		c.Wrap = partitiontest.FailOn(func() string { return victim.Load().(string) }, errors.New("connection reset by peer"), partitiontest.FailFor(500*time.Millisecond, &failed))
 	})
 	f.publishConv(t, "t00", 0)
 	v := &eventv1.Envelope{EventId: eventbus.NewEventID(), TenantId: "acme", ConversationId: "t00", OccurredAt: timestamppb.New(f.now.Add(-time.Hour + time.Second)),
@@ -208,7 +146,7 @@ func TestTransientFailureSkipsNothing(t *testing.T) {
 		t.Fatal("the fault was not injected")
 	}
 	f.expectCounts(t, want)
-	if d := f.dlq(t); len(d) != 0 {
+	if d := partitiontest.DeadLetters(t, f.bus.JetStream(), ""); len(d) != 0 {
 		t.Fatalf("dead letters: %v", d)
 	}
 }
@@ -244,7 +182,7 @@ func TestPermanentFailureHoldsTheConversation(t *testing.T) {
 		want[id] = 3
 	}
 	f.waitProjected(t)
-	d := f.dlq(t)
+	d := partitiontest.DeadLetters(t, f.bus.JetStream(), "")
 	if len(d) != 2 || d[poison.GetEventId()] != "refused: test poison" || d[after.GetEventId()] == "" {
 		t.Fatalf("dead letters: %v", d)
 	}
@@ -295,13 +233,13 @@ func TestClickHouseOutagePauses(t *testing.T) {
 			Payload: &eventv1.Envelope_MessagePosted{MessagePosted: &eventv1.MessagePosted{Role: eventv1.Role_ROLE_BOT, Text: "during the outage"}}})
 		want[id] = 4
 	}
-	waitUntil(t, "the projector's readiness check to fail", func() bool { return !projectorReady(f.cfg.AdminAddr) })
+	waitUntil(t, "the projector's readiness check to fail", func() bool { return !testsvc.CheckReady(f.cfg.AdminAddr, "projector") })
 	time.Sleep(3 * time.Second) // the outage lasts
 	proxy.SetDown(false)
-	waitUntil(t, "readiness back", func() bool { return projectorReady(f.cfg.AdminAddr) })
+	waitUntil(t, "readiness back", func() bool { return testsvc.CheckReady(f.cfg.AdminAddr, "projector") })
 	f.waitProjected(t)
 	f.expectCounts(t, want)
-	if d := f.dlq(t); len(d) != 0 {
+	if d := partitiontest.DeadLetters(t, f.bus.JetStream(), ""); len(d) != 0 {
 		t.Fatalf("dead letters: %v", d)
 	}
 }
@@ -347,21 +285,7 @@ func (f *fixture) owners(t *testing.T) map[string]int {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	rows, err := pool.Query(context.Background(), `SELECT owner, count(*) FROM partition_leases WHERE consumer = 'reporting-projector' AND expires_at > clock_timestamp() GROUP BY owner`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	out := map[string]int{}
-	for rows.Next() {
-		var o string
-		var n int
-		if err := rows.Scan(&o, &n); err != nil {
-			t.Fatal(err)
-		}
-		out[o] = n
-	}
-	return out
+	return partitiontest.Owners(t, pool, "reporting-projector")
 }
 
 // Two replicas divide the partitions and both project; one dies without
@@ -396,7 +320,7 @@ func TestTwoReplicasDividePartitions(t *testing.T) {
 	}
 	f.waitProjected(t)
 	f.expectCounts(t, want)
-	if d := f.dlq(t); len(d) != 0 {
+	if d := partitiontest.DeadLetters(t, f.bus.JetStream(), ""); len(d) != 0 {
 		t.Fatalf("dead letters: %v", d)
 	}
 }

@@ -9,15 +9,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/partition"
+	"github.com/parley-dev/parley/libs/partition/partitiontest"
 	"github.com/parley-dev/parley/libs/testsvc"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"github.com/parley-dev/parley/services/tagging"
 	"github.com/parley-dev/parley/services/tagging/internal/evtest"
 	"github.com/parley-dev/parley/services/tagging/internal/store"
-	"google.golang.org/protobuf/proto"
 )
 
 // fiveRule tags a conversation once it holds five visitor messages: a
@@ -80,35 +79,6 @@ func (f *fixture) tagged(tag string) map[string]int {
 	return out
 }
 
-// dlq returns tagging's dead letters: event id -> reason.
-func (f *fixture) dlq() map[string]string {
-	f.t.Helper()
-	ctx := context.Background()
-	st, err := f.js.Stream(ctx, eventbus.DLQStream)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	out := map[string]string{}
-	for seq := uint64(1); seq <= st.CachedInfo().State.LastSeq; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		if m.Header.Get(eventbus.HeaderDLQConsumer) != "tagging" {
-			continue
-		}
-		env := &eventv1.Envelope{}
-		if err := proto.Unmarshal(m.Data, env); err != nil {
-			f.t.Fatal(err)
-		}
-		out[env.GetEventId()] = m.Header.Get(eventbus.HeaderDLQError)
-	}
-	return out
-}
-
 // assertExact checks that each conversation holds n visitor messages and
 // carries the "five" tag exactly once, and that nothing is dead-lettered.
 func (f *fixture) assertExact(ids []string, n int) {
@@ -119,23 +89,8 @@ func (f *fixture) assertExact(ids []string, n int) {
 			f.t.Fatalf("%s: %d visitor messages (want %d), tagged %d times", id, got, n, tags[id])
 		}
 	}
-	if d := f.dlq(); len(d) != 0 {
+	if d := partitiontest.DeadLetters(f.t, f.js, "tagging"); len(d) != 0 {
 		f.t.Fatalf("dead letters: %v", d)
-	}
-}
-
-// failOn wraps the handler: a batch holding the event with id eventID fails
-// with err while fail returns true.
-func failOn(eventID *atomic.Value, err error, fail func() bool) func(partition.Handler) partition.Handler {
-	return func(h partition.Handler) partition.Handler {
-		return func(ctx context.Context, b partition.Batch) error {
-			for _, d := range b.Deliveries {
-				if d.Envelope.GetEventId() == eventID.Load().(string) && fail() {
-					return err
-				}
-			}
-			return h(ctx, b)
-		}
 	}
 }
 
@@ -147,17 +102,9 @@ func failOn(eventID *atomic.Value, err error, fail func() bool) func(partition.H
 func TestLateRedeliveryIsApplied(t *testing.T) {
 	victim := &atomic.Value{}
 	victim.Store("")
-	var first atomic.Int64
 	var failed atomic.Int32
 	f := start(t, func(c *tagging.Config) {
-		c.Wrap = failOn(victim, errors.New("connection reset by peer"), func() bool {
-			first.CompareAndSwap(0, time.Now().UnixNano())
-			if time.Since(time.Unix(0, first.Load())) < 500*time.Millisecond {
-				failed.Add(1)
-				return true
-			}
-			return false
-		})
+		c.Wrap = partitiontest.FailOn(func() string { return victim.Load().(string) }, errors.New("connection reset by peer"), partitiontest.FailFor(500*time.Millisecond, &failed))
 	})
 	f.createRule("acme", "five", fiveRule, "five")
 	c00 := conversation("c00", 5)
@@ -178,7 +125,7 @@ func TestPermanentFailureHoldsTheConversation(t *testing.T) {
 	poison := &atomic.Value{}
 	poison.Store("")
 	f := start(t, func(c *tagging.Config) {
-		c.Wrap = failOn(poison, eventbus.Permanent(errors.New("refused: test poison")), func() bool { return true })
+		c.Wrap = partitiontest.FailOn(func() string { return poison.Load().(string) }, eventbus.Permanent(errors.New("refused: test poison")), func() bool { return true })
 	})
 	f.createRule("acme", "five", fiveRule, "five")
 	held := conversation("p00", 5)
@@ -186,7 +133,7 @@ func TestPermanentFailureHoldsTheConversation(t *testing.T) {
 	f.publish(held...)
 	ids := f.publishConversations("p", 1, 10)
 	f.settle()
-	d := f.dlq()
+	d := partitiontest.DeadLetters(f.t, f.js, "tagging")
 	if d[held[2].GetEventId()] != "refused: test poison" {
 		t.Fatalf("poison not dead-lettered with its reason: %v", d)
 	}
@@ -241,27 +188,6 @@ func TestStoreOutagePauses(t *testing.T) {
 	f.assertExact(ids, 5)
 }
 
-// owners counts the live partition leases of tagging per replica.
-func (f *fixture) owners() map[string]int {
-	f.t.Helper()
-	rows, err := f.pool.Query(context.Background(), `SELECT owner, count(*) FROM partition_leases
-		WHERE consumer = 'tagging' AND expires_at > clock_timestamp() GROUP BY owner`)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	defer rows.Close()
-	out := map[string]int{}
-	for rows.Next() {
-		var o string
-		var n int
-		if err := rows.Scan(&o, &n); err != nil {
-			f.t.Fatal(err)
-		}
-		out[o] = n
-	}
-	return out
-}
-
 // Two replicas divide the partitions; one dies without releasing its
 // leases, its partitions move to the survivor within seconds, and every
 // conversation is tagged exactly (each replica also relays outbox rows of
@@ -275,7 +201,7 @@ func TestTwoReplicasDividePartitions(t *testing.T) {
 	runService(t, cfg)
 	half := partition.DefaultPartitions / 2
 	f.waitFor("both replicas hold partitions", func() bool {
-		o := f.owners()
+		o := partitiontest.Owners(f.t, f.pool, "tagging")
 		return o["a"] == half && o["b"] == half
 	})
 	f.createRule("acme", "five", fiveRule, "five")
@@ -284,7 +210,7 @@ func TestTwoReplicasDividePartitions(t *testing.T) {
 	f.stop() // leases kept, as by a crash
 	killed := time.Now()
 	ids = append(ids, f.publishConversations("r", 20, 40)...)
-	f.waitFor("the survivor holds every partition", func() bool { return f.owners()["b"] == partition.DefaultPartitions })
+	f.waitFor("the survivor holds every partition", func() bool { return partitiontest.Owners(f.t, f.pool, "tagging")["b"] == partition.DefaultPartitions })
 	if d := time.Since(killed); d > 3*ttl {
 		t.Fatalf("takeover took %v", d)
 	}
@@ -308,7 +234,7 @@ func TestStoreDataErrorIsPermanent(t *testing.T) {
 	f.publish(bad...)
 	ids := f.publishConversations("d", 0, 5)
 	f.settle()
-	d := f.dlq()
+	d := partitiontest.DeadLetters(f.t, f.js, "tagging")
 	if len(d) != len(bad) {
 		t.Fatalf("dead letters: %v", d)
 	}

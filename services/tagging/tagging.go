@@ -14,6 +14,7 @@ package tagging
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/httpgw"
 	"github.com/parley-dev/parley/libs/partition"
 	"github.com/parley-dev/parley/libs/service"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
@@ -29,6 +31,7 @@ import (
 	"github.com/parley-dev/parley/services/tagging/internal/consumer"
 	"github.com/parley-dev/parley/services/tagging/internal/facts"
 	"github.com/parley-dev/parley/services/tagging/internal/outbox"
+	"github.com/parley-dev/parley/services/tagging/internal/preview"
 	"github.com/parley-dev/parley/services/tagging/internal/rules"
 	"github.com/parley-dev/parley/services/tagging/internal/store"
 )
@@ -81,6 +84,12 @@ type Config struct {
 	// waiting at once; more are refused (ResourceExhausted). Keep it below
 	// MaxConcurrentBackfills so that another tenant's backfill can start.
 	MaxBackfillsPerTenant int `env:"PARLEY_TAGGING_MAX_BACKFILLS_PER_TENANT" envDefault:"1"`
+	// HTTPAddr serves the HTTP/JSON API (grpc-gateway: PreviewRule); empty:
+	// none (the local stack serves it on :7303).
+	HTTPAddr string `env:"PARLEY_TAGGING_HTTP_ADDR" envDefault:""`
+	// CORSOrigins are browser origins allowed to call the HTTP API, comma
+	// separated; "*" allows any.
+	CORSOrigins []string `env:"PARLEY_TAGGING_CORS_ORIGINS" envDefault:""`
 	// Partitions is the number of partitions the log is divided into among
 	// replicas; fixed per deployment (docs/operations.md).
 	Partitions int `env:"PARLEY_PARTITIONS" envDefault:"16"`
@@ -166,7 +175,7 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxConversations: cfg.BackfillMaxConversations, Kick: relay.Kick, Log: b.Log,
 	})
 	taggingv1.RegisterTaggingServiceServer(b.GRPC, api.New(api.Deps{
-		Store: st, Engine: engine, Bus: b.Bus, Backfill: bf, Detectors: detectors, Kick: relay.Kick,
+		Store: st, Engine: engine, Bus: b.Bus, Backfill: bf, Preview: preview.New(st, b.Bus, bf, nil), Detectors: detectors, Kick: relay.Kick,
 		MaxConcurrentBackfills: cfg.MaxConcurrentBackfills, MaxBackfillsPerTenant: cfg.MaxBackfillsPerTenant,
 		MaxRulesPerTenant: maxRules, Log: b.Log,
 	}))
@@ -203,7 +212,33 @@ func Run(ctx context.Context, cfg Config) error {
 	// Every replica relays every pending outbox row (of any conversation):
 	// deterministic event ids, sent as Nats-Msg-Id, make a row two relays
 	// publish stored once, and each relay publishes in row order.
-	return b.Run(ctx, consume, func(ctx context.Context) error { return relay.Run(ctx, 2*time.Second) })
+	workers := []func(context.Context) error{consume, func(ctx context.Context) error { return relay.Run(ctx, 2*time.Second) }}
+	if cfg.HTTPAddr != "" {
+		serve, err := httpAPI(ctx, b, cfg)
+		if err != nil {
+			b.Close()
+			return err
+		}
+		workers = append(workers, serve)
+	}
+	return b.Run(ctx, workers...)
+}
+
+// httpAPI builds the HTTP/JSON gateway (proto/http.yaml) and returns the
+// worker serving it.
+func httpAPI(ctx context.Context, b *service.Base, cfg Config) (func(context.Context) error, error) {
+	gw, err := httpgw.New(httpgw.Config{Name: "tagging-http", GRPCAddr: b.GRPCAddr(), CORSOrigins: cfg.CORSOrigins,
+		Routes: []string{"/v1/rules:preview"}, MaxBodyBytes: 1 << 20, TracerProvider: b.Tel.TracerProvider, Propagator: b.Tel.Propagator})
+	if err != nil {
+		return nil, err
+	}
+	b.OnClose(func() { _ = gw.Close() })
+	if err := taggingv1.RegisterTaggingServiceHandler(ctx, gw.GW, gw.Conn); err != nil {
+		return nil, fmt.Errorf("tagging: http gateway: %w", err)
+	}
+	return func(ctx context.Context) error {
+		return httpgw.Serve(ctx, cfg.HTTPAddr, gw.Handler(), b.Log, cfg.Server.HTTP)
+	}, nil
 }
 
 // removeDurable deletes the durable JetStream consumer earlier versions

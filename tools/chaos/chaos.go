@@ -532,7 +532,7 @@ func buildServices(ctx context.Context, root, bin string) error {
 // listens where clients already connect.
 func freePorts() (stack.Ports, error) {
 	var p stack.Ports
-	ps := []*int{&p.NATS, &p.Postgres, &p.ClickHouseTCP, &p.ClickHouseHTTP, &p.IngestHTTP, &p.ReportingHTTP}
+	ps := []*int{&p.NATS, &p.Postgres, &p.ClickHouseTCP, &p.ClickHouseHTTP, &p.IngestHTTP, &p.ReportingHTTP, &p.TaggingHTTP}
 	for i := range 5 {
 		ps = append(ps, &p.GRPC[i], &p.Admin[i])
 	}

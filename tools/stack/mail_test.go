@@ -11,6 +11,7 @@ import (
 func TestNotificationProcessSendsToCatcher(t *testing.T) {
 	t.Setenv("PARLEY_SMTP_HOST", "")
 	s := &Stack{SMTPAddr: "127.0.0.1:20125"}
+	s.Dir = t.TempDir() // serviceEnv saves ingest's token secret there
 	env := s.serviceEnv(Replica{Service: "notification", GRPC: 1, Admin: 2})
 	for _, want := range []string{"PARLEY_SMTP_HOST=127.0.0.1", "PARLEY_SMTP_PORT=20125", "PARLEY_SMTP_TLS=none"} {
 		if !slices.Contains(env, want) {

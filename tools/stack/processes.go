@@ -50,6 +50,8 @@ func (s *Stack) serviceEnv(r Replica) []string {
 		if secret, err := s.tokenSecret(); err == nil {
 			env = append(env, "PARLEY_INGEST_TOKEN_SECRET="+secret)
 		}
+	case "tagging":
+		env = append(env, "PARLEY_TAGGING_HTTP_ADDR="+r.httpAddr())
 	case "notification":
 		// Mail goes to the catcher unless the caller names a server.
 		if os.Getenv("PARLEY_SMTP_HOST") == "" && s.SMTPAddr != "" {

@@ -50,6 +50,8 @@ type Ports struct {
 	ReportingHTTP int
 	// SMTP is the mail catcher's port (notification sends there).
 	SMTP int
+	// TaggingHTTP serves tagging's HTTP/JSON API (PreviewRule).
+	TaggingHTTP int
 }
 
 // Services lists the services in start order.
@@ -64,6 +66,7 @@ func DefaultPorts() Ports {
 		IngestHTTP:    7301,
 		ReportingHTTP: 7304,
 		SMTP:          1025,
+		TaggingHTTP:   7303,
 	}
 }
 
@@ -101,8 +104,8 @@ type Replica struct {
 	Service string
 	// Index is 0 for the replica on the stack's ports.
 	Index int
-	// GRPC and Admin are its ports; HTTP its HTTP/JSON port (ingest and
-	// reporting only).
+	// GRPC and Admin are its ports; HTTP its HTTP/JSON port (ingest,
+	// tagging and reporting only).
 	GRPC, Admin, HTTP int
 }
 
@@ -178,6 +181,8 @@ func (s *Stack) planReplicas() error {
 				r.HTTP = s.Ports.IngestHTTP
 			case "reporting":
 				r.HTTP = s.Ports.ReportingHTTP
+			case "tagging":
+				r.HTTP = s.Ports.TaggingHTTP
 			}
 			if i > 0 {
 				ports := []*int{&r.GRPC, &r.Admin}
@@ -240,8 +245,8 @@ func (o *Options) fill() error {
 		*p, err = localinfra.FreePort()
 		return err
 	}
-	ps := []*int{&o.Ports.NATS, &o.Ports.Postgres, &o.Ports.ClickHouseTCP, &o.Ports.ClickHouseHTTP, &o.Ports.IngestHTTP, &o.Ports.ReportingHTTP, &o.Ports.SMTP}
-	ds := []int{def.NATS, def.Postgres, def.ClickHouseTCP, def.ClickHouseHTTP, def.IngestHTTP, def.ReportingHTTP, def.SMTP}
+	ps := []*int{&o.Ports.NATS, &o.Ports.Postgres, &o.Ports.ClickHouseTCP, &o.Ports.ClickHouseHTTP, &o.Ports.IngestHTTP, &o.Ports.ReportingHTTP, &o.Ports.SMTP, &o.Ports.TaggingHTTP}
+	ds := []int{def.NATS, def.Postgres, def.ClickHouseTCP, def.ClickHouseHTTP, def.IngestHTTP, def.ReportingHTTP, def.SMTP, def.TaggingHTTP}
 	for i := range 5 {
 		ps = append(ps, &o.Ports.GRPC[i], &o.Ports.Admin[i])
 		ds = append(ds, def.GRPC[i], def.Admin[i])
@@ -435,6 +440,7 @@ func (s *Stack) runReplica(ctx context.Context, tel *telemetry.Telemetry, r Repl
 		}
 		common(&cfg.Config)
 		member(&cfg.Member)
+		cfg.HTTPAddr = r.httpAddr()
 		return tagging.Run(ctx, cfg)
 	case "reporting":
 		cfg, err := service.Load[reporting.Config]("reporting")

@@ -1073,6 +1073,194 @@ func (x *BackfillProgress) GetConversationsMatched() uint64 {
 	return 0
 }
 
+// PreviewRuleRequest names a candidate expression, the rule it would replace
+// and the days of history to replay.
+type PreviewRuleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The existing rule the candidate is a new version of; empty for a new
+	// rule (which tags no conversation today).
+	RuleId string `protobuf:"bytes,1,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	// The candidate CEL expression, checked (syntax, worst-case cost) as in
+	// CreateRule.
+	Expression string `protobuf:"bytes,2,opt,name=expression,proto3" json:"expression,omitempty"`
+	// Days of history: conversations whose first event was recorded within
+	// the last `days` days. 1-90; 0 means 7.
+	Days          int32 `protobuf:"varint,3,opt,name=days,proto3" json:"days,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewRuleRequest) Reset() {
+	*x = PreviewRuleRequest{}
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewRuleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewRuleRequest) ProtoMessage() {}
+
+func (x *PreviewRuleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewRuleRequest.ProtoReflect.Descriptor instead.
+func (*PreviewRuleRequest) Descriptor() ([]byte, []int) {
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PreviewRuleRequest) GetRuleId() string {
+	if x != nil {
+		return x.RuleId
+	}
+	return ""
+}
+
+func (x *PreviewRuleRequest) GetExpression() string {
+	if x != nil {
+		return x.Expression
+	}
+	return ""
+}
+
+func (x *PreviewRuleRequest) GetDays() int32 {
+	if x != nil {
+		return x.Days
+	}
+	return 0
+}
+
+// PreviewRuleResponse tells what the candidate would change within the
+// window, compared with the tags the rule applies today (what Backfill of
+// the candidate would do there).
+type PreviewRuleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Start of the window.
+	Since *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"`
+	// Version of the rule compared with; 0 for a new rule.
+	RuleVersion int64 `protobuf:"varint,2,opt,name=rule_version,json=ruleVersion,proto3" json:"rule_version,omitempty"`
+	// Conversations replayed (those that began within the window).
+	ConversationsScanned uint64 `protobuf:"varint,3,opt,name=conversations_scanned,json=conversationsScanned,proto3" json:"conversations_scanned,omitempty"`
+	// Conversations the candidate matches.
+	ConversationsMatched uint64 `protobuf:"varint,4,opt,name=conversations_matched,json=conversationsMatched,proto3" json:"conversations_matched,omitempty"`
+	// Conversations the candidate matches that the rule does not tag today.
+	Gained uint64 `protobuf:"varint,5,opt,name=gained,proto3" json:"gained,omitempty"`
+	// Conversations the rule tags today that the candidate does not match.
+	Lost uint64 `protobuf:"varint,6,opt,name=lost,proto3" json:"lost,omitempty"`
+	// Ids of gaining conversations, ascending, at most 20.
+	GainedSample []string `protobuf:"bytes,7,rep,name=gained_sample,json=gainedSample,proto3" json:"gained_sample,omitempty"`
+	// Ids of losing conversations, ascending, at most 20.
+	LostSample []string `protobuf:"bytes,8,rep,name=lost_sample,json=lostSample,proto3" json:"lost_sample,omitempty"`
+	// Events of the tenant read from the log.
+	EventsScanned uint64 `protobuf:"varint,9,opt,name=events_scanned,json=eventsScanned,proto3" json:"events_scanned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewRuleResponse) Reset() {
+	*x = PreviewRuleResponse{}
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewRuleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewRuleResponse) ProtoMessage() {}
+
+func (x *PreviewRuleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewRuleResponse.ProtoReflect.Descriptor instead.
+func (*PreviewRuleResponse) Descriptor() ([]byte, []int) {
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PreviewRuleResponse) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *PreviewRuleResponse) GetRuleVersion() int64 {
+	if x != nil {
+		return x.RuleVersion
+	}
+	return 0
+}
+
+func (x *PreviewRuleResponse) GetConversationsScanned() uint64 {
+	if x != nil {
+		return x.ConversationsScanned
+	}
+	return 0
+}
+
+func (x *PreviewRuleResponse) GetConversationsMatched() uint64 {
+	if x != nil {
+		return x.ConversationsMatched
+	}
+	return 0
+}
+
+func (x *PreviewRuleResponse) GetGained() uint64 {
+	if x != nil {
+		return x.Gained
+	}
+	return 0
+}
+
+func (x *PreviewRuleResponse) GetLost() uint64 {
+	if x != nil {
+		return x.Lost
+	}
+	return 0
+}
+
+func (x *PreviewRuleResponse) GetGainedSample() []string {
+	if x != nil {
+		return x.GainedSample
+	}
+	return nil
+}
+
+func (x *PreviewRuleResponse) GetLostSample() []string {
+	if x != nil {
+		return x.LostSample
+	}
+	return nil
+}
+
+func (x *PreviewRuleResponse) GetEventsScanned() uint64 {
+	if x != nil {
+		return x.EventsScanned
+	}
+	return 0
+}
+
 // ListLabelsRequest lists the label catalogue.
 type ListLabelsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1082,7 +1270,7 @@ type ListLabelsRequest struct {
 
 func (x *ListLabelsRequest) Reset() {
 	*x = ListLabelsRequest{}
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[18]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1282,7 @@ func (x *ListLabelsRequest) String() string {
 func (*ListLabelsRequest) ProtoMessage() {}
 
 func (x *ListLabelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[18]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1295,7 @@ func (x *ListLabelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLabelsRequest.ProtoReflect.Descriptor instead.
 func (*ListLabelsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{18}
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{20}
 }
 
 // ListLabelsResponse holds the tenant's labels, by name.
@@ -1120,7 +1308,7 @@ type ListLabelsResponse struct {
 
 func (x *ListLabelsResponse) Reset() {
 	*x = ListLabelsResponse{}
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[19]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1320,7 @@ func (x *ListLabelsResponse) String() string {
 func (*ListLabelsResponse) ProtoMessage() {}
 
 func (x *ListLabelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[19]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1333,7 @@ func (x *ListLabelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLabelsResponse.ProtoReflect.Descriptor instead.
 func (*ListLabelsResponse) Descriptor() ([]byte, []int) {
-	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{19}
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListLabelsResponse) GetLabels() []*Label {
@@ -1168,7 +1356,7 @@ type Label struct {
 
 func (x *Label) Reset() {
 	*x = Label{}
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[20]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1368,7 @@ func (x *Label) String() string {
 func (*Label) ProtoMessage() {}
 
 func (x *Label) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[20]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1381,7 @@ func (x *Label) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Label.ProtoReflect.Descriptor instead.
 func (*Label) Descriptor() ([]byte, []int) {
-	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{20}
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Label) GetLabel() string {
@@ -1226,7 +1414,7 @@ type GetDetectorsRequest struct {
 
 func (x *GetDetectorsRequest) Reset() {
 	*x = GetDetectorsRequest{}
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[21]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1426,7 @@ func (x *GetDetectorsRequest) String() string {
 func (*GetDetectorsRequest) ProtoMessage() {}
 
 func (x *GetDetectorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[21]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1439,7 @@ func (x *GetDetectorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDetectorsRequest.ProtoReflect.Descriptor instead.
 func (*GetDetectorsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{21}
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{23}
 }
 
 // UpdateDetectorsRequest replaces the detector settings.
@@ -1264,7 +1452,7 @@ type UpdateDetectorsRequest struct {
 
 func (x *UpdateDetectorsRequest) Reset() {
 	*x = UpdateDetectorsRequest{}
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[22]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1464,7 @@ func (x *UpdateDetectorsRequest) String() string {
 func (*UpdateDetectorsRequest) ProtoMessage() {}
 
 func (x *UpdateDetectorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[22]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1477,7 @@ func (x *UpdateDetectorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateDetectorsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateDetectorsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{22}
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateDetectorsRequest) GetSettings() *DetectorSettings {
@@ -1319,7 +1507,7 @@ type DetectorSettings struct {
 
 func (x *DetectorSettings) Reset() {
 	*x = DetectorSettings{}
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[23]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1519,7 @@ func (x *DetectorSettings) String() string {
 func (*DetectorSettings) ProtoMessage() {}
 
 func (x *DetectorSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[23]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1532,7 @@ func (x *DetectorSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetectorSettings.ProtoReflect.Descriptor instead.
 func (*DetectorSettings) Descriptor() ([]byte, []int) {
-	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{23}
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DetectorSettings) GetDisabled() []string {
@@ -1428,7 +1616,7 @@ type RuleConversation struct {
 
 func (x *RuleConversation) Reset() {
 	*x = RuleConversation{}
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[24]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1628,7 @@ func (x *RuleConversation) String() string {
 func (*RuleConversation) ProtoMessage() {}
 
 func (x *RuleConversation) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[24]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1641,7 @@ func (x *RuleConversation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleConversation.ProtoReflect.Descriptor instead.
 func (*RuleConversation) Descriptor() ([]byte, []int) {
-	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{24}
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RuleConversation) GetBotId() string {
@@ -1684,7 +1872,7 @@ type RuleMessage struct {
 
 func (x *RuleMessage) Reset() {
 	*x = RuleMessage{}
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[25]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +1884,7 @@ func (x *RuleMessage) String() string {
 func (*RuleMessage) ProtoMessage() {}
 
 func (x *RuleMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[25]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +1897,7 @@ func (x *RuleMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleMessage.ProtoReflect.Descriptor instead.
 func (*RuleMessage) Descriptor() ([]byte, []int) {
-	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{25}
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RuleMessage) GetRole() string {
@@ -1781,7 +1969,7 @@ type RuleFlowDrop struct {
 
 func (x *RuleFlowDrop) Reset() {
 	*x = RuleFlowDrop{}
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[26]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1793,7 +1981,7 @@ func (x *RuleFlowDrop) String() string {
 func (*RuleFlowDrop) ProtoMessage() {}
 
 func (x *RuleFlowDrop) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[26]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1806,7 +1994,7 @@ func (x *RuleFlowDrop) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleFlowDrop.ProtoReflect.Descriptor instead.
 func (*RuleFlowDrop) Descriptor() ([]byte, []int) {
-	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{26}
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RuleFlowDrop) GetFlowId() string {
@@ -1863,7 +2051,7 @@ type RuleEvent struct {
 
 func (x *RuleEvent) Reset() {
 	*x = RuleEvent{}
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[27]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +2063,7 @@ func (x *RuleEvent) String() string {
 func (*RuleEvent) ProtoMessage() {}
 
 func (x *RuleEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[27]
+	mi := &file_parley_tagging_v1_tagging_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +2076,7 @@ func (x *RuleEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleEvent.ProtoReflect.Descriptor instead.
 func (*RuleEvent) Descriptor() ([]byte, []int) {
-	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{27}
+	return file_parley_tagging_v1_tagging_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RuleEvent) GetKind() string {
@@ -2050,7 +2238,24 @@ const file_parley_tagging_v1_tagging_proto_rawDesc = "" +
 	"\x04done\x18\x04 \x01(\bR\x04done\x12!\n" +
 	"\frule_version\x18\x05 \x01(\x03R\vruleVersion\x12%\n" +
 	"\x0eevents_scanned\x18\x06 \x01(\x04R\reventsScanned\x123\n" +
-	"\x15conversations_matched\x18\a \x01(\x04R\x14conversationsMatched\"\x13\n" +
+	"\x15conversations_matched\x18\a \x01(\x04R\x14conversationsMatched\"a\n" +
+	"\x12PreviewRuleRequest\x12\x17\n" +
+	"\arule_id\x18\x01 \x01(\tR\x06ruleId\x12\x1e\n" +
+	"\n" +
+	"expression\x18\x02 \x01(\tR\n" +
+	"expression\x12\x12\n" +
+	"\x04days\x18\x03 \x01(\x05R\x04days\"\xed\x02\n" +
+	"\x13PreviewRuleResponse\x120\n" +
+	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12!\n" +
+	"\frule_version\x18\x02 \x01(\x03R\vruleVersion\x123\n" +
+	"\x15conversations_scanned\x18\x03 \x01(\x04R\x14conversationsScanned\x123\n" +
+	"\x15conversations_matched\x18\x04 \x01(\x04R\x14conversationsMatched\x12\x16\n" +
+	"\x06gained\x18\x05 \x01(\x04R\x06gained\x12\x12\n" +
+	"\x04lost\x18\x06 \x01(\x04R\x04lost\x12#\n" +
+	"\rgained_sample\x18\a \x03(\tR\fgainedSample\x12\x1f\n" +
+	"\vlost_sample\x18\b \x03(\tR\n" +
+	"lostSample\x12%\n" +
+	"\x0eevents_scanned\x18\t \x01(\x04R\reventsScanned\"\x13\n" +
 	"\x11ListLabelsRequest\"F\n" +
 	"\x12ListLabelsResponse\x120\n" +
 	"\x06labels\x18\x01 \x03(\v2\x18.parley.tagging.v1.LabelR\x06labels\"w\n" +
@@ -2139,7 +2344,8 @@ const file_parley_tagging_v1_tagging_proto_rawDesc = "" +
 	"\anode_id\x18\n" +
 	" \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06failed\x18\v \x01(\bR\x06failed\x12\x19\n" +
-	"\bevent_id\x18\f \x01(\tR\aeventId2\xb9\t\n" +
+	"\bevent_id\x18\f \x01(\tR\aeventId2\x97\n" +
+	"\n" +
 	"\x0eTaggingService\x12K\n" +
 	"\n" +
 	"CreateRule\x12$.parley.tagging.v1.CreateRuleRequest\x1a\x17.parley.tagging.v1.Rule\x12K\n" +
@@ -2158,7 +2364,8 @@ const file_parley_tagging_v1_tagging_proto_rawDesc = "" +
 	"\n" +
 	"ListLabels\x12$.parley.tagging.v1.ListLabelsRequest\x1a%.parley.tagging.v1.ListLabelsResponse\x12[\n" +
 	"\fGetDetectors\x12&.parley.tagging.v1.GetDetectorsRequest\x1a#.parley.tagging.v1.DetectorSettings\x12a\n" +
-	"\x0fUpdateDetectors\x12).parley.tagging.v1.UpdateDetectorsRequest\x1a#.parley.tagging.v1.DetectorSettingsB@Z>github.com/parley-dev/parley/proto/parley/tagging/v1;taggingv1b\x06proto3"
+	"\x0fUpdateDetectors\x12).parley.tagging.v1.UpdateDetectorsRequest\x1a#.parley.tagging.v1.DetectorSettings\x12\\\n" +
+	"\vPreviewRule\x12%.parley.tagging.v1.PreviewRuleRequest\x1a&.parley.tagging.v1.PreviewRuleResponseB@Z>github.com/parley-dev/parley/proto/parley/tagging/v1;taggingv1b\x06proto3"
 
 var (
 	file_parley_tagging_v1_tagging_proto_rawDescOnce sync.Once
@@ -2172,7 +2379,7 @@ func file_parley_tagging_v1_tagging_proto_rawDescGZIP() []byte {
 	return file_parley_tagging_v1_tagging_proto_rawDescData
 }
 
-var file_parley_tagging_v1_tagging_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_parley_tagging_v1_tagging_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_parley_tagging_v1_tagging_proto_goTypes = []any{
 	(*Rule)(nil),                   // 0: parley.tagging.v1.Rule
 	(*CreateRuleRequest)(nil),      // 1: parley.tagging.v1.CreateRuleRequest
@@ -2192,65 +2399,70 @@ var file_parley_tagging_v1_tagging_proto_goTypes = []any{
 	(*FlagResponse)(nil),           // 15: parley.tagging.v1.FlagResponse
 	(*BackfillRequest)(nil),        // 16: parley.tagging.v1.BackfillRequest
 	(*BackfillProgress)(nil),       // 17: parley.tagging.v1.BackfillProgress
-	(*ListLabelsRequest)(nil),      // 18: parley.tagging.v1.ListLabelsRequest
-	(*ListLabelsResponse)(nil),     // 19: parley.tagging.v1.ListLabelsResponse
-	(*Label)(nil),                  // 20: parley.tagging.v1.Label
-	(*GetDetectorsRequest)(nil),    // 21: parley.tagging.v1.GetDetectorsRequest
-	(*UpdateDetectorsRequest)(nil), // 22: parley.tagging.v1.UpdateDetectorsRequest
-	(*DetectorSettings)(nil),       // 23: parley.tagging.v1.DetectorSettings
-	(*RuleConversation)(nil),       // 24: parley.tagging.v1.RuleConversation
-	(*RuleMessage)(nil),            // 25: parley.tagging.v1.RuleMessage
-	(*RuleFlowDrop)(nil),           // 26: parley.tagging.v1.RuleFlowDrop
-	(*RuleEvent)(nil),              // 27: parley.tagging.v1.RuleEvent
-	nil,                            // 28: parley.tagging.v1.RuleConversation.VariablesEntry
-	(*timestamppb.Timestamp)(nil),  // 29: google.protobuf.Timestamp
+	(*PreviewRuleRequest)(nil),     // 18: parley.tagging.v1.PreviewRuleRequest
+	(*PreviewRuleResponse)(nil),    // 19: parley.tagging.v1.PreviewRuleResponse
+	(*ListLabelsRequest)(nil),      // 20: parley.tagging.v1.ListLabelsRequest
+	(*ListLabelsResponse)(nil),     // 21: parley.tagging.v1.ListLabelsResponse
+	(*Label)(nil),                  // 22: parley.tagging.v1.Label
+	(*GetDetectorsRequest)(nil),    // 23: parley.tagging.v1.GetDetectorsRequest
+	(*UpdateDetectorsRequest)(nil), // 24: parley.tagging.v1.UpdateDetectorsRequest
+	(*DetectorSettings)(nil),       // 25: parley.tagging.v1.DetectorSettings
+	(*RuleConversation)(nil),       // 26: parley.tagging.v1.RuleConversation
+	(*RuleMessage)(nil),            // 27: parley.tagging.v1.RuleMessage
+	(*RuleFlowDrop)(nil),           // 28: parley.tagging.v1.RuleFlowDrop
+	(*RuleEvent)(nil),              // 29: parley.tagging.v1.RuleEvent
+	nil,                            // 30: parley.tagging.v1.RuleConversation.VariablesEntry
+	(*timestamppb.Timestamp)(nil),  // 31: google.protobuf.Timestamp
 }
 var file_parley_tagging_v1_tagging_proto_depIdxs = []int32{
-	29, // 0: parley.tagging.v1.Rule.created_at:type_name -> google.protobuf.Timestamp
-	29, // 1: parley.tagging.v1.Rule.updated_at:type_name -> google.protobuf.Timestamp
+	31, // 0: parley.tagging.v1.Rule.created_at:type_name -> google.protobuf.Timestamp
+	31, // 1: parley.tagging.v1.Rule.updated_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: parley.tagging.v1.CreateRuleRequest.rule:type_name -> parley.tagging.v1.Rule
 	0,  // 3: parley.tagging.v1.UpdateRuleRequest.rule:type_name -> parley.tagging.v1.Rule
 	0,  // 4: parley.tagging.v1.ListRulesResponse.rules:type_name -> parley.tagging.v1.Rule
-	24, // 5: parley.tagging.v1.TestRuleResponse.conversation:type_name -> parley.tagging.v1.RuleConversation
-	20, // 6: parley.tagging.v1.ListLabelsResponse.labels:type_name -> parley.tagging.v1.Label
-	29, // 7: parley.tagging.v1.Label.created_at:type_name -> google.protobuf.Timestamp
-	23, // 8: parley.tagging.v1.UpdateDetectorsRequest.settings:type_name -> parley.tagging.v1.DetectorSettings
-	28, // 9: parley.tagging.v1.RuleConversation.variables:type_name -> parley.tagging.v1.RuleConversation.VariablesEntry
-	26, // 10: parley.tagging.v1.RuleConversation.flows_dropped:type_name -> parley.tagging.v1.RuleFlowDrop
-	25, // 11: parley.tagging.v1.RuleConversation.messages:type_name -> parley.tagging.v1.RuleMessage
-	1,  // 12: parley.tagging.v1.TaggingService.CreateRule:input_type -> parley.tagging.v1.CreateRuleRequest
-	2,  // 13: parley.tagging.v1.TaggingService.UpdateRule:input_type -> parley.tagging.v1.UpdateRuleRequest
-	3,  // 14: parley.tagging.v1.TaggingService.SetRuleEnabled:input_type -> parley.tagging.v1.SetRuleEnabledRequest
-	4,  // 15: parley.tagging.v1.TaggingService.DeleteRule:input_type -> parley.tagging.v1.DeleteRuleRequest
-	6,  // 16: parley.tagging.v1.TaggingService.ListRules:input_type -> parley.tagging.v1.ListRulesRequest
-	8,  // 17: parley.tagging.v1.TaggingService.TestRule:input_type -> parley.tagging.v1.TestRuleRequest
-	10, // 18: parley.tagging.v1.TaggingService.AddLabel:input_type -> parley.tagging.v1.AddLabelRequest
-	11, // 19: parley.tagging.v1.TaggingService.RemoveLabel:input_type -> parley.tagging.v1.RemoveLabelRequest
-	13, // 20: parley.tagging.v1.TaggingService.Flag:input_type -> parley.tagging.v1.FlagRequest
-	14, // 21: parley.tagging.v1.TaggingService.Unflag:input_type -> parley.tagging.v1.UnflagRequest
-	16, // 22: parley.tagging.v1.TaggingService.Backfill:input_type -> parley.tagging.v1.BackfillRequest
-	18, // 23: parley.tagging.v1.TaggingService.ListLabels:input_type -> parley.tagging.v1.ListLabelsRequest
-	21, // 24: parley.tagging.v1.TaggingService.GetDetectors:input_type -> parley.tagging.v1.GetDetectorsRequest
-	22, // 25: parley.tagging.v1.TaggingService.UpdateDetectors:input_type -> parley.tagging.v1.UpdateDetectorsRequest
-	0,  // 26: parley.tagging.v1.TaggingService.CreateRule:output_type -> parley.tagging.v1.Rule
-	0,  // 27: parley.tagging.v1.TaggingService.UpdateRule:output_type -> parley.tagging.v1.Rule
-	0,  // 28: parley.tagging.v1.TaggingService.SetRuleEnabled:output_type -> parley.tagging.v1.Rule
-	5,  // 29: parley.tagging.v1.TaggingService.DeleteRule:output_type -> parley.tagging.v1.DeleteRuleResponse
-	7,  // 30: parley.tagging.v1.TaggingService.ListRules:output_type -> parley.tagging.v1.ListRulesResponse
-	9,  // 31: parley.tagging.v1.TaggingService.TestRule:output_type -> parley.tagging.v1.TestRuleResponse
-	12, // 32: parley.tagging.v1.TaggingService.AddLabel:output_type -> parley.tagging.v1.LabelResponse
-	12, // 33: parley.tagging.v1.TaggingService.RemoveLabel:output_type -> parley.tagging.v1.LabelResponse
-	15, // 34: parley.tagging.v1.TaggingService.Flag:output_type -> parley.tagging.v1.FlagResponse
-	15, // 35: parley.tagging.v1.TaggingService.Unflag:output_type -> parley.tagging.v1.FlagResponse
-	17, // 36: parley.tagging.v1.TaggingService.Backfill:output_type -> parley.tagging.v1.BackfillProgress
-	19, // 37: parley.tagging.v1.TaggingService.ListLabels:output_type -> parley.tagging.v1.ListLabelsResponse
-	23, // 38: parley.tagging.v1.TaggingService.GetDetectors:output_type -> parley.tagging.v1.DetectorSettings
-	23, // 39: parley.tagging.v1.TaggingService.UpdateDetectors:output_type -> parley.tagging.v1.DetectorSettings
-	26, // [26:40] is the sub-list for method output_type
-	12, // [12:26] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	26, // 5: parley.tagging.v1.TestRuleResponse.conversation:type_name -> parley.tagging.v1.RuleConversation
+	31, // 6: parley.tagging.v1.PreviewRuleResponse.since:type_name -> google.protobuf.Timestamp
+	22, // 7: parley.tagging.v1.ListLabelsResponse.labels:type_name -> parley.tagging.v1.Label
+	31, // 8: parley.tagging.v1.Label.created_at:type_name -> google.protobuf.Timestamp
+	25, // 9: parley.tagging.v1.UpdateDetectorsRequest.settings:type_name -> parley.tagging.v1.DetectorSettings
+	30, // 10: parley.tagging.v1.RuleConversation.variables:type_name -> parley.tagging.v1.RuleConversation.VariablesEntry
+	28, // 11: parley.tagging.v1.RuleConversation.flows_dropped:type_name -> parley.tagging.v1.RuleFlowDrop
+	27, // 12: parley.tagging.v1.RuleConversation.messages:type_name -> parley.tagging.v1.RuleMessage
+	1,  // 13: parley.tagging.v1.TaggingService.CreateRule:input_type -> parley.tagging.v1.CreateRuleRequest
+	2,  // 14: parley.tagging.v1.TaggingService.UpdateRule:input_type -> parley.tagging.v1.UpdateRuleRequest
+	3,  // 15: parley.tagging.v1.TaggingService.SetRuleEnabled:input_type -> parley.tagging.v1.SetRuleEnabledRequest
+	4,  // 16: parley.tagging.v1.TaggingService.DeleteRule:input_type -> parley.tagging.v1.DeleteRuleRequest
+	6,  // 17: parley.tagging.v1.TaggingService.ListRules:input_type -> parley.tagging.v1.ListRulesRequest
+	8,  // 18: parley.tagging.v1.TaggingService.TestRule:input_type -> parley.tagging.v1.TestRuleRequest
+	10, // 19: parley.tagging.v1.TaggingService.AddLabel:input_type -> parley.tagging.v1.AddLabelRequest
+	11, // 20: parley.tagging.v1.TaggingService.RemoveLabel:input_type -> parley.tagging.v1.RemoveLabelRequest
+	13, // 21: parley.tagging.v1.TaggingService.Flag:input_type -> parley.tagging.v1.FlagRequest
+	14, // 22: parley.tagging.v1.TaggingService.Unflag:input_type -> parley.tagging.v1.UnflagRequest
+	16, // 23: parley.tagging.v1.TaggingService.Backfill:input_type -> parley.tagging.v1.BackfillRequest
+	20, // 24: parley.tagging.v1.TaggingService.ListLabels:input_type -> parley.tagging.v1.ListLabelsRequest
+	23, // 25: parley.tagging.v1.TaggingService.GetDetectors:input_type -> parley.tagging.v1.GetDetectorsRequest
+	24, // 26: parley.tagging.v1.TaggingService.UpdateDetectors:input_type -> parley.tagging.v1.UpdateDetectorsRequest
+	18, // 27: parley.tagging.v1.TaggingService.PreviewRule:input_type -> parley.tagging.v1.PreviewRuleRequest
+	0,  // 28: parley.tagging.v1.TaggingService.CreateRule:output_type -> parley.tagging.v1.Rule
+	0,  // 29: parley.tagging.v1.TaggingService.UpdateRule:output_type -> parley.tagging.v1.Rule
+	0,  // 30: parley.tagging.v1.TaggingService.SetRuleEnabled:output_type -> parley.tagging.v1.Rule
+	5,  // 31: parley.tagging.v1.TaggingService.DeleteRule:output_type -> parley.tagging.v1.DeleteRuleResponse
+	7,  // 32: parley.tagging.v1.TaggingService.ListRules:output_type -> parley.tagging.v1.ListRulesResponse
+	9,  // 33: parley.tagging.v1.TaggingService.TestRule:output_type -> parley.tagging.v1.TestRuleResponse
+	12, // 34: parley.tagging.v1.TaggingService.AddLabel:output_type -> parley.tagging.v1.LabelResponse
+	12, // 35: parley.tagging.v1.TaggingService.RemoveLabel:output_type -> parley.tagging.v1.LabelResponse
+	15, // 36: parley.tagging.v1.TaggingService.Flag:output_type -> parley.tagging.v1.FlagResponse
+	15, // 37: parley.tagging.v1.TaggingService.Unflag:output_type -> parley.tagging.v1.FlagResponse
+	17, // 38: parley.tagging.v1.TaggingService.Backfill:output_type -> parley.tagging.v1.BackfillProgress
+	21, // 39: parley.tagging.v1.TaggingService.ListLabels:output_type -> parley.tagging.v1.ListLabelsResponse
+	25, // 40: parley.tagging.v1.TaggingService.GetDetectors:output_type -> parley.tagging.v1.DetectorSettings
+	25, // 41: parley.tagging.v1.TaggingService.UpdateDetectors:output_type -> parley.tagging.v1.DetectorSettings
+	19, // 42: parley.tagging.v1.TaggingService.PreviewRule:output_type -> parley.tagging.v1.PreviewRuleResponse
+	28, // [28:43] is the sub-list for method output_type
+	13, // [13:28] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_parley_tagging_v1_tagging_proto_init() }
@@ -2264,7 +2476,7 @@ func file_parley_tagging_v1_tagging_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_tagging_v1_tagging_proto_rawDesc), len(file_parley_tagging_v1_tagging_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

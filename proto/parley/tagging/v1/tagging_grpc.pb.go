@@ -35,6 +35,7 @@ const (
 	TaggingService_ListLabels_FullMethodName      = "/parley.tagging.v1.TaggingService/ListLabels"
 	TaggingService_GetDetectors_FullMethodName    = "/parley.tagging.v1.TaggingService/GetDetectors"
 	TaggingService_UpdateDetectors_FullMethodName = "/parley.tagging.v1.TaggingService/UpdateDetectors"
+	TaggingService_PreviewRule_FullMethodName     = "/parley.tagging.v1.TaggingService/PreviewRule"
 )
 
 // TaggingServiceClient is the client API for TaggingService service.
@@ -71,6 +72,10 @@ type TaggingServiceClient interface {
 	GetDetectors(ctx context.Context, in *GetDetectorsRequest, opts ...grpc.CallOption) (*DetectorSettings, error)
 	// UpdateDetectors replaces the tenant's built-in detector settings.
 	UpdateDetectors(ctx context.Context, in *UpdateDetectorsRequest, opts ...grpc.CallOption) (*DetectorSettings, error)
+	// PreviewRule replays the conversations of the last days against a
+	// candidate expression and tells how many would gain or lose the rule's
+	// tag. It emits nothing and changes nothing.
+	PreviewRule(ctx context.Context, in *PreviewRuleRequest, opts ...grpc.CallOption) (*PreviewRuleResponse, error)
 }
 
 type taggingServiceClient struct {
@@ -230,6 +235,16 @@ func (c *taggingServiceClient) UpdateDetectors(ctx context.Context, in *UpdateDe
 	return out, nil
 }
 
+func (c *taggingServiceClient) PreviewRule(ctx context.Context, in *PreviewRuleRequest, opts ...grpc.CallOption) (*PreviewRuleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PreviewRuleResponse)
+	err := c.cc.Invoke(ctx, TaggingService_PreviewRule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TaggingServiceServer is the server API for TaggingService service.
 // All implementations must embed UnimplementedTaggingServiceServer
 // for forward compatibility.
@@ -264,6 +279,10 @@ type TaggingServiceServer interface {
 	GetDetectors(context.Context, *GetDetectorsRequest) (*DetectorSettings, error)
 	// UpdateDetectors replaces the tenant's built-in detector settings.
 	UpdateDetectors(context.Context, *UpdateDetectorsRequest) (*DetectorSettings, error)
+	// PreviewRule replays the conversations of the last days against a
+	// candidate expression and tells how many would gain or lose the rule's
+	// tag. It emits nothing and changes nothing.
+	PreviewRule(context.Context, *PreviewRuleRequest) (*PreviewRuleResponse, error)
 	mustEmbedUnimplementedTaggingServiceServer()
 }
 
@@ -315,6 +334,9 @@ func (UnimplementedTaggingServiceServer) GetDetectors(context.Context, *GetDetec
 }
 func (UnimplementedTaggingServiceServer) UpdateDetectors(context.Context, *UpdateDetectorsRequest) (*DetectorSettings, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateDetectors not implemented")
+}
+func (UnimplementedTaggingServiceServer) PreviewRule(context.Context, *PreviewRuleRequest) (*PreviewRuleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PreviewRule not implemented")
 }
 func (UnimplementedTaggingServiceServer) mustEmbedUnimplementedTaggingServiceServer() {}
 func (UnimplementedTaggingServiceServer) testEmbeddedByValue()                        {}
@@ -582,6 +604,24 @@ func _TaggingService_UpdateDetectors_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TaggingService_PreviewRule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PreviewRuleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaggingServiceServer).PreviewRule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaggingService_PreviewRule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaggingServiceServer).PreviewRule(ctx, req.(*PreviewRuleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TaggingService_ServiceDesc is the grpc.ServiceDesc for TaggingService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -640,6 +680,10 @@ var TaggingService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateDetectors",
 			Handler:    _TaggingService_UpdateDetectors_Handler,
+		},
+		{
+			MethodName: "PreviewRule",
+			Handler:    _TaggingService_PreviewRule_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -7,7 +7,11 @@
 //   - The first event of any kind for an unknown conversation opens it
 //     (active); conversation_started is optional and fills in its metadata.
 //   - Client facts (every kind that is not produced by Parley itself, see
-//     [KindClass]) are activity: they move last_activity_at forward.
+//     [KindClass]) are activity: they move last_activity_at (the client's
+//     occurred_at) and last_recorded_at (ingest's recorded_at) forward. A
+//     conversation is idle since the later of the two (the store schedules
+//     the stale sweep from it), so history imported with old timestamps
+//     over several requests is not stale between them.
 //   - conversation_closed ends an active conversation; a sweep (stale
 //     timeout) or an administrator ends one through [End]. An ended
 //     conversation never reopens.
@@ -78,6 +82,9 @@ type State struct {
 	Type           eventv1.ConversationType
 	StartedAt      time.Time
 	LastActivityAt time.Time
+	// LastRecordedAt is when ingest recorded the latest client fact (its
+	// envelope's recorded_at).
+	LastRecordedAt time.Time
 
 	EndedAt   time.Time
 	EndReason eventv1.EndReason
@@ -273,7 +280,7 @@ func Apply(s State, ev Event, now time.Time) (State, Output) {
 	kind := eventbus.Kind(env)
 	if !s.Exists() {
 		s.TenantID, s.ConversationID = env.GetTenantId(), env.GetConversationId()
-		s.Status, s.StartedAt, s.LastActivityAt = StatusActive, at, at
+		s.Status, s.StartedAt, s.LastActivityAt, s.LastRecordedAt = StatusActive, at, at, recordedTime(env, at)
 	}
 	var out Output
 	switch Classify(kind) {
@@ -298,6 +305,9 @@ func Apply(s State, ev Event, now time.Time) (State, Output) {
 	// again).
 	if at.After(s.LastActivityAt) {
 		s.LastActivityAt = at
+	}
+	if rec := recordedTime(env, at); rec.After(s.LastRecordedAt) {
+		s.LastRecordedAt = rec
 	}
 	if at.Before(s.StartedAt) {
 		s.StartedAt = at
@@ -537,6 +547,15 @@ func eventTime(env *eventv1.Envelope, now time.Time) time.Time {
 		return micro(env.GetRecordedAt().AsTime())
 	}
 	return micro(now)
+}
+
+// recordedTime is when ingest recorded an event: recorded_at, else at (the
+// event's time); UTC, microseconds.
+func recordedTime(env *eventv1.Envelope, at time.Time) time.Time {
+	if r := env.GetRecordedAt(); r != nil {
+		return micro(r.AsTime())
+	}
+	return at
 }
 
 func micro(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }

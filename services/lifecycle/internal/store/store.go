@@ -61,10 +61,16 @@ func (s *Store) Tx(ctx context.Context, f func(pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, s.pool, f)
 }
 
-const stateCols = `tenant_id, conversation_id, status, channel, bot_id, conversation_type, started_at, last_activity_at,
+const stateCols = `tenant_id, conversation_id, status, channel, bot_id, conversation_type, started_at, last_activity_at, last_recorded_at,
 	ended_at, end_reason, ended_by, end_seq, handoff_requested_at, handoff_event_id, awaiting_agent, operator_no_response,
 	takeover_at, agent_id, agent_name, agent_joined_at, agent_left_at, pending_visitor_at, first_response_ms, agent_replies,
 	agent_response_ms_sum, visitor_messages, goals_reached, flows_completed, late_events, engagement, resolved, applied_seq`
+
+// idleSince is when a conversation's idleness starts: the later of its last
+// activity by the client's clock and ingest's recording of it, so that
+// history imported with old timestamps is not stale between its requests.
+// The session timeout (stale_at) and EndIdle count from it.
+const idleSince = `GREATEST(last_activity_at, last_recorded_at)`
 
 // StateColumns lists the columns that make up a conversation's state (all
 // but scheduling and bookkeeping: stale_at, updated_at).
@@ -78,15 +84,15 @@ func StateColumns() []string {
 
 // stateTypes are the PostgreSQL types of the state columns, in stateCols
 // order: the element types of the arrays upsertSQL unnests.
-var stateTypes = []string{"text", "text", "text", "text", "text", "text", "timestamptz", "timestamptz",
+var stateTypes = []string{"text", "text", "text", "text", "text", "text", "timestamptz", "timestamptz", "timestamptz",
 	"timestamptz", "text", "text", "bigint", "timestamptz", "text", "boolean", "boolean",
 	"timestamptz", "text", "text", "timestamptz", "timestamptz", "timestamptz", "bigint", "integer",
 	"bigint", "integer", "integer", "integer", "integer", "text", "boolean", "bigint"}
 
 // upsertSQL writes many states in one statement: one array parameter per
 // state column (see stateArrays), unnested into rows; the last parameter is
-// the default session timeout. stale_at is each row's last activity plus
-// its session timeout, resolved as lifecycle_session_timeout (migrations)
+// the default session timeout. stale_at is each row's idle start (idleSince)
+// plus its session timeout, resolved as lifecycle_session_timeout (migrations)
 // does, but by joins: the function's three look-ups per row cost more than
 // the rest of the statement.
 var upsertSQL = func() string {
@@ -104,7 +110,7 @@ var upsertSQL = func() string {
 	}
 	n := len(cols)
 	return `INSERT INTO lifecycle_conversations (` + stateCols + `, stale_at, updated_at)
-		SELECT u.*, u.last_activity_at + make_interval(secs => COALESCE(tc.timeout_seconds, ta.timeout_seconds, sc.timeout_seconds, $` + strconv.Itoa(n+1) + `::integer)), now()
+		SELECT u.*, GREATEST(u.last_activity_at, u.last_recorded_at) + make_interval(secs => COALESCE(tc.timeout_seconds, ta.timeout_seconds, sc.timeout_seconds, $` + strconv.Itoa(n+1) + `::integer)), now()
 		FROM unnest(` + strings.Join(arrays, ", ") + `) AS u(` + stateCols + `)
 		-- The tenant's channel, the tenant's every channel, the service's channel.
 		LEFT JOIN lifecycle_session_timeouts tc ON tc.tenant_id = u.tenant_id AND tc.channel = u.channel
@@ -122,14 +128,14 @@ func stateArrays(states []machine.State) []any {
 	ints := func() []int32 { return make([]int32, k) }
 	bools := func() []bool { return make([]bool, k) }
 	tenant, conv, status, channel, bot, ctype := strs(), strs(), strs(), strs(), strs(), strs()
-	started, lastActivity := make([]time.Time, k), make([]time.Time, k)
+	started, lastActivity, lastRecorded := make([]time.Time, k), make([]time.Time, k), make([]time.Time, k)
 	endedAt, endReason, endedBy, endSeq := times(), make([]*string, k), strs(), make([]int64, k)
 	handoffAt, handoffID, awaiting, noResponse := times(), strs(), bools(), bools()
 	takeoverAt, agentID, agentName, joinedAt, leftAt, pendingAt, firstResponse, replies := times(), strs(), strs(), times(), times(), times(), make([]*int64, k), ints()
 	responseSum, visitorMsgs, goals, flows, late, engagement, resolved, appliedSeq := make([]int64, k), ints(), ints(), ints(), ints(), make([]*string, k), bools(), make([]int64, k)
 	for i, st := range states {
 		tenant[i], conv[i], status[i], channel[i], bot[i], ctype[i] = st.TenantID, st.ConversationID, st.Status.String(), st.Channel.String(), st.BotID, st.Type.String()
-		started[i], lastActivity[i] = st.StartedAt, st.LastActivityAt
+		started[i], lastActivity[i], lastRecorded[i] = st.StartedAt, st.LastActivityAt, st.LastRecordedAt
 		endedAt[i], endReason[i], endedBy[i], endSeq[i] = timePtr(st.EndedAt), enumPtr(int32(st.EndReason), st.EndReason.String()), st.EndedBy, int64(st.EndSeq)
 		handoffAt[i], handoffID[i], awaiting[i], noResponse[i] = timePtr(st.HandoffRequestedAt), st.HandoffEventID, st.AwaitingAgent, st.OperatorNoResponse
 		takeoverAt[i], agentID[i], agentName[i] = timePtr(st.TakeoverAt), st.AgentID, st.AgentName
@@ -143,7 +149,7 @@ func stateArrays(states []machine.State) []any {
 		engagement[i], resolved[i], appliedSeq[i] = enumPtr(int32(st.Engagement), st.Engagement.String()), st.Resolved, int64(st.AppliedSeq)
 	}
 	return []any{
-		tenant, conv, status, channel, bot, ctype, started, lastActivity,
+		tenant, conv, status, channel, bot, ctype, started, lastActivity, lastRecorded,
 		endedAt, endReason, endedBy, endSeq, handoffAt, handoffID, awaiting, noResponse,
 		takeoverAt, agentID, agentName, joinedAt, leftAt, pendingAt, firstResponse, replies,
 		responseSum, visitorMsgs, goals, flows, late, engagement, resolved, appliedSeq,
@@ -159,7 +165,7 @@ func scanState(row pgx.Row) (machine.State, error) {
 		endSeq, firstResponse, responseSum, appliedSeq              *int64
 		replies, visitorMsgs, goals, flows, late                    int32
 	)
-	err := row.Scan(&st.TenantID, &st.ConversationID, &status, &channel, &st.BotID, &ctype, &st.StartedAt, &st.LastActivityAt,
+	err := row.Scan(&st.TenantID, &st.ConversationID, &status, &channel, &st.BotID, &ctype, &st.StartedAt, &st.LastActivityAt, &st.LastRecordedAt,
 		&endedAt, &endReason, &st.EndedBy, &endSeq, &handoffAt, &st.HandoffEventID, &st.AwaitingAgent, &st.OperatorNoResponse,
 		&takeoverAt, &st.AgentID, &st.AgentName, &joinedAt, &leftAt, &pendingAt, &firstResponse, &replies,
 		&responseSum, &visitorMsgs, &goals, &flows, &late, &engagement, &st.Resolved, &appliedSeq)
@@ -169,7 +175,7 @@ func scanState(row pgx.Row) (machine.State, error) {
 	st.Status = machine.ParseStatus(status)
 	st.Channel = eventv1.Channel(eventv1.Channel_value[channel])
 	st.Type = eventv1.ConversationType(eventv1.ConversationType_value[ctype])
-	st.StartedAt, st.LastActivityAt = st.StartedAt.UTC(), st.LastActivityAt.UTC()
+	st.StartedAt, st.LastActivityAt, st.LastRecordedAt = st.StartedAt.UTC(), st.LastActivityAt.UTC(), st.LastRecordedAt.UTC()
 	st.EndedAt, st.HandoffRequestedAt, st.TakeoverAt = timeOf(endedAt), timeOf(handoffAt), timeOf(takeoverAt)
 	st.AgentJoinedAt, st.AgentLeftAt, st.PendingVisitorAt = timeOf(joinedAt), timeOf(leftAt), timeOf(pendingAt)
 	if endReason != nil {
@@ -264,11 +270,11 @@ func (s *Store) LockDueStale(ctx context.Context, tx pgx.Tx, now time.Time, limi
 	return collectStates(rows)
 }
 
-// LockIdle locks up to limit of a tenant's active conversations whose last
-// activity is before cutoff.
+// LockIdle locks up to limit of a tenant's active conversations idle since
+// before cutoff (idleSince).
 func (s *Store) LockIdle(ctx context.Context, tx pgx.Tx, tenantID string, cutoff time.Time, limit int) ([]machine.State, error) {
 	rows, err := tx.Query(ctx, `SELECT `+stateCols+` FROM lifecycle_conversations
-		WHERE tenant_id = $1 AND status = 'active' AND last_activity_at < $2 ORDER BY last_activity_at LIMIT $3 FOR UPDATE SKIP LOCKED`, tenantID, cutoff, limit)
+		WHERE tenant_id = $1 AND status = 'active' AND `+idleSince+` < $2 ORDER BY `+idleSince+` LIMIT $3 FOR UPDATE SKIP LOCKED`, tenantID, cutoff, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: idle: %w", err)
 	}
@@ -533,7 +539,7 @@ func (s *Store) SetTimeout(ctx context.Context, tenantID, channel string, timeou
 		if err != nil {
 			return fmt.Errorf("store: set timeout: %w", err)
 		}
-		q := `UPDATE lifecycle_conversations SET stale_at = last_activity_at + make_interval(secs => lifecycle_session_timeout(tenant_id, channel, $2))
+		q := `UPDATE lifecycle_conversations SET stale_at = ` + idleSince + ` + make_interval(secs => lifecycle_session_timeout(tenant_id, channel, $2))
 			WHERE tenant_id = $1 AND status = 'active'`
 		args := []any{tenantID, s.defaultTimeout}
 		if channel != AllChannels {
@@ -584,7 +590,7 @@ func (s *Store) SyncDefaults(ctx context.Context, channelDefaults map[string]tim
 				return err
 			}
 		}
-		if _, err := tx.Exec(ctx, `UPDATE lifecycle_conversations SET stale_at = last_activity_at + make_interval(secs => lifecycle_session_timeout(tenant_id, channel, $1))
+		if _, err := tx.Exec(ctx, `UPDATE lifecycle_conversations SET stale_at = `+idleSince+` + make_interval(secs => lifecycle_session_timeout(tenant_id, channel, $1))
 			WHERE status = 'active'`, s.defaultTimeout); err != nil {
 			return err
 		}

@@ -41,14 +41,14 @@ func TestSaveRoundTrip(t *testing.T) {
 	at := time.Date(2030, 1, 2, 3, 4, 5, 6000, time.UTC)
 	full := machine.State{
 		TenantID: "acme", ConversationID: "full", Status: machine.StatusEnded, Channel: eventv1.Channel_CHANNEL_WHATSAPP, BotID: "bot",
-		Type: eventv1.ConversationType_CONVERSATION_TYPE_LIVE, StartedAt: at, LastActivityAt: at.Add(time.Minute),
+		Type: eventv1.ConversationType_CONVERSATION_TYPE_LIVE, StartedAt: at, LastActivityAt: at.Add(time.Minute), LastRecordedAt: at.Add(time.Hour),
 		EndedAt: at.Add(2 * time.Minute), EndReason: eventv1.EndReason_END_REASON_AGENT_CLOSED, EndedBy: "ann", EndSeq: 7,
 		HandoffRequestedAt: at.Add(3 * time.Second), HandoffEventID: "h", AwaitingAgent: true, OperatorNoResponse: true,
 		TakeoverAt: at.Add(4 * time.Second), AgentID: "ann", AgentName: "Ann", AgentJoinedAt: at.Add(5 * time.Second), AgentLeftAt: at.Add(6 * time.Second),
 		PendingVisitorAt: at.Add(7 * time.Second), HasFirstResponse: true, FirstResponseMS: 0, AgentReplies: 2, AgentResponseMSSum: 3000,
 		VisitorMessages: 4, GoalsReached: 5, FlowsCompleted: 6, LateEvents: 7, Engagement: eventv1.Engagement_ENGAGEMENT_COMPLETED, Resolved: true, AppliedSeq: 9,
 	}
-	empty := machine.State{TenantID: "acme", ConversationID: "empty", Status: machine.StatusActive, StartedAt: at, LastActivityAt: at, AppliedSeq: 3}
+	empty := machine.State{TenantID: "acme", ConversationID: "empty", Status: machine.StatusActive, StartedAt: at, LastActivityAt: at, LastRecordedAt: at.Add(-time.Hour), AppliedSeq: 3}
 	sms := machine.State{TenantID: "globex", ConversationID: "sms", Status: machine.StatusActive, Channel: eventv1.Channel_CHANNEL_SMS, StartedAt: at, LastActivityAt: at, AppliedSeq: 4}
 	web := machine.State{TenantID: "globex", ConversationID: "web", Status: machine.StatusActive, Channel: eventv1.Channel_CHANNEL_WEB_WIDGET, StartedAt: at, LastActivityAt: at, AppliedSeq: 5}
 	states := []machine.State{full, empty, sms, web}
@@ -66,14 +66,17 @@ func TestSaveRoundTrip(t *testing.T) {
 			t.Fatalf("%s:\n got %+v\nwant %+v", want.ConversationID, got, want)
 		}
 	}
+	// Idle since the later of the last activity and its recording.
+	idle := map[string]time.Time{"full": at.Add(time.Hour), "empty": at, "sms": at, "web": at}
 	for conv, timeout := range map[string]time.Duration{"full": 2 * time.Hour, "empty": 3 * time.Hour, "sms": 10 * time.Minute, "web": time.Hour} {
-		var staleAt, last time.Time
-		if err := pool.QueryRow(ctx, `SELECT stale_at, last_activity_at FROM lifecycle_conversations WHERE conversation_id = $1`, conv).Scan(&staleAt, &last); err != nil {
+		var staleAt time.Time
+		if err := pool.QueryRow(ctx, `SELECT stale_at FROM lifecycle_conversations WHERE conversation_id = $1`, conv).Scan(&staleAt); err != nil {
 			t.Fatal(err)
 		}
+		last := idle[conv]
 		var fn time.Time
-		if err := pool.QueryRow(ctx, `SELECT last_activity_at + make_interval(secs => lifecycle_session_timeout(tenant_id, channel, 3600))
-			FROM lifecycle_conversations WHERE conversation_id = $1`, conv).Scan(&fn); err != nil {
+		if err := pool.QueryRow(ctx, `SELECT $2::timestamptz + make_interval(secs => lifecycle_session_timeout(tenant_id, channel, 3600))
+			FROM lifecycle_conversations WHERE conversation_id = $1`, conv, last).Scan(&fn); err != nil {
 			t.Fatal(err)
 		}
 		if d := staleAt.Sub(last); d != timeout || !staleAt.Equal(fn) {

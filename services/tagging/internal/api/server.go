@@ -28,6 +28,7 @@ import (
 	"github.com/parley-dev/parley/services/tagging/internal/consumer"
 	"github.com/parley-dev/parley/services/tagging/internal/derive"
 	"github.com/parley-dev/parley/services/tagging/internal/facts"
+	"github.com/parley-dev/parley/services/tagging/internal/preview"
 	"github.com/parley-dev/parley/services/tagging/internal/rules"
 	"github.com/parley-dev/parley/services/tagging/internal/store"
 	"google.golang.org/grpc"
@@ -48,6 +49,7 @@ type Deps struct {
 	Engine   *rules.Engine
 	Bus      Publisher
 	Backfill *backfill.Backfiller
+	Preview  *preview.Previewer
 	// Detectors are the service-wide detector defaults.
 	Detectors facts.Settings
 	// Kick asks the outbox relay to publish (after DeleteRule).
@@ -95,13 +97,13 @@ func New(d Deps) *Server {
 }
 
 // Scopes lists the API-key scope each method needs: reads need "read";
-// creating, changing, testing and backfilling rules need "rules"; labels,
+// creating, changing, testing, previewing and backfilling rules need "rules"; labels,
 // flags and detector settings need "admin" (admin implies every scope).
 func Scopes() map[string]string {
 	return grpcx.MethodScopes(taggingv1.TaggingService_ServiceDesc, grpcx.ScopeAdmin, map[string]string{
 		"ListRules": grpcx.ScopeRead, "ListLabels": grpcx.ScopeRead, "GetDetectors": grpcx.ScopeRead,
 		"CreateRule": grpcx.ScopeRules, "UpdateRule": grpcx.ScopeRules, "SetRuleEnabled": grpcx.ScopeRules, "DeleteRule": grpcx.ScopeRules,
-		"TestRule": grpcx.ScopeRules, "Backfill": grpcx.ScopeRules,
+		"TestRule": grpcx.ScopeRules, "Backfill": grpcx.ScopeRules, "PreviewRule": grpcx.ScopeRules,
 	})
 }
 
@@ -390,18 +392,11 @@ func (s *Server) Backfill(req *taggingv1.BackfillRequest, stream grpc.ServerStre
 	if req.GetRuleId() == "" {
 		return grpcx.Invalid("rule_id", "required")
 	}
-	release, ok := s.tenantSlot(p.TenantID)
-	if !ok {
-		return grpcx.ResourceExhausted(fmt.Sprintf("the tenant already has %d backfills running or waiting, the most allowed "+
-			"(PARLEY_TAGGING_MAX_BACKFILLS_PER_TENANT); retry when one finished", s.d.MaxBackfillsPerTenant), 10*time.Second)
+	release, err := s.slot(ctx, p.TenantID)
+	if err != nil {
+		return err
 	}
 	defer release()
-	select {
-	case s.backfills <- struct{}{}:
-		defer func() { <-s.backfills }()
-	case <-ctx.Done():
-		return status.FromContextError(ctx.Err()).Err()
-	}
 	err = s.d.Backfill.Run(ctx, p.TenantID, req.GetRuleId(), stream.Send)
 	switch {
 	case err == nil:
@@ -425,6 +420,74 @@ func (s *Server) Backfill(req *taggingv1.BackfillRequest, stream grpc.ServerStre
 		return err // the stream's own error
 	default:
 		return s.fail(ctx, "backfill", err)
+	}
+}
+
+// PreviewRule replays the conversations of the last days (1-90, default 7)
+// against a candidate expression and counts those that would gain or lose
+// the rule's tag. It takes one of the tenant's backfill slots, as a backfill
+// does, and changes nothing.
+func (s *Server) PreviewRule(ctx context.Context, req *taggingv1.PreviewRuleRequest) (*taggingv1.PreviewRuleResponse, error) {
+	p, err := grpcx.RequireTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if id := req.GetRuleId(); id != "" && !idRe.MatchString(id) {
+		return nil, grpcx.Invalid("rule_id", "1-64 characters of A-Z a-z 0-9 _ - (or empty for a new rule)")
+	}
+	prg, err := s.compile("expression", req.GetExpression())
+	if err != nil {
+		return nil, err
+	}
+	days := int(req.GetDays())
+	if days == 0 {
+		days = preview.DefaultDays
+	}
+	if days < 1 || days > preview.MaxDays {
+		return nil, grpcx.Invalid("days", fmt.Sprintf("between 1 and %d; 0: %d", preview.MaxDays, preview.DefaultDays))
+	}
+	release, err := s.slot(ctx, p.TenantID)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	res, err := s.d.Preview.Run(ctx, preview.Request{Tenant: p.TenantID, RuleID: req.GetRuleId(), Program: prg, Days: days})
+	switch {
+	case err == nil:
+	case errors.Is(err, store.ErrNotFound):
+		return nil, notFoundRule(req.GetRuleId())
+	case errors.Is(err, preview.ErrTooLarge):
+		return nil, grpcx.ResourceExhausted("the window holds more conversations than one replay may hold; preview fewer days "+
+			"or raise PARLEY_TAGGING_BACKFILL_MAX_CONVERSATIONS", 0)
+	case ctx.Err() != nil:
+		return nil, status.FromContextError(ctx.Err()).Err()
+	case errors.Is(err, eventbus.ErrUnavailable):
+		s.d.Log.WarnContext(ctx, "preview failed", "tenant_id", p.TenantID, "err", err)
+		return nil, grpcx.Unavailable("event log unavailable; retry")
+	default:
+		return nil, s.fail(ctx, "preview rule", err)
+	}
+	return &taggingv1.PreviewRuleResponse{
+		Since: timestamppb.New(res.Since), RuleVersion: res.RuleVersion,
+		ConversationsScanned: res.Scanned, ConversationsMatched: res.Matched, Gained: res.Gained, Lost: res.Lost,
+		GainedSample: res.GainedSample, LostSample: res.LostSample, EventsScanned: res.Events,
+	}, nil
+}
+
+// slot takes one of the tenant's backfill slots, then waits for one of the
+// service's; release gives both back. Backfills and previews share them.
+func (s *Server) slot(ctx context.Context, tenant string) (release func(), err error) {
+	rel, ok := s.tenantSlot(tenant)
+	if !ok {
+		return nil, grpcx.ResourceExhausted(fmt.Sprintf("the tenant already has %d backfills or previews running or waiting, the most allowed "+
+			"(PARLEY_TAGGING_MAX_BACKFILLS_PER_TENANT); retry when one finished", s.d.MaxBackfillsPerTenant), 10*time.Second)
+	}
+	select {
+	case s.backfills <- struct{}{}:
+		return func() { <-s.backfills; rel() }, nil
+	case <-ctx.Done():
+		rel()
+		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 }
 

@@ -113,6 +113,37 @@ type conv struct {
 	evaluated bool
 	matched   bool
 	trigger   derive.Trigger
+	// firstSeq is the stream sequence of its first replayed event.
+	firstSeq uint64
+}
+
+// Result is what a replay found for one conversation.
+type Result struct {
+	// Matched: the rule's condition held after one of its events.
+	Matched bool
+	// FirstSeq is the stream sequence of its first replayed event.
+	FirstSeq uint64
+}
+
+// Evaluate replays the tenant's events with stream sequences from..to,
+// folding them per conversation and evaluating prg after each event exactly
+// as Run (and live tagging) does, and returns each conversation's result and
+// the number of events read. It changes nothing. ErrTooLarge: the range holds
+// more than MaxConversations conversations.
+func (b *Backfiller) Evaluate(ctx context.Context, tenant string, from, to uint64, prg *rules.Program) (map[string]Result, uint64, error) {
+	prog := &taggingv1.BackfillProgress{}
+	convs, complete, err := b.scan(ctx, tenant, from, to, partition{1, 0}, prg, prog, func(*taggingv1.BackfillProgress) error { return nil })
+	if err != nil {
+		return nil, prog.EventsScanned, err
+	}
+	if !complete {
+		return nil, prog.EventsScanned, ErrTooLarge
+	}
+	out := make(map[string]Result, len(convs))
+	for id, c := range convs {
+		out[id] = Result{Matched: c.matched, FirstSeq: c.firstSeq}
+	}
+	return out, prog.EventsScanned, nil
 }
 
 // Run backfills rule ruleID of tenant, calling report with progress (and a
@@ -141,7 +172,7 @@ func (b *Backfiller) Run(ctx context.Context, tenant, ruleID string, report func
 	for len(queue) > 0 {
 		p := queue[0]
 		queue = queue[1:]
-		convs, complete, err := b.scan(ctx, tenant, lastSeq, p, prg, prog, report)
+		convs, complete, err := b.scan(ctx, tenant, 1, lastSeq, p, prg, prog, report)
 		if err != nil {
 			return err
 		}
@@ -183,16 +214,16 @@ func (b *Backfiller) lastSeq(ctx context.Context, tenant string) (uint64, error)
 // allowed.
 var errTooMany = errors.New("backfill: too many conversations")
 
-// scan replays the tenant's history up to lastSeq for the conversations of
+// scan replays the tenant's history from..lastSeq for the conversations of
 // p. complete is false when p holds more conversations than allowed.
-func (b *Backfiller) scan(ctx context.Context, tenant string, lastSeq uint64, p partition, prg *rules.Program,
+func (b *Backfiller) scan(ctx context.Context, tenant string, from, lastSeq uint64, p partition, prg *rules.Program,
 	prog *taggingv1.BackfillProgress, report func(*taggingv1.BackfillProgress) error) (map[string]*conv, bool, error) {
 	convs := map[string]*conv{}
-	if lastSeq == 0 {
+	if lastSeq == 0 || lastSeq < from {
 		return convs, true, nil
 	}
 	lastReport := b.cfg.Clock()
-	_, err := b.cfg.Bus.Replay(ctx, 1, lastSeq, 1000, []string{eventbus.TenantSubjects(tenant)}, func(ctx context.Context, batch []*eventbus.Delivery) error {
+	_, err := b.cfg.Bus.Replay(ctx, from, lastSeq, 1000, []string{eventbus.TenantSubjects(tenant)}, func(ctx context.Context, batch []*eventbus.Delivery) error {
 		for _, d := range batch {
 			prog.EventsScanned++
 			if err := b.fold(ctx, convs, d.Envelope, d.Subject, d.StreamSeq, p, prg); err != nil {
@@ -239,7 +270,7 @@ func (b *Backfiller) fold(ctx context.Context, convs map[string]*conv, env *even
 		return fmt.Errorf("envelope conversation %q on subject of %q", env.GetConversationId(), convID)
 	}
 	if c == nil {
-		c = &conv{facts: &taggingv1.RuleConversation{}}
+		c = &conv{facts: &taggingv1.RuleConversation{}, firstSeq: seq}
 		convs[convID] = c
 	}
 	ev, changed := facts.Apply(c.facts, env, b.cfg.Facts)
