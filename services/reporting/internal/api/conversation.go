@@ -63,16 +63,17 @@ func (s *Server) GetConversation(ctx context.Context, req *reportingv1.GetConver
 	}
 	if d != nil {
 		out.Summary = summary(d.Summary)
-		out.Variables = d.Variables
-		out.Tags, out.Labels, out.Flagged = d.Tags, d.Labels, d.Flagged
-		out.CostMicros, out.Tokens = d.CostMicros, d.InputTokens+d.OutputTokens
-		out.InputTokens, out.OutputTokens = d.InputTokens, d.OutputTokens
-		out.FlowsStarted, out.FlowsCompleted, out.FlowDrops = d.FlowsStarted, d.FlowsCompleted, d.FlowDrops
-		out.Leads, out.PageUrls, out.Agents, out.Markers = d.Leads, d.PageURLs, d.Agents, d.Markers
-		out.TakeoverAt = ts(d.TakeoverAt)
-		out.FirstResponseMs = d.FirstResponseMS
-		if d.ResponseCount > 0 {
-			out.AverageResponseMs = uint32(d.ResponseMSSum / uint64(d.ResponseCount))
+		r := d.Row
+		out.Variables = r.Variables
+		out.Tags, out.Labels, out.Flagged = r.Tags, r.Labels, r.Flagged
+		out.CostMicros, out.Tokens = r.CostMicros, r.InputTokens+r.OutputTokens
+		out.InputTokens, out.OutputTokens = r.InputTokens, r.OutputTokens
+		out.FlowsStarted, out.FlowsCompleted, out.FlowDrops = r.FlowsStarted, r.FlowsCompleted, r.FlowDrops
+		out.Leads, out.PageUrls, out.Agents, out.Markers = r.Leads, r.PageURLs, r.Agents, r.Markers
+		out.TakeoverAt = ts(r.TakeoverAt)
+		out.FirstResponseMs = r.FirstResponseMS
+		if r.ResponseCount > 0 {
+			out.AverageResponseMs = uint32(r.ResponseMSSum / uint64(r.ResponseCount))
 		}
 	} else {
 		// Events are projected but the conversations row is not there yet.
