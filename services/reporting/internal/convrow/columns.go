@@ -108,5 +108,56 @@ func Columns() []Column {
 		u64("output_tokens", func(s *S) *uint64 { return &s.OutputTokens }),
 		u32("event_count", func(s *S) *uint32 { return &s.EventCount }),
 		u64("version", func(s *S) *uint64 { return &s.LastSeq }),
+		// 010_conversation_detail.sql
+		col("variable_sources", "Array(String)", variableSources, setVariableSources),
+		flag("debug_enabled", func(s *S) *bool { return &s.DebugEnabled }),
+		u64("bot_response_ms_sum", func(s *S) *uint64 { return &s.BotResponseMSSum }),
+		u32("bot_response_count", func(s *S) *uint32 { return &s.BotResponseCount }),
+		usage("usage_models", "Array(String)", func(u *convstate.Usage) *string { return &u.Model }),
+		usage("usage_currencies", "Array(String)", func(u *convstate.Usage) *string { return &u.Currency }),
+		usage("usage_cost_micros", "Array(Int64)", func(u *convstate.Usage) *int64 { return &u.CostMicros }),
+		usage("usage_input_tokens", "Array(UInt64)", func(u *convstate.Usage) *uint64 { return &u.InputTokens }),
+		usage("usage_output_tokens", "Array(UInt64)", func(u *convstate.Usage) *uint64 { return &u.OutputTokens }),
+	}
+}
+
+// usage is an array column of one field of the usage lines (parallel
+// arrays: element i of each belongs to line i).
+func usage[T any](name, typ string, f func(*convstate.Usage) *T) Column {
+	return col(name, typ, func(s *convstate.State) []T {
+		lines := s.UsageLines()
+		out := make([]T, len(lines))
+		for i := range lines {
+			out[i] = *f(&lines[i])
+		}
+		return out
+	}, func(s *convstate.State, v []T) {
+		for len(s.Usage) < len(v) {
+			s.Usage = append(s.Usage, convstate.Usage{})
+		}
+		for i := range v {
+			*f(&s.Usage[i]) = v[i]
+		}
+	})
+}
+
+// variableSources are the variables' sources in the order of sortedKeys
+// ("" for none).
+func variableSources(s *convstate.State) []string {
+	keys := sortedKeys(s.Variables)
+	for i, k := range keys {
+		keys[i] = s.VariableSources[k]
+	}
+	return keys
+}
+
+func setVariableSources(s *convstate.State, v []string) {
+	for i, k := range sortedKeys(s.Variables) {
+		if i < len(v) && v[i] != "" {
+			if s.VariableSources == nil {
+				s.VariableSources = map[string]string{}
+			}
+			s.VariableSources[k] = v[i]
+		}
 	}
 }

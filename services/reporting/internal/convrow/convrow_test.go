@@ -26,6 +26,8 @@ func Full() *convstate.State {
 		TakeoverAt: at.Add(5 * time.Second), Agents: []string{"ann"}, AgentName: "Ann", OperatorNoResponse: true, FirstResponseMS: 9,
 		ResponseMSSum: 10, ResponseCount: 11, MaxResponseMS: 12, Engagement: "engaged", Resolved: true, Tags: []string{"t"}, Labels: []string{"l"},
 		Flagged: true, CostMicros: 13, Currency: "EUR", InputTokens: 14, OutputTokens: 15, EventCount: 16, LastSeq: 17,
+		VariableSources: map[string]string{"b": "api"}, DebugEnabled: true, BotResponseMSSum: 18, BotResponseCount: 19,
+		Usage: []convstate.Usage{{Model: "m1", Currency: "EUR", CostMicros: 13, InputTokens: 14, OutputTokens: 15}, {Model: "m2", Currency: "EUR"}},
 	}
 }
 
@@ -52,7 +54,8 @@ func TestBatchColumnsMatchValues(t *testing.T) {
 	}
 	// The full state's row, spelled out independently of the accessors.
 	want := map[string]any{"status": int8(2), "variable_keys": []string{"a", "b"}, "variable_values": []string{"1", "2"}, "message_count": uint32(10),
-		"started_at_us": Full().StartedAt.UnixMicro(), "flagged": uint8(1), "version": uint64(17), "ended_at": Full().EndedAt, "tags": []string{"t"}}
+		"started_at_us": Full().StartedAt.UnixMicro(), "flagged": uint8(1), "version": uint64(17), "ended_at": Full().EndedAt, "tags": []string{"t"},
+		"variable_sources": []string{"", "api"}, "usage_models": []string{"m1", "m2"}, "usage_cost_micros": []int64{13, 0}, "debug_enabled": uint8(1)}
 	for i, name := range names {
 		if w, ok := want[name]; ok && !reflect.DeepEqual(Values(Full())[i], w) {
 			t.Errorf("column %s: %#v, want %#v", name, Values(Full())[i], w)
