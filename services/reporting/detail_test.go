@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/pgstore"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
 	"google.golang.org/grpc/codes"
@@ -180,6 +182,33 @@ func TestModelPrices(t *testing.T) {
 	if err := protojson.Unmarshal(body, &list); code != http.StatusOK || err != nil || len(list.Prices) != 2 ||
 		list.Prices[0].Model != "big" || list.Prices[0].OutputMicrosPerMillion != 15_000_000 || list.Prices[1].Currency != "EUR" {
 		t.Fatalf("HTTP list: %d %s %v", code, body, err)
+	}
+
+	// Setting prices is audited, listing them is not.
+	if _, err := f.client.SetModelPrice(admin, &reportingv1.SetModelPriceRequest{Price: &reportingv1.ModelPrice{
+		Model: "last", Currency: "EUR"}}); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgstore.Connect(context.Background(), config.Postgres{URL: f.pgURL, MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var sets, lists int
+		if err := pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE method LIKE '%/SetModelPrice' AND code = 'OK'),
+			count(*) FILTER (WHERE method LIKE '%/ListModelPrices') FROM audit_log WHERE tenant_id = 'ops'`).Scan(&sets, &lists); err != nil {
+			t.Fatal(err)
+		}
+		if sets == 3 {
+			if lists != 0 {
+				t.Fatalf("%d list calls audited", lists)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("audit log: %d successful sets, want 3", sets)
+		}
 	}
 
 	f.publishAll(t, "ops", "p1", time.Now().UTC().Add(-time.Minute),

@@ -1300,26 +1300,30 @@ func (x *Message) GetResponseTimeMs() uint32 {
 
 // Conversation is one conversation in full.
 type Conversation struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	Summary    *ConversationSummary   `protobuf:"bytes,1,opt,name=summary,proto3" json:"summary,omitempty"`
-	Messages   []*Message             `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
-	Variables  map[string]string      `protobuf:"bytes,3,rep,name=variables,proto3" json:"variables,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Tags       []string               `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty"`
-	Labels     []string               `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty"`
-	Flagged    bool                   `protobuf:"varint,6,opt,name=flagged,proto3" json:"flagged,omitempty"`
-	CostMicros int64                  `protobuf:"varint,7,opt,name=cost_micros,json=costMicros,proto3" json:"cost_micros,omitempty"`
-	Tokens     uint64                 `protobuf:"varint,8,opt,name=tokens,proto3" json:"tokens,omitempty"`
-	TraceIds   []string               `protobuf:"bytes,9,rep,name=trace_ids,json=traceIds,proto3" json:"trace_ids,omitempty"`
-	ShareUrl   string                 `protobuf:"bytes,10,opt,name=share_url,json=shareUrl,proto3" json:"share_url,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Summary   *ConversationSummary   `protobuf:"bytes,1,opt,name=summary,proto3" json:"summary,omitempty"`
+	Messages  []*Message             `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
+	Variables map[string]string      `protobuf:"bytes,3,rep,name=variables,proto3" json:"variables,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Tags      []string               `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty"`
+	Labels    []string               `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty"`
+	Flagged   bool                   `protobuf:"varint,6,opt,name=flagged,proto3" json:"flagged,omitempty"`
+	// Total cost in micros of `currency`, only when all usage is in one
+	// currency (0 otherwise: see cost_by_currency).
+	CostMicros int64    `protobuf:"varint,7,opt,name=cost_micros,json=costMicros,proto3" json:"cost_micros,omitempty"`
+	Tokens     uint64   `protobuf:"varint,8,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	TraceIds   []string `protobuf:"bytes,9,rep,name=trace_ids,json=traceIds,proto3" json:"trace_ids,omitempty"`
+	ShareUrl   string   `protobuf:"bytes,10,opt,name=share_url,json=shareUrl,proto3" json:"share_url,omitempty"`
 	// Flows started, completed, and where the visitor dropped off
 	// ("flow_id/step_id/node_id").
-	FlowsStarted      []string               `protobuf:"bytes,11,rep,name=flows_started,json=flowsStarted,proto3" json:"flows_started,omitempty"`
-	FlowsCompleted    []string               `protobuf:"bytes,12,rep,name=flows_completed,json=flowsCompleted,proto3" json:"flows_completed,omitempty"`
-	FlowDrops         []string               `protobuf:"bytes,13,rep,name=flow_drops,json=flowDrops,proto3" json:"flow_drops,omitempty"`
-	Leads             uint32                 `protobuf:"varint,14,opt,name=leads,proto3" json:"leads,omitempty"`
-	PageUrls          []string               `protobuf:"bytes,15,rep,name=page_urls,json=pageUrls,proto3" json:"page_urls,omitempty"`
-	TakeoverAt        *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=takeover_at,json=takeoverAt,proto3" json:"takeover_at,omitempty"`
-	Agents            []string               `protobuf:"bytes,17,rep,name=agents,proto3" json:"agents,omitempty"`
+	FlowsStarted   []string               `protobuf:"bytes,11,rep,name=flows_started,json=flowsStarted,proto3" json:"flows_started,omitempty"`
+	FlowsCompleted []string               `protobuf:"bytes,12,rep,name=flows_completed,json=flowsCompleted,proto3" json:"flows_completed,omitempty"`
+	FlowDrops      []string               `protobuf:"bytes,13,rep,name=flow_drops,json=flowDrops,proto3" json:"flow_drops,omitempty"`
+	Leads          uint32                 `protobuf:"varint,14,opt,name=leads,proto3" json:"leads,omitempty"`
+	PageUrls       []string               `protobuf:"bytes,15,rep,name=page_urls,json=pageUrls,proto3" json:"page_urls,omitempty"`
+	TakeoverAt     *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=takeover_at,json=takeoverAt,proto3" json:"takeover_at,omitempty"`
+	Agents         []string               `protobuf:"bytes,17,rep,name=agents,proto3" json:"agents,omitempty"`
+	// The live agent's first and average response times as lifecycle states
+	// them when the conversation ends (docs/events.md, "Response times").
 	FirstResponseMs   uint32                 `protobuf:"varint,18,opt,name=first_response_ms,json=firstResponseMs,proto3" json:"first_response_ms,omitempty"`
 	AverageResponseMs uint32                 `protobuf:"varint,19,opt,name=average_response_ms,json=averageResponseMs,proto3" json:"average_response_ms,omitempty"`
 	InputTokens       uint64                 `protobuf:"varint,20,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
