@@ -110,6 +110,9 @@ func TestPublishableWidgetKey(t *testing.T) {
 	if code, body := post("/v1/conversations/w-9:start", `{"conversation":{"visitor":{"ip":"8.8.8.8"}}}`, nil); code != http.StatusForbidden || !strings.Contains(body, "events[0].conversation_started.visitor.ip") {
 		t.Fatalf("start with a visitor ip: %d %s", code, body)
 	}
+	if code, body := post("/v1/conversations/w-9:start", `{"conversation":{"debug_enabled":true}}`, nil); code != http.StatusForbidden || !strings.Contains(body, "events[0].conversation_started.debug_enabled") {
+		t.Fatalf("start with debug on: %d %s", code, body)
+	}
 	// An exact resend of the start is a duplicate with the same token.
 	code, body = post("/v1/conversations/w-1:start", startBody, nil)
 	var again struct {

@@ -183,7 +183,17 @@ func TestShareLinksAreRecordedRevocableAndRedacted(t *testing.T) {
 // the status and body.
 func (f *fixture) httpCall(t *testing.T, method, path, key string) (int, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(method, f.httpURL+path, nil)
+	return f.httpDo(t, method, path, key, "")
+}
+
+// httpDo is httpCall with a request body (none when empty).
+func (f *fixture) httpDo(t *testing.T, method, path, key, body string) (int, []byte) {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, _ := http.NewRequest(method, f.httpURL+path, r)
 	if key != "" {
 		req.Header.Set("X-Api-Key", key)
 	}
@@ -192,11 +202,11 @@ func (f *fixture) httpCall(t *testing.T, method, path, key string) (int, []byte)
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	out, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, body
+	return resp.StatusCode, out
 }
 
 // keyID is the id part of a tenancy key (pk_<id>_<secret>).

@@ -22,6 +22,7 @@ import (
 	"github.com/parley-dev/parley/libs/pgstore"
 	"github.com/parley-dev/parley/libs/testenv"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
+	"github.com/parley-dev/parley/services/reporting/internal/convrow"
 	"github.com/parley-dev/parley/services/reporting/internal/convstate"
 	"github.com/parley-dev/parley/services/reporting/internal/projector"
 	"github.com/parley-dev/parley/services/reporting/internal/schema"
@@ -245,7 +246,7 @@ func (e *projBench) rawInsert(ds []*eventbus.Delivery) (time.Duration, cpuTimes)
 			}
 		}
 		for _, st := range order {
-			c.convs = append(c.convs, projector.ConversationValues(st))
+			c.convs = append(c.convs, convrow.Values(st))
 		}
 		chunks = append(chunks, c)
 	}
@@ -277,7 +278,7 @@ func (e *projBench) rawInsert(ds []*eventbus.Delivery) (time.Duration, cpuTimes)
 				r := c.rows.Messages[i]
 				return []any{r.TenantID, r.ConversationID, r.EventID, r.MessageID, r.Role, r.Text, r.Intent, r.IntentConfidence, r.Unidentified, r.FlowID, r.NodeID, r.AgentID, r.ResponseTimeMS, r.Paid, r.OccurredAt, r.OccurredAtUS, r.RecordedAt, r.StreamSeq, r.TraceID}
 			})
-		insert(`INSERT INTO conversations_base (`+projector.ConversationColumns+`)`, len(c.convs), func(i int) []any { return c.convs[i] })
+		insert(`INSERT INTO conversations_base (`+convrow.Names()+`)`, len(c.convs), func(i int) []any { return c.convs[i] })
 	}
 	return time.Since(start), e.cpu().sub(before)
 }

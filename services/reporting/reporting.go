@@ -21,6 +21,7 @@ import (
 	"github.com/parley-dev/parley/libs/service"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
 	"github.com/parley-dev/parley/services/reporting/internal/api"
+	"github.com/parley-dev/parley/services/reporting/internal/prices"
 	"github.com/parley-dev/parley/services/reporting/internal/projector"
 	"github.com/parley-dev/parley/services/reporting/internal/query"
 	"github.com/parley-dev/parley/services/reporting/internal/rebuild"
@@ -103,6 +104,8 @@ func Run(ctx context.Context, cfg Config) error {
 	cfg.defaults()
 	b, err := service.Start(ctx, service.Options{
 		Name: "reporting", Config: cfg.Config, Scopes: api.Scopes(), Authenticator: cfg.Authenticator,
+		// Listing prices needs admin but changes nothing: not audited.
+		Mutating: map[string]bool{reportingv1.ReportingService_ListModelPrices_FullMethodName: false},
 	})
 	if err != nil {
 		return err
@@ -155,7 +158,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("PARLEY_REPORTING_SHARE_SECRET: %w", err)
 	}
 	srv := api.New(api.Deps{
-		Reader: query.NewReader(qch, cfg.QueryTimeout), TimeZones: b.Tenancy, Signer: signer, Links: sharelinks.New(b.PG),
+		Reader: query.NewReader(qch, cfg.QueryTimeout), TimeZones: b.Tenancy, Signer: signer, Links: sharelinks.New(b.PG), Prices: prices.New(b.PG),
 		ShareBaseURL: cfg.ShareBaseURL, ShareTTL: cfg.ShareTTL, Log: b.Log, Now: time.Now,
 	})
 	reportingv1.RegisterReportingServiceServer(b.GRPC, srv)

@@ -204,8 +204,14 @@ func (c conv) events() []*eventv1.Envelope {
 		if c.visitorMsgs > 0 {
 			eng = eventv1.Engagement_ENGAGEMENT_ENGAGED
 		}
+		ec := &eventv1.EngagementClassified{Engagement: eng}
+		if c.takeover {
+			// As lifecycle states them: the agent answered 2s after the
+			// handoff request, with a client-measured reply time of 3s.
+			ec.FirstResponseMs, ec.AgentReplies, ec.AgentResponseMsSum, ec.AverageResponseMs = proto.Uint32(2000), 1, 3000, 3000
+		}
 		add("lifecycle", func(e *eventv1.Envelope) {
-			e.Payload = &eventv1.Envelope_EngagementClassified{EngagementClassified: &eventv1.EngagementClassified{Engagement: eng}}
+			e.Payload = &eventv1.Envelope_EngagementClassified{EngagementClassified: ec}
 		})
 	}
 	return out

@@ -701,7 +701,12 @@ type ConversationStarted struct {
 	// Initial variables (e.g. from a pre-chat form).
 	Variables map[string]string `protobuf:"bytes,9,rep,name=variables,proto3" json:"variables,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Device class as parsed from the user agent ("desktop", "mobile", "tablet").
-	DeviceType    string `protobuf:"bytes,10,opt,name=device_type,json=deviceType,proto3" json:"device_type,omitempty"`
+	DeviceType string `protobuf:"bytes,10,opt,name=device_type,json=deviceType,proto3" json:"device_type,omitempty"`
+	// The bot runs in debug mode for this conversation: it sends debug_trace
+	// events for each visitor input. Readers see it in reporting's
+	// GetConversation (debug_enabled). A later conversation_started can turn
+	// it on, not off.
+	DebugEnabled  bool `protobuf:"varint,11,opt,name=debug_enabled,json=debugEnabled,proto3" json:"debug_enabled,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -804,6 +809,13 @@ func (x *ConversationStarted) GetDeviceType() string {
 		return x.DeviceType
 	}
 	return ""
+}
+
+func (x *ConversationStarted) GetDebugEnabled() bool {
+	if x != nil {
+		return x.DebugEnabled
+	}
+	return false
 }
 
 // Intent is the NLU classification of a visitor message.
@@ -1408,12 +1420,14 @@ func (x *GoalReached) GetCurrency() string {
 
 // LeadCaptured records contact details collected from the visitor.
 type LeadCaptured struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	LeadId        string                 `protobuf:"bytes,1,opt,name=lead_id,json=leadId,proto3" json:"lead_id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Email         string                 `protobuf:"bytes,3,opt,name=email,proto3" json:"email,omitempty"`
-	Phone         string                 `protobuf:"bytes,4,opt,name=phone,proto3" json:"phone,omitempty"`
-	Fields        map[string]string      `protobuf:"bytes,5,rep,name=fields,proto3" json:"fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	LeadId string                 `protobuf:"bytes,1,opt,name=lead_id,json=leadId,proto3" json:"lead_id,omitempty"`
+	Name   string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Email  string                 `protobuf:"bytes,3,opt,name=email,proto3" json:"email,omitempty"`
+	Phone  string                 `protobuf:"bytes,4,opt,name=phone,proto3" json:"phone,omitempty"`
+	Fields map[string]string      `protobuf:"bytes,5,rep,name=fields,proto3" json:"fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Message in which the visitor gave the details, when known.
+	MessageId     string `protobuf:"bytes,6,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1481,6 +1495,13 @@ func (x *LeadCaptured) GetFields() map[string]string {
 		return x.Fields
 	}
 	return nil
+}
+
+func (x *LeadCaptured) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
 }
 
 // UsageRecorded reports the cost of producing bot answers.
@@ -1901,15 +1922,28 @@ func (x *ConversationEnded) GetEndedBy() string {
 	return ""
 }
 
-// EngagementClassified is emitted by lifecycle when a conversation ends.
+// EngagementClassified is emitted by lifecycle when a conversation ends. It
+// also states the live agent's response times, which lifecycle owns
+// (docs/events.md, "Response times").
 type EngagementClassified struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Engagement      Engagement             `protobuf:"varint,1,opt,name=engagement,proto3,enum=parley.event.v1.Engagement" json:"engagement,omitempty"`
 	Resolved        bool                   `protobuf:"varint,2,opt,name=resolved,proto3" json:"resolved,omitempty"`
 	VisitorMessages uint32                 `protobuf:"varint,3,opt,name=visitor_messages,json=visitorMessages,proto3" json:"visitor_messages,omitempty"`
 	GoalsReached    uint32                 `protobuf:"varint,4,opt,name=goals_reached,json=goalsReached,proto3" json:"goals_reached,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Time from the handoff request (or the agent's join, when the agent
+	// joined first or without a request) to the first agent message. Unset
+	// when no agent message came after a handoff or a join.
+	FirstResponseMs *uint32 `protobuf:"varint,5,opt,name=first_response_ms,json=firstResponseMs,proto3,oneof" json:"first_response_ms,omitempty"`
+	// Agent replies to a visitor message, and the sum of their response times
+	// (the client's response_time_ms when given, else the time since the
+	// earliest unanswered visitor message).
+	AgentReplies       uint32 `protobuf:"varint,6,opt,name=agent_replies,json=agentReplies,proto3" json:"agent_replies,omitempty"`
+	AgentResponseMsSum uint64 `protobuf:"varint,7,opt,name=agent_response_ms_sum,json=agentResponseMsSum,proto3" json:"agent_response_ms_sum,omitempty"`
+	// agent_response_ms_sum / agent_replies, rounded down; 0 without replies.
+	AverageResponseMs uint32 `protobuf:"varint,8,opt,name=average_response_ms,json=averageResponseMs,proto3" json:"average_response_ms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *EngagementClassified) Reset() {
@@ -1966,6 +2000,34 @@ func (x *EngagementClassified) GetVisitorMessages() uint32 {
 func (x *EngagementClassified) GetGoalsReached() uint32 {
 	if x != nil {
 		return x.GoalsReached
+	}
+	return 0
+}
+
+func (x *EngagementClassified) GetFirstResponseMs() uint32 {
+	if x != nil && x.FirstResponseMs != nil {
+		return *x.FirstResponseMs
+	}
+	return 0
+}
+
+func (x *EngagementClassified) GetAgentReplies() uint32 {
+	if x != nil {
+		return x.AgentReplies
+	}
+	return 0
+}
+
+func (x *EngagementClassified) GetAgentResponseMsSum() uint64 {
+	if x != nil {
+		return x.AgentResponseMsSum
+	}
+	return 0
+}
+
+func (x *EngagementClassified) GetAverageResponseMs() uint32 {
+	if x != nil {
+		return x.AverageResponseMs
 	}
 	return 0
 }
@@ -2674,7 +2736,7 @@ const file_parley_event_v1_payloads_proto_rawDesc = "" +
 	"\bLocation\x12\x18\n" +
 	"\acountry\x18\x01 \x01(\tR\acountry\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12\x12\n" +
-	"\x04city\x18\x03 \x01(\tR\x04city\"\xa2\x04\n" +
+	"\x04city\x18\x03 \x01(\tR\x04city\"\xc7\x04\n" +
 	"\x13ConversationStarted\x12\x15\n" +
 	"\x06bot_id\x18\x01 \x01(\tR\x05botId\x122\n" +
 	"\achannel\x18\x02 \x01(\x0e2\x18.parley.event.v1.ChannelR\achannel\x125\n" +
@@ -2687,7 +2749,8 @@ const file_parley_event_v1_payloads_proto_rawDesc = "" +
 	"\tvariables\x18\t \x03(\v23.parley.event.v1.ConversationStarted.VariablesEntryR\tvariables\x12\x1f\n" +
 	"\vdevice_type\x18\n" +
 	" \x01(\tR\n" +
-	"deviceType\x1a<\n" +
+	"deviceType\x12#\n" +
+	"\rdebug_enabled\x18\v \x01(\bR\fdebugEnabled\x1a<\n" +
 	"\x0eVariablesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"<\n" +
@@ -2739,13 +2802,15 @@ const file_parley_event_v1_payloads_proto_rawDesc = "" +
 	"\agoal_id\x18\x01 \x01(\tR\x06goalId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
 	"\fvalue_micros\x18\x03 \x01(\x03R\vvalueMicros\x12\x1a\n" +
-	"\bcurrency\x18\x04 \x01(\tR\bcurrency\"\xe5\x01\n" +
+	"\bcurrency\x18\x04 \x01(\tR\bcurrency\"\x84\x02\n" +
 	"\fLeadCaptured\x12\x17\n" +
 	"\alead_id\x18\x01 \x01(\tR\x06leadId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
 	"\x05email\x18\x03 \x01(\tR\x05email\x12\x14\n" +
 	"\x05phone\x18\x04 \x01(\tR\x05phone\x12A\n" +
-	"\x06fields\x18\x05 \x03(\v2).parley.event.v1.LeadCaptured.FieldsEntryR\x06fields\x1a9\n" +
+	"\x06fields\x18\x05 \x03(\v2).parley.event.v1.LeadCaptured.FieldsEntryR\x06fields\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x06 \x01(\tR\tmessageId\x1a9\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcf\x01\n" +
@@ -2776,14 +2841,19 @@ const file_parley_event_v1_payloads_proto_rawDesc = "" +
 	"\x11ConversationEnded\x122\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1a.parley.event.v1.EndReasonR\x06reason\x12D\n" +
 	"\x10last_activity_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x0elastActivityAt\x12\x19\n" +
-	"\bended_by\x18\x03 \x01(\tR\aendedBy\"\xbf\x01\n" +
+	"\bended_by\x18\x03 \x01(\tR\aendedBy\"\x8e\x03\n" +
 	"\x14EngagementClassified\x12;\n" +
 	"\n" +
 	"engagement\x18\x01 \x01(\x0e2\x1b.parley.event.v1.EngagementR\n" +
 	"engagement\x12\x1a\n" +
 	"\bresolved\x18\x02 \x01(\bR\bresolved\x12)\n" +
 	"\x10visitor_messages\x18\x03 \x01(\rR\x0fvisitorMessages\x12#\n" +
-	"\rgoals_reached\x18\x04 \x01(\rR\fgoalsReached\"k\n" +
+	"\rgoals_reached\x18\x04 \x01(\rR\fgoalsReached\x12/\n" +
+	"\x11first_response_ms\x18\x05 \x01(\rH\x00R\x0ffirstResponseMs\x88\x01\x01\x12#\n" +
+	"\ragent_replies\x18\x06 \x01(\rR\fagentReplies\x121\n" +
+	"\x15agent_response_ms_sum\x18\a \x01(\x04R\x12agentResponseMsSum\x12.\n" +
+	"\x13average_response_ms\x18\b \x01(\rR\x11averageResponseMsB\x14\n" +
+	"\x12_first_response_ms\"k\n" +
 	"\n" +
 	"TagApplied\x12\x10\n" +
 	"\x03tag\x18\x01 \x01(\tR\x03tag\x12\x17\n" +
@@ -2992,6 +3062,7 @@ func file_parley_event_v1_payloads_proto_init() {
 	if File_parley_event_v1_payloads_proto != nil {
 		return
 	}
+	file_parley_event_v1_payloads_proto_msgTypes[20].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

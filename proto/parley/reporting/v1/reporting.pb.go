@@ -1300,26 +1300,30 @@ func (x *Message) GetResponseTimeMs() uint32 {
 
 // Conversation is one conversation in full.
 type Conversation struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	Summary    *ConversationSummary   `protobuf:"bytes,1,opt,name=summary,proto3" json:"summary,omitempty"`
-	Messages   []*Message             `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
-	Variables  map[string]string      `protobuf:"bytes,3,rep,name=variables,proto3" json:"variables,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Tags       []string               `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty"`
-	Labels     []string               `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty"`
-	Flagged    bool                   `protobuf:"varint,6,opt,name=flagged,proto3" json:"flagged,omitempty"`
-	CostMicros int64                  `protobuf:"varint,7,opt,name=cost_micros,json=costMicros,proto3" json:"cost_micros,omitempty"`
-	Tokens     uint64                 `protobuf:"varint,8,opt,name=tokens,proto3" json:"tokens,omitempty"`
-	TraceIds   []string               `protobuf:"bytes,9,rep,name=trace_ids,json=traceIds,proto3" json:"trace_ids,omitempty"`
-	ShareUrl   string                 `protobuf:"bytes,10,opt,name=share_url,json=shareUrl,proto3" json:"share_url,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Summary   *ConversationSummary   `protobuf:"bytes,1,opt,name=summary,proto3" json:"summary,omitempty"`
+	Messages  []*Message             `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
+	Variables map[string]string      `protobuf:"bytes,3,rep,name=variables,proto3" json:"variables,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Tags      []string               `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty"`
+	Labels    []string               `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty"`
+	Flagged   bool                   `protobuf:"varint,6,opt,name=flagged,proto3" json:"flagged,omitempty"`
+	// Total cost in micros of `currency`, only when all usage is in one
+	// currency (0 otherwise: see cost_by_currency).
+	CostMicros int64    `protobuf:"varint,7,opt,name=cost_micros,json=costMicros,proto3" json:"cost_micros,omitempty"`
+	Tokens     uint64   `protobuf:"varint,8,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	TraceIds   []string `protobuf:"bytes,9,rep,name=trace_ids,json=traceIds,proto3" json:"trace_ids,omitempty"`
+	ShareUrl   string   `protobuf:"bytes,10,opt,name=share_url,json=shareUrl,proto3" json:"share_url,omitempty"`
 	// Flows started, completed, and where the visitor dropped off
 	// ("flow_id/step_id/node_id").
-	FlowsStarted      []string               `protobuf:"bytes,11,rep,name=flows_started,json=flowsStarted,proto3" json:"flows_started,omitempty"`
-	FlowsCompleted    []string               `protobuf:"bytes,12,rep,name=flows_completed,json=flowsCompleted,proto3" json:"flows_completed,omitempty"`
-	FlowDrops         []string               `protobuf:"bytes,13,rep,name=flow_drops,json=flowDrops,proto3" json:"flow_drops,omitempty"`
-	Leads             uint32                 `protobuf:"varint,14,opt,name=leads,proto3" json:"leads,omitempty"`
-	PageUrls          []string               `protobuf:"bytes,15,rep,name=page_urls,json=pageUrls,proto3" json:"page_urls,omitempty"`
-	TakeoverAt        *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=takeover_at,json=takeoverAt,proto3" json:"takeover_at,omitempty"`
-	Agents            []string               `protobuf:"bytes,17,rep,name=agents,proto3" json:"agents,omitempty"`
+	FlowsStarted   []string               `protobuf:"bytes,11,rep,name=flows_started,json=flowsStarted,proto3" json:"flows_started,omitempty"`
+	FlowsCompleted []string               `protobuf:"bytes,12,rep,name=flows_completed,json=flowsCompleted,proto3" json:"flows_completed,omitempty"`
+	FlowDrops      []string               `protobuf:"bytes,13,rep,name=flow_drops,json=flowDrops,proto3" json:"flow_drops,omitempty"`
+	Leads          uint32                 `protobuf:"varint,14,opt,name=leads,proto3" json:"leads,omitempty"`
+	PageUrls       []string               `protobuf:"bytes,15,rep,name=page_urls,json=pageUrls,proto3" json:"page_urls,omitempty"`
+	TakeoverAt     *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=takeover_at,json=takeoverAt,proto3" json:"takeover_at,omitempty"`
+	Agents         []string               `protobuf:"bytes,17,rep,name=agents,proto3" json:"agents,omitempty"`
+	// The live agent's first and average response times as lifecycle states
+	// them when the conversation ends (docs/events.md, "Response times").
 	FirstResponseMs   uint32                 `protobuf:"varint,18,opt,name=first_response_ms,json=firstResponseMs,proto3" json:"first_response_ms,omitempty"`
 	AverageResponseMs uint32                 `protobuf:"varint,19,opt,name=average_response_ms,json=averageResponseMs,proto3" json:"average_response_ms,omitempty"`
 	InputTokens       uint64                 `protobuf:"varint,20,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
@@ -1329,9 +1333,34 @@ type Conversation struct {
 	// Set when the transcript continues on another page.
 	NextPageToken string `protobuf:"bytes,24,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	// Id of the share link in share_url (for RevokeShareLink).
-	ShareLinkId   string `protobuf:"bytes,25,opt,name=share_link_id,json=shareLinkId,proto3" json:"share_link_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ShareLinkId string `protobuf:"bytes,25,opt,name=share_link_id,json=shareLinkId,proto3" json:"share_link_id,omitempty"`
+	// The bot's debug steps, one trace per visitor input, oldest first (from
+	// debug_trace events; at most 1000).
+	DebugTraces []*DebugTrace `protobuf:"bytes,26,rep,name=debug_traces,json=debugTraces,proto3" json:"debug_traces,omitempty"`
+	// Whether the bot runs in debug mode for this conversation
+	// (conversation_started.debug_enabled).
+	DebugEnabled bool `protobuf:"varint,27,opt,name=debug_enabled,json=debugEnabled,proto3" json:"debug_enabled,omitempty"`
+	// Contact details the visitor gave, oldest first (lead_captured; at most
+	// 1000). `leads` counts them all.
+	LeadRecords []*Lead `protobuf:"bytes,28,rep,name=lead_records,json=leadRecords,proto3" json:"lead_records,omitempty"`
+	// The variables with where each came from, sorted by key.
+	VariableDetails []*Variable `protobuf:"bytes,29,rep,name=variable_details,json=variableDetails,proto3" json:"variable_details,omitempty"`
+	// Page where the conversation began, and its referrer.
+	StartPageUrl string `protobuf:"bytes,30,opt,name=start_page_url,json=startPageUrl,proto3" json:"start_page_url,omitempty"`
+	Referrer     string `protobuf:"bytes,31,opt,name=referrer,proto3" json:"referrer,omitempty"`
+	// Cost and tokens per model and currency.
+	Usage []*ModelUsage `protobuf:"bytes,32,rep,name=usage,proto3" json:"usage,omitempty"`
+	// Cost per currency. Amounts in different currencies are never added.
+	CostByCurrency []*CurrencyCost `protobuf:"bytes,33,rep,name=cost_by_currency,json=costByCurrency,proto3" json:"cost_by_currency,omitempty"`
+	// Currency of cost_micros: set when all usage is in one currency; empty
+	// (and cost_micros 0) when it is in several, see cost_by_currency.
+	Currency string `protobuf:"bytes,34,opt,name=currency,proto3" json:"currency,omitempty"`
+	// Average of the client's response_time_ms over bot messages (bot
+	// latency; first_response_ms and average_response_ms are the live
+	// agent's, stated by lifecycle).
+	BotAverageResponseMs uint32 `protobuf:"varint,35,opt,name=bot_average_response_ms,json=botAverageResponseMs,proto3" json:"bot_average_response_ms,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Conversation) Reset() {
@@ -1537,6 +1566,76 @@ func (x *Conversation) GetShareLinkId() string {
 		return x.ShareLinkId
 	}
 	return ""
+}
+
+func (x *Conversation) GetDebugTraces() []*DebugTrace {
+	if x != nil {
+		return x.DebugTraces
+	}
+	return nil
+}
+
+func (x *Conversation) GetDebugEnabled() bool {
+	if x != nil {
+		return x.DebugEnabled
+	}
+	return false
+}
+
+func (x *Conversation) GetLeadRecords() []*Lead {
+	if x != nil {
+		return x.LeadRecords
+	}
+	return nil
+}
+
+func (x *Conversation) GetVariableDetails() []*Variable {
+	if x != nil {
+		return x.VariableDetails
+	}
+	return nil
+}
+
+func (x *Conversation) GetStartPageUrl() string {
+	if x != nil {
+		return x.StartPageUrl
+	}
+	return ""
+}
+
+func (x *Conversation) GetReferrer() string {
+	if x != nil {
+		return x.Referrer
+	}
+	return ""
+}
+
+func (x *Conversation) GetUsage() []*ModelUsage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *Conversation) GetCostByCurrency() []*CurrencyCost {
+	if x != nil {
+		return x.CostByCurrency
+	}
+	return nil
+}
+
+func (x *Conversation) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *Conversation) GetBotAverageResponseMs() uint32 {
+	if x != nil {
+		return x.BotAverageResponseMs
+	}
+	return 0
 }
 
 // GetDashboardRequest selects conversations for the dashboard.
@@ -2049,6 +2148,573 @@ func (x *ReportRow) GetValues() []string {
 	return nil
 }
 
+// DebugTrace is what the bot did for one visitor input.
+type DebugTrace struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The visitor message the trace is for.
+	MessageId     string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	Steps         []*v1.DebugStep        `protobuf:"bytes,3,rep,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DebugTrace) Reset() {
+	*x = DebugTrace{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugTrace) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugTrace) ProtoMessage() {}
+
+func (x *DebugTrace) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugTrace.ProtoReflect.Descriptor instead.
+func (*DebugTrace) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DebugTrace) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *DebugTrace) GetOccurredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OccurredAt
+	}
+	return nil
+}
+
+func (x *DebugTrace) GetSteps() []*v1.DebugStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+// Lead is one lead_captured event.
+type Lead struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	LeadId     string                 `protobuf:"bytes,1,opt,name=lead_id,json=leadId,proto3" json:"lead_id,omitempty"`
+	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Email      string                 `protobuf:"bytes,3,opt,name=email,proto3" json:"email,omitempty"`
+	Phone      string                 `protobuf:"bytes,4,opt,name=phone,proto3" json:"phone,omitempty"`
+	Fields     map[string]string      `protobuf:"bytes,5,rep,name=fields,proto3" json:"fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	CapturedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=captured_at,json=capturedAt,proto3" json:"captured_at,omitempty"`
+	// Message in which the visitor gave the details, when known.
+	MessageId     string `protobuf:"bytes,7,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lead) Reset() {
+	*x = Lead{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lead) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lead) ProtoMessage() {}
+
+func (x *Lead) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lead.ProtoReflect.Descriptor instead.
+func (*Lead) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Lead) GetLeadId() string {
+	if x != nil {
+		return x.LeadId
+	}
+	return ""
+}
+
+func (x *Lead) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Lead) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+func (x *Lead) GetPhone() string {
+	if x != nil {
+		return x.Phone
+	}
+	return ""
+}
+
+func (x *Lead) GetFields() map[string]string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+func (x *Lead) GetCapturedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CapturedAt
+	}
+	return nil
+}
+
+func (x *Lead) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+// Variable is one conversation variable and where its value came from.
+type Variable struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// PRE_CHAT_FORM for conversation_started.variables, else the source of
+	// the variables_captured that set it last (UNSPECIFIED when not given).
+	Source        v1.VariableSource `protobuf:"varint,3,opt,name=source,proto3,enum=parley.event.v1.VariableSource" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Variable) Reset() {
+	*x = Variable{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Variable) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Variable) ProtoMessage() {}
+
+func (x *Variable) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Variable.ProtoReflect.Descriptor instead.
+func (*Variable) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Variable) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Variable) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *Variable) GetSource() v1.VariableSource {
+	if x != nil {
+		return x.Source
+	}
+	return v1.VariableSource(0)
+}
+
+// ModelUsage is the usage of one model, in one currency.
+type ModelUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Model string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// ISO 4217; USD when the bot sent none.
+	Currency     string `protobuf:"bytes,2,opt,name=currency,proto3" json:"currency,omitempty"`
+	CostMicros   int64  `protobuf:"varint,3,opt,name=cost_micros,json=costMicros,proto3" json:"cost_micros,omitempty"`
+	InputTokens  uint64 `protobuf:"varint,4,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	OutputTokens uint64 `protobuf:"varint,5,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	// The bot sent no cost: cost_micros (and currency) come from the tenant's
+	// model price table.
+	CostEstimated bool `protobuf:"varint,6,opt,name=cost_estimated,json=costEstimated,proto3" json:"cost_estimated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelUsage) Reset() {
+	*x = ModelUsage{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelUsage) ProtoMessage() {}
+
+func (x *ModelUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelUsage.ProtoReflect.Descriptor instead.
+func (*ModelUsage) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ModelUsage) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ModelUsage) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *ModelUsage) GetCostMicros() int64 {
+	if x != nil {
+		return x.CostMicros
+	}
+	return 0
+}
+
+func (x *ModelUsage) GetInputTokens() uint64 {
+	if x != nil {
+		return x.InputTokens
+	}
+	return 0
+}
+
+func (x *ModelUsage) GetOutputTokens() uint64 {
+	if x != nil {
+		return x.OutputTokens
+	}
+	return 0
+}
+
+func (x *ModelUsage) GetCostEstimated() bool {
+	if x != nil {
+		return x.CostEstimated
+	}
+	return false
+}
+
+// CurrencyCost is a cost total in one currency.
+type CurrencyCost struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Currency      string                 `protobuf:"bytes,1,opt,name=currency,proto3" json:"currency,omitempty"`
+	CostMicros    int64                  `protobuf:"varint,2,opt,name=cost_micros,json=costMicros,proto3" json:"cost_micros,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CurrencyCost) Reset() {
+	*x = CurrencyCost{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CurrencyCost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CurrencyCost) ProtoMessage() {}
+
+func (x *CurrencyCost) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CurrencyCost.ProtoReflect.Descriptor instead.
+func (*CurrencyCost) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CurrencyCost) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *CurrencyCost) GetCostMicros() int64 {
+	if x != nil {
+		return x.CostMicros
+	}
+	return 0
+}
+
+// ModelPrice is what one model costs the tenant, per million tokens.
+type ModelPrice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Model name as usage_recorded.model sends it (1-128 characters).
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// ISO 4217 code, three upper-case letters.
+	Currency string `protobuf:"bytes,2,opt,name=currency,proto3" json:"currency,omitempty"`
+	// Micros of currency per million input / output tokens.
+	InputMicrosPerMillion  uint64                 `protobuf:"varint,3,opt,name=input_micros_per_million,json=inputMicrosPerMillion,proto3" json:"input_micros_per_million,omitempty"`
+	OutputMicrosPerMillion uint64                 `protobuf:"varint,4,opt,name=output_micros_per_million,json=outputMicrosPerMillion,proto3" json:"output_micros_per_million,omitempty"`
+	UpdatedAt              *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *ModelPrice) Reset() {
+	*x = ModelPrice{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelPrice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelPrice) ProtoMessage() {}
+
+func (x *ModelPrice) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelPrice.ProtoReflect.Descriptor instead.
+func (*ModelPrice) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ModelPrice) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ModelPrice) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *ModelPrice) GetInputMicrosPerMillion() uint64 {
+	if x != nil {
+		return x.InputMicrosPerMillion
+	}
+	return 0
+}
+
+func (x *ModelPrice) GetOutputMicrosPerMillion() uint64 {
+	if x != nil {
+		return x.OutputMicrosPerMillion
+	}
+	return 0
+}
+
+func (x *ModelPrice) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// SetModelPriceRequest sets one model's price.
+type SetModelPriceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Price         *ModelPrice            `protobuf:"bytes,1,opt,name=price,proto3" json:"price,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetModelPriceRequest) Reset() {
+	*x = SetModelPriceRequest{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetModelPriceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetModelPriceRequest) ProtoMessage() {}
+
+func (x *SetModelPriceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetModelPriceRequest.ProtoReflect.Descriptor instead.
+func (*SetModelPriceRequest) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *SetModelPriceRequest) GetPrice() *ModelPrice {
+	if x != nil {
+		return x.Price
+	}
+	return nil
+}
+
+// ListModelPricesRequest lists the caller tenant's model prices.
+type ListModelPricesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListModelPricesRequest) Reset() {
+	*x = ListModelPricesRequest{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListModelPricesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListModelPricesRequest) ProtoMessage() {}
+
+func (x *ListModelPricesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListModelPricesRequest.ProtoReflect.Descriptor instead.
+func (*ListModelPricesRequest) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{28}
+}
+
+// ListModelPricesResponse holds the tenant's prices by model.
+type ListModelPricesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Prices        []*ModelPrice          `protobuf:"bytes,1,rep,name=prices,proto3" json:"prices,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListModelPricesResponse) Reset() {
+	*x = ListModelPricesResponse{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListModelPricesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListModelPricesResponse) ProtoMessage() {}
+
+func (x *ListModelPricesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListModelPricesResponse.ProtoReflect.Descriptor instead.
+func (*ListModelPricesResponse) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListModelPricesResponse) GetPrices() []*ModelPrice {
+	if x != nil {
+		return x.Prices
+	}
+	return nil
+}
+
 var File_parley_reporting_v1_reporting_proto protoreflect.FileDescriptor
 
 const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
@@ -2190,7 +2856,7 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\anode_id\x18\n" +
 	" \x01(\tR\x06nodeId\x12\x19\n" +
 	"\bagent_id\x18\v \x01(\tR\aagentId\x12(\n" +
-	"\x10response_time_ms\x18\f \x01(\rR\x0eresponseTimeMs\"\x98\b\n" +
+	"\x10response_time_ms\x18\f \x01(\rR\x0eresponseTimeMs\"\xa2\f\n" +
 	"\fConversation\x12B\n" +
 	"\asummary\x18\x01 \x01(\v2(.parley.reporting.v1.ConversationSummaryR\asummary\x128\n" +
 	"\bmessages\x18\x02 \x03(\v2\x1c.parley.reporting.v1.MessageR\bmessages\x12N\n" +
@@ -2220,7 +2886,17 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\amarkers\x18\x16 \x03(\tR\amarkers\x12D\n" +
 	"\x10share_expires_at\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x0eshareExpiresAt\x12&\n" +
 	"\x0fnext_page_token\x18\x18 \x01(\tR\rnextPageToken\x12\"\n" +
-	"\rshare_link_id\x18\x19 \x01(\tR\vshareLinkId\x1a<\n" +
+	"\rshare_link_id\x18\x19 \x01(\tR\vshareLinkId\x12B\n" +
+	"\fdebug_traces\x18\x1a \x03(\v2\x1f.parley.reporting.v1.DebugTraceR\vdebugTraces\x12#\n" +
+	"\rdebug_enabled\x18\x1b \x01(\bR\fdebugEnabled\x12<\n" +
+	"\flead_records\x18\x1c \x03(\v2\x19.parley.reporting.v1.LeadR\vleadRecords\x12H\n" +
+	"\x10variable_details\x18\x1d \x03(\v2\x1d.parley.reporting.v1.VariableR\x0fvariableDetails\x12$\n" +
+	"\x0estart_page_url\x18\x1e \x01(\tR\fstartPageUrl\x12\x1a\n" +
+	"\breferrer\x18\x1f \x01(\tR\breferrer\x125\n" +
+	"\x05usage\x18  \x03(\v2\x1f.parley.reporting.v1.ModelUsageR\x05usage\x12K\n" +
+	"\x10cost_by_currency\x18! \x03(\v2!.parley.reporting.v1.CurrencyCostR\x0ecostByCurrency\x12\x1a\n" +
+	"\bcurrency\x18\" \x01(\tR\bcurrency\x125\n" +
+	"\x17bot_average_response_ms\x18# \x01(\rR\x14botAverageResponseMs\x1a<\n" +
 	"\x0eVariablesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"J\n" +
@@ -2261,7 +2937,57 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\x04rows\x18\x02 \x03(\v2\x1e.parley.reporting.v1.ReportRowR\x04rows\x12\x1c\n" +
 	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"#\n" +
 	"\tReportRow\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values2\xcd\x05\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"\x9a\x01\n" +
+	"\n" +
+	"DebugTrace\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12;\n" +
+	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"occurredAt\x120\n" +
+	"\x05steps\x18\x03 \x03(\v2\x1a.parley.event.v1.DebugStepR\x05steps\"\xb5\x02\n" +
+	"\x04Lead\x12\x17\n" +
+	"\alead_id\x18\x01 \x01(\tR\x06leadId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05email\x18\x03 \x01(\tR\x05email\x12\x14\n" +
+	"\x05phone\x18\x04 \x01(\tR\x05phone\x12=\n" +
+	"\x06fields\x18\x05 \x03(\v2%.parley.reporting.v1.Lead.FieldsEntryR\x06fields\x12;\n" +
+	"\vcaptured_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"capturedAt\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\a \x01(\tR\tmessageId\x1a9\n" +
+	"\vFieldsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"k\n" +
+	"\bVariable\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x127\n" +
+	"\x06source\x18\x03 \x01(\x0e2\x1f.parley.event.v1.VariableSourceR\x06source\"\xce\x01\n" +
+	"\n" +
+	"ModelUsage\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
+	"\bcurrency\x18\x02 \x01(\tR\bcurrency\x12\x1f\n" +
+	"\vcost_micros\x18\x03 \x01(\x03R\n" +
+	"costMicros\x12!\n" +
+	"\finput_tokens\x18\x04 \x01(\x04R\vinputTokens\x12#\n" +
+	"\routput_tokens\x18\x05 \x01(\x04R\foutputTokens\x12%\n" +
+	"\x0ecost_estimated\x18\x06 \x01(\bR\rcostEstimated\"K\n" +
+	"\fCurrencyCost\x12\x1a\n" +
+	"\bcurrency\x18\x01 \x01(\tR\bcurrency\x12\x1f\n" +
+	"\vcost_micros\x18\x02 \x01(\x03R\n" +
+	"costMicros\"\xed\x01\n" +
+	"\n" +
+	"ModelPrice\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
+	"\bcurrency\x18\x02 \x01(\tR\bcurrency\x127\n" +
+	"\x18input_micros_per_million\x18\x03 \x01(\x04R\x15inputMicrosPerMillion\x129\n" +
+	"\x19output_micros_per_million\x18\x04 \x01(\x04R\x16outputMicrosPerMillion\x129\n" +
+	"\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"M\n" +
+	"\x14SetModelPriceRequest\x125\n" +
+	"\x05price\x18\x01 \x01(\v2\x1f.parley.reporting.v1.ModelPriceR\x05price\"\x18\n" +
+	"\x16ListModelPricesRequest\"R\n" +
+	"\x17ListModelPricesResponse\x127\n" +
+	"\x06prices\x18\x01 \x03(\v2\x1f.parley.reporting.v1.ModelPriceR\x06prices2\x98\a\n" +
 	"\x10ReportingService\x12r\n" +
 	"\x11ListConversations\x12-.parley.reporting.v1.ListConversationsRequest\x1a..parley.reporting.v1.ListConversationsResponse\x12a\n" +
 	"\x0fGetConversation\x12+.parley.reporting.v1.GetConversationRequest\x1a!.parley.reporting.v1.Conversation\x12X\n" +
@@ -2269,7 +2995,9 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\tRunReport\x12%.parley.reporting.v1.RunReportRequest\x1a\x1b.parley.reporting.v1.Report\x12l\n" +
 	"\x12RebuildProjections\x12..parley.reporting.v1.RebuildProjectionsRequest\x1a$.parley.reporting.v1.RebuildProgress0\x01\x12i\n" +
 	"\x0eListShareLinks\x12*.parley.reporting.v1.ListShareLinksRequest\x1a+.parley.reporting.v1.ListShareLinksResponse\x12^\n" +
-	"\x0fRevokeShareLink\x12+.parley.reporting.v1.RevokeShareLinkRequest\x1a\x1e.parley.reporting.v1.ShareLinkBDZBgithub.com/parley-dev/parley/proto/parley/reporting/v1;reportingv1b\x06proto3"
+	"\x0fRevokeShareLink\x12+.parley.reporting.v1.RevokeShareLinkRequest\x1a\x1e.parley.reporting.v1.ShareLink\x12[\n" +
+	"\rSetModelPrice\x12).parley.reporting.v1.SetModelPriceRequest\x1a\x1f.parley.reporting.v1.ModelPrice\x12l\n" +
+	"\x0fListModelPrices\x12+.parley.reporting.v1.ListModelPricesRequest\x1a,.parley.reporting.v1.ListModelPricesResponseBDZBgithub.com/parley-dev/parley/proto/parley/reporting/v1;reportingv1b\x06proto3"
 
 var (
 	file_parley_reporting_v1_reporting_proto_rawDescOnce sync.Once
@@ -2283,7 +3011,7 @@ func file_parley_reporting_v1_reporting_proto_rawDescGZIP() []byte {
 	return file_parley_reporting_v1_reporting_proto_rawDescData
 }
 
-var file_parley_reporting_v1_reporting_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_parley_reporting_v1_reporting_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_parley_reporting_v1_reporting_proto_goTypes = []any{
 	(*ListShareLinksRequest)(nil),     // 0: parley.reporting.v1.ListShareLinksRequest
 	(*ListShareLinksResponse)(nil),    // 1: parley.reporting.v1.ListShareLinksResponse
@@ -2306,72 +3034,101 @@ var file_parley_reporting_v1_reporting_proto_goTypes = []any{
 	(*RunReportRequest)(nil),          // 18: parley.reporting.v1.RunReportRequest
 	(*Report)(nil),                    // 19: parley.reporting.v1.Report
 	(*ReportRow)(nil),                 // 20: parley.reporting.v1.ReportRow
-	nil,                               // 21: parley.reporting.v1.Conversation.VariablesEntry
-	(*timestamppb.Timestamp)(nil),     // 22: google.protobuf.Timestamp
-	(v1.Channel)(0),                   // 23: parley.event.v1.Channel
-	(v1.Platform)(0),                  // 24: parley.event.v1.Platform
-	(v1.ConversationType)(0),          // 25: parley.event.v1.ConversationType
-	(v1.Engagement)(0),                // 26: parley.event.v1.Engagement
-	(v1.EndReason)(0),                 // 27: parley.event.v1.EndReason
-	(v1.Role)(0),                      // 28: parley.event.v1.Role
+	(*DebugTrace)(nil),                // 21: parley.reporting.v1.DebugTrace
+	(*Lead)(nil),                      // 22: parley.reporting.v1.Lead
+	(*Variable)(nil),                  // 23: parley.reporting.v1.Variable
+	(*ModelUsage)(nil),                // 24: parley.reporting.v1.ModelUsage
+	(*CurrencyCost)(nil),              // 25: parley.reporting.v1.CurrencyCost
+	(*ModelPrice)(nil),                // 26: parley.reporting.v1.ModelPrice
+	(*SetModelPriceRequest)(nil),      // 27: parley.reporting.v1.SetModelPriceRequest
+	(*ListModelPricesRequest)(nil),    // 28: parley.reporting.v1.ListModelPricesRequest
+	(*ListModelPricesResponse)(nil),   // 29: parley.reporting.v1.ListModelPricesResponse
+	nil,                               // 30: parley.reporting.v1.Conversation.VariablesEntry
+	nil,                               // 31: parley.reporting.v1.Lead.FieldsEntry
+	(*timestamppb.Timestamp)(nil),     // 32: google.protobuf.Timestamp
+	(v1.Channel)(0),                   // 33: parley.event.v1.Channel
+	(v1.Platform)(0),                  // 34: parley.event.v1.Platform
+	(v1.ConversationType)(0),          // 35: parley.event.v1.ConversationType
+	(v1.Engagement)(0),                // 36: parley.event.v1.Engagement
+	(v1.EndReason)(0),                 // 37: parley.event.v1.EndReason
+	(v1.Role)(0),                      // 38: parley.event.v1.Role
+	(*v1.DebugStep)(nil),              // 39: parley.event.v1.DebugStep
+	(v1.VariableSource)(0),            // 40: parley.event.v1.VariableSource
 }
 var file_parley_reporting_v1_reporting_proto_depIdxs = []int32{
 	3,  // 0: parley.reporting.v1.ListShareLinksResponse.links:type_name -> parley.reporting.v1.ShareLink
-	22, // 1: parley.reporting.v1.ShareLink.created_at:type_name -> google.protobuf.Timestamp
-	22, // 2: parley.reporting.v1.ShareLink.expires_at:type_name -> google.protobuf.Timestamp
-	22, // 3: parley.reporting.v1.ShareLink.revoked_at:type_name -> google.protobuf.Timestamp
-	22, // 4: parley.reporting.v1.TimeRange.from:type_name -> google.protobuf.Timestamp
-	22, // 5: parley.reporting.v1.TimeRange.to:type_name -> google.protobuf.Timestamp
+	32, // 1: parley.reporting.v1.ShareLink.created_at:type_name -> google.protobuf.Timestamp
+	32, // 2: parley.reporting.v1.ShareLink.expires_at:type_name -> google.protobuf.Timestamp
+	32, // 3: parley.reporting.v1.ShareLink.revoked_at:type_name -> google.protobuf.Timestamp
+	32, // 4: parley.reporting.v1.TimeRange.from:type_name -> google.protobuf.Timestamp
+	32, // 5: parley.reporting.v1.TimeRange.to:type_name -> google.protobuf.Timestamp
 	6,  // 6: parley.reporting.v1.Filter.time_range:type_name -> parley.reporting.v1.TimeRange
-	23, // 7: parley.reporting.v1.Filter.channels:type_name -> parley.event.v1.Channel
-	24, // 8: parley.reporting.v1.Filter.platforms:type_name -> parley.event.v1.Platform
-	25, // 9: parley.reporting.v1.Filter.types:type_name -> parley.event.v1.ConversationType
-	26, // 10: parley.reporting.v1.Filter.engagements:type_name -> parley.event.v1.Engagement
-	27, // 11: parley.reporting.v1.Filter.end_reasons:type_name -> parley.event.v1.EndReason
+	33, // 7: parley.reporting.v1.Filter.channels:type_name -> parley.event.v1.Channel
+	34, // 8: parley.reporting.v1.Filter.platforms:type_name -> parley.event.v1.Platform
+	35, // 9: parley.reporting.v1.Filter.types:type_name -> parley.event.v1.ConversationType
+	36, // 10: parley.reporting.v1.Filter.engagements:type_name -> parley.event.v1.Engagement
+	37, // 11: parley.reporting.v1.Filter.end_reasons:type_name -> parley.event.v1.EndReason
 	7,  // 12: parley.reporting.v1.ListConversationsRequest.filter:type_name -> parley.reporting.v1.Filter
-	23, // 13: parley.reporting.v1.ConversationSummary.channel:type_name -> parley.event.v1.Channel
-	24, // 14: parley.reporting.v1.ConversationSummary.platform:type_name -> parley.event.v1.Platform
-	25, // 15: parley.reporting.v1.ConversationSummary.type:type_name -> parley.event.v1.ConversationType
-	22, // 16: parley.reporting.v1.ConversationSummary.started_at:type_name -> google.protobuf.Timestamp
-	22, // 17: parley.reporting.v1.ConversationSummary.last_activity_at:type_name -> google.protobuf.Timestamp
-	27, // 18: parley.reporting.v1.ConversationSummary.end_reason:type_name -> parley.event.v1.EndReason
-	22, // 19: parley.reporting.v1.ConversationSummary.ended_at:type_name -> google.protobuf.Timestamp
-	26, // 20: parley.reporting.v1.ConversationSummary.engagement:type_name -> parley.event.v1.Engagement
+	33, // 13: parley.reporting.v1.ConversationSummary.channel:type_name -> parley.event.v1.Channel
+	34, // 14: parley.reporting.v1.ConversationSummary.platform:type_name -> parley.event.v1.Platform
+	35, // 15: parley.reporting.v1.ConversationSummary.type:type_name -> parley.event.v1.ConversationType
+	32, // 16: parley.reporting.v1.ConversationSummary.started_at:type_name -> google.protobuf.Timestamp
+	32, // 17: parley.reporting.v1.ConversationSummary.last_activity_at:type_name -> google.protobuf.Timestamp
+	37, // 18: parley.reporting.v1.ConversationSummary.end_reason:type_name -> parley.event.v1.EndReason
+	32, // 19: parley.reporting.v1.ConversationSummary.ended_at:type_name -> google.protobuf.Timestamp
+	36, // 20: parley.reporting.v1.ConversationSummary.engagement:type_name -> parley.event.v1.Engagement
 	9,  // 21: parley.reporting.v1.ListConversationsResponse.conversations:type_name -> parley.reporting.v1.ConversationSummary
-	28, // 22: parley.reporting.v1.Message.role:type_name -> parley.event.v1.Role
-	22, // 23: parley.reporting.v1.Message.occurred_at:type_name -> google.protobuf.Timestamp
+	38, // 22: parley.reporting.v1.Message.role:type_name -> parley.event.v1.Role
+	32, // 23: parley.reporting.v1.Message.occurred_at:type_name -> google.protobuf.Timestamp
 	9,  // 24: parley.reporting.v1.Conversation.summary:type_name -> parley.reporting.v1.ConversationSummary
 	12, // 25: parley.reporting.v1.Conversation.messages:type_name -> parley.reporting.v1.Message
-	21, // 26: parley.reporting.v1.Conversation.variables:type_name -> parley.reporting.v1.Conversation.VariablesEntry
-	22, // 27: parley.reporting.v1.Conversation.takeover_at:type_name -> google.protobuf.Timestamp
-	22, // 28: parley.reporting.v1.Conversation.share_expires_at:type_name -> google.protobuf.Timestamp
-	7,  // 29: parley.reporting.v1.GetDashboardRequest.filter:type_name -> parley.reporting.v1.Filter
-	16, // 30: parley.reporting.v1.Dashboard.statuses:type_name -> parley.reporting.v1.Count
-	17, // 31: parley.reporting.v1.Dashboard.trend:type_name -> parley.reporting.v1.DayCount
-	16, // 32: parley.reporting.v1.Dashboard.countries:type_name -> parley.reporting.v1.Count
-	16, // 33: parley.reporting.v1.Dashboard.cities:type_name -> parley.reporting.v1.Count
-	16, // 34: parley.reporting.v1.Dashboard.top_tags:type_name -> parley.reporting.v1.Count
-	7,  // 35: parley.reporting.v1.RunReportRequest.filter:type_name -> parley.reporting.v1.Filter
-	20, // 36: parley.reporting.v1.Report.rows:type_name -> parley.reporting.v1.ReportRow
-	8,  // 37: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
-	11, // 38: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
-	14, // 39: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
-	18, // 40: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
-	4,  // 41: parley.reporting.v1.ReportingService.RebuildProjections:input_type -> parley.reporting.v1.RebuildProjectionsRequest
-	0,  // 42: parley.reporting.v1.ReportingService.ListShareLinks:input_type -> parley.reporting.v1.ListShareLinksRequest
-	2,  // 43: parley.reporting.v1.ReportingService.RevokeShareLink:input_type -> parley.reporting.v1.RevokeShareLinkRequest
-	10, // 44: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
-	13, // 45: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
-	15, // 46: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
-	19, // 47: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
-	5,  // 48: parley.reporting.v1.ReportingService.RebuildProjections:output_type -> parley.reporting.v1.RebuildProgress
-	1,  // 49: parley.reporting.v1.ReportingService.ListShareLinks:output_type -> parley.reporting.v1.ListShareLinksResponse
-	3,  // 50: parley.reporting.v1.ReportingService.RevokeShareLink:output_type -> parley.reporting.v1.ShareLink
-	44, // [44:51] is the sub-list for method output_type
-	37, // [37:44] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	30, // 26: parley.reporting.v1.Conversation.variables:type_name -> parley.reporting.v1.Conversation.VariablesEntry
+	32, // 27: parley.reporting.v1.Conversation.takeover_at:type_name -> google.protobuf.Timestamp
+	32, // 28: parley.reporting.v1.Conversation.share_expires_at:type_name -> google.protobuf.Timestamp
+	21, // 29: parley.reporting.v1.Conversation.debug_traces:type_name -> parley.reporting.v1.DebugTrace
+	22, // 30: parley.reporting.v1.Conversation.lead_records:type_name -> parley.reporting.v1.Lead
+	23, // 31: parley.reporting.v1.Conversation.variable_details:type_name -> parley.reporting.v1.Variable
+	24, // 32: parley.reporting.v1.Conversation.usage:type_name -> parley.reporting.v1.ModelUsage
+	25, // 33: parley.reporting.v1.Conversation.cost_by_currency:type_name -> parley.reporting.v1.CurrencyCost
+	7,  // 34: parley.reporting.v1.GetDashboardRequest.filter:type_name -> parley.reporting.v1.Filter
+	16, // 35: parley.reporting.v1.Dashboard.statuses:type_name -> parley.reporting.v1.Count
+	17, // 36: parley.reporting.v1.Dashboard.trend:type_name -> parley.reporting.v1.DayCount
+	16, // 37: parley.reporting.v1.Dashboard.countries:type_name -> parley.reporting.v1.Count
+	16, // 38: parley.reporting.v1.Dashboard.cities:type_name -> parley.reporting.v1.Count
+	16, // 39: parley.reporting.v1.Dashboard.top_tags:type_name -> parley.reporting.v1.Count
+	7,  // 40: parley.reporting.v1.RunReportRequest.filter:type_name -> parley.reporting.v1.Filter
+	20, // 41: parley.reporting.v1.Report.rows:type_name -> parley.reporting.v1.ReportRow
+	32, // 42: parley.reporting.v1.DebugTrace.occurred_at:type_name -> google.protobuf.Timestamp
+	39, // 43: parley.reporting.v1.DebugTrace.steps:type_name -> parley.event.v1.DebugStep
+	31, // 44: parley.reporting.v1.Lead.fields:type_name -> parley.reporting.v1.Lead.FieldsEntry
+	32, // 45: parley.reporting.v1.Lead.captured_at:type_name -> google.protobuf.Timestamp
+	40, // 46: parley.reporting.v1.Variable.source:type_name -> parley.event.v1.VariableSource
+	32, // 47: parley.reporting.v1.ModelPrice.updated_at:type_name -> google.protobuf.Timestamp
+	26, // 48: parley.reporting.v1.SetModelPriceRequest.price:type_name -> parley.reporting.v1.ModelPrice
+	26, // 49: parley.reporting.v1.ListModelPricesResponse.prices:type_name -> parley.reporting.v1.ModelPrice
+	8,  // 50: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
+	11, // 51: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
+	14, // 52: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
+	18, // 53: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
+	4,  // 54: parley.reporting.v1.ReportingService.RebuildProjections:input_type -> parley.reporting.v1.RebuildProjectionsRequest
+	0,  // 55: parley.reporting.v1.ReportingService.ListShareLinks:input_type -> parley.reporting.v1.ListShareLinksRequest
+	2,  // 56: parley.reporting.v1.ReportingService.RevokeShareLink:input_type -> parley.reporting.v1.RevokeShareLinkRequest
+	27, // 57: parley.reporting.v1.ReportingService.SetModelPrice:input_type -> parley.reporting.v1.SetModelPriceRequest
+	28, // 58: parley.reporting.v1.ReportingService.ListModelPrices:input_type -> parley.reporting.v1.ListModelPricesRequest
+	10, // 59: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
+	13, // 60: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
+	15, // 61: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
+	19, // 62: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
+	5,  // 63: parley.reporting.v1.ReportingService.RebuildProjections:output_type -> parley.reporting.v1.RebuildProgress
+	1,  // 64: parley.reporting.v1.ReportingService.ListShareLinks:output_type -> parley.reporting.v1.ListShareLinksResponse
+	3,  // 65: parley.reporting.v1.ReportingService.RevokeShareLink:output_type -> parley.reporting.v1.ShareLink
+	26, // 66: parley.reporting.v1.ReportingService.SetModelPrice:output_type -> parley.reporting.v1.ModelPrice
+	29, // 67: parley.reporting.v1.ReportingService.ListModelPrices:output_type -> parley.reporting.v1.ListModelPricesResponse
+	59, // [59:68] is the sub-list for method output_type
+	50, // [50:59] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_parley_reporting_v1_reporting_proto_init() }
@@ -2386,7 +3143,7 @@ func file_parley_reporting_v1_reporting_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_reporting_v1_reporting_proto_rawDesc), len(file_parley_reporting_v1_reporting_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

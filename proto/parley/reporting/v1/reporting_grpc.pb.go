@@ -29,6 +29,8 @@ const (
 	ReportingService_RebuildProjections_FullMethodName = "/parley.reporting.v1.ReportingService/RebuildProjections"
 	ReportingService_ListShareLinks_FullMethodName     = "/parley.reporting.v1.ReportingService/ListShareLinks"
 	ReportingService_RevokeShareLink_FullMethodName    = "/parley.reporting.v1.ReportingService/RevokeShareLink"
+	ReportingService_SetModelPrice_FullMethodName      = "/parley.reporting.v1.ReportingService/SetModelPrice"
+	ReportingService_ListModelPrices_FullMethodName    = "/parley.reporting.v1.ReportingService/ListModelPrices"
 )
 
 // ReportingServiceClient is the client API for ReportingService service.
@@ -57,6 +59,12 @@ type ReportingServiceClient interface {
 	ListShareLinks(ctx context.Context, in *ListShareLinksRequest, opts ...grpc.CallOption) (*ListShareLinksResponse, error)
 	// RevokeShareLink revokes one share link; it stops working at once.
 	RevokeShareLink(ctx context.Context, in *RevokeShareLinkRequest, opts ...grpc.CallOption) (*ShareLink, error)
+	// SetModelPrice creates or replaces the price of one model for the
+	// tenant ("admin" scope). GetConversation uses it for usage sent
+	// without a cost.
+	SetModelPrice(ctx context.Context, in *SetModelPriceRequest, opts ...grpc.CallOption) (*ModelPrice, error)
+	// ListModelPrices lists the tenant's model prices ("admin" scope).
+	ListModelPrices(ctx context.Context, in *ListModelPricesRequest, opts ...grpc.CallOption) (*ListModelPricesResponse, error)
 }
 
 type reportingServiceClient struct {
@@ -146,6 +154,26 @@ func (c *reportingServiceClient) RevokeShareLink(ctx context.Context, in *Revoke
 	return out, nil
 }
 
+func (c *reportingServiceClient) SetModelPrice(ctx context.Context, in *SetModelPriceRequest, opts ...grpc.CallOption) (*ModelPrice, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ModelPrice)
+	err := c.cc.Invoke(ctx, ReportingService_SetModelPrice_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *reportingServiceClient) ListModelPrices(ctx context.Context, in *ListModelPricesRequest, opts ...grpc.CallOption) (*ListModelPricesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListModelPricesResponse)
+	err := c.cc.Invoke(ctx, ReportingService_ListModelPrices_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ReportingServiceServer is the server API for ReportingService service.
 // All implementations must embed UnimplementedReportingServiceServer
 // for forward compatibility.
@@ -172,6 +200,12 @@ type ReportingServiceServer interface {
 	ListShareLinks(context.Context, *ListShareLinksRequest) (*ListShareLinksResponse, error)
 	// RevokeShareLink revokes one share link; it stops working at once.
 	RevokeShareLink(context.Context, *RevokeShareLinkRequest) (*ShareLink, error)
+	// SetModelPrice creates or replaces the price of one model for the
+	// tenant ("admin" scope). GetConversation uses it for usage sent
+	// without a cost.
+	SetModelPrice(context.Context, *SetModelPriceRequest) (*ModelPrice, error)
+	// ListModelPrices lists the tenant's model prices ("admin" scope).
+	ListModelPrices(context.Context, *ListModelPricesRequest) (*ListModelPricesResponse, error)
 	mustEmbedUnimplementedReportingServiceServer()
 }
 
@@ -202,6 +236,12 @@ func (UnimplementedReportingServiceServer) ListShareLinks(context.Context, *List
 }
 func (UnimplementedReportingServiceServer) RevokeShareLink(context.Context, *RevokeShareLinkRequest) (*ShareLink, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeShareLink not implemented")
+}
+func (UnimplementedReportingServiceServer) SetModelPrice(context.Context, *SetModelPriceRequest) (*ModelPrice, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetModelPrice not implemented")
+}
+func (UnimplementedReportingServiceServer) ListModelPrices(context.Context, *ListModelPricesRequest) (*ListModelPricesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListModelPrices not implemented")
 }
 func (UnimplementedReportingServiceServer) mustEmbedUnimplementedReportingServiceServer() {}
 func (UnimplementedReportingServiceServer) testEmbeddedByValue()                          {}
@@ -343,6 +383,42 @@ func _ReportingService_RevokeShareLink_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ReportingService_SetModelPrice_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetModelPriceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReportingServiceServer).SetModelPrice(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReportingService_SetModelPrice_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReportingServiceServer).SetModelPrice(ctx, req.(*SetModelPriceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ReportingService_ListModelPrices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListModelPricesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReportingServiceServer).ListModelPrices(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReportingService_ListModelPrices_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReportingServiceServer).ListModelPrices(ctx, req.(*ListModelPricesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ReportingService_ServiceDesc is the grpc.ServiceDesc for ReportingService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -373,6 +449,14 @@ var ReportingService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeShareLink",
 			Handler:    _ReportingService_RevokeShareLink_Handler,
+		},
+		{
+			MethodName: "SetModelPrice",
+			Handler:    _ReportingService_SetModelPrice_Handler,
+		},
+		{
+			MethodName: "ListModelPrices",
+			Handler:    _ReportingService_ListModelPrices_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

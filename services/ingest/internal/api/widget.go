@@ -101,6 +101,9 @@ func widgetKind(i int, env *eventv1.Envelope) error {
 		if p.ConversationStarted.Location != nil {
 			return denied(at("conversation_started.location"), "set by ingest from the request for publishable keys")
 		}
+		if p.ConversationStarted.GetDebugEnabled() {
+			return denied(at("conversation_started.debug_enabled"), "the bot runtime's switch: not for publishable keys")
+		}
 		return nil
 	case *eventv1.Envelope_PageViewed:
 		return nil

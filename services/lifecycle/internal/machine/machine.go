@@ -453,10 +453,21 @@ func end(s State, cmd EndCommand, now time.Time) (State, Output) {
 	ended := envelope(s, endedID, cmd.CausationID, correlation, at, now, &eventv1.ConversationEnded{
 		Reason: cmd.Reason, LastActivityAt: timestamppb.New(s.LastActivityAt), EndedBy: cmd.EndedBy,
 	})
-	classified := envelope(s, ClassifiedEventID(s.TenantID, endedID), endedID, correlation, at, now, &eventv1.EngagementClassified{
-		Engagement: s.Engagement, Resolved: s.Resolved, VisitorMessages: s.VisitorMessages, GoalsReached: s.GoalsReached,
-	})
+	classified := envelope(s, ClassifiedEventID(s.TenantID, endedID), endedID, correlation, at, now, classification(s))
 	return s, Output{Emit: []*eventv1.Envelope{ended, classified}, Ended: true}
+}
+
+// classification is the engagement_classified of an ended state: its
+// engagement and the agent response times lifecycle owns.
+func classification(s State) *eventv1.EngagementClassified {
+	c := &eventv1.EngagementClassified{
+		Engagement: s.Engagement, Resolved: s.Resolved, VisitorMessages: s.VisitorMessages, GoalsReached: s.GoalsReached,
+		AgentReplies: s.AgentReplies, AgentResponseMsSum: s.AgentResponseMSSum, AverageResponseMs: s.AvgResponseMS(),
+	}
+	if s.HasFirstResponse {
+		c.FirstResponseMs = &s.FirstResponseMS
+	}
+	return c
 }
 
 // endState is the part of ending shared by every path, so that a state

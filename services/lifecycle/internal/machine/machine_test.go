@@ -403,6 +403,34 @@ func TestTakeoverAndResponseTimes(t *testing.T) {
 	}
 }
 
+// Lifecycle states the response times it owns in the engagement_classified
+// of the end; a conversation no agent answered leaves first_response_ms unset.
+func TestEndStatesResponseTimes(t *testing.T) {
+	var l log
+	s, outs := run(machine.State{},
+		l.ev(0, visitor("a human please")),
+		l.ev(10*time.Second, &eventv1.HandoffRequested{}),
+		l.ev(25*time.Second, &eventv1.AgentJoined{AgentId: "ann"}),
+		l.ev(40*time.Second, agent("hi")),                                                                 // first: 30s after the request; no visitor message waits since the handoff
+		l.ev(50*time.Second, visitor("order 7")),                                                          // pending
+		l.ev(62*time.Second, agent("on it")),                                                              // reply after 12s
+		l.ev(70*time.Second, &eventv1.MessagePosted{Role: eventv1.Role_ROLE_AGENT, ResponseTimeMs: 6000}), // client-measured
+		l.ev(80*time.Second, &eventv1.ConversationClosed{ClosedBy: eventv1.Actor_ACTOR_VISITOR}),
+	)
+	ec := emitted(outs)[1].GetEngagementClassified()
+	if s.Status != machine.StatusEnded || ec == nil {
+		t.Fatalf("not ended: %v", kinds(emitted(outs)))
+	}
+	if ec.FirstResponseMs == nil || ec.GetFirstResponseMs() != 30_000 || ec.AgentReplies != 2 || ec.AgentResponseMsSum != 12_000+6_000 ||
+		ec.AverageResponseMs != 18_000/2 {
+		t.Fatalf("response times %v", ec)
+	}
+	_, outs = run(machine.State{}, l.ev(0, visitor("hi")), l.ev(time.Second, &eventv1.ConversationClosed{ClosedBy: eventv1.Actor_ACTOR_VISITOR}))
+	if ec := emitted(outs)[1].GetEngagementClassified(); ec.FirstResponseMs != nil || ec.AgentReplies != 0 || ec.AverageResponseMs != 0 {
+		t.Fatalf("no agent: %v", ec)
+	}
+}
+
 func TestFirstResponseWithoutHandoffCountsFromTheJoin(t *testing.T) {
 	var l log
 	s, _ := run(machine.State{}, l.ev(0, &eventv1.AgentJoined{AgentId: "bob"}), l.ev(5*time.Second, agent("hi")))

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/grpcx"
+	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
+	"github.com/parley-dev/parley/services/reporting/internal/convstate"
+	"github.com/parley-dev/parley/services/reporting/internal/prices"
 	"github.com/parley-dev/parley/services/reporting/internal/projector"
 	"github.com/parley-dev/parley/services/reporting/internal/query"
 	"github.com/parley-dev/parley/services/reporting/internal/share"
@@ -63,20 +67,48 @@ func (s *Server) GetConversation(ctx context.Context, req *reportingv1.GetConver
 	}
 	if d != nil {
 		out.Summary = summary(d.Summary)
-		out.Variables = d.Variables
-		out.Tags, out.Labels, out.Flagged = d.Tags, d.Labels, d.Flagged
-		out.CostMicros, out.Tokens = d.CostMicros, d.InputTokens+d.OutputTokens
-		out.InputTokens, out.OutputTokens = d.InputTokens, d.OutputTokens
-		out.FlowsStarted, out.FlowsCompleted, out.FlowDrops = d.FlowsStarted, d.FlowsCompleted, d.FlowDrops
-		out.Leads, out.PageUrls, out.Agents, out.Markers = d.Leads, d.PageURLs, d.Agents, d.Markers
-		out.TakeoverAt = ts(d.TakeoverAt)
-		out.FirstResponseMs = d.FirstResponseMS
-		if d.ResponseCount > 0 {
-			out.AverageResponseMs = uint32(d.ResponseMSSum / uint64(d.ResponseCount))
+		r := d.Row
+		out.Variables = r.Variables
+		out.Tags, out.Labels, out.Flagged = r.Tags, r.Labels, r.Flagged
+		out.CostMicros, out.Tokens = r.CostMicros, r.InputTokens+r.OutputTokens
+		out.InputTokens, out.OutputTokens = r.InputTokens, r.OutputTokens
+		out.FlowsStarted, out.FlowsCompleted, out.FlowDrops = r.FlowsStarted, r.FlowsCompleted, r.FlowDrops
+		out.Leads, out.PageUrls, out.Agents, out.Markers = r.Leads, r.PageURLs, r.Agents, r.Markers
+		out.TakeoverAt = ts(r.TakeoverAt)
+		out.FirstResponseMs = r.FirstResponseMS
+		if r.ResponseCount > 0 {
+			out.AverageResponseMs = uint32(r.ResponseMSSum / uint64(r.ResponseCount))
+		}
+		if r.BotResponseCount > 0 {
+			out.BotAverageResponseMs = uint32(r.BotResponseMSSum / uint64(r.BotResponseCount))
+		}
+		out.DebugEnabled, out.StartPageUrl, out.Referrer = r.DebugEnabled, r.StartPageURL, r.Referrer
+		out.VariableDetails = variableDetails(r)
+		table, err := s.priceTable(ctx, a.tenant, r)
+		if err != nil {
+			return nil, err
+		}
+		out.Usage, out.CostByCurrency, out.Currency = usage(prices.Apply(r.UsageLines(), table))
+		out.CostMicros = 0
+		if out.Currency != "" {
+			out.CostMicros = out.CostByCurrency[0].CostMicros
 		}
 	} else {
 		// Events are projected but the conversations row is not there yet.
 		out.Summary = &reportingv1.ConversationSummary{ConversationId: a.conv, StartedAt: ts(t.FirstEventAt), LastActivityAt: ts(t.LastEventAt)}
+	}
+	facts, err := s.d.Reader.Facts(ctx, a.tenant, a.conv)
+	if err != nil {
+		return nil, s.unavailable(ctx, "conversation facts", err)
+	}
+	for _, d := range facts.DebugTraces {
+		out.DebugTraces = append(out.DebugTraces, &reportingv1.DebugTrace{
+			MessageId: d.Trace.GetMessageId(), OccurredAt: timestamppb.New(d.OccurredAt), Steps: d.Trace.GetSteps()})
+	}
+	for _, l := range facts.Leads {
+		out.LeadRecords = append(out.LeadRecords, &reportingv1.Lead{
+			LeadId: l.Lead.GetLeadId(), Name: l.Lead.GetName(), Email: l.Lead.GetEmail(), Phone: l.Lead.GetPhone(),
+			Fields: l.Lead.GetFields(), CapturedAt: timestamppb.New(l.OccurredAt), MessageId: l.Lead.GetMessageId()})
 	}
 	for _, m := range t.Messages {
 		out.Messages = append(out.Messages, &reportingv1.Message{
@@ -94,12 +126,16 @@ func (s *Server) GetConversation(ctx context.Context, req *reportingv1.GetConver
 }
 
 // sharedView strips what a share link's viewer must not see: variables
-// (anything the bot stored, often personal data), the visitor token (which
-// identifies the visitor across conversations), trace ids and event ids
-// (ways into the platform's logs and event stream), the page URLs visited
-// (their query strings carry personal data) and agents' internal ids.
+// (anything the bot stored, often personal data), lead records (contact
+// details), the visitor token (which identifies the visitor across
+// conversations), trace ids, event ids and debug traces (ways into the
+// platform's logs, event stream and bot internals), the page URLs visited
+// and the referrer (their query strings carry personal data) and agents'
+// internal ids.
 func sharedView(c *reportingv1.Conversation) {
 	c.Variables, c.TraceIds, c.PageUrls, c.Agents = nil, nil, nil, nil
+	c.VariableDetails, c.LeadRecords, c.DebugTraces = nil, nil, nil
+	c.StartPageUrl, c.Referrer = "", ""
 	if c.Summary != nil {
 		c.Summary.VisitorToken = ""
 	}
@@ -173,4 +209,53 @@ func (s *Server) shareAccess(ctx context.Context, tok, conv string) (access, err
 		return access{}, grpcx.Unavailable("share links cannot be checked right now; retry later")
 	}
 	return access{tenant: g.Tenant, conv: g.Conversation, shared: true}, nil
+}
+
+// variableDetails are the variables with their sources, sorted by key.
+func variableDetails(r *convstate.State) []*reportingv1.Variable {
+	keys := make([]string, 0, len(r.Variables))
+	for k := range r.Variables {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	out := make([]*reportingv1.Variable, len(keys))
+	for i, k := range keys {
+		src := eventv1.VariableSource(eventv1.VariableSource_value["VARIABLE_SOURCE_"+strings.ToUpper(r.VariableSources[k])])
+		out[i] = &reportingv1.Variable{Key: k, Value: r.Variables[k], Source: src}
+	}
+	return out
+}
+
+// priceTable is the tenant's model price table when the conversation has
+// usage without a cost (nil otherwise: no query).
+func (s *Server) priceTable(ctx context.Context, tenant string, r *convstate.State) ([]prices.Price, error) {
+	if s.d.Prices == nil || !slices.ContainsFunc(r.UsageLines(), func(u convstate.Usage) bool { return u.CostMicros == 0 }) {
+		return nil, nil
+	}
+	table, err := s.d.Prices.List(ctx, tenant)
+	if err != nil {
+		s.d.Log.ErrorContext(ctx, "model prices not read", "err", err)
+		return nil, grpcx.Unavailable("model prices cannot be read right now; retry later")
+	}
+	return table, nil
+}
+
+// usage is the usage per model and currency, the cost per currency (first
+// seen first), and the currency of the conversation's total when there is
+// one.
+func usage(priced []prices.Priced) (lines []*reportingv1.ModelUsage, byCurrency []*reportingv1.CurrencyCost, currency string) {
+	for _, l := range priced {
+		lines = append(lines, &reportingv1.ModelUsage{Model: l.Model, Currency: l.Currency, CostMicros: l.CostMicros,
+			InputTokens: l.InputTokens, OutputTokens: l.OutputTokens, CostEstimated: l.Estimated})
+		i := slices.IndexFunc(byCurrency, func(c *reportingv1.CurrencyCost) bool { return c.Currency == l.Currency })
+		if i < 0 {
+			byCurrency = append(byCurrency, &reportingv1.CurrencyCost{Currency: l.Currency})
+			i = len(byCurrency) - 1
+		}
+		byCurrency[i].CostMicros += l.CostMicros
+	}
+	if len(byCurrency) == 1 {
+		currency = byCurrency[0].Currency
+	}
+	return lines, byCurrency, currency
 }

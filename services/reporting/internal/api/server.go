@@ -16,6 +16,7 @@ import (
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
 	"github.com/parley-dev/parley/services/reporting/internal/filter"
+	"github.com/parley-dev/parley/services/reporting/internal/prices"
 	"github.com/parley-dev/parley/services/reporting/internal/query"
 	"github.com/parley-dev/parley/services/reporting/internal/rebuild"
 	"github.com/parley-dev/parley/services/reporting/internal/share"
@@ -44,6 +45,8 @@ type Deps struct {
 	// Signer and Links enable share links (both or neither).
 	Signer *share.Signer
 	Links  *sharelinks.Store
+	// Prices is the tenants' model price tables (nil: none).
+	Prices *prices.Store
 	// ShareBaseURL prefixes share links: <base>/v1/shared/<token>.
 	ShareBaseURL string
 	ShareTTL     time.Duration
@@ -72,10 +75,11 @@ func New(d Deps) *Server {
 // Scopes lists the API-key scope each method needs: every method reads;
 // GetConversation also opens without a key when given a valid share token;
 // RebuildProjections, which covers every tenant, needs a platform key's
-// operator scope.
+// operator scope; the model price table needs admin.
 func Scopes() map[string]string {
 	return grpcx.MethodScopes(reportingv1.ReportingService_ServiceDesc, grpcx.ScopeRead,
-		map[string]string{"GetConversation": grpcx.Optional(grpcx.ScopeRead), "RebuildProjections": grpcx.ScopeOperator})
+		map[string]string{"GetConversation": grpcx.Optional(grpcx.ScopeRead), "RebuildProjections": grpcx.ScopeOperator,
+			"SetModelPrice": grpcx.ScopeAdmin, "ListModelPrices": grpcx.ScopeAdmin})
 }
 
 // ListConversations lists the tenant's conversations matching the filter,

@@ -17,7 +17,7 @@ import (
 // byte, the event id hashes as 8 bytes each. Adding a field means a
 // new version: append it to fields under a new version number, and decode
 // older versions without it.
-const binaryVersion = 1
+const binaryVersion = 2
 
 // MarshalBinary encodes s (implements encoding.BinaryMarshaler).
 func (s *State) MarshalBinary() ([]byte, error) { return s.AppendBinary(make([]byte, 0, 512)) }
@@ -25,7 +25,7 @@ func (s *State) MarshalBinary() ([]byte, error) { return s.AppendBinary(make([]b
 // AppendBinary appends the encoding of s to b.
 func (s *State) AppendBinary(b []byte) ([]byte, error) {
 	e := encoder{b: append(b, binaryVersion)}
-	s.fields(&e)
+	s.fields(&e, binaryVersion)
 	return e.b, nil
 }
 
@@ -35,12 +35,12 @@ func (s *State) UnmarshalBinary(data []byte) error {
 	if len(data) == 0 {
 		return errors.New("convstate: empty encoding")
 	}
-	if data[0] != binaryVersion {
+	if data[0] < 1 || data[0] > binaryVersion {
 		return fmt.Errorf("convstate: unknown encoding version %d", data[0])
 	}
 	*s = State{}
 	d := decoder{b: data[1:]}
-	s.fields(&d)
+	s.fields(&d, data[0])
 	if d.err != nil {
 		return d.err
 	}
@@ -62,9 +62,12 @@ type codec interface {
 	i64(*int64)
 	flag(*bool)
 	time(*time.Time)
+	usage(*[]Usage)
 }
 
-func (s *State) fields(c codec) {
+// fields lists the fields of an encoding version; a version's fields
+// follow those of the versions before it.
+func (s *State) fields(c codec, version byte) {
 	c.str(&s.TenantID)
 	c.str(&s.ConversationID)
 	c.time(&s.StartedAt)
@@ -140,6 +143,23 @@ func (s *State) fields(c codec) {
 	c.u32(&s.EventCount)
 	c.u64s(&s.Seen)
 	c.u64(&s.LastSeq)
+	if version < 2 {
+		return
+	}
+	c.strMap(&s.VariableSources)
+	c.flag(&s.DebugEnabled)
+	c.u64(&s.BotResponseMSSum)
+	c.u32(&s.BotResponseCount)
+	c.usage(&s.Usage)
+}
+
+// usageFields lists the fields of one usage line.
+func usageFields(c codec, u *Usage) {
+	c.str(&u.Model)
+	c.str(&u.Currency)
+	c.i64(&u.CostMicros)
+	c.u64(&u.InputTokens)
+	c.u64(&u.OutputTokens)
 }
 
 type encoder struct{ b []byte }
@@ -198,6 +218,13 @@ func (e *encoder) time(v *time.Time) {
 	}
 	e.b = binary.AppendUvarint(e.b, uint64(v.Nanosecond())+1)
 	e.b = binary.AppendVarint(e.b, v.Unix())
+}
+
+func (e *encoder) usage(v *[]Usage) {
+	e.b = binary.AppendUvarint(e.b, uint64(len(*v)))
+	for i := range *v {
+		usageFields(e, &(*v)[i])
+	}
 }
 
 type decoder struct {
@@ -262,6 +289,18 @@ func (d *decoder) strMap(v *map[string]string) {
 		d.str(&k)
 		d.str(&val)
 		(*v)[k] = val
+	}
+}
+
+func (d *decoder) usage(v *[]Usage) {
+	n := d.length("usage", 5)
+	if n == 0 {
+		*v = nil
+		return
+	}
+	*v = make([]Usage, n)
+	for i := range *v {
+		usageFields(d, &(*v)[i])
 	}
 }
 

@@ -40,6 +40,8 @@ func filled(t *testing.T) *convstate.State {
 			f.Set(reflect.ValueOf(time.Date(2026, 1, 2, 3, 4, 5, 6789+i, time.UTC)))
 		case []uint64:
 			f.Set(reflect.ValueOf([]uint64{0, 1, ^uint64(0), uint64(i)}))
+		case []convstate.Usage:
+			f.Set(reflect.ValueOf([]convstate.Usage{{Model: "gpt ✓", Currency: "EUR", CostMicros: -5, InputTokens: 1 << 40, OutputTokens: 7}, {Currency: "USD"}}))
 		default:
 			t.Fatalf("field %s: type %s has no test value; teach filled and the binary encoding about it", name, f.Type())
 		}

@@ -57,6 +57,12 @@ type State struct {
 	Referrer     string            `json:"rf,omitempty"`
 	PageURLs     []string          `json:"pu,omitempty"`
 	Variables    map[string]string `json:"va,omitempty"`
+	// VariableSources is where each variable's value came from:
+	// "pre_chat_form" (conversation_started), else the source of the
+	// variables_captured that set it last ("extracted", "api", or "").
+	VariableSources map[string]string `json:"vs,omitempty"`
+	// DebugEnabled: the bot runs in debug mode for this conversation.
+	DebugEnabled bool `json:"de,omitempty"`
 
 	VisitorMessages   uint32    `json:"mv,omitempty"`
 	BotMessages       uint32    `json:"mb,omitempty"`
@@ -88,12 +94,18 @@ type State struct {
 	Agents             []string  `json:"ag,omitempty"`
 	AgentName          string    `json:"an,omitempty"`
 	OperatorNoResponse bool      `json:"nr,omitempty"`
-	// FirstResponseMS is the first agent reply's response time after the
-	// takeover; ResponseMSSum/Count give the average over agent replies.
+	// FirstResponseMS, ResponseMSSum and ResponseCount are the live agent's
+	// response times as lifecycle states them in engagement_classified (at
+	// the end): first response, and sum and number of replies.
 	FirstResponseMS uint32 `json:"fr,omitempty"`
 	ResponseMSSum   uint64 `json:"rs,omitempty"`
 	ResponseCount   uint32 `json:"rc,omitempty"`
-	MaxResponseMS   uint32 `json:"rm,omitempty"`
+	// MaxResponseMS is the largest client-sent response_time_ms of any message.
+	MaxResponseMS uint32 `json:"rm,omitempty"`
+	// BotResponseMSSum and BotResponseCount sum the client-sent
+	// response_time_ms of bot messages (bot latency).
+	BotResponseMSSum uint64 `json:"bs,omitempty"`
+	BotResponseCount uint32 `json:"bc,omitempty"`
 
 	Engagement string `json:"en,omitempty"`
 	Resolved   bool   `json:"rv,omitempty"`
@@ -102,10 +114,14 @@ type State struct {
 	Labels  []string `json:"lb,omitempty"`
 	Flagged bool     `json:"fl,omitempty"`
 
+	// CostMicros is the total cost when all usage is in one currency
+	// (Currency); with several currencies both stay empty: Usage has them.
 	CostMicros   int64  `json:"cm,omitempty"`
 	Currency     string `json:"cu,omitempty"`
 	InputTokens  uint64 `json:"it,omitempty"`
 	OutputTokens uint64 `json:"ot,omitempty"`
+	// Usage is cost and tokens per model and currency, first seen first.
+	Usage []Usage `json:"us,omitempty"`
 
 	EventCount uint32 `json:"ec"`
 	// Seen holds a 64-bit hash of each applied counted event's id (messages,
@@ -117,6 +133,18 @@ type State struct {
 	// version in ClickHouse, and the guard against applying an event twice.
 	LastSeq uint64 `json:"sq"`
 }
+
+// Usage is the usage of one model in one currency.
+type Usage struct {
+	Model        string `json:"m,omitempty"`
+	Currency     string `json:"c"`
+	CostMicros   int64  `json:"k,omitempty"`
+	InputTokens  uint64 `json:"i,omitempty"`
+	OutputTokens uint64 `json:"o,omitempty"`
+}
+
+// DefaultCurrency is the currency of usage sent without one.
+const DefaultCurrency = "USD"
 
 // New returns the empty state of a conversation.
 func New(tenantID, conversationID string) *State {
@@ -169,12 +197,10 @@ func (s *State) Apply(env *eventv1.Envelope, seq uint64) bool {
 			s.PageURLs = addBounded(s.PageURLs, u, MaxPageURLs)
 		}
 	case *eventv1.Envelope_VariablesCaptured:
+		source := EnumName(p.VariablesCaptured.GetSource().String(), "VARIABLE_SOURCE_")
 		for k, v := range p.VariablesCaptured.GetVariables() {
-			if s.Variables == nil {
-				s.Variables = map[string]string{}
-			}
 			if _, ok := s.Variables[k]; ok || len(s.Variables) < MaxListItems {
-				s.Variables[k] = v
+				s.setVariable(k, v, source)
 			}
 		}
 	case *eventv1.Envelope_FlowStarted:
@@ -210,14 +236,7 @@ func (s *State) Apply(env *eventv1.Envelope, seq uint64) bool {
 	case *eventv1.Envelope_LeadCaptured:
 		s.Leads++
 	case *eventv1.Envelope_UsageRecorded:
-		u := p.UsageRecorded
-		s.CostMicros += u.GetCostMicros()
-		s.InputTokens += u.GetInputTokens()
-		s.OutputTokens += u.GetOutputTokens()
-		s.PaidMessages += u.GetPaidMessages()
-		if s.Currency == "" {
-			s.Currency = u.GetCurrency()
-		}
+		s.usage(p.UsageRecorded)
 	case *eventv1.Envelope_HandoffRequested:
 		if !s.HandoffRequested {
 			s.HandoffRequested, s.HandoffAt = true, at
@@ -246,6 +265,7 @@ func (s *State) Apply(env *eventv1.Envelope, seq uint64) bool {
 		e := p.EngagementClassified
 		s.Engagement = EnumName(e.GetEngagement().String(), "ENGAGEMENT_")
 		s.Resolved = e.GetResolved()
+		s.FirstResponseMS, s.ResponseMSSum, s.ResponseCount = e.GetFirstResponseMs(), e.GetAgentResponseMsSum(), e.GetAgentReplies()
 	case *eventv1.Envelope_TagApplied:
 		s.Tags = addBounded(s.Tags, p.TagApplied.GetTag(), MaxListItems)
 	case *eventv1.Envelope_TagRemoved:
@@ -294,12 +314,66 @@ func (s *State) started(cs *eventv1.ConversationStarted) {
 	}
 	setIf(&s.Referrer, cs.GetReferrer())
 	for k, val := range cs.GetVariables() {
-		if s.Variables == nil {
-			s.Variables = map[string]string{}
-		}
 		if _, ok := s.Variables[k]; !ok && len(s.Variables) < MaxListItems {
-			s.Variables[k] = val
+			s.setVariable(k, val, "pre_chat_form")
 		}
+	}
+	if cs.GetDebugEnabled() {
+		s.DebugEnabled = true
+	}
+}
+
+func (s *State) setVariable(k, v, source string) {
+	if s.Variables == nil {
+		s.Variables = map[string]string{}
+	}
+	s.Variables[k] = v
+	if source == "" {
+		delete(s.VariableSources, k)
+		return
+	}
+	if s.VariableSources == nil {
+		s.VariableSources = map[string]string{}
+	}
+	s.VariableSources[k] = source
+}
+
+// usage adds a usage record to its model's line in its currency, and keeps
+// the conversation's total only while every line has the same currency.
+func (s *State) usage(u *eventv1.UsageRecorded) {
+	s.Usage = s.UsageLines()
+	s.InputTokens += u.GetInputTokens()
+	s.OutputTokens += u.GetOutputTokens()
+	s.PaidMessages += u.GetPaidMessages()
+	cur := u.GetCurrency()
+	if cur == "" {
+		cur = DefaultCurrency
+	}
+	i := slices.IndexFunc(s.Usage, func(l Usage) bool { return l.Model == u.GetModel() && l.Currency == cur })
+	if i < 0 {
+		if len(s.Usage) >= MaxListItems {
+			i = len(s.Usage) - 1 // the last line takes what does not fit, when in its currency
+			if s.Usage[i].Currency != cur {
+				return
+			}
+			s.Usage[i].Model = "other"
+		} else {
+			s.Usage = append(s.Usage, Usage{Model: u.GetModel(), Currency: cur})
+			i = len(s.Usage) - 1
+		}
+	}
+	l := &s.Usage[i]
+	l.CostMicros += u.GetCostMicros()
+	l.InputTokens += u.GetInputTokens()
+	l.OutputTokens += u.GetOutputTokens()
+	s.CostMicros, s.Currency = 0, ""
+	for _, l := range s.Usage {
+		if s.Currency != "" && l.Currency != s.Currency {
+			s.CostMicros, s.Currency = 0, ""
+			return
+		}
+		s.Currency = l.Currency
+		s.CostMicros += l.CostMicros
 	}
 }
 
@@ -317,15 +391,12 @@ func (s *State) message(m *eventv1.MessagePosted, at time.Time) {
 		s.VisitorMessages++
 	case eventv1.Role_ROLE_BOT:
 		s.BotMessages++
+		if ms := m.GetResponseTimeMs(); ms > 0 {
+			s.BotResponseCount++
+			s.BotResponseMSSum += uint64(ms)
+		}
 	case eventv1.Role_ROLE_AGENT:
 		s.AgentMessages++
-		if ms := m.GetResponseTimeMs(); ms > 0 {
-			if s.ResponseCount == 0 {
-				s.FirstResponseMS = ms
-			}
-			s.ResponseCount++
-			s.ResponseMSSum += uint64(ms)
-		}
 		if id := m.GetAgentId(); id != "" {
 			s.Agents = addBounded(s.Agents, id, MaxListItems)
 		}
@@ -360,6 +431,19 @@ func counted(env *eventv1.Envelope) bool {
 		return true
 	}
 	return false
+}
+
+// UsageLines is Usage; for a state saved before usage was kept per model,
+// one line without model holding its totals.
+func (s *State) UsageLines() []Usage {
+	if len(s.Usage) > 0 || (s.CostMicros == 0 && s.InputTokens == 0 && s.OutputTokens == 0) {
+		return s.Usage
+	}
+	cur := s.Currency
+	if cur == "" {
+		cur = DefaultCurrency
+	}
+	return []Usage{{Currency: cur, CostMicros: s.CostMicros, InputTokens: s.InputTokens, OutputTokens: s.OutputTokens}}
 }
 
 // MessageCount is the number of messages of every role.

@@ -9,6 +9,7 @@ import (
 
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"github.com/parley-dev/parley/services/reporting/internal/convstate"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -68,9 +69,9 @@ func conversation() []*eventv1.Envelope {
 		ev(0, "ingest", &eventv1.MessagePosted{Role: eventv1.Role_ROLE_VISITOR, Text: "hi"}), // first event opens it
 		ev(1, "ingest", &eventv1.ConversationStarted{BotId: "shop", Channel: eventv1.Channel_CHANNEL_WEB_WIDGET, Platform: eventv1.Platform_PLATFORM_MOBILE_WEB,
 			Type: eventv1.ConversationType_CONVERSATION_TYPE_LIVE, Visitor: &eventv1.Visitor{Token: "v1", DisplayName: "Gentle Otter 52"},
-			Location: &eventv1.Location{Country: "DE", City: "Berlin"}, PageUrl: "https://shop.example/", Variables: map[string]string{"plan": "free"}}),
+			Location: &eventv1.Location{Country: "DE", City: "Berlin"}, PageUrl: "https://shop.example/", Variables: map[string]string{"plan": "free", "topic": "billing"}, DebugEnabled: true}),
 		ev(2, "ingest", &eventv1.PageViewed{Url: "https://shop.example/cart"}),
-		ev(3, "ingest", &eventv1.VariablesCaptured{Variables: map[string]string{"plan": "pro", "email": "a@b.c"}}),
+		ev(3, "ingest", &eventv1.VariablesCaptured{Variables: map[string]string{"plan": "pro", "email": "a@b.c"}, Source: eventv1.VariableSource_VARIABLE_SOURCE_EXTRACTED}),
 		ev(4, "ingest", &eventv1.FlowStarted{FlowId: "checkout"}),
 		ev(5, "ingest", &eventv1.MessagePosted{Role: eventv1.Role_ROLE_BOT, Text: "Sorry?", Unidentified: true, NodeId: "n1", ResponseTimeMs: 800, Intent: &eventv1.Intent{Name: "fallback"}}),
 		ev(6, "ingest", &eventv1.FlowDropped{FlowId: "checkout", StepId: "pay", NodeId: "n2"}),
@@ -88,7 +89,8 @@ func conversation() []*eventv1.Envelope {
 		ev(15, "tagging", &eventv1.LabelAdded{Label: "refund"}),
 		ev(16, "tagging", &eventv1.Flagged{}),
 		ev(20, "lifecycle", &eventv1.ConversationEnded{Reason: eventv1.EndReason_END_REASON_AGENT_CLOSED, EndedBy: "ann"}),
-		ev(20, "lifecycle", &eventv1.EngagementClassified{Engagement: eventv1.Engagement_ENGAGEMENT_GOAL_COMPLETED, Resolved: true}),
+		ev(20, "lifecycle", &eventv1.EngagementClassified{Engagement: eventv1.Engagement_ENGAGEMENT_GOAL_COMPLETED, Resolved: true,
+			FirstResponseMs: proto.Uint32(1000), AgentReplies: 1, AgentResponseMsSum: 2500}),
 		ev(30, "ingest", &eventv1.MessagePosted{Role: eventv1.Role_ROLE_VISITOR, Text: "late"}), // after the end
 	}
 }
@@ -119,7 +121,6 @@ func TestFold(t *testing.T) {
 		{"visitor name", s.VisitorName, "Gentle Otter 52"},
 		{"location", s.Country + "/" + s.City, "DE/Berlin"},
 		{"pages", s.PageURLs, []string{"https://shop.example/", "https://shop.example/cart"}},
-		{"variables: later capture wins", s.Variables, map[string]string{"plan": "pro", "email": "a@b.c"}},
 		{"visitor messages (late one not counted)", s.VisitorMessages, uint32(1)},
 		{"bot messages", s.BotMessages, uint32(1)},
 		{"agent messages", s.AgentMessages, uint32(2)},
@@ -128,8 +129,15 @@ func TestFold(t *testing.T) {
 		{"nodes", s.Nodes, []string{"n1", "n2"}},
 		{"takeover", s.TakenOver && s.TakeoverAt.Equal(t0.Add(8*time.Second)), true},
 		{"agents", s.Agents, []string{"ann"}},
-		{"first response", s.FirstResponseMS, uint32(4000)},
-		{"average response", s.ResponseMSSum / uint64(s.ResponseCount), uint64(3000)},
+		{"first response: lifecycle's, not the client's", s.FirstResponseMS, uint32(1000)},
+		{"agent replies: lifecycle's", s.ResponseMSSum*10 + uint64(s.ResponseCount), uint64(25001)},
+		{"bot latency: the client's response_time_ms of bot messages", s.BotResponseMSSum*10 + uint64(s.BotResponseCount), uint64(8001)},
+		{"largest client response time", s.MaxResponseMS, uint32(4000)},
+		{"variables: later capture wins", s.Variables, map[string]string{"plan": "pro", "email": "a@b.c", "topic": "billing"}},
+		{"variable sources", s.VariableSources, map[string]string{"plan": "extracted", "email": "extracted", "topic": "pre_chat_form"}},
+		{"debug enabled", s.DebugEnabled, true},
+		{"usage line", s.Usage, []convstate.Usage{{Currency: "USD", CostMicros: 1200, InputTokens: 100, OutputTokens: 50}}},
+		{"currency", s.Currency, "USD"},
 		{"goal counted once", s.Goals, []string{"purchase"}},
 		{"goal value once", s.GoalValue, int64(5_000_000)},
 		{"leads", s.Leads, uint32(1)},
@@ -198,5 +206,43 @@ func TestBoundedLists(t *testing.T) {
 	}
 	if len(s.PageURLs) != convstate.MaxPageURLs || s.EventCount != 500 {
 		t.Fatalf("pages %d events %d", len(s.PageURLs), s.EventCount)
+	}
+}
+
+// Usage is kept per model and currency; the conversation's cost total
+// exists only while all usage is in one currency.
+func TestUsagePerModelAndCurrency(t *testing.T) {
+	s := convstate.New("acme", "c1")
+	usage := []*eventv1.UsageRecorded{
+		{Model: "gpt-4o", InputTokens: 100, OutputTokens: 10, CostMicros: 3000},
+		{Model: "gpt-4o", InputTokens: 50, OutputTokens: 5, CostMicros: 1500, Currency: "USD"},
+		{Model: "mini", InputTokens: 7, CostMicros: 20, Currency: "USD"},
+	}
+	for i, u := range usage {
+		e := ev(i, "ingest", u)
+		e.EventId = fmt.Sprintf("u%d", i)
+		s.Apply(e, uint64(i+1))
+	}
+	if s.CostMicros != 4520 || s.Currency != "USD" || s.InputTokens != 157 || s.OutputTokens != 15 {
+		t.Fatalf("one currency: %d %s %d %d", s.CostMicros, s.Currency, s.InputTokens, s.OutputTokens)
+	}
+	e := ev(9, "ingest", &eventv1.UsageRecorded{Model: "gpt-4o", InputTokens: 1, CostMicros: 900, Currency: "EUR"})
+	e.EventId = "u9"
+	s.Apply(e, 10)
+	want := []convstate.Usage{
+		{Model: "gpt-4o", Currency: "USD", CostMicros: 4500, InputTokens: 150, OutputTokens: 15},
+		{Model: "mini", Currency: "USD", CostMicros: 20, InputTokens: 7},
+		{Model: "gpt-4o", Currency: "EUR", CostMicros: 900, InputTokens: 1},
+	}
+	if !reflect.DeepEqual(s.Usage, want) || s.CostMicros != 0 || s.Currency != "" || s.InputTokens != 158 {
+		t.Fatalf("mixed currencies: %+v total %d %q", s.Usage, s.CostMicros, s.Currency)
+	}
+	// A state saved before per-model usage keeps its totals as one line.
+	old := &convstate.State{Status: "active", CostMicros: 100, Currency: "EUR", InputTokens: 3}
+	e = ev(1, "ingest", &eventv1.UsageRecorded{Model: "m", CostMicros: 5, Currency: "EUR"})
+	e.EventId = "x"
+	old.Apply(e, 1)
+	if old.CostMicros != 105 || old.Currency != "EUR" || len(old.Usage) != 2 || old.Usage[0].CostMicros != 100 {
+		t.Fatalf("upgraded: %+v", old)
 	}
 }

@@ -5,65 +5,10 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/parley-dev/parley/services/reporting/internal/convstate"
 )
 
 // cell returns row i of a column as a value.
 func cell(col any, i int) any { return reflect.ValueOf(col).Index(i).Interface() }
-
-func TestConversationColumnsMatchValues(t *testing.T) {
-	at := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
-	full := &convstate.State{
-		TenantID: "acme", ConversationID: "c1", StartedAt: at, LastActivityAt: at.Add(time.Second), EndedAt: at.Add(2 * time.Second),
-		Status: "ended", EndReason: "visitor_closed", EndedBy: "ann", BotID: "shop", Channel: "web_widget", Platform: "desktop", Type: "live",
-		DeviceType: "desktop", VisitorToken: "v", VisitorName: "Otter", Locale: "de", Country: "DE", Region: "BE", City: "Berlin",
-		StartPageURL: "https://x/", Referrer: "https://r/", PageURLs: []string{"https://x/"}, Variables: map[string]string{"b": "2", "a": "1"},
-		VisitorMessages: 1, BotMessages: 2, AgentMessages: 3, SystemMessages: 4, UnidentifiedCount: 5, PaidMessages: 6,
-		LastMessageText: "bye", LastMessageRole: "visitor", LastMessageAt: at.Add(3 * time.Second), Intents: []string{"i"}, Nodes: []string{"n"},
-		FlowsStarted: []string{"f"}, FlowsCompleted: []string{"fc"}, FlowDrops: []string{"f/s/n"}, FlowSteps: []string{"f/s"}, Goals: []string{"g"},
-		GoalValue: 7, Leads: 8, Markers: []string{"m"}, HandoffRequested: true, HandoffAt: at.Add(4 * time.Second), TakenOver: true,
-		TakeoverAt: at.Add(5 * time.Second), Agents: []string{"ann"}, AgentName: "Ann", OperatorNoResponse: true, FirstResponseMS: 9,
-		ResponseMSSum: 10, ResponseCount: 11, MaxResponseMS: 12, Engagement: "engaged", Resolved: true, Tags: []string{"t"}, Labels: []string{"l"},
-		Flagged: true, CostMicros: 13, Currency: "EUR", InputTokens: 14, OutputTokens: 15, EventCount: 16, LastSeq: 17,
-	}
-	var c convCols
-	for _, s := range []*convstate.State{full, convstate.New("acme", "c2")} {
-		if err := c.add(s); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cols := c.columns()
-	names := strings.Split(ConversationColumns, ",")
-	if len(cols) != len(names) {
-		t.Fatalf("%d columns, %d names", len(cols), len(names))
-	}
-	for row, s := range []*convstate.State{full, convstate.New("acme", "c2")} {
-		vals := ConversationValues(s)
-		for i, name := range names {
-			got, want := cell(cols[i], row), vals[i]
-			if strings.TrimSpace(name) == "status" {
-				want = map[string]int8{"active": 1, "ended": 2}[want.(string)]
-			}
-			if !reflect.DeepEqual(got, want) {
-				t.Errorf("row %d column %s: %#v, want %#v", row, strings.TrimSpace(name), got, want)
-			}
-		}
-	}
-	// Reused for the next batch: empty, nothing of the batch kept.
-	truncate(&c)
-	for i, col := range c.columns() {
-		if v := reflect.ValueOf(col); v.Len() != 0 || v.Cap() == 0 {
-			t.Fatalf("column %d after truncate: len %d cap %d", i, v.Len(), v.Cap())
-		}
-		if v := reflect.ValueOf(col); !reflect.DeepEqual(v.Slice(0, 1).Index(0).Interface(), reflect.Zero(v.Type().Elem()).Interface()) {
-			t.Fatalf("column %d keeps data after truncate", i)
-		}
-	}
-	if err := c.add(&convstate.State{Status: "bogus"}); err == nil {
-		t.Fatal("unknown status accepted")
-	}
-}
 
 func TestEventAndMessageColumnsMatchRows(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)

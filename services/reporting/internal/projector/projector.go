@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pgx/v5"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/partition"
+	"github.com/parley-dev/parley/services/reporting/internal/convrow"
 	"github.com/parley-dev/parley/services/reporting/internal/convstate"
 	"github.com/parley-dev/parley/services/reporting/internal/statestore"
 	"go.opentelemetry.io/otel/trace"
@@ -53,7 +53,7 @@ type scratch struct {
 	changed  []*convstate.State
 	events   eventCols
 	messages messageCols
-	convs    convCols
+	convs    *convrow.Batch
 }
 
 // reset empties s for the next batch, keeping its capacity but none of the
@@ -70,7 +70,7 @@ func (s *scratch) reset() {
 	s.changed = s.changed[:0]
 	truncate(&s.events)
 	truncate(&s.messages)
-	truncate(&s.convs)
+	s.convs.Reset()
 }
 
 // New returns a projector writing through conn into tables, keeping fold
@@ -126,7 +126,7 @@ func (p *Projector) Handle(ctx context.Context, batch []*eventbus.Delivery) erro
 func (p *Projector) Project(ctx context.Context, batch []*eventbus.Delivery, save func(context.Context, []*convstate.State) error) error {
 	sc, _ := p.scratch.Get().(*scratch)
 	if sc == nil {
-		sc = &scratch{index: map[statestore.Key]int{}}
+		sc = &scratch{index: map[statestore.Key]int{}, convs: convrow.NewBatch()}
 	}
 	defer func() {
 		sc.reset()
@@ -186,11 +186,11 @@ func (p *Projector) Project(ctx context.Context, batch []*eventbus.Delivery, sav
 		return fmt.Errorf("projector: insert messages: %w", err)
 	}
 	for _, st := range sc.changed {
-		if err := sc.convs.add(st); err != nil {
+		if err := sc.convs.Add(st); err != nil {
 			return eventbus.Permanent(err)
 		}
 	}
-	if err := p.insert(ctx, p.tables.Conversations, ConversationColumns, len(sc.changed), sc.convs.columns()); err != nil {
+	if err := p.insert(ctx, p.tables.Conversations, convrow.Names(), sc.convs.Len(), sc.convs.Columns()); err != nil {
 		return fmt.Errorf("projector: insert conversations: %w", err)
 	}
 	return save(ctx, sc.changed)
@@ -213,47 +213,4 @@ func (p *Projector) insert(ctx context.Context, table, columns string, n int, co
 		}
 	}
 	return b.Send()
-}
-
-// ConversationColumns lists the conversations table's columns in the order
-// ConversationValues returns them.
-const ConversationColumns = `tenant_id, conversation_id, started_at, started_at_us, last_activity_at, ended_at, status, end_reason, ended_by,
-	bot_id, channel, platform, type, device_type, visitor_token, visitor_name, locale, country, region, city,
-	start_page_url, referrer, page_urls, variable_keys, variable_values,
-	message_count, visitor_messages, bot_messages, agent_messages, system_messages, unidentified_count, paid_messages,
-	last_message_text, last_message_role, last_message_at, intents, nodes,
-	flows_started, flows_completed, flow_steps, flow_drops, goals, goal_value_micros, leads, markers,
-	handoff_requested, handoff_at, taken_over, takeover_at, agents, agent_name, operator_no_response,
-	first_response_ms, response_ms_sum, response_count, max_response_ms, engagement, resolved,
-	tags, labels, flagged, cost_micros, currency, input_tokens, output_tokens, event_count, version`
-
-// ConversationValues is one conversations row.
-func ConversationValues(s *convstate.State) []any {
-	keys, vals := variables(s.Variables)
-	return []any{
-		s.TenantID, s.ConversationID, chTime(s.StartedAt), s.StartedAt.UnixMicro(), chTime(s.LastActivityAt), chTime(s.EndedAt), s.Status, s.EndReason, s.EndedBy,
-		s.BotID, s.Channel, s.Platform, s.Type, s.DeviceType, s.VisitorToken, s.VisitorName, s.Locale, s.Country, s.Region, s.City,
-		s.StartPageURL, s.Referrer, nonNil(s.PageURLs), keys, vals,
-		s.MessageCount(), s.VisitorMessages, s.BotMessages, s.AgentMessages, s.SystemMessages, s.UnidentifiedCount, s.PaidMessages,
-		s.LastMessageText, s.LastMessageRole, chTime(s.LastMessageAt), nonNil(s.Intents), nonNil(s.Nodes),
-		nonNil(s.FlowsStarted), nonNil(s.FlowsCompleted), nonNil(s.FlowSteps), nonNil(s.FlowDrops), nonNil(s.Goals), s.GoalValue, s.Leads, nonNil(s.Markers),
-		b2u(s.HandoffRequested), chTime(s.HandoffAt), b2u(s.TakenOver), chTime(s.TakeoverAt), nonNil(s.Agents), s.AgentName, b2u(s.OperatorNoResponse),
-		s.FirstResponseMS, s.ResponseMSSum, s.ResponseCount, s.MaxResponseMS, s.Engagement, b2u(s.Resolved),
-		nonNil(s.Tags), nonNil(s.Labels), b2u(s.Flagged), s.CostMicros, s.Currency, s.InputTokens, s.OutputTokens, s.EventCount, s.LastSeq,
-	}
-}
-
-// chTime maps the zero time to ClickHouse's zero DateTime.
-func chTime(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Unix(0, 0).UTC()
-	}
-	return t
-}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
 }

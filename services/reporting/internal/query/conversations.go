@@ -2,7 +2,6 @@ package query
 
 import (
 	"context"
-	"database/sql"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -211,53 +210,4 @@ func (r *Reader) keys(ctx context.Context, where string, args []any) (ids []stri
 		return nil, 0, 0, fmt.Errorf("query: list: %w", err)
 	}
 	return ids, lo, hi, nil
-}
-
-// Detail is everything the conversations row holds about one conversation.
-type Detail struct {
-	Summary
-	Variables                               map[string]string
-	FlowsStarted, FlowsCompleted, FlowDrops []string
-	PageURLs, Agents, Markers               []string
-	TakeoverAt                              time.Time
-	FirstResponseMS, ResponseCount          uint32
-	ResponseMSSum                           uint64
-	CostMicros                              int64
-	InputTokens, OutputTokens               uint64
-}
-
-// Conversation returns the conversations row of one conversation, or
-// ErrNotFound.
-func (r *Reader) Conversation(ctx context.Context, tenant, conversation string) (*Detail, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	row := r.conn.QueryRow(ctx, `SELECT `+summaryColumns+`, variable_keys, variable_values, flows_started, flows_completed, flow_drops,
-			page_urls, agents, markers, takeover_at, first_response_ms, response_count, response_ms_sum, cost_micros, input_tokens, output_tokens
-		FROM conversations FINAL WHERE tenant_id = ? AND conversation_id = ?`, tenant, conversation)
-	d := &Detail{}
-	var keys, vals []string
-	var resolved, flagged, taken, noResp uint8
-	s := &d.Summary
-	err := row.Scan(&s.ConversationID, &s.BotID, &s.Channel, &s.Platform, &s.Type, &s.VisitorToken, &s.VisitorName,
-		&s.StartedAtUS, &s.LastActivityAt, &s.EndedAt, &s.Status, &s.EndReason, &s.Engagement, &resolved,
-		&s.MessageCount, &s.UnidentifiedCount, &s.LastMessageText, &s.Tags, &s.Labels, &s.Goals, &flagged, &taken,
-		&noResp, &s.AgentName, &s.Country, &s.Region, &s.City, &s.Leads,
-		&keys, &vals, &d.FlowsStarted, &d.FlowsCompleted, &d.FlowDrops, &d.PageURLs, &d.Agents, &d.Markers, &d.TakeoverAt,
-		&d.FirstResponseMS, &d.ResponseCount, &d.ResponseMSSum, &d.CostMicros, &d.InputTokens, &d.OutputTokens)
-	if err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, ErrNotFound
-		}
-		return nil, fmt.Errorf("query: conversation: %w", err)
-	}
-	s.StartedAt = time.UnixMicro(s.StartedAtUS).UTC()
-	s.LastActivityAt, s.EndedAt, d.TakeoverAt = zeroIfEpoch(s.LastActivityAt), zeroIfEpoch(s.EndedAt), zeroIfEpoch(d.TakeoverAt)
-	s.Resolved, s.Flagged, s.TakenOver, s.OperatorNoResponse = resolved == 1, flagged == 1, taken == 1, noResp == 1
-	d.Variables = make(map[string]string, len(keys))
-	for i, k := range keys {
-		if i < len(vals) {
-			d.Variables[k] = vals[i]
-		}
-	}
-	return d, nil
 }
