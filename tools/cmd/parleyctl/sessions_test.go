@@ -72,7 +72,10 @@ func TestSessionsCommands(t *testing.T) {
 	}
 	now := time.Now()
 	for conv, idle := range map[string]time.Duration{"old": 72 * time.Hour, "new": time.Hour} {
+		// Idle by the client's clock and by ingest's (lifecycle counts
+		// idleness from the later of the two).
 		env := &eventv1.Envelope{EventId: eventbus.NewEventID(), TenantId: "acme", ConversationId: conv, OccurredAt: timestamppb.New(now.Add(-idle)),
+			RecordedAt: timestamppb.New(now.Add(-idle)),
 			Payload: &eventv1.Envelope_ConversationStarted{ConversationStarted: &eventv1.ConversationStarted{Channel: eventv1.Channel_CHANNEL_WHATSAPP}}}
 		if _, err := bus.Publish(ctx, env); err != nil {
 			t.Fatal(err)
