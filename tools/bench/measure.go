@@ -215,6 +215,9 @@ func rawPublish(ctx context.Context, url string, d time.Duration) (float64, erro
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
+// probeWait bounds the wait for one lag probe to become visible.
+const probeWait = 2 * time.Minute
+
 // measureEndToEnd reports the lag from ingest ack to visible in
 // ListConversations at a fixed rate, and sustained end-to-end throughput.
 func measureEndToEnd(ctx context.Context, o Options, s *suite, rep *Report, logf logFunc) error {
@@ -271,9 +274,12 @@ func measureEndToEnd(ctx context.Context, o Options, s *suite, rep *Report, logf
 			continue
 		}
 		acked := time.Now()
-		for lctx.Err() == nil {
+		// A probe still in flight when the phase ends is waited for (up
+		// to probeWait): dropping it would leave out the slowest samples.
+		// One never seen counts with the time waited, a lower bound.
+		for {
 			res, err := rp.ListConversations(authed, &reportingv1.ListConversationsRequest{PageSize: 1, Filter: &reportingv1.Filter{BotIds: []string{bot}}})
-			if err == nil && res.TotalCount == 1 {
+			if err == nil && res.TotalCount == 1 || time.Since(acked) > probeWait || ctx.Err() != nil {
 				lags = append(lags, time.Since(acked))
 				break
 			}
