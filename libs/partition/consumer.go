@@ -11,7 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -172,7 +171,7 @@ func (c *Consumer) pause(ctx context.Context, err error) {
 // item is one event read for an owned partition.
 type item struct {
 	d   *eventbus.Delivery
-	msg jetstream.Msg
+	msg eventbus.LogMsg
 	seq uint64
 	// bad is why the message cannot be handed to the handler (it does not
 	// decode or does not match its subject).
@@ -221,11 +220,9 @@ func (c *Consumer) session(ctx context.Context, leases map[int]Lease, h Handler)
 			start, first = pos[p], false
 		}
 	}
-	oc, err := c.cfg.Bus.JetStream().OrderedConsumer(ctx, c.cfg.Stream, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start + 1,
-	})
+	r, err := c.cfg.Bus.Read(ctx, eventbus.ReadOptions{Stream: c.cfg.Stream, From: start + 1})
 	if err != nil {
-		return nil, fmt.Errorf("%w: ordered consumer: %v", eventbus.ErrUnavailable, err)
+		return nil, err
 	}
 	pending := map[int][]item{}
 	count, fullest := 0, 0
@@ -252,36 +249,30 @@ func (c *Consumer) session(ctx context.Context, leases map[int]Lease, h Handler)
 			s.mu.Unlock()
 			beat = time.Now().Add(co.TTL() / 3)
 		}
-		batch, err := oc.Fetch(c.cfg.BatchSize, jetstream.FetchMaxWait(c.cfg.MaxWait))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, nil
-			}
-			return nil, fmt.Errorf("%w: fetch: %v", eventbus.ErrUnavailable, err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			meta, err := m.Metadata()
-			if err != nil {
-				continue
-			}
-			seq := meta.Sequence.Stream
+		n, err := r.Fetch(c.cfg.BatchSize, c.cfg.MaxWait, func(m eventbus.LogMsg) error {
+			seq := m.Seq
 			lastRead = seq
-			c.gauges.seen(seq + meta.NumPending)
-			tenant, conv, _, perr := eventbus.ParseConvSubject(m.Subject())
+			c.gauges.seen(seq + m.Pending)
+			tenant, conv, _, perr := eventbus.ParseConvSubject(m.Subject)
 			if perr != nil {
-				continue // not a conversation event
+				return nil // not a conversation event
 			}
 			p := Of(tenant, conv, co.Partitions())
 			if _, ok := leases[p]; !ok || seq <= s.pos[p] {
-				continue
+				return nil
 			}
 			it := item{msg: m, seq: seq}
 			it.d, it.bad = c.cfg.Bus.Decode(m)
 			pending[p] = append(pending[p], it)
 			count++
 			fullest = max(fullest, len(pending[p]))
+			return nil
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, nil
+			}
+			return nil, err
 		}
 		if ctx.Err() != nil {
 			return nil, nil
