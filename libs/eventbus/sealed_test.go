@@ -9,8 +9,9 @@ import (
 )
 
 // TestLogSealed fails when code outside libs/eventbus (tests aside) reaches
-// for the raw JetStream client: consumers, tools and services read and
-// manage the log through the Bus's named operations.
+// for the raw JetStream client (consumers, tools and services read and
+// manage the log through the Bus's named operations) or when ingest builds
+// an envelope by hand instead of with NewEnvelope.
 func TestLogSealed(t *testing.T) {
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -40,6 +41,9 @@ func TestLogSealed(t *testing.T) {
 		}
 		if strings.Contains(string(src), ".JetStream()") {
 			t.Errorf("%s calls Bus.JetStream(): use the Bus's operations (Read, StreamState, ConsumerLag, ...)", rel)
+		}
+		if strings.HasPrefix(rel, "services/ingest/") && strings.Contains(strings.ReplaceAll(string(src), "[]*eventv1.Envelope{", ""), "eventv1.Envelope{") {
+			t.Errorf("%s builds an envelope by hand: use eventbus.NewEnvelope", rel)
 		}
 		return nil
 	})
