@@ -55,24 +55,21 @@ func (a *app) partitions() *cobra.Command {
 			}
 			return a.withPool(cmd.Context(), func(pool *pgxpool.Pool) error {
 				c := partition.Conversation{TenantID: tenant, ConversationID: conv}
+				release := partition.Release
 				if replay {
-					h, ok, err := partition.RequestReplay(cmd.Context(), pool, consumer, c)
-					if err != nil {
-						return err
-					}
-					if !ok {
-						return fmt.Errorf("consumer %s holds no conversation %s of tenant %s", consumer, conv, tenant)
-					}
-					fmt.Fprintf(cmd.OutOrStdout(), "replaying %s/%s in %s from stream sequence %d (held: %s); the hold is removed once its events are applied\n"+
-						"(partitions status shows it held until then)\n", tenant, conv, consumer, h.BlockedSeq, h.Reason)
-					return nil
+					release = partition.RequestReplay
 				}
-				h, ok, err := partition.Release(cmd.Context(), pool, consumer, c)
+				h, ok, err := release(cmd.Context(), pool, consumer, c)
 				if err != nil {
 					return err
 				}
 				if !ok {
 					return fmt.Errorf("consumer %s holds no conversation %s of tenant %s", consumer, conv, tenant)
+				}
+				if replay {
+					fmt.Fprintf(cmd.OutOrStdout(), "replaying %s/%s in %s from stream sequence %d (held: %s); the hold is removed once its events are applied\n"+
+						"(partitions status shows it held until then)\n", tenant, conv, consumer, h.BlockedSeq, h.Reason)
+					return nil
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "released %s/%s in %s (held behind stream sequence %d: %s)\n"+
 					"its events dead-lettered while held are in PARLEY_DLQ (parley.dlq.%s, Parley-Dlq-Subject parley.conv.v1.%s.%s.*): republish them in stream order\n",

@@ -6,14 +6,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/partition"
-	"github.com/parley-dev/parley/libs/pgstore"
-	"github.com/parley-dev/parley/libs/testenv"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 )
 
@@ -23,25 +19,8 @@ import (
 // before the conversation's later events, and the hold is gone.
 func TestReleaseReplay(t *testing.T) {
 	ctx := context.Background()
-	pgURL := testenv.Postgres(t)
-	pool, err := pgstore.Connect(ctx, config.Postgres{URL: pgURL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	if err := partition.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
+	pgURL, pool, bus := partitionEnv(t)
 	if _, err := pool.Exec(ctx, `CREATE TABLE applied_replay (n serial PRIMARY KEY, seq bigint NOT NULL UNIQUE, event text NOT NULL)`); err != nil {
-		t.Fatal(err)
-	}
-	srv := testenv.NATS(t)
-	bus, err := eventbus.Connect(ctx, srv.URL, "test", eventbus.Options{Producer: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = bus.Close() })
-	if err := bus.EnsureStreams(ctx); err != nil {
 		t.Fatal(err)
 	}
 	publish := func(tenant, conv, id string) {
@@ -66,13 +45,7 @@ func TestReleaseReplay(t *testing.T) {
 			return partition.Commit(ctx, tx, b.Lease, b.Last())
 		})
 	}
-	const parts = 4
-	c := partition.NewConsumer(partition.Config{Bus: bus, Pool: pool,
-		Coordinator: partition.NewCoordinator(pool, "replay-test", "m1", parts, 600*time.Millisecond)})
-	cctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = c.Run(cctx, h) }()
-	defer func() { cancel(); <-done }()
+	runConsumer(t, bus, pool, "replay-test", 4, h)
 	// applied lists acme/c1's applied events in the order applied
 	// (partitions are applied concurrently: acme/c2's "other" is left out).
 	applied := func() string {
@@ -83,16 +56,7 @@ func TestReleaseReplay(t *testing.T) {
 		}
 		return strings.Join(got, " ")
 	}
-	wait := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s (applied: %s)", what, applied())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	wait := func(what string, cond func() bool) { t.Helper(); waitFor(t, what, cond, applied) }
 	publish("acme", "c1", "first")  // 1: applied
 	publish("acme", "c1", "poison") // 2: dead-lettered, acme/c1 held
 	publish("acme", "c1", "held")   // 3: dead-lettered as held
