@@ -66,6 +66,20 @@ func TestReleaseReplay(t *testing.T) {
 		return err == nil && len(held) == 1 && applied() == "first"
 	})
 
+	// Replayed before the cause is fixed: the event fails again and the
+	// conversation is held anew (no longer marked for replay).
+	if _, _, err := ctl(t, pgURL, "partitions", "release", "--consumer", "replay-test", "--tenant", "acme", "--conversation", "c1", "--replay"); err != nil {
+		t.Fatal(err)
+	}
+	wait("the failed replay", func() bool {
+		held, err := partition.Held(ctx, pool, "replay-test")
+		h, ok := held[partition.Conversation{TenantID: "acme", ConversationID: "c1"}]
+		return err == nil && ok && !h.Replay && h.BlockedSeq == 2 && h.Reason == "test: refused"
+	})
+	if got := applied(); got != "first" {
+		t.Fatalf("applied %q after the failed replay, want first", got)
+	}
+
 	refuse.Store(false) // the cause is fixed
 	out, _, err := ctl(t, pgURL, "partitions", "release", "--consumer", "replay-test", "--tenant", "acme", "--conversation", "c1", "--replay")
 	if err != nil || !strings.Contains(out, "replaying acme/c1 in replay-test from stream sequence 2") {
