@@ -70,8 +70,8 @@ func (b *Bus) Read(ctx context.Context, o ReadOptions) (*Reader, error) {
 
 // Fetch waits up to maxWait for up to n messages and hands each to fn in
 // stream order; it returns how many it read. Reading nothing is not an
-// error. fn's error stops the fetch and is returned; read failures are
-// ErrUnavailable.
+// error. fn's error stops the fetch and is returned; read failures (of a
+// fetch that read nothing) are ErrUnavailable.
 func (r *Reader) Fetch(n int, maxWait time.Duration, fn func(LogMsg) error) (int, error) {
 	batch, err := r.oc.Fetch(n, jetstream.FetchMaxWait(maxWait))
 	if err != nil {
@@ -91,7 +91,9 @@ func (r *Reader) Fetch(n int, maxWait time.Duration, fn func(LogMsg) error) (int
 			return got, err
 		}
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+	// A fetch that delivered messages ended well enough: a lasting failure
+	// shows on the next one.
+	if err := batch.Error(); got == 0 && err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
 		return got, fmt.Errorf("%w: reading %s: %v", ErrUnavailable, r.stream, err)
 	}
 	return got, nil
