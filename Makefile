@@ -9,7 +9,7 @@ MODULES    := libs proto services/ingest services/lifecycle services/tagging ser
 PKGS       := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: all build run test test-unit lint fmt proto tools deps fuzz tidy clean help
+.PHONY: all build run test test-unit lint asyncapi fmt proto tools deps fuzz tidy clean help
 
 help: ## Show targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -43,10 +43,15 @@ fuzz: ## Run each fuzz target briefly
 	go test ./services/tagging/internal/rules -run '^$$' -fuzz FuzzCompile -fuzztime 20s
 	go test ./tools/loadgen/sgd -run '^$$' -fuzz FuzzParseDialogues -fuzztime 20s
 
-lint: tools ## gofmt, go vet and buf lint
+lint: tools ## gofmt, go vet, buf lint and a current docs/asyncapi.yaml
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet $(PKGS)
 	cd proto && buf lint
+	@tmp=$$(mktemp); go run ./tools/cmd/asyncapi -o $$tmp && diff -u docs/asyncapi.yaml $$tmp > /dev/null; rc=$$?; rm -f $$tmp; \
+		if [ $$rc -ne 0 ]; then echo "docs/asyncapi.yaml is stale: run make asyncapi"; exit 1; fi
+
+asyncapi: ## Regenerate docs/asyncapi.yaml (the event stream's AsyncAPI document) from the protos
+	go run ./tools/cmd/asyncapi -o docs/asyncapi.yaml
 
 fmt: ## gofmt every module
 	gofmt -w $(MODULES)

@@ -103,9 +103,12 @@ func Connect(ctx context.Context, url, name string, opts Options, extra ...nats.
 	return b, nil
 }
 
-// JetStream exposes the underlying JetStream context. It is an escape hatch
-// for tools (tools/: bench, verify, stack) only: services go through the
-// named methods (LastOnSubject, DeleteConsumer, KeyValue, Publish, ...).
+// JetStream exposes the underlying JetStream client. It stays for tests,
+// which inject faults the Bus has no operation for (raw publishes, stream
+// edits), and for natsauth.WaitForStreams at service start; everything else
+// reads and manages the log through the Bus's operations (Read,
+// StreamState, ConsumerLag, LastOnSubject, DeleteConsumer, KeyValue, ...).
+// TestLogSealed keeps it that way.
 func (b *Bus) JetStream() jetstream.JetStream { return b.js }
 
 // Conn exposes the NATS connection.

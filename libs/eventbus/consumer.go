@@ -296,7 +296,7 @@ func (b *Bus) fail(ctx context.Context, cfg ConsumerConfig, d *Delivery, err err
 // cannot be stored, the message is left unacknowledged so that it is
 // redelivered after AckWait: nothing is dropped silently.
 func (b *Bus) deadLetter(ctx context.Context, cfg ConsumerConfig, m jetstream.Msg, cause error) {
-	if err := b.DeadLetter(ctx, cfg.Durable, cfg.Stream, m, cause); err != nil {
+	if err := b.deadLetterMsg(ctx, cfg.Durable, cfg.Stream, m, cause); err != nil {
 		return
 	}
 	if err := m.Term(); err != nil {
@@ -306,8 +306,14 @@ func (b *Bus) deadLetter(ctx context.Context, cfg ConsumerConfig, m jetstream.Ms
 
 // DeadLetter copies m to PARLEY_DLQ (subject parley.dlq.<consumer>) with
 // cause as its reason, idempotently (the copy's message id is the
-// consumer, stream and stream sequence). It does not acknowledge m.
-func (b *Bus) DeadLetter(ctx context.Context, consumer, stream string, m jetstream.Msg, cause error) error {
+// consumer, stream and stream sequence).
+func (b *Bus) DeadLetter(ctx context.Context, consumer, stream string, m LogMsg, cause error) error {
+	return b.deadLetterMsg(ctx, consumer, stream, m.msg, cause)
+}
+
+// deadLetterMsg is DeadLetter of a JetStream message; it does not
+// acknowledge m.
+func (b *Bus) deadLetterMsg(ctx context.Context, consumer, stream string, m jetstream.Msg, cause error) error {
 	meta, _ := m.Metadata()
 	var seq, delivered uint64
 	if meta != nil {
@@ -340,8 +346,8 @@ func (b *Bus) DeadLetter(ctx context.Context, consumer, stream string, m jetstre
 
 // Decode turns a message of PARLEY_CONV into a Delivery and checks that its
 // envelope matches its subject (CheckSubject); its errors are permanent.
-func (b *Bus) Decode(m jetstream.Msg) (*Delivery, error) {
-	d, err := b.decode(m)
+func (b *Bus) Decode(m LogMsg) (*Delivery, error) {
+	d, err := b.decode(m.msg)
 	if err == nil {
 		err = CheckSubject(d.Envelope, d.Subject)
 	}

@@ -25,6 +25,19 @@ func OccurredAt(t time.Time) EnvelopeOption {
 	return func(e *eventv1.Envelope) { e.OccurredAt = timestamppb.New(t) }
 }
 
+// OccurredAtTimestamp sets when the event happened as given (nil leaves it
+// unset), e.g. a client's occurred_at before validation.
+func OccurredAtTimestamp(ts *timestamppb.Timestamp) EnvelopeOption {
+	return func(e *eventv1.Envelope) { e.OccurredAt = ts }
+}
+
+// WithClientEventID sets the client's event id; when the envelope has a
+// tenant and no option sets the event id, the event id is then
+// ClientEventID(tenant, conversation, id), so a resend is a duplicate.
+func WithClientEventID(id string) EnvelopeOption {
+	return func(e *eventv1.Envelope) { e.ClientEventId = id }
+}
+
 // RecordedAt sets when Parley recorded the event (Bus.Complete fills it on
 // publishing when unset).
 func RecordedAt(t time.Time) EnvelopeOption {
@@ -50,14 +63,23 @@ func CausedBy(causationID, correlationID string) EnvelopeOption {
 
 // NewEnvelope returns an event of a tenant's conversation carrying payload,
 // the event message itself (e.g. &eventv1.TagApplied{...}), with its kind
-// set, a new event id unless an option sets one, and, without CausedBy, a
-// correlation of its own (its event id). It panics when payload is not one
-// of the envelope's payload messages: a programming error.
+// set, an event id (set by an option, derived from WithClientEventID, or
+// new) and, without CausedBy, a correlation of its own (its event id). With
+// tenant "" it is a request to ingest, which assigns the tenant of the
+// caller's key: it gets no event id or correlation (ingest assigns them
+// after validation). It panics when payload is not one of the envelope's
+// payload messages: a programming error.
 func NewEnvelope(tenant, conversation string, payload proto.Message, opts ...EnvelopeOption) *eventv1.Envelope {
 	env := &eventv1.Envelope{TenantId: tenant, ConversationId: conversation}
 	SetPayload(env, payload)
 	for _, o := range opts {
 		o(env)
+	}
+	if tenant == "" {
+		return env
+	}
+	if env.EventId == "" && env.ClientEventId != "" {
+		env.EventId = ClientEventID(tenant, conversation, env.ClientEventId)
 	}
 	if env.EventId == "" {
 		env.EventId = NewEventID()

@@ -59,3 +59,20 @@ func TestNewEnvelopeRefusesANonPayload(t *testing.T) {
 	}()
 	eventbus.NewEnvelope("acme", "c1", &eventv1.Envelope{})
 }
+
+func TestNewEnvelopeRequestAndClientEventID(t *testing.T) {
+	at := timestamppb.New(time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC))
+	req := eventbus.NewEnvelope("", "c1", &eventv1.MessagePosted{Text: "hi"}, eventbus.OccurredAtTimestamp(at), eventbus.WithClientEventID("m1"))
+	want := &eventv1.Envelope{ConversationId: "c1", Kind: "message_posted", OccurredAt: at, ClientEventId: "m1",
+		Payload: &eventv1.Envelope_MessagePosted{MessagePosted: &eventv1.MessagePosted{Text: "hi"}}}
+	if !proto.Equal(req, want) {
+		t.Fatalf("request envelope %v\nwant %v (ingest assigns tenant and ids)", req, want)
+	}
+	if got := eventbus.NewEnvelope("", "c1", &eventv1.MessagePosted{}, eventbus.OccurredAtTimestamp(nil)); got.OccurredAt != nil {
+		t.Fatal("nil occurred_at set")
+	}
+	env := eventbus.NewEnvelope("acme", "c1", &eventv1.MessagePosted{}, eventbus.WithClientEventID("m1"))
+	if id := eventbus.ClientEventID("acme", "c1", "m1"); env.GetEventId() != id || env.GetCorrelationId() != id {
+		t.Fatalf("event id %q correlation %q, want both %q", env.GetEventId(), env.GetCorrelationId(), id)
+	}
+}

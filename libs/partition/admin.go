@@ -96,3 +96,24 @@ func Release(ctx context.Context, q Querier, consumer string, c Conversation) (h
 	h.Conversation, h.BlockedSeq = c, uint64(seq)
 	return h, true, nil
 }
+
+// RequestReplay releases a tenant's conversation's hold in the consumer
+// group with a replay: the replica owning its partition (within a third of
+// the lease TTL) re-applies the conversation's events from the blocked
+// sequence on, read from the stream in order, and only then removes the
+// hold, so later events still follow them. An event that fails again
+// holds the conversation anew. ok is false when the conversation was not
+// held.
+func RequestReplay(ctx context.Context, q Querier, consumer string, c Conversation) (h Hold, ok bool, err error) {
+	var seq int64
+	err = q.QueryRow(ctx, `UPDATE partition_held SET replay = true WHERE consumer = $1 AND tenant_id = $2 AND conversation_id = $3
+		RETURNING partition, blocked_seq, reason`, consumer, c.TenantID, c.ConversationID).Scan(&h.Partition, &seq, &h.Reason)
+	if err == pgx.ErrNoRows {
+		return Hold{}, false, nil
+	}
+	if err != nil {
+		return Hold{}, false, fmt.Errorf("partition: replay: %w", err)
+	}
+	h.Conversation, h.BlockedSeq, h.Replay = c, uint64(seq), true
+	return h, true, nil
+}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/eventbus"
 )
 
@@ -50,7 +49,7 @@ func GroupPartitions(ctx context.Context, q Querier, consumer string) (int, erro
 // later event belongs to other partitions. It reads the stream's subjects
 // (headers only) from the lowest position on. known is false for a group
 // that never leased a partition. Read-only.
-func Backlog(ctx context.Context, js jetstream.JetStream, q Querier, stream, consumer string) (n uint64, known bool, err error) {
+func Backlog(ctx context.Context, bus *eventbus.Bus, q Querier, stream, consumer string) (n uint64, known bool, err error) {
 	parts, err := GroupPartitions(ctx, q, consumer)
 	if err != nil || parts == 0 {
 		return 0, false, err
@@ -59,15 +58,14 @@ func Backlog(ctx context.Context, js jetstream.JetStream, q Querier, stream, con
 	if err != nil {
 		return 0, false, err
 	}
-	s, err := js.Stream(ctx, stream)
+	st, found, err := bus.StreamState(ctx, stream)
 	if err != nil {
 		return 0, false, fmt.Errorf("partition: backlog: %w", err)
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return 0, false, fmt.Errorf("partition: backlog: %w", err)
+	if !found {
+		return 0, false, fmt.Errorf("partition: backlog: stream %s does not exist", stream)
 	}
-	last := info.State.LastSeq
+	last := st.LastSeq
 	low := pos[0]
 	for _, p := range pos {
 		low = min(low, p)
@@ -75,38 +73,27 @@ func Backlog(ctx context.Context, js jetstream.JetStream, q Querier, stream, con
 	if low >= last {
 		return 0, true, nil
 	}
-	oc, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: low + 1, HeadersOnly: true,
-	})
+	r, err := bus.Read(ctx, eventbus.ReadOptions{Stream: stream, From: low + 1, HeadersOnly: true})
 	if err != nil {
 		return 0, false, fmt.Errorf("partition: backlog: %w", err)
 	}
 	for {
-		batch, err := oc.Fetch(1000, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return 0, false, fmt.Errorf("partition: backlog: %w", err)
-		}
-		got, done := 0, false
-		for m := range batch.Messages() {
-			got++
-			meta, err := m.Metadata()
-			if err != nil {
-				continue
+		done := false
+		got, err := r.Fetch(1000, time.Second, func(m eventbus.LogMsg) error {
+			done = m.Seq >= last || m.Pending == 0
+			if m.Seq > last {
+				return nil // appended after the last sequence was read
 			}
-			seq := meta.Sequence.Stream
-			done = seq >= last || meta.NumPending == 0
-			if seq > last {
-				continue // appended after the last sequence was read
-			}
-			tenant, conv, _, perr := eventbus.ParseConvSubject(m.Subject())
+			tenant, conv, _, perr := eventbus.ParseConvSubject(m.Subject)
 			if perr != nil {
-				continue // not a conversation event: no consumer applies it
+				return nil // not a conversation event: no consumer applies it
 			}
-			if seq > pos[Of(tenant, conv, parts)] {
+			if m.Seq > pos[Of(tenant, conv, parts)] {
 				n++
 			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+			return nil
+		})
+		if err != nil {
 			return 0, false, fmt.Errorf("partition: backlog: %w", err)
 		}
 		if done || got == 0 {

@@ -52,7 +52,7 @@ func TestBacklog(t *testing.T) {
 
 	backlog := func(group string) (uint64, bool) {
 		t.Helper()
-		got, known, err := partition.Backlog(ctx, bus.JetStream(), pool, eventbus.ConvStream, group)
+		got, known, err := partition.Backlog(ctx, bus, pool, eventbus.ConvStream, group)
 		if err != nil {
 			t.Fatal(err)
 		}

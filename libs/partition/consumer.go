@@ -11,7 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -172,7 +171,7 @@ func (c *Consumer) pause(ctx context.Context, err error) {
 // item is one event read for an owned partition.
 type item struct {
 	d   *eventbus.Delivery
-	msg jetstream.Msg
+	msg eventbus.LogMsg
 	seq uint64
 	// bad is why the message cannot be handed to the handler (it does not
 	// decode or does not match its subject).
@@ -213,6 +212,9 @@ func (c *Consumer) session(ctx context.Context, leases map[int]Lease, h Handler)
 	}
 	c.setErr(nil)
 	s := &session{c: c, h: h, leases: leases, pos: pos, held: held}
+	if err := s.replays(ctx); err != nil {
+		return nil, err
+	}
 	c.gauges.set(leases, pos, len(held))
 	start := uint64(0)
 	first := true
@@ -221,11 +223,9 @@ func (c *Consumer) session(ctx context.Context, leases map[int]Lease, h Handler)
 			start, first = pos[p], false
 		}
 	}
-	oc, err := c.cfg.Bus.JetStream().OrderedConsumer(ctx, c.cfg.Stream, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start + 1,
-	})
+	r, err := c.cfg.Bus.Read(ctx, eventbus.ReadOptions{Stream: c.cfg.Stream, From: start + 1})
 	if err != nil {
-		return nil, fmt.Errorf("%w: ordered consumer: %v", eventbus.ErrUnavailable, err)
+		return nil, err
 	}
 	pending := map[int][]item{}
 	count, fullest := 0, 0
@@ -250,38 +250,35 @@ func (c *Consumer) session(ctx context.Context, leases map[int]Lease, h Handler)
 			s.mu.Lock()
 			s.held = held
 			s.mu.Unlock()
+			if err := s.replays(ctx); err != nil {
+				return nil, err
+			}
 			beat = time.Now().Add(co.TTL() / 3)
 		}
-		batch, err := oc.Fetch(c.cfg.BatchSize, jetstream.FetchMaxWait(c.cfg.MaxWait))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, nil
-			}
-			return nil, fmt.Errorf("%w: fetch: %v", eventbus.ErrUnavailable, err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			meta, err := m.Metadata()
-			if err != nil {
-				continue
-			}
-			seq := meta.Sequence.Stream
+		n, err := r.Fetch(c.cfg.BatchSize, c.cfg.MaxWait, func(m eventbus.LogMsg) error {
+			seq := m.Seq
 			lastRead = seq
-			c.gauges.seen(seq + meta.NumPending)
-			tenant, conv, _, perr := eventbus.ParseConvSubject(m.Subject())
+			c.gauges.seen(seq + m.Pending)
+			tenant, conv, _, perr := eventbus.ParseConvSubject(m.Subject)
 			if perr != nil {
-				continue // not a conversation event
+				return nil // not a conversation event
 			}
 			p := Of(tenant, conv, co.Partitions())
 			if _, ok := leases[p]; !ok || seq <= s.pos[p] {
-				continue
+				return nil
 			}
 			it := item{msg: m, seq: seq}
 			it.d, it.bad = c.cfg.Bus.Decode(m)
 			pending[p] = append(pending[p], it)
 			count++
 			fullest = max(fullest, len(pending[p]))
+			return nil
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, nil
+			}
+			return nil, err
 		}
 		if ctx.Err() != nil {
 			return nil, nil
@@ -454,6 +451,89 @@ func (s *session) reject(ctx context.Context, l Lease, it item, cause error) err
 		s.mu.Unlock()
 	}
 	s.pos[l.Partition] = max(s.pos[l.Partition], it.seq)
+	return nil
+}
+
+// replays runs the replays requested (RequestReplay) of held
+// conversations of owned partitions.
+func (s *session) replays(ctx context.Context) error {
+	var todo []Hold
+	s.mu.Lock()
+	for _, h := range s.held {
+		if _, owned := s.leases[h.Partition]; owned && h.Replay {
+			todo = append(todo, h)
+		}
+	}
+	s.mu.Unlock()
+	for _, h := range todo {
+		if err := s.replay(ctx, h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// replay re-applies a held conversation's events from its blocked sequence
+// up to its partition's position (later ones are read live, after it) and
+// then removes the hold, or records the new one when an event fails again.
+// Interrupted, it runs again: its events are applied at least once.
+func (s *session) replay(ctx context.Context, h Hold) error {
+	l, to := s.leases[h.Partition], s.pos[h.Partition]
+	var items []item
+	if h.BlockedSeq <= to {
+		r, err := s.c.cfg.Bus.Read(ctx, eventbus.ReadOptions{Stream: s.c.cfg.Stream, From: h.BlockedSeq,
+			Filter: []string{eventbus.ConvSubject(h.TenantID, h.ConversationID, "*")}})
+		if err != nil {
+			return err
+		}
+		for done := false; !done; {
+			n, err := r.Fetch(s.c.cfg.BatchSize, s.c.cfg.MaxWait, func(m eventbus.LogMsg) error {
+				if m.Seq > to {
+					done = true
+					return nil
+				}
+				it := item{msg: m, seq: m.Seq}
+				it.d, it.bad = s.c.cfg.Bus.Decode(m)
+				items = append(items, it)
+				done = m.Seq == to || m.Pending == 0
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				pending, err := r.Pending(ctx)
+				if err != nil {
+					return err
+				}
+				done = pending == 0
+			}
+		}
+	}
+	s.mu.Lock()
+	delete(s.held, h.Conversation)
+	s.mu.Unlock()
+	if err := s.run(ctx, l, items); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	again, reheld := s.held[h.Conversation]
+	s.mu.Unlock()
+	err := pgx.BeginFunc(ctx, s.c.cfg.Pool, func(tx pgx.Tx) error {
+		var err error
+		if reheld {
+			_, err = tx.Exec(ctx, `UPDATE partition_held SET blocked_seq = $4, reason = $5, replay = false, held_at = now()
+				WHERE consumer = $1 AND tenant_id = $2 AND conversation_id = $3`, l.Consumer, h.TenantID, h.ConversationID, int64(again.BlockedSeq), again.Reason)
+		} else {
+			_, err = tx.Exec(ctx, `DELETE FROM partition_held WHERE consumer = $1 AND tenant_id = $2 AND conversation_id = $3`, l.Consumer, h.TenantID, h.ConversationID)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("partition: replay: %w", err)
+	}
+	s.c.cfg.Log.InfoContext(ctx, "held conversation replayed", "consumer", l.Consumer, "tenant_id", h.TenantID,
+		"conversation_id", h.ConversationID, "events", len(items), "held_again", reheld)
 	return nil
 }
 

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS partition_held (
 	reason          text NOT NULL,
 	held_at         timestamptz NOT NULL DEFAULT now(),
 	PRIMARY KEY (consumer, tenant_id, conversation_id)
-);`
+);
+ALTER TABLE partition_held ADD COLUMN IF NOT EXISTS replay boolean NOT NULL DEFAULT false;`
 
 // Migrate creates the partition tables (idempotent). Concurrent replicas
 // serialize on an advisory lock.
@@ -133,11 +134,14 @@ type Hold struct {
 	Partition  int
 	BlockedSeq uint64
 	Reason     string
+	// Replay is set by RequestReplay: the owner re-applies the
+	// conversation's events from BlockedSeq, then removes the hold.
+	Replay bool
 }
 
 // Held lists the consumer's held conversations.
 func Held(ctx context.Context, q Querier, consumer string) (map[Conversation]Hold, error) {
-	rows, err := q.Query(ctx, `SELECT tenant_id, conversation_id, partition, blocked_seq, reason FROM partition_held WHERE consumer = $1`, consumer)
+	rows, err := q.Query(ctx, `SELECT tenant_id, conversation_id, partition, blocked_seq, reason, replay FROM partition_held WHERE consumer = $1`, consumer)
 	if err != nil {
 		return nil, fmt.Errorf("partition: held: %w", err)
 	}
@@ -146,7 +150,7 @@ func Held(ctx context.Context, q Querier, consumer string) (map[Conversation]Hol
 	for rows.Next() {
 		var h Hold
 		var seq int64
-		if err := rows.Scan(&h.TenantID, &h.ConversationID, &h.Partition, &seq, &h.Reason); err != nil {
+		if err := rows.Scan(&h.TenantID, &h.ConversationID, &h.Partition, &seq, &h.Reason, &h.Replay); err != nil {
 			return nil, fmt.Errorf("partition: held: %w", err)
 		}
 		h.BlockedSeq = uint64(seq)

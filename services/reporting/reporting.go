@@ -4,14 +4,12 @@ package reporting
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"github.com/parley-dev/parley/libs/leader"
 	"github.com/parley-dev/parley/libs/pgstore"
 	"os"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/chstore"
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
@@ -207,8 +205,7 @@ func Run(ctx context.Context, cfg Config) error {
 // removeDurable deletes the durable JetStream consumer of earlier versions,
 // which read the log with acks; positions now live in PostgreSQL.
 func removeDurable(ctx context.Context, b *service.Base) {
-	err := b.Bus.JetStream().DeleteConsumer(ctx, eventbus.ConvStream, projector.Durable)
-	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if err := b.Bus.DeleteConsumer(ctx, projector.Durable); err != nil {
 		b.Log.WarnContext(ctx, "could not remove the old durable consumer", "err", err)
 	}
 }

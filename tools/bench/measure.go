@@ -499,7 +499,7 @@ func waitQuiet(ctx context.Context, ch driver.Conn, s *suite, limit time.Duratio
 		return 0, err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	bus, err := eventbus.New(nc, eventbus.Options{})
 	if err != nil {
 		return 0, err
 	}
@@ -512,7 +512,7 @@ func waitQuiet(ctx context.Context, ch driver.Conn, s *suite, limit time.Duratio
 	var lastSeq uint64
 	quietPolls := 0
 	for {
-		busy, seq, err := consumersBusy(ctx, js, pool)
+		busy, seq, err := consumersBusy(ctx, bus, pool)
 		if err != nil {
 			return 0, err
 		}
@@ -549,35 +549,27 @@ func waitQuiet(ctx context.Context, ch driver.Conn, s *suite, limit time.Duratio
 // work ("" when none): a partition group with events after its positions
 // or a durable consumer with pending or unacknowledged ones. It returns the
 // stream's last sequence.
-func consumersBusy(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool) (string, uint64, error) {
-
-	stream, err := js.Stream(ctx, eventbus.ConvStream)
+func consumersBusy(ctx context.Context, bus *eventbus.Bus, pool *pgxpool.Pool) (string, uint64, error) {
+	st, _, err := bus.StreamState(ctx, eventbus.ConvStream)
 	if err != nil {
 		return "", 0, err
 	}
-	info, err := stream.Info(ctx)
+	lags, err := bus.DurableLags(ctx, eventbus.ConvStream)
 	if err != nil {
 		return "", 0, err
 	}
 	busy := ""
-	lister := stream.ListConsumers(ctx)
-	for ci := range lister.Info() {
-		if ci.Config.Durable == "" {
-			continue // ordered consumers (replays) come and go
+	for name, lag := range lags {
+		if lag > 0 {
+			busy = fmt.Sprintf("consumer %s has %d pending or unacknowledged", name, lag)
 		}
-		if ci.NumPending > 0 || ci.NumAckPending > 0 {
-			busy = fmt.Sprintf("consumer %s has %d pending and %d unacknowledged", ci.Name, ci.NumPending, ci.NumAckPending)
-		}
-	}
-	if err := lister.Err(); err != nil {
-		return "", 0, err
 	}
 	groups, err := partition.Groups(ctx, pool)
 	if err != nil {
 		return "", 0, err
 	}
 	for _, g := range groups {
-		n, _, err := partition.Backlog(ctx, js, pool, eventbus.ConvStream, g)
+		n, _, err := partition.Backlog(ctx, bus, pool, eventbus.ConvStream, g)
 		if err != nil {
 			return "", 0, err
 		}
@@ -585,7 +577,7 @@ func consumersBusy(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Po
 			busy = fmt.Sprintf("partition group %s has %d events to apply", g, n)
 		}
 	}
-	return busy, info.State.LastSeq, nil
+	return busy, st.LastSeq, nil
 }
 
 func countEvents(ctx context.Context, ch driver.Conn) (uint64, error) {

@@ -53,12 +53,12 @@ func TestConsumersBusyWaitsForPartitionGroups(t *testing.T) {
 		}
 	}
 	commit(1)
-	busy, last, err := consumersBusy(ctx, bus.JetStream(), pool)
+	busy, last, err := consumersBusy(ctx, bus, pool)
 	if err != nil || last != 3 || !strings.Contains(busy, "partition group lifecycle has 2 events") {
 		t.Fatalf("at 1 of 3: busy %q, last %d, %v", busy, last, err)
 	}
 	commit(3)
-	if busy, last, err := consumersBusy(ctx, bus.JetStream(), pool); err != nil || last != 3 || busy != "" {
+	if busy, last, err := consumersBusy(ctx, bus, pool); err != nil || last != 3 || busy != "" {
 		t.Fatalf("at 3 of 3: busy %q, last %d, %v", busy, last, err)
 	}
 }

@@ -2,14 +2,12 @@ package verify
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/eventbus"
 )
 
@@ -31,42 +29,28 @@ type deadLetters struct {
 // dead letters of the given tenants and of no known tenant.
 func readDLQ(ctx context.Context, bus *eventbus.Bus, tenants map[string]*tenantExp) (map[string]*deadLetters, error) {
 	out := map[string]*deadLetters{}
-	s, err := bus.JetStream().Stream(ctx, eventbus.DLQStream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
+	state, found, err := bus.StreamState(ctx, eventbus.DLQStream)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	if !found || state.Msgs == 0 {
 		return out, nil
 	}
+	r, err := bus.Read(ctx, eventbus.ReadOptions{Stream: eventbus.DLQStream, From: state.FirstSeq, HeadersOnly: true})
 	if err != nil {
-		return nil, fmt.Errorf("verify: %s: %w", eventbus.DLQStream, err)
-	}
-	state := s.CachedInfo().State
-	if state.Msgs == 0 {
-		return out, nil
-	}
-	cons, err := bus.JetStream().OrderedConsumer(ctx, eventbus.DLQStream, jetstream.OrderedConsumerConfig{HeadersOnly: true})
-	if err != nil {
-		return nil, fmt.Errorf("verify: reading %s: %w", eventbus.DLQStream, err)
+		return nil, fmt.Errorf("verify: %w", err)
 	}
 	for {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("verify: reading %s: %w", eventbus.DLQStream, err)
-		}
 		done := false
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			meta, err := m.Metadata()
-			if err != nil {
-				return nil, fmt.Errorf("verify: reading %s: %w", eventbus.DLQStream, err)
-			}
-			done = meta.Sequence.Stream >= state.LastSeq || meta.NumPending == 0
-			h := m.Headers()
+		n, err := r.Fetch(1000, time.Second, func(m eventbus.LogMsg) error {
+			done = m.Seq >= state.LastSeq || m.Pending == 0
+			h := m.Header()
 			subject := h.Get(eventbus.HeaderDLQSubject)
 			tenant, _, _, perr := eventbus.ParseConvSubject(subject)
 			if perr != nil || tenant == "" {
 				tenant = UnknownTenant
 			} else if tenants[tenant] == nil {
-				continue
+				return nil
 			}
 			d := out[tenant]
 			if d == nil {
@@ -80,9 +64,10 @@ func readDLQ(ctx context.Context, bus *eventbus.Bus, tenants map[string]*tenantE
 				d.first = append(d.first, fmt.Sprintf("%s seq %s %s: %s", orDash(consumer), orDash(h.Get(eventbus.HeaderDLQSequence)),
 					orDash(subject), orDash(h.Get(eventbus.HeaderDLQError))))
 			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("verify: reading %s: %w", eventbus.DLQStream, err)
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("verify: %w", err)
 		}
 		if done || n == 0 {
 			return out, nil

@@ -30,7 +30,6 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/libs/natsauth"
@@ -335,7 +334,7 @@ func backlog(ctx context.Context, bus *eventbus.Bus, pool *pgxpool.Pool) map[str
 		groups = nil
 	}
 	for _, name := range groups {
-		if n, known, err := partition.Backlog(ctx, bus.JetStream(), pool, eventbus.ConvStream, name); err == nil && known {
+		if n, known, err := partition.Backlog(ctx, bus, pool, eventbus.ConvStream, name); err == nil && known {
 			out[name] = n
 		}
 	}
@@ -343,15 +342,9 @@ func backlog(ctx context.Context, bus *eventbus.Bus, pool *pgxpool.Pool) map[str
 		if slices.Contains(groups, name) {
 			continue
 		}
-		c, err := bus.JetStream().Consumer(ctx, eventbus.ConvStream, name)
-		if err != nil {
-			continue
+		if lag, found, err := bus.ConsumerLag(ctx, eventbus.ConvStream, name); err == nil && found {
+			out[name] = lag
 		}
-		info, err := c.Info(ctx)
-		if err != nil {
-			continue
-		}
-		out[name] = info.NumPending + uint64(info.NumAckPending)
 	}
 	return out
 }
@@ -497,49 +490,36 @@ func scanStream(ctx context.Context, bus *eventbus.Bus, e *expectation) error {
 	if horizon < e.from {
 		return nil
 	}
-	cons, err := bus.JetStream().OrderedConsumer(ctx, eventbus.ConvStream, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   e.from,
-	})
+	r, err := bus.Read(ctx, eventbus.ReadOptions{From: e.from})
 	if err != nil {
-		return fmt.Errorf("verify: reading %s: %w", eventbus.ConvStream, err)
+		return fmt.Errorf("verify: %w", err)
 	}
 	for {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return fmt.Errorf("verify: reading %s: %w", eventbus.ConvStream, err)
-		}
-		n, pending := 0, uint64(0)
-		for m := range batch.Messages() {
-			meta, err := m.Metadata()
-			if err != nil {
-				return fmt.Errorf("verify: reading %s: %w", eventbus.ConvStream, err)
-			}
-			e.from, pending = meta.Sequence.Stream+1, meta.NumPending
-			n++
-			tenant, _, _, err := eventbus.ParseConvSubject(m.Subject())
+		pending := uint64(0)
+		n, err := r.Fetch(1000, time.Second, func(m eventbus.LogMsg) error {
+			e.from, pending = m.Seq+1, m.Pending
+			tenant, _, _, err := eventbus.ParseConvSubject(m.Subject)
 			t := e.byID[tenant]
 			if err != nil || t == nil {
-				continue
+				return nil
 			}
 			var env eventv1.Envelope
 			if err := proto.Unmarshal(m.Data(), &env); err != nil {
-				return fmt.Errorf("verify: %s sequence %d: undecodable envelope: %w", eventbus.ConvStream, meta.Sequence.Stream, err)
+				return fmt.Errorf("verify: %s sequence %d: undecodable envelope: %w", eventbus.ConvStream, m.Seq, err)
 			}
-			t.observe(&env, meta.Sequence.Stream, e.window)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("verify: reading %s: %w", eventbus.ConvStream, err)
+			t.observe(&env, m.Seq, e.window)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("verify: %w", err)
 		}
 		if e.from > horizon {
 			return nil
 		}
 		if n == 0 {
-			info, err := cons.Info(ctx)
-			if err != nil {
-				return fmt.Errorf("verify: reading %s: %w", eventbus.ConvStream, err)
+			if pending, err = r.Pending(ctx); err != nil {
+				return fmt.Errorf("verify: %w", err)
 			}
-			pending = info.NumPending
 		}
 		if pending == 0 {
 			return nil

@@ -39,23 +39,37 @@ func (a *app) partitions() *cobra.Command {
 	status.Flags().StringVar(&consumer, "consumer", "", "consumer group (default: every group)")
 
 	var tenant, conv string
+	var replay bool
 	release := &cobra.Command{
-		Use:   "release --consumer X --tenant T --conversation C",
+		Use:   "release --consumer X --tenant T --conversation C [--replay]",
 		Short: "Remove a conversation's hold: the running replicas apply its later events again (within a third of the lease TTL)",
 		Long: "Removes the row of partition_held. The events dead-lettered while the conversation was held stay in PARLEY_DLQ\n" +
-			"(subject parley.dlq.<consumer>): republish them in stream order after fixing the cause (see docs/operations.md).",
+			"(subject parley.dlq.<consumer>): republish them in stream order after fixing the cause (see docs/operations.md).\n" +
+			"With --replay the replica owning the conversation's partition re-applies its held events from the stream instead\n" +
+			"(from the blocked sequence on, in order, before any later event), then removes the hold; an event that fails again\n" +
+			"holds the conversation anew.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if consumer == "" || tenant == "" || conv == "" {
 				return errors.New("--consumer, --tenant and --conversation are required")
 			}
 			return a.withPool(cmd.Context(), func(pool *pgxpool.Pool) error {
-				h, ok, err := partition.Release(cmd.Context(), pool, consumer, partition.Conversation{TenantID: tenant, ConversationID: conv})
+				c := partition.Conversation{TenantID: tenant, ConversationID: conv}
+				release := partition.Release
+				if replay {
+					release = partition.RequestReplay
+				}
+				h, ok, err := release(cmd.Context(), pool, consumer, c)
 				if err != nil {
 					return err
 				}
 				if !ok {
 					return fmt.Errorf("consumer %s holds no conversation %s of tenant %s", consumer, conv, tenant)
+				}
+				if replay {
+					fmt.Fprintf(cmd.OutOrStdout(), "replaying %s/%s in %s from stream sequence %d (held: %s); the hold is removed once its events are applied\n"+
+						"(partitions status shows it held until then)\n", tenant, conv, consumer, h.BlockedSeq, h.Reason)
+					return nil
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "released %s/%s in %s (held behind stream sequence %d: %s)\n"+
 					"its events dead-lettered while held are in PARLEY_DLQ (parley.dlq.%s, Parley-Dlq-Subject parley.conv.v1.%s.%s.*): republish them in stream order\n",
@@ -67,6 +81,7 @@ func (a *app) partitions() *cobra.Command {
 	release.Flags().StringVar(&consumer, "consumer", "", "consumer group (required)")
 	release.Flags().StringVar(&tenant, "tenant", "", "tenant id (required)")
 	release.Flags().StringVar(&conv, "conversation", "", "conversation id (required)")
+	release.Flags().BoolVar(&replay, "replay", false, "re-apply the conversation's held events from the stream, then release it")
 	cmd.AddCommand(status, release)
 	return cmd
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"strings"
 	"testing"
 	"time"
@@ -23,25 +24,8 @@ import (
 // the running consumer applies the conversation's later events again.
 func TestPartitionsCommands(t *testing.T) {
 	ctx := context.Background()
-	pgURL := testenv.Postgres(t)
-	pool, err := pgstore.Connect(ctx, config.Postgres{URL: pgURL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	if err := partition.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
+	pgURL, pool, bus := partitionEnv(t)
 	if _, err := pool.Exec(ctx, `CREATE TABLE applied (seq bigint PRIMARY KEY, conv text NOT NULL)`); err != nil {
-		t.Fatal(err)
-	}
-	srv := testenv.NATS(t)
-	bus, err := eventbus.Connect(ctx, srv.URL, "test", eventbus.Options{Producer: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = bus.Close() })
-	if err := bus.EnsureStreams(ctx); err != nil {
 		t.Fatal(err)
 	}
 	publish := func(tenant, conv, id string) {
@@ -67,28 +51,14 @@ func TestPartitionsCommands(t *testing.T) {
 		})
 	}
 	const parts = 4
-	c := partition.NewConsumer(partition.Config{Bus: bus, Pool: pool,
-		Coordinator: partition.NewCoordinator(pool, "ops-test", "m1", parts, 600*time.Millisecond)})
-	cctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = c.Run(cctx, h) }()
-	defer func() { cancel(); <-done }()
+	runConsumer(t, bus, pool, "ops-test", parts, h)
 	// A second group's member whose lease and membership have expired.
 	if _, err := pool.Exec(ctx, `INSERT INTO partition_members VALUES ('other', 'gone', now() - interval '1 minute');
 		INSERT INTO partition_leases VALUES ('other', 0, 'gone', 7, now() - interval '1 minute')`); err != nil {
 		t.Fatal(err)
 	}
 
-	wait := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	wait := func(what string, cond func() bool) { t.Helper(); waitFor(t, what, cond, nil) }
 	caughtUp := func(seq uint64) func() bool {
 		return func() bool {
 			pos, err := partition.Positions(ctx, pool, "ops-test", parts)
@@ -155,5 +125,58 @@ func TestPartitionsCommands(t *testing.T) {
 	out, _, _ = ctl(t, pgURL, "partitions", "status", "--consumer", "ops-test")
 	if !strings.Contains(out, "held conversations: 0\n") {
 		t.Fatalf("still held after release:\n%s", out)
+	}
+}
+
+// partitionEnv is a real PostgreSQL database with the partition tables and
+// a real NATS server with Parley's streams.
+func partitionEnv(t *testing.T) (pgURL string, pool *pgxpool.Pool, bus *eventbus.Bus) {
+	t.Helper()
+	ctx := context.Background()
+	pgURL = testenv.Postgres(t)
+	pool, err := pgstore.Connect(ctx, config.Postgres{URL: pgURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := partition.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	srv := testenv.NATS(t)
+	bus, err = eventbus.Connect(ctx, srv.URL, "test", eventbus.Options{Producer: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = bus.Close() })
+	if err := bus.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return pgURL, pool, bus
+}
+
+// runConsumer runs a partition consumer of group (one member, m1) with h
+// until the test ends.
+func runConsumer(t *testing.T, bus *eventbus.Bus, pool *pgxpool.Pool, group string, parts int, h partition.Handler) {
+	c := partition.NewConsumer(partition.Config{Bus: bus, Pool: pool,
+		Coordinator: partition.NewCoordinator(pool, group, "m1", parts, 600*time.Millisecond)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx, h) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// waitFor polls cond for up to 20 s; state, when set, describes what the
+// test saw on timeout.
+func waitFor(t *testing.T, what string, cond func() bool, state func() string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			if state != nil {
+				t.Fatalf("timed out waiting for %s (%s)", what, state())
+			}
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

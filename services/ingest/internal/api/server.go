@@ -150,26 +150,22 @@ func (s *Server) AppendStream(stream ingestv1.IngestService_AppendStreamServer) 
 
 // StartConversation appends a ConversationStarted event.
 func (s *Server) StartConversation(ctx context.Context, req *ingestv1.StartConversationRequest) (*ingestv1.EventResult, error) {
-	return s.one(ctx, &eventv1.Envelope{ConversationId: req.GetConversationId(), OccurredAt: req.GetOccurredAt(), ClientEventId: req.GetClientEventId(),
-		Payload: &eventv1.Envelope_ConversationStarted{ConversationStarted: orEmpty(req.GetConversation())}})
+	return s.one(ctx, req, orEmpty(req.GetConversation()))
 }
 
 // PostMessage appends a MessagePosted event.
 func (s *Server) PostMessage(ctx context.Context, req *ingestv1.PostMessageRequest) (*ingestv1.EventResult, error) {
-	return s.one(ctx, &eventv1.Envelope{ConversationId: req.GetConversationId(), OccurredAt: req.GetOccurredAt(), ClientEventId: req.GetClientEventId(),
-		Payload: &eventv1.Envelope_MessagePosted{MessagePosted: orEmpty(req.GetMessage())}})
+	return s.one(ctx, req, orEmpty(req.GetMessage()))
 }
 
 // RecordUsage appends a UsageRecorded event.
 func (s *Server) RecordUsage(ctx context.Context, req *ingestv1.RecordUsageRequest) (*ingestv1.EventResult, error) {
-	return s.one(ctx, &eventv1.Envelope{ConversationId: req.GetConversationId(), OccurredAt: req.GetOccurredAt(), ClientEventId: req.GetClientEventId(),
-		Payload: &eventv1.Envelope_UsageRecorded{UsageRecorded: orEmpty(req.GetUsage())}})
+	return s.one(ctx, req, orEmpty(req.GetUsage()))
 }
 
 // CloseConversation appends a ConversationClosed event.
 func (s *Server) CloseConversation(ctx context.Context, req *ingestv1.CloseConversationRequest) (*ingestv1.EventResult, error) {
-	return s.one(ctx, &eventv1.Envelope{ConversationId: req.GetConversationId(), OccurredAt: req.GetOccurredAt(), ClientEventId: req.GetClientEventId(),
-		Payload: &eventv1.Envelope_ConversationClosed{ConversationClosed: orEmpty(req.GetClose())}})
+	return s.one(ctx, req, orEmpty(req.GetClose()))
 }
 
 func orEmpty[T any, P interface {
@@ -182,11 +178,22 @@ func orEmpty[T any, P interface {
 	return p
 }
 
-func (s *Server) one(ctx context.Context, env *eventv1.Envelope) (*ingestv1.EventResult, error) {
+// convenienceRequest is what the single-event calls have in common.
+type convenienceRequest interface {
+	GetConversationId() string
+	GetOccurredAt() *timestamppb.Timestamp
+	GetClientEventId() string
+}
+
+// one appends the single event of a convenience call: its request
+// envelope (eventbus.NewEnvelope without tenant) goes the way of Append's.
+func (s *Server) one(ctx context.Context, req convenienceRequest, payload proto.Message) (*ingestv1.EventResult, error) {
 	p, err := grpcx.RequireTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
+	env := eventbus.NewEnvelope("", req.GetConversationId(), payload,
+		eventbus.OccurredAtTimestamp(req.GetOccurredAt()), eventbus.WithClientEventID(req.GetClientEventId()))
 	res, err := s.appendBatch(ctx, p, []*eventv1.Envelope{env})
 	if err != nil {
 		return nil, err

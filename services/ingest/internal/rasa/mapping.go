@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/parley-dev/parley/libs/eventbus"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 )
 
@@ -71,8 +72,8 @@ func (m *mapper) mapEvent(e *event) (*eventv1.Envelope, string) {
 	case "flow_started", "flow_completed", "flow_cancelled", "flow_interrupted", "flow_resumed":
 		return m.flow(e)
 	case "pause":
-		return &eventv1.Envelope{Payload: &eventv1.Envelope_HandoffRequested{HandoffRequested: &eventv1.HandoffRequested{
-			Reason: "rasa pause", RequestedBy: eventv1.Actor_ACTOR_BOT}}}, ""
+		return eventbus.NewEnvelope("", "", &eventv1.HandoffRequested{
+			Reason: "rasa pause", RequestedBy: eventv1.Actor_ACTOR_BOT}), ""
 	case "resume":
 		return marker("rasa-resume"), ""
 	case "restart":
@@ -100,7 +101,7 @@ func (m *mapper) mapEvent(e *event) (*eventv1.Envelope, string) {
 }
 
 func marker(name string) *eventv1.Envelope {
-	return &eventv1.Envelope{Payload: &eventv1.Envelope_MarkerAdded{MarkerAdded: &eventv1.MarkerAdded{Marker: name}}}
+	return eventbus.NewEnvelope("", "", &eventv1.MarkerAdded{Marker: name})
 }
 
 func (m *mapper) sessionStarted(e *event) *eventv1.Envelope {
@@ -120,7 +121,7 @@ func (m *mapper) sessionStarted(e *event) *eventv1.Envelope {
 			cs.Variables[k] = s
 		}
 	}
-	return &eventv1.Envelope{Payload: &eventv1.Envelope_ConversationStarted{ConversationStarted: cs}}
+	return eventbus.NewEnvelope("", "", cs)
 }
 
 // ChannelOf maps a Rasa input_channel name onto a Parley channel:
@@ -181,7 +182,7 @@ func (m *mapper) user(e *event) (*eventv1.Envelope, string) {
 		conf, _ := number(intent["confidence"])
 		mp.Intent = &eventv1.Intent{Name: intentName, Confidence: conf}
 	}
-	return &eventv1.Envelope{Payload: &eventv1.Envelope_MessagePosted{MessagePosted: mp}}, ""
+	return eventbus.NewEnvelope("", "", mp), ""
 }
 
 // isExternal reports a user event that Rasa created for an intent triggered
@@ -212,7 +213,7 @@ func (m *mapper) bot(e *event) (*eventv1.Envelope, string) {
 		Text:         text,
 		Unidentified: utter != "" && slices.Contains(m.fallbacks, utter),
 	}
-	return &eventv1.Envelope{Payload: &eventv1.Envelope_MessagePosted{MessagePosted: mp}}, ""
+	return eventbus.NewEnvelope("", "", mp), ""
 }
 
 // placeholder describes a bot message without text, e.g.
@@ -301,7 +302,7 @@ func policyDetail(e *event) string {
 }
 
 func debugTrace(step *eventv1.DebugStep) *eventv1.Envelope {
-	return &eventv1.Envelope{Payload: &eventv1.Envelope_DebugTrace{DebugTrace: &eventv1.DebugTrace{Steps: []*eventv1.DebugStep{step}}}}
+	return eventbus.NewEnvelope("", "", &eventv1.DebugTrace{Steps: []*eventv1.DebugStep{step}})
 }
 
 // internalSlot reports Rasa's own bookkeeping slots.
@@ -330,7 +331,7 @@ func (m *mapper) slot(e *event) (*eventv1.Envelope, string) {
 		}
 	}
 	vc := &eventv1.VariablesCaptured{Variables: map[string]string{name: value}, Source: eventv1.VariableSource_VARIABLE_SOURCE_EXTRACTED}
-	return &eventv1.Envelope{Payload: &eventv1.Envelope_VariablesCaptured{VariablesCaptured: vc}}, ""
+	return eventbus.NewEnvelope("", "", vc), ""
 }
 
 // activeLoop maps a form activation to flow_started and its deactivation
@@ -338,9 +339,9 @@ func (m *mapper) slot(e *event) (*eventv1.Envelope, string) {
 // the form's name, so reporting attributes it to the last started flow.
 func (m *mapper) activeLoop(e *event) *eventv1.Envelope {
 	if name := e.str("name"); name != "" {
-		return &eventv1.Envelope{Payload: &eventv1.Envelope_FlowStarted{FlowStarted: &eventv1.FlowStarted{FlowId: name}}}
+		return eventbus.NewEnvelope("", "", &eventv1.FlowStarted{FlowId: name})
 	}
-	return &eventv1.Envelope{Payload: &eventv1.Envelope_FlowCompleted{FlowCompleted: &eventv1.FlowCompleted{}}}
+	return eventbus.NewEnvelope("", "", &eventv1.FlowCompleted{})
 }
 
 func (m *mapper) flow(e *event) (*eventv1.Envelope, string) {
@@ -353,13 +354,13 @@ func (m *mapper) flow(e *event) (*eventv1.Envelope, string) {
 	}
 	switch e.typ {
 	case "flow_started":
-		return &eventv1.Envelope{Payload: &eventv1.Envelope_FlowStarted{FlowStarted: &eventv1.FlowStarted{FlowId: flowID}}}, ""
+		return eventbus.NewEnvelope("", "", &eventv1.FlowStarted{FlowId: flowID}), ""
 	case "flow_completed":
-		return &eventv1.Envelope{Payload: &eventv1.Envelope_FlowCompleted{FlowCompleted: &eventv1.FlowCompleted{FlowId: flowID}}}, ""
+		return eventbus.NewEnvelope("", "", &eventv1.FlowCompleted{FlowId: flowID}), ""
 	case "flow_cancelled":
-		return &eventv1.Envelope{Payload: &eventv1.Envelope_FlowDropped{FlowDropped: &eventv1.FlowDropped{FlowId: flowID, StepId: stepID}}}, ""
+		return eventbus.NewEnvelope("", "", &eventv1.FlowDropped{FlowId: flowID, StepId: stepID}), ""
 	}
 	// flow_interrupted and flow_resumed: the flow pauses for another one and
 	// usually continues later, so it is progress, not a drop.
-	return &eventv1.Envelope{Payload: &eventv1.Envelope_FlowStep{FlowStep: &eventv1.FlowStep{FlowId: flowID, StepId: stepID}}}, ""
+	return eventbus.NewEnvelope("", "", &eventv1.FlowStep{FlowId: flowID, StepId: stepID}), ""
 }

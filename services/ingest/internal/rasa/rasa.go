@@ -46,8 +46,9 @@ func DefaultFallbackActions() []string {
 // Events or in Skipped, so Events[i] comes from the i-th input index that is
 // not in Skipped.
 type Result struct {
-	// Events are the mapped envelopes in input order. EventId, TenantId,
-	// Kind, RecordedAt and Producer are left for ingest to fill.
+	// Events are the mapped request envelopes (eventbus.NewEnvelope without
+	// tenant) in input order. EventId, TenantId, RecordedAt and Producer are
+	// left for ingest to fill.
 	Events []*eventv1.Envelope
 	// Skipped lists the events deliberately not stored.
 	Skipped []Skip

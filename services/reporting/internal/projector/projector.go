@@ -203,7 +203,7 @@ func (p *Projector) insert(ctx context.Context, table, columns string, n int, co
 	}
 	b, err := p.conn.PrepareBatch(ctx, `INSERT INTO `+table+` (`+columns+`)`)
 	if err != nil {
-		return err
+		return Classify(err)
 	}
 	for i, c := range cols {
 		if err := b.Column(i).Append(c); err != nil {
@@ -212,5 +212,5 @@ func (p *Projector) insert(ctx context.Context, table, columns string, n int, co
 			return eventbus.Permanent(fmt.Errorf("column %d: %w", i, err))
 		}
 	}
-	return b.Send()
+	return Classify(b.Send())
 }
