@@ -486,30 +486,45 @@ func (x *TimeRange) GetTimeZone() string {
 // beyond them): at most 100 values per repeated field, 256 characters per
 // value, 200 characters of text, 1000 values over all repeated fields.
 type Filter struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TimeRange     *TimeRange             `protobuf:"bytes,1,opt,name=time_range,json=timeRange,proto3" json:"time_range,omitempty"`
-	Statuses      []string               `protobuf:"bytes,2,rep,name=statuses,proto3" json:"statuses,omitempty"`
-	BotIds        []string               `protobuf:"bytes,3,rep,name=bot_ids,json=botIds,proto3" json:"bot_ids,omitempty"`
-	Channels      []v1.Channel           `protobuf:"varint,4,rep,packed,name=channels,proto3,enum=parley.event.v1.Channel" json:"channels,omitempty"`
-	Platforms     []v1.Platform          `protobuf:"varint,5,rep,packed,name=platforms,proto3,enum=parley.event.v1.Platform" json:"platforms,omitempty"`
-	Types         []v1.ConversationType  `protobuf:"varint,6,rep,packed,name=types,proto3,enum=parley.event.v1.ConversationType" json:"types,omitempty"`
-	Engagements   []v1.Engagement        `protobuf:"varint,7,rep,packed,name=engagements,proto3,enum=parley.event.v1.Engagement" json:"engagements,omitempty"`
-	Goals         []string               `protobuf:"bytes,8,rep,name=goals,proto3" json:"goals,omitempty"`
-	TakenOver     *bool                  `protobuf:"varint,9,opt,name=taken_over,json=takenOver,proto3,oneof" json:"taken_over,omitempty"`
-	HasLead       *bool                  `protobuf:"varint,10,opt,name=has_lead,json=hasLead,proto3,oneof" json:"has_lead,omitempty"`
-	Tags          []string               `protobuf:"bytes,11,rep,name=tags,proto3" json:"tags,omitempty"`
-	Labels        []string               `protobuf:"bytes,12,rep,name=labels,proto3" json:"labels,omitempty"`
-	Flagged       *bool                  `protobuf:"varint,13,opt,name=flagged,proto3,oneof" json:"flagged,omitempty"`
-	FlowId        string                 `protobuf:"bytes,14,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
-	FlowStepId    string                 `protobuf:"bytes,15,opt,name=flow_step_id,json=flowStepId,proto3" json:"flow_step_id,omitempty"`
-	DroppedOff    bool                   `protobuf:"varint,16,opt,name=dropped_off,json=droppedOff,proto3" json:"dropped_off,omitempty"`
-	NodeId        string                 `protobuf:"bytes,17,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Country       string                 `protobuf:"bytes,18,opt,name=country,proto3" json:"country,omitempty"`
-	Region        string                 `protobuf:"bytes,19,opt,name=region,proto3" json:"region,omitempty"`
-	City          string                 `protobuf:"bytes,20,opt,name=city,proto3" json:"city,omitempty"`
-	EndReasons    []v1.EndReason         `protobuf:"varint,21,rep,packed,name=end_reasons,json=endReasons,proto3,enum=parley.event.v1.EndReason" json:"end_reasons,omitempty"`
-	AgentId       string                 `protobuf:"bytes,22,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
-	Text          string                 `protobuf:"bytes,23,opt,name=text,proto3" json:"text,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	TimeRange   *TimeRange             `protobuf:"bytes,1,opt,name=time_range,json=timeRange,proto3" json:"time_range,omitempty"`
+	Statuses    []string               `protobuf:"bytes,2,rep,name=statuses,proto3" json:"statuses,omitempty"`
+	BotIds      []string               `protobuf:"bytes,3,rep,name=bot_ids,json=botIds,proto3" json:"bot_ids,omitempty"`
+	Channels    []v1.Channel           `protobuf:"varint,4,rep,packed,name=channels,proto3,enum=parley.event.v1.Channel" json:"channels,omitempty"`
+	Platforms   []v1.Platform          `protobuf:"varint,5,rep,packed,name=platforms,proto3,enum=parley.event.v1.Platform" json:"platforms,omitempty"`
+	Types       []v1.ConversationType  `protobuf:"varint,6,rep,packed,name=types,proto3,enum=parley.event.v1.ConversationType" json:"types,omitempty"`
+	Engagements []v1.Engagement        `protobuf:"varint,7,rep,packed,name=engagements,proto3,enum=parley.event.v1.Engagement" json:"engagements,omitempty"`
+	Goals       []string               `protobuf:"bytes,8,rep,name=goals,proto3" json:"goals,omitempty"`
+	TakenOver   *bool                  `protobuf:"varint,9,opt,name=taken_over,json=takenOver,proto3,oneof" json:"taken_over,omitempty"`
+	HasLead     *bool                  `protobuf:"varint,10,opt,name=has_lead,json=hasLead,proto3,oneof" json:"has_lead,omitempty"`
+	Tags        []string               `protobuf:"bytes,11,rep,name=tags,proto3" json:"tags,omitempty"`
+	Labels      []string               `protobuf:"bytes,12,rep,name=labels,proto3" json:"labels,omitempty"`
+	Flagged     *bool                  `protobuf:"varint,13,opt,name=flagged,proto3,oneof" json:"flagged,omitempty"`
+	FlowId      string                 `protobuf:"bytes,14,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
+	FlowStepId  string                 `protobuf:"bytes,15,opt,name=flow_step_id,json=flowStepId,proto3" json:"flow_step_id,omitempty"`
+	DroppedOff  bool                   `protobuf:"varint,16,opt,name=dropped_off,json=droppedOff,proto3" json:"dropped_off,omitempty"`
+	NodeId      string                 `protobuf:"bytes,17,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Country     string                 `protobuf:"bytes,18,opt,name=country,proto3" json:"country,omitempty"`
+	Region      string                 `protobuf:"bytes,19,opt,name=region,proto3" json:"region,omitempty"`
+	City        string                 `protobuf:"bytes,20,opt,name=city,proto3" json:"city,omitempty"`
+	EndReasons  []v1.EndReason         `protobuf:"varint,21,rep,packed,name=end_reasons,json=endReasons,proto3,enum=parley.event.v1.EndReason" json:"end_reasons,omitempty"`
+	AgentId     string                 `protobuf:"bytes,22,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Full-text search: conversations with a message holding every word of
+	// text (whole words after normalisation; docs/query.md). Bounded by the
+	// time range.
+	Text string `protobuf:"bytes,23,opt,name=text,proto3" json:"text,omitempty"`
+	// Resolved (lifecycle's resolution rule, known once a conversation ends).
+	Resolved *bool `protobuf:"varint,24,opt,name=resolved,proto3,oneof" json:"resolved,omitempty"`
+	// An agent is in the conversation now: it is active and an agent joined
+	// and has not left ("Live Chatting").
+	AgentPresent *bool `protobuf:"varint,25,opt,name=agent_present,json=agentPresent,proto3,oneof" json:"agent_present,omitempty"`
+	// The conversation reached at least one goal (any goal).
+	HasGoal *bool `protobuf:"varint,26,opt,name=has_goal,json=hasGoal,proto3,oneof" json:"has_goal,omitempty"`
+	// Conversations of one visitor (their visitor token).
+	VisitorToken string `protobuf:"bytes,27,opt,name=visitor_token,json=visitorToken,proto3" json:"visitor_token,omitempty"`
+	// Conversations that passed through any of these nodes (OR; node_id, when
+	// set, is one more).
+	NodeIds       []string `protobuf:"bytes,28,rep,name=node_ids,json=nodeIds,proto3" json:"node_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -703,6 +718,41 @@ func (x *Filter) GetText() string {
 		return x.Text
 	}
 	return ""
+}
+
+func (x *Filter) GetResolved() bool {
+	if x != nil && x.Resolved != nil {
+		return *x.Resolved
+	}
+	return false
+}
+
+func (x *Filter) GetAgentPresent() bool {
+	if x != nil && x.AgentPresent != nil {
+		return *x.AgentPresent
+	}
+	return false
+}
+
+func (x *Filter) GetHasGoal() bool {
+	if x != nil && x.HasGoal != nil {
+		return *x.HasGoal
+	}
+	return false
+}
+
+func (x *Filter) GetVisitorToken() string {
+	if x != nil {
+		return x.VisitorToken
+	}
+	return ""
+}
+
+func (x *Filter) GetNodeIds() []string {
+	if x != nil {
+		return x.NodeIds
+	}
+	return nil
 }
 
 // ListConversationsRequest pages through conversations.
@@ -2049,6 +2099,630 @@ func (x *ReportRow) GetValues() []string {
 	return nil
 }
 
+// GetVisitorRequest names a visitor and pages through their conversations.
+type GetVisitorRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	VisitorToken string                 `protobuf:"bytes,1,opt,name=visitor_token,json=visitorToken,proto3" json:"visitor_token,omitempty"`
+	// Conversations per page (default 50, at most 200).
+	PageSize      uint32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVisitorRequest) Reset() {
+	*x = GetVisitorRequest{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVisitorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVisitorRequest) ProtoMessage() {}
+
+func (x *GetVisitorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVisitorRequest.ProtoReflect.Descriptor instead.
+func (*GetVisitorRequest) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetVisitorRequest) GetVisitorToken() string {
+	if x != nil {
+		return x.VisitorToken
+	}
+	return ""
+}
+
+func (x *GetVisitorRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetVisitorRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// Visitor is everything the conversations of one visitor tell.
+type Visitor struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	VisitorToken string                 `protobuf:"bytes,1,opt,name=visitor_token,json=visitorToken,proto3" json:"visitor_token,omitempty"`
+	// The display name of the visitor's latest conversation that has one.
+	DisplayName string `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	// Start of the first conversation and last activity of any.
+	FirstSeen         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	LastSeen          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	ConversationCount uint64                 `protobuf:"varint,5,opt,name=conversation_count,json=conversationCount,proto3" json:"conversation_count,omitempty"`
+	// Leads captured over every conversation (count) and the records.
+	LeadCount uint64  `protobuf:"varint,6,opt,name=lead_count,json=leadCount,proto3" json:"lead_count,omitempty"`
+	Leads     []*Lead `protobuf:"bytes,7,rep,name=leads,proto3" json:"leads,omitempty"`
+	// Latest value of each variable over the visitor's conversations (the
+	// newest conversation that set a key wins).
+	Variables map[string]string `protobuf:"bytes,8,rep,name=variables,proto3" json:"variables,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// One page of the visitor's conversations, newest first.
+	Conversations []*ConversationSummary `protobuf:"bytes,9,rep,name=conversations,proto3" json:"conversations,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,10,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Visitor) Reset() {
+	*x = Visitor{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Visitor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Visitor) ProtoMessage() {}
+
+func (x *Visitor) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Visitor.ProtoReflect.Descriptor instead.
+func (*Visitor) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Visitor) GetVisitorToken() string {
+	if x != nil {
+		return x.VisitorToken
+	}
+	return ""
+}
+
+func (x *Visitor) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *Visitor) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+func (x *Visitor) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+func (x *Visitor) GetConversationCount() uint64 {
+	if x != nil {
+		return x.ConversationCount
+	}
+	return 0
+}
+
+func (x *Visitor) GetLeadCount() uint64 {
+	if x != nil {
+		return x.LeadCount
+	}
+	return 0
+}
+
+func (x *Visitor) GetLeads() []*Lead {
+	if x != nil {
+		return x.Leads
+	}
+	return nil
+}
+
+func (x *Visitor) GetVariables() map[string]string {
+	if x != nil {
+		return x.Variables
+	}
+	return nil
+}
+
+func (x *Visitor) GetConversations() []*ConversationSummary {
+	if x != nil {
+		return x.Conversations
+	}
+	return nil
+}
+
+func (x *Visitor) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// Lead is one LeadCaptured event.
+type Lead struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	LeadId         string                 `protobuf:"bytes,2,opt,name=lead_id,json=leadId,proto3" json:"lead_id,omitempty"`
+	Name           string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Email          string                 `protobuf:"bytes,4,opt,name=email,proto3" json:"email,omitempty"`
+	Phone          string                 `protobuf:"bytes,5,opt,name=phone,proto3" json:"phone,omitempty"`
+	CapturedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=captured_at,json=capturedAt,proto3" json:"captured_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Lead) Reset() {
+	*x = Lead{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lead) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lead) ProtoMessage() {}
+
+func (x *Lead) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lead.ProtoReflect.Descriptor instead.
+func (*Lead) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Lead) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *Lead) GetLeadId() string {
+	if x != nil {
+		return x.LeadId
+	}
+	return ""
+}
+
+func (x *Lead) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Lead) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+func (x *Lead) GetPhone() string {
+	if x != nil {
+		return x.Phone
+	}
+	return ""
+}
+
+func (x *Lead) GetCapturedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CapturedAt
+	}
+	return nil
+}
+
+// GetVisitorStatsRequest selects conversations.
+type GetVisitorStatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Filter        *Filter                `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVisitorStatsRequest) Reset() {
+	*x = GetVisitorStatsRequest{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVisitorStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVisitorStatsRequest) ProtoMessage() {}
+
+func (x *GetVisitorStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVisitorStatsRequest.ProtoReflect.Descriptor instead.
+func (*GetVisitorStatsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetVisitorStatsRequest) GetFilter() *Filter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+// VisitorStats counts visitors of the matching conversations
+// (conversations without a visitor token are not counted).
+type VisitorStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Distinct visitor tokens.
+	Visitors uint64 `protobuf:"varint,1,opt,name=visitors,proto3" json:"visitors,omitempty"`
+	// Visitors with more than one matching conversation.
+	ReturningVisitors uint64 `protobuf:"varint,2,opt,name=returning_visitors,json=returningVisitors,proto3" json:"returning_visitors,omitempty"`
+	// returning_visitors / visitors (0 when there are none).
+	ReturningRate float64 `protobuf:"fixed64,3,opt,name=returning_rate,json=returningRate,proto3" json:"returning_rate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VisitorStats) Reset() {
+	*x = VisitorStats{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VisitorStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VisitorStats) ProtoMessage() {}
+
+func (x *VisitorStats) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VisitorStats.ProtoReflect.Descriptor instead.
+func (*VisitorStats) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *VisitorStats) GetVisitors() uint64 {
+	if x != nil {
+		return x.Visitors
+	}
+	return 0
+}
+
+func (x *VisitorStats) GetReturningVisitors() uint64 {
+	if x != nil {
+		return x.ReturningVisitors
+	}
+	return 0
+}
+
+func (x *VisitorStats) GetReturningRate() float64 {
+	if x != nil {
+		return x.ReturningRate
+	}
+	return 0
+}
+
+// ListCatalogRequest selects the events the catalogue is built from.
+type ListCatalogRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One bot's flows and nodes; empty: every bot of the tenant.
+	BotId string `protobuf:"bytes,1,opt,name=bot_id,json=botId,proto3" json:"bot_id,omitempty"`
+	// Events in this range (default: last 30 days).
+	TimeRange     *TimeRange `protobuf:"bytes,2,opt,name=time_range,json=timeRange,proto3" json:"time_range,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCatalogRequest) Reset() {
+	*x = ListCatalogRequest{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCatalogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCatalogRequest) ProtoMessage() {}
+
+func (x *ListCatalogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCatalogRequest.ProtoReflect.Descriptor instead.
+func (*ListCatalogRequest) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListCatalogRequest) GetBotId() string {
+	if x != nil {
+		return x.BotId
+	}
+	return ""
+}
+
+func (x *ListCatalogRequest) GetTimeRange() *TimeRange {
+	if x != nil {
+		return x.TimeRange
+	}
+	return nil
+}
+
+// Catalog is the flows and nodes seen.
+type Catalog struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Flows         []*CatalogFlow         `protobuf:"bytes,1,rep,name=flows,proto3" json:"flows,omitempty"`
+	Nodes         []*CatalogNode         `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Catalog) Reset() {
+	*x = Catalog{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Catalog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Catalog) ProtoMessage() {}
+
+func (x *Catalog) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Catalog.ProtoReflect.Descriptor instead.
+func (*Catalog) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *Catalog) GetFlows() []*CatalogFlow {
+	if x != nil {
+		return x.Flows
+	}
+	return nil
+}
+
+func (x *Catalog) GetNodes() []*CatalogNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+// CatalogFlow is one flow seen in flow events or messages.
+type CatalogFlow struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	FlowId string                 `protobuf:"bytes,1,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
+	// The latest non-empty flow_name of its FlowStarted events.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Conversations in which the flow was seen.
+	Conversations uint64 `protobuf:"varint,3,opt,name=conversations,proto3" json:"conversations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CatalogFlow) Reset() {
+	*x = CatalogFlow{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatalogFlow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatalogFlow) ProtoMessage() {}
+
+func (x *CatalogFlow) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatalogFlow.ProtoReflect.Descriptor instead.
+func (*CatalogFlow) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CatalogFlow) GetFlowId() string {
+	if x != nil {
+		return x.FlowId
+	}
+	return ""
+}
+
+func (x *CatalogFlow) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CatalogFlow) GetConversations() uint64 {
+	if x != nil {
+		return x.Conversations
+	}
+	return 0
+}
+
+// CatalogNode is one node seen in messages or flow events. Events carry no
+// node names, so a node is known by its id.
+type CatalogNode struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The flow it was seen in ("" when only seen outside flows).
+	FlowId string `protobuf:"bytes,2,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
+	// A bot message was posted from this node.
+	HasPrompt bool `protobuf:"varint,3,opt,name=has_prompt,json=hasPrompt,proto3" json:"has_prompt,omitempty"`
+	// Conversations in which the node was seen.
+	Conversations uint64 `protobuf:"varint,4,opt,name=conversations,proto3" json:"conversations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CatalogNode) Reset() {
+	*x = CatalogNode{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatalogNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatalogNode) ProtoMessage() {}
+
+func (x *CatalogNode) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatalogNode.ProtoReflect.Descriptor instead.
+func (*CatalogNode) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CatalogNode) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *CatalogNode) GetFlowId() string {
+	if x != nil {
+		return x.FlowId
+	}
+	return ""
+}
+
+func (x *CatalogNode) GetHasPrompt() bool {
+	if x != nil {
+		return x.HasPrompt
+	}
+	return false
+}
+
+func (x *CatalogNode) GetConversations() uint64 {
+	if x != nil {
+		return x.Conversations
+	}
+	return 0
+}
+
 var File_parley_reporting_v1_reporting_proto protoreflect.FileDescriptor
 
 const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
@@ -2087,7 +2761,7 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\x06preset\x18\x01 \x01(\tR\x06preset\x12.\n" +
 	"\x04from\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
 	"\x02to\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12\x1b\n" +
-	"\ttime_zone\x18\x04 \x01(\tR\btimeZone\"\xd7\x06\n" +
+	"\ttime_zone\x18\x04 \x01(\tR\btimeZone\"\xae\b\n" +
 	"\x06Filter\x12=\n" +
 	"\n" +
 	"time_range\x18\x01 \x01(\v2\x1e.parley.reporting.v1.TimeRangeR\ttimeRange\x12\x1a\n" +
@@ -2117,11 +2791,19 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\vend_reasons\x18\x15 \x03(\x0e2\x1a.parley.event.v1.EndReasonR\n" +
 	"endReasons\x12\x19\n" +
 	"\bagent_id\x18\x16 \x01(\tR\aagentId\x12\x12\n" +
-	"\x04text\x18\x17 \x01(\tR\x04textB\r\n" +
+	"\x04text\x18\x17 \x01(\tR\x04text\x12\x1f\n" +
+	"\bresolved\x18\x18 \x01(\bH\x03R\bresolved\x88\x01\x01\x12(\n" +
+	"\ragent_present\x18\x19 \x01(\bH\x04R\fagentPresent\x88\x01\x01\x12\x1e\n" +
+	"\bhas_goal\x18\x1a \x01(\bH\x05R\ahasGoal\x88\x01\x01\x12#\n" +
+	"\rvisitor_token\x18\x1b \x01(\tR\fvisitorToken\x12\x19\n" +
+	"\bnode_ids\x18\x1c \x03(\tR\anodeIdsB\r\n" +
 	"\v_taken_overB\v\n" +
 	"\t_has_leadB\n" +
 	"\n" +
-	"\b_flagged\"\x8b\x01\n" +
+	"\b_flaggedB\v\n" +
+	"\t_resolvedB\x10\n" +
+	"\x0e_agent_presentB\v\n" +
+	"\t_has_goal\"\x8b\x01\n" +
 	"\x18ListConversationsRequest\x123\n" +
 	"\x06filter\x18\x01 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
@@ -2261,7 +2943,60 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\x04rows\x18\x02 \x03(\v2\x1e.parley.reporting.v1.ReportRowR\x04rows\x12\x1c\n" +
 	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"#\n" +
 	"\tReportRow\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values2\xcd\x05\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"t\n" +
+	"\x11GetVisitorRequest\x12#\n" +
+	"\rvisitor_token\x18\x01 \x01(\tR\fvisitorToken\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\xc5\x04\n" +
+	"\aVisitor\x12#\n" +
+	"\rvisitor_token\x18\x01 \x01(\tR\fvisitorToken\x12!\n" +
+	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x129\n" +
+	"\n" +
+	"first_seen\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x127\n" +
+	"\tlast_seen\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12-\n" +
+	"\x12conversation_count\x18\x05 \x01(\x04R\x11conversationCount\x12\x1d\n" +
+	"\n" +
+	"lead_count\x18\x06 \x01(\x04R\tleadCount\x12/\n" +
+	"\x05leads\x18\a \x03(\v2\x19.parley.reporting.v1.LeadR\x05leads\x12I\n" +
+	"\tvariables\x18\b \x03(\v2+.parley.reporting.v1.Visitor.VariablesEntryR\tvariables\x12N\n" +
+	"\rconversations\x18\t \x03(\v2(.parley.reporting.v1.ConversationSummaryR\rconversations\x12&\n" +
+	"\x0fnext_page_token\x18\n" +
+	" \x01(\tR\rnextPageToken\x1a<\n" +
+	"\x0eVariablesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc5\x01\n" +
+	"\x04Lead\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x17\n" +
+	"\alead_id\x18\x02 \x01(\tR\x06leadId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x14\n" +
+	"\x05email\x18\x04 \x01(\tR\x05email\x12\x14\n" +
+	"\x05phone\x18\x05 \x01(\tR\x05phone\x12;\n" +
+	"\vcaptured_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"capturedAt\"M\n" +
+	"\x16GetVisitorStatsRequest\x123\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\"\x80\x01\n" +
+	"\fVisitorStats\x12\x1a\n" +
+	"\bvisitors\x18\x01 \x01(\x04R\bvisitors\x12-\n" +
+	"\x12returning_visitors\x18\x02 \x01(\x04R\x11returningVisitors\x12%\n" +
+	"\x0ereturning_rate\x18\x03 \x01(\x01R\rreturningRate\"j\n" +
+	"\x12ListCatalogRequest\x12\x15\n" +
+	"\x06bot_id\x18\x01 \x01(\tR\x05botId\x12=\n" +
+	"\n" +
+	"time_range\x18\x02 \x01(\v2\x1e.parley.reporting.v1.TimeRangeR\ttimeRange\"y\n" +
+	"\aCatalog\x126\n" +
+	"\x05flows\x18\x01 \x03(\v2 .parley.reporting.v1.CatalogFlowR\x05flows\x126\n" +
+	"\x05nodes\x18\x02 \x03(\v2 .parley.reporting.v1.CatalogNodeR\x05nodes\"`\n" +
+	"\vCatalogFlow\x12\x17\n" +
+	"\aflow_id\x18\x01 \x01(\tR\x06flowId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12$\n" +
+	"\rconversations\x18\x03 \x01(\x04R\rconversations\"\x84\x01\n" +
+	"\vCatalogNode\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x17\n" +
+	"\aflow_id\x18\x02 \x01(\tR\x06flowId\x12\x1d\n" +
+	"\n" +
+	"has_prompt\x18\x03 \x01(\bR\thasPrompt\x12$\n" +
+	"\rconversations\x18\x04 \x01(\x04R\rconversations2\xda\a\n" +
 	"\x10ReportingService\x12r\n" +
 	"\x11ListConversations\x12-.parley.reporting.v1.ListConversationsRequest\x1a..parley.reporting.v1.ListConversationsResponse\x12a\n" +
 	"\x0fGetConversation\x12+.parley.reporting.v1.GetConversationRequest\x1a!.parley.reporting.v1.Conversation\x12X\n" +
@@ -2269,7 +3004,11 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\tRunReport\x12%.parley.reporting.v1.RunReportRequest\x1a\x1b.parley.reporting.v1.Report\x12l\n" +
 	"\x12RebuildProjections\x12..parley.reporting.v1.RebuildProjectionsRequest\x1a$.parley.reporting.v1.RebuildProgress0\x01\x12i\n" +
 	"\x0eListShareLinks\x12*.parley.reporting.v1.ListShareLinksRequest\x1a+.parley.reporting.v1.ListShareLinksResponse\x12^\n" +
-	"\x0fRevokeShareLink\x12+.parley.reporting.v1.RevokeShareLinkRequest\x1a\x1e.parley.reporting.v1.ShareLinkBDZBgithub.com/parley-dev/parley/proto/parley/reporting/v1;reportingv1b\x06proto3"
+	"\x0fRevokeShareLink\x12+.parley.reporting.v1.RevokeShareLinkRequest\x1a\x1e.parley.reporting.v1.ShareLink\x12R\n" +
+	"\n" +
+	"GetVisitor\x12&.parley.reporting.v1.GetVisitorRequest\x1a\x1c.parley.reporting.v1.Visitor\x12a\n" +
+	"\x0fGetVisitorStats\x12+.parley.reporting.v1.GetVisitorStatsRequest\x1a!.parley.reporting.v1.VisitorStats\x12T\n" +
+	"\vListCatalog\x12'.parley.reporting.v1.ListCatalogRequest\x1a\x1c.parley.reporting.v1.CatalogBDZBgithub.com/parley-dev/parley/proto/parley/reporting/v1;reportingv1b\x06proto3"
 
 var (
 	file_parley_reporting_v1_reporting_proto_rawDescOnce sync.Once
@@ -2283,7 +3022,7 @@ func file_parley_reporting_v1_reporting_proto_rawDescGZIP() []byte {
 	return file_parley_reporting_v1_reporting_proto_rawDescData
 }
 
-var file_parley_reporting_v1_reporting_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_parley_reporting_v1_reporting_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_parley_reporting_v1_reporting_proto_goTypes = []any{
 	(*ListShareLinksRequest)(nil),     // 0: parley.reporting.v1.ListShareLinksRequest
 	(*ListShareLinksResponse)(nil),    // 1: parley.reporting.v1.ListShareLinksResponse
@@ -2306,45 +3045,55 @@ var file_parley_reporting_v1_reporting_proto_goTypes = []any{
 	(*RunReportRequest)(nil),          // 18: parley.reporting.v1.RunReportRequest
 	(*Report)(nil),                    // 19: parley.reporting.v1.Report
 	(*ReportRow)(nil),                 // 20: parley.reporting.v1.ReportRow
-	nil,                               // 21: parley.reporting.v1.Conversation.VariablesEntry
-	(*timestamppb.Timestamp)(nil),     // 22: google.protobuf.Timestamp
-	(v1.Channel)(0),                   // 23: parley.event.v1.Channel
-	(v1.Platform)(0),                  // 24: parley.event.v1.Platform
-	(v1.ConversationType)(0),          // 25: parley.event.v1.ConversationType
-	(v1.Engagement)(0),                // 26: parley.event.v1.Engagement
-	(v1.EndReason)(0),                 // 27: parley.event.v1.EndReason
-	(v1.Role)(0),                      // 28: parley.event.v1.Role
+	(*GetVisitorRequest)(nil),         // 21: parley.reporting.v1.GetVisitorRequest
+	(*Visitor)(nil),                   // 22: parley.reporting.v1.Visitor
+	(*Lead)(nil),                      // 23: parley.reporting.v1.Lead
+	(*GetVisitorStatsRequest)(nil),    // 24: parley.reporting.v1.GetVisitorStatsRequest
+	(*VisitorStats)(nil),              // 25: parley.reporting.v1.VisitorStats
+	(*ListCatalogRequest)(nil),        // 26: parley.reporting.v1.ListCatalogRequest
+	(*Catalog)(nil),                   // 27: parley.reporting.v1.Catalog
+	(*CatalogFlow)(nil),               // 28: parley.reporting.v1.CatalogFlow
+	(*CatalogNode)(nil),               // 29: parley.reporting.v1.CatalogNode
+	nil,                               // 30: parley.reporting.v1.Conversation.VariablesEntry
+	nil,                               // 31: parley.reporting.v1.Visitor.VariablesEntry
+	(*timestamppb.Timestamp)(nil),     // 32: google.protobuf.Timestamp
+	(v1.Channel)(0),                   // 33: parley.event.v1.Channel
+	(v1.Platform)(0),                  // 34: parley.event.v1.Platform
+	(v1.ConversationType)(0),          // 35: parley.event.v1.ConversationType
+	(v1.Engagement)(0),                // 36: parley.event.v1.Engagement
+	(v1.EndReason)(0),                 // 37: parley.event.v1.EndReason
+	(v1.Role)(0),                      // 38: parley.event.v1.Role
 }
 var file_parley_reporting_v1_reporting_proto_depIdxs = []int32{
 	3,  // 0: parley.reporting.v1.ListShareLinksResponse.links:type_name -> parley.reporting.v1.ShareLink
-	22, // 1: parley.reporting.v1.ShareLink.created_at:type_name -> google.protobuf.Timestamp
-	22, // 2: parley.reporting.v1.ShareLink.expires_at:type_name -> google.protobuf.Timestamp
-	22, // 3: parley.reporting.v1.ShareLink.revoked_at:type_name -> google.protobuf.Timestamp
-	22, // 4: parley.reporting.v1.TimeRange.from:type_name -> google.protobuf.Timestamp
-	22, // 5: parley.reporting.v1.TimeRange.to:type_name -> google.protobuf.Timestamp
+	32, // 1: parley.reporting.v1.ShareLink.created_at:type_name -> google.protobuf.Timestamp
+	32, // 2: parley.reporting.v1.ShareLink.expires_at:type_name -> google.protobuf.Timestamp
+	32, // 3: parley.reporting.v1.ShareLink.revoked_at:type_name -> google.protobuf.Timestamp
+	32, // 4: parley.reporting.v1.TimeRange.from:type_name -> google.protobuf.Timestamp
+	32, // 5: parley.reporting.v1.TimeRange.to:type_name -> google.protobuf.Timestamp
 	6,  // 6: parley.reporting.v1.Filter.time_range:type_name -> parley.reporting.v1.TimeRange
-	23, // 7: parley.reporting.v1.Filter.channels:type_name -> parley.event.v1.Channel
-	24, // 8: parley.reporting.v1.Filter.platforms:type_name -> parley.event.v1.Platform
-	25, // 9: parley.reporting.v1.Filter.types:type_name -> parley.event.v1.ConversationType
-	26, // 10: parley.reporting.v1.Filter.engagements:type_name -> parley.event.v1.Engagement
-	27, // 11: parley.reporting.v1.Filter.end_reasons:type_name -> parley.event.v1.EndReason
+	33, // 7: parley.reporting.v1.Filter.channels:type_name -> parley.event.v1.Channel
+	34, // 8: parley.reporting.v1.Filter.platforms:type_name -> parley.event.v1.Platform
+	35, // 9: parley.reporting.v1.Filter.types:type_name -> parley.event.v1.ConversationType
+	36, // 10: parley.reporting.v1.Filter.engagements:type_name -> parley.event.v1.Engagement
+	37, // 11: parley.reporting.v1.Filter.end_reasons:type_name -> parley.event.v1.EndReason
 	7,  // 12: parley.reporting.v1.ListConversationsRequest.filter:type_name -> parley.reporting.v1.Filter
-	23, // 13: parley.reporting.v1.ConversationSummary.channel:type_name -> parley.event.v1.Channel
-	24, // 14: parley.reporting.v1.ConversationSummary.platform:type_name -> parley.event.v1.Platform
-	25, // 15: parley.reporting.v1.ConversationSummary.type:type_name -> parley.event.v1.ConversationType
-	22, // 16: parley.reporting.v1.ConversationSummary.started_at:type_name -> google.protobuf.Timestamp
-	22, // 17: parley.reporting.v1.ConversationSummary.last_activity_at:type_name -> google.protobuf.Timestamp
-	27, // 18: parley.reporting.v1.ConversationSummary.end_reason:type_name -> parley.event.v1.EndReason
-	22, // 19: parley.reporting.v1.ConversationSummary.ended_at:type_name -> google.protobuf.Timestamp
-	26, // 20: parley.reporting.v1.ConversationSummary.engagement:type_name -> parley.event.v1.Engagement
+	33, // 13: parley.reporting.v1.ConversationSummary.channel:type_name -> parley.event.v1.Channel
+	34, // 14: parley.reporting.v1.ConversationSummary.platform:type_name -> parley.event.v1.Platform
+	35, // 15: parley.reporting.v1.ConversationSummary.type:type_name -> parley.event.v1.ConversationType
+	32, // 16: parley.reporting.v1.ConversationSummary.started_at:type_name -> google.protobuf.Timestamp
+	32, // 17: parley.reporting.v1.ConversationSummary.last_activity_at:type_name -> google.protobuf.Timestamp
+	37, // 18: parley.reporting.v1.ConversationSummary.end_reason:type_name -> parley.event.v1.EndReason
+	32, // 19: parley.reporting.v1.ConversationSummary.ended_at:type_name -> google.protobuf.Timestamp
+	36, // 20: parley.reporting.v1.ConversationSummary.engagement:type_name -> parley.event.v1.Engagement
 	9,  // 21: parley.reporting.v1.ListConversationsResponse.conversations:type_name -> parley.reporting.v1.ConversationSummary
-	28, // 22: parley.reporting.v1.Message.role:type_name -> parley.event.v1.Role
-	22, // 23: parley.reporting.v1.Message.occurred_at:type_name -> google.protobuf.Timestamp
+	38, // 22: parley.reporting.v1.Message.role:type_name -> parley.event.v1.Role
+	32, // 23: parley.reporting.v1.Message.occurred_at:type_name -> google.protobuf.Timestamp
 	9,  // 24: parley.reporting.v1.Conversation.summary:type_name -> parley.reporting.v1.ConversationSummary
 	12, // 25: parley.reporting.v1.Conversation.messages:type_name -> parley.reporting.v1.Message
-	21, // 26: parley.reporting.v1.Conversation.variables:type_name -> parley.reporting.v1.Conversation.VariablesEntry
-	22, // 27: parley.reporting.v1.Conversation.takeover_at:type_name -> google.protobuf.Timestamp
-	22, // 28: parley.reporting.v1.Conversation.share_expires_at:type_name -> google.protobuf.Timestamp
+	30, // 26: parley.reporting.v1.Conversation.variables:type_name -> parley.reporting.v1.Conversation.VariablesEntry
+	32, // 27: parley.reporting.v1.Conversation.takeover_at:type_name -> google.protobuf.Timestamp
+	32, // 28: parley.reporting.v1.Conversation.share_expires_at:type_name -> google.protobuf.Timestamp
 	7,  // 29: parley.reporting.v1.GetDashboardRequest.filter:type_name -> parley.reporting.v1.Filter
 	16, // 30: parley.reporting.v1.Dashboard.statuses:type_name -> parley.reporting.v1.Count
 	17, // 31: parley.reporting.v1.Dashboard.trend:type_name -> parley.reporting.v1.DayCount
@@ -2353,25 +3102,41 @@ var file_parley_reporting_v1_reporting_proto_depIdxs = []int32{
 	16, // 34: parley.reporting.v1.Dashboard.top_tags:type_name -> parley.reporting.v1.Count
 	7,  // 35: parley.reporting.v1.RunReportRequest.filter:type_name -> parley.reporting.v1.Filter
 	20, // 36: parley.reporting.v1.Report.rows:type_name -> parley.reporting.v1.ReportRow
-	8,  // 37: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
-	11, // 38: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
-	14, // 39: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
-	18, // 40: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
-	4,  // 41: parley.reporting.v1.ReportingService.RebuildProjections:input_type -> parley.reporting.v1.RebuildProjectionsRequest
-	0,  // 42: parley.reporting.v1.ReportingService.ListShareLinks:input_type -> parley.reporting.v1.ListShareLinksRequest
-	2,  // 43: parley.reporting.v1.ReportingService.RevokeShareLink:input_type -> parley.reporting.v1.RevokeShareLinkRequest
-	10, // 44: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
-	13, // 45: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
-	15, // 46: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
-	19, // 47: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
-	5,  // 48: parley.reporting.v1.ReportingService.RebuildProjections:output_type -> parley.reporting.v1.RebuildProgress
-	1,  // 49: parley.reporting.v1.ReportingService.ListShareLinks:output_type -> parley.reporting.v1.ListShareLinksResponse
-	3,  // 50: parley.reporting.v1.ReportingService.RevokeShareLink:output_type -> parley.reporting.v1.ShareLink
-	44, // [44:51] is the sub-list for method output_type
-	37, // [37:44] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	32, // 37: parley.reporting.v1.Visitor.first_seen:type_name -> google.protobuf.Timestamp
+	32, // 38: parley.reporting.v1.Visitor.last_seen:type_name -> google.protobuf.Timestamp
+	23, // 39: parley.reporting.v1.Visitor.leads:type_name -> parley.reporting.v1.Lead
+	31, // 40: parley.reporting.v1.Visitor.variables:type_name -> parley.reporting.v1.Visitor.VariablesEntry
+	9,  // 41: parley.reporting.v1.Visitor.conversations:type_name -> parley.reporting.v1.ConversationSummary
+	32, // 42: parley.reporting.v1.Lead.captured_at:type_name -> google.protobuf.Timestamp
+	7,  // 43: parley.reporting.v1.GetVisitorStatsRequest.filter:type_name -> parley.reporting.v1.Filter
+	6,  // 44: parley.reporting.v1.ListCatalogRequest.time_range:type_name -> parley.reporting.v1.TimeRange
+	28, // 45: parley.reporting.v1.Catalog.flows:type_name -> parley.reporting.v1.CatalogFlow
+	29, // 46: parley.reporting.v1.Catalog.nodes:type_name -> parley.reporting.v1.CatalogNode
+	8,  // 47: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
+	11, // 48: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
+	14, // 49: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
+	18, // 50: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
+	4,  // 51: parley.reporting.v1.ReportingService.RebuildProjections:input_type -> parley.reporting.v1.RebuildProjectionsRequest
+	0,  // 52: parley.reporting.v1.ReportingService.ListShareLinks:input_type -> parley.reporting.v1.ListShareLinksRequest
+	2,  // 53: parley.reporting.v1.ReportingService.RevokeShareLink:input_type -> parley.reporting.v1.RevokeShareLinkRequest
+	21, // 54: parley.reporting.v1.ReportingService.GetVisitor:input_type -> parley.reporting.v1.GetVisitorRequest
+	24, // 55: parley.reporting.v1.ReportingService.GetVisitorStats:input_type -> parley.reporting.v1.GetVisitorStatsRequest
+	26, // 56: parley.reporting.v1.ReportingService.ListCatalog:input_type -> parley.reporting.v1.ListCatalogRequest
+	10, // 57: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
+	13, // 58: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
+	15, // 59: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
+	19, // 60: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
+	5,  // 61: parley.reporting.v1.ReportingService.RebuildProjections:output_type -> parley.reporting.v1.RebuildProgress
+	1,  // 62: parley.reporting.v1.ReportingService.ListShareLinks:output_type -> parley.reporting.v1.ListShareLinksResponse
+	3,  // 63: parley.reporting.v1.ReportingService.RevokeShareLink:output_type -> parley.reporting.v1.ShareLink
+	22, // 64: parley.reporting.v1.ReportingService.GetVisitor:output_type -> parley.reporting.v1.Visitor
+	25, // 65: parley.reporting.v1.ReportingService.GetVisitorStats:output_type -> parley.reporting.v1.VisitorStats
+	27, // 66: parley.reporting.v1.ReportingService.ListCatalog:output_type -> parley.reporting.v1.Catalog
+	57, // [57:67] is the sub-list for method output_type
+	47, // [47:57] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_parley_reporting_v1_reporting_proto_init() }
@@ -2386,7 +3151,7 @@ func file_parley_reporting_v1_reporting_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_reporting_v1_reporting_proto_rawDesc), len(file_parley_reporting_v1_reporting_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

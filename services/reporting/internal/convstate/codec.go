@@ -17,7 +17,9 @@ import (
 // byte, the event id hashes as 8 bytes each. Adding a field means a
 // new version: append it to fields under a new version number, and decode
 // older versions without it.
-const binaryVersion = 1
+const binaryVersion = 2
+
+// Versions: 1, then 2 added AgentsPresent.
 
 // MarshalBinary encodes s (implements encoding.BinaryMarshaler).
 func (s *State) MarshalBinary() ([]byte, error) { return s.AppendBinary(make([]byte, 0, 512)) }
@@ -25,7 +27,7 @@ func (s *State) MarshalBinary() ([]byte, error) { return s.AppendBinary(make([]b
 // AppendBinary appends the encoding of s to b.
 func (s *State) AppendBinary(b []byte) ([]byte, error) {
 	e := encoder{b: append(b, binaryVersion)}
-	s.fields(&e)
+	s.fields(&e, binaryVersion)
 	return e.b, nil
 }
 
@@ -35,12 +37,13 @@ func (s *State) UnmarshalBinary(data []byte) error {
 	if len(data) == 0 {
 		return errors.New("convstate: empty encoding")
 	}
-	if data[0] != binaryVersion {
+	version := data[0]
+	if version < 1 || version > binaryVersion {
 		return fmt.Errorf("convstate: unknown encoding version %d", data[0])
 	}
 	*s = State{}
 	d := decoder{b: data[1:]}
-	s.fields(&d)
+	s.fields(&d, version)
 	if d.err != nil {
 		return d.err
 	}
@@ -64,7 +67,7 @@ type codec interface {
 	time(*time.Time)
 }
 
-func (s *State) fields(c codec) {
+func (s *State) fields(c codec, version byte) {
 	c.str(&s.TenantID)
 	c.str(&s.ConversationID)
 	c.time(&s.StartedAt)
@@ -140,6 +143,9 @@ func (s *State) fields(c codec) {
 	c.u32(&s.EventCount)
 	c.u64s(&s.Seen)
 	c.u64(&s.LastSeq)
+	if version >= 2 {
+		c.strs(&s.AgentsPresent)
+	}
 }
 
 type encoder struct{ b []byte }

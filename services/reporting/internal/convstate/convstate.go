@@ -81,13 +81,16 @@ type State struct {
 	Leads     uint32   `json:"le,omitempty"`
 	Markers   []string `json:"mk,omitempty"`
 
-	HandoffRequested   bool      `json:"hr,omitempty"`
-	HandoffAt          time.Time `json:"ha,omitzero"`
-	TakenOver          bool      `json:"to,omitempty"`
-	TakeoverAt         time.Time `json:"ta,omitzero"`
-	Agents             []string  `json:"ag,omitempty"`
-	AgentName          string    `json:"an,omitempty"`
-	OperatorNoResponse bool      `json:"nr,omitempty"`
+	HandoffRequested bool      `json:"hr,omitempty"`
+	HandoffAt        time.Time `json:"ha,omitzero"`
+	TakenOver        bool      `json:"to,omitempty"`
+	TakeoverAt       time.Time `json:"ta,omitzero"`
+	Agents           []string  `json:"ag,omitempty"`
+	AgentName        string    `json:"an,omitempty"`
+	// AgentsPresent are the agents in the conversation now: joined and not
+	// left (empty once it ended).
+	AgentsPresent      []string `json:"ap,omitempty"`
+	OperatorNoResponse bool     `json:"nr,omitempty"`
 	// FirstResponseMS is the first agent reply's response time after the
 	// takeover; ResponseMSSum/Count give the average over agent replies.
 	FirstResponseMS uint32 `json:"fr,omitempty"`
@@ -228,15 +231,24 @@ func (s *State) Apply(env *eventv1.Envelope, seq uint64) bool {
 			s.TakenOver, s.TakeoverAt = true, at
 		}
 		s.Agents = addBounded(s.Agents, a.GetAgentId(), MaxListItems)
+		if id := a.GetAgentId(); !ended {
+			if id == "" {
+				id = "-" // an agent without an id is still present
+			}
+			s.AgentsPresent = addBounded(s.AgentsPresent, id, MaxListItems)
+		}
 		if a.GetAgentName() != "" {
 			s.AgentName = a.GetAgentName()
 		}
+	case *eventv1.Envelope_AgentLeft:
+		s.AgentsPresent = leave(s.AgentsPresent, p.AgentLeft.GetAgentId())
 	case *eventv1.Envelope_OperatorNoResponse:
 		s.OperatorNoResponse = true
 	case *eventv1.Envelope_ConversationEnded:
 		if !ended {
 			e := p.ConversationEnded
 			s.Status, s.EndedAt, s.EndedBy = "ended", at, e.GetEndedBy()
+			s.AgentsPresent = nil
 			s.EndReason = EnumName(e.GetReason().String(), "END_REASON_")
 			if t := e.GetLastActivityAt(); t != nil && t.AsTime().After(s.LastActivityAt) {
 				s.LastActivityAt = t.AsTime().UTC()
@@ -396,4 +408,13 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return string(r[:n]) + "…"
+}
+
+// leave removes an agent from the present ones; an AgentLeft without an
+// agent id means every agent left.
+func leave(present []string, agent string) []string {
+	if agent == "" {
+		return nil
+	}
+	return remove(present, agent)
 }

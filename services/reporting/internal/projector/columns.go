@@ -148,6 +148,7 @@ type convCols struct {
 	TakeoverAt                                                                []time.Time
 	Agents                                                                    [][]string
 	AgentName                                                                 []string
+	AgentPresent                                                              []uint8
 	OperatorNoResponse                                                        []uint8
 	FirstResponseMS                                                           []uint32
 	ResponseMSSum                                                             []uint64
@@ -220,6 +221,7 @@ func (c *convCols) add(s *convstate.State) error {
 	c.TakeoverAt = append(c.TakeoverAt, chTime(s.TakeoverAt))
 	c.Agents = append(c.Agents, nonNil(s.Agents))
 	c.AgentName = append(c.AgentName, s.AgentName)
+	c.AgentPresent = append(c.AgentPresent, b2u(len(s.AgentsPresent) > 0))
 	c.OperatorNoResponse = append(c.OperatorNoResponse, b2u(s.OperatorNoResponse))
 	c.FirstResponseMS = append(c.FirstResponseMS, s.FirstResponseMS)
 	c.ResponseMSSum = append(c.ResponseMSSum, s.ResponseMSSum)
@@ -248,7 +250,7 @@ func (c *convCols) columns() []any {
 		c.MessageCount, c.VisitorMessages, c.BotMessages, c.AgentMessages, c.SystemMessages, c.UnidentifiedCount, c.PaidMessages,
 		c.LastMessageText, c.LastMessageRole, c.LastMessageAt, c.Intents, c.Nodes,
 		c.FlowsStarted, c.FlowsCompleted, c.FlowSteps, c.FlowDrops, c.Goals, c.GoalValueMicros, c.Leads, c.Markers,
-		c.HandoffRequested, c.HandoffAt, c.TakenOver, c.TakeoverAt, c.Agents, c.AgentName, c.OperatorNoResponse,
+		c.HandoffRequested, c.HandoffAt, c.TakenOver, c.TakeoverAt, c.Agents, c.AgentName, c.AgentPresent, c.OperatorNoResponse,
 		c.FirstResponseMS, c.ResponseMSSum, c.ResponseCount, c.MaxResponseMS, c.Engagement, c.Resolved,
 		c.Tags, c.Labels, c.Flagged, c.CostMicros, c.Currency, c.InputTokens, c.OutputTokens, c.EventCount, c.Version,
 	}

@@ -23,7 +23,7 @@ func TestConversationColumnsMatchValues(t *testing.T) {
 		LastMessageText: "bye", LastMessageRole: "visitor", LastMessageAt: at.Add(3 * time.Second), Intents: []string{"i"}, Nodes: []string{"n"},
 		FlowsStarted: []string{"f"}, FlowsCompleted: []string{"fc"}, FlowDrops: []string{"f/s/n"}, FlowSteps: []string{"f/s"}, Goals: []string{"g"},
 		GoalValue: 7, Leads: 8, Markers: []string{"m"}, HandoffRequested: true, HandoffAt: at.Add(4 * time.Second), TakenOver: true,
-		TakeoverAt: at.Add(5 * time.Second), Agents: []string{"ann"}, AgentName: "Ann", OperatorNoResponse: true, FirstResponseMS: 9,
+		TakeoverAt: at.Add(5 * time.Second), Agents: []string{"ann"}, AgentName: "Ann", AgentsPresent: []string{"ann"}, OperatorNoResponse: true, FirstResponseMS: 9,
 		ResponseMSSum: 10, ResponseCount: 11, MaxResponseMS: 12, Engagement: "engaged", Resolved: true, Tags: []string{"t"}, Labels: []string{"l"},
 		Flagged: true, CostMicros: 13, Currency: "EUR", InputTokens: 14, OutputTokens: 15, EventCount: 16, LastSeq: 17,
 	}

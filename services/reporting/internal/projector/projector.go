@@ -24,14 +24,19 @@ import (
 const Durable = "reporting-projector"
 
 // Tables names the ClickHouse tables a projector writes.
-type Tables struct{ Events, Messages, Conversations string }
+type Tables struct{ Events, Messages, Conversations, MessageTokens string }
 
 // LiveTables are the tables readers query.
-var LiveTables = Tables{Events: "events", Messages: "messages", Conversations: "conversations"}
+var LiveTables = Tables{Events: "events", Messages: "messages", Conversations: "conversations", MessageTokens: "message_tokens"}
 
 // Suffixed returns the tables with a suffix, e.g. "_rebuild".
 func (t Tables) Suffixed(suffix string) Tables {
-	return Tables{Events: t.Events + suffix, Messages: t.Messages + suffix, Conversations: t.Conversations + suffix}
+	return Tables{Events: t.Events + suffix, Messages: t.Messages + suffix, Conversations: t.Conversations + suffix, MessageTokens: t.MessageTokens + suffix}
+}
+
+// All lists the tables.
+func (t Tables) All() []string {
+	return []string{t.Events, t.Messages, t.Conversations, t.MessageTokens}
 }
 
 // Projector writes batches of events to ClickHouse.
@@ -53,6 +58,7 @@ type scratch struct {
 	changed  []*convstate.State
 	events   eventCols
 	messages messageCols
+	tokens   tokenCols
 	convs    convCols
 }
 
@@ -185,6 +191,9 @@ func (p *Projector) Project(ctx context.Context, batch []*eventbus.Delivery, sav
 	if err := p.insert(ctx, p.tables.Messages, messageColumns, len(rows.Messages), sc.messages.columns()); err != nil {
 		return fmt.Errorf("projector: insert messages: %w", err)
 	}
+	if err := p.insertTokens(ctx, &sc.tokens, rows.Messages); err != nil {
+		return fmt.Errorf("projector: insert message tokens: %w", err)
+	}
 	for _, st := range sc.changed {
 		if err := sc.convs.add(st); err != nil {
 			return eventbus.Permanent(err)
@@ -223,7 +232,7 @@ const ConversationColumns = `tenant_id, conversation_id, started_at, started_at_
 	message_count, visitor_messages, bot_messages, agent_messages, system_messages, unidentified_count, paid_messages,
 	last_message_text, last_message_role, last_message_at, intents, nodes,
 	flows_started, flows_completed, flow_steps, flow_drops, goals, goal_value_micros, leads, markers,
-	handoff_requested, handoff_at, taken_over, takeover_at, agents, agent_name, operator_no_response,
+	handoff_requested, handoff_at, taken_over, takeover_at, agents, agent_name, agent_present, operator_no_response,
 	first_response_ms, response_ms_sum, response_count, max_response_ms, engagement, resolved,
 	tags, labels, flagged, cost_micros, currency, input_tokens, output_tokens, event_count, version`
 
@@ -237,7 +246,7 @@ func ConversationValues(s *convstate.State) []any {
 		s.MessageCount(), s.VisitorMessages, s.BotMessages, s.AgentMessages, s.SystemMessages, s.UnidentifiedCount, s.PaidMessages,
 		s.LastMessageText, s.LastMessageRole, chTime(s.LastMessageAt), nonNil(s.Intents), nonNil(s.Nodes),
 		nonNil(s.FlowsStarted), nonNil(s.FlowsCompleted), nonNil(s.FlowSteps), nonNil(s.FlowDrops), nonNil(s.Goals), s.GoalValue, s.Leads, nonNil(s.Markers),
-		b2u(s.HandoffRequested), chTime(s.HandoffAt), b2u(s.TakenOver), chTime(s.TakeoverAt), nonNil(s.Agents), s.AgentName, b2u(s.OperatorNoResponse),
+		b2u(s.HandoffRequested), chTime(s.HandoffAt), b2u(s.TakenOver), chTime(s.TakeoverAt), nonNil(s.Agents), s.AgentName, b2u(len(s.AgentsPresent) > 0), b2u(s.OperatorNoResponse),
 		s.FirstResponseMS, s.ResponseMSSum, s.ResponseCount, s.MaxResponseMS, s.Engagement, b2u(s.Resolved),
 		nonNil(s.Tags), nonNil(s.Labels), b2u(s.Flagged), s.CostMicros, s.Currency, s.InputTokens, s.OutputTokens, s.EventCount, s.LastSeq,
 	}
