@@ -45,6 +45,7 @@ func BenchmarkQueriesAt1M(b *testing.B) {
 		"30d-text-rare":    {TimeRange: &reportingv1.TimeRange{Preset: "last_30_days"}, Text: "refund"},
 		"30d-text-common":  {TimeRange: &reportingv1.TimeRange{Preset: "last_30_days"}, Text: "order"},
 		"30d-text-words":   {TimeRange: &reportingv1.TimeRange{Preset: "last_30_days"}, Text: "Where is my order?"},
+		"all-time-visitor": {TimeRange: &reportingv1.TimeRange{Preset: "all_time"}, VisitorToken: "visitor-1"},
 		"all-time-flags":   {TimeRange: &reportingv1.TimeRange{Preset: "all_time"}, TakenOver: yes, HasLead: yes},
 		"all-time-dropped": {TimeRange: &reportingv1.TimeRange{Preset: "all_time"}, FlowId: "checkout", DroppedOff: true},
 	}

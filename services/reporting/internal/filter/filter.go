@@ -6,6 +6,7 @@ package filter
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -270,24 +271,29 @@ func Build(tenant string, f *reportingv1.Filter, now time.Time, defaultTZ string
 // known at the end.
 const EngagementSQL = `if(engagement != '', engagement, multiIf(notEmpty(goals), 'goal_completed', notEmpty(flows_completed), 'completed', visitor_messages > 0, 'engaged', ''))`
 
-// textSQL selects the conversations with a message holding every token,
+// textSQL selects the conversations with every token in some message,
 // through the message_tokens index: ordered by (tenant_id, token, day), it
 // reads only the granules of the searched tokens from the range's first day
-// on (a conversation's messages come after its start).
+// on (a conversation's messages come after its start). Several tokens nest
+// (the conversations of one token among those of the next), longest
+// innermost: a long word is usually the rarest, so the sets stay small.
 func textSQL(tenant string, tokens []string, from time.Time) (string, []any) {
-	args := []any{tenant}
-	in := strings.TrimSuffix(strings.Repeat("?, ", len(tokens)), ", ")
-	for _, t := range tokens {
-		args = append(args, t)
-	}
-	sql := "SELECT conversation_id FROM message_tokens WHERE tenant_id = ? AND token IN (" + in + ")"
-	if !from.IsZero() {
-		sql += " AND day >= toDate(?)"
-		args = append(args, from.Format("2006-01-02"))
-	}
-	if len(tokens) > 1 {
-		sql += " GROUP BY conversation_id HAVING uniqExact(token) = ?"
-		args = append(args, len(tokens))
+	tokens = slices.Clone(tokens)
+	slices.SortStableFunc(tokens, func(a, b string) int { return len(b) - len(a) })
+	var sql string
+	var args []any
+	for i, t := range tokens {
+		q := "SELECT conversation_id FROM message_tokens WHERE tenant_id = ? AND token = ?"
+		a := []any{tenant, t}
+		if !from.IsZero() {
+			q += " AND day >= toDate(?)"
+			a = append(a, from.Format("2006-01-02"))
+		}
+		if i > 0 {
+			q += " AND conversation_id IN (" + sql + ")"
+			a = append(a, args...)
+		}
+		sql, args = q, a
 	}
 	return "conversation_id IN (" + sql + ")", args
 }
