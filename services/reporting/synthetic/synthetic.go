@@ -64,9 +64,9 @@ func Insert(ctx context.Context, ch driver.Conn, o Options) error {
 		return fmt.Errorf("synthetic: messages: %w", err)
 	}
 	// Their words in the search index, as the projector writes them.
-	if err := ch.Exec(ctx, fmt.Sprintf(`INSERT INTO message_tokens (tenant_id, token, day, conversation_id)
-		SELECT ?, arrayJoin(if(number %% 1000 = 0, ?, ?)), toDate(toDateTime(intDiv(%d - toInt64(number) * %d, 1000000))), concat(?, toString(number))
-		FROM system.numbers LIMIT %d`, end, step, o.N), o.Tenant, search.Tokens(refundText), search.Tokens(orderText), o.Prefix); err != nil {
+	if err := ch.Exec(ctx, fmt.Sprintf(`INSERT INTO message_tokens (tenant_id, token, day, started_at_us, conversation_id)
+		SELECT ?, arrayJoin(if(number %% 1000 = 0, ?, ?)), toDate(toDateTime(intDiv(ts, 1000000))), ts, concat(?, toString(number))
+		FROM (SELECT number, %d - toInt64(number) * %d AS ts FROM system.numbers LIMIT %d)`, end, step, o.N), o.Tenant, search.Tokens(refundText), search.Tokens(orderText), o.Prefix); err != nil {
 		return fmt.Errorf("synthetic: message tokens: %w", err)
 	}
 	return nil

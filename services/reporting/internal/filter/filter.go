@@ -256,7 +256,7 @@ func Build(tenant string, f *reportingv1.Filter, now time.Time, defaultTZ string
 		if len(tokens) == 0 {
 			return nil, &Violation{"filter.text", "no word to search for (words are letters and digits)"}
 		}
-		sql, args := textSQL(tenant, tokens, from)
+		sql, args := textSQL(tenant, tokens, from, to)
 		add(sql, args...)
 	}
 	w.SQL = strings.Join(conds, " AND ")
@@ -273,29 +273,40 @@ const EngagementSQL = `if(engagement != '', engagement, multiIf(notEmpty(goals),
 
 // textSQL selects the conversations with every token in some message,
 // through the message_tokens index: ordered by (tenant_id, token, day), it
-// reads only the granules of the searched tokens from the range's first day
-// on (a conversation's messages come after its start). Several tokens nest
-// (the conversations of one token among those of the next), longest
-// innermost: a long word is usually the rarest, so the sets stay small.
-func textSQL(tenant string, tokens []string, from time.Time) (string, []any) {
+// reads only the granules of the searched tokens in the range. Several
+// tokens nest (the conversations of one token among those of the next),
+// longest innermost: a long word is usually the rarest, so sets stay small.
+// The start times of the longest token's conversations also narrow the
+// conversations table's primary key (tenant_id, started_at_us, ...) to the
+// granules holding them.
+func textSQL(tenant string, tokens []string, from, to time.Time) (string, []any) {
 	tokens = slices.Clone(tokens)
 	slices.SortStableFunc(tokens, func(a, b string) int { return len(b) - len(a) })
+	lookup := func(col, token string) (string, []any) {
+		q := "SELECT " + col + " FROM message_tokens WHERE tenant_id = ? AND token = ?"
+		a := []any{tenant, token}
+		if !from.IsZero() {
+			q += " AND day >= toDate(?) AND started_at_us >= ?"
+			a = append(a, from.Format("2006-01-02"), from.UnixMicro())
+		}
+		if !to.IsZero() {
+			q += " AND day <= toDate(?) AND started_at_us < ?"
+			a = append(a, to.Format("2006-01-02"), to.UnixMicro())
+		}
+		return q, a
+	}
 	var sql string
 	var args []any
 	for i, t := range tokens {
-		q := "SELECT conversation_id FROM message_tokens WHERE tenant_id = ? AND token = ?"
-		a := []any{tenant, t}
-		if !from.IsZero() {
-			q += " AND day >= toDate(?)"
-			a = append(a, from.Format("2006-01-02"))
-		}
+		q, a := lookup("conversation_id", t)
 		if i > 0 {
 			q += " AND conversation_id IN (" + sql + ")"
 			a = append(a, args...)
 		}
 		sql, args = q, a
 	}
-	return "conversation_id IN (" + sql + ")", args
+	starts, sargs := lookup("started_at_us", tokens[0])
+	return "started_at_us IN (" + starts + ") AND conversation_id IN (" + sql + ")", append(sargs, args...)
 }
 
 // TimeBounds resolves a time range to [from, to) in UTC. Presets are

@@ -85,8 +85,8 @@ func TestEveryFilterBuildsItsCondition(t *testing.T) {
 		{&reportingv1.Filter{Region: "Bavaria"}, "region = ?"},
 		{&reportingv1.Filter{City: "Munich"}, "city = ?"},
 		{&reportingv1.Filter{AgentId: "ann"}, "has(agents, ?)"},
-		{&reportingv1.Filter{Text: "refund"}, "conversation_id IN (SELECT conversation_id FROM message_tokens WHERE tenant_id = ? AND token = ? AND day >= toDate(?))"},
-		{&reportingv1.Filter{Text: "Refund, ORDER refund"}, "token = ? AND day >= toDate(?) AND conversation_id IN (SELECT conversation_id FROM message_tokens WHERE tenant_id = ? AND token = ? AND day >= toDate(?))"},
+		{&reportingv1.Filter{Text: "refund"}, "started_at_us IN (SELECT started_at_us FROM message_tokens WHERE tenant_id = ? AND token = ? AND day >= toDate(?) AND started_at_us >= ?) AND conversation_id IN (SELECT conversation_id FROM message_tokens WHERE tenant_id = ? AND token = ? AND day >= toDate(?) AND started_at_us >= ?)"},
+		{&reportingv1.Filter{Text: "Refund, ORDER refund"}, "token = ? AND day >= toDate(?) AND started_at_us >= ? AND conversation_id IN (SELECT conversation_id FROM message_tokens WHERE tenant_id = ? AND token = ? AND day >= toDate(?) AND started_at_us >= ?)"},
 	}
 	for _, c := range cases {
 		w, v := filter.Build("acme", c.f, now, "UTC")
@@ -107,13 +107,18 @@ func TestEveryFilterBuildsItsCondition(t *testing.T) {
 // The text search hands the normalised words to the index as parameters:
 // the same tokens the projector writes.
 func TestTextSearchUsesTheNormalisedWords(t *testing.T) {
-	w, v := filter.Build("acme", &reportingv1.Filter{Text: "REFUND, order refund!", TimeRange: &reportingv1.TimeRange{Preset: "last_7_days"}}, now, "UTC")
+	w, v := filter.Build("acme", &reportingv1.Filter{Text: "REFUND, order refund!", TimeRange: &reportingv1.TimeRange{Preset: "yesterday"}}, now, "UTC")
 	if v != nil {
 		t.Fatal(v)
 	}
-	day := w.From.Format("2006-01-02")
-	// Longest word innermost: the outer query is the shorter word's.
-	want := []any{"acme", "order", day, "acme", "refund", day}
+	from, to := w.From.Format("2006-01-02"), w.To.Format("2006-01-02")
+	bounds := []any{from, w.From.UnixMicro(), to, w.To.UnixMicro()}
+	// The longest word's starts narrow the key; then the words nest, longest
+	// innermost (the outer lookup is the shorter word's).
+	var want []any
+	for _, word := range []string{"refund", "order", "refund"} {
+		want = append(append(want, "acme", word), bounds...)
+	}
 	if got := w.Args[len(w.Args)-len(want):]; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("text args %v, want %v", got, want)
 	}

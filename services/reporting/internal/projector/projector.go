@@ -191,7 +191,10 @@ func (p *Projector) Project(ctx context.Context, batch []*eventbus.Delivery, sav
 	if err := p.insert(ctx, p.tables.Messages, messageColumns, len(rows.Messages), sc.messages.columns()); err != nil {
 		return fmt.Errorf("projector: insert messages: %w", err)
 	}
-	if err := p.insertTokens(ctx, &sc.tokens, rows.Messages); err != nil {
+	started := func(tenant, conv string) time.Time {
+		return states[sc.index[statestore.Key{TenantID: tenant, ConversationID: conv}]].StartedAt
+	}
+	if err := p.insertTokens(ctx, &sc.tokens, rows.Messages, started); err != nil {
 		return fmt.Errorf("projector: insert message tokens: %w", err)
 	}
 	for _, st := range sc.changed {
