@@ -42,6 +42,10 @@ func BenchmarkQueriesAt1M(b *testing.B) {
 		"all-time":         {TimeRange: &reportingv1.TimeRange{Preset: "all_time"}},
 		"30d-combined":     {TimeRange: &reportingv1.TimeRange{Preset: "last_30_days"}, Statuses: []string{"ended"}, Channels: []eventv1.Channel{eventv1.Channel_CHANNEL_WHATSAPP}, Tags: []string{"unidentified-response"}},
 		"all-time-text":    {TimeRange: &reportingv1.TimeRange{Preset: "all_time"}, Text: "refund"},
+		"30d-text-rare":    {TimeRange: &reportingv1.TimeRange{Preset: "last_30_days"}, Text: "refund"},
+		"30d-text-common":  {TimeRange: &reportingv1.TimeRange{Preset: "last_30_days"}, Text: "order"},
+		"30d-text-words":   {TimeRange: &reportingv1.TimeRange{Preset: "last_30_days"}, Text: "Where is my order?"},
+		"all-time-visitor": {TimeRange: &reportingv1.TimeRange{Preset: "all_time"}, VisitorToken: "visitor-1"},
 		"all-time-flags":   {TimeRange: &reportingv1.TimeRange{Preset: "all_time"}, TakenOver: yes, HasLead: yes},
 		"all-time-dropped": {TimeRange: &reportingv1.TimeRange{Preset: "all_time"}, FlowId: "checkout", DroppedOff: true},
 	}

@@ -3,6 +3,8 @@ package reporting_test
 import (
 	"context"
 	"fmt"
+	"github.com/parley-dev/parley/libs/partition/partitiontest"
+	"github.com/parley-dev/parley/libs/testsvc"
 	"strings"
 	"testing"
 	"time"
@@ -52,10 +54,10 @@ func TestClickHouseRefusalDeadLetters(t *testing.T) {
 		want[id] = 3
 	}
 	f.waitProjected(t)
-	if !projectorReady(f.cfg.AdminAddr) {
+	if !testsvc.CheckReady(f.cfg.AdminAddr, "projector") {
 		t.Fatal("the projector is paused")
 	}
-	d := f.dlq(t)
+	d := partitiontest.DeadLetters(t, f.bus.JetStream(), "")
 	if len(d) != 2 || !strings.Contains(d[poison.GetEventId()], "code: 6") || !strings.HasPrefix(d[after.GetEventId()], "held") {
 		t.Fatalf("dead letters: %v", d)
 	}

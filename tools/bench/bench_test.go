@@ -63,6 +63,7 @@ func TestRunAtSmallScale(t *testing.T) {
 		"sustained: events acknowledged and projected":                      false,
 		"raw ClickHouse batch insert (10,000 rows per insert)":              false,
 		"GetDashboard, all time, p95":                                       false,
+		"ListConversations, last 30 days + text search, p95":                false,
 		"rebuild: events replayed into fresh tables":                        false,
 		"reporting: peak resident memory (whole run)":                       false,
 		"sustained messages/s, Parley ÷ plain design":                       false,

@@ -662,7 +662,7 @@ func measureQueries(ctx context.Context, o Options, s *suite, rep *Report, logf 
 			return err
 		}
 		logf("generating %d conversations for tenant %s", n, tenant)
-		if err := synthetic.Insert(ctx, ch, synthetic.Options{Tenant: tenant, Prefix: "q-", N: n, Span: 60 * 24 * time.Hour, End: time.Now()}); err != nil {
+		if err := synthetic.Insert(ctx, ch, synthetic.Options{Tenant: tenant, Prefix: "q-", N: n, Span: 60 * 24 * time.Hour, End: time.Now(), Messages: true}); err != nil {
 			return err
 		}
 		if _, err := waitQuiet(ctx, ch, s, 5*time.Minute, true); err != nil {
@@ -685,6 +685,11 @@ func measureQueries(ctx context.Context, o Options, s *suite, rep *Report, logf 
 					Channels: []eventv1.Channel{eventv1.Channel_CHANNEL_WHATSAPP}, Tags: []string{"unidentified-response"}}})
 				return err
 			}, 150 * time.Millisecond},
+			{"ListConversations, last 30 days + text search", func() error {
+				_, err := rp.ListConversations(authed, &reportingv1.ListConversationsRequest{PageSize: 50, Filter: &reportingv1.Filter{
+					TimeRange: &reportingv1.TimeRange{Preset: "last_30_days"}, Text: "refund"}})
+				return err
+			}, 300 * time.Millisecond},
 			{"ListConversations, all time", func() error {
 				_, err := rp.ListConversations(authed, &reportingv1.ListConversationsRequest{PageSize: 50, Filter: &reportingv1.Filter{TimeRange: &reportingv1.TimeRange{Preset: "all_time"}}})
 				return err

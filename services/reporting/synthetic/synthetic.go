@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/parley-dev/parley/services/reporting/internal/search"
 )
 
 // Options shape a batch of synthetic conversations.
@@ -23,7 +24,7 @@ type Options struct {
 	Span time.Duration
 	End  time.Time
 	// Messages adds one visitor message per conversation (one in a thousand
-	// asks for a refund).
+	// asks for a refund), with its words in the search index.
 	Messages bool
 }
 
@@ -58,9 +59,21 @@ func Insert(ctx context.Context, ch driver.Conn, o Options) error {
 	}
 	if err := ch.Exec(ctx, fmt.Sprintf(`INSERT INTO messages (tenant_id, conversation_id, event_id, role, text, occurred_at, occurred_at_us, stream_seq)
 		SELECT ?, concat(?, toString(number)), toString(number), 'visitor',
-			if(number %% 1000 = 0, 'I want a refund', 'where is my order'), toDateTime(intDiv(%d - toInt64(number) * %d, 1000000)), %d - toInt64(number) * %d, number + 1
-		FROM system.numbers LIMIT %d`, end, step, end, step, o.N), o.Tenant, o.Prefix); err != nil {
+			if(number %% 1000 = 0, ?, ?), toDateTime(intDiv(%d - toInt64(number) * %d, 1000000)), %d - toInt64(number) * %d, number + 1
+		FROM system.numbers LIMIT %d`, end, step, end, step, o.N), o.Tenant, o.Prefix, refundText, orderText); err != nil {
 		return fmt.Errorf("synthetic: messages: %w", err)
+	}
+	// Their words in the search index, as the projector writes them.
+	if err := ch.Exec(ctx, fmt.Sprintf(`INSERT INTO message_tokens (tenant_id, token, day, started_at_us, conversation_id)
+		SELECT ?, arrayJoin(if(number %% 1000 = 0, ?, ?)), toDate(toDateTime(intDiv(ts, 1000000))), ts, concat(?, toString(number))
+		FROM (SELECT number, %d - toInt64(number) * %d AS ts FROM system.numbers LIMIT %d)`, end, step, o.N), o.Tenant, search.Tokens(refundText), search.Tokens(orderText), o.Prefix); err != nil {
+		return fmt.Errorf("synthetic: message tokens: %w", err)
 	}
 	return nil
 }
+
+// The synthetic messages' texts.
+const (
+	refundText = "I want a refund"
+	orderText  = "where is my order"
+)

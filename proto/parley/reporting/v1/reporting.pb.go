@@ -486,30 +486,45 @@ func (x *TimeRange) GetTimeZone() string {
 // beyond them): at most 100 values per repeated field, 256 characters per
 // value, 200 characters of text, 1000 values over all repeated fields.
 type Filter struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TimeRange     *TimeRange             `protobuf:"bytes,1,opt,name=time_range,json=timeRange,proto3" json:"time_range,omitempty"`
-	Statuses      []string               `protobuf:"bytes,2,rep,name=statuses,proto3" json:"statuses,omitempty"`
-	BotIds        []string               `protobuf:"bytes,3,rep,name=bot_ids,json=botIds,proto3" json:"bot_ids,omitempty"`
-	Channels      []v1.Channel           `protobuf:"varint,4,rep,packed,name=channels,proto3,enum=parley.event.v1.Channel" json:"channels,omitempty"`
-	Platforms     []v1.Platform          `protobuf:"varint,5,rep,packed,name=platforms,proto3,enum=parley.event.v1.Platform" json:"platforms,omitempty"`
-	Types         []v1.ConversationType  `protobuf:"varint,6,rep,packed,name=types,proto3,enum=parley.event.v1.ConversationType" json:"types,omitempty"`
-	Engagements   []v1.Engagement        `protobuf:"varint,7,rep,packed,name=engagements,proto3,enum=parley.event.v1.Engagement" json:"engagements,omitempty"`
-	Goals         []string               `protobuf:"bytes,8,rep,name=goals,proto3" json:"goals,omitempty"`
-	TakenOver     *bool                  `protobuf:"varint,9,opt,name=taken_over,json=takenOver,proto3,oneof" json:"taken_over,omitempty"`
-	HasLead       *bool                  `protobuf:"varint,10,opt,name=has_lead,json=hasLead,proto3,oneof" json:"has_lead,omitempty"`
-	Tags          []string               `protobuf:"bytes,11,rep,name=tags,proto3" json:"tags,omitempty"`
-	Labels        []string               `protobuf:"bytes,12,rep,name=labels,proto3" json:"labels,omitempty"`
-	Flagged       *bool                  `protobuf:"varint,13,opt,name=flagged,proto3,oneof" json:"flagged,omitempty"`
-	FlowId        string                 `protobuf:"bytes,14,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
-	FlowStepId    string                 `protobuf:"bytes,15,opt,name=flow_step_id,json=flowStepId,proto3" json:"flow_step_id,omitempty"`
-	DroppedOff    bool                   `protobuf:"varint,16,opt,name=dropped_off,json=droppedOff,proto3" json:"dropped_off,omitempty"`
-	NodeId        string                 `protobuf:"bytes,17,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Country       string                 `protobuf:"bytes,18,opt,name=country,proto3" json:"country,omitempty"`
-	Region        string                 `protobuf:"bytes,19,opt,name=region,proto3" json:"region,omitempty"`
-	City          string                 `protobuf:"bytes,20,opt,name=city,proto3" json:"city,omitempty"`
-	EndReasons    []v1.EndReason         `protobuf:"varint,21,rep,packed,name=end_reasons,json=endReasons,proto3,enum=parley.event.v1.EndReason" json:"end_reasons,omitempty"`
-	AgentId       string                 `protobuf:"bytes,22,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
-	Text          string                 `protobuf:"bytes,23,opt,name=text,proto3" json:"text,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	TimeRange   *TimeRange             `protobuf:"bytes,1,opt,name=time_range,json=timeRange,proto3" json:"time_range,omitempty"`
+	Statuses    []string               `protobuf:"bytes,2,rep,name=statuses,proto3" json:"statuses,omitempty"`
+	BotIds      []string               `protobuf:"bytes,3,rep,name=bot_ids,json=botIds,proto3" json:"bot_ids,omitempty"`
+	Channels    []v1.Channel           `protobuf:"varint,4,rep,packed,name=channels,proto3,enum=parley.event.v1.Channel" json:"channels,omitempty"`
+	Platforms   []v1.Platform          `protobuf:"varint,5,rep,packed,name=platforms,proto3,enum=parley.event.v1.Platform" json:"platforms,omitempty"`
+	Types       []v1.ConversationType  `protobuf:"varint,6,rep,packed,name=types,proto3,enum=parley.event.v1.ConversationType" json:"types,omitempty"`
+	Engagements []v1.Engagement        `protobuf:"varint,7,rep,packed,name=engagements,proto3,enum=parley.event.v1.Engagement" json:"engagements,omitempty"`
+	Goals       []string               `protobuf:"bytes,8,rep,name=goals,proto3" json:"goals,omitempty"`
+	TakenOver   *bool                  `protobuf:"varint,9,opt,name=taken_over,json=takenOver,proto3,oneof" json:"taken_over,omitempty"`
+	HasLead     *bool                  `protobuf:"varint,10,opt,name=has_lead,json=hasLead,proto3,oneof" json:"has_lead,omitempty"`
+	Tags        []string               `protobuf:"bytes,11,rep,name=tags,proto3" json:"tags,omitempty"`
+	Labels      []string               `protobuf:"bytes,12,rep,name=labels,proto3" json:"labels,omitempty"`
+	Flagged     *bool                  `protobuf:"varint,13,opt,name=flagged,proto3,oneof" json:"flagged,omitempty"`
+	FlowId      string                 `protobuf:"bytes,14,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
+	FlowStepId  string                 `protobuf:"bytes,15,opt,name=flow_step_id,json=flowStepId,proto3" json:"flow_step_id,omitempty"`
+	DroppedOff  bool                   `protobuf:"varint,16,opt,name=dropped_off,json=droppedOff,proto3" json:"dropped_off,omitempty"`
+	NodeId      string                 `protobuf:"bytes,17,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Country     string                 `protobuf:"bytes,18,opt,name=country,proto3" json:"country,omitempty"`
+	Region      string                 `protobuf:"bytes,19,opt,name=region,proto3" json:"region,omitempty"`
+	City        string                 `protobuf:"bytes,20,opt,name=city,proto3" json:"city,omitempty"`
+	EndReasons  []v1.EndReason         `protobuf:"varint,21,rep,packed,name=end_reasons,json=endReasons,proto3,enum=parley.event.v1.EndReason" json:"end_reasons,omitempty"`
+	AgentId     string                 `protobuf:"bytes,22,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Full-text search: conversations with a message holding every word of
+	// text (whole words after normalisation; docs/query.md). Bounded by the
+	// time range.
+	Text string `protobuf:"bytes,23,opt,name=text,proto3" json:"text,omitempty"`
+	// Resolved (lifecycle's resolution rule, known once a conversation ends).
+	Resolved *bool `protobuf:"varint,24,opt,name=resolved,proto3,oneof" json:"resolved,omitempty"`
+	// An agent is in the conversation now: it is active and an agent joined
+	// and has not left ("Live Chatting").
+	AgentPresent *bool `protobuf:"varint,25,opt,name=agent_present,json=agentPresent,proto3,oneof" json:"agent_present,omitempty"`
+	// The conversation reached at least one goal (any goal).
+	HasGoal *bool `protobuf:"varint,26,opt,name=has_goal,json=hasGoal,proto3,oneof" json:"has_goal,omitempty"`
+	// Conversations of one visitor (their visitor token).
+	VisitorToken string `protobuf:"bytes,27,opt,name=visitor_token,json=visitorToken,proto3" json:"visitor_token,omitempty"`
+	// Conversations that passed through any of these nodes (OR; node_id, when
+	// set, is one more).
+	NodeIds       []string `protobuf:"bytes,28,rep,name=node_ids,json=nodeIds,proto3" json:"node_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -703,6 +718,41 @@ func (x *Filter) GetText() string {
 		return x.Text
 	}
 	return ""
+}
+
+func (x *Filter) GetResolved() bool {
+	if x != nil && x.Resolved != nil {
+		return *x.Resolved
+	}
+	return false
+}
+
+func (x *Filter) GetAgentPresent() bool {
+	if x != nil && x.AgentPresent != nil {
+		return *x.AgentPresent
+	}
+	return false
+}
+
+func (x *Filter) GetHasGoal() bool {
+	if x != nil && x.HasGoal != nil {
+		return *x.HasGoal
+	}
+	return false
+}
+
+func (x *Filter) GetVisitorToken() string {
+	if x != nil {
+		return x.VisitorToken
+	}
+	return ""
+}
+
+func (x *Filter) GetNodeIds() []string {
+	if x != nil {
+		return x.NodeIds
+	}
+	return nil
 }
 
 // ListConversationsRequest pages through conversations.
@@ -2220,9 +2270,12 @@ type Lead struct {
 	Fields     map[string]string      `protobuf:"bytes,5,rep,name=fields,proto3" json:"fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	CapturedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=captured_at,json=capturedAt,proto3" json:"captured_at,omitempty"`
 	// Message in which the visitor gave the details, when known.
-	MessageId     string `protobuf:"bytes,7,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MessageId string `protobuf:"bytes,7,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// The conversation it was captured in (set where leads of several
+	// conversations are listed, as in GetVisitor).
+	ConversationId string `protobuf:"bytes,8,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Lead) Reset() {
@@ -2300,6 +2353,13 @@ func (x *Lead) GetCapturedAt() *timestamppb.Timestamp {
 func (x *Lead) GetMessageId() string {
 	if x != nil {
 		return x.MessageId
+	}
+	return ""
+}
+
+func (x *Lead) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
 	}
 	return ""
 }
@@ -2715,6 +2775,545 @@ func (x *ListModelPricesResponse) GetPrices() []*ModelPrice {
 	return nil
 }
 
+// GetVisitorRequest names a visitor and pages through their conversations.
+type GetVisitorRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	VisitorToken string                 `protobuf:"bytes,1,opt,name=visitor_token,json=visitorToken,proto3" json:"visitor_token,omitempty"`
+	// Conversations per page (default 50, at most 200).
+	PageSize      uint32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVisitorRequest) Reset() {
+	*x = GetVisitorRequest{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVisitorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVisitorRequest) ProtoMessage() {}
+
+func (x *GetVisitorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVisitorRequest.ProtoReflect.Descriptor instead.
+func (*GetVisitorRequest) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GetVisitorRequest) GetVisitorToken() string {
+	if x != nil {
+		return x.VisitorToken
+	}
+	return ""
+}
+
+func (x *GetVisitorRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetVisitorRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// Visitor is everything the conversations of one visitor tell.
+type Visitor struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	VisitorToken string                 `protobuf:"bytes,1,opt,name=visitor_token,json=visitorToken,proto3" json:"visitor_token,omitempty"`
+	// The display name of the visitor's latest conversation that has one.
+	DisplayName string `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	// Start of the first conversation and last activity of any.
+	FirstSeen         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	LastSeen          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	ConversationCount uint64                 `protobuf:"varint,5,opt,name=conversation_count,json=conversationCount,proto3" json:"conversation_count,omitempty"`
+	// Leads captured over every conversation (count) and the records.
+	LeadCount uint64  `protobuf:"varint,6,opt,name=lead_count,json=leadCount,proto3" json:"lead_count,omitempty"`
+	Leads     []*Lead `protobuf:"bytes,7,rep,name=leads,proto3" json:"leads,omitempty"`
+	// Latest value of each variable over the visitor's conversations (the
+	// newest conversation that set a key wins).
+	Variables map[string]string `protobuf:"bytes,8,rep,name=variables,proto3" json:"variables,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// One page of the visitor's conversations, newest first.
+	Conversations []*ConversationSummary `protobuf:"bytes,9,rep,name=conversations,proto3" json:"conversations,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,10,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Visitor) Reset() {
+	*x = Visitor{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Visitor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Visitor) ProtoMessage() {}
+
+func (x *Visitor) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Visitor.ProtoReflect.Descriptor instead.
+func (*Visitor) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *Visitor) GetVisitorToken() string {
+	if x != nil {
+		return x.VisitorToken
+	}
+	return ""
+}
+
+func (x *Visitor) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *Visitor) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+func (x *Visitor) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+func (x *Visitor) GetConversationCount() uint64 {
+	if x != nil {
+		return x.ConversationCount
+	}
+	return 0
+}
+
+func (x *Visitor) GetLeadCount() uint64 {
+	if x != nil {
+		return x.LeadCount
+	}
+	return 0
+}
+
+func (x *Visitor) GetLeads() []*Lead {
+	if x != nil {
+		return x.Leads
+	}
+	return nil
+}
+
+func (x *Visitor) GetVariables() map[string]string {
+	if x != nil {
+		return x.Variables
+	}
+	return nil
+}
+
+func (x *Visitor) GetConversations() []*ConversationSummary {
+	if x != nil {
+		return x.Conversations
+	}
+	return nil
+}
+
+func (x *Visitor) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// GetVisitorStatsRequest selects conversations.
+type GetVisitorStatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Filter        *Filter                `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVisitorStatsRequest) Reset() {
+	*x = GetVisitorStatsRequest{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVisitorStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVisitorStatsRequest) ProtoMessage() {}
+
+func (x *GetVisitorStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVisitorStatsRequest.ProtoReflect.Descriptor instead.
+func (*GetVisitorStatsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GetVisitorStatsRequest) GetFilter() *Filter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+// VisitorStats counts visitors of the matching conversations
+// (conversations without a visitor token are not counted).
+type VisitorStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Distinct visitor tokens.
+	Visitors uint64 `protobuf:"varint,1,opt,name=visitors,proto3" json:"visitors,omitempty"`
+	// Visitors with more than one matching conversation.
+	ReturningVisitors uint64 `protobuf:"varint,2,opt,name=returning_visitors,json=returningVisitors,proto3" json:"returning_visitors,omitempty"`
+	// returning_visitors / visitors (0 when there are none).
+	ReturningRate float64 `protobuf:"fixed64,3,opt,name=returning_rate,json=returningRate,proto3" json:"returning_rate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VisitorStats) Reset() {
+	*x = VisitorStats{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VisitorStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VisitorStats) ProtoMessage() {}
+
+func (x *VisitorStats) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VisitorStats.ProtoReflect.Descriptor instead.
+func (*VisitorStats) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *VisitorStats) GetVisitors() uint64 {
+	if x != nil {
+		return x.Visitors
+	}
+	return 0
+}
+
+func (x *VisitorStats) GetReturningVisitors() uint64 {
+	if x != nil {
+		return x.ReturningVisitors
+	}
+	return 0
+}
+
+func (x *VisitorStats) GetReturningRate() float64 {
+	if x != nil {
+		return x.ReturningRate
+	}
+	return 0
+}
+
+// ListCatalogRequest selects the events the catalogue is built from.
+type ListCatalogRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One bot's flows and nodes; empty: every bot of the tenant.
+	BotId string `protobuf:"bytes,1,opt,name=bot_id,json=botId,proto3" json:"bot_id,omitempty"`
+	// Events in this range (default: last 30 days).
+	TimeRange     *TimeRange `protobuf:"bytes,2,opt,name=time_range,json=timeRange,proto3" json:"time_range,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCatalogRequest) Reset() {
+	*x = ListCatalogRequest{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCatalogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCatalogRequest) ProtoMessage() {}
+
+func (x *ListCatalogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCatalogRequest.ProtoReflect.Descriptor instead.
+func (*ListCatalogRequest) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ListCatalogRequest) GetBotId() string {
+	if x != nil {
+		return x.BotId
+	}
+	return ""
+}
+
+func (x *ListCatalogRequest) GetTimeRange() *TimeRange {
+	if x != nil {
+		return x.TimeRange
+	}
+	return nil
+}
+
+// Catalog is the flows and nodes seen.
+type Catalog struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Flows         []*CatalogFlow         `protobuf:"bytes,1,rep,name=flows,proto3" json:"flows,omitempty"`
+	Nodes         []*CatalogNode         `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Catalog) Reset() {
+	*x = Catalog{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Catalog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Catalog) ProtoMessage() {}
+
+func (x *Catalog) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Catalog.ProtoReflect.Descriptor instead.
+func (*Catalog) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *Catalog) GetFlows() []*CatalogFlow {
+	if x != nil {
+		return x.Flows
+	}
+	return nil
+}
+
+func (x *Catalog) GetNodes() []*CatalogNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+// CatalogFlow is one flow seen in flow events or messages.
+type CatalogFlow struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	FlowId string                 `protobuf:"bytes,1,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
+	// The latest non-empty flow_name of its FlowStarted events.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Conversations in which the flow was seen.
+	Conversations uint64 `protobuf:"varint,3,opt,name=conversations,proto3" json:"conversations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CatalogFlow) Reset() {
+	*x = CatalogFlow{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatalogFlow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatalogFlow) ProtoMessage() {}
+
+func (x *CatalogFlow) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatalogFlow.ProtoReflect.Descriptor instead.
+func (*CatalogFlow) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *CatalogFlow) GetFlowId() string {
+	if x != nil {
+		return x.FlowId
+	}
+	return ""
+}
+
+func (x *CatalogFlow) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CatalogFlow) GetConversations() uint64 {
+	if x != nil {
+		return x.Conversations
+	}
+	return 0
+}
+
+// CatalogNode is one node seen in messages or flow events. Events carry no
+// node names, so a node is known by its id.
+type CatalogNode struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The flow it was seen in ("" when only seen outside flows).
+	FlowId string `protobuf:"bytes,2,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
+	// A bot message was posted from this node.
+	HasPrompt bool `protobuf:"varint,3,opt,name=has_prompt,json=hasPrompt,proto3" json:"has_prompt,omitempty"`
+	// Conversations in which the node was seen.
+	Conversations uint64 `protobuf:"varint,4,opt,name=conversations,proto3" json:"conversations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CatalogNode) Reset() {
+	*x = CatalogNode{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatalogNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatalogNode) ProtoMessage() {}
+
+func (x *CatalogNode) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatalogNode.ProtoReflect.Descriptor instead.
+func (*CatalogNode) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *CatalogNode) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *CatalogNode) GetFlowId() string {
+	if x != nil {
+		return x.FlowId
+	}
+	return ""
+}
+
+func (x *CatalogNode) GetHasPrompt() bool {
+	if x != nil {
+		return x.HasPrompt
+	}
+	return false
+}
+
+func (x *CatalogNode) GetConversations() uint64 {
+	if x != nil {
+		return x.Conversations
+	}
+	return 0
+}
+
 var File_parley_reporting_v1_reporting_proto protoreflect.FileDescriptor
 
 const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
@@ -2753,7 +3352,7 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\x06preset\x18\x01 \x01(\tR\x06preset\x12.\n" +
 	"\x04from\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
 	"\x02to\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12\x1b\n" +
-	"\ttime_zone\x18\x04 \x01(\tR\btimeZone\"\xd7\x06\n" +
+	"\ttime_zone\x18\x04 \x01(\tR\btimeZone\"\xae\b\n" +
 	"\x06Filter\x12=\n" +
 	"\n" +
 	"time_range\x18\x01 \x01(\v2\x1e.parley.reporting.v1.TimeRangeR\ttimeRange\x12\x1a\n" +
@@ -2783,11 +3382,19 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\vend_reasons\x18\x15 \x03(\x0e2\x1a.parley.event.v1.EndReasonR\n" +
 	"endReasons\x12\x19\n" +
 	"\bagent_id\x18\x16 \x01(\tR\aagentId\x12\x12\n" +
-	"\x04text\x18\x17 \x01(\tR\x04textB\r\n" +
+	"\x04text\x18\x17 \x01(\tR\x04text\x12\x1f\n" +
+	"\bresolved\x18\x18 \x01(\bH\x03R\bresolved\x88\x01\x01\x12(\n" +
+	"\ragent_present\x18\x19 \x01(\bH\x04R\fagentPresent\x88\x01\x01\x12\x1e\n" +
+	"\bhas_goal\x18\x1a \x01(\bH\x05R\ahasGoal\x88\x01\x01\x12#\n" +
+	"\rvisitor_token\x18\x1b \x01(\tR\fvisitorToken\x12\x19\n" +
+	"\bnode_ids\x18\x1c \x03(\tR\anodeIdsB\r\n" +
 	"\v_taken_overB\v\n" +
 	"\t_has_leadB\n" +
 	"\n" +
-	"\b_flagged\"\x8b\x01\n" +
+	"\b_flaggedB\v\n" +
+	"\t_resolvedB\x10\n" +
+	"\x0e_agent_presentB\v\n" +
+	"\t_has_goal\"\x8b\x01\n" +
 	"\x18ListConversationsRequest\x123\n" +
 	"\x06filter\x18\x01 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
@@ -2944,7 +3551,7 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"occurredAt\x120\n" +
-	"\x05steps\x18\x03 \x03(\v2\x1a.parley.event.v1.DebugStepR\x05steps\"\xb5\x02\n" +
+	"\x05steps\x18\x03 \x03(\v2\x1a.parley.event.v1.DebugStepR\x05steps\"\xde\x02\n" +
 	"\x04Lead\x12\x17\n" +
 	"\alead_id\x18\x01 \x01(\tR\x06leadId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -2954,7 +3561,8 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\vcaptured_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"capturedAt\x12\x1d\n" +
 	"\n" +
-	"message_id\x18\a \x01(\tR\tmessageId\x1a9\n" +
+	"message_id\x18\a \x01(\tR\tmessageId\x12'\n" +
+	"\x0fconversation_id\x18\b \x01(\tR\x0econversationId\x1a9\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"k\n" +
@@ -2987,7 +3595,52 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\x05price\x18\x01 \x01(\v2\x1f.parley.reporting.v1.ModelPriceR\x05price\"\x18\n" +
 	"\x16ListModelPricesRequest\"R\n" +
 	"\x17ListModelPricesResponse\x127\n" +
-	"\x06prices\x18\x01 \x03(\v2\x1f.parley.reporting.v1.ModelPriceR\x06prices2\x98\a\n" +
+	"\x06prices\x18\x01 \x03(\v2\x1f.parley.reporting.v1.ModelPriceR\x06prices\"t\n" +
+	"\x11GetVisitorRequest\x12#\n" +
+	"\rvisitor_token\x18\x01 \x01(\tR\fvisitorToken\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\xc5\x04\n" +
+	"\aVisitor\x12#\n" +
+	"\rvisitor_token\x18\x01 \x01(\tR\fvisitorToken\x12!\n" +
+	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x129\n" +
+	"\n" +
+	"first_seen\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x127\n" +
+	"\tlast_seen\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12-\n" +
+	"\x12conversation_count\x18\x05 \x01(\x04R\x11conversationCount\x12\x1d\n" +
+	"\n" +
+	"lead_count\x18\x06 \x01(\x04R\tleadCount\x12/\n" +
+	"\x05leads\x18\a \x03(\v2\x19.parley.reporting.v1.LeadR\x05leads\x12I\n" +
+	"\tvariables\x18\b \x03(\v2+.parley.reporting.v1.Visitor.VariablesEntryR\tvariables\x12N\n" +
+	"\rconversations\x18\t \x03(\v2(.parley.reporting.v1.ConversationSummaryR\rconversations\x12&\n" +
+	"\x0fnext_page_token\x18\n" +
+	" \x01(\tR\rnextPageToken\x1a<\n" +
+	"\x0eVariablesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
+	"\x16GetVisitorStatsRequest\x123\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\"\x80\x01\n" +
+	"\fVisitorStats\x12\x1a\n" +
+	"\bvisitors\x18\x01 \x01(\x04R\bvisitors\x12-\n" +
+	"\x12returning_visitors\x18\x02 \x01(\x04R\x11returningVisitors\x12%\n" +
+	"\x0ereturning_rate\x18\x03 \x01(\x01R\rreturningRate\"j\n" +
+	"\x12ListCatalogRequest\x12\x15\n" +
+	"\x06bot_id\x18\x01 \x01(\tR\x05botId\x12=\n" +
+	"\n" +
+	"time_range\x18\x02 \x01(\v2\x1e.parley.reporting.v1.TimeRangeR\ttimeRange\"y\n" +
+	"\aCatalog\x126\n" +
+	"\x05flows\x18\x01 \x03(\v2 .parley.reporting.v1.CatalogFlowR\x05flows\x126\n" +
+	"\x05nodes\x18\x02 \x03(\v2 .parley.reporting.v1.CatalogNodeR\x05nodes\"`\n" +
+	"\vCatalogFlow\x12\x17\n" +
+	"\aflow_id\x18\x01 \x01(\tR\x06flowId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12$\n" +
+	"\rconversations\x18\x03 \x01(\x04R\rconversations\"\x84\x01\n" +
+	"\vCatalogNode\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x17\n" +
+	"\aflow_id\x18\x02 \x01(\tR\x06flowId\x12\x1d\n" +
+	"\n" +
+	"has_prompt\x18\x03 \x01(\bR\thasPrompt\x12$\n" +
+	"\rconversations\x18\x04 \x01(\x04R\rconversations2\xa5\t\n" +
 	"\x10ReportingService\x12r\n" +
 	"\x11ListConversations\x12-.parley.reporting.v1.ListConversationsRequest\x1a..parley.reporting.v1.ListConversationsResponse\x12a\n" +
 	"\x0fGetConversation\x12+.parley.reporting.v1.GetConversationRequest\x1a!.parley.reporting.v1.Conversation\x12X\n" +
@@ -2997,7 +3650,11 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\x0eListShareLinks\x12*.parley.reporting.v1.ListShareLinksRequest\x1a+.parley.reporting.v1.ListShareLinksResponse\x12^\n" +
 	"\x0fRevokeShareLink\x12+.parley.reporting.v1.RevokeShareLinkRequest\x1a\x1e.parley.reporting.v1.ShareLink\x12[\n" +
 	"\rSetModelPrice\x12).parley.reporting.v1.SetModelPriceRequest\x1a\x1f.parley.reporting.v1.ModelPrice\x12l\n" +
-	"\x0fListModelPrices\x12+.parley.reporting.v1.ListModelPricesRequest\x1a,.parley.reporting.v1.ListModelPricesResponseBDZBgithub.com/parley-dev/parley/proto/parley/reporting/v1;reportingv1b\x06proto3"
+	"\x0fListModelPrices\x12+.parley.reporting.v1.ListModelPricesRequest\x1a,.parley.reporting.v1.ListModelPricesResponse\x12R\n" +
+	"\n" +
+	"GetVisitor\x12&.parley.reporting.v1.GetVisitorRequest\x1a\x1c.parley.reporting.v1.Visitor\x12a\n" +
+	"\x0fGetVisitorStats\x12+.parley.reporting.v1.GetVisitorStatsRequest\x1a!.parley.reporting.v1.VisitorStats\x12T\n" +
+	"\vListCatalog\x12'.parley.reporting.v1.ListCatalogRequest\x1a\x1c.parley.reporting.v1.CatalogBDZBgithub.com/parley-dev/parley/proto/parley/reporting/v1;reportingv1b\x06proto3"
 
 var (
 	file_parley_reporting_v1_reporting_proto_rawDescOnce sync.Once
@@ -3011,7 +3668,7 @@ func file_parley_reporting_v1_reporting_proto_rawDescGZIP() []byte {
 	return file_parley_reporting_v1_reporting_proto_rawDescData
 }
 
-var file_parley_reporting_v1_reporting_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_parley_reporting_v1_reporting_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_parley_reporting_v1_reporting_proto_goTypes = []any{
 	(*ListShareLinksRequest)(nil),     // 0: parley.reporting.v1.ListShareLinksRequest
 	(*ListShareLinksResponse)(nil),    // 1: parley.reporting.v1.ListShareLinksResponse
@@ -3043,48 +3700,57 @@ var file_parley_reporting_v1_reporting_proto_goTypes = []any{
 	(*SetModelPriceRequest)(nil),      // 27: parley.reporting.v1.SetModelPriceRequest
 	(*ListModelPricesRequest)(nil),    // 28: parley.reporting.v1.ListModelPricesRequest
 	(*ListModelPricesResponse)(nil),   // 29: parley.reporting.v1.ListModelPricesResponse
-	nil,                               // 30: parley.reporting.v1.Conversation.VariablesEntry
-	nil,                               // 31: parley.reporting.v1.Lead.FieldsEntry
-	(*timestamppb.Timestamp)(nil),     // 32: google.protobuf.Timestamp
-	(v1.Channel)(0),                   // 33: parley.event.v1.Channel
-	(v1.Platform)(0),                  // 34: parley.event.v1.Platform
-	(v1.ConversationType)(0),          // 35: parley.event.v1.ConversationType
-	(v1.Engagement)(0),                // 36: parley.event.v1.Engagement
-	(v1.EndReason)(0),                 // 37: parley.event.v1.EndReason
-	(v1.Role)(0),                      // 38: parley.event.v1.Role
-	(*v1.DebugStep)(nil),              // 39: parley.event.v1.DebugStep
-	(v1.VariableSource)(0),            // 40: parley.event.v1.VariableSource
+	(*GetVisitorRequest)(nil),         // 30: parley.reporting.v1.GetVisitorRequest
+	(*Visitor)(nil),                   // 31: parley.reporting.v1.Visitor
+	(*GetVisitorStatsRequest)(nil),    // 32: parley.reporting.v1.GetVisitorStatsRequest
+	(*VisitorStats)(nil),              // 33: parley.reporting.v1.VisitorStats
+	(*ListCatalogRequest)(nil),        // 34: parley.reporting.v1.ListCatalogRequest
+	(*Catalog)(nil),                   // 35: parley.reporting.v1.Catalog
+	(*CatalogFlow)(nil),               // 36: parley.reporting.v1.CatalogFlow
+	(*CatalogNode)(nil),               // 37: parley.reporting.v1.CatalogNode
+	nil,                               // 38: parley.reporting.v1.Conversation.VariablesEntry
+	nil,                               // 39: parley.reporting.v1.Lead.FieldsEntry
+	nil,                               // 40: parley.reporting.v1.Visitor.VariablesEntry
+	(*timestamppb.Timestamp)(nil),     // 41: google.protobuf.Timestamp
+	(v1.Channel)(0),                   // 42: parley.event.v1.Channel
+	(v1.Platform)(0),                  // 43: parley.event.v1.Platform
+	(v1.ConversationType)(0),          // 44: parley.event.v1.ConversationType
+	(v1.Engagement)(0),                // 45: parley.event.v1.Engagement
+	(v1.EndReason)(0),                 // 46: parley.event.v1.EndReason
+	(v1.Role)(0),                      // 47: parley.event.v1.Role
+	(*v1.DebugStep)(nil),              // 48: parley.event.v1.DebugStep
+	(v1.VariableSource)(0),            // 49: parley.event.v1.VariableSource
 }
 var file_parley_reporting_v1_reporting_proto_depIdxs = []int32{
 	3,  // 0: parley.reporting.v1.ListShareLinksResponse.links:type_name -> parley.reporting.v1.ShareLink
-	32, // 1: parley.reporting.v1.ShareLink.created_at:type_name -> google.protobuf.Timestamp
-	32, // 2: parley.reporting.v1.ShareLink.expires_at:type_name -> google.protobuf.Timestamp
-	32, // 3: parley.reporting.v1.ShareLink.revoked_at:type_name -> google.protobuf.Timestamp
-	32, // 4: parley.reporting.v1.TimeRange.from:type_name -> google.protobuf.Timestamp
-	32, // 5: parley.reporting.v1.TimeRange.to:type_name -> google.protobuf.Timestamp
+	41, // 1: parley.reporting.v1.ShareLink.created_at:type_name -> google.protobuf.Timestamp
+	41, // 2: parley.reporting.v1.ShareLink.expires_at:type_name -> google.protobuf.Timestamp
+	41, // 3: parley.reporting.v1.ShareLink.revoked_at:type_name -> google.protobuf.Timestamp
+	41, // 4: parley.reporting.v1.TimeRange.from:type_name -> google.protobuf.Timestamp
+	41, // 5: parley.reporting.v1.TimeRange.to:type_name -> google.protobuf.Timestamp
 	6,  // 6: parley.reporting.v1.Filter.time_range:type_name -> parley.reporting.v1.TimeRange
-	33, // 7: parley.reporting.v1.Filter.channels:type_name -> parley.event.v1.Channel
-	34, // 8: parley.reporting.v1.Filter.platforms:type_name -> parley.event.v1.Platform
-	35, // 9: parley.reporting.v1.Filter.types:type_name -> parley.event.v1.ConversationType
-	36, // 10: parley.reporting.v1.Filter.engagements:type_name -> parley.event.v1.Engagement
-	37, // 11: parley.reporting.v1.Filter.end_reasons:type_name -> parley.event.v1.EndReason
+	42, // 7: parley.reporting.v1.Filter.channels:type_name -> parley.event.v1.Channel
+	43, // 8: parley.reporting.v1.Filter.platforms:type_name -> parley.event.v1.Platform
+	44, // 9: parley.reporting.v1.Filter.types:type_name -> parley.event.v1.ConversationType
+	45, // 10: parley.reporting.v1.Filter.engagements:type_name -> parley.event.v1.Engagement
+	46, // 11: parley.reporting.v1.Filter.end_reasons:type_name -> parley.event.v1.EndReason
 	7,  // 12: parley.reporting.v1.ListConversationsRequest.filter:type_name -> parley.reporting.v1.Filter
-	33, // 13: parley.reporting.v1.ConversationSummary.channel:type_name -> parley.event.v1.Channel
-	34, // 14: parley.reporting.v1.ConversationSummary.platform:type_name -> parley.event.v1.Platform
-	35, // 15: parley.reporting.v1.ConversationSummary.type:type_name -> parley.event.v1.ConversationType
-	32, // 16: parley.reporting.v1.ConversationSummary.started_at:type_name -> google.protobuf.Timestamp
-	32, // 17: parley.reporting.v1.ConversationSummary.last_activity_at:type_name -> google.protobuf.Timestamp
-	37, // 18: parley.reporting.v1.ConversationSummary.end_reason:type_name -> parley.event.v1.EndReason
-	32, // 19: parley.reporting.v1.ConversationSummary.ended_at:type_name -> google.protobuf.Timestamp
-	36, // 20: parley.reporting.v1.ConversationSummary.engagement:type_name -> parley.event.v1.Engagement
+	42, // 13: parley.reporting.v1.ConversationSummary.channel:type_name -> parley.event.v1.Channel
+	43, // 14: parley.reporting.v1.ConversationSummary.platform:type_name -> parley.event.v1.Platform
+	44, // 15: parley.reporting.v1.ConversationSummary.type:type_name -> parley.event.v1.ConversationType
+	41, // 16: parley.reporting.v1.ConversationSummary.started_at:type_name -> google.protobuf.Timestamp
+	41, // 17: parley.reporting.v1.ConversationSummary.last_activity_at:type_name -> google.protobuf.Timestamp
+	46, // 18: parley.reporting.v1.ConversationSummary.end_reason:type_name -> parley.event.v1.EndReason
+	41, // 19: parley.reporting.v1.ConversationSummary.ended_at:type_name -> google.protobuf.Timestamp
+	45, // 20: parley.reporting.v1.ConversationSummary.engagement:type_name -> parley.event.v1.Engagement
 	9,  // 21: parley.reporting.v1.ListConversationsResponse.conversations:type_name -> parley.reporting.v1.ConversationSummary
-	38, // 22: parley.reporting.v1.Message.role:type_name -> parley.event.v1.Role
-	32, // 23: parley.reporting.v1.Message.occurred_at:type_name -> google.protobuf.Timestamp
+	47, // 22: parley.reporting.v1.Message.role:type_name -> parley.event.v1.Role
+	41, // 23: parley.reporting.v1.Message.occurred_at:type_name -> google.protobuf.Timestamp
 	9,  // 24: parley.reporting.v1.Conversation.summary:type_name -> parley.reporting.v1.ConversationSummary
 	12, // 25: parley.reporting.v1.Conversation.messages:type_name -> parley.reporting.v1.Message
-	30, // 26: parley.reporting.v1.Conversation.variables:type_name -> parley.reporting.v1.Conversation.VariablesEntry
-	32, // 27: parley.reporting.v1.Conversation.takeover_at:type_name -> google.protobuf.Timestamp
-	32, // 28: parley.reporting.v1.Conversation.share_expires_at:type_name -> google.protobuf.Timestamp
+	38, // 26: parley.reporting.v1.Conversation.variables:type_name -> parley.reporting.v1.Conversation.VariablesEntry
+	41, // 27: parley.reporting.v1.Conversation.takeover_at:type_name -> google.protobuf.Timestamp
+	41, // 28: parley.reporting.v1.Conversation.share_expires_at:type_name -> google.protobuf.Timestamp
 	21, // 29: parley.reporting.v1.Conversation.debug_traces:type_name -> parley.reporting.v1.DebugTrace
 	22, // 30: parley.reporting.v1.Conversation.lead_records:type_name -> parley.reporting.v1.Lead
 	23, // 31: parley.reporting.v1.Conversation.variable_details:type_name -> parley.reporting.v1.Variable
@@ -3098,37 +3764,52 @@ var file_parley_reporting_v1_reporting_proto_depIdxs = []int32{
 	16, // 39: parley.reporting.v1.Dashboard.top_tags:type_name -> parley.reporting.v1.Count
 	7,  // 40: parley.reporting.v1.RunReportRequest.filter:type_name -> parley.reporting.v1.Filter
 	20, // 41: parley.reporting.v1.Report.rows:type_name -> parley.reporting.v1.ReportRow
-	32, // 42: parley.reporting.v1.DebugTrace.occurred_at:type_name -> google.protobuf.Timestamp
-	39, // 43: parley.reporting.v1.DebugTrace.steps:type_name -> parley.event.v1.DebugStep
-	31, // 44: parley.reporting.v1.Lead.fields:type_name -> parley.reporting.v1.Lead.FieldsEntry
-	32, // 45: parley.reporting.v1.Lead.captured_at:type_name -> google.protobuf.Timestamp
-	40, // 46: parley.reporting.v1.Variable.source:type_name -> parley.event.v1.VariableSource
-	32, // 47: parley.reporting.v1.ModelPrice.updated_at:type_name -> google.protobuf.Timestamp
+	41, // 42: parley.reporting.v1.DebugTrace.occurred_at:type_name -> google.protobuf.Timestamp
+	48, // 43: parley.reporting.v1.DebugTrace.steps:type_name -> parley.event.v1.DebugStep
+	39, // 44: parley.reporting.v1.Lead.fields:type_name -> parley.reporting.v1.Lead.FieldsEntry
+	41, // 45: parley.reporting.v1.Lead.captured_at:type_name -> google.protobuf.Timestamp
+	49, // 46: parley.reporting.v1.Variable.source:type_name -> parley.event.v1.VariableSource
+	41, // 47: parley.reporting.v1.ModelPrice.updated_at:type_name -> google.protobuf.Timestamp
 	26, // 48: parley.reporting.v1.SetModelPriceRequest.price:type_name -> parley.reporting.v1.ModelPrice
 	26, // 49: parley.reporting.v1.ListModelPricesResponse.prices:type_name -> parley.reporting.v1.ModelPrice
-	8,  // 50: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
-	11, // 51: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
-	14, // 52: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
-	18, // 53: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
-	4,  // 54: parley.reporting.v1.ReportingService.RebuildProjections:input_type -> parley.reporting.v1.RebuildProjectionsRequest
-	0,  // 55: parley.reporting.v1.ReportingService.ListShareLinks:input_type -> parley.reporting.v1.ListShareLinksRequest
-	2,  // 56: parley.reporting.v1.ReportingService.RevokeShareLink:input_type -> parley.reporting.v1.RevokeShareLinkRequest
-	27, // 57: parley.reporting.v1.ReportingService.SetModelPrice:input_type -> parley.reporting.v1.SetModelPriceRequest
-	28, // 58: parley.reporting.v1.ReportingService.ListModelPrices:input_type -> parley.reporting.v1.ListModelPricesRequest
-	10, // 59: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
-	13, // 60: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
-	15, // 61: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
-	19, // 62: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
-	5,  // 63: parley.reporting.v1.ReportingService.RebuildProjections:output_type -> parley.reporting.v1.RebuildProgress
-	1,  // 64: parley.reporting.v1.ReportingService.ListShareLinks:output_type -> parley.reporting.v1.ListShareLinksResponse
-	3,  // 65: parley.reporting.v1.ReportingService.RevokeShareLink:output_type -> parley.reporting.v1.ShareLink
-	26, // 66: parley.reporting.v1.ReportingService.SetModelPrice:output_type -> parley.reporting.v1.ModelPrice
-	29, // 67: parley.reporting.v1.ReportingService.ListModelPrices:output_type -> parley.reporting.v1.ListModelPricesResponse
-	59, // [59:68] is the sub-list for method output_type
-	50, // [50:59] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	41, // 50: parley.reporting.v1.Visitor.first_seen:type_name -> google.protobuf.Timestamp
+	41, // 51: parley.reporting.v1.Visitor.last_seen:type_name -> google.protobuf.Timestamp
+	22, // 52: parley.reporting.v1.Visitor.leads:type_name -> parley.reporting.v1.Lead
+	40, // 53: parley.reporting.v1.Visitor.variables:type_name -> parley.reporting.v1.Visitor.VariablesEntry
+	9,  // 54: parley.reporting.v1.Visitor.conversations:type_name -> parley.reporting.v1.ConversationSummary
+	7,  // 55: parley.reporting.v1.GetVisitorStatsRequest.filter:type_name -> parley.reporting.v1.Filter
+	6,  // 56: parley.reporting.v1.ListCatalogRequest.time_range:type_name -> parley.reporting.v1.TimeRange
+	36, // 57: parley.reporting.v1.Catalog.flows:type_name -> parley.reporting.v1.CatalogFlow
+	37, // 58: parley.reporting.v1.Catalog.nodes:type_name -> parley.reporting.v1.CatalogNode
+	8,  // 59: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
+	11, // 60: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
+	14, // 61: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
+	18, // 62: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
+	4,  // 63: parley.reporting.v1.ReportingService.RebuildProjections:input_type -> parley.reporting.v1.RebuildProjectionsRequest
+	0,  // 64: parley.reporting.v1.ReportingService.ListShareLinks:input_type -> parley.reporting.v1.ListShareLinksRequest
+	2,  // 65: parley.reporting.v1.ReportingService.RevokeShareLink:input_type -> parley.reporting.v1.RevokeShareLinkRequest
+	27, // 66: parley.reporting.v1.ReportingService.SetModelPrice:input_type -> parley.reporting.v1.SetModelPriceRequest
+	28, // 67: parley.reporting.v1.ReportingService.ListModelPrices:input_type -> parley.reporting.v1.ListModelPricesRequest
+	30, // 68: parley.reporting.v1.ReportingService.GetVisitor:input_type -> parley.reporting.v1.GetVisitorRequest
+	32, // 69: parley.reporting.v1.ReportingService.GetVisitorStats:input_type -> parley.reporting.v1.GetVisitorStatsRequest
+	34, // 70: parley.reporting.v1.ReportingService.ListCatalog:input_type -> parley.reporting.v1.ListCatalogRequest
+	10, // 71: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
+	13, // 72: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
+	15, // 73: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
+	19, // 74: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
+	5,  // 75: parley.reporting.v1.ReportingService.RebuildProjections:output_type -> parley.reporting.v1.RebuildProgress
+	1,  // 76: parley.reporting.v1.ReportingService.ListShareLinks:output_type -> parley.reporting.v1.ListShareLinksResponse
+	3,  // 77: parley.reporting.v1.ReportingService.RevokeShareLink:output_type -> parley.reporting.v1.ShareLink
+	26, // 78: parley.reporting.v1.ReportingService.SetModelPrice:output_type -> parley.reporting.v1.ModelPrice
+	29, // 79: parley.reporting.v1.ReportingService.ListModelPrices:output_type -> parley.reporting.v1.ListModelPricesResponse
+	31, // 80: parley.reporting.v1.ReportingService.GetVisitor:output_type -> parley.reporting.v1.Visitor
+	33, // 81: parley.reporting.v1.ReportingService.GetVisitorStats:output_type -> parley.reporting.v1.VisitorStats
+	35, // 82: parley.reporting.v1.ReportingService.ListCatalog:output_type -> parley.reporting.v1.Catalog
+	71, // [71:83] is the sub-list for method output_type
+	59, // [59:71] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_parley_reporting_v1_reporting_proto_init() }
@@ -3143,7 +3824,7 @@ func file_parley_reporting_v1_reporting_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_reporting_v1_reporting_proto_rawDesc), len(file_parley_reporting_v1_reporting_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

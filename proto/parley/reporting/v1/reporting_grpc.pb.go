@@ -31,6 +31,9 @@ const (
 	ReportingService_RevokeShareLink_FullMethodName    = "/parley.reporting.v1.ReportingService/RevokeShareLink"
 	ReportingService_SetModelPrice_FullMethodName      = "/parley.reporting.v1.ReportingService/SetModelPrice"
 	ReportingService_ListModelPrices_FullMethodName    = "/parley.reporting.v1.ReportingService/ListModelPrices"
+	ReportingService_GetVisitor_FullMethodName         = "/parley.reporting.v1.ReportingService/GetVisitor"
+	ReportingService_GetVisitorStats_FullMethodName    = "/parley.reporting.v1.ReportingService/GetVisitorStats"
+	ReportingService_ListCatalog_FullMethodName        = "/parley.reporting.v1.ReportingService/ListCatalog"
 )
 
 // ReportingServiceClient is the client API for ReportingService service.
@@ -65,6 +68,17 @@ type ReportingServiceClient interface {
 	SetModelPrice(ctx context.Context, in *SetModelPriceRequest, opts ...grpc.CallOption) (*ModelPrice, error)
 	// ListModelPrices lists the tenant's model prices ("admin" scope).
 	ListModelPrices(ctx context.Context, in *ListModelPricesRequest, opts ...grpc.CallOption) (*ListModelPricesResponse, error)
+	// GetVisitor returns one visitor (by visitor token): every conversation
+	// of theirs, newest first and paged, first and last seen, leads and the
+	// latest value of each variable. NotFound when the tenant has no
+	// conversation with that token.
+	GetVisitor(ctx context.Context, in *GetVisitorRequest, opts ...grpc.CallOption) (*Visitor, error)
+	// GetVisitorStats counts the visitors of the conversations a filter
+	// matches, and the returning ones (more than one conversation in it).
+	GetVisitorStats(ctx context.Context, in *GetVisitorStatsRequest, opts ...grpc.CallOption) (*VisitorStats, error)
+	// ListCatalog lists the flows and nodes the tenant's events have shown
+	// (in a time range, for one bot or all), for filter pickers.
+	ListCatalog(ctx context.Context, in *ListCatalogRequest, opts ...grpc.CallOption) (*Catalog, error)
 }
 
 type reportingServiceClient struct {
@@ -174,6 +188,36 @@ func (c *reportingServiceClient) ListModelPrices(ctx context.Context, in *ListMo
 	return out, nil
 }
 
+func (c *reportingServiceClient) GetVisitor(ctx context.Context, in *GetVisitorRequest, opts ...grpc.CallOption) (*Visitor, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Visitor)
+	err := c.cc.Invoke(ctx, ReportingService_GetVisitor_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *reportingServiceClient) GetVisitorStats(ctx context.Context, in *GetVisitorStatsRequest, opts ...grpc.CallOption) (*VisitorStats, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VisitorStats)
+	err := c.cc.Invoke(ctx, ReportingService_GetVisitorStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *reportingServiceClient) ListCatalog(ctx context.Context, in *ListCatalogRequest, opts ...grpc.CallOption) (*Catalog, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Catalog)
+	err := c.cc.Invoke(ctx, ReportingService_ListCatalog_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ReportingServiceServer is the server API for ReportingService service.
 // All implementations must embed UnimplementedReportingServiceServer
 // for forward compatibility.
@@ -206,6 +250,17 @@ type ReportingServiceServer interface {
 	SetModelPrice(context.Context, *SetModelPriceRequest) (*ModelPrice, error)
 	// ListModelPrices lists the tenant's model prices ("admin" scope).
 	ListModelPrices(context.Context, *ListModelPricesRequest) (*ListModelPricesResponse, error)
+	// GetVisitor returns one visitor (by visitor token): every conversation
+	// of theirs, newest first and paged, first and last seen, leads and the
+	// latest value of each variable. NotFound when the tenant has no
+	// conversation with that token.
+	GetVisitor(context.Context, *GetVisitorRequest) (*Visitor, error)
+	// GetVisitorStats counts the visitors of the conversations a filter
+	// matches, and the returning ones (more than one conversation in it).
+	GetVisitorStats(context.Context, *GetVisitorStatsRequest) (*VisitorStats, error)
+	// ListCatalog lists the flows and nodes the tenant's events have shown
+	// (in a time range, for one bot or all), for filter pickers.
+	ListCatalog(context.Context, *ListCatalogRequest) (*Catalog, error)
 	mustEmbedUnimplementedReportingServiceServer()
 }
 
@@ -242,6 +297,15 @@ func (UnimplementedReportingServiceServer) SetModelPrice(context.Context, *SetMo
 }
 func (UnimplementedReportingServiceServer) ListModelPrices(context.Context, *ListModelPricesRequest) (*ListModelPricesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListModelPrices not implemented")
+}
+func (UnimplementedReportingServiceServer) GetVisitor(context.Context, *GetVisitorRequest) (*Visitor, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetVisitor not implemented")
+}
+func (UnimplementedReportingServiceServer) GetVisitorStats(context.Context, *GetVisitorStatsRequest) (*VisitorStats, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetVisitorStats not implemented")
+}
+func (UnimplementedReportingServiceServer) ListCatalog(context.Context, *ListCatalogRequest) (*Catalog, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListCatalog not implemented")
 }
 func (UnimplementedReportingServiceServer) mustEmbedUnimplementedReportingServiceServer() {}
 func (UnimplementedReportingServiceServer) testEmbeddedByValue()                          {}
@@ -419,6 +483,60 @@ func _ReportingService_ListModelPrices_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ReportingService_GetVisitor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetVisitorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReportingServiceServer).GetVisitor(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReportingService_GetVisitor_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReportingServiceServer).GetVisitor(ctx, req.(*GetVisitorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ReportingService_GetVisitorStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetVisitorStatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReportingServiceServer).GetVisitorStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReportingService_GetVisitorStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReportingServiceServer).GetVisitorStats(ctx, req.(*GetVisitorStatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ReportingService_ListCatalog_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCatalogRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReportingServiceServer).ListCatalog(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReportingService_ListCatalog_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReportingServiceServer).ListCatalog(ctx, req.(*ListCatalogRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ReportingService_ServiceDesc is the grpc.ServiceDesc for ReportingService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -457,6 +575,18 @@ var ReportingService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListModelPrices",
 			Handler:    _ReportingService_ListModelPrices_Handler,
+		},
+		{
+			MethodName: "GetVisitor",
+			Handler:    _ReportingService_GetVisitor_Handler,
+		},
+		{
+			MethodName: "GetVisitorStats",
+			Handler:    _ReportingService_GetVisitorStats_Handler,
+		},
+		{
+			MethodName: "ListCatalog",
+			Handler:    _ReportingService_ListCatalog_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -106,9 +106,7 @@ func (s *Server) GetConversation(ctx context.Context, req *reportingv1.GetConver
 			MessageId: d.Trace.GetMessageId(), OccurredAt: timestamppb.New(d.OccurredAt), Steps: d.Trace.GetSteps()})
 	}
 	for _, l := range facts.Leads {
-		out.LeadRecords = append(out.LeadRecords, &reportingv1.Lead{
-			LeadId: l.Lead.GetLeadId(), Name: l.Lead.GetName(), Email: l.Lead.GetEmail(), Phone: l.Lead.GetPhone(),
-			Fields: l.Lead.GetFields(), CapturedAt: timestamppb.New(l.OccurredAt), MessageId: l.Lead.GetMessageId()})
+		out.LeadRecords = append(out.LeadRecords, leadProto(l))
 	}
 	for _, m := range t.Messages {
 		out.Messages = append(out.Messages, &reportingv1.Message{
@@ -258,4 +256,11 @@ func usage(priced []prices.Priced) (lines []*reportingv1.ModelUsage, byCurrency 
 		currency = byCurrency[0].Currency
 	}
 	return lines, byCurrency, currency
+}
+
+// leadProto is one lead record as the API returns it.
+func leadProto(l query.Lead) *reportingv1.Lead {
+	return &reportingv1.Lead{ConversationId: l.ConversationID,
+		LeadId: l.Lead.GetLeadId(), Name: l.Lead.GetName(), Email: l.Lead.GetEmail(), Phone: l.Lead.GetPhone(),
+		Fields: l.Lead.GetFields(), CapturedAt: timestamppb.New(l.OccurredAt), MessageId: l.Lead.GetMessageId()}
 }

@@ -102,12 +102,7 @@ func (s *Server) ListConversations(ctx context.Context, req *reportingv1.ListCon
 		return nil, s.unavailable(ctx, "list", err)
 	}
 	out := &reportingv1.ListConversationsResponse{TotalCount: page.Total}
-	for _, r := range page.Rows {
-		out.Conversations = append(out.Conversations, summary(r))
-	}
-	if page.Next != nil {
-		out.NextPageToken = page.Next.Encode()
-	}
+	out.Conversations, out.NextPageToken = summaries(page)
 	return out, nil
 }
 

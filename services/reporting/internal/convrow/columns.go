@@ -92,6 +92,9 @@ func Columns() []Column {
 		at("takeover_at", func(s *S) *time.Time { return &s.TakeoverAt }),
 		list("agents", func(s *S) *[]string { return &s.Agents }),
 		str("agent_name", func(s *S) *string { return &s.AgentName }),
+		// Whether an agent is in the conversation now (the agents present
+		// themselves are kept in the fold state only).
+		col("agent_present", "UInt8", func(s *S) uint8 { return b2u(len(s.AgentsPresent) > 0) }, nil),
 		flag("operator_no_response", func(s *S) *bool { return &s.OperatorNoResponse }),
 		u32("first_response_ms", func(s *S) *uint32 { return &s.FirstResponseMS }),
 		u64("response_ms_sum", func(s *S) *uint64 { return &s.ResponseMSSum }),

@@ -99,8 +99,8 @@ func TestDocsTableMatchesColumns(t *testing.T) {
 		t.Fatal("no conversations section")
 	}
 	sec = sec[i+1:]
-	if j := strings.Index(sec, "\n## "); j >= 0 {
-		sec = sec[:j]
+	if j := strings.Index(sec, "\n#"); j >= 0 {
+		sec = sec[:j] // up to the next heading
 	}
 	row := regexp.MustCompile("(?m)^\\| `([a-z0-9_]+)` \\| ([^|]+) \\|")
 	var got []string

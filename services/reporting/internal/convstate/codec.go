@@ -17,7 +17,10 @@ import (
 // byte, the event id hashes as 8 bytes each. Adding a field means a
 // new version: append it to fields under a new version number, and decode
 // older versions without it.
-const binaryVersion = 2
+const binaryVersion = 3
+
+// Versions: 1; 2 added variable sources, the debug flag, bot response
+// times and usage per model; 3 added AgentsPresent.
 
 // MarshalBinary encodes s (implements encoding.BinaryMarshaler).
 func (s *State) MarshalBinary() ([]byte, error) { return s.AppendBinary(make([]byte, 0, 512)) }
@@ -151,6 +154,10 @@ func (s *State) fields(c codec, version byte) {
 	c.u64(&s.BotResponseMSSum)
 	c.u32(&s.BotResponseCount)
 	c.usage(&s.Usage)
+	if version < 3 {
+		return
+	}
+	c.strs(&s.AgentsPresent)
 }
 
 // usageFields lists the fields of one usage line.

@@ -93,6 +93,9 @@ type State struct {
 	TakeoverAt         time.Time `json:"ta,omitzero"`
 	Agents             []string  `json:"ag,omitempty"`
 	AgentName          string    `json:"an,omitempty"`
+	// AgentsPresent are the agents in the conversation now: joined and not
+	// left (empty once it ended).
+	AgentsPresent      []string  `json:"ap,omitempty"`
 	OperatorNoResponse bool      `json:"nr,omitempty"`
 	// FirstResponseMS, ResponseMSSum and ResponseCount are the live agent's
 	// response times as lifecycle states them in engagement_classified (at
@@ -247,15 +250,24 @@ func (s *State) Apply(env *eventv1.Envelope, seq uint64) bool {
 			s.TakenOver, s.TakeoverAt = true, at
 		}
 		s.Agents = addBounded(s.Agents, a.GetAgentId(), MaxListItems)
+		if id := a.GetAgentId(); !ended {
+			if id == "" {
+				id = "-" // an agent without an id is still present
+			}
+			s.AgentsPresent = addBounded(s.AgentsPresent, id, MaxListItems)
+		}
 		if a.GetAgentName() != "" {
 			s.AgentName = a.GetAgentName()
 		}
+	case *eventv1.Envelope_AgentLeft:
+		s.AgentsPresent = leave(s.AgentsPresent, p.AgentLeft.GetAgentId())
 	case *eventv1.Envelope_OperatorNoResponse:
 		s.OperatorNoResponse = true
 	case *eventv1.Envelope_ConversationEnded:
 		if !ended {
 			e := p.ConversationEnded
 			s.Status, s.EndedAt, s.EndedBy = "ended", at, e.GetEndedBy()
+			s.AgentsPresent = nil
 			s.EndReason = EnumName(e.GetReason().String(), "END_REASON_")
 			if t := e.GetLastActivityAt(); t != nil && t.AsTime().After(s.LastActivityAt) {
 				s.LastActivityAt = t.AsTime().UTC()
@@ -480,4 +492,13 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return string(r[:n]) + "…"
+}
+
+// leave removes an agent from the present ones; an AgentLeft without an
+// agent id means every agent left.
+func leave(present []string, agent string) []string {
+	if agent == "" {
+		return nil
+	}
+	return remove(present, agent)
 }

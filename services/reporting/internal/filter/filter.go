@@ -6,6 +6,7 @@ package filter
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -15,6 +16,7 @@ import (
 
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
+	"github.com/parley-dev/parley/services/reporting/internal/search"
 )
 
 // Limits on filter values. They keep every query built from a filter well
@@ -144,7 +146,7 @@ func Build(tenant string, f *reportingv1.Filter, now time.Time, defaultTZ string
 		if v != nil {
 			return nil, v
 		}
-		add("has(?, engagement)", names)
+		add("has(?, "+EngagementSQL+")", names)
 	}
 	if vs := f.GetEndReasons(); len(vs) > 0 {
 		names, v := enumNames("filter.end_reasons", vs, eventv1.EndReason_name, "END_REASON_")
@@ -159,8 +161,21 @@ func Build(tenant string, f *reportingv1.Filter, now time.Time, defaultTZ string
 		}
 		add("hasAny(goals, ?)", vals)
 	}
+	if f.HasGoal != nil {
+		if f.GetHasGoal() {
+			add("notEmpty(goals)")
+		} else {
+			add("empty(goals)")
+		}
+	}
 	if f.TakenOver != nil {
 		add("taken_over = ?", b2u(f.GetTakenOver()))
+	}
+	if f.AgentPresent != nil {
+		add("agent_present = ?", b2u(f.GetAgentPresent()))
+	}
+	if f.Resolved != nil {
+		add("resolved = ?", b2u(f.GetResolved()))
 	}
 	if f.HasLead != nil {
 		if f.GetHasLead() {
@@ -206,8 +221,20 @@ func Build(tenant string, f *reportingv1.Filter, now time.Time, defaultTZ string
 	case flow != "":
 		add("has(flows_started, ?)", flow)
 	}
+	if nodes := f.GetNodeIds(); len(nodes) > 0 || f.GetNodeId() != "" {
+		if v := checkValues("filter.node_ids", nodes); v != nil {
+			return nil, v
+		}
+		if v := checkValue("filter.node_id", f.GetNodeId()); v != nil {
+			return nil, v
+		}
+		if id := f.GetNodeId(); id != "" {
+			nodes = append(append([]string(nil), nodes...), id)
+		}
+		add("hasAny(nodes, ?)", nodes)
+	}
 	for _, s := range []struct{ field, col, val string }{
-		{"filter.node_id", "has(nodes, ?)", f.GetNodeId()},
+		{"filter.visitor_token", "visitor_token = ?", f.GetVisitorToken()},
 		{"filter.country", "country = ?", strings.ToUpper(f.GetCountry())},
 		{"filter.region", "region = ?", f.GetRegion()},
 		{"filter.city", "city = ?", f.GetCity()},
@@ -225,10 +252,61 @@ func Build(tenant string, f *reportingv1.Filter, now time.Time, defaultTZ string
 		if !utf8.ValidString(text) || utf8.RuneCountInString(text) > MaxTextLen {
 			return nil, &Violation{"filter.text", fmt.Sprintf("at most %d characters of UTF-8", MaxTextLen)}
 		}
-		add("conversation_id IN (SELECT conversation_id FROM messages WHERE tenant_id = ? AND positionCaseInsensitiveUTF8(text, ?) > 0)", tenant, text)
+		tokens := search.Tokens(text)
+		if len(tokens) == 0 {
+			return nil, &Violation{"filter.text", "no word to search for (words are letters and digits)"}
+		}
+		sql, args := textSQL(tenant, tokens, from, to)
+		add(sql, args...)
 	}
 	w.SQL = strings.Join(conds, " AND ")
 	return w, nil
+}
+
+// EngagementSQL is a conversation's engagement class: lifecycle's
+// classification once it has one (when the conversation ends), before that
+// the class its facts already imply by the same rule (a goal reached:
+// goal_completed; else a flow completed: completed; else a visitor message:
+// engaged). An active conversation's class can still rise; no_reply is only
+// known at the end.
+const EngagementSQL = `if(engagement != '', engagement, multiIf(notEmpty(goals), 'goal_completed', notEmpty(flows_completed), 'completed', visitor_messages > 0, 'engaged', ''))`
+
+// textSQL selects the conversations with every token in some message,
+// through the message_tokens index: ordered by (tenant_id, token, day), it
+// reads only the granules of the searched tokens in the range. Several
+// tokens nest (the conversations of one token among those of the next),
+// longest innermost: a long word is usually the rarest, so sets stay small.
+// The start times of the longest token's conversations also narrow the
+// conversations table's primary key (tenant_id, started_at_us, ...) to the
+// granules holding them.
+func textSQL(tenant string, tokens []string, from, to time.Time) (string, []any) {
+	tokens = slices.Clone(tokens)
+	slices.SortStableFunc(tokens, func(a, b string) int { return len(b) - len(a) })
+	lookup := func(col, token string) (string, []any) {
+		q := "SELECT " + col + " FROM message_tokens WHERE tenant_id = ? AND token = ?"
+		a := []any{tenant, token}
+		if !from.IsZero() {
+			q += " AND day >= toDate(?) AND started_at_us >= ?"
+			a = append(a, from.Format("2006-01-02"), from.UnixMicro())
+		}
+		if !to.IsZero() {
+			q += " AND day <= toDate(?) AND started_at_us < ?"
+			a = append(a, to.Format("2006-01-02"), to.UnixMicro())
+		}
+		return q, a
+	}
+	var sql string
+	var args []any
+	for i, t := range tokens {
+		q, a := lookup("conversation_id", t)
+		if i > 0 {
+			q += " AND conversation_id IN (" + sql + ")"
+			a = append(a, args...)
+		}
+		sql, args = q, a
+	}
+	starts, sargs := lookup("started_at_us", tokens[0])
+	return "started_at_us IN (" + starts + ") AND conversation_id IN (" + sql + ")", append(sargs, args...)
 }
 
 // TimeBounds resolves a time range to [from, to) in UTC. Presets are
@@ -308,8 +386,8 @@ const outOfRange = "must lie within 1970-01-01T00:00:00Z .. 2106-01-01T00:00:00Z
 // valueBytes is the size of a filter's string values together.
 func valueBytes(f *reportingv1.Filter) int {
 	n := len(f.GetText()) + len(f.GetFlowId()) + len(f.GetFlowStepId()) + len(f.GetNodeId()) +
-		len(f.GetCountry()) + len(f.GetRegion()) + len(f.GetCity()) + len(f.GetAgentId()) + len(f.GetTimeRange().GetTimeZone())
-	for _, vals := range [][]string{f.GetStatuses(), f.GetBotIds(), f.GetGoals(), f.GetTags(), f.GetLabels()} {
+		len(f.GetCountry()) + len(f.GetRegion()) + len(f.GetCity()) + len(f.GetAgentId()) + len(f.GetTimeRange().GetTimeZone()) + len(f.GetVisitorToken())
+	for _, vals := range [][]string{f.GetStatuses(), f.GetBotIds(), f.GetGoals(), f.GetTags(), f.GetLabels(), f.GetNodeIds()} {
 		for _, v := range vals {
 			n += len(v)
 		}

@@ -1,6 +1,7 @@
 package filter_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -61,7 +62,7 @@ func TestEveryFilterBuildsItsCondition(t *testing.T) {
 		{&reportingv1.Filter{Channels: []eventv1.Channel{eventv1.Channel_CHANNEL_WHATSAPP}}, "has(?, channel)"},
 		{&reportingv1.Filter{Platforms: []eventv1.Platform{eventv1.Platform_PLATFORM_APP}}, "has(?, platform)"},
 		{&reportingv1.Filter{Types: []eventv1.ConversationType{eventv1.ConversationType_CONVERSATION_TYPE_TEST}}, "has(?, type)"},
-		{&reportingv1.Filter{Engagements: []eventv1.Engagement{eventv1.Engagement_ENGAGEMENT_ENGAGED}}, "has(?, engagement)"},
+		{&reportingv1.Filter{Engagements: []eventv1.Engagement{eventv1.Engagement_ENGAGEMENT_ENGAGED}}, "has(?, if(engagement != '', engagement, multiIf(notEmpty(goals), 'goal_completed'"},
 		{&reportingv1.Filter{EndReasons: []eventv1.EndReason{eventv1.EndReason_END_REASON_STALE_TIMEOUT}}, "has(?, end_reason)"},
 		{&reportingv1.Filter{Goals: []string{"purchase"}}, "hasAny(goals, ?)"},
 		{&reportingv1.Filter{TakenOver: yes}, "taken_over = ?"},
@@ -73,12 +74,19 @@ func TestEveryFilterBuildsItsCondition(t *testing.T) {
 		{&reportingv1.Filter{FlowId: "checkout"}, "has(flows_started, ?)"},
 		{&reportingv1.Filter{FlowId: "checkout", FlowStepId: "pay"}, "has(flow_steps, ?)"},
 		{&reportingv1.Filter{FlowId: "checkout", DroppedOff: true}, "arrayExists(x -> startsWith(x, ?), flow_drops)"},
-		{&reportingv1.Filter{NodeId: "n1"}, "has(nodes, ?)"},
+		{&reportingv1.Filter{NodeId: "n1"}, "hasAny(nodes, ?)"},
+		{&reportingv1.Filter{NodeIds: []string{"n1", "n2"}, NodeId: "n3"}, "hasAny(nodes, ?)"},
+		{&reportingv1.Filter{Resolved: yes}, "resolved = ?"},
+		{&reportingv1.Filter{AgentPresent: yes}, "agent_present = ?"},
+		{&reportingv1.Filter{HasGoal: yes}, "notEmpty(goals)"},
+		{&reportingv1.Filter{HasGoal: no}, "empty(goals)"},
+		{&reportingv1.Filter{VisitorToken: "tok-1"}, "visitor_token = ?"},
 		{&reportingv1.Filter{Country: "de"}, "country = ?"},
 		{&reportingv1.Filter{Region: "Bavaria"}, "region = ?"},
 		{&reportingv1.Filter{City: "Munich"}, "city = ?"},
 		{&reportingv1.Filter{AgentId: "ann"}, "has(agents, ?)"},
-		{&reportingv1.Filter{Text: "refund"}, "positionCaseInsensitiveUTF8(text, ?) > 0"},
+		{&reportingv1.Filter{Text: "refund"}, "started_at_us IN (SELECT started_at_us FROM message_tokens WHERE tenant_id = ? AND token = ? AND day >= toDate(?) AND started_at_us >= ?) AND conversation_id IN (SELECT conversation_id FROM message_tokens WHERE tenant_id = ? AND token = ? AND day >= toDate(?) AND started_at_us >= ?)"},
+		{&reportingv1.Filter{Text: "Refund, ORDER refund"}, "token = ? AND day >= toDate(?) AND started_at_us >= ? AND conversation_id IN (SELECT conversation_id FROM message_tokens WHERE tenant_id = ? AND token = ? AND day >= toDate(?) AND started_at_us >= ?)"},
 	}
 	for _, c := range cases {
 		w, v := filter.Build("acme", c.f, now, "UTC")
@@ -93,6 +101,26 @@ func TestEveryFilterBuildsItsCondition(t *testing.T) {
 				t.Errorf("value %q leaked into SQL text %q", s, w.SQL)
 			}
 		}
+	}
+}
+
+// The text search hands the normalised words to the index as parameters:
+// the same tokens the projector writes.
+func TestTextSearchUsesTheNormalisedWords(t *testing.T) {
+	w, v := filter.Build("acme", &reportingv1.Filter{Text: "REFUND, order refund!", TimeRange: &reportingv1.TimeRange{Preset: "yesterday"}}, now, "UTC")
+	if v != nil {
+		t.Fatal(v)
+	}
+	from, to := w.From.Format("2006-01-02"), w.To.Format("2006-01-02")
+	bounds := []any{from, w.From.UnixMicro(), to, w.To.UnixMicro()}
+	// The longest word's starts narrow the key; then the words nest, longest
+	// innermost (the outer lookup is the shorter word's).
+	var want []any
+	for _, word := range []string{"refund", "order", "refund"} {
+		want = append(append(want, "acme", word), bounds...)
+	}
+	if got := w.Args[len(w.Args)-len(want):]; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("text args %v, want %v", got, want)
 	}
 }
 
@@ -120,6 +148,9 @@ func TestViolationsNameTheField(t *testing.T) {
 		{&reportingv1.Filter{DroppedOff: true}, "filter.dropped_off"},
 		{&reportingv1.Filter{Text: strings.Repeat("x", 201)}, "filter.text"},
 		{&reportingv1.Filter{City: strings.Repeat("x", 300)}, "filter.city"},
+		{&reportingv1.Filter{Text: "?! ..."}, "filter.text"},
+		{&reportingv1.Filter{NodeIds: []string{"a", ""}}, "filter.node_ids[1]"},
+		{&reportingv1.Filter{VisitorToken: strings.Repeat("x", 300)}, "filter.visitor_token"},
 	}
 	for _, c := range cases {
 		_, v := filter.Build("acme", c.f, now, "UTC")

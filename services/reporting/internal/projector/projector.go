@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pgx/v5"
@@ -24,14 +25,19 @@ import (
 const Durable = "reporting-projector"
 
 // Tables names the ClickHouse tables a projector writes.
-type Tables struct{ Events, Messages, Conversations string }
+type Tables struct{ Events, Messages, Conversations, MessageTokens string }
 
 // LiveTables are the tables readers query.
-var LiveTables = Tables{Events: "events", Messages: "messages", Conversations: "conversations"}
+var LiveTables = Tables{Events: "events", Messages: "messages", Conversations: "conversations", MessageTokens: "message_tokens"}
 
 // Suffixed returns the tables with a suffix, e.g. "_rebuild".
 func (t Tables) Suffixed(suffix string) Tables {
-	return Tables{Events: t.Events + suffix, Messages: t.Messages + suffix, Conversations: t.Conversations + suffix}
+	return Tables{Events: t.Events + suffix, Messages: t.Messages + suffix, Conversations: t.Conversations + suffix, MessageTokens: t.MessageTokens + suffix}
+}
+
+// All lists the tables.
+func (t Tables) All() []string {
+	return []string{t.Events, t.Messages, t.Conversations, t.MessageTokens}
 }
 
 // Projector writes batches of events to ClickHouse.
@@ -53,6 +59,7 @@ type scratch struct {
 	changed  []*convstate.State
 	events   eventCols
 	messages messageCols
+	tokens   tokenCols
 	convs    *convrow.Batch
 }
 
@@ -184,6 +191,12 @@ func (p *Projector) Project(ctx context.Context, batch []*eventbus.Delivery, sav
 	}
 	if err := p.insert(ctx, p.tables.Messages, messageColumns, len(rows.Messages), sc.messages.columns()); err != nil {
 		return fmt.Errorf("projector: insert messages: %w", err)
+	}
+	started := func(tenant, conv string) time.Time {
+		return states[sc.index[statestore.Key{TenantID: tenant, ConversationID: conv}]].StartedAt
+	}
+	if err := p.insertTokens(ctx, &sc.tokens, rows.Messages, started); err != nil {
+		return fmt.Errorf("projector: insert message tokens: %w", err)
 	}
 	for _, st := range sc.changed {
 		if err := sc.convs.Add(st); err != nil {

@@ -66,10 +66,12 @@ type DebugTrace struct {
 	Trace      *eventv1.DebugTrace
 }
 
-// Lead is one lead_captured event.
+// Lead is one lead_captured event; ConversationID is set where leads of
+// several conversations are listed (a visitor's).
 type Lead struct {
-	OccurredAt time.Time
-	Lead       *eventv1.LeadCaptured
+	ConversationID string
+	OccurredAt     time.Time
+	Lead           *eventv1.LeadCaptured
 }
 
 // Facts reads a conversation's debug traces and leads from the events

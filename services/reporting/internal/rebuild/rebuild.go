@@ -161,7 +161,7 @@ func (r *Rebuilder) Run(ctx context.Context, progress func(Progress)) error {
 // prepare creates empty copies of the live tables.
 func (r *Rebuilder) prepare(ctx context.Context) error {
 	live := projector.LiveTables
-	for _, t := range []string{live.Events, live.Messages, live.Conversations} {
+	for _, t := range live.All() {
 		for _, q := range []string{`DROP TABLE IF EXISTS ` + t + suffix, `CREATE TABLE ` + t + suffix + ` AS ` + t} {
 			if err := r.CH.Exec(ctx, q); err != nil {
 				return fmt.Errorf("rebuild: %s: %w", q, err)
@@ -179,7 +179,7 @@ func (r *Rebuilder) prepare(ctx context.Context) error {
 // commits tx (which holds the generation row), then drops the old tables.
 func (r *Rebuilder) swap(ctx context.Context, tx pgx.Tx) error {
 	live := projector.LiveTables
-	names := []string{live.Events, live.Messages, live.Conversations}
+	names := live.All()
 	rename := "RENAME TABLE "
 	for i, t := range names {
 		if i > 0 {
