@@ -14,7 +14,7 @@ import (
 	"github.com/parley-dev/parley/libs/tenancy"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
 	"github.com/parley-dev/parley/services/tagging"
-	"github.com/parley-dev/parley/services/tagging/internal/evtest"
+	"github.com/parley-dev/parley/libs/evtest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"

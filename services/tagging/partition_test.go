@@ -15,7 +15,7 @@ import (
 	"github.com/parley-dev/parley/libs/testsvc"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"github.com/parley-dev/parley/services/tagging"
-	"github.com/parley-dev/parley/services/tagging/internal/evtest"
+	"github.com/parley-dev/parley/libs/evtest"
 	"github.com/parley-dev/parley/services/tagging/internal/store"
 	"google.golang.org/protobuf/proto"
 )

@@ -27,9 +27,9 @@ import (
 	"github.com/parley-dev/parley/services/tagging/internal/api"
 	"github.com/parley-dev/parley/services/tagging/internal/backfill"
 	"github.com/parley-dev/parley/services/tagging/internal/consumer"
-	"github.com/parley-dev/parley/services/tagging/internal/facts"
+	"github.com/parley-dev/parley/libs/facts"
 	"github.com/parley-dev/parley/services/tagging/internal/outbox"
-	"github.com/parley-dev/parley/services/tagging/internal/rules"
+	"github.com/parley-dev/parley/libs/rules"
 	"github.com/parley-dev/parley/services/tagging/internal/store"
 )
 

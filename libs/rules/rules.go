@@ -31,7 +31,7 @@ import (
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/ext"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
-	"github.com/parley-dev/parley/services/tagging/internal/facts"
+	"github.com/parley-dev/parley/libs/facts"
 )
 
 // Defaults of Options.

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
-	"github.com/parley-dev/parley/services/tagging/internal/rules"
+	"github.com/parley-dev/parley/libs/rules"
 )
 
 // FuzzCompile feeds random expressions to the compiler: it never panics,
