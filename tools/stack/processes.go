@@ -53,6 +53,10 @@ func (s *Stack) serviceEnv(r Replica) []string {
 		env = append(env, "PARLEY_REPORTING_HTTP_ADDR="+r.httpAddr(),
 			"PARLEY_CLICKHOUSE_QUERY_USER="+localinfra.ClickHouseQueryUser, "PARLEY_CLICKHOUSE_QUERY_PASSWORD="+localinfra.ClickHouseQueryPassword,
 			"PARLEY_REPORTING_SHARE_BASE_URL="+s.ReportingHTTPURL())
+	case "notification":
+		// Demos deliver webhooks to receivers on this machine.
+		env = append(env, "PARLEY_NOTIFICATION_HTTP_ADDR="+r.httpAddr(),
+			"PARLEY_NOTIFICATION_ALLOW_PRIVATE_TARGETS=true", "PARLEY_NOTIFICATION_ALLOW_HTTP=true")
 	}
 	return env
 }

@@ -46,6 +46,8 @@ type Ports struct {
 	IngestHTTP int
 	// ReportingHTTP serves reporting's HTTP/JSON API and share links.
 	ReportingHTTP int
+	// NotificationHTTP serves notification's HTTP/JSON API.
+	NotificationHTTP int
 }
 
 // Services lists the services in start order.
@@ -55,10 +57,11 @@ var Services = [5]string{"ingest", "lifecycle", "tagging", "reporting", "notific
 func DefaultPorts() Ports {
 	return Ports{
 		NATS: 4222, Postgres: 55432, ClickHouseTCP: 19000, ClickHouseHTTP: 18123,
-		GRPC:          [5]int{7101, 7102, 7103, 7104, 7105},
-		Admin:         [5]int{7201, 7202, 7203, 7204, 7205},
-		IngestHTTP:    7301,
-		ReportingHTTP: 7304,
+		GRPC:             [5]int{7101, 7102, 7103, 7104, 7105},
+		Admin:            [5]int{7201, 7202, 7203, 7204, 7205},
+		IngestHTTP:       7301,
+		ReportingHTTP:    7304,
+		NotificationHTTP: 7305,
 	}
 }
 
@@ -169,6 +172,8 @@ func (s *Stack) planReplicas() error {
 				r.HTTP = s.Ports.IngestHTTP
 			case "reporting":
 				r.HTTP = s.Ports.ReportingHTTP
+			case "notification":
+				r.HTTP = s.Ports.NotificationHTTP
 			}
 			if i > 0 {
 				ports := []*int{&r.GRPC, &r.Admin}
@@ -231,8 +236,8 @@ func (o *Options) fill() error {
 		*p, err = localinfra.FreePort()
 		return err
 	}
-	ps := []*int{&o.Ports.NATS, &o.Ports.Postgres, &o.Ports.ClickHouseTCP, &o.Ports.ClickHouseHTTP, &o.Ports.IngestHTTP, &o.Ports.ReportingHTTP}
-	ds := []int{def.NATS, def.Postgres, def.ClickHouseTCP, def.ClickHouseHTTP, def.IngestHTTP, def.ReportingHTTP}
+	ps := []*int{&o.Ports.NATS, &o.Ports.Postgres, &o.Ports.ClickHouseTCP, &o.Ports.ClickHouseHTTP, &o.Ports.IngestHTTP, &o.Ports.ReportingHTTP, &o.Ports.NotificationHTTP}
+	ds := []int{def.NATS, def.Postgres, def.ClickHouseTCP, def.ClickHouseHTTP, def.IngestHTTP, def.ReportingHTTP, def.NotificationHTTP}
 	for i := range 5 {
 		ps = append(ps, &o.Ports.GRPC[i], &o.Ports.Admin[i])
 		ds = append(ds, def.GRPC[i], def.Admin[i])
@@ -430,8 +435,15 @@ func (s *Stack) runReplica(ctx context.Context, tel *telemetry.Telemetry, r Repl
 		cfg.ClickHouse, cfg.HTTPAddr, cfg.ShareBaseURL = ch, r.httpAddr(), s.ReportingHTTPURL()
 		return reporting.Run(ctx, cfg)
 	default:
-		cfg := notification.Config{}
+		cfg, err := service.Load[notification.Config]("notification")
+		if err != nil {
+			return err
+		}
 		common(&cfg.Config)
+		member(&cfg.Member)
+		cfg.HTTPAddr = r.httpAddr()
+		// Demos deliver webhooks to receivers on this machine.
+		cfg.AllowPrivateTargets, cfg.AllowHTTP = true, true
 		return notification.Run(ctx, cfg)
 	}
 }
