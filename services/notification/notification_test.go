@@ -36,7 +36,7 @@ import (
 )
 
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	cfg    notification.Config
 	client notificationv1.NotificationServiceClient
 	keys   map[string]string
@@ -47,7 +47,7 @@ type fixture struct {
 // start runs notification on a fresh JetStream and database with tenant
 // acme, webhooks to loopback allowed unless opts say otherwise, and fast
 // retries.
-func start(t *testing.T, opts ...func(*notification.Config)) *fixture {
+func start(t testing.TB, opts ...func(*notification.Config)) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	n := testenv.NATS(t)
@@ -148,7 +148,7 @@ type receiver struct {
 	bad       []string
 }
 
-func newReceiver(t *testing.T, failures int) *receiver {
+func newReceiver(t testing.TB, failures int) *receiver {
 	r := &receiver{failures: failures, successes: map[string]int{}}
 	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
 	t.Cleanup(r.srv.Close)
