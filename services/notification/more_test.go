@@ -16,6 +16,8 @@ import (
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	notificationv1 "github.com/parley-dev/parley/proto/parley/notification/v1"
 	"github.com/parley-dev/parley/services/notification"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -241,5 +243,53 @@ func TestHTTPJSONSubscriptions(t *testing.T) {
 	}
 	if code, _ = do("GET", "/v1/subscriptions/"+id, ""); code != 404 {
 		t.Fatalf("get deleted: %d", code)
+	}
+}
+
+func TestEmailSubscriptionsAndTranscriptsGoThroughTheMailer(t *testing.T) {
+	// Without a mailer, email is refused.
+	f := start(t)
+	_, err := f.client.SendTranscript(f.ctx(), &notificationv1.SendTranscriptRequest{ConversationId: "t1", Email: "v@example.com"})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("without a mailer: %v", err)
+	}
+	mailer := &fakeMailer{}
+	f = start(t, func(c *notification.Config) { c.Mailer = mailer })
+	_, err = f.client.SendTranscript(f.ctx(), &notificationv1.SendTranscriptRequest{ConversationId: "t1", Email: "not an address"})
+	assertInvalid(t, err, "email")
+	_, err = f.client.CreateSubscription(f.ctx(), &notificationv1.CreateSubscriptionRequest{Subscription: &notificationv1.Subscription{
+		Kind: "email", Emails: []string{"a@example.com", "nope"}}})
+	assertInvalid(t, err, "subscription.emails[1]")
+	if _, err := f.client.CreateSubscription(f.ctx(), &notificationv1.CreateSubscriptionRequest{Subscription: &notificationv1.Subscription{
+		Kind: "email", Emails: []string{"team@example.com"}, EventKinds: []string{"conversation_ended"}}}); err != nil {
+		t.Fatal(err)
+	}
+	f.publish(conversationThatEnds("t1")...)
+	d, err := f.client.SendTranscript(f.ctx(), &notificationv1.SendTranscriptRequest{ConversationId: "t1", Email: "visitor@example.com"})
+	if err != nil || d.Kind != "email" {
+		t.Fatalf("transcript %v, %v", d, err)
+	}
+	f.waitFor("two mails", func() bool { return len(mailer.all()) == 2 })
+	var transcript, event bool
+	for _, m := range mailer.all() {
+		switch {
+		case m.TranscriptOf == "t1" && m.To[0] == "visitor@example.com":
+			transcript = true
+		case m.To[0] == "team@example.com" && bytes.Contains([]byte(m.Text), []byte(`"conversation_ended"`)):
+			event = true
+		}
+	}
+	if !transcript || !event {
+		t.Fatalf("mails %+v", mailer.all())
+	}
+}
+
+func TestSubscriptionsPerTenantAreCapped(t *testing.T) {
+	f := start(t, func(c *notification.Config) { c.MaxSubscriptionsPerTenant = 2 })
+	f.subscribe("http://example.com/1", nil, "")
+	f.subscribe("http://example.com/2", nil, "")
+	_, err := f.client.CreateSubscription(f.ctx(), &notificationv1.CreateSubscriptionRequest{Subscription: &notificationv1.Subscription{Target: "http://example.com/3"}})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("third subscription: %v", err)
 	}
 }

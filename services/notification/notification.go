@@ -14,6 +14,7 @@ package notification
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
@@ -78,6 +79,12 @@ type Config struct {
 	// MaxMessages is how many recent messages a conversation's facts (and
 	// so a payload's conversation summary) keep.
 	MaxMessages int `env:"PARLEY_NOTIFICATION_MAX_MESSAGES" envDefault:"20"`
+	// MaxSubscriptionsPerTenant bounds each tenant's subscriptions (a
+	// negative value: no limit).
+	MaxSubscriptionsPerTenant int `env:"PARLEY_NOTIFICATION_MAX_SUBSCRIPTIONS_PER_TENANT" envDefault:"100"`
+	// LogRetention is how long delivered and failed deliveries and all
+	// attempts stay in the delivery log.
+	LogRetention time.Duration `env:"PARLEY_NOTIFICATION_LOG_RETENTION" envDefault:"720h"`
 	// Partitions, LeaseTTL and Member: see libs/partition
 	// (docs/operations.md).
 	Partitions int           `env:"PARLEY_PARTITIONS" envDefault:"16"`
@@ -101,6 +108,13 @@ func (c *Config) defaults() {
 	def(&c.AttemptTimeout, 15*time.Second)
 	def(&c.Poll, time.Second)
 	def(&c.LeaseTTL, partition.DefaultLeaseTTL)
+	def(&c.LogRetention, 720*time.Hour)
+	switch {
+	case c.MaxSubscriptionsPerTenant == 0:
+		c.MaxSubscriptionsPerTenant = 100
+	case c.MaxSubscriptionsPerTenant < 0:
+		c.MaxSubscriptionsPerTenant = 0 // no limit
+	}
 	if c.EndpointConcurrency <= 0 {
 		c.EndpointConcurrency = 4
 	}
@@ -160,7 +174,7 @@ func Run(ctx context.Context, cfg Config) error {
 	folder := &consumer.Folder{Matcher: consumer.NewMatcher(engine, b.Log), Facts: facts.Options{MaxMessages: cfg.MaxMessages}, RetryFor: cfg.RetryFor}
 	notificationv1.RegisterNotificationServiceServer(b.GRPC, api.New(api.Deps{
 		Store: st, Bus: b.Bus, Engine: engine, Folder: folder, Policy: policy, Email: cfg.Mailer != nil,
-		RetryFor: cfg.RetryFor, Kick: disp.Kick, Log: b.Log,
+		RetryFor: cfg.RetryFor, MaxSubscriptions: cfg.MaxSubscriptionsPerTenant, Kick: disp.Kick, Log: b.Log,
 	}))
 	gw, err := httpgw.New(httpgw.Config{Name: "notification-http", GRPCAddr: b.GRPCAddr(), Routes: httpRoutes(),
 		MaxBodyBytes: 1 << 20, TracerProvider: b.Tel.TracerProvider, Propagator: b.Tel.Propagator})
@@ -189,7 +203,26 @@ func Run(ctx context.Context, cfg Config) error {
 			b.Log.WarnContext(dctx, "partition leases not released; they move after their TTL", "err", lerr)
 		}
 		return err
-	}, disp.Run)
+	}, disp.Run, func(ctx context.Context) error {
+		prune(ctx, b.Log, st, cfg.LogRetention)
+		return nil
+	})
+}
+
+// prune trims the delivery log to its retention, hourly, until ctx ends.
+func prune(ctx context.Context, log *slog.Logger, st *store.Store, retention time.Duration) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if err := st.Prune(ctx, time.Now().Add(-retention)); err != nil && ctx.Err() == nil {
+			log.WarnContext(ctx, "pruning the delivery log failed; retrying within the hour", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func httpRoutes() []string {

@@ -44,8 +44,10 @@ type Deps struct {
 	// transcripts need one).
 	Email    bool
 	RetryFor time.Duration
-	Kick     func()
-	Log      *slog.Logger
+	// MaxSubscriptions bounds each tenant's subscriptions (0: no limit).
+	MaxSubscriptions int
+	Kick             func()
+	Log              *slog.Logger
 }
 
 // Server implements NotificationService.
@@ -145,7 +147,11 @@ func (s *Server) CreateSubscription(ctx context.Context, req *notificationv1.Cre
 	if kind == "webhook" {
 		sub.Secret = webhook.NewSecret()
 	}
-	out, err := s.d.Store.CreateSubscription(ctx, sub)
+	out, err := s.d.Store.CreateSubscription(ctx, sub, s.d.MaxSubscriptions)
+	if errors.Is(err, store.ErrTooMany) {
+		return nil, grpcx.ResourceExhausted(fmt.Sprintf("the tenant has %d subscriptions, the most allowed "+
+			"(PARLEY_NOTIFICATION_MAX_SUBSCRIPTIONS_PER_TENANT); delete or reuse one", s.d.MaxSubscriptions), 0)
+	}
 	if err != nil {
 		return nil, s.fail(ctx, "subscription", err)
 	}

@@ -31,8 +31,13 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 	return pgstore.Migrate(ctx, pool, sub, VersionTable, log)
 }
 
-// ErrNotFound is returned for a missing subscription or delivery.
-var ErrNotFound = errors.New("store: not found")
+// Errors callers map to gRPC codes.
+var (
+	ErrNotFound = errors.New("store: not found")
+	// ErrTooMany is CreateSubscription's answer when the tenant has the
+	// most subscriptions allowed.
+	ErrTooMany = errors.New("store: the tenant has the most subscriptions allowed")
+)
 
 // Subscription states.
 const (
@@ -98,12 +103,41 @@ func collectSubs(rows pgx.Rows, err error) ([]*Subscription, error) {
 	return out, rows.Err()
 }
 
-// CreateSubscription inserts s.
-func (s *Store) CreateSubscription(ctx context.Context, sub *Subscription) (*Subscription, error) {
-	return scanSub(s.pool.QueryRow(ctx, `INSERT INTO notification_subscriptions
-		(tenant_id, subscription_id, name, kind, target, emails, event_kinds, condition, owner_email, secret)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) RETURNING `+subColumns,
-		sub.TenantID, sub.ID, sub.Name, sub.Kind, sub.Target, nonNil(sub.Emails), nonNil(sub.EventKinds), sub.Condition, sub.OwnerEmail, sub.Secret))
+// CreateSubscription inserts s unless the tenant already has limit
+// subscriptions (ErrTooMany; limit 0: no limit). Creations of one tenant
+// are serialized (an advisory lock) so the limit holds under concurrency.
+func (s *Store) CreateSubscription(ctx context.Context, sub *Subscription, limit int) (*Subscription, error) {
+	var out *Subscription
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('notification_subscriptions/' || $1, 0))`, sub.TenantID); err != nil {
+			return err
+		}
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM notification_subscriptions WHERE tenant_id = $1 AND event_kinds <> '{transcript}'`,
+			sub.TenantID).Scan(&n); err != nil {
+			return err
+		}
+		if limit > 0 && n >= limit {
+			return ErrTooMany
+		}
+		var err error
+		out, err = scanSub(tx.QueryRow(ctx, `INSERT INTO notification_subscriptions
+			(tenant_id, subscription_id, name, kind, target, emails, event_kinds, condition, owner_email, secret)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) RETURNING `+subColumns,
+			sub.TenantID, sub.ID, sub.Name, sub.Kind, sub.Target, nonNil(sub.Emails), nonNil(sub.EventKinds), sub.Condition, sub.OwnerEmail, sub.Secret))
+		return err
+	})
+	return out, err
+}
+
+// Prune deletes deliveries delivered or failed before before, and attempts
+// made before it.
+func (s *Store) Prune(ctx context.Context, before time.Time) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM notification_deliveries WHERE state <> 'pending' AND created_at < $1`, before); err != nil {
+		return err
+	}
+	_, err := s.pool.Exec(ctx, `DELETE FROM notification_attempts WHERE attempted_at < $1`, before)
+	return err
 }
 
 // UpdateSubscription replaces the settings of an existing subscription.
