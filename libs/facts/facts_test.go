@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
-	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
 	"github.com/parley-dev/parley/libs/evtest"
 	"github.com/parley-dev/parley/libs/facts"
+	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
+	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
 	"google.golang.org/protobuf/proto"
 )
 

@@ -10,11 +10,11 @@ import (
 	"strings"
 	"testing"
 
-	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
-	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
 	"github.com/parley-dev/parley/libs/evtest"
 	"github.com/parley-dev/parley/libs/facts"
 	"github.com/parley-dev/parley/libs/rules"
+	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
+	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
 	"google.golang.org/protobuf/proto"
 )
 

@@ -26,6 +26,7 @@ import (
 	"github.com/parley-dev/parley/libs/rules"
 	"github.com/parley-dev/parley/libs/service"
 	notificationv1 "github.com/parley-dev/parley/proto/parley/notification/v1"
+	"github.com/parley-dev/parley/services/notification/internal/alerts"
 	"github.com/parley-dev/parley/services/notification/internal/api"
 	"github.com/parley-dev/parley/services/notification/internal/consumer"
 	"github.com/parley-dev/parley/services/notification/internal/delivery"
@@ -85,6 +86,13 @@ type Config struct {
 	// LogRetention is how long delivered and failed deliveries and all
 	// attempts stay in the delivery log.
 	LogRetention time.Duration `env:"PARLEY_NOTIFICATION_LOG_RETENTION" envDefault:"720h"`
+	// AlertInterval is how often alert rules are evaluated.
+	AlertInterval time.Duration `env:"PARLEY_NOTIFICATION_ALERT_INTERVAL" envDefault:"15s"`
+	// MaxAlertRulesPerTenant bounds each tenant's alert rules.
+	MaxAlertRulesPerTenant int `env:"PARLEY_NOTIFICATION_MAX_ALERT_RULES_PER_TENANT" envDefault:"50"`
+	// AlertStep is the granularity of alert windows (default a minute;
+	// tests shorten it).
+	AlertStep time.Duration `env:"-"`
 	// Partitions, LeaseTTL and Member: see libs/partition
 	// (docs/operations.md).
 	Partitions int           `env:"PARLEY_PARTITIONS" envDefault:"16"`
@@ -109,6 +117,11 @@ func (c *Config) defaults() {
 	def(&c.Poll, time.Second)
 	def(&c.LeaseTTL, partition.DefaultLeaseTTL)
 	def(&c.LogRetention, 720*time.Hour)
+	def(&c.AlertInterval, 15*time.Second)
+	def(&c.AlertStep, time.Minute)
+	if c.MaxAlertRulesPerTenant <= 0 {
+		c.MaxAlertRulesPerTenant = 50
+	}
 	switch {
 	case c.MaxSubscriptionsPerTenant == 0:
 		c.MaxSubscriptionsPerTenant = 100
@@ -171,10 +184,13 @@ func Run(ctx context.Context, cfg Config) error {
 		RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, DisableAfter: cfg.DisableAfter, AttemptTimeout: cfg.AttemptTimeout,
 		PerEndpoint: cfg.EndpointConcurrency, Rate: cfg.EndpointRate, Workers: cfg.Workers, Poll: cfg.Poll,
 	})
-	folder := &consumer.Folder{Matcher: consumer.NewMatcher(engine, b.Log), Facts: facts.Options{MaxMessages: cfg.MaxMessages}, RetryFor: cfg.RetryFor}
+	folder := &consumer.Folder{Matcher: consumer.NewMatcher(engine, b.Log), Facts: facts.Options{MaxMessages: cfg.MaxMessages},
+		RetryFor: cfg.RetryFor, AlertStep: cfg.AlertStep}
+	evaluator := &alerts.Evaluator{Store: st, Every: cfg.AlertInterval, RetryFor: cfg.RetryFor, Kick: disp.Kick, Log: b.Log}
 	notificationv1.RegisterNotificationServiceServer(b.GRPC, api.New(api.Deps{
 		Store: st, Bus: b.Bus, Engine: engine, Folder: folder, Policy: policy, Email: cfg.Mailer != nil,
-		RetryFor: cfg.RetryFor, MaxSubscriptions: cfg.MaxSubscriptionsPerTenant, Kick: disp.Kick, Log: b.Log,
+		RetryFor: cfg.RetryFor, MaxSubscriptions: cfg.MaxSubscriptionsPerTenant, MaxAlertRules: cfg.MaxAlertRulesPerTenant,
+		AlertStep: cfg.AlertStep, Kick: disp.Kick, Log: b.Log,
 	}))
 	gw, err := httpgw.New(httpgw.Config{Name: "notification-http", GRPCAddr: b.GRPCAddr(), Routes: httpRoutes(),
 		MaxBodyBytes: 1 << 20, TracerProvider: b.Tel.TracerProvider, Propagator: b.Tel.Propagator})
@@ -203,7 +219,7 @@ func Run(ctx context.Context, cfg Config) error {
 			b.Log.WarnContext(dctx, "partition leases not released; they move after their TTL", "err", lerr)
 		}
 		return err
-	}, disp.Run, func(ctx context.Context) error {
+	}, disp.Run, evaluator.Run, func(ctx context.Context) error {
 		prune(ctx, b.Log, st, cfg.LogRetention)
 		return nil
 	})
@@ -232,6 +248,7 @@ func httpRoutes() []string {
 		"/v1/subscriptions/{subscription_id}:rotateSecret", "/v1/subscriptions/{subscription_id}:replay",
 		"/v1/subscriptions/{subscription_id}/deliveries", "/v1/subscriptions/{subscription_id}/attempts",
 		"/v1/deliveries/{delivery_id}:replay", "/v1/conversations/{conversation_id}:sendTranscript",
+		"/v1/alert-rules", "/v1/alert-rules/{alert_id}",
 	}
 }
 
@@ -240,6 +257,6 @@ func httpRoutes() []string {
 func Scopes() map[string]string {
 	return grpcx.MethodScopes(notificationv1.NotificationService_ServiceDesc, grpcx.ScopeAdmin, map[string]string{
 		"ListSubscriptions": grpcx.ScopeRead, "GetSubscription": grpcx.ScopeRead,
-		"ListDeliveries": grpcx.ScopeRead, "ListAttempts": grpcx.ScopeRead,
+		"ListDeliveries": grpcx.ScopeRead, "ListAttempts": grpcx.ScopeRead, "ListAlertRules": grpcx.ScopeRead,
 	})
 }

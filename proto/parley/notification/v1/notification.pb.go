@@ -25,6 +25,351 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// AlertRule fires when the count of matching events in the last
+// window_seconds crosses threshold, and resolves when it crosses back;
+// both are delivered to the subscriptions with alerts set.
+type AlertRule struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	AlertId string                 `protobuf:"bytes,1,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	Name    string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The event kind counted, e.g. "issue_detected", "conversation_started".
+	EventKind string `protobuf:"bytes,3,opt,name=event_kind,json=eventKind,proto3" json:"event_kind,omitempty"`
+	// Optional CEL condition (the subscriptions' dialect) an event must meet
+	// to count.
+	Condition string `protobuf:"bytes,4,opt,name=condition,proto3" json:"condition,omitempty"`
+	// The sliding window: a multiple of 60, from 60 to 86400 seconds.
+	WindowSeconds uint32 `protobuf:"varint,5,opt,name=window_seconds,json=windowSeconds,proto3" json:"window_seconds,omitempty"`
+	Threshold     uint64 `protobuf:"varint,6,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// "above": fires while count >= threshold; "below": fires while count <
+	// threshold (e.g. no conversations for a bot in 30 minutes), once a
+	// whole window has passed since the rule was created.
+	Comparison string `protobuf:"bytes,7,opt,name=comparison,proto3" json:"comparison,omitempty"`
+	// "ok" or "firing".
+	State string `protobuf:"bytes,8,opt,name=state,proto3" json:"state,omitempty"`
+	// The count at the last evaluation.
+	Count         uint64                 `protobuf:"varint,9,opt,name=count,proto3" json:"count,omitempty"`
+	ChangedAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=changed_at,json=changedAt,proto3" json:"changed_at,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlertRule) Reset() {
+	*x = AlertRule{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlertRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlertRule) ProtoMessage() {}
+
+func (x *AlertRule) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlertRule.ProtoReflect.Descriptor instead.
+func (*AlertRule) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AlertRule) GetAlertId() string {
+	if x != nil {
+		return x.AlertId
+	}
+	return ""
+}
+
+func (x *AlertRule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AlertRule) GetEventKind() string {
+	if x != nil {
+		return x.EventKind
+	}
+	return ""
+}
+
+func (x *AlertRule) GetCondition() string {
+	if x != nil {
+		return x.Condition
+	}
+	return ""
+}
+
+func (x *AlertRule) GetWindowSeconds() uint32 {
+	if x != nil {
+		return x.WindowSeconds
+	}
+	return 0
+}
+
+func (x *AlertRule) GetThreshold() uint64 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
+func (x *AlertRule) GetComparison() string {
+	if x != nil {
+		return x.Comparison
+	}
+	return ""
+}
+
+func (x *AlertRule) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *AlertRule) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *AlertRule) GetChangedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ChangedAt
+	}
+	return nil
+}
+
+func (x *AlertRule) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+// CreateAlertRuleRequest creates an alert rule.
+type CreateAlertRuleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rule          *AlertRule             `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAlertRuleRequest) Reset() {
+	*x = CreateAlertRuleRequest{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAlertRuleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAlertRuleRequest) ProtoMessage() {}
+
+func (x *CreateAlertRuleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAlertRuleRequest.ProtoReflect.Descriptor instead.
+func (*CreateAlertRuleRequest) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CreateAlertRuleRequest) GetRule() *AlertRule {
+	if x != nil {
+		return x.Rule
+	}
+	return nil
+}
+
+// ListAlertRulesRequest lists alert rules.
+type ListAlertRulesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAlertRulesRequest) Reset() {
+	*x = ListAlertRulesRequest{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAlertRulesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAlertRulesRequest) ProtoMessage() {}
+
+func (x *ListAlertRulesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAlertRulesRequest.ProtoReflect.Descriptor instead.
+func (*ListAlertRulesRequest) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{2}
+}
+
+// ListAlertRulesResponse holds alert rules.
+type ListAlertRulesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rules         []*AlertRule           `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAlertRulesResponse) Reset() {
+	*x = ListAlertRulesResponse{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAlertRulesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAlertRulesResponse) ProtoMessage() {}
+
+func (x *ListAlertRulesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAlertRulesResponse.ProtoReflect.Descriptor instead.
+func (*ListAlertRulesResponse) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListAlertRulesResponse) GetRules() []*AlertRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+// DeleteAlertRuleRequest deletes an alert rule.
+type DeleteAlertRuleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AlertId       string                 `protobuf:"bytes,1,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAlertRuleRequest) Reset() {
+	*x = DeleteAlertRuleRequest{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAlertRuleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAlertRuleRequest) ProtoMessage() {}
+
+func (x *DeleteAlertRuleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAlertRuleRequest.ProtoReflect.Descriptor instead.
+func (*DeleteAlertRuleRequest) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DeleteAlertRuleRequest) GetAlertId() string {
+	if x != nil {
+		return x.AlertId
+	}
+	return ""
+}
+
+// DeleteAlertRuleResponse is empty.
+type DeleteAlertRuleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAlertRuleResponse) Reset() {
+	*x = DeleteAlertRuleResponse{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAlertRuleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAlertRuleResponse) ProtoMessage() {}
+
+func (x *DeleteAlertRuleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAlertRuleResponse.ProtoReflect.Descriptor instead.
+func (*DeleteAlertRuleResponse) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{5}
+}
+
 // Subscription routes events to a webhook URL or email addresses.
 type Subscription struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -55,14 +400,16 @@ type Subscription struct {
 	UpdatedAt    *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// The signing secret (whsec_...): only in the answers of
 	// CreateSubscription.
-	Secret        string `protobuf:"bytes,15,opt,name=secret,proto3" json:"secret,omitempty"`
+	Secret string `protobuf:"bytes,15,opt,name=secret,proto3" json:"secret,omitempty"`
+	// Also deliver the tenant's alert notifications (firing and resolved).
+	Alerts        bool `protobuf:"varint,16,opt,name=alerts,proto3" json:"alerts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Subscription) Reset() {
 	*x = Subscription{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[0]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -74,7 +421,7 @@ func (x *Subscription) String() string {
 func (*Subscription) ProtoMessage() {}
 
 func (x *Subscription) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[0]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -87,7 +434,7 @@ func (x *Subscription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscription.ProtoReflect.Descriptor instead.
 func (*Subscription) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{0}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Subscription) GetSubscriptionId() string {
@@ -195,6 +542,13 @@ func (x *Subscription) GetSecret() string {
 	return ""
 }
 
+func (x *Subscription) GetAlerts() bool {
+	if x != nil {
+		return x.Alerts
+	}
+	return false
+}
+
 // CreateSubscriptionRequest creates a subscription.
 type CreateSubscriptionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -205,7 +559,7 @@ type CreateSubscriptionRequest struct {
 
 func (x *CreateSubscriptionRequest) Reset() {
 	*x = CreateSubscriptionRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[1]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -217,7 +571,7 @@ func (x *CreateSubscriptionRequest) String() string {
 func (*CreateSubscriptionRequest) ProtoMessage() {}
 
 func (x *CreateSubscriptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[1]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -230,7 +584,7 @@ func (x *CreateSubscriptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSubscriptionRequest.ProtoReflect.Descriptor instead.
 func (*CreateSubscriptionRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{1}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateSubscriptionRequest) GetSubscription() *Subscription {
@@ -250,7 +604,7 @@ type GetSubscriptionRequest struct {
 
 func (x *GetSubscriptionRequest) Reset() {
 	*x = GetSubscriptionRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[2]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -262,7 +616,7 @@ func (x *GetSubscriptionRequest) String() string {
 func (*GetSubscriptionRequest) ProtoMessage() {}
 
 func (x *GetSubscriptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[2]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -275,7 +629,7 @@ func (x *GetSubscriptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSubscriptionRequest.ProtoReflect.Descriptor instead.
 func (*GetSubscriptionRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{2}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetSubscriptionRequest) GetSubscriptionId() string {
@@ -296,7 +650,7 @@ type UpdateSubscriptionRequest struct {
 
 func (x *UpdateSubscriptionRequest) Reset() {
 	*x = UpdateSubscriptionRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[3]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -308,7 +662,7 @@ func (x *UpdateSubscriptionRequest) String() string {
 func (*UpdateSubscriptionRequest) ProtoMessage() {}
 
 func (x *UpdateSubscriptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[3]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -321,7 +675,7 @@ func (x *UpdateSubscriptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSubscriptionRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSubscriptionRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{3}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpdateSubscriptionRequest) GetSubscription() *Subscription {
@@ -341,7 +695,7 @@ type PauseSubscriptionRequest struct {
 
 func (x *PauseSubscriptionRequest) Reset() {
 	*x = PauseSubscriptionRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[4]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -353,7 +707,7 @@ func (x *PauseSubscriptionRequest) String() string {
 func (*PauseSubscriptionRequest) ProtoMessage() {}
 
 func (x *PauseSubscriptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[4]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -366,7 +720,7 @@ func (x *PauseSubscriptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseSubscriptionRequest.ProtoReflect.Descriptor instead.
 func (*PauseSubscriptionRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{4}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PauseSubscriptionRequest) GetSubscriptionId() string {
@@ -386,7 +740,7 @@ type ResumeSubscriptionRequest struct {
 
 func (x *ResumeSubscriptionRequest) Reset() {
 	*x = ResumeSubscriptionRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[5]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -398,7 +752,7 @@ func (x *ResumeSubscriptionRequest) String() string {
 func (*ResumeSubscriptionRequest) ProtoMessage() {}
 
 func (x *ResumeSubscriptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[5]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -411,7 +765,7 @@ func (x *ResumeSubscriptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSubscriptionRequest.ProtoReflect.Descriptor instead.
 func (*ResumeSubscriptionRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{5}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResumeSubscriptionRequest) GetSubscriptionId() string {
@@ -430,7 +784,7 @@ type ListSubscriptionsRequest struct {
 
 func (x *ListSubscriptionsRequest) Reset() {
 	*x = ListSubscriptionsRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[6]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -442,7 +796,7 @@ func (x *ListSubscriptionsRequest) String() string {
 func (*ListSubscriptionsRequest) ProtoMessage() {}
 
 func (x *ListSubscriptionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[6]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -455,7 +809,7 @@ func (x *ListSubscriptionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSubscriptionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSubscriptionsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{6}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{12}
 }
 
 // ListSubscriptionsResponse holds subscriptions.
@@ -468,7 +822,7 @@ type ListSubscriptionsResponse struct {
 
 func (x *ListSubscriptionsResponse) Reset() {
 	*x = ListSubscriptionsResponse{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[7]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +834,7 @@ func (x *ListSubscriptionsResponse) String() string {
 func (*ListSubscriptionsResponse) ProtoMessage() {}
 
 func (x *ListSubscriptionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[7]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +847,7 @@ func (x *ListSubscriptionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSubscriptionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSubscriptionsResponse) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{7}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListSubscriptionsResponse) GetSubscriptions() []*Subscription {
@@ -513,7 +867,7 @@ type DeleteSubscriptionRequest struct {
 
 func (x *DeleteSubscriptionRequest) Reset() {
 	*x = DeleteSubscriptionRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[8]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +879,7 @@ func (x *DeleteSubscriptionRequest) String() string {
 func (*DeleteSubscriptionRequest) ProtoMessage() {}
 
 func (x *DeleteSubscriptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[8]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +892,7 @@ func (x *DeleteSubscriptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSubscriptionRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSubscriptionRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{8}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteSubscriptionRequest) GetSubscriptionId() string {
@@ -557,7 +911,7 @@ type DeleteSubscriptionResponse struct {
 
 func (x *DeleteSubscriptionResponse) Reset() {
 	*x = DeleteSubscriptionResponse{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[9]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +923,7 @@ func (x *DeleteSubscriptionResponse) String() string {
 func (*DeleteSubscriptionResponse) ProtoMessage() {}
 
 func (x *DeleteSubscriptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[9]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +936,7 @@ func (x *DeleteSubscriptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSubscriptionResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSubscriptionResponse) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{9}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{15}
 }
 
 // SendTestEventRequest names a subscription.
@@ -595,7 +949,7 @@ type SendTestEventRequest struct {
 
 func (x *SendTestEventRequest) Reset() {
 	*x = SendTestEventRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[10]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -607,7 +961,7 @@ func (x *SendTestEventRequest) String() string {
 func (*SendTestEventRequest) ProtoMessage() {}
 
 func (x *SendTestEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[10]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -620,7 +974,7 @@ func (x *SendTestEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendTestEventRequest.ProtoReflect.Descriptor instead.
 func (*SendTestEventRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{10}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SendTestEventRequest) GetSubscriptionId() string {
@@ -643,7 +997,7 @@ type RotateSecretRequest struct {
 
 func (x *RotateSecretRequest) Reset() {
 	*x = RotateSecretRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[11]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +1009,7 @@ func (x *RotateSecretRequest) String() string {
 func (*RotateSecretRequest) ProtoMessage() {}
 
 func (x *RotateSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[11]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +1022,7 @@ func (x *RotateSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSecretRequest.ProtoReflect.Descriptor instead.
 func (*RotateSecretRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{11}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RotateSecretRequest) GetSubscriptionId() string {
@@ -696,7 +1050,7 @@ type RotateSecretResponse struct {
 
 func (x *RotateSecretResponse) Reset() {
 	*x = RotateSecretResponse{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[12]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +1062,7 @@ func (x *RotateSecretResponse) String() string {
 func (*RotateSecretResponse) ProtoMessage() {}
 
 func (x *RotateSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[12]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +1075,7 @@ func (x *RotateSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateSecretResponse.ProtoReflect.Descriptor instead.
 func (*RotateSecretResponse) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{12}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RotateSecretResponse) GetSecret() string {
@@ -749,7 +1103,7 @@ type SendTranscriptRequest struct {
 
 func (x *SendTranscriptRequest) Reset() {
 	*x = SendTranscriptRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[13]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +1115,7 @@ func (x *SendTranscriptRequest) String() string {
 func (*SendTranscriptRequest) ProtoMessage() {}
 
 func (x *SendTranscriptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[13]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +1128,7 @@ func (x *SendTranscriptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendTranscriptRequest.ProtoReflect.Descriptor instead.
 func (*SendTranscriptRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{13}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SendTranscriptRequest) GetConversationId() string {
@@ -819,7 +1173,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[14]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +1185,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[14]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +1198,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{14}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Delivery) GetDeliveryId() string {
@@ -970,7 +1324,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[15]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1336,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[15]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1349,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{15}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Attempt) GetDeliveryId() string {
@@ -1060,7 +1414,7 @@ type ListDeliveriesRequest struct {
 
 func (x *ListDeliveriesRequest) Reset() {
 	*x = ListDeliveriesRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[16]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1426,7 @@ func (x *ListDeliveriesRequest) String() string {
 func (*ListDeliveriesRequest) ProtoMessage() {}
 
 func (x *ListDeliveriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[16]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1439,7 @@ func (x *ListDeliveriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeliveriesRequest.ProtoReflect.Descriptor instead.
 func (*ListDeliveriesRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{16}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListDeliveriesRequest) GetLimit() uint32 {
@@ -1119,7 +1473,7 @@ type ListDeliveriesResponse struct {
 
 func (x *ListDeliveriesResponse) Reset() {
 	*x = ListDeliveriesResponse{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[17]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1485,7 @@ func (x *ListDeliveriesResponse) String() string {
 func (*ListDeliveriesResponse) ProtoMessage() {}
 
 func (x *ListDeliveriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[17]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1498,7 @@ func (x *ListDeliveriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeliveriesResponse.ProtoReflect.Descriptor instead.
 func (*ListDeliveriesResponse) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{17}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListDeliveriesResponse) GetDeliveries() []*Delivery {
@@ -1167,7 +1521,7 @@ type ListAttemptsRequest struct {
 
 func (x *ListAttemptsRequest) Reset() {
 	*x = ListAttemptsRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[18]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1179,7 +1533,7 @@ func (x *ListAttemptsRequest) String() string {
 func (*ListAttemptsRequest) ProtoMessage() {}
 
 func (x *ListAttemptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[18]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1192,7 +1546,7 @@ func (x *ListAttemptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAttemptsRequest.ProtoReflect.Descriptor instead.
 func (*ListAttemptsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{18}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListAttemptsRequest) GetSubscriptionId() string {
@@ -1226,7 +1580,7 @@ type ListAttemptsResponse struct {
 
 func (x *ListAttemptsResponse) Reset() {
 	*x = ListAttemptsResponse{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[19]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1592,7 @@ func (x *ListAttemptsResponse) String() string {
 func (*ListAttemptsResponse) ProtoMessage() {}
 
 func (x *ListAttemptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[19]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1605,7 @@ func (x *ListAttemptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAttemptsResponse.ProtoReflect.Descriptor instead.
 func (*ListAttemptsResponse) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{19}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListAttemptsResponse) GetAttempts() []*Attempt {
@@ -1271,7 +1625,7 @@ type ReplayDeliveryRequest struct {
 
 func (x *ReplayDeliveryRequest) Reset() {
 	*x = ReplayDeliveryRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[20]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1637,7 @@ func (x *ReplayDeliveryRequest) String() string {
 func (*ReplayDeliveryRequest) ProtoMessage() {}
 
 func (x *ReplayDeliveryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[20]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1650,7 @@ func (x *ReplayDeliveryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayDeliveryRequest.ProtoReflect.Descriptor instead.
 func (*ReplayDeliveryRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{20}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReplayDeliveryRequest) GetDeliveryId() string {
@@ -1321,7 +1675,7 @@ type ReplayEventsRequest struct {
 
 func (x *ReplayEventsRequest) Reset() {
 	*x = ReplayEventsRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[21]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1333,7 +1687,7 @@ func (x *ReplayEventsRequest) String() string {
 func (*ReplayEventsRequest) ProtoMessage() {}
 
 func (x *ReplayEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[21]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1346,7 +1700,7 @@ func (x *ReplayEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayEventsRequest.ProtoReflect.Descriptor instead.
 func (*ReplayEventsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{21}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReplayEventsRequest) GetSubscriptionId() string {
@@ -1411,7 +1765,7 @@ type ReplayEventsResponse struct {
 
 func (x *ReplayEventsResponse) Reset() {
 	*x = ReplayEventsResponse{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[22]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1423,7 +1777,7 @@ func (x *ReplayEventsResponse) String() string {
 func (*ReplayEventsResponse) ProtoMessage() {}
 
 func (x *ReplayEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[22]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1436,7 +1790,7 @@ func (x *ReplayEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayEventsResponse.ProtoReflect.Descriptor instead.
 func (*ReplayEventsResponse) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{22}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReplayEventsResponse) GetEnqueued() uint32 {
@@ -1457,7 +1811,33 @@ var File_parley_notification_v1_notification_proto protoreflect.FileDescriptor
 
 const file_parley_notification_v1_notification_proto_rawDesc = "" +
 	"\n" +
-	")parley/notification/v1/notification.proto\x12\x16parley.notification.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x04\n" +
+	")parley/notification/v1/notification.proto\x12\x16parley.notification.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x02\n" +
+	"\tAlertRule\x12\x19\n" +
+	"\balert_id\x18\x01 \x01(\tR\aalertId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"event_kind\x18\x03 \x01(\tR\teventKind\x12\x1c\n" +
+	"\tcondition\x18\x04 \x01(\tR\tcondition\x12%\n" +
+	"\x0ewindow_seconds\x18\x05 \x01(\rR\rwindowSeconds\x12\x1c\n" +
+	"\tthreshold\x18\x06 \x01(\x04R\tthreshold\x12\x1e\n" +
+	"\n" +
+	"comparison\x18\a \x01(\tR\n" +
+	"comparison\x12\x14\n" +
+	"\x05state\x18\b \x01(\tR\x05state\x12\x14\n" +
+	"\x05count\x18\t \x01(\x04R\x05count\x129\n" +
+	"\n" +
+	"changed_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tchangedAt\x129\n" +
+	"\n" +
+	"created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"O\n" +
+	"\x16CreateAlertRuleRequest\x125\n" +
+	"\x04rule\x18\x01 \x01(\v2!.parley.notification.v1.AlertRuleR\x04rule\"\x17\n" +
+	"\x15ListAlertRulesRequest\"Q\n" +
+	"\x16ListAlertRulesResponse\x127\n" +
+	"\x05rules\x18\x01 \x03(\v2!.parley.notification.v1.AlertRuleR\x05rules\"3\n" +
+	"\x16DeleteAlertRuleRequest\x12\x19\n" +
+	"\balert_id\x18\x01 \x01(\tR\aalertId\"\x19\n" +
+	"\x17DeleteAlertRuleResponse\"\xd2\x04\n" +
 	"\fSubscription\x12'\n" +
 	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
@@ -1479,7 +1859,8 @@ const file_parley_notification_v1_notification_proto_rawDesc = "" +
 	"\rfailing_since\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\ffailingSince\x129\n" +
 	"\n" +
 	"updated_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x16\n" +
-	"\x06secret\x18\x0f \x01(\tR\x06secret\"e\n" +
+	"\x06secret\x18\x0f \x01(\tR\x06secret\x12\x16\n" +
+	"\x06alerts\x18\x10 \x01(\bR\x06alerts\"e\n" +
 	"\x19CreateSubscriptionRequest\x12H\n" +
 	"\fsubscription\x18\x01 \x01(\v2$.parley.notification.v1.SubscriptionR\fsubscription\"A\n" +
 	"\x16GetSubscriptionRequest\x12'\n" +
@@ -1565,7 +1946,7 @@ const file_parley_notification_v1_notification_proto_rawDesc = "" +
 	"\x04from\"W\n" +
 	"\x14ReplayEventsResponse\x12\x1a\n" +
 	"\benqueued\x18\x01 \x01(\rR\benqueued\x12#\n" +
-	"\rlast_sequence\x18\x02 \x01(\x04R\flastSequence2\x88\f\n" +
+	"\rlast_sequence\x18\x02 \x01(\x04R\flastSequence2\xd3\x0e\n" +
 	"\x13NotificationService\x12m\n" +
 	"\x12CreateSubscription\x121.parley.notification.v1.CreateSubscriptionRequest\x1a$.parley.notification.v1.Subscription\x12g\n" +
 	"\x0fGetSubscription\x12..parley.notification.v1.GetSubscriptionRequest\x1a$.parley.notification.v1.Subscription\x12m\n" +
@@ -1580,7 +1961,10 @@ const file_parley_notification_v1_notification_proto_rawDesc = "" +
 	"\x0eListDeliveries\x12-.parley.notification.v1.ListDeliveriesRequest\x1a..parley.notification.v1.ListDeliveriesResponse\x12i\n" +
 	"\fListAttempts\x12+.parley.notification.v1.ListAttemptsRequest\x1a,.parley.notification.v1.ListAttemptsResponse\x12a\n" +
 	"\x0eReplayDelivery\x12-.parley.notification.v1.ReplayDeliveryRequest\x1a .parley.notification.v1.Delivery\x12i\n" +
-	"\fReplayEvents\x12+.parley.notification.v1.ReplayEventsRequest\x1a,.parley.notification.v1.ReplayEventsResponseBJZHgithub.com/parley-dev/parley/proto/parley/notification/v1;notificationv1b\x06proto3"
+	"\fReplayEvents\x12+.parley.notification.v1.ReplayEventsRequest\x1a,.parley.notification.v1.ReplayEventsResponse\x12d\n" +
+	"\x0fCreateAlertRule\x12..parley.notification.v1.CreateAlertRuleRequest\x1a!.parley.notification.v1.AlertRule\x12o\n" +
+	"\x0eListAlertRules\x12-.parley.notification.v1.ListAlertRulesRequest\x1a..parley.notification.v1.ListAlertRulesResponse\x12r\n" +
+	"\x0fDeleteAlertRule\x12..parley.notification.v1.DeleteAlertRuleRequest\x1a/.parley.notification.v1.DeleteAlertRuleResponseBJZHgithub.com/parley-dev/parley/proto/parley/notification/v1;notificationv1b\x06proto3"
 
 var (
 	file_parley_notification_v1_notification_proto_rawDescOnce sync.Once
@@ -1594,82 +1978,98 @@ func file_parley_notification_v1_notification_proto_rawDescGZIP() []byte {
 	return file_parley_notification_v1_notification_proto_rawDescData
 }
 
-var file_parley_notification_v1_notification_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_parley_notification_v1_notification_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_parley_notification_v1_notification_proto_goTypes = []any{
-	(*Subscription)(nil),               // 0: parley.notification.v1.Subscription
-	(*CreateSubscriptionRequest)(nil),  // 1: parley.notification.v1.CreateSubscriptionRequest
-	(*GetSubscriptionRequest)(nil),     // 2: parley.notification.v1.GetSubscriptionRequest
-	(*UpdateSubscriptionRequest)(nil),  // 3: parley.notification.v1.UpdateSubscriptionRequest
-	(*PauseSubscriptionRequest)(nil),   // 4: parley.notification.v1.PauseSubscriptionRequest
-	(*ResumeSubscriptionRequest)(nil),  // 5: parley.notification.v1.ResumeSubscriptionRequest
-	(*ListSubscriptionsRequest)(nil),   // 6: parley.notification.v1.ListSubscriptionsRequest
-	(*ListSubscriptionsResponse)(nil),  // 7: parley.notification.v1.ListSubscriptionsResponse
-	(*DeleteSubscriptionRequest)(nil),  // 8: parley.notification.v1.DeleteSubscriptionRequest
-	(*DeleteSubscriptionResponse)(nil), // 9: parley.notification.v1.DeleteSubscriptionResponse
-	(*SendTestEventRequest)(nil),       // 10: parley.notification.v1.SendTestEventRequest
-	(*RotateSecretRequest)(nil),        // 11: parley.notification.v1.RotateSecretRequest
-	(*RotateSecretResponse)(nil),       // 12: parley.notification.v1.RotateSecretResponse
-	(*SendTranscriptRequest)(nil),      // 13: parley.notification.v1.SendTranscriptRequest
-	(*Delivery)(nil),                   // 14: parley.notification.v1.Delivery
-	(*Attempt)(nil),                    // 15: parley.notification.v1.Attempt
-	(*ListDeliveriesRequest)(nil),      // 16: parley.notification.v1.ListDeliveriesRequest
-	(*ListDeliveriesResponse)(nil),     // 17: parley.notification.v1.ListDeliveriesResponse
-	(*ListAttemptsRequest)(nil),        // 18: parley.notification.v1.ListAttemptsRequest
-	(*ListAttemptsResponse)(nil),       // 19: parley.notification.v1.ListAttemptsResponse
-	(*ReplayDeliveryRequest)(nil),      // 20: parley.notification.v1.ReplayDeliveryRequest
-	(*ReplayEventsRequest)(nil),        // 21: parley.notification.v1.ReplayEventsRequest
-	(*ReplayEventsResponse)(nil),       // 22: parley.notification.v1.ReplayEventsResponse
-	(*timestamppb.Timestamp)(nil),      // 23: google.protobuf.Timestamp
+	(*AlertRule)(nil),                  // 0: parley.notification.v1.AlertRule
+	(*CreateAlertRuleRequest)(nil),     // 1: parley.notification.v1.CreateAlertRuleRequest
+	(*ListAlertRulesRequest)(nil),      // 2: parley.notification.v1.ListAlertRulesRequest
+	(*ListAlertRulesResponse)(nil),     // 3: parley.notification.v1.ListAlertRulesResponse
+	(*DeleteAlertRuleRequest)(nil),     // 4: parley.notification.v1.DeleteAlertRuleRequest
+	(*DeleteAlertRuleResponse)(nil),    // 5: parley.notification.v1.DeleteAlertRuleResponse
+	(*Subscription)(nil),               // 6: parley.notification.v1.Subscription
+	(*CreateSubscriptionRequest)(nil),  // 7: parley.notification.v1.CreateSubscriptionRequest
+	(*GetSubscriptionRequest)(nil),     // 8: parley.notification.v1.GetSubscriptionRequest
+	(*UpdateSubscriptionRequest)(nil),  // 9: parley.notification.v1.UpdateSubscriptionRequest
+	(*PauseSubscriptionRequest)(nil),   // 10: parley.notification.v1.PauseSubscriptionRequest
+	(*ResumeSubscriptionRequest)(nil),  // 11: parley.notification.v1.ResumeSubscriptionRequest
+	(*ListSubscriptionsRequest)(nil),   // 12: parley.notification.v1.ListSubscriptionsRequest
+	(*ListSubscriptionsResponse)(nil),  // 13: parley.notification.v1.ListSubscriptionsResponse
+	(*DeleteSubscriptionRequest)(nil),  // 14: parley.notification.v1.DeleteSubscriptionRequest
+	(*DeleteSubscriptionResponse)(nil), // 15: parley.notification.v1.DeleteSubscriptionResponse
+	(*SendTestEventRequest)(nil),       // 16: parley.notification.v1.SendTestEventRequest
+	(*RotateSecretRequest)(nil),        // 17: parley.notification.v1.RotateSecretRequest
+	(*RotateSecretResponse)(nil),       // 18: parley.notification.v1.RotateSecretResponse
+	(*SendTranscriptRequest)(nil),      // 19: parley.notification.v1.SendTranscriptRequest
+	(*Delivery)(nil),                   // 20: parley.notification.v1.Delivery
+	(*Attempt)(nil),                    // 21: parley.notification.v1.Attempt
+	(*ListDeliveriesRequest)(nil),      // 22: parley.notification.v1.ListDeliveriesRequest
+	(*ListDeliveriesResponse)(nil),     // 23: parley.notification.v1.ListDeliveriesResponse
+	(*ListAttemptsRequest)(nil),        // 24: parley.notification.v1.ListAttemptsRequest
+	(*ListAttemptsResponse)(nil),       // 25: parley.notification.v1.ListAttemptsResponse
+	(*ReplayDeliveryRequest)(nil),      // 26: parley.notification.v1.ReplayDeliveryRequest
+	(*ReplayEventsRequest)(nil),        // 27: parley.notification.v1.ReplayEventsRequest
+	(*ReplayEventsResponse)(nil),       // 28: parley.notification.v1.ReplayEventsResponse
+	(*timestamppb.Timestamp)(nil),      // 29: google.protobuf.Timestamp
 }
 var file_parley_notification_v1_notification_proto_depIdxs = []int32{
-	23, // 0: parley.notification.v1.Subscription.created_at:type_name -> google.protobuf.Timestamp
-	23, // 1: parley.notification.v1.Subscription.disabled_at:type_name -> google.protobuf.Timestamp
-	23, // 2: parley.notification.v1.Subscription.failing_since:type_name -> google.protobuf.Timestamp
-	23, // 3: parley.notification.v1.Subscription.updated_at:type_name -> google.protobuf.Timestamp
-	0,  // 4: parley.notification.v1.CreateSubscriptionRequest.subscription:type_name -> parley.notification.v1.Subscription
-	0,  // 5: parley.notification.v1.UpdateSubscriptionRequest.subscription:type_name -> parley.notification.v1.Subscription
-	0,  // 6: parley.notification.v1.ListSubscriptionsResponse.subscriptions:type_name -> parley.notification.v1.Subscription
-	23, // 7: parley.notification.v1.RotateSecretResponse.previous_expires_at:type_name -> google.protobuf.Timestamp
-	23, // 8: parley.notification.v1.Delivery.created_at:type_name -> google.protobuf.Timestamp
-	23, // 9: parley.notification.v1.Delivery.next_attempt_at:type_name -> google.protobuf.Timestamp
-	23, // 10: parley.notification.v1.Delivery.delivered_at:type_name -> google.protobuf.Timestamp
-	23, // 11: parley.notification.v1.Attempt.attempted_at:type_name -> google.protobuf.Timestamp
-	14, // 12: parley.notification.v1.ListDeliveriesResponse.deliveries:type_name -> parley.notification.v1.Delivery
-	15, // 13: parley.notification.v1.ListAttemptsResponse.attempts:type_name -> parley.notification.v1.Attempt
-	23, // 14: parley.notification.v1.ReplayEventsRequest.from_time:type_name -> google.protobuf.Timestamp
-	1,  // 15: parley.notification.v1.NotificationService.CreateSubscription:input_type -> parley.notification.v1.CreateSubscriptionRequest
-	2,  // 16: parley.notification.v1.NotificationService.GetSubscription:input_type -> parley.notification.v1.GetSubscriptionRequest
-	3,  // 17: parley.notification.v1.NotificationService.UpdateSubscription:input_type -> parley.notification.v1.UpdateSubscriptionRequest
-	4,  // 18: parley.notification.v1.NotificationService.PauseSubscription:input_type -> parley.notification.v1.PauseSubscriptionRequest
-	5,  // 19: parley.notification.v1.NotificationService.ResumeSubscription:input_type -> parley.notification.v1.ResumeSubscriptionRequest
-	6,  // 20: parley.notification.v1.NotificationService.ListSubscriptions:input_type -> parley.notification.v1.ListSubscriptionsRequest
-	8,  // 21: parley.notification.v1.NotificationService.DeleteSubscription:input_type -> parley.notification.v1.DeleteSubscriptionRequest
-	10, // 22: parley.notification.v1.NotificationService.SendTestEvent:input_type -> parley.notification.v1.SendTestEventRequest
-	11, // 23: parley.notification.v1.NotificationService.RotateSecret:input_type -> parley.notification.v1.RotateSecretRequest
-	13, // 24: parley.notification.v1.NotificationService.SendTranscript:input_type -> parley.notification.v1.SendTranscriptRequest
-	16, // 25: parley.notification.v1.NotificationService.ListDeliveries:input_type -> parley.notification.v1.ListDeliveriesRequest
-	18, // 26: parley.notification.v1.NotificationService.ListAttempts:input_type -> parley.notification.v1.ListAttemptsRequest
-	20, // 27: parley.notification.v1.NotificationService.ReplayDelivery:input_type -> parley.notification.v1.ReplayDeliveryRequest
-	21, // 28: parley.notification.v1.NotificationService.ReplayEvents:input_type -> parley.notification.v1.ReplayEventsRequest
-	0,  // 29: parley.notification.v1.NotificationService.CreateSubscription:output_type -> parley.notification.v1.Subscription
-	0,  // 30: parley.notification.v1.NotificationService.GetSubscription:output_type -> parley.notification.v1.Subscription
-	0,  // 31: parley.notification.v1.NotificationService.UpdateSubscription:output_type -> parley.notification.v1.Subscription
-	0,  // 32: parley.notification.v1.NotificationService.PauseSubscription:output_type -> parley.notification.v1.Subscription
-	0,  // 33: parley.notification.v1.NotificationService.ResumeSubscription:output_type -> parley.notification.v1.Subscription
-	7,  // 34: parley.notification.v1.NotificationService.ListSubscriptions:output_type -> parley.notification.v1.ListSubscriptionsResponse
-	9,  // 35: parley.notification.v1.NotificationService.DeleteSubscription:output_type -> parley.notification.v1.DeleteSubscriptionResponse
-	14, // 36: parley.notification.v1.NotificationService.SendTestEvent:output_type -> parley.notification.v1.Delivery
-	12, // 37: parley.notification.v1.NotificationService.RotateSecret:output_type -> parley.notification.v1.RotateSecretResponse
-	14, // 38: parley.notification.v1.NotificationService.SendTranscript:output_type -> parley.notification.v1.Delivery
-	17, // 39: parley.notification.v1.NotificationService.ListDeliveries:output_type -> parley.notification.v1.ListDeliveriesResponse
-	19, // 40: parley.notification.v1.NotificationService.ListAttempts:output_type -> parley.notification.v1.ListAttemptsResponse
-	14, // 41: parley.notification.v1.NotificationService.ReplayDelivery:output_type -> parley.notification.v1.Delivery
-	22, // 42: parley.notification.v1.NotificationService.ReplayEvents:output_type -> parley.notification.v1.ReplayEventsResponse
-	29, // [29:43] is the sub-list for method output_type
-	15, // [15:29] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	29, // 0: parley.notification.v1.AlertRule.changed_at:type_name -> google.protobuf.Timestamp
+	29, // 1: parley.notification.v1.AlertRule.created_at:type_name -> google.protobuf.Timestamp
+	0,  // 2: parley.notification.v1.CreateAlertRuleRequest.rule:type_name -> parley.notification.v1.AlertRule
+	0,  // 3: parley.notification.v1.ListAlertRulesResponse.rules:type_name -> parley.notification.v1.AlertRule
+	29, // 4: parley.notification.v1.Subscription.created_at:type_name -> google.protobuf.Timestamp
+	29, // 5: parley.notification.v1.Subscription.disabled_at:type_name -> google.protobuf.Timestamp
+	29, // 6: parley.notification.v1.Subscription.failing_since:type_name -> google.protobuf.Timestamp
+	29, // 7: parley.notification.v1.Subscription.updated_at:type_name -> google.protobuf.Timestamp
+	6,  // 8: parley.notification.v1.CreateSubscriptionRequest.subscription:type_name -> parley.notification.v1.Subscription
+	6,  // 9: parley.notification.v1.UpdateSubscriptionRequest.subscription:type_name -> parley.notification.v1.Subscription
+	6,  // 10: parley.notification.v1.ListSubscriptionsResponse.subscriptions:type_name -> parley.notification.v1.Subscription
+	29, // 11: parley.notification.v1.RotateSecretResponse.previous_expires_at:type_name -> google.protobuf.Timestamp
+	29, // 12: parley.notification.v1.Delivery.created_at:type_name -> google.protobuf.Timestamp
+	29, // 13: parley.notification.v1.Delivery.next_attempt_at:type_name -> google.protobuf.Timestamp
+	29, // 14: parley.notification.v1.Delivery.delivered_at:type_name -> google.protobuf.Timestamp
+	29, // 15: parley.notification.v1.Attempt.attempted_at:type_name -> google.protobuf.Timestamp
+	20, // 16: parley.notification.v1.ListDeliveriesResponse.deliveries:type_name -> parley.notification.v1.Delivery
+	21, // 17: parley.notification.v1.ListAttemptsResponse.attempts:type_name -> parley.notification.v1.Attempt
+	29, // 18: parley.notification.v1.ReplayEventsRequest.from_time:type_name -> google.protobuf.Timestamp
+	7,  // 19: parley.notification.v1.NotificationService.CreateSubscription:input_type -> parley.notification.v1.CreateSubscriptionRequest
+	8,  // 20: parley.notification.v1.NotificationService.GetSubscription:input_type -> parley.notification.v1.GetSubscriptionRequest
+	9,  // 21: parley.notification.v1.NotificationService.UpdateSubscription:input_type -> parley.notification.v1.UpdateSubscriptionRequest
+	10, // 22: parley.notification.v1.NotificationService.PauseSubscription:input_type -> parley.notification.v1.PauseSubscriptionRequest
+	11, // 23: parley.notification.v1.NotificationService.ResumeSubscription:input_type -> parley.notification.v1.ResumeSubscriptionRequest
+	12, // 24: parley.notification.v1.NotificationService.ListSubscriptions:input_type -> parley.notification.v1.ListSubscriptionsRequest
+	14, // 25: parley.notification.v1.NotificationService.DeleteSubscription:input_type -> parley.notification.v1.DeleteSubscriptionRequest
+	16, // 26: parley.notification.v1.NotificationService.SendTestEvent:input_type -> parley.notification.v1.SendTestEventRequest
+	17, // 27: parley.notification.v1.NotificationService.RotateSecret:input_type -> parley.notification.v1.RotateSecretRequest
+	19, // 28: parley.notification.v1.NotificationService.SendTranscript:input_type -> parley.notification.v1.SendTranscriptRequest
+	22, // 29: parley.notification.v1.NotificationService.ListDeliveries:input_type -> parley.notification.v1.ListDeliveriesRequest
+	24, // 30: parley.notification.v1.NotificationService.ListAttempts:input_type -> parley.notification.v1.ListAttemptsRequest
+	26, // 31: parley.notification.v1.NotificationService.ReplayDelivery:input_type -> parley.notification.v1.ReplayDeliveryRequest
+	27, // 32: parley.notification.v1.NotificationService.ReplayEvents:input_type -> parley.notification.v1.ReplayEventsRequest
+	1,  // 33: parley.notification.v1.NotificationService.CreateAlertRule:input_type -> parley.notification.v1.CreateAlertRuleRequest
+	2,  // 34: parley.notification.v1.NotificationService.ListAlertRules:input_type -> parley.notification.v1.ListAlertRulesRequest
+	4,  // 35: parley.notification.v1.NotificationService.DeleteAlertRule:input_type -> parley.notification.v1.DeleteAlertRuleRequest
+	6,  // 36: parley.notification.v1.NotificationService.CreateSubscription:output_type -> parley.notification.v1.Subscription
+	6,  // 37: parley.notification.v1.NotificationService.GetSubscription:output_type -> parley.notification.v1.Subscription
+	6,  // 38: parley.notification.v1.NotificationService.UpdateSubscription:output_type -> parley.notification.v1.Subscription
+	6,  // 39: parley.notification.v1.NotificationService.PauseSubscription:output_type -> parley.notification.v1.Subscription
+	6,  // 40: parley.notification.v1.NotificationService.ResumeSubscription:output_type -> parley.notification.v1.Subscription
+	13, // 41: parley.notification.v1.NotificationService.ListSubscriptions:output_type -> parley.notification.v1.ListSubscriptionsResponse
+	15, // 42: parley.notification.v1.NotificationService.DeleteSubscription:output_type -> parley.notification.v1.DeleteSubscriptionResponse
+	20, // 43: parley.notification.v1.NotificationService.SendTestEvent:output_type -> parley.notification.v1.Delivery
+	18, // 44: parley.notification.v1.NotificationService.RotateSecret:output_type -> parley.notification.v1.RotateSecretResponse
+	20, // 45: parley.notification.v1.NotificationService.SendTranscript:output_type -> parley.notification.v1.Delivery
+	23, // 46: parley.notification.v1.NotificationService.ListDeliveries:output_type -> parley.notification.v1.ListDeliveriesResponse
+	25, // 47: parley.notification.v1.NotificationService.ListAttempts:output_type -> parley.notification.v1.ListAttemptsResponse
+	20, // 48: parley.notification.v1.NotificationService.ReplayDelivery:output_type -> parley.notification.v1.Delivery
+	28, // 49: parley.notification.v1.NotificationService.ReplayEvents:output_type -> parley.notification.v1.ReplayEventsResponse
+	0,  // 50: parley.notification.v1.NotificationService.CreateAlertRule:output_type -> parley.notification.v1.AlertRule
+	3,  // 51: parley.notification.v1.NotificationService.ListAlertRules:output_type -> parley.notification.v1.ListAlertRulesResponse
+	5,  // 52: parley.notification.v1.NotificationService.DeleteAlertRule:output_type -> parley.notification.v1.DeleteAlertRuleResponse
+	36, // [36:53] is the sub-list for method output_type
+	19, // [19:36] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_parley_notification_v1_notification_proto_init() }
@@ -1677,7 +2077,7 @@ func file_parley_notification_v1_notification_proto_init() {
 	if File_parley_notification_v1_notification_proto != nil {
 		return
 	}
-	file_parley_notification_v1_notification_proto_msgTypes[21].OneofWrappers = []any{
+	file_parley_notification_v1_notification_proto_msgTypes[27].OneofWrappers = []any{
 		(*ReplayEventsRequest_FromSequence)(nil),
 		(*ReplayEventsRequest_FromTime)(nil),
 	}
@@ -1687,7 +2087,7 @@ func file_parley_notification_v1_notification_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_notification_v1_notification_proto_rawDesc), len(file_parley_notification_v1_notification_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

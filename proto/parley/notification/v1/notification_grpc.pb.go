@@ -36,6 +36,9 @@ const (
 	NotificationService_ListAttempts_FullMethodName       = "/parley.notification.v1.NotificationService/ListAttempts"
 	NotificationService_ReplayDelivery_FullMethodName     = "/parley.notification.v1.NotificationService/ReplayDelivery"
 	NotificationService_ReplayEvents_FullMethodName       = "/parley.notification.v1.NotificationService/ReplayEvents"
+	NotificationService_CreateAlertRule_FullMethodName    = "/parley.notification.v1.NotificationService/CreateAlertRule"
+	NotificationService_ListAlertRules_FullMethodName     = "/parley.notification.v1.NotificationService/ListAlertRules"
+	NotificationService_DeleteAlertRule_FullMethodName    = "/parley.notification.v1.NotificationService/DeleteAlertRule"
 )
 
 // NotificationServiceClient is the client API for NotificationService service.
@@ -79,6 +82,12 @@ type NotificationServiceClient interface {
 	// ReplayEvents delivers again every event of the tenant from a stream
 	// sequence or a time that the subscription selects.
 	ReplayEvents(ctx context.Context, in *ReplayEventsRequest, opts ...grpc.CallOption) (*ReplayEventsResponse, error)
+	// CreateAlertRule adds a threshold rule over a sliding window.
+	CreateAlertRule(ctx context.Context, in *CreateAlertRuleRequest, opts ...grpc.CallOption) (*AlertRule, error)
+	// ListAlertRules lists the tenant's alert rules with their state.
+	ListAlertRules(ctx context.Context, in *ListAlertRulesRequest, opts ...grpc.CallOption) (*ListAlertRulesResponse, error)
+	// DeleteAlertRule removes an alert rule.
+	DeleteAlertRule(ctx context.Context, in *DeleteAlertRuleRequest, opts ...grpc.CallOption) (*DeleteAlertRuleResponse, error)
 }
 
 type notificationServiceClient struct {
@@ -229,6 +238,36 @@ func (c *notificationServiceClient) ReplayEvents(ctx context.Context, in *Replay
 	return out, nil
 }
 
+func (c *notificationServiceClient) CreateAlertRule(ctx context.Context, in *CreateAlertRuleRequest, opts ...grpc.CallOption) (*AlertRule, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AlertRule)
+	err := c.cc.Invoke(ctx, NotificationService_CreateAlertRule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) ListAlertRules(ctx context.Context, in *ListAlertRulesRequest, opts ...grpc.CallOption) (*ListAlertRulesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAlertRulesResponse)
+	err := c.cc.Invoke(ctx, NotificationService_ListAlertRules_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) DeleteAlertRule(ctx context.Context, in *DeleteAlertRuleRequest, opts ...grpc.CallOption) (*DeleteAlertRuleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteAlertRuleResponse)
+	err := c.cc.Invoke(ctx, NotificationService_DeleteAlertRule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NotificationServiceServer is the server API for NotificationService service.
 // All implementations must embed UnimplementedNotificationServiceServer
 // for forward compatibility.
@@ -270,6 +309,12 @@ type NotificationServiceServer interface {
 	// ReplayEvents delivers again every event of the tenant from a stream
 	// sequence or a time that the subscription selects.
 	ReplayEvents(context.Context, *ReplayEventsRequest) (*ReplayEventsResponse, error)
+	// CreateAlertRule adds a threshold rule over a sliding window.
+	CreateAlertRule(context.Context, *CreateAlertRuleRequest) (*AlertRule, error)
+	// ListAlertRules lists the tenant's alert rules with their state.
+	ListAlertRules(context.Context, *ListAlertRulesRequest) (*ListAlertRulesResponse, error)
+	// DeleteAlertRule removes an alert rule.
+	DeleteAlertRule(context.Context, *DeleteAlertRuleRequest) (*DeleteAlertRuleResponse, error)
 	mustEmbedUnimplementedNotificationServiceServer()
 }
 
@@ -321,6 +366,15 @@ func (UnimplementedNotificationServiceServer) ReplayDelivery(context.Context, *R
 }
 func (UnimplementedNotificationServiceServer) ReplayEvents(context.Context, *ReplayEventsRequest) (*ReplayEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReplayEvents not implemented")
+}
+func (UnimplementedNotificationServiceServer) CreateAlertRule(context.Context, *CreateAlertRuleRequest) (*AlertRule, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateAlertRule not implemented")
+}
+func (UnimplementedNotificationServiceServer) ListAlertRules(context.Context, *ListAlertRulesRequest) (*ListAlertRulesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAlertRules not implemented")
+}
+func (UnimplementedNotificationServiceServer) DeleteAlertRule(context.Context, *DeleteAlertRuleRequest) (*DeleteAlertRuleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteAlertRule not implemented")
 }
 func (UnimplementedNotificationServiceServer) mustEmbedUnimplementedNotificationServiceServer() {}
 func (UnimplementedNotificationServiceServer) testEmbeddedByValue()                             {}
@@ -595,6 +649,60 @@ func _NotificationService_ReplayEvents_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NotificationService_CreateAlertRule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateAlertRuleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).CreateAlertRule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_CreateAlertRule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).CreateAlertRule(ctx, req.(*CreateAlertRuleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_ListAlertRules_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAlertRulesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).ListAlertRules(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_ListAlertRules_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).ListAlertRules(ctx, req.(*ListAlertRulesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_DeleteAlertRule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteAlertRuleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).DeleteAlertRule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_DeleteAlertRule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).DeleteAlertRule(ctx, req.(*DeleteAlertRuleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NotificationService_ServiceDesc is the grpc.ServiceDesc for NotificationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -657,6 +765,18 @@ var NotificationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReplayEvents",
 			Handler:    _NotificationService_ReplayEvents_Handler,
+		},
+		{
+			MethodName: "CreateAlertRule",
+			Handler:    _NotificationService_CreateAlertRule_Handler,
+		},
+		{
+			MethodName: "ListAlertRules",
+			Handler:    _NotificationService_ListAlertRules_Handler,
+		},
+		{
+			MethodName: "DeleteAlertRule",
+			Handler:    _NotificationService_DeleteAlertRule_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

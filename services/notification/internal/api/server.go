@@ -19,6 +19,7 @@ import (
 	"github.com/parley-dev/parley/libs/rules"
 	notificationv1 "github.com/parley-dev/parley/proto/parley/notification/v1"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
+	"github.com/parley-dev/parley/services/notification/internal/alerts"
 	"github.com/parley-dev/parley/services/notification/internal/consumer"
 	"github.com/parley-dev/parley/services/notification/internal/store"
 	"github.com/parley-dev/parley/services/notification/internal/webhook"
@@ -44,10 +45,13 @@ type Deps struct {
 	// transcripts need one).
 	Email    bool
 	RetryFor time.Duration
-	// MaxSubscriptions bounds each tenant's subscriptions (0: no limit).
-	MaxSubscriptions int
-	Kick             func()
-	Log              *slog.Logger
+	// MaxSubscriptions bounds each tenant's subscriptions (0: no limit);
+	// MaxAlertRules each tenant's alert rules.
+	MaxSubscriptions, MaxAlertRules int
+	// AlertStep is the alert windows' granularity.
+	AlertStep time.Duration
+	Kick      func()
+	Log       *slog.Logger
 }
 
 // Server implements NotificationService.
@@ -72,7 +76,7 @@ func (s *Server) fail(ctx context.Context, what string, err error) error {
 }
 
 func (s *Server) validate(ctx context.Context, p *notificationv1.Subscription, kind string) (*store.Subscription, error) {
-	sub := &store.Subscription{Name: p.GetName(), Kind: kind, Condition: p.GetCondition(), OwnerEmail: p.GetOwnerEmail()}
+	sub := &store.Subscription{Name: p.GetName(), Kind: kind, Condition: p.GetCondition(), OwnerEmail: p.GetOwnerEmail(), Alerts: p.GetAlerts()}
 	if len(sub.Name) > maxNameBytes {
 		return nil, grpcx.Invalid("subscription.name", fmt.Sprintf("must be at most %d bytes", maxNameBytes))
 	}
@@ -491,7 +495,7 @@ func toProto(s *store.Subscription) *notificationv1.Subscription {
 	return &notificationv1.Subscription{SubscriptionId: s.ID, Kind: s.Kind, Target: s.Target, EventKinds: s.EventKinds,
 		CreatedAt: timestamppb.New(s.CreatedAt), Name: s.Name, Condition: s.Condition, Emails: s.Emails, OwnerEmail: s.OwnerEmail,
 		State: s.State, DisabledReason: s.DisabledReason, DisabledAt: ts(s.DisabledAt), FailingSince: ts(s.FailingSince),
-		UpdatedAt: timestamppb.New(s.UpdatedAt)}
+		UpdatedAt: timestamppb.New(s.UpdatedAt), Alerts: s.Alerts}
 }
 
 func deliveryProto(d *store.Delivery) *notificationv1.Delivery {
@@ -504,4 +508,80 @@ func deliveryProto(d *store.Delivery) *notificationv1.Delivery {
 		out.NextAttemptAt = timestamppb.New(d.NextAttemptAt)
 	}
 	return out
+}
+
+// CreateAlertRule implements NotificationService.
+func (s *Server) CreateAlertRule(ctx context.Context, req *notificationv1.CreateAlertRuleRequest) (*notificationv1.AlertRule, error) {
+	p, err := grpcx.RequireTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r := req.GetRule()
+	a := &store.AlertRule{TenantID: p.TenantID, ID: "alr_" + strings.ReplaceAll(eventbus.NewEventID(), "-", ""), Name: r.GetName(),
+		EventKind: r.GetEventKind(), Condition: r.GetCondition(), Window: time.Duration(r.GetWindowSeconds()) * time.Second,
+		Threshold: int64(r.GetThreshold()), Comparison: r.GetComparison()}
+	if a.Comparison == "" {
+		a.Comparison = store.Above
+	}
+	step := s.d.AlertStep
+	switch {
+	case len(a.Name) > maxNameBytes:
+		return nil, grpcx.Invalid("rule.name", fmt.Sprintf("must be at most %d bytes", maxNameBytes))
+	case !eventbus.IsKind(a.EventKind):
+		return nil, grpcx.Invalid("rule.event_kind", "unknown event kind; one of "+strings.Join(eventbus.Kinds(), ", "))
+	case a.Window < step || a.Window > 24*time.Hour || a.Window%step != 0:
+		return nil, grpcx.Invalid("rule.window_seconds", fmt.Sprintf("must be a multiple of %d from %d to 86400", int(step/time.Second), int(step/time.Second)))
+	case a.Threshold < 1 || r.GetThreshold() > 1<<40:
+		return nil, grpcx.Invalid("rule.threshold", "must be from 1 to 2^40")
+	case a.Comparison != store.Above && a.Comparison != store.Below:
+		return nil, grpcx.Invalid("rule.comparison", `must be "above" or "below"`)
+	}
+	if strings.TrimSpace(a.Condition) != "" {
+		if _, err := s.d.Engine.Compile(a.Condition); err != nil {
+			return nil, grpcx.Invalid("rule.condition", err.Error())
+		}
+	}
+	if s.d.MaxAlertRules > 0 {
+		rules, err := s.d.Store.AlertRules(ctx, p.TenantID)
+		if err != nil {
+			return nil, s.fail(ctx, "alert rules", err)
+		}
+		if len(rules) >= s.d.MaxAlertRules {
+			return nil, grpcx.ResourceExhausted(fmt.Sprintf("the tenant has %d alert rules, the most allowed; delete one", len(rules)), 0)
+		}
+	}
+	out, err := s.d.Store.CreateAlertRule(ctx, a)
+	if err != nil {
+		return nil, s.fail(ctx, "alert rule", err)
+	}
+	return alerts.ToProto(out), nil
+}
+
+// ListAlertRules implements NotificationService.
+func (s *Server) ListAlertRules(ctx context.Context, _ *notificationv1.ListAlertRulesRequest) (*notificationv1.ListAlertRulesResponse, error) {
+	p, err := grpcx.RequireTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rules, err := s.d.Store.AlertRules(ctx, p.TenantID)
+	if err != nil {
+		return nil, s.fail(ctx, "alert rules", err)
+	}
+	out := &notificationv1.ListAlertRulesResponse{}
+	for _, a := range rules {
+		out.Rules = append(out.Rules, alerts.ToProto(a))
+	}
+	return out, nil
+}
+
+// DeleteAlertRule implements NotificationService.
+func (s *Server) DeleteAlertRule(ctx context.Context, req *notificationv1.DeleteAlertRuleRequest) (*notificationv1.DeleteAlertRuleResponse, error) {
+	p, err := grpcx.RequireTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.d.Store.DeleteAlertRule(ctx, p.TenantID, req.GetAlertId()); err != nil {
+		return nil, s.fail(ctx, "alert rule", err)
+	}
+	return &notificationv1.DeleteAlertRuleResponse{}, nil
 }

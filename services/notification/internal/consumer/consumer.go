@@ -53,17 +53,26 @@ func NewMatcher(engine *rules.Engine, log *slog.Logger) *Matcher {
 	return &Matcher{engine: engine, log: log, programs: map[string]compiled{}}
 }
 
-// Matches reports whether sub selects an event of kind with the event and
+// Selector is what selects events: a subscription or an alert rule.
+type Selector struct {
+	// ID and Version name the compiled condition in the cache.
+	ID        string
+	Version   time.Time
+	Kinds     []string
+	Condition string
+}
+
+// Matches reports whether sel selects an event of kind with the event and
 // conversation as rules see them. A condition that fails to evaluate does
 // not match.
-func (m *Matcher) Matches(ctx context.Context, sub *store.Subscription, kind string, in func() rules.Input) bool {
-	if len(sub.EventKinds) > 0 && !slices.Contains(sub.EventKinds, kind) {
+func (m *Matcher) Matches(ctx context.Context, sel Selector, kind string, in func() rules.Input) bool {
+	if len(sel.Kinds) > 0 && !slices.Contains(sel.Kinds, kind) {
 		return false
 	}
-	if sub.Condition == "" {
+	if sel.Condition == "" {
 		return true
 	}
-	prg := m.program(sub)
+	prg := m.program(sel)
 	if prg == nil {
 		return false
 	}
@@ -71,19 +80,27 @@ func (m *Matcher) Matches(ctx context.Context, sub *store.Subscription, kind str
 	return err == nil && ok
 }
 
-func (m *Matcher) program(sub *store.Subscription) *rules.Program {
+func (m *Matcher) program(sel Selector) *rules.Program {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if c, ok := m.programs[sub.ID]; ok && c.updated.Equal(sub.UpdatedAt) {
+	if c, ok := m.programs[sel.ID]; ok && c.updated.Equal(sel.Version) {
 		return c.prg
 	}
-	prg, err := m.engine.Compile(sub.Condition)
+	prg, err := m.engine.Compile(sel.Condition)
 	if err != nil {
 		// Checked when saved; only a change of the dialect gets here.
-		m.log.Warn("subscription condition does not compile; it matches nothing", "subscription_id", sub.ID, "err", err)
+		m.log.Warn("condition does not compile; it matches nothing", "id", sel.ID, "err", err)
 	}
-	m.programs[sub.ID] = compiled{updated: sub.UpdatedAt, prg: prg}
+	m.programs[sel.ID] = compiled{updated: sel.Version, prg: prg}
 	return prg
+}
+
+func subSelector(s *store.Subscription) Selector {
+	return Selector{ID: s.ID, Version: s.UpdatedAt, Kinds: s.EventKinds, Condition: s.Condition}
+}
+
+func ruleSelector(a *store.AlertRule) Selector {
+	return Selector{ID: a.ID, Version: a.CreatedAt, Kinds: []string{a.EventKind}, Condition: a.Condition}
 }
 
 // DeliveryID is the stable id (the webhook-id) of an event's delivery to a
@@ -122,25 +139,47 @@ type Folder struct {
 	Matcher  *Matcher
 	Facts    facts.Options
 	RetryFor time.Duration
+	// AlertStep is the alert counts' bucket size.
+	AlertStep time.Duration
+}
+
+// count adds the event to the buckets of the alert rules it matches.
+func (f *Folder) count(ctx context.Context, alertRules []*store.AlertRule, env *eventv1.Envelope, in func() rules.Input, counts map[store.CountKey]int64) {
+	kind := eventbus.Kind(env)
+	at := env.GetRecordedAt().AsTime()
+	for _, a := range alertRules {
+		if a.TenantID == env.GetTenantId() && f.Matcher.Matches(ctx, ruleSelector(a), kind, in) {
+			counts[store.CountKey{AlertID: a.ID, Bucket: at.Truncate(f.AlertStep)}]++
+		}
+	}
 }
 
 // Deliveries returns the deliveries of one event (already folded into
 // conv) to the given subscriptions of its tenant.
 func (f *Folder) Deliveries(ctx context.Context, subs []*store.Subscription, env *eventv1.Envelope, seq uint64,
 	conv *taggingv1.RuleConversation, ev *taggingv1.RuleEvent, now time.Time) ([]store.Delivery, error) {
-	kind := eventbus.Kind(env)
+	return f.deliveries(ctx, subs, env, seq, conv, lazyInput(conv, ev), now)
+}
+
+// lazyInput builds the rules' input on first use.
+func lazyInput(conv *taggingv1.RuleConversation, ev *taggingv1.RuleEvent) func() rules.Input {
 	var in *rules.Input
-	input := func() rules.Input {
+	return func() rules.Input {
 		if in == nil {
 			i := rules.NewInput(conv, ev)
 			in = &i
 		}
 		return *in
 	}
+}
+
+func (f *Folder) deliveries(ctx context.Context, subs []*store.Subscription, env *eventv1.Envelope, seq uint64,
+	conv *taggingv1.RuleConversation, input func() rules.Input, now time.Time) ([]store.Delivery, error) {
+	kind := eventbus.Kind(env)
 	var out []store.Delivery
 	var payload []byte
 	for _, s := range subs {
-		if s.TenantID != env.GetTenantId() || !f.Matcher.Matches(ctx, s, kind, input) {
+		if s.TenantID != env.GetTenantId() || !f.Matcher.Matches(ctx, subSelector(s), kind, input) {
 			continue
 		}
 		if payload == nil {
@@ -192,6 +231,11 @@ func (c *Consumer) Handle(ctx context.Context, b partition.Batch) error {
 		if err != nil {
 			return err
 		}
+		alertRules, err := store.TenantsAlertRules(ctx, tx, mapKeys(tenants))
+		if err != nil {
+			return err
+		}
+		counts := map[store.CountKey]int64{}
 		states := map[store.ConvKey]*taggingv1.RuleConversation{}
 		for _, k := range keys {
 			st := &taggingv1.RuleConversation{}
@@ -208,11 +252,13 @@ func (c *Consumer) Handle(ctx context.Context, b partition.Batch) error {
 			env := d.Envelope
 			k := store.ConvKey{Tenant: env.GetTenantId(), Conversation: env.GetConversationId()}
 			ev, _ := facts.Apply(states[k], env, c.folder.Facts)
-			out, err := c.folder.Deliveries(ctx, subs, env, d.StreamSeq, states[k], ev, now)
+			in := lazyInput(states[k], ev)
+			out, err := c.folder.deliveries(ctx, subs, env, d.StreamSeq, states[k], in, now)
 			if err != nil {
 				return err
 			}
 			ds = append(ds, out...)
+			c.folder.count(ctx, alertRules, env, in, counts)
 		}
 		blobs := make(map[store.ConvKey][]byte, len(states))
 		for k, st := range states {
@@ -221,6 +267,9 @@ func (c *Consumer) Handle(ctx context.Context, b partition.Batch) error {
 			}
 		}
 		if err := store.SaveFacts(ctx, tx, blobs); err != nil {
+			return err
+		}
+		if err := store.AddCounts(ctx, tx, counts); err != nil {
 			return err
 		}
 		if n, err = store.Enqueue(ctx, tx, ds, false); err != nil {
