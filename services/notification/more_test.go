@@ -261,7 +261,7 @@ func TestEmailSubscriptionsAndTranscriptsGoThroughTheMailer(t *testing.T) {
 		Kind: "email", Emails: []string{"a@example.com", "nope"}}})
 	assertInvalid(t, err, "subscription.emails[1]")
 	if _, err := f.client.CreateSubscription(f.ctx(), &notificationv1.CreateSubscriptionRequest{Subscription: &notificationv1.Subscription{
-		Kind: "email", Emails: []string{"team@example.com"}, EventKinds: []string{"conversation_ended"}}}); err != nil {
+		Kind: "email", Emails: []string{"team@example.com"}, EventKinds: []string{"conversation_ended"}, Transcript: true}}); err != nil {
 		t.Fatal(err)
 	}
 	f.publish(conversationThatEnds("t1")...)
@@ -275,7 +275,7 @@ func TestEmailSubscriptionsAndTranscriptsGoThroughTheMailer(t *testing.T) {
 		switch {
 		case m.TranscriptOf == "t1" && m.To[0] == "visitor@example.com":
 			transcript = true
-		case m.To[0] == "team@example.com" && bytes.Contains([]byte(m.Text), []byte(`"conversation_ended"`)):
+		case m.To[0] == "team@example.com" && m.TranscriptOf == "t1" && bytes.Contains([]byte(m.Text), []byte(`"conversation_ended"`)):
 			event = true
 		}
 	}

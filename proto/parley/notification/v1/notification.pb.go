@@ -402,7 +402,10 @@ type Subscription struct {
 	// CreateSubscription.
 	Secret string `protobuf:"bytes,15,opt,name=secret,proto3" json:"secret,omitempty"`
 	// Also deliver the tenant's alert notifications (firing and resolved).
-	Alerts        bool `protobuf:"varint,16,opt,name=alerts,proto3" json:"alerts,omitempty"`
+	Alerts bool `protobuf:"varint,16,opt,name=alerts,proto3" json:"alerts,omitempty"`
+	// Email subscriptions: a conversation_ended email carries the
+	// conversation's transcript (an automatic transcript on conversation end).
+	Transcript    bool `protobuf:"varint,17,opt,name=transcript,proto3" json:"transcript,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -545,6 +548,13 @@ func (x *Subscription) GetSecret() string {
 func (x *Subscription) GetAlerts() bool {
 	if x != nil {
 		return x.Alerts
+	}
+	return false
+}
+
+func (x *Subscription) GetTranscript() bool {
+	if x != nil {
+		return x.Transcript
 	}
 	return false
 }
@@ -1837,7 +1847,7 @@ const file_parley_notification_v1_notification_proto_rawDesc = "" +
 	"\x05rules\x18\x01 \x03(\v2!.parley.notification.v1.AlertRuleR\x05rules\"3\n" +
 	"\x16DeleteAlertRuleRequest\x12\x19\n" +
 	"\balert_id\x18\x01 \x01(\tR\aalertId\"\x19\n" +
-	"\x17DeleteAlertRuleResponse\"\xd2\x04\n" +
+	"\x17DeleteAlertRuleResponse\"\xf2\x04\n" +
 	"\fSubscription\x12'\n" +
 	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
@@ -1860,7 +1870,10 @@ const file_parley_notification_v1_notification_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x16\n" +
 	"\x06secret\x18\x0f \x01(\tR\x06secret\x12\x16\n" +
-	"\x06alerts\x18\x10 \x01(\bR\x06alerts\"e\n" +
+	"\x06alerts\x18\x10 \x01(\bR\x06alerts\x12\x1e\n" +
+	"\n" +
+	"transcript\x18\x11 \x01(\bR\n" +
+	"transcript\"e\n" +
 	"\x19CreateSubscriptionRequest\x12H\n" +
 	"\fsubscription\x18\x01 \x01(\v2$.parley.notification.v1.SubscriptionR\fsubscription\"A\n" +
 	"\x16GetSubscriptionRequest\x12'\n" +

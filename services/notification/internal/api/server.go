@@ -76,7 +76,8 @@ func (s *Server) fail(ctx context.Context, what string, err error) error {
 }
 
 func (s *Server) validate(ctx context.Context, p *notificationv1.Subscription, kind string) (*store.Subscription, error) {
-	sub := &store.Subscription{Name: p.GetName(), Kind: kind, Condition: p.GetCondition(), OwnerEmail: p.GetOwnerEmail(), Alerts: p.GetAlerts()}
+	sub := &store.Subscription{Name: p.GetName(), Kind: kind, Condition: p.GetCondition(), OwnerEmail: p.GetOwnerEmail(), Alerts: p.GetAlerts(),
+		Transcript: p.GetTranscript()}
 	if len(sub.Name) > maxNameBytes {
 		return nil, grpcx.Invalid("subscription.name", fmt.Sprintf("must be at most %d bytes", maxNameBytes))
 	}
@@ -87,6 +88,9 @@ func (s *Server) validate(ctx context.Context, p *notificationv1.Subscription, k
 		}
 		if len(p.GetEmails()) > 0 {
 			return nil, grpcx.Invalid("subscription.emails", "only for kind \"email\"")
+		}
+		if p.GetTranscript() {
+			return nil, grpcx.Invalid("subscription.transcript", "only for kind \"email\"")
 		}
 		sub.Target = p.GetTarget()
 	case "email":
@@ -103,6 +107,9 @@ func (s *Server) validate(ctx context.Context, p *notificationv1.Subscription, k
 		}
 		if p.GetTarget() != "" {
 			return nil, grpcx.Invalid("subscription.target", "only for kind \"webhook\"")
+		}
+		if p.GetTranscript() && len(p.GetEventKinds()) > 0 && !slices.Contains(p.GetEventKinds(), "conversation_ended") {
+			return nil, grpcx.Invalid("subscription.transcript", "transcripts come with conversation_ended, which event_kinds leaves out")
 		}
 		sub.Emails = p.GetEmails()
 	default:
@@ -495,7 +502,7 @@ func toProto(s *store.Subscription) *notificationv1.Subscription {
 	return &notificationv1.Subscription{SubscriptionId: s.ID, Kind: s.Kind, Target: s.Target, EventKinds: s.EventKinds,
 		CreatedAt: timestamppb.New(s.CreatedAt), Name: s.Name, Condition: s.Condition, Emails: s.Emails, OwnerEmail: s.OwnerEmail,
 		State: s.State, DisabledReason: s.DisabledReason, DisabledAt: ts(s.DisabledAt), FailingSince: ts(s.FailingSince),
-		UpdatedAt: timestamppb.New(s.UpdatedAt), Alerts: s.Alerts}
+		UpdatedAt: timestamppb.New(s.UpdatedAt), Alerts: s.Alerts, Transcript: s.Transcript}
 }
 
 func deliveryProto(d *store.Delivery) *notificationv1.Delivery {

@@ -250,6 +250,9 @@ func mailOf(c *store.Claimed) MailMessage {
 		m.Subject, m.TranscriptOf = "Transcript of conversation "+c.Conversation, c.Conversation
 	default:
 		m.Subject = "Parley: " + c.EventKind + " in conversation " + c.Conversation
+		if c.Transcript && c.EventKind == "conversation_ended" {
+			m.TranscriptOf = c.Conversation
+		}
 	}
 	return m
 }

@@ -12,6 +12,8 @@ type Claimed struct {
 	Delivery
 	Target, Secret, PreviousSecret string
 	PreviousExpiresAt              *time.Time
+	// Transcript: the subscription wants transcripts with conversation_ended emails.
+	Transcript bool
 }
 
 // Claim takes due deliveries of active subscriptions: at most perSub of
@@ -24,7 +26,7 @@ func (s *Store) Claim(ctx context.Context, busy []string, perSub int, claimFor t
 		rows, err := tx.Query(ctx, `SELECT d.tenant_id, d.delivery_id, d.subscription_id, d.kind, d.event_id, d.event_kind,
 			d.conversation_id, d.stream_seq, d.payload, d.recipients, d.state, d.attempts, d.last_status, d.last_error,
 			d.next_attempt_at, d.expires_at, d.created_at, d.delivered_at,
-			s.target, s.secret, s.previous_secret, s.previous_expires_at
+			s.target, s.secret, s.previous_secret, s.previous_expires_at, s.transcript
 			FROM notification_subscriptions s, LATERAL (
 				SELECT * FROM notification_deliveries d WHERE d.subscription_id = s.subscription_id AND d.state = 'pending'
 				AND d.next_attempt_at <= now() ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED) d
@@ -35,7 +37,7 @@ func (s *Store) Claim(ctx context.Context, busy []string, perSub int, claimFor t
 		var all []*Claimed
 		for rows.Next() {
 			c := &Claimed{}
-			d, err := scanDelivery(rows, &c.Target, &c.Secret, &c.PreviousSecret, &c.PreviousExpiresAt)
+			d, err := scanDelivery(rows, &c.Target, &c.Secret, &c.PreviousSecret, &c.PreviousExpiresAt, &c.Transcript)
 			if err != nil {
 				rows.Close()
 				return err

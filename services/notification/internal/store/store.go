@@ -65,6 +65,8 @@ type Subscription struct {
 	CreatedAt, UpdatedAt             time.Time
 	// Alerts: the tenant's alert notifications go to it too.
 	Alerts bool
+	// Transcript: its conversation_ended emails carry the transcript.
+	Transcript bool
 }
 
 // Store reads and writes notification's tables.
@@ -77,12 +79,12 @@ func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 const subColumns = `tenant_id, subscription_id, name, kind, target, emails, event_kinds, condition, owner_email, state,
-	secret, previous_secret, previous_expires_at, disabled_reason, disabled_at, failing_since, created_at, updated_at, alerts`
+	secret, previous_secret, previous_expires_at, disabled_reason, disabled_at, failing_since, created_at, updated_at, alerts, transcript`
 
 func scanSub(r pgx.Row) (*Subscription, error) {
 	var s Subscription
 	err := r.Scan(&s.TenantID, &s.ID, &s.Name, &s.Kind, &s.Target, &s.Emails, &s.EventKinds, &s.Condition, &s.OwnerEmail, &s.State,
-		&s.Secret, &s.PreviousSecret, &s.PreviousExpiresAt, &s.DisabledReason, &s.DisabledAt, &s.FailingSince, &s.CreatedAt, &s.UpdatedAt, &s.Alerts)
+		&s.Secret, &s.PreviousSecret, &s.PreviousExpiresAt, &s.DisabledReason, &s.DisabledAt, &s.FailingSince, &s.CreatedAt, &s.UpdatedAt, &s.Alerts, &s.Transcript)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -124,10 +126,10 @@ func (s *Store) CreateSubscription(ctx context.Context, sub *Subscription, limit
 		}
 		var err error
 		out, err = scanSub(tx.QueryRow(ctx, `INSERT INTO notification_subscriptions
-			(tenant_id, subscription_id, name, kind, target, emails, event_kinds, condition, owner_email, secret, alerts)
-			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) RETURNING `+subColumns,
+			(tenant_id, subscription_id, name, kind, target, emails, event_kinds, condition, owner_email, secret, alerts, transcript)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) RETURNING `+subColumns,
 			sub.TenantID, sub.ID, sub.Name, sub.Kind, sub.Target, nonNil(sub.Emails), nonNil(sub.EventKinds), sub.Condition, sub.OwnerEmail, sub.Secret,
-			sub.Alerts))
+			sub.Alerts, sub.Transcript))
 		return err
 	})
 	return out, err
@@ -146,9 +148,10 @@ func (s *Store) Prune(ctx context.Context, before time.Time) error {
 // UpdateSubscription replaces the settings of an existing subscription.
 func (s *Store) UpdateSubscription(ctx context.Context, sub *Subscription) (*Subscription, error) {
 	return scanSub(s.pool.QueryRow(ctx, `UPDATE notification_subscriptions SET name = $3, target = $4, emails = $5,
-		event_kinds = $6, condition = $7, owner_email = $8, alerts = $9, updated_at = now()
+		event_kinds = $6, condition = $7, owner_email = $8, alerts = $9, transcript = $10, updated_at = now()
 		WHERE tenant_id = $1 AND subscription_id = $2 RETURNING `+subColumns,
-		sub.TenantID, sub.ID, sub.Name, sub.Target, nonNil(sub.Emails), nonNil(sub.EventKinds), sub.Condition, sub.OwnerEmail, sub.Alerts))
+		sub.TenantID, sub.ID, sub.Name, sub.Target, nonNil(sub.Emails), nonNil(sub.EventKinds), sub.Condition, sub.OwnerEmail, sub.Alerts,
+		sub.Transcript))
 }
 
 // SetState pauses or resumes a subscription; resuming clears a disabled

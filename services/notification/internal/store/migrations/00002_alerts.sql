@@ -1,5 +1,6 @@
 -- +goose Up
 ALTER TABLE notification_subscriptions ADD COLUMN alerts boolean NOT NULL DEFAULT false;
+ALTER TABLE notification_subscriptions ADD COLUMN transcript boolean NOT NULL DEFAULT false;
 
 CREATE TABLE notification_alert_rules (
     tenant_id      text        NOT NULL,
@@ -31,3 +32,4 @@ CREATE TABLE notification_alert_counts (
 DROP TABLE notification_alert_counts;
 DROP TABLE notification_alert_rules;
 ALTER TABLE notification_subscriptions DROP COLUMN alerts;
+ALTER TABLE notification_subscriptions DROP COLUMN transcript;
