@@ -183,6 +183,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Store: st, Client: webhook.NewClient(policy, cfg.AttemptTimeout, cfg.MaxResponseBytes), Mailer: cfg.Mailer, Log: b.Log,
 		RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, DisableAfter: cfg.DisableAfter, AttemptTimeout: cfg.AttemptTimeout,
 		PerEndpoint: cfg.EndpointConcurrency, Rate: cfg.EndpointRate, Workers: cfg.Workers, Poll: cfg.Poll,
+		Meter: b.Tel.Meter("github.com/parley-dev/parley/services/notification"),
 	})
 	folder := &consumer.Folder{Matcher: consumer.NewMatcher(engine, b.Log), Facts: facts.Options{MaxMessages: cfg.MaxMessages},
 		RetryFor: cfg.RetryFor, AlertStep: cfg.AlertStep}

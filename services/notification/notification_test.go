@@ -279,6 +279,18 @@ func TestFailingReceiverGetsTheDeliveryExactlyOnce(t *testing.T) {
 	if ok != 1 || failed != 5 {
 		t.Fatalf("attempt log: %d successes, %d failures with status 500: %v", ok, failed, as.Attempts)
 	}
+	// The same counts on /metrics.
+	resp, err := http.Get("http://" + f.cfg.AdminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	for _, want := range []string{`parley_notification_attempts_total{kind="webhook",otel_scope_name`, `result="failure"} 5`, `result="success"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Fatalf("/metrics lacks %s:\n%s", want, grep(string(metrics), "parley_notification_attempts_total"))
+		}
+	}
 	// A replay sends the same delivery again under the same id.
 	ds, _ := f.client.ListDeliveries(f.ctx(), &notificationv1.ListDeliveriesRequest{SubscriptionId: sub.SubscriptionId})
 	if _, err := f.client.ReplayDelivery(f.ctx(), &notificationv1.ReplayDeliveryRequest{DeliveryId: ds.Deliveries[0].DeliveryId}); err != nil {
@@ -356,6 +368,16 @@ func TestBadSubscriptionsAreInvalidArgument(t *testing.T) {
 	if err != nil || len(l.Subscriptions) != 0 {
 		t.Fatalf("subscriptions %v, %v", l, err)
 	}
+}
+
+func grep(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // loopbackName is a host name (not "localhost", which is refused by name)

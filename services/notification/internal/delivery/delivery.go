@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/time/rate"
 
 	"github.com/parley-dev/parley/services/notification/internal/store"
@@ -63,6 +65,9 @@ type Config struct {
 	// Poll is how often due deliveries are looked for without a Kick.
 	Poll time.Duration
 	Now  func() time.Time
+	// Meter, when set, receives parley_notification_attempts_total
+	// (by kind and result) and parley_notification_attempt_duration_seconds.
+	Meter metric.Meter
 }
 
 // Dispatcher sends deliveries until its context ends.
@@ -75,6 +80,9 @@ type Dispatcher struct {
 	limiters map[string]*rate.Limiter
 	slots    chan struct{}
 	wg       sync.WaitGroup
+
+	attempts metric.Int64Counter
+	latency  metric.Float64Histogram
 }
 
 // New returns a dispatcher; Run starts it.
@@ -85,8 +93,15 @@ func New(cfg Config) *Dispatcher {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Dispatcher{cfg: cfg, kick: make(chan struct{}, 1), inFlight: map[string]int{},
+	d := &Dispatcher{cfg: cfg, kick: make(chan struct{}, 1), inFlight: map[string]int{},
 		limiters: map[string]*rate.Limiter{}, slots: make(chan struct{}, cfg.Workers)}
+	if cfg.Meter != nil {
+		d.attempts, _ = cfg.Meter.Int64Counter("parley_notification_attempts_total",
+			metric.WithDescription("Delivery attempts by kind (webhook, email) and result (success, failure, gone)."))
+		d.latency, _ = cfg.Meter.Float64Histogram("parley_notification_attempt_duration_seconds",
+			metric.WithDescription("Duration of delivery attempts."), metric.WithUnit("s"))
+	}
+	return d
 }
 
 // Kick makes the dispatcher look for due deliveries now.
@@ -215,6 +230,7 @@ func (d *Dispatcher) attempt(ctx context.Context, c *store.Claimed) {
 		o.Gone = r.Status == http.StatusGone
 	}
 	o.NextRetry = now.Add(Backoff(c.Attempts+1, d.cfg.RetryBase, d.cfg.RetryMax))
+	d.observe(ctx, c.Kind, o)
 	rec, err := d.cfg.Store.Record(ctx, c, o, d.cfg.DisableAfter)
 	if err != nil {
 		// The claim expires and the delivery is attempted again.
@@ -224,6 +240,22 @@ func (d *Dispatcher) attempt(ctx context.Context, c *store.Claimed) {
 	if rec.Disabled {
 		d.disabled(ctx, c, rec)
 	}
+}
+
+func (d *Dispatcher) observe(ctx context.Context, kind string, o store.Outcome) {
+	if d.attempts == nil {
+		return
+	}
+	result := "failure"
+	switch {
+	case o.Success:
+		result = "success"
+	case o.Gone:
+		result = "gone"
+	}
+	attrs := metric.WithAttributes(attribute.String("kind", kind), attribute.String("result", result))
+	d.attempts.Add(ctx, 1, attrs)
+	d.latency.Record(ctx, o.Latency.Seconds(), attrs)
 }
 
 // disabled tells the owner that an endpoint was disabled: a log line and,
