@@ -310,7 +310,7 @@ func TestNetworkPolicies(t *testing.T) {
 					flow{s, "postgresql", 5432, "TCP", true},
 					flow{s, "kube-dns", 53, "UDP", true},
 					flow{s, "clickhouse", 9000, "TCP", s == "reporting"},
-					flow{s, "internet", 443, "TCP", false},
+					flow{s, "internet", 443, "TCP", s == "notification"}, // webhooks
 					flow{s, "stranger", 8080, "TCP", false},
 					flow{s, "nats", 8222, "TCP", false},
 					flow{"client", s, grpcPort[s], "TCP", true},

@@ -143,6 +143,11 @@ func For(service string) (Permissions, error) {
 		// Publishes nothing to the log; rebuilds replay with ordered
 		// consumers.
 		pub = append(pub, orderedReader(convStream)...)
+	case "notification":
+		// Publishes nothing to the log; reads its partitions and replays
+		// with ordered consumers, dead-letters to its own DLQ subject.
+		pub = append(pub, orderedReader(convStream)...)
+		pub = append(pub, dlqPrefix+"notification")
 	}
 	own, consumes := durable[service]
 	if consumes {
@@ -151,7 +156,7 @@ func For(service string) (Permissions, error) {
 	}
 	// Ordered consumers have generated names, so their permissions use
 	// wildcards; other services' durable consumers stay out of reach.
-	if service == "tagging" || service == "reporting" || service == "lifecycle" {
+	if service == "tagging" || service == "reporting" || service == "lifecycle" || service == "notification" {
 		for _, s := range Services() {
 			if d, ok := durable[s]; ok && d != own {
 				deny = append(deny, durableConsumer(convStream, d)...)

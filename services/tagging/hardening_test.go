@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-dev/parley/libs/evtest"
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/tenancy"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
 	"github.com/parley-dev/parley/services/tagging"
-	"github.com/parley-dev/parley/services/tagging/internal/evtest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"

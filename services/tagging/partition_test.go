@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/evtest"
 	"github.com/parley-dev/parley/libs/partition"
 	"github.com/parley-dev/parley/libs/partition/partitiontest"
 	"github.com/parley-dev/parley/libs/testsvc"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"github.com/parley-dev/parley/services/tagging"
-	"github.com/parley-dev/parley/services/tagging/internal/evtest"
 	"github.com/parley-dev/parley/services/tagging/internal/store"
 )
 

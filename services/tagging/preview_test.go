@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-dev/parley/libs/evtest"
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/testsvc"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
 	"github.com/parley-dev/parley/services/tagging"
-	"github.com/parley-dev/parley/services/tagging/internal/evtest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"

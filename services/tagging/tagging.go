@@ -22,17 +22,17 @@ import (
 
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/facts"
 	"github.com/parley-dev/parley/libs/httpgw"
 	"github.com/parley-dev/parley/libs/partition"
+	"github.com/parley-dev/parley/libs/rules"
 	"github.com/parley-dev/parley/libs/service"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
 	"github.com/parley-dev/parley/services/tagging/internal/api"
 	"github.com/parley-dev/parley/services/tagging/internal/backfill"
 	"github.com/parley-dev/parley/services/tagging/internal/consumer"
-	"github.com/parley-dev/parley/services/tagging/internal/facts"
 	"github.com/parley-dev/parley/services/tagging/internal/outbox"
 	"github.com/parley-dev/parley/services/tagging/internal/preview"
-	"github.com/parley-dev/parley/services/tagging/internal/rules"
 	"github.com/parley-dev/parley/services/tagging/internal/store"
 )
 

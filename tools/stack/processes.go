@@ -53,6 +53,9 @@ func (s *Stack) serviceEnv(r Replica) []string {
 	case "tagging":
 		env = append(env, "PARLEY_TAGGING_HTTP_ADDR="+r.httpAddr())
 	case "notification":
+		// Demos deliver webhooks to receivers on this machine.
+		env = append(env, "PARLEY_NOTIFICATION_HTTP_ADDR="+r.httpAddr(),
+			"PARLEY_NOTIFICATION_ALLOW_PRIVATE_TARGETS=true", "PARLEY_NOTIFICATION_ALLOW_HTTP=true")
 		// Mail goes to the catcher unless the caller names a server.
 		if os.Getenv("PARLEY_SMTP_HOST") == "" && s.SMTPAddr != "" {
 			host, port, _ := net.SplitHostPort(s.SMTPAddr)

@@ -52,6 +52,8 @@ type Ports struct {
 	SMTP int
 	// TaggingHTTP serves tagging's HTTP/JSON API (PreviewRule).
 	TaggingHTTP int
+	// NotificationHTTP serves notification's HTTP/JSON API.
+	NotificationHTTP int
 }
 
 // Services lists the services in start order.
@@ -61,12 +63,13 @@ var Services = [5]string{"ingest", "lifecycle", "tagging", "reporting", "notific
 func DefaultPorts() Ports {
 	return Ports{
 		NATS: 4222, Postgres: 55432, ClickHouseTCP: 19000, ClickHouseHTTP: 18123,
-		GRPC:          [5]int{7101, 7102, 7103, 7104, 7105},
-		Admin:         [5]int{7201, 7202, 7203, 7204, 7205},
-		IngestHTTP:    7301,
-		ReportingHTTP: 7304,
-		SMTP:          1025,
-		TaggingHTTP:   7303,
+		GRPC:             [5]int{7101, 7102, 7103, 7104, 7105},
+		Admin:            [5]int{7201, 7202, 7203, 7204, 7205},
+		IngestHTTP:       7301,
+		ReportingHTTP:    7304,
+		SMTP:             1025,
+		TaggingHTTP:      7303,
+		NotificationHTTP: 7305,
 	}
 }
 
@@ -183,6 +186,8 @@ func (s *Stack) planReplicas() error {
 				r.HTTP = s.Ports.ReportingHTTP
 			case "tagging":
 				r.HTTP = s.Ports.TaggingHTTP
+			case "notification":
+				r.HTTP = s.Ports.NotificationHTTP
 			}
 			if i > 0 {
 				ports := []*int{&r.GRPC, &r.Admin}
@@ -245,8 +250,8 @@ func (o *Options) fill() error {
 		*p, err = localinfra.FreePort()
 		return err
 	}
-	ps := []*int{&o.Ports.NATS, &o.Ports.Postgres, &o.Ports.ClickHouseTCP, &o.Ports.ClickHouseHTTP, &o.Ports.IngestHTTP, &o.Ports.ReportingHTTP, &o.Ports.SMTP, &o.Ports.TaggingHTTP}
-	ds := []int{def.NATS, def.Postgres, def.ClickHouseTCP, def.ClickHouseHTTP, def.IngestHTTP, def.ReportingHTTP, def.SMTP, def.TaggingHTTP}
+	ps := []*int{&o.Ports.NATS, &o.Ports.Postgres, &o.Ports.ClickHouseTCP, &o.Ports.ClickHouseHTTP, &o.Ports.IngestHTTP, &o.Ports.ReportingHTTP, &o.Ports.SMTP, &o.Ports.TaggingHTTP, &o.Ports.NotificationHTTP}
+	ds := []int{def.NATS, def.Postgres, def.ClickHouseTCP, def.ClickHouseHTTP, def.IngestHTTP, def.ReportingHTTP, def.SMTP, def.TaggingHTTP, def.NotificationHTTP}
 	for i := range 5 {
 		ps = append(ps, &o.Ports.GRPC[i], &o.Ports.Admin[i])
 		ds = append(ds, def.GRPC[i], def.Admin[i])
@@ -452,12 +457,15 @@ func (s *Stack) runReplica(ctx context.Context, tel *telemetry.Telemetry, r Repl
 		cfg.ClickHouse, cfg.HTTPAddr, cfg.ShareBaseURL = ch, r.httpAddr(), s.ReportingHTTPURL()
 		return reporting.Run(ctx, cfg)
 	default:
-		// Mail: PARLEY_SMTP_HOST and PARLEY_SMTP_PORT default to the
-		// catcher's default address (Ports.SMTP, 1025); once
-		// notification.Config carries its mail settings, set them from
-		// s.SMTPAddr here so that free ports work too (as serviceEnv does).
-		cfg := notification.Config{}
+		cfg, err := service.Load[notification.Config]("notification")
+		if err != nil {
+			return err
+		}
 		common(&cfg.Config)
+		member(&cfg.Member)
+		cfg.HTTPAddr = r.httpAddr()
+		// Demos deliver webhooks to receivers on this machine.
+		cfg.AllowPrivateTargets, cfg.AllowHTTP = true, true
 		return notification.Run(ctx, cfg)
 	}
 }

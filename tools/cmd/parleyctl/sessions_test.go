@@ -76,7 +76,7 @@ func TestSessionsCommands(t *testing.T) {
 		// idleness from the later of the two).
 		env := &eventv1.Envelope{EventId: eventbus.NewEventID(), TenantId: "acme", ConversationId: conv, OccurredAt: timestamppb.New(now.Add(-idle)),
 			RecordedAt: timestamppb.New(now.Add(-idle)),
-			Payload: &eventv1.Envelope_ConversationStarted{ConversationStarted: &eventv1.ConversationStarted{Channel: eventv1.Channel_CHANNEL_WHATSAPP}}}
+			Payload:    &eventv1.Envelope_ConversationStarted{ConversationStarted: &eventv1.ConversationStarted{Channel: eventv1.Channel_CHANNEL_WHATSAPP}}}
 		if _, err := bus.Publish(ctx, env); err != nil {
 			t.Fatal(err)
 		}

@@ -25,23 +25,394 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Subscription routes events to an email address or webhook URL.
+// AlertRule fires when the count of matching events in the last
+// window_seconds crosses threshold, and resolves when it crosses back;
+// both are delivered to the subscriptions with alerts set.
+type AlertRule struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	AlertId string                 `protobuf:"bytes,1,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	Name    string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The event kind counted, e.g. "issue_detected", "conversation_started".
+	EventKind string `protobuf:"bytes,3,opt,name=event_kind,json=eventKind,proto3" json:"event_kind,omitempty"`
+	// Optional CEL condition (the subscriptions' dialect) an event must meet
+	// to count.
+	Condition string `protobuf:"bytes,4,opt,name=condition,proto3" json:"condition,omitempty"`
+	// The sliding window: a multiple of 60, from 60 to 86400 seconds.
+	WindowSeconds uint32 `protobuf:"varint,5,opt,name=window_seconds,json=windowSeconds,proto3" json:"window_seconds,omitempty"`
+	Threshold     uint64 `protobuf:"varint,6,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// "above": fires while count >= threshold; "below": fires while count <
+	// threshold (e.g. no conversations for a bot in 30 minutes), once a
+	// whole window has passed since the rule was created.
+	Comparison string `protobuf:"bytes,7,opt,name=comparison,proto3" json:"comparison,omitempty"`
+	// "ok" or "firing".
+	State string `protobuf:"bytes,8,opt,name=state,proto3" json:"state,omitempty"`
+	// The count at the last evaluation.
+	Count         uint64                 `protobuf:"varint,9,opt,name=count,proto3" json:"count,omitempty"`
+	ChangedAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=changed_at,json=changedAt,proto3" json:"changed_at,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlertRule) Reset() {
+	*x = AlertRule{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlertRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlertRule) ProtoMessage() {}
+
+func (x *AlertRule) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlertRule.ProtoReflect.Descriptor instead.
+func (*AlertRule) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AlertRule) GetAlertId() string {
+	if x != nil {
+		return x.AlertId
+	}
+	return ""
+}
+
+func (x *AlertRule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AlertRule) GetEventKind() string {
+	if x != nil {
+		return x.EventKind
+	}
+	return ""
+}
+
+func (x *AlertRule) GetCondition() string {
+	if x != nil {
+		return x.Condition
+	}
+	return ""
+}
+
+func (x *AlertRule) GetWindowSeconds() uint32 {
+	if x != nil {
+		return x.WindowSeconds
+	}
+	return 0
+}
+
+func (x *AlertRule) GetThreshold() uint64 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
+func (x *AlertRule) GetComparison() string {
+	if x != nil {
+		return x.Comparison
+	}
+	return ""
+}
+
+func (x *AlertRule) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *AlertRule) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *AlertRule) GetChangedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ChangedAt
+	}
+	return nil
+}
+
+func (x *AlertRule) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+// CreateAlertRuleRequest creates an alert rule.
+type CreateAlertRuleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rule          *AlertRule             `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAlertRuleRequest) Reset() {
+	*x = CreateAlertRuleRequest{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAlertRuleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAlertRuleRequest) ProtoMessage() {}
+
+func (x *CreateAlertRuleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAlertRuleRequest.ProtoReflect.Descriptor instead.
+func (*CreateAlertRuleRequest) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CreateAlertRuleRequest) GetRule() *AlertRule {
+	if x != nil {
+		return x.Rule
+	}
+	return nil
+}
+
+// ListAlertRulesRequest lists alert rules.
+type ListAlertRulesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAlertRulesRequest) Reset() {
+	*x = ListAlertRulesRequest{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAlertRulesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAlertRulesRequest) ProtoMessage() {}
+
+func (x *ListAlertRulesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAlertRulesRequest.ProtoReflect.Descriptor instead.
+func (*ListAlertRulesRequest) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{2}
+}
+
+// ListAlertRulesResponse holds alert rules.
+type ListAlertRulesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rules         []*AlertRule           `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAlertRulesResponse) Reset() {
+	*x = ListAlertRulesResponse{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAlertRulesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAlertRulesResponse) ProtoMessage() {}
+
+func (x *ListAlertRulesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAlertRulesResponse.ProtoReflect.Descriptor instead.
+func (*ListAlertRulesResponse) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListAlertRulesResponse) GetRules() []*AlertRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+// DeleteAlertRuleRequest deletes an alert rule.
+type DeleteAlertRuleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AlertId       string                 `protobuf:"bytes,1,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAlertRuleRequest) Reset() {
+	*x = DeleteAlertRuleRequest{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAlertRuleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAlertRuleRequest) ProtoMessage() {}
+
+func (x *DeleteAlertRuleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAlertRuleRequest.ProtoReflect.Descriptor instead.
+func (*DeleteAlertRuleRequest) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DeleteAlertRuleRequest) GetAlertId() string {
+	if x != nil {
+		return x.AlertId
+	}
+	return ""
+}
+
+// DeleteAlertRuleResponse is empty.
+type DeleteAlertRuleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAlertRuleResponse) Reset() {
+	*x = DeleteAlertRuleResponse{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAlertRuleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAlertRuleResponse) ProtoMessage() {}
+
+func (x *DeleteAlertRuleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAlertRuleResponse.ProtoReflect.Descriptor instead.
+func (*DeleteAlertRuleResponse) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{5}
+}
+
+// Subscription routes events to a webhook URL or email addresses.
 type Subscription struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	SubscriptionId string                 `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
-	// "email" or "webhook".
-	Kind   string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// "webhook" or "email".
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The webhook URL (kind "webhook").
 	Target string `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
-	// Event kinds, e.g. "conversation_ended", "issue_detected".
-	EventKinds    []string               `protobuf:"bytes,4,rep,name=event_kinds,json=eventKinds,proto3" json:"event_kinds,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Event kinds, e.g. "conversation_ended", "issue_detected"; empty: every
+	// kind.
+	EventKinds []string               `protobuf:"bytes,4,rep,name=event_kinds,json=eventKinds,proto3" json:"event_kinds,omitempty"`
+	CreatedAt  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	Name       string                 `protobuf:"bytes,6,opt,name=name,proto3" json:"name,omitempty"`
+	// Optional CEL condition over `event` and `conversation` (the tagging
+	// rules' dialect), e.g. `conversation.channel == "whatsapp"`.
+	Condition string `protobuf:"bytes,7,opt,name=condition,proto3" json:"condition,omitempty"`
+	// Recipients (kind "email").
+	Emails []string `protobuf:"bytes,8,rep,name=emails,proto3" json:"emails,omitempty"`
+	// Who is told when the endpoint is disabled.
+	OwnerEmail string `protobuf:"bytes,9,opt,name=owner_email,json=ownerEmail,proto3" json:"owner_email,omitempty"`
+	// "active", "paused" or "disabled".
+	State string `protobuf:"bytes,10,opt,name=state,proto3" json:"state,omitempty"`
+	// Why it was disabled (410 Gone, failing since ...).
+	DisabledReason string                 `protobuf:"bytes,11,opt,name=disabled_reason,json=disabledReason,proto3" json:"disabled_reason,omitempty"`
+	DisabledAt     *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=disabled_at,json=disabledAt,proto3" json:"disabled_at,omitempty"`
+	// Since when every attempt failed (unset while the endpoint succeeds).
+	FailingSince *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=failing_since,json=failingSince,proto3" json:"failing_since,omitempty"`
+	UpdatedAt    *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// The signing secret (whsec_...): only in the answers of
+	// CreateSubscription.
+	Secret string `protobuf:"bytes,15,opt,name=secret,proto3" json:"secret,omitempty"`
+	// Also deliver the tenant's alert notifications (firing and resolved).
+	Alerts bool `protobuf:"varint,16,opt,name=alerts,proto3" json:"alerts,omitempty"`
+	// Email subscriptions: a conversation_ended email carries the
+	// conversation's transcript (an automatic transcript on conversation end).
+	Transcript    bool `protobuf:"varint,17,opt,name=transcript,proto3" json:"transcript,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Subscription) Reset() {
 	*x = Subscription{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[0]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -53,7 +424,7 @@ func (x *Subscription) String() string {
 func (*Subscription) ProtoMessage() {}
 
 func (x *Subscription) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[0]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -66,7 +437,7 @@ func (x *Subscription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscription.ProtoReflect.Descriptor instead.
 func (*Subscription) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{0}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Subscription) GetSubscriptionId() string {
@@ -104,6 +475,90 @@ func (x *Subscription) GetCreatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Subscription) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Subscription) GetCondition() string {
+	if x != nil {
+		return x.Condition
+	}
+	return ""
+}
+
+func (x *Subscription) GetEmails() []string {
+	if x != nil {
+		return x.Emails
+	}
+	return nil
+}
+
+func (x *Subscription) GetOwnerEmail() string {
+	if x != nil {
+		return x.OwnerEmail
+	}
+	return ""
+}
+
+func (x *Subscription) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Subscription) GetDisabledReason() string {
+	if x != nil {
+		return x.DisabledReason
+	}
+	return ""
+}
+
+func (x *Subscription) GetDisabledAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DisabledAt
+	}
+	return nil
+}
+
+func (x *Subscription) GetFailingSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FailingSince
+	}
+	return nil
+}
+
+func (x *Subscription) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *Subscription) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *Subscription) GetAlerts() bool {
+	if x != nil {
+		return x.Alerts
+	}
+	return false
+}
+
+func (x *Subscription) GetTranscript() bool {
+	if x != nil {
+		return x.Transcript
+	}
+	return false
+}
+
 // CreateSubscriptionRequest creates a subscription.
 type CreateSubscriptionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -114,7 +569,7 @@ type CreateSubscriptionRequest struct {
 
 func (x *CreateSubscriptionRequest) Reset() {
 	*x = CreateSubscriptionRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[1]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -126,7 +581,7 @@ func (x *CreateSubscriptionRequest) String() string {
 func (*CreateSubscriptionRequest) ProtoMessage() {}
 
 func (x *CreateSubscriptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[1]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -139,7 +594,7 @@ func (x *CreateSubscriptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSubscriptionRequest.ProtoReflect.Descriptor instead.
 func (*CreateSubscriptionRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{1}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateSubscriptionRequest) GetSubscription() *Subscription {
@@ -147,6 +602,187 @@ func (x *CreateSubscriptionRequest) GetSubscription() *Subscription {
 		return x.Subscription
 	}
 	return nil
+}
+
+// GetSubscriptionRequest names a subscription.
+type GetSubscriptionRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	SubscriptionId string                 `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GetSubscriptionRequest) Reset() {
+	*x = GetSubscriptionRequest{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSubscriptionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSubscriptionRequest) ProtoMessage() {}
+
+func (x *GetSubscriptionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSubscriptionRequest.ProtoReflect.Descriptor instead.
+func (*GetSubscriptionRequest) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetSubscriptionRequest) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+// UpdateSubscriptionRequest replaces a subscription's settings (its
+// subscription_id names it; kind, state and secret are not changed here).
+type UpdateSubscriptionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Subscription  *Subscription          `protobuf:"bytes,1,opt,name=subscription,proto3" json:"subscription,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSubscriptionRequest) Reset() {
+	*x = UpdateSubscriptionRequest{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSubscriptionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSubscriptionRequest) ProtoMessage() {}
+
+func (x *UpdateSubscriptionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSubscriptionRequest.ProtoReflect.Descriptor instead.
+func (*UpdateSubscriptionRequest) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *UpdateSubscriptionRequest) GetSubscription() *Subscription {
+	if x != nil {
+		return x.Subscription
+	}
+	return nil
+}
+
+// PauseSubscriptionRequest names a subscription.
+type PauseSubscriptionRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	SubscriptionId string                 `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PauseSubscriptionRequest) Reset() {
+	*x = PauseSubscriptionRequest{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseSubscriptionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseSubscriptionRequest) ProtoMessage() {}
+
+func (x *PauseSubscriptionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseSubscriptionRequest.ProtoReflect.Descriptor instead.
+func (*PauseSubscriptionRequest) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PauseSubscriptionRequest) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+// ResumeSubscriptionRequest names a subscription.
+type ResumeSubscriptionRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	SubscriptionId string                 `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ResumeSubscriptionRequest) Reset() {
+	*x = ResumeSubscriptionRequest{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeSubscriptionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeSubscriptionRequest) ProtoMessage() {}
+
+func (x *ResumeSubscriptionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeSubscriptionRequest.ProtoReflect.Descriptor instead.
+func (*ResumeSubscriptionRequest) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ResumeSubscriptionRequest) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
 }
 
 // ListSubscriptionsRequest lists subscriptions.
@@ -158,7 +794,7 @@ type ListSubscriptionsRequest struct {
 
 func (x *ListSubscriptionsRequest) Reset() {
 	*x = ListSubscriptionsRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[2]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -170,7 +806,7 @@ func (x *ListSubscriptionsRequest) String() string {
 func (*ListSubscriptionsRequest) ProtoMessage() {}
 
 func (x *ListSubscriptionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[2]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -183,7 +819,7 @@ func (x *ListSubscriptionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSubscriptionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSubscriptionsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{2}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{12}
 }
 
 // ListSubscriptionsResponse holds subscriptions.
@@ -196,7 +832,7 @@ type ListSubscriptionsResponse struct {
 
 func (x *ListSubscriptionsResponse) Reset() {
 	*x = ListSubscriptionsResponse{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[3]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -208,7 +844,7 @@ func (x *ListSubscriptionsResponse) String() string {
 func (*ListSubscriptionsResponse) ProtoMessage() {}
 
 func (x *ListSubscriptionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[3]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -221,7 +857,7 @@ func (x *ListSubscriptionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSubscriptionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSubscriptionsResponse) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{3}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListSubscriptionsResponse) GetSubscriptions() []*Subscription {
@@ -241,7 +877,7 @@ type DeleteSubscriptionRequest struct {
 
 func (x *DeleteSubscriptionRequest) Reset() {
 	*x = DeleteSubscriptionRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[4]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -253,7 +889,7 @@ func (x *DeleteSubscriptionRequest) String() string {
 func (*DeleteSubscriptionRequest) ProtoMessage() {}
 
 func (x *DeleteSubscriptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[4]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -266,7 +902,7 @@ func (x *DeleteSubscriptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSubscriptionRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSubscriptionRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{4}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteSubscriptionRequest) GetSubscriptionId() string {
@@ -285,7 +921,7 @@ type DeleteSubscriptionResponse struct {
 
 func (x *DeleteSubscriptionResponse) Reset() {
 	*x = DeleteSubscriptionResponse{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[5]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -297,7 +933,7 @@ func (x *DeleteSubscriptionResponse) String() string {
 func (*DeleteSubscriptionResponse) ProtoMessage() {}
 
 func (x *DeleteSubscriptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[5]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -310,7 +946,160 @@ func (x *DeleteSubscriptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSubscriptionResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSubscriptionResponse) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{5}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{15}
+}
+
+// SendTestEventRequest names a subscription.
+type SendTestEventRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	SubscriptionId string                 `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SendTestEventRequest) Reset() {
+	*x = SendTestEventRequest{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendTestEventRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendTestEventRequest) ProtoMessage() {}
+
+func (x *SendTestEventRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendTestEventRequest.ProtoReflect.Descriptor instead.
+func (*SendTestEventRequest) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SendTestEventRequest) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+// RotateSecretRequest rotates a webhook's signing secret.
+type RotateSecretRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	SubscriptionId string                 `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	// How long the previous secret still signs (a second signature in
+	// webhook-signature); 0: 24 hours; at most 7 days.
+	PreviousValidSeconds uint32 `protobuf:"varint,2,opt,name=previous_valid_seconds,json=previousValidSeconds,proto3" json:"previous_valid_seconds,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *RotateSecretRequest) Reset() {
+	*x = RotateSecretRequest{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateSecretRequest) ProtoMessage() {}
+
+func (x *RotateSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateSecretRequest.ProtoReflect.Descriptor instead.
+func (*RotateSecretRequest) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RotateSecretRequest) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+func (x *RotateSecretRequest) GetPreviousValidSeconds() uint32 {
+	if x != nil {
+		return x.PreviousValidSeconds
+	}
+	return 0
+}
+
+// RotateSecretResponse holds the new secret.
+type RotateSecretResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Secret            string                 `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	PreviousExpiresAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=previous_expires_at,json=previousExpiresAt,proto3" json:"previous_expires_at,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *RotateSecretResponse) Reset() {
+	*x = RotateSecretResponse{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateSecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateSecretResponse) ProtoMessage() {}
+
+func (x *RotateSecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateSecretResponse.ProtoReflect.Descriptor instead.
+func (*RotateSecretResponse) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RotateSecretResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *RotateSecretResponse) GetPreviousExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PreviousExpiresAt
+	}
+	return nil
 }
 
 // SendTranscriptRequest emails one conversation's transcript.
@@ -324,7 +1113,7 @@ type SendTranscriptRequest struct {
 
 func (x *SendTranscriptRequest) Reset() {
 	*x = SendTranscriptRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[6]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -336,7 +1125,7 @@ func (x *SendTranscriptRequest) String() string {
 func (*SendTranscriptRequest) ProtoMessage() {}
 
 func (x *SendTranscriptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[6]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -349,7 +1138,7 @@ func (x *SendTranscriptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendTranscriptRequest.ProtoReflect.Descriptor instead.
 func (*SendTranscriptRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{6}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SendTranscriptRequest) GetConversationId() string {
@@ -366,25 +1155,35 @@ func (x *SendTranscriptRequest) GetEmail() string {
 	return ""
 }
 
-// Delivery is one attempt to notify someone.
+// Delivery is one event (or transcript) to send to one subscription; its
+// delivery_id is the webhook-id, stable per (subscription, event).
 type Delivery struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	DeliveryId     string                 `protobuf:"bytes,1,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
 	SubscriptionId string                 `protobuf:"bytes,2,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
-	Kind           string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
-	Target         string                 `protobuf:"bytes,4,opt,name=target,proto3" json:"target,omitempty"`
-	// "pending", "sent", "failed".
-	State         string                 `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
-	Attempts      uint32                 `protobuf:"varint,6,opt,name=attempts,proto3" json:"attempts,omitempty"`
-	LastError     string                 `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// "webhook" or "email".
+	Kind   string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Target string `protobuf:"bytes,4,opt,name=target,proto3" json:"target,omitempty"`
+	// "pending", "delivered" or "failed" (retries exhausted).
+	State          string                 `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	Attempts       uint32                 `protobuf:"varint,6,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	LastError      string                 `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	CreatedAt      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	EventId        string                 `protobuf:"bytes,9,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	EventKind      string                 `protobuf:"bytes,10,opt,name=event_kind,json=eventKind,proto3" json:"event_kind,omitempty"`
+	ConversationId string                 `protobuf:"bytes,11,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The event's sequence in PARLEY_CONV (0 for test events and transcripts).
+	StreamSeq      uint64                 `protobuf:"varint,12,opt,name=stream_seq,json=streamSeq,proto3" json:"stream_seq,omitempty"`
+	LastStatusCode uint32                 `protobuf:"varint,13,opt,name=last_status_code,json=lastStatusCode,proto3" json:"last_status_code,omitempty"`
+	NextAttemptAt  *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=next_attempt_at,json=nextAttemptAt,proto3" json:"next_attempt_at,omitempty"`
+	DeliveredAt    *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=delivered_at,json=deliveredAt,proto3" json:"delivered_at,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[7]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +1195,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[7]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +1208,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{7}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Delivery) GetDeliveryId() string {
@@ -468,17 +1267,164 @@ func (x *Delivery) GetCreatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Delivery) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *Delivery) GetEventKind() string {
+	if x != nil {
+		return x.EventKind
+	}
+	return ""
+}
+
+func (x *Delivery) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *Delivery) GetStreamSeq() uint64 {
+	if x != nil {
+		return x.StreamSeq
+	}
+	return 0
+}
+
+func (x *Delivery) GetLastStatusCode() uint32 {
+	if x != nil {
+		return x.LastStatusCode
+	}
+	return 0
+}
+
+func (x *Delivery) GetNextAttemptAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptAt
+	}
+	return nil
+}
+
+func (x *Delivery) GetDeliveredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeliveredAt
+	}
+	return nil
+}
+
+// Attempt is one try of a delivery.
+type Attempt struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	DeliveryId     string                 `protobuf:"bytes,1,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	SubscriptionId string                 `protobuf:"bytes,2,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	AttemptedAt    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=attempted_at,json=attemptedAt,proto3" json:"attempted_at,omitempty"`
+	// The HTTP status (0: no response).
+	StatusCode uint32 `protobuf:"varint,4,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"`
+	LatencyMs  uint32 `protobuf:"varint,5,opt,name=latency_ms,json=latencyMs,proto3" json:"latency_ms,omitempty"`
+	// Why it failed (empty on success).
+	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	Success       bool   `protobuf:"varint,7,opt,name=success,proto3" json:"success,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Attempt) Reset() {
+	*x = Attempt{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Attempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Attempt) ProtoMessage() {}
+
+func (x *Attempt) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
+func (*Attempt) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Attempt) GetDeliveryId() string {
+	if x != nil {
+		return x.DeliveryId
+	}
+	return ""
+}
+
+func (x *Attempt) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+func (x *Attempt) GetAttemptedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AttemptedAt
+	}
+	return nil
+}
+
+func (x *Attempt) GetStatusCode() uint32 {
+	if x != nil {
+		return x.StatusCode
+	}
+	return 0
+}
+
+func (x *Attempt) GetLatencyMs() uint32 {
+	if x != nil {
+		return x.LatencyMs
+	}
+	return 0
+}
+
+func (x *Attempt) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Attempt) GetSuccess() bool {
+	if x != nil {
+		return x.Success
+	}
+	return false
+}
+
 // ListDeliveriesRequest reads the delivery log.
 type ListDeliveriesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Limit         uint32                 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Limit          uint32                 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	SubscriptionId string                 `protobuf:"bytes,2,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	// Optional: "pending", "delivered" or "failed".
+	State         string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListDeliveriesRequest) Reset() {
 	*x = ListDeliveriesRequest{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[8]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -490,7 +1436,7 @@ func (x *ListDeliveriesRequest) String() string {
 func (*ListDeliveriesRequest) ProtoMessage() {}
 
 func (x *ListDeliveriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[8]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -503,7 +1449,7 @@ func (x *ListDeliveriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeliveriesRequest.ProtoReflect.Descriptor instead.
 func (*ListDeliveriesRequest) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{8}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListDeliveriesRequest) GetLimit() uint32 {
@@ -511,6 +1457,20 @@ func (x *ListDeliveriesRequest) GetLimit() uint32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *ListDeliveriesRequest) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+func (x *ListDeliveriesRequest) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
 }
 
 // ListDeliveriesResponse holds deliveries.
@@ -523,7 +1483,7 @@ type ListDeliveriesResponse struct {
 
 func (x *ListDeliveriesResponse) Reset() {
 	*x = ListDeliveriesResponse{}
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[9]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +1495,7 @@ func (x *ListDeliveriesResponse) String() string {
 func (*ListDeliveriesResponse) ProtoMessage() {}
 
 func (x *ListDeliveriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_notification_v1_notification_proto_msgTypes[9]
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +1508,7 @@ func (x *ListDeliveriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeliveriesResponse.ProtoReflect.Descriptor instead.
 func (*ListDeliveriesResponse) Descriptor() ([]byte, []int) {
-	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{9}
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListDeliveriesResponse) GetDeliveries() []*Delivery {
@@ -558,11 +1518,336 @@ func (x *ListDeliveriesResponse) GetDeliveries() []*Delivery {
 	return nil
 }
 
+// ListAttemptsRequest reads attempts.
+type ListAttemptsRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	SubscriptionId string                 `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	// Optional: only this delivery's attempts.
+	DeliveryId    string `protobuf:"bytes,2,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAttemptsRequest) Reset() {
+	*x = ListAttemptsRequest{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAttemptsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAttemptsRequest) ProtoMessage() {}
+
+func (x *ListAttemptsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAttemptsRequest.ProtoReflect.Descriptor instead.
+func (*ListAttemptsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListAttemptsRequest) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+func (x *ListAttemptsRequest) GetDeliveryId() string {
+	if x != nil {
+		return x.DeliveryId
+	}
+	return ""
+}
+
+func (x *ListAttemptsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// ListAttemptsResponse holds attempts.
+type ListAttemptsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Attempts      []*Attempt             `protobuf:"bytes,1,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAttemptsResponse) Reset() {
+	*x = ListAttemptsResponse{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAttemptsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAttemptsResponse) ProtoMessage() {}
+
+func (x *ListAttemptsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAttemptsResponse.ProtoReflect.Descriptor instead.
+func (*ListAttemptsResponse) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListAttemptsResponse) GetAttempts() []*Attempt {
+	if x != nil {
+		return x.Attempts
+	}
+	return nil
+}
+
+// ReplayDeliveryRequest names a delivery.
+type ReplayDeliveryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeliveryId    string                 `protobuf:"bytes,1,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayDeliveryRequest) Reset() {
+	*x = ReplayDeliveryRequest{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeliveryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeliveryRequest) ProtoMessage() {}
+
+func (x *ReplayDeliveryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeliveryRequest.ProtoReflect.Descriptor instead.
+func (*ReplayDeliveryRequest) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ReplayDeliveryRequest) GetDeliveryId() string {
+	if x != nil {
+		return x.DeliveryId
+	}
+	return ""
+}
+
+// ReplayEventsRequest replays the log for one subscription.
+type ReplayEventsRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	SubscriptionId string                 `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	// Types that are valid to be assigned to From:
+	//
+	//	*ReplayEventsRequest_FromSequence
+	//	*ReplayEventsRequest_FromTime
+	From          isReplayEventsRequest_From `protobuf_oneof:"from"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayEventsRequest) Reset() {
+	*x = ReplayEventsRequest{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayEventsRequest) ProtoMessage() {}
+
+func (x *ReplayEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayEventsRequest.ProtoReflect.Descriptor instead.
+func (*ReplayEventsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ReplayEventsRequest) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+func (x *ReplayEventsRequest) GetFrom() isReplayEventsRequest_From {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *ReplayEventsRequest) GetFromSequence() uint64 {
+	if x != nil {
+		if x, ok := x.From.(*ReplayEventsRequest_FromSequence); ok {
+			return x.FromSequence
+		}
+	}
+	return 0
+}
+
+func (x *ReplayEventsRequest) GetFromTime() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.From.(*ReplayEventsRequest_FromTime); ok {
+			return x.FromTime
+		}
+	}
+	return nil
+}
+
+type isReplayEventsRequest_From interface {
+	isReplayEventsRequest_From()
+}
+
+type ReplayEventsRequest_FromSequence struct {
+	// The first stream sequence to replay.
+	FromSequence uint64 `protobuf:"varint,2,opt,name=from_sequence,json=fromSequence,proto3,oneof"`
+}
+
+type ReplayEventsRequest_FromTime struct {
+	// The earliest time (the event's recorded_at) to replay.
+	FromTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=from_time,json=fromTime,proto3,oneof"`
+}
+
+func (*ReplayEventsRequest_FromSequence) isReplayEventsRequest_From() {}
+
+func (*ReplayEventsRequest_FromTime) isReplayEventsRequest_From() {}
+
+// ReplayEventsResponse tells how many deliveries were queued again.
+type ReplayEventsResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Enqueued uint32                 `protobuf:"varint,1,opt,name=enqueued,proto3" json:"enqueued,omitempty"`
+	// The last stream sequence read.
+	LastSequence  uint64 `protobuf:"varint,2,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayEventsResponse) Reset() {
+	*x = ReplayEventsResponse{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayEventsResponse) ProtoMessage() {}
+
+func (x *ReplayEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayEventsResponse.ProtoReflect.Descriptor instead.
+func (*ReplayEventsResponse) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ReplayEventsResponse) GetEnqueued() uint32 {
+	if x != nil {
+		return x.Enqueued
+	}
+	return 0
+}
+
+func (x *ReplayEventsResponse) GetLastSequence() uint64 {
+	if x != nil {
+		return x.LastSequence
+	}
+	return 0
+}
+
 var File_parley_notification_v1_notification_proto protoreflect.FileDescriptor
 
 const file_parley_notification_v1_notification_proto_rawDesc = "" +
 	"\n" +
-	")parley/notification/v1/notification.proto\x12\x16parley.notification.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\x01\n" +
+	")parley/notification/v1/notification.proto\x12\x16parley.notification.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x02\n" +
+	"\tAlertRule\x12\x19\n" +
+	"\balert_id\x18\x01 \x01(\tR\aalertId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"event_kind\x18\x03 \x01(\tR\teventKind\x12\x1c\n" +
+	"\tcondition\x18\x04 \x01(\tR\tcondition\x12%\n" +
+	"\x0ewindow_seconds\x18\x05 \x01(\rR\rwindowSeconds\x12\x1c\n" +
+	"\tthreshold\x18\x06 \x01(\x04R\tthreshold\x12\x1e\n" +
+	"\n" +
+	"comparison\x18\a \x01(\tR\n" +
+	"comparison\x12\x14\n" +
+	"\x05state\x18\b \x01(\tR\x05state\x12\x14\n" +
+	"\x05count\x18\t \x01(\x04R\x05count\x129\n" +
+	"\n" +
+	"changed_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tchangedAt\x129\n" +
+	"\n" +
+	"created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"O\n" +
+	"\x16CreateAlertRuleRequest\x125\n" +
+	"\x04rule\x18\x01 \x01(\v2!.parley.notification.v1.AlertRuleR\x04rule\"\x17\n" +
+	"\x15ListAlertRulesRequest\"Q\n" +
+	"\x16ListAlertRulesResponse\x127\n" +
+	"\x05rules\x18\x01 \x03(\v2!.parley.notification.v1.AlertRuleR\x05rules\"3\n" +
+	"\x16DeleteAlertRuleRequest\x12\x19\n" +
+	"\balert_id\x18\x01 \x01(\tR\aalertId\"\x19\n" +
+	"\x17DeleteAlertRuleResponse\"\xf2\x04\n" +
 	"\fSubscription\x12'\n" +
 	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
@@ -570,18 +1855,52 @@ const file_parley_notification_v1_notification_proto_rawDesc = "" +
 	"\vevent_kinds\x18\x04 \x03(\tR\n" +
 	"eventKinds\x129\n" +
 	"\n" +
-	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"e\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x12\n" +
+	"\x04name\x18\x06 \x01(\tR\x04name\x12\x1c\n" +
+	"\tcondition\x18\a \x01(\tR\tcondition\x12\x16\n" +
+	"\x06emails\x18\b \x03(\tR\x06emails\x12\x1f\n" +
+	"\vowner_email\x18\t \x01(\tR\n" +
+	"ownerEmail\x12\x14\n" +
+	"\x05state\x18\n" +
+	" \x01(\tR\x05state\x12'\n" +
+	"\x0fdisabled_reason\x18\v \x01(\tR\x0edisabledReason\x12;\n" +
+	"\vdisabled_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"disabledAt\x12?\n" +
+	"\rfailing_since\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\ffailingSince\x129\n" +
+	"\n" +
+	"updated_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x16\n" +
+	"\x06secret\x18\x0f \x01(\tR\x06secret\x12\x16\n" +
+	"\x06alerts\x18\x10 \x01(\bR\x06alerts\x12\x1e\n" +
+	"\n" +
+	"transcript\x18\x11 \x01(\bR\n" +
+	"transcript\"e\n" +
 	"\x19CreateSubscriptionRequest\x12H\n" +
-	"\fsubscription\x18\x01 \x01(\v2$.parley.notification.v1.SubscriptionR\fsubscription\"\x1a\n" +
+	"\fsubscription\x18\x01 \x01(\v2$.parley.notification.v1.SubscriptionR\fsubscription\"A\n" +
+	"\x16GetSubscriptionRequest\x12'\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\"e\n" +
+	"\x19UpdateSubscriptionRequest\x12H\n" +
+	"\fsubscription\x18\x01 \x01(\v2$.parley.notification.v1.SubscriptionR\fsubscription\"C\n" +
+	"\x18PauseSubscriptionRequest\x12'\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\"D\n" +
+	"\x19ResumeSubscriptionRequest\x12'\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\"\x1a\n" +
 	"\x18ListSubscriptionsRequest\"g\n" +
 	"\x19ListSubscriptionsResponse\x12J\n" +
 	"\rsubscriptions\x18\x01 \x03(\v2$.parley.notification.v1.SubscriptionR\rsubscriptions\"D\n" +
 	"\x19DeleteSubscriptionRequest\x12'\n" +
 	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\"\x1c\n" +
-	"\x1aDeleteSubscriptionResponse\"V\n" +
+	"\x1aDeleteSubscriptionResponse\"?\n" +
+	"\x14SendTestEventRequest\x12'\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\"t\n" +
+	"\x13RotateSecretRequest\x12'\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x124\n" +
+	"\x16previous_valid_seconds\x18\x02 \x01(\rR\x14previousValidSeconds\"z\n" +
+	"\x14RotateSecretResponse\x12\x16\n" +
+	"\x06secret\x18\x01 \x01(\tR\x06secret\x12J\n" +
+	"\x13previous_expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x11previousExpiresAt\"V\n" +
 	"\x15SendTranscriptRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x14\n" +
-	"\x05email\x18\x02 \x01(\tR\x05email\"\x8c\x02\n" +
+	"\x05email\x18\x02 \x01(\tR\x05email\"\xbb\x04\n" +
 	"\bDelivery\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x12'\n" +
@@ -593,19 +1912,72 @@ const file_parley_notification_v1_notification_proto_rawDesc = "" +
 	"\n" +
 	"last_error\x18\a \x01(\tR\tlastError\x129\n" +
 	"\n" +
-	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"-\n" +
+	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x19\n" +
+	"\bevent_id\x18\t \x01(\tR\aeventId\x12\x1d\n" +
+	"\n" +
+	"event_kind\x18\n" +
+	" \x01(\tR\teventKind\x12'\n" +
+	"\x0fconversation_id\x18\v \x01(\tR\x0econversationId\x12\x1d\n" +
+	"\n" +
+	"stream_seq\x18\f \x01(\x04R\tstreamSeq\x12(\n" +
+	"\x10last_status_code\x18\r \x01(\rR\x0elastStatusCode\x12B\n" +
+	"\x0fnext_attempt_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\x12=\n" +
+	"\fdelivered_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\vdeliveredAt\"\x82\x02\n" +
+	"\aAttempt\x12\x1f\n" +
+	"\vdelivery_id\x18\x01 \x01(\tR\n" +
+	"deliveryId\x12'\n" +
+	"\x0fsubscription_id\x18\x02 \x01(\tR\x0esubscriptionId\x12=\n" +
+	"\fattempted_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vattemptedAt\x12\x1f\n" +
+	"\vstatus_code\x18\x04 \x01(\rR\n" +
+	"statusCode\x12\x1d\n" +
+	"\n" +
+	"latency_ms\x18\x05 \x01(\rR\tlatencyMs\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12\x18\n" +
+	"\asuccess\x18\a \x01(\bR\asuccess\"l\n" +
 	"\x15ListDeliveriesRequest\x12\x14\n" +
-	"\x05limit\x18\x01 \x01(\rR\x05limit\"Z\n" +
+	"\x05limit\x18\x01 \x01(\rR\x05limit\x12'\n" +
+	"\x0fsubscription_id\x18\x02 \x01(\tR\x0esubscriptionId\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\"Z\n" +
 	"\x16ListDeliveriesResponse\x12@\n" +
 	"\n" +
 	"deliveries\x18\x01 \x03(\v2 .parley.notification.v1.DeliveryR\n" +
-	"deliveries2\xcf\x04\n" +
+	"deliveries\"u\n" +
+	"\x13ListAttemptsRequest\x12'\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12\x1f\n" +
+	"\vdelivery_id\x18\x02 \x01(\tR\n" +
+	"deliveryId\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"S\n" +
+	"\x14ListAttemptsResponse\x12;\n" +
+	"\battempts\x18\x01 \x03(\v2\x1f.parley.notification.v1.AttemptR\battempts\"8\n" +
+	"\x15ReplayDeliveryRequest\x12\x1f\n" +
+	"\vdelivery_id\x18\x01 \x01(\tR\n" +
+	"deliveryId\"\xa8\x01\n" +
+	"\x13ReplayEventsRequest\x12'\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12%\n" +
+	"\rfrom_sequence\x18\x02 \x01(\x04H\x00R\ffromSequence\x129\n" +
+	"\tfrom_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\bfromTimeB\x06\n" +
+	"\x04from\"W\n" +
+	"\x14ReplayEventsResponse\x12\x1a\n" +
+	"\benqueued\x18\x01 \x01(\rR\benqueued\x12#\n" +
+	"\rlast_sequence\x18\x02 \x01(\x04R\flastSequence2\xd3\x0e\n" +
 	"\x13NotificationService\x12m\n" +
-	"\x12CreateSubscription\x121.parley.notification.v1.CreateSubscriptionRequest\x1a$.parley.notification.v1.Subscription\x12x\n" +
+	"\x12CreateSubscription\x121.parley.notification.v1.CreateSubscriptionRequest\x1a$.parley.notification.v1.Subscription\x12g\n" +
+	"\x0fGetSubscription\x12..parley.notification.v1.GetSubscriptionRequest\x1a$.parley.notification.v1.Subscription\x12m\n" +
+	"\x12UpdateSubscription\x121.parley.notification.v1.UpdateSubscriptionRequest\x1a$.parley.notification.v1.Subscription\x12k\n" +
+	"\x11PauseSubscription\x120.parley.notification.v1.PauseSubscriptionRequest\x1a$.parley.notification.v1.Subscription\x12m\n" +
+	"\x12ResumeSubscription\x121.parley.notification.v1.ResumeSubscriptionRequest\x1a$.parley.notification.v1.Subscription\x12x\n" +
 	"\x11ListSubscriptions\x120.parley.notification.v1.ListSubscriptionsRequest\x1a1.parley.notification.v1.ListSubscriptionsResponse\x12{\n" +
-	"\x12DeleteSubscription\x121.parley.notification.v1.DeleteSubscriptionRequest\x1a2.parley.notification.v1.DeleteSubscriptionResponse\x12a\n" +
+	"\x12DeleteSubscription\x121.parley.notification.v1.DeleteSubscriptionRequest\x1a2.parley.notification.v1.DeleteSubscriptionResponse\x12_\n" +
+	"\rSendTestEvent\x12,.parley.notification.v1.SendTestEventRequest\x1a .parley.notification.v1.Delivery\x12i\n" +
+	"\fRotateSecret\x12+.parley.notification.v1.RotateSecretRequest\x1a,.parley.notification.v1.RotateSecretResponse\x12a\n" +
 	"\x0eSendTranscript\x12-.parley.notification.v1.SendTranscriptRequest\x1a .parley.notification.v1.Delivery\x12o\n" +
-	"\x0eListDeliveries\x12-.parley.notification.v1.ListDeliveriesRequest\x1a..parley.notification.v1.ListDeliveriesResponseBJZHgithub.com/parley-dev/parley/proto/parley/notification/v1;notificationv1b\x06proto3"
+	"\x0eListDeliveries\x12-.parley.notification.v1.ListDeliveriesRequest\x1a..parley.notification.v1.ListDeliveriesResponse\x12i\n" +
+	"\fListAttempts\x12+.parley.notification.v1.ListAttemptsRequest\x1a,.parley.notification.v1.ListAttemptsResponse\x12a\n" +
+	"\x0eReplayDelivery\x12-.parley.notification.v1.ReplayDeliveryRequest\x1a .parley.notification.v1.Delivery\x12i\n" +
+	"\fReplayEvents\x12+.parley.notification.v1.ReplayEventsRequest\x1a,.parley.notification.v1.ReplayEventsResponse\x12d\n" +
+	"\x0fCreateAlertRule\x12..parley.notification.v1.CreateAlertRuleRequest\x1a!.parley.notification.v1.AlertRule\x12o\n" +
+	"\x0eListAlertRules\x12-.parley.notification.v1.ListAlertRulesRequest\x1a..parley.notification.v1.ListAlertRulesResponse\x12r\n" +
+	"\x0fDeleteAlertRule\x12..parley.notification.v1.DeleteAlertRuleRequest\x1a/.parley.notification.v1.DeleteAlertRuleResponseBJZHgithub.com/parley-dev/parley/proto/parley/notification/v1;notificationv1b\x06proto3"
 
 var (
 	file_parley_notification_v1_notification_proto_rawDescOnce sync.Once
@@ -619,41 +1991,98 @@ func file_parley_notification_v1_notification_proto_rawDescGZIP() []byte {
 	return file_parley_notification_v1_notification_proto_rawDescData
 }
 
-var file_parley_notification_v1_notification_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_parley_notification_v1_notification_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_parley_notification_v1_notification_proto_goTypes = []any{
-	(*Subscription)(nil),               // 0: parley.notification.v1.Subscription
-	(*CreateSubscriptionRequest)(nil),  // 1: parley.notification.v1.CreateSubscriptionRequest
-	(*ListSubscriptionsRequest)(nil),   // 2: parley.notification.v1.ListSubscriptionsRequest
-	(*ListSubscriptionsResponse)(nil),  // 3: parley.notification.v1.ListSubscriptionsResponse
-	(*DeleteSubscriptionRequest)(nil),  // 4: parley.notification.v1.DeleteSubscriptionRequest
-	(*DeleteSubscriptionResponse)(nil), // 5: parley.notification.v1.DeleteSubscriptionResponse
-	(*SendTranscriptRequest)(nil),      // 6: parley.notification.v1.SendTranscriptRequest
-	(*Delivery)(nil),                   // 7: parley.notification.v1.Delivery
-	(*ListDeliveriesRequest)(nil),      // 8: parley.notification.v1.ListDeliveriesRequest
-	(*ListDeliveriesResponse)(nil),     // 9: parley.notification.v1.ListDeliveriesResponse
-	(*timestamppb.Timestamp)(nil),      // 10: google.protobuf.Timestamp
+	(*AlertRule)(nil),                  // 0: parley.notification.v1.AlertRule
+	(*CreateAlertRuleRequest)(nil),     // 1: parley.notification.v1.CreateAlertRuleRequest
+	(*ListAlertRulesRequest)(nil),      // 2: parley.notification.v1.ListAlertRulesRequest
+	(*ListAlertRulesResponse)(nil),     // 3: parley.notification.v1.ListAlertRulesResponse
+	(*DeleteAlertRuleRequest)(nil),     // 4: parley.notification.v1.DeleteAlertRuleRequest
+	(*DeleteAlertRuleResponse)(nil),    // 5: parley.notification.v1.DeleteAlertRuleResponse
+	(*Subscription)(nil),               // 6: parley.notification.v1.Subscription
+	(*CreateSubscriptionRequest)(nil),  // 7: parley.notification.v1.CreateSubscriptionRequest
+	(*GetSubscriptionRequest)(nil),     // 8: parley.notification.v1.GetSubscriptionRequest
+	(*UpdateSubscriptionRequest)(nil),  // 9: parley.notification.v1.UpdateSubscriptionRequest
+	(*PauseSubscriptionRequest)(nil),   // 10: parley.notification.v1.PauseSubscriptionRequest
+	(*ResumeSubscriptionRequest)(nil),  // 11: parley.notification.v1.ResumeSubscriptionRequest
+	(*ListSubscriptionsRequest)(nil),   // 12: parley.notification.v1.ListSubscriptionsRequest
+	(*ListSubscriptionsResponse)(nil),  // 13: parley.notification.v1.ListSubscriptionsResponse
+	(*DeleteSubscriptionRequest)(nil),  // 14: parley.notification.v1.DeleteSubscriptionRequest
+	(*DeleteSubscriptionResponse)(nil), // 15: parley.notification.v1.DeleteSubscriptionResponse
+	(*SendTestEventRequest)(nil),       // 16: parley.notification.v1.SendTestEventRequest
+	(*RotateSecretRequest)(nil),        // 17: parley.notification.v1.RotateSecretRequest
+	(*RotateSecretResponse)(nil),       // 18: parley.notification.v1.RotateSecretResponse
+	(*SendTranscriptRequest)(nil),      // 19: parley.notification.v1.SendTranscriptRequest
+	(*Delivery)(nil),                   // 20: parley.notification.v1.Delivery
+	(*Attempt)(nil),                    // 21: parley.notification.v1.Attempt
+	(*ListDeliveriesRequest)(nil),      // 22: parley.notification.v1.ListDeliveriesRequest
+	(*ListDeliveriesResponse)(nil),     // 23: parley.notification.v1.ListDeliveriesResponse
+	(*ListAttemptsRequest)(nil),        // 24: parley.notification.v1.ListAttemptsRequest
+	(*ListAttemptsResponse)(nil),       // 25: parley.notification.v1.ListAttemptsResponse
+	(*ReplayDeliveryRequest)(nil),      // 26: parley.notification.v1.ReplayDeliveryRequest
+	(*ReplayEventsRequest)(nil),        // 27: parley.notification.v1.ReplayEventsRequest
+	(*ReplayEventsResponse)(nil),       // 28: parley.notification.v1.ReplayEventsResponse
+	(*timestamppb.Timestamp)(nil),      // 29: google.protobuf.Timestamp
 }
 var file_parley_notification_v1_notification_proto_depIdxs = []int32{
-	10, // 0: parley.notification.v1.Subscription.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 1: parley.notification.v1.CreateSubscriptionRequest.subscription:type_name -> parley.notification.v1.Subscription
-	0,  // 2: parley.notification.v1.ListSubscriptionsResponse.subscriptions:type_name -> parley.notification.v1.Subscription
-	10, // 3: parley.notification.v1.Delivery.created_at:type_name -> google.protobuf.Timestamp
-	7,  // 4: parley.notification.v1.ListDeliveriesResponse.deliveries:type_name -> parley.notification.v1.Delivery
-	1,  // 5: parley.notification.v1.NotificationService.CreateSubscription:input_type -> parley.notification.v1.CreateSubscriptionRequest
-	2,  // 6: parley.notification.v1.NotificationService.ListSubscriptions:input_type -> parley.notification.v1.ListSubscriptionsRequest
-	4,  // 7: parley.notification.v1.NotificationService.DeleteSubscription:input_type -> parley.notification.v1.DeleteSubscriptionRequest
-	6,  // 8: parley.notification.v1.NotificationService.SendTranscript:input_type -> parley.notification.v1.SendTranscriptRequest
-	8,  // 9: parley.notification.v1.NotificationService.ListDeliveries:input_type -> parley.notification.v1.ListDeliveriesRequest
-	0,  // 10: parley.notification.v1.NotificationService.CreateSubscription:output_type -> parley.notification.v1.Subscription
-	3,  // 11: parley.notification.v1.NotificationService.ListSubscriptions:output_type -> parley.notification.v1.ListSubscriptionsResponse
-	5,  // 12: parley.notification.v1.NotificationService.DeleteSubscription:output_type -> parley.notification.v1.DeleteSubscriptionResponse
-	7,  // 13: parley.notification.v1.NotificationService.SendTranscript:output_type -> parley.notification.v1.Delivery
-	9,  // 14: parley.notification.v1.NotificationService.ListDeliveries:output_type -> parley.notification.v1.ListDeliveriesResponse
-	10, // [10:15] is the sub-list for method output_type
-	5,  // [5:10] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	29, // 0: parley.notification.v1.AlertRule.changed_at:type_name -> google.protobuf.Timestamp
+	29, // 1: parley.notification.v1.AlertRule.created_at:type_name -> google.protobuf.Timestamp
+	0,  // 2: parley.notification.v1.CreateAlertRuleRequest.rule:type_name -> parley.notification.v1.AlertRule
+	0,  // 3: parley.notification.v1.ListAlertRulesResponse.rules:type_name -> parley.notification.v1.AlertRule
+	29, // 4: parley.notification.v1.Subscription.created_at:type_name -> google.protobuf.Timestamp
+	29, // 5: parley.notification.v1.Subscription.disabled_at:type_name -> google.protobuf.Timestamp
+	29, // 6: parley.notification.v1.Subscription.failing_since:type_name -> google.protobuf.Timestamp
+	29, // 7: parley.notification.v1.Subscription.updated_at:type_name -> google.protobuf.Timestamp
+	6,  // 8: parley.notification.v1.CreateSubscriptionRequest.subscription:type_name -> parley.notification.v1.Subscription
+	6,  // 9: parley.notification.v1.UpdateSubscriptionRequest.subscription:type_name -> parley.notification.v1.Subscription
+	6,  // 10: parley.notification.v1.ListSubscriptionsResponse.subscriptions:type_name -> parley.notification.v1.Subscription
+	29, // 11: parley.notification.v1.RotateSecretResponse.previous_expires_at:type_name -> google.protobuf.Timestamp
+	29, // 12: parley.notification.v1.Delivery.created_at:type_name -> google.protobuf.Timestamp
+	29, // 13: parley.notification.v1.Delivery.next_attempt_at:type_name -> google.protobuf.Timestamp
+	29, // 14: parley.notification.v1.Delivery.delivered_at:type_name -> google.protobuf.Timestamp
+	29, // 15: parley.notification.v1.Attempt.attempted_at:type_name -> google.protobuf.Timestamp
+	20, // 16: parley.notification.v1.ListDeliveriesResponse.deliveries:type_name -> parley.notification.v1.Delivery
+	21, // 17: parley.notification.v1.ListAttemptsResponse.attempts:type_name -> parley.notification.v1.Attempt
+	29, // 18: parley.notification.v1.ReplayEventsRequest.from_time:type_name -> google.protobuf.Timestamp
+	7,  // 19: parley.notification.v1.NotificationService.CreateSubscription:input_type -> parley.notification.v1.CreateSubscriptionRequest
+	8,  // 20: parley.notification.v1.NotificationService.GetSubscription:input_type -> parley.notification.v1.GetSubscriptionRequest
+	9,  // 21: parley.notification.v1.NotificationService.UpdateSubscription:input_type -> parley.notification.v1.UpdateSubscriptionRequest
+	10, // 22: parley.notification.v1.NotificationService.PauseSubscription:input_type -> parley.notification.v1.PauseSubscriptionRequest
+	11, // 23: parley.notification.v1.NotificationService.ResumeSubscription:input_type -> parley.notification.v1.ResumeSubscriptionRequest
+	12, // 24: parley.notification.v1.NotificationService.ListSubscriptions:input_type -> parley.notification.v1.ListSubscriptionsRequest
+	14, // 25: parley.notification.v1.NotificationService.DeleteSubscription:input_type -> parley.notification.v1.DeleteSubscriptionRequest
+	16, // 26: parley.notification.v1.NotificationService.SendTestEvent:input_type -> parley.notification.v1.SendTestEventRequest
+	17, // 27: parley.notification.v1.NotificationService.RotateSecret:input_type -> parley.notification.v1.RotateSecretRequest
+	19, // 28: parley.notification.v1.NotificationService.SendTranscript:input_type -> parley.notification.v1.SendTranscriptRequest
+	22, // 29: parley.notification.v1.NotificationService.ListDeliveries:input_type -> parley.notification.v1.ListDeliveriesRequest
+	24, // 30: parley.notification.v1.NotificationService.ListAttempts:input_type -> parley.notification.v1.ListAttemptsRequest
+	26, // 31: parley.notification.v1.NotificationService.ReplayDelivery:input_type -> parley.notification.v1.ReplayDeliveryRequest
+	27, // 32: parley.notification.v1.NotificationService.ReplayEvents:input_type -> parley.notification.v1.ReplayEventsRequest
+	1,  // 33: parley.notification.v1.NotificationService.CreateAlertRule:input_type -> parley.notification.v1.CreateAlertRuleRequest
+	2,  // 34: parley.notification.v1.NotificationService.ListAlertRules:input_type -> parley.notification.v1.ListAlertRulesRequest
+	4,  // 35: parley.notification.v1.NotificationService.DeleteAlertRule:input_type -> parley.notification.v1.DeleteAlertRuleRequest
+	6,  // 36: parley.notification.v1.NotificationService.CreateSubscription:output_type -> parley.notification.v1.Subscription
+	6,  // 37: parley.notification.v1.NotificationService.GetSubscription:output_type -> parley.notification.v1.Subscription
+	6,  // 38: parley.notification.v1.NotificationService.UpdateSubscription:output_type -> parley.notification.v1.Subscription
+	6,  // 39: parley.notification.v1.NotificationService.PauseSubscription:output_type -> parley.notification.v1.Subscription
+	6,  // 40: parley.notification.v1.NotificationService.ResumeSubscription:output_type -> parley.notification.v1.Subscription
+	13, // 41: parley.notification.v1.NotificationService.ListSubscriptions:output_type -> parley.notification.v1.ListSubscriptionsResponse
+	15, // 42: parley.notification.v1.NotificationService.DeleteSubscription:output_type -> parley.notification.v1.DeleteSubscriptionResponse
+	20, // 43: parley.notification.v1.NotificationService.SendTestEvent:output_type -> parley.notification.v1.Delivery
+	18, // 44: parley.notification.v1.NotificationService.RotateSecret:output_type -> parley.notification.v1.RotateSecretResponse
+	20, // 45: parley.notification.v1.NotificationService.SendTranscript:output_type -> parley.notification.v1.Delivery
+	23, // 46: parley.notification.v1.NotificationService.ListDeliveries:output_type -> parley.notification.v1.ListDeliveriesResponse
+	25, // 47: parley.notification.v1.NotificationService.ListAttempts:output_type -> parley.notification.v1.ListAttemptsResponse
+	20, // 48: parley.notification.v1.NotificationService.ReplayDelivery:output_type -> parley.notification.v1.Delivery
+	28, // 49: parley.notification.v1.NotificationService.ReplayEvents:output_type -> parley.notification.v1.ReplayEventsResponse
+	0,  // 50: parley.notification.v1.NotificationService.CreateAlertRule:output_type -> parley.notification.v1.AlertRule
+	3,  // 51: parley.notification.v1.NotificationService.ListAlertRules:output_type -> parley.notification.v1.ListAlertRulesResponse
+	5,  // 52: parley.notification.v1.NotificationService.DeleteAlertRule:output_type -> parley.notification.v1.DeleteAlertRuleResponse
+	36, // [36:53] is the sub-list for method output_type
+	19, // [19:36] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_parley_notification_v1_notification_proto_init() }
@@ -661,13 +2090,17 @@ func file_parley_notification_v1_notification_proto_init() {
 	if File_parley_notification_v1_notification_proto != nil {
 		return
 	}
+	file_parley_notification_v1_notification_proto_msgTypes[27].OneofWrappers = []any{
+		(*ReplayEventsRequest_FromSequence)(nil),
+		(*ReplayEventsRequest_FromTime)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_notification_v1_notification_proto_rawDesc), len(file_parley_notification_v1_notification_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,28 +23,71 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	NotificationService_CreateSubscription_FullMethodName = "/parley.notification.v1.NotificationService/CreateSubscription"
+	NotificationService_GetSubscription_FullMethodName    = "/parley.notification.v1.NotificationService/GetSubscription"
+	NotificationService_UpdateSubscription_FullMethodName = "/parley.notification.v1.NotificationService/UpdateSubscription"
+	NotificationService_PauseSubscription_FullMethodName  = "/parley.notification.v1.NotificationService/PauseSubscription"
+	NotificationService_ResumeSubscription_FullMethodName = "/parley.notification.v1.NotificationService/ResumeSubscription"
 	NotificationService_ListSubscriptions_FullMethodName  = "/parley.notification.v1.NotificationService/ListSubscriptions"
 	NotificationService_DeleteSubscription_FullMethodName = "/parley.notification.v1.NotificationService/DeleteSubscription"
+	NotificationService_SendTestEvent_FullMethodName      = "/parley.notification.v1.NotificationService/SendTestEvent"
+	NotificationService_RotateSecret_FullMethodName       = "/parley.notification.v1.NotificationService/RotateSecret"
 	NotificationService_SendTranscript_FullMethodName     = "/parley.notification.v1.NotificationService/SendTranscript"
 	NotificationService_ListDeliveries_FullMethodName     = "/parley.notification.v1.NotificationService/ListDeliveries"
+	NotificationService_ListAttempts_FullMethodName       = "/parley.notification.v1.NotificationService/ListAttempts"
+	NotificationService_ReplayDelivery_FullMethodName     = "/parley.notification.v1.NotificationService/ReplayDelivery"
+	NotificationService_ReplayEvents_FullMethodName       = "/parley.notification.v1.NotificationService/ReplayEvents"
+	NotificationService_CreateAlertRule_FullMethodName    = "/parley.notification.v1.NotificationService/CreateAlertRule"
+	NotificationService_ListAlertRules_FullMethodName     = "/parley.notification.v1.NotificationService/ListAlertRules"
+	NotificationService_DeleteAlertRule_FullMethodName    = "/parley.notification.v1.NotificationService/DeleteAlertRule"
 )
 
 // NotificationServiceClient is the client API for NotificationService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// NotificationService sends email and webhooks and records every delivery.
+// NotificationService routes conversation events to webhooks and email
+// addresses and records every delivery and attempt (docs/webhooks.md).
 type NotificationServiceClient interface {
-	// CreateSubscription subscribes an email address or webhook to events.
+	// CreateSubscription subscribes a webhook URL or email addresses to
+	// events; a webhook's signing secret is returned once, here.
 	CreateSubscription(ctx context.Context, in *CreateSubscriptionRequest, opts ...grpc.CallOption) (*Subscription, error)
+	// GetSubscription reads one subscription.
+	GetSubscription(ctx context.Context, in *GetSubscriptionRequest, opts ...grpc.CallOption) (*Subscription, error)
+	// UpdateSubscription replaces a subscription's name, target, event kinds,
+	// condition and owner email.
+	UpdateSubscription(ctx context.Context, in *UpdateSubscriptionRequest, opts ...grpc.CallOption) (*Subscription, error)
+	// PauseSubscription stops deliveries: events are not recorded for it and
+	// pending deliveries wait.
+	PauseSubscription(ctx context.Context, in *PauseSubscriptionRequest, opts ...grpc.CallOption) (*Subscription, error)
+	// ResumeSubscription resumes a paused or disabled subscription.
+	ResumeSubscription(ctx context.Context, in *ResumeSubscriptionRequest, opts ...grpc.CallOption) (*Subscription, error)
 	// ListSubscriptions lists the tenant's subscriptions.
 	ListSubscriptions(ctx context.Context, in *ListSubscriptionsRequest, opts ...grpc.CallOption) (*ListSubscriptionsResponse, error)
-	// DeleteSubscription removes a subscription.
+	// DeleteSubscription removes a subscription and its delivery log.
 	DeleteSubscription(ctx context.Context, in *DeleteSubscriptionRequest, opts ...grpc.CallOption) (*DeleteSubscriptionResponse, error)
+	// SendTestEvent delivers a synthetic "test" event to the subscription.
+	SendTestEvent(ctx context.Context, in *SendTestEventRequest, opts ...grpc.CallOption) (*Delivery, error)
+	// RotateSecret issues a new webhook signing secret; the old one keeps
+	// signing (a second signature) for previous_valid_seconds.
+	RotateSecret(ctx context.Context, in *RotateSecretRequest, opts ...grpc.CallOption) (*RotateSecretResponse, error)
 	// SendTranscript emails a conversation's transcript.
 	SendTranscript(ctx context.Context, in *SendTranscriptRequest, opts ...grpc.CallOption) (*Delivery, error)
-	// ListDeliveries reads the delivery log.
+	// ListDeliveries reads the delivery log of a subscription, newest first.
 	ListDeliveries(ctx context.Context, in *ListDeliveriesRequest, opts ...grpc.CallOption) (*ListDeliveriesResponse, error)
+	// ListAttempts lists the attempts of a subscription (or one delivery),
+	// newest first.
+	ListAttempts(ctx context.Context, in *ListAttemptsRequest, opts ...grpc.CallOption) (*ListAttemptsResponse, error)
+	// ReplayDelivery sends one delivery again (same id, same payload).
+	ReplayDelivery(ctx context.Context, in *ReplayDeliveryRequest, opts ...grpc.CallOption) (*Delivery, error)
+	// ReplayEvents delivers again every event of the tenant from a stream
+	// sequence or a time that the subscription selects.
+	ReplayEvents(ctx context.Context, in *ReplayEventsRequest, opts ...grpc.CallOption) (*ReplayEventsResponse, error)
+	// CreateAlertRule adds a threshold rule over a sliding window.
+	CreateAlertRule(ctx context.Context, in *CreateAlertRuleRequest, opts ...grpc.CallOption) (*AlertRule, error)
+	// ListAlertRules lists the tenant's alert rules with their state.
+	ListAlertRules(ctx context.Context, in *ListAlertRulesRequest, opts ...grpc.CallOption) (*ListAlertRulesResponse, error)
+	// DeleteAlertRule removes an alert rule.
+	DeleteAlertRule(ctx context.Context, in *DeleteAlertRuleRequest, opts ...grpc.CallOption) (*DeleteAlertRuleResponse, error)
 }
 
 type notificationServiceClient struct {
@@ -59,6 +102,46 @@ func (c *notificationServiceClient) CreateSubscription(ctx context.Context, in *
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Subscription)
 	err := c.cc.Invoke(ctx, NotificationService_CreateSubscription_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) GetSubscription(ctx context.Context, in *GetSubscriptionRequest, opts ...grpc.CallOption) (*Subscription, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Subscription)
+	err := c.cc.Invoke(ctx, NotificationService_GetSubscription_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) UpdateSubscription(ctx context.Context, in *UpdateSubscriptionRequest, opts ...grpc.CallOption) (*Subscription, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Subscription)
+	err := c.cc.Invoke(ctx, NotificationService_UpdateSubscription_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) PauseSubscription(ctx context.Context, in *PauseSubscriptionRequest, opts ...grpc.CallOption) (*Subscription, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Subscription)
+	err := c.cc.Invoke(ctx, NotificationService_PauseSubscription_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) ResumeSubscription(ctx context.Context, in *ResumeSubscriptionRequest, opts ...grpc.CallOption) (*Subscription, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Subscription)
+	err := c.cc.Invoke(ctx, NotificationService_ResumeSubscription_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -85,6 +168,26 @@ func (c *notificationServiceClient) DeleteSubscription(ctx context.Context, in *
 	return out, nil
 }
 
+func (c *notificationServiceClient) SendTestEvent(ctx context.Context, in *SendTestEventRequest, opts ...grpc.CallOption) (*Delivery, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Delivery)
+	err := c.cc.Invoke(ctx, NotificationService_SendTestEvent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) RotateSecret(ctx context.Context, in *RotateSecretRequest, opts ...grpc.CallOption) (*RotateSecretResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateSecretResponse)
+	err := c.cc.Invoke(ctx, NotificationService_RotateSecret_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *notificationServiceClient) SendTranscript(ctx context.Context, in *SendTranscriptRequest, opts ...grpc.CallOption) (*Delivery, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Delivery)
@@ -105,22 +208,113 @@ func (c *notificationServiceClient) ListDeliveries(ctx context.Context, in *List
 	return out, nil
 }
 
+func (c *notificationServiceClient) ListAttempts(ctx context.Context, in *ListAttemptsRequest, opts ...grpc.CallOption) (*ListAttemptsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAttemptsResponse)
+	err := c.cc.Invoke(ctx, NotificationService_ListAttempts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) ReplayDelivery(ctx context.Context, in *ReplayDeliveryRequest, opts ...grpc.CallOption) (*Delivery, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Delivery)
+	err := c.cc.Invoke(ctx, NotificationService_ReplayDelivery_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) ReplayEvents(ctx context.Context, in *ReplayEventsRequest, opts ...grpc.CallOption) (*ReplayEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplayEventsResponse)
+	err := c.cc.Invoke(ctx, NotificationService_ReplayEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) CreateAlertRule(ctx context.Context, in *CreateAlertRuleRequest, opts ...grpc.CallOption) (*AlertRule, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AlertRule)
+	err := c.cc.Invoke(ctx, NotificationService_CreateAlertRule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) ListAlertRules(ctx context.Context, in *ListAlertRulesRequest, opts ...grpc.CallOption) (*ListAlertRulesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAlertRulesResponse)
+	err := c.cc.Invoke(ctx, NotificationService_ListAlertRules_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) DeleteAlertRule(ctx context.Context, in *DeleteAlertRuleRequest, opts ...grpc.CallOption) (*DeleteAlertRuleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteAlertRuleResponse)
+	err := c.cc.Invoke(ctx, NotificationService_DeleteAlertRule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NotificationServiceServer is the server API for NotificationService service.
 // All implementations must embed UnimplementedNotificationServiceServer
 // for forward compatibility.
 //
-// NotificationService sends email and webhooks and records every delivery.
+// NotificationService routes conversation events to webhooks and email
+// addresses and records every delivery and attempt (docs/webhooks.md).
 type NotificationServiceServer interface {
-	// CreateSubscription subscribes an email address or webhook to events.
+	// CreateSubscription subscribes a webhook URL or email addresses to
+	// events; a webhook's signing secret is returned once, here.
 	CreateSubscription(context.Context, *CreateSubscriptionRequest) (*Subscription, error)
+	// GetSubscription reads one subscription.
+	GetSubscription(context.Context, *GetSubscriptionRequest) (*Subscription, error)
+	// UpdateSubscription replaces a subscription's name, target, event kinds,
+	// condition and owner email.
+	UpdateSubscription(context.Context, *UpdateSubscriptionRequest) (*Subscription, error)
+	// PauseSubscription stops deliveries: events are not recorded for it and
+	// pending deliveries wait.
+	PauseSubscription(context.Context, *PauseSubscriptionRequest) (*Subscription, error)
+	// ResumeSubscription resumes a paused or disabled subscription.
+	ResumeSubscription(context.Context, *ResumeSubscriptionRequest) (*Subscription, error)
 	// ListSubscriptions lists the tenant's subscriptions.
 	ListSubscriptions(context.Context, *ListSubscriptionsRequest) (*ListSubscriptionsResponse, error)
-	// DeleteSubscription removes a subscription.
+	// DeleteSubscription removes a subscription and its delivery log.
 	DeleteSubscription(context.Context, *DeleteSubscriptionRequest) (*DeleteSubscriptionResponse, error)
+	// SendTestEvent delivers a synthetic "test" event to the subscription.
+	SendTestEvent(context.Context, *SendTestEventRequest) (*Delivery, error)
+	// RotateSecret issues a new webhook signing secret; the old one keeps
+	// signing (a second signature) for previous_valid_seconds.
+	RotateSecret(context.Context, *RotateSecretRequest) (*RotateSecretResponse, error)
 	// SendTranscript emails a conversation's transcript.
 	SendTranscript(context.Context, *SendTranscriptRequest) (*Delivery, error)
-	// ListDeliveries reads the delivery log.
+	// ListDeliveries reads the delivery log of a subscription, newest first.
 	ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error)
+	// ListAttempts lists the attempts of a subscription (or one delivery),
+	// newest first.
+	ListAttempts(context.Context, *ListAttemptsRequest) (*ListAttemptsResponse, error)
+	// ReplayDelivery sends one delivery again (same id, same payload).
+	ReplayDelivery(context.Context, *ReplayDeliveryRequest) (*Delivery, error)
+	// ReplayEvents delivers again every event of the tenant from a stream
+	// sequence or a time that the subscription selects.
+	ReplayEvents(context.Context, *ReplayEventsRequest) (*ReplayEventsResponse, error)
+	// CreateAlertRule adds a threshold rule over a sliding window.
+	CreateAlertRule(context.Context, *CreateAlertRuleRequest) (*AlertRule, error)
+	// ListAlertRules lists the tenant's alert rules with their state.
+	ListAlertRules(context.Context, *ListAlertRulesRequest) (*ListAlertRulesResponse, error)
+	// DeleteAlertRule removes an alert rule.
+	DeleteAlertRule(context.Context, *DeleteAlertRuleRequest) (*DeleteAlertRuleResponse, error)
 	mustEmbedUnimplementedNotificationServiceServer()
 }
 
@@ -134,17 +328,53 @@ type UnimplementedNotificationServiceServer struct{}
 func (UnimplementedNotificationServiceServer) CreateSubscription(context.Context, *CreateSubscriptionRequest) (*Subscription, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateSubscription not implemented")
 }
+func (UnimplementedNotificationServiceServer) GetSubscription(context.Context, *GetSubscriptionRequest) (*Subscription, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSubscription not implemented")
+}
+func (UnimplementedNotificationServiceServer) UpdateSubscription(context.Context, *UpdateSubscriptionRequest) (*Subscription, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateSubscription not implemented")
+}
+func (UnimplementedNotificationServiceServer) PauseSubscription(context.Context, *PauseSubscriptionRequest) (*Subscription, error) {
+	return nil, status.Error(codes.Unimplemented, "method PauseSubscription not implemented")
+}
+func (UnimplementedNotificationServiceServer) ResumeSubscription(context.Context, *ResumeSubscriptionRequest) (*Subscription, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeSubscription not implemented")
+}
 func (UnimplementedNotificationServiceServer) ListSubscriptions(context.Context, *ListSubscriptionsRequest) (*ListSubscriptionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListSubscriptions not implemented")
 }
 func (UnimplementedNotificationServiceServer) DeleteSubscription(context.Context, *DeleteSubscriptionRequest) (*DeleteSubscriptionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteSubscription not implemented")
 }
+func (UnimplementedNotificationServiceServer) SendTestEvent(context.Context, *SendTestEventRequest) (*Delivery, error) {
+	return nil, status.Error(codes.Unimplemented, "method SendTestEvent not implemented")
+}
+func (UnimplementedNotificationServiceServer) RotateSecret(context.Context, *RotateSecretRequest) (*RotateSecretResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateSecret not implemented")
+}
 func (UnimplementedNotificationServiceServer) SendTranscript(context.Context, *SendTranscriptRequest) (*Delivery, error) {
 	return nil, status.Error(codes.Unimplemented, "method SendTranscript not implemented")
 }
 func (UnimplementedNotificationServiceServer) ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListDeliveries not implemented")
+}
+func (UnimplementedNotificationServiceServer) ListAttempts(context.Context, *ListAttemptsRequest) (*ListAttemptsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAttempts not implemented")
+}
+func (UnimplementedNotificationServiceServer) ReplayDelivery(context.Context, *ReplayDeliveryRequest) (*Delivery, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplayDelivery not implemented")
+}
+func (UnimplementedNotificationServiceServer) ReplayEvents(context.Context, *ReplayEventsRequest) (*ReplayEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplayEvents not implemented")
+}
+func (UnimplementedNotificationServiceServer) CreateAlertRule(context.Context, *CreateAlertRuleRequest) (*AlertRule, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateAlertRule not implemented")
+}
+func (UnimplementedNotificationServiceServer) ListAlertRules(context.Context, *ListAlertRulesRequest) (*ListAlertRulesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAlertRules not implemented")
+}
+func (UnimplementedNotificationServiceServer) DeleteAlertRule(context.Context, *DeleteAlertRuleRequest) (*DeleteAlertRuleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteAlertRule not implemented")
 }
 func (UnimplementedNotificationServiceServer) mustEmbedUnimplementedNotificationServiceServer() {}
 func (UnimplementedNotificationServiceServer) testEmbeddedByValue()                             {}
@@ -185,6 +415,78 @@ func _NotificationService_CreateSubscription_Handler(srv interface{}, ctx contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NotificationService_GetSubscription_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSubscriptionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).GetSubscription(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_GetSubscription_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).GetSubscription(ctx, req.(*GetSubscriptionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_UpdateSubscription_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateSubscriptionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).UpdateSubscription(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_UpdateSubscription_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).UpdateSubscription(ctx, req.(*UpdateSubscriptionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_PauseSubscription_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PauseSubscriptionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).PauseSubscription(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_PauseSubscription_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).PauseSubscription(ctx, req.(*PauseSubscriptionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_ResumeSubscription_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeSubscriptionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).ResumeSubscription(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_ResumeSubscription_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).ResumeSubscription(ctx, req.(*ResumeSubscriptionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _NotificationService_ListSubscriptions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListSubscriptionsRequest)
 	if err := dec(in); err != nil {
@@ -217,6 +519,42 @@ func _NotificationService_DeleteSubscription_Handler(srv interface{}, ctx contex
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(NotificationServiceServer).DeleteSubscription(ctx, req.(*DeleteSubscriptionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_SendTestEvent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SendTestEventRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).SendTestEvent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_SendTestEvent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).SendTestEvent(ctx, req.(*SendTestEventRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_RotateSecret_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateSecretRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).RotateSecret(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_RotateSecret_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).RotateSecret(ctx, req.(*RotateSecretRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -257,6 +595,114 @@ func _NotificationService_ListDeliveries_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NotificationService_ListAttempts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAttemptsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).ListAttempts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_ListAttempts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).ListAttempts(ctx, req.(*ListAttemptsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_ReplayDelivery_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplayDeliveryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).ReplayDelivery(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_ReplayDelivery_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).ReplayDelivery(ctx, req.(*ReplayDeliveryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_ReplayEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplayEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).ReplayEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_ReplayEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).ReplayEvents(ctx, req.(*ReplayEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_CreateAlertRule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateAlertRuleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).CreateAlertRule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_CreateAlertRule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).CreateAlertRule(ctx, req.(*CreateAlertRuleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_ListAlertRules_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAlertRulesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).ListAlertRules(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_ListAlertRules_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).ListAlertRules(ctx, req.(*ListAlertRulesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_DeleteAlertRule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteAlertRuleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).DeleteAlertRule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_DeleteAlertRule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).DeleteAlertRule(ctx, req.(*DeleteAlertRuleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NotificationService_ServiceDesc is the grpc.ServiceDesc for NotificationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -269,6 +715,22 @@ var NotificationService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _NotificationService_CreateSubscription_Handler,
 		},
 		{
+			MethodName: "GetSubscription",
+			Handler:    _NotificationService_GetSubscription_Handler,
+		},
+		{
+			MethodName: "UpdateSubscription",
+			Handler:    _NotificationService_UpdateSubscription_Handler,
+		},
+		{
+			MethodName: "PauseSubscription",
+			Handler:    _NotificationService_PauseSubscription_Handler,
+		},
+		{
+			MethodName: "ResumeSubscription",
+			Handler:    _NotificationService_ResumeSubscription_Handler,
+		},
+		{
 			MethodName: "ListSubscriptions",
 			Handler:    _NotificationService_ListSubscriptions_Handler,
 		},
@@ -277,12 +739,44 @@ var NotificationService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _NotificationService_DeleteSubscription_Handler,
 		},
 		{
+			MethodName: "SendTestEvent",
+			Handler:    _NotificationService_SendTestEvent_Handler,
+		},
+		{
+			MethodName: "RotateSecret",
+			Handler:    _NotificationService_RotateSecret_Handler,
+		},
+		{
 			MethodName: "SendTranscript",
 			Handler:    _NotificationService_SendTranscript_Handler,
 		},
 		{
 			MethodName: "ListDeliveries",
 			Handler:    _NotificationService_ListDeliveries_Handler,
+		},
+		{
+			MethodName: "ListAttempts",
+			Handler:    _NotificationService_ListAttempts_Handler,
+		},
+		{
+			MethodName: "ReplayDelivery",
+			Handler:    _NotificationService_ReplayDelivery_Handler,
+		},
+		{
+			MethodName: "ReplayEvents",
+			Handler:    _NotificationService_ReplayEvents_Handler,
+		},
+		{
+			MethodName: "CreateAlertRule",
+			Handler:    _NotificationService_CreateAlertRule_Handler,
+		},
+		{
+			MethodName: "ListAlertRules",
+			Handler:    _NotificationService_ListAlertRules_Handler,
+		},
+		{
+			MethodName: "DeleteAlertRule",
+			Handler:    _NotificationService_DeleteAlertRule_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

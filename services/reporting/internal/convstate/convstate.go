@@ -87,16 +87,16 @@ type State struct {
 	Leads     uint32   `json:"le,omitempty"`
 	Markers   []string `json:"mk,omitempty"`
 
-	HandoffRequested   bool      `json:"hr,omitempty"`
-	HandoffAt          time.Time `json:"ha,omitzero"`
-	TakenOver          bool      `json:"to,omitempty"`
-	TakeoverAt         time.Time `json:"ta,omitzero"`
-	Agents             []string  `json:"ag,omitempty"`
-	AgentName          string    `json:"an,omitempty"`
+	HandoffRequested bool      `json:"hr,omitempty"`
+	HandoffAt        time.Time `json:"ha,omitzero"`
+	TakenOver        bool      `json:"to,omitempty"`
+	TakeoverAt       time.Time `json:"ta,omitzero"`
+	Agents           []string  `json:"ag,omitempty"`
+	AgentName        string    `json:"an,omitempty"`
 	// AgentsPresent are the agents in the conversation now: joined and not
 	// left (empty once it ended).
-	AgentsPresent      []string  `json:"ap,omitempty"`
-	OperatorNoResponse bool      `json:"nr,omitempty"`
+	AgentsPresent      []string `json:"ap,omitempty"`
+	OperatorNoResponse bool     `json:"nr,omitempty"`
 	// FirstResponseMS, ResponseMSSum and ResponseCount are the live agent's
 	// response times as lifecycle states them in engagement_classified (at
 	// the end): first response, and sum and number of replies.

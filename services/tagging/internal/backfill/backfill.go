@@ -25,11 +25,11 @@ import (
 	"time"
 
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/facts"
+	"github.com/parley-dev/parley/libs/rules"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
 	"github.com/parley-dev/parley/services/tagging/internal/derive"
-	"github.com/parley-dev/parley/services/tagging/internal/facts"
-	"github.com/parley-dev/parley/services/tagging/internal/rules"
 	"github.com/parley-dev/parley/services/tagging/internal/store"
 	"google.golang.org/protobuf/proto"
 )

@@ -9,13 +9,13 @@ import (
 
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/evtest"
+	"github.com/parley-dev/parley/libs/facts"
 	"github.com/parley-dev/parley/libs/partition"
 	"github.com/parley-dev/parley/libs/pgstore"
+	"github.com/parley-dev/parley/libs/rules"
 	"github.com/parley-dev/parley/libs/testenv"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
-	"github.com/parley-dev/parley/services/tagging/internal/evtest"
-	"github.com/parley-dev/parley/services/tagging/internal/facts"
-	"github.com/parley-dev/parley/services/tagging/internal/rules"
 	"github.com/parley-dev/parley/services/tagging/internal/store"
 )
 

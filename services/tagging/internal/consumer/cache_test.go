@@ -7,12 +7,12 @@ import (
 	"time"
 
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/evtest"
+	"github.com/parley-dev/parley/libs/facts"
+	"github.com/parley-dev/parley/libs/rules"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"github.com/parley-dev/parley/services/tagging/internal/consumer"
 	"github.com/parley-dev/parley/services/tagging/internal/derive"
-	"github.com/parley-dev/parley/services/tagging/internal/evtest"
-	"github.com/parley-dev/parley/services/tagging/internal/facts"
-	"github.com/parley-dev/parley/services/tagging/internal/rules"
 	"github.com/parley-dev/parley/services/tagging/internal/store"
 )
 

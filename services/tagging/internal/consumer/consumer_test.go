@@ -7,13 +7,13 @@ import (
 
 	"github.com/parley-dev/parley/libs/config"
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/evtest"
+	"github.com/parley-dev/parley/libs/facts"
 	"github.com/parley-dev/parley/libs/pgstore"
+	"github.com/parley-dev/parley/libs/rules"
 	"github.com/parley-dev/parley/libs/testenv"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"github.com/parley-dev/parley/services/tagging/internal/consumer"
-	"github.com/parley-dev/parley/services/tagging/internal/evtest"
-	"github.com/parley-dev/parley/services/tagging/internal/facts"
-	"github.com/parley-dev/parley/services/tagging/internal/rules"
 	"github.com/parley-dev/parley/services/tagging/internal/store"
 	"google.golang.org/protobuf/proto"
 )

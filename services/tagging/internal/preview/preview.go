@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"github.com/parley-dev/parley/libs/eventbus"
+	"github.com/parley-dev/parley/libs/rules"
 	"github.com/parley-dev/parley/services/tagging/internal/backfill"
-	"github.com/parley-dev/parley/services/tagging/internal/rules"
 	"github.com/parley-dev/parley/services/tagging/internal/store"
 )
 

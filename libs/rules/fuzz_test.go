@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-dev/parley/libs/rules"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
-	"github.com/parley-dev/parley/services/tagging/internal/rules"
 )
 
 // FuzzCompile feeds random expressions to the compiler: it never panics,

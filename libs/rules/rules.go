@@ -30,8 +30,8 @@ import (
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/ext"
+	"github.com/parley-dev/parley/libs/facts"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
-	"github.com/parley-dev/parley/services/tagging/internal/facts"
 )
 
 // Defaults of Options.

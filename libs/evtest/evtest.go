@@ -1,4 +1,4 @@
-// Package evtest builds conversation events for tagging's tests and
+// Package evtest builds conversation events for tests and
 // benchmarks. Event ids are deterministic per conversation and position, so
 // building the same conversation twice yields the same ids.
 package evtest

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-dev/parley/libs/evtest"
+	"github.com/parley-dev/parley/libs/facts"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
-	"github.com/parley-dev/parley/services/tagging/internal/evtest"
-	"github.com/parley-dev/parley/services/tagging/internal/facts"
 	"google.golang.org/protobuf/proto"
 )
 

@@ -10,11 +10,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/parley-dev/parley/libs/evtest"
+	"github.com/parley-dev/parley/libs/facts"
+	"github.com/parley-dev/parley/libs/rules"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
-	"github.com/parley-dev/parley/services/tagging/internal/evtest"
-	"github.com/parley-dev/parley/services/tagging/internal/facts"
-	"github.com/parley-dev/parley/services/tagging/internal/rules"
 	"google.golang.org/protobuf/proto"
 )
 
