@@ -1541,8 +1541,11 @@ func (x *Conversation) GetShareLinkId() string {
 
 // GetDashboardRequest selects conversations for the dashboard.
 type GetDashboardRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Filter        *Filter                `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Filter *Filter                `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Wait until the projection has applied this stream sequence (see
+	// Freshness) before answering; 0: answer at once.
+	MinSequence   uint64 `protobuf:"varint,100,opt,name=min_sequence,json=minSequence,proto3" json:"min_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1584,6 +1587,13 @@ func (x *GetDashboardRequest) GetFilter() *Filter {
 	return nil
 }
 
+func (x *GetDashboardRequest) GetMinSequence() uint64 {
+	if x != nil {
+		return x.MinSequence
+	}
+	return 0
+}
+
 // Dashboard holds the dashboard figures.
 type Dashboard struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -1607,8 +1617,22 @@ type Dashboard struct {
 	Countries []*Count `protobuf:"bytes,11,rep,name=countries,proto3" json:"countries,omitempty"`
 	Cities    []*Count `protobuf:"bytes,12,rep,name=cities,proto3" json:"cities,omitempty"`
 	// The 20 most frequent tags.
-	TopTags       []*Count `protobuf:"bytes,13,rep,name=top_tags,json=topTags,proto3" json:"top_tags,omitempty"`
-	Messages      uint64   `protobuf:"varint,14,opt,name=messages,proto3" json:"messages,omitempty"`
+	TopTags  []*Count `protobuf:"bytes,13,rep,name=top_tags,json=topTags,proto3" json:"top_tags,omitempty"`
+	Messages uint64   `protobuf:"varint,14,opt,name=messages,proto3" json:"messages,omitempty"`
+	// Conversations by region ("country/region", top 50), for the map.
+	Regions []*Count `protobuf:"bytes,20,rep,name=regions,proto3" json:"regions,omitempty"`
+	// Conversations active now among those matching the filter that started
+	// before the range's end, including those that started before the
+	// range (the "active" figure of the map and KPI row; active above and the
+	// "active" status bucket count only conversations started in the range).
+	ActiveNow uint64 `protobuf:"varint,21,opt,name=active_now,json=activeNow,proto3" json:"active_now,omitempty"`
+	// Conversations with at least one lead (lead_conversion_rate is this
+	// over total).
+	Leads uint64 `protobuf:"varint,22,opt,name=leads,proto3" json:"leads,omitempty"`
+	// One funnel per flow (the 10 flows started most often).
+	Funnels []*FlowFunnel `protobuf:"bytes,23,rep,name=funnels,proto3" json:"funnels,omitempty"`
+	// How fresh the projection this answer was read from is.
+	Freshness     *Freshness `protobuf:"bytes,100,opt,name=freshness,proto3" json:"freshness,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1741,6 +1765,257 @@ func (x *Dashboard) GetMessages() uint64 {
 	return 0
 }
 
+func (x *Dashboard) GetRegions() []*Count {
+	if x != nil {
+		return x.Regions
+	}
+	return nil
+}
+
+func (x *Dashboard) GetActiveNow() uint64 {
+	if x != nil {
+		return x.ActiveNow
+	}
+	return 0
+}
+
+func (x *Dashboard) GetLeads() uint64 {
+	if x != nil {
+		return x.Leads
+	}
+	return 0
+}
+
+func (x *Dashboard) GetFunnels() []*FlowFunnel {
+	if x != nil {
+		return x.Funnels
+	}
+	return nil
+}
+
+func (x *Dashboard) GetFreshness() *Freshness {
+	if x != nil {
+		return x.Freshness
+	}
+	return nil
+}
+
+// FlowFunnel is a flow's funnel: conversations that started it, reached
+// each step, completed it, and where they dropped off.
+type FlowFunnel struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	FlowId  string                 `protobuf:"bytes,1,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
+	Started uint64                 `protobuf:"varint,2,opt,name=started,proto3" json:"started,omitempty"`
+	// Steps by conversations that reached them, most first.
+	Steps     []*Count `protobuf:"bytes,3,rep,name=steps,proto3" json:"steps,omitempty"`
+	Completed uint64   `protobuf:"varint,4,opt,name=completed,proto3" json:"completed,omitempty"`
+	// Drop-off per node ("step_id/node_id"), most first.
+	Drops         []*FlowDrop `protobuf:"bytes,5,rep,name=drops,proto3" json:"drops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlowFunnel) Reset() {
+	*x = FlowFunnel{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlowFunnel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlowFunnel) ProtoMessage() {}
+
+func (x *FlowFunnel) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlowFunnel.ProtoReflect.Descriptor instead.
+func (*FlowFunnel) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *FlowFunnel) GetFlowId() string {
+	if x != nil {
+		return x.FlowId
+	}
+	return ""
+}
+
+func (x *FlowFunnel) GetStarted() uint64 {
+	if x != nil {
+		return x.Started
+	}
+	return 0
+}
+
+func (x *FlowFunnel) GetSteps() []*Count {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *FlowFunnel) GetCompleted() uint64 {
+	if x != nil {
+		return x.Completed
+	}
+	return 0
+}
+
+func (x *FlowFunnel) GetDrops() []*FlowDrop {
+	if x != nil {
+		return x.Drops
+	}
+	return nil
+}
+
+// FlowDrop is one node where conversations left a flow.
+type FlowDrop struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StepId        string                 `protobuf:"bytes,1,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
+	NodeId        string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Conversations uint64                 `protobuf:"varint,3,opt,name=conversations,proto3" json:"conversations,omitempty"`
+	// Up to 5 of those conversations, newest first.
+	SampleConversationIds []string `protobuf:"bytes,4,rep,name=sample_conversation_ids,json=sampleConversationIds,proto3" json:"sample_conversation_ids,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *FlowDrop) Reset() {
+	*x = FlowDrop{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlowDrop) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlowDrop) ProtoMessage() {}
+
+func (x *FlowDrop) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlowDrop.ProtoReflect.Descriptor instead.
+func (*FlowDrop) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *FlowDrop) GetStepId() string {
+	if x != nil {
+		return x.StepId
+	}
+	return ""
+}
+
+func (x *FlowDrop) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *FlowDrop) GetConversations() uint64 {
+	if x != nil {
+		return x.Conversations
+	}
+	return 0
+}
+
+func (x *FlowDrop) GetSampleConversationIds() []string {
+	if x != nil {
+		return x.SampleConversationIds
+	}
+	return nil
+}
+
+// Freshness tells how far the projection an answer was read from has
+// applied the event log. applied_sequence is the stream sequence up to
+// which every partition of reporting's projector has committed;
+// last_sequence the log's last sequence when the answer was read; lag the
+// difference. An ingest AppendResponse's sequence passed as a request's
+// min_sequence makes the call wait until that write is visible.
+type Freshness struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	AppliedSequence uint64                 `protobuf:"varint,1,opt,name=applied_sequence,json=appliedSequence,proto3" json:"applied_sequence,omitempty"`
+	LastSequence    uint64                 `protobuf:"varint,2,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
+	Lag             uint64                 `protobuf:"varint,3,opt,name=lag,proto3" json:"lag,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Freshness) Reset() {
+	*x = Freshness{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Freshness) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Freshness) ProtoMessage() {}
+
+func (x *Freshness) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Freshness.ProtoReflect.Descriptor instead.
+func (*Freshness) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Freshness) GetAppliedSequence() uint64 {
+	if x != nil {
+		return x.AppliedSequence
+	}
+	return 0
+}
+
+func (x *Freshness) GetLastSequence() uint64 {
+	if x != nil {
+		return x.LastSequence
+	}
+	return 0
+}
+
+func (x *Freshness) GetLag() uint64 {
+	if x != nil {
+		return x.Lag
+	}
+	return 0
+}
+
 // Count is one bucket of a breakdown.
 type Count struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1754,7 +2029,7 @@ type Count struct {
 
 func (x *Count) Reset() {
 	*x = Count{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[16]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +2041,7 @@ func (x *Count) String() string {
 func (*Count) ProtoMessage() {}
 
 func (x *Count) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[16]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +2054,7 @@ func (x *Count) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Count.ProtoReflect.Descriptor instead.
 func (*Count) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{16}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Count) GetKey() string {
@@ -1816,7 +2091,7 @@ type DayCount struct {
 
 func (x *DayCount) Reset() {
 	*x = DayCount{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[17]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1828,7 +2103,7 @@ func (x *DayCount) String() string {
 func (*DayCount) ProtoMessage() {}
 
 func (x *DayCount) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[17]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1841,7 +2116,7 @@ func (x *DayCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DayCount.ProtoReflect.Descriptor instead.
 func (*DayCount) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{17}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DayCount) GetDate() string {
@@ -1879,14 +2154,20 @@ type RunReportRequest struct {
 	// client_phrases).
 	WithMessageTimes bool `protobuf:"varint,3,opt,name=with_message_times,json=withMessageTimes,proto3" json:"with_message_times,omitempty"`
 	// Most rows returned (default 10000, at most 100000).
-	Limit         uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	// IANA time zone of the report's times (default: the filter's time
+	// zone, else the tenant's, else UTC).
+	TimeZone string `protobuf:"bytes,5,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	// Wait until the projection has applied this stream sequence before
+	// answering (see Freshness); 0: answer at once.
+	MinSequence   uint64 `protobuf:"varint,100,opt,name=min_sequence,json=minSequence,proto3" json:"min_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunReportRequest) Reset() {
 	*x = RunReportRequest{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[18]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1898,7 +2179,7 @@ func (x *RunReportRequest) String() string {
 func (*RunReportRequest) ProtoMessage() {}
 
 func (x *RunReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[18]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1911,7 +2192,7 @@ func (x *RunReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunReportRequest.ProtoReflect.Descriptor instead.
 func (*RunReportRequest) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{18}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RunReportRequest) GetKind() string {
@@ -1942,20 +2223,36 @@ func (x *RunReportRequest) GetLimit() uint32 {
 	return 0
 }
 
+func (x *RunReportRequest) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
+func (x *RunReportRequest) GetMinSequence() uint64 {
+	if x != nil {
+		return x.MinSequence
+	}
+	return 0
+}
+
 // Report is a table of rows.
 type Report struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Columns []string               `protobuf:"bytes,1,rep,name=columns,proto3" json:"columns,omitempty"`
 	Rows    []*ReportRow           `protobuf:"bytes,2,rep,name=rows,proto3" json:"rows,omitempty"`
 	// True when more rows matched than limit allowed.
-	Truncated     bool `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	Truncated bool `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	// How fresh the projection this answer was read from is.
+	Freshness     *Freshness `protobuf:"bytes,100,opt,name=freshness,proto3" json:"freshness,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[19]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1967,7 +2264,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[19]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1980,7 +2277,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{19}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Report) GetColumns() []string {
@@ -2004,6 +2301,13 @@ func (x *Report) GetTruncated() bool {
 	return false
 }
 
+func (x *Report) GetFreshness() *Freshness {
+	if x != nil {
+		return x.Freshness
+	}
+	return nil
+}
+
 // ReportRow is one report row, values as strings in column order.
 type ReportRow struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2014,7 +2318,7 @@ type ReportRow struct {
 
 func (x *ReportRow) Reset() {
 	*x = ReportRow{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[20]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +2330,7 @@ func (x *ReportRow) String() string {
 func (*ReportRow) ProtoMessage() {}
 
 func (x *ReportRow) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[20]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,12 +2343,214 @@ func (x *ReportRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRow.ProtoReflect.Descriptor instead.
 func (*ReportRow) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{20}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReportRow) GetValues() []string {
 	if x != nil {
 		return x.Values
+	}
+	return nil
+}
+
+// GetSettingsRequest reads the caller's tenant's settings.
+type GetSettingsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSettingsRequest) Reset() {
+	*x = GetSettingsRequest{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSettingsRequest) ProtoMessage() {}
+
+func (x *GetSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSettingsRequest.ProtoReflect.Descriptor instead.
+func (*GetSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{24}
+}
+
+// TenantSettings are a tenant's settings.
+type TenantSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// IANA time zone of dashboards and reports when a request names none.
+	TimeZone string `protobuf:"bytes,1,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	// The bot registry, by bot id.
+	Bots          []*Bot `protobuf:"bytes,2,rep,name=bots,proto3" json:"bots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantSettings) Reset() {
+	*x = TenantSettings{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantSettings) ProtoMessage() {}
+
+func (x *TenantSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantSettings.ProtoReflect.Descriptor instead.
+func (*TenantSettings) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TenantSettings) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
+func (x *TenantSettings) GetBots() []*Bot {
+	if x != nil {
+		return x.Bots
+	}
+	return nil
+}
+
+// Bot is one entry of a tenant's bot registry.
+type Bot struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1..64 characters of [A-Za-z0-9_.-].
+	BotId string `protobuf:"bytes,1,opt,name=bot_id,json=botId,proto3" json:"bot_id,omitempty"`
+	// Display name shown in reports, 1..100 characters.
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Bot) Reset() {
+	*x = Bot{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Bot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Bot) ProtoMessage() {}
+
+func (x *Bot) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Bot.ProtoReflect.Descriptor instead.
+func (*Bot) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *Bot) GetBotId() string {
+	if x != nil {
+		return x.BotId
+	}
+	return ""
+}
+
+func (x *Bot) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// UpdateSettingsRequest changes a tenant's settings; unset fields stay.
+type UpdateSettingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An IANA time zone, e.g. "Europe/Berlin" (not "Local").
+	TimeZone *string `protobuf:"bytes,1,opt,name=time_zone,json=timeZone,proto3,oneof" json:"time_zone,omitempty"`
+	// Bots to add or rename (at most 100 per request).
+	Bots          []*Bot `protobuf:"bytes,2,rep,name=bots,proto3" json:"bots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSettingsRequest) Reset() {
+	*x = UpdateSettingsRequest{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSettingsRequest) ProtoMessage() {}
+
+func (x *UpdateSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSettingsRequest.ProtoReflect.Descriptor instead.
+func (*UpdateSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *UpdateSettingsRequest) GetTimeZone() string {
+	if x != nil && x.TimeZone != nil {
+		return *x.TimeZone
+	}
+	return ""
+}
+
+func (x *UpdateSettingsRequest) GetBots() []*Bot {
+	if x != nil {
+		return x.Bots
 	}
 	return nil
 }
@@ -2223,9 +2729,10 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\rshare_link_id\x18\x19 \x01(\tR\vshareLinkId\x1a<\n" +
 	"\x0eVariablesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"J\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"m\n" +
 	"\x13GetDashboardRequest\x123\n" +
-	"\x06filter\x18\x01 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\"\xc5\x04\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\x12!\n" +
+	"\fmin_sequence\x18d \x01(\x04R\vminSequence\"\xa9\x06\n" +
 	"\tDashboard\x12\x14\n" +
 	"\x05total\x18\x01 \x01(\x04R\x05total\x12\x16\n" +
 	"\x06active\x18\x02 \x01(\x04R\x06active\x12\x14\n" +
@@ -2242,7 +2749,29 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\tcountries\x18\v \x03(\v2\x1a.parley.reporting.v1.CountR\tcountries\x122\n" +
 	"\x06cities\x18\f \x03(\v2\x1a.parley.reporting.v1.CountR\x06cities\x125\n" +
 	"\btop_tags\x18\r \x03(\v2\x1a.parley.reporting.v1.CountR\atopTags\x12\x1a\n" +
-	"\bmessages\x18\x0e \x01(\x04R\bmessages\"E\n" +
+	"\bmessages\x18\x0e \x01(\x04R\bmessages\x124\n" +
+	"\aregions\x18\x14 \x03(\v2\x1a.parley.reporting.v1.CountR\aregions\x12\x1d\n" +
+	"\n" +
+	"active_now\x18\x15 \x01(\x04R\tactiveNow\x12\x14\n" +
+	"\x05leads\x18\x16 \x01(\x04R\x05leads\x129\n" +
+	"\afunnels\x18\x17 \x03(\v2\x1f.parley.reporting.v1.FlowFunnelR\afunnels\x12<\n" +
+	"\tfreshness\x18d \x01(\v2\x1e.parley.reporting.v1.FreshnessR\tfreshness\"\xc4\x01\n" +
+	"\n" +
+	"FlowFunnel\x12\x17\n" +
+	"\aflow_id\x18\x01 \x01(\tR\x06flowId\x12\x18\n" +
+	"\astarted\x18\x02 \x01(\x04R\astarted\x120\n" +
+	"\x05steps\x18\x03 \x03(\v2\x1a.parley.reporting.v1.CountR\x05steps\x12\x1c\n" +
+	"\tcompleted\x18\x04 \x01(\x04R\tcompleted\x123\n" +
+	"\x05drops\x18\x05 \x03(\v2\x1d.parley.reporting.v1.FlowDropR\x05drops\"\x9a\x01\n" +
+	"\bFlowDrop\x12\x17\n" +
+	"\astep_id\x18\x01 \x01(\tR\x06stepId\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12$\n" +
+	"\rconversations\x18\x03 \x01(\x04R\rconversations\x126\n" +
+	"\x17sample_conversation_ids\x18\x04 \x03(\tR\x15sampleConversationIds\"m\n" +
+	"\tFreshness\x12)\n" +
+	"\x10applied_sequence\x18\x01 \x01(\x04R\x0fappliedSequence\x12#\n" +
+	"\rlast_sequence\x18\x02 \x01(\x04R\flastSequence\x12\x10\n" +
+	"\x03lag\x18\x03 \x01(\x04R\x03lag\"E\n" +
 	"\x05Count\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x04R\x05count\x12\x14\n" +
@@ -2250,18 +2779,33 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\bDayCount\x12\x12\n" +
 	"\x04date\x18\x01 \x01(\tR\x04date\x12$\n" +
 	"\rconversations\x18\x02 \x01(\x04R\rconversations\x12\x1a\n" +
-	"\bmessages\x18\x03 \x01(\x04R\bmessages\"\x9f\x01\n" +
+	"\bmessages\x18\x03 \x01(\x04R\bmessages\"\xdf\x01\n" +
 	"\x10RunReportRequest\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x123\n" +
 	"\x06filter\x18\x02 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\x12,\n" +
 	"\x12with_message_times\x18\x03 \x01(\bR\x10withMessageTimes\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"t\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x1b\n" +
+	"\ttime_zone\x18\x05 \x01(\tR\btimeZone\x12!\n" +
+	"\fmin_sequence\x18d \x01(\x04R\vminSequence\"\xb2\x01\n" +
 	"\x06Report\x12\x18\n" +
 	"\acolumns\x18\x01 \x03(\tR\acolumns\x122\n" +
 	"\x04rows\x18\x02 \x03(\v2\x1e.parley.reporting.v1.ReportRowR\x04rows\x12\x1c\n" +
-	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"#\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\x12<\n" +
+	"\tfreshness\x18d \x01(\v2\x1e.parley.reporting.v1.FreshnessR\tfreshness\"#\n" +
 	"\tReportRow\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values2\xcd\x05\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"\x14\n" +
+	"\x12GetSettingsRequest\"[\n" +
+	"\x0eTenantSettings\x12\x1b\n" +
+	"\ttime_zone\x18\x01 \x01(\tR\btimeZone\x12,\n" +
+	"\x04bots\x18\x02 \x03(\v2\x18.parley.reporting.v1.BotR\x04bots\"0\n" +
+	"\x03Bot\x12\x15\n" +
+	"\x06bot_id\x18\x01 \x01(\tR\x05botId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"u\n" +
+	"\x15UpdateSettingsRequest\x12 \n" +
+	"\ttime_zone\x18\x01 \x01(\tH\x00R\btimeZone\x88\x01\x01\x12,\n" +
+	"\x04bots\x18\x02 \x03(\v2\x18.parley.reporting.v1.BotR\x04botsB\f\n" +
+	"\n" +
+	"_time_zone2\xcd\x05\n" +
 	"\x10ReportingService\x12r\n" +
 	"\x11ListConversations\x12-.parley.reporting.v1.ListConversationsRequest\x1a..parley.reporting.v1.ListConversationsResponse\x12a\n" +
 	"\x0fGetConversation\x12+.parley.reporting.v1.GetConversationRequest\x1a!.parley.reporting.v1.Conversation\x12X\n" +
@@ -2269,7 +2813,10 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\tRunReport\x12%.parley.reporting.v1.RunReportRequest\x1a\x1b.parley.reporting.v1.Report\x12l\n" +
 	"\x12RebuildProjections\x12..parley.reporting.v1.RebuildProjectionsRequest\x1a$.parley.reporting.v1.RebuildProgress0\x01\x12i\n" +
 	"\x0eListShareLinks\x12*.parley.reporting.v1.ListShareLinksRequest\x1a+.parley.reporting.v1.ListShareLinksResponse\x12^\n" +
-	"\x0fRevokeShareLink\x12+.parley.reporting.v1.RevokeShareLinkRequest\x1a\x1e.parley.reporting.v1.ShareLinkBDZBgithub.com/parley-dev/parley/proto/parley/reporting/v1;reportingv1b\x06proto3"
+	"\x0fRevokeShareLink\x12+.parley.reporting.v1.RevokeShareLinkRequest\x1a\x1e.parley.reporting.v1.ShareLink2\xd1\x01\n" +
+	"\x0fSettingsService\x12[\n" +
+	"\vGetSettings\x12'.parley.reporting.v1.GetSettingsRequest\x1a#.parley.reporting.v1.TenantSettings\x12a\n" +
+	"\x0eUpdateSettings\x12*.parley.reporting.v1.UpdateSettingsRequest\x1a#.parley.reporting.v1.TenantSettingsBDZBgithub.com/parley-dev/parley/proto/parley/reporting/v1;reportingv1b\x06proto3"
 
 var (
 	file_parley_reporting_v1_reporting_proto_rawDescOnce sync.Once
@@ -2283,7 +2830,7 @@ func file_parley_reporting_v1_reporting_proto_rawDescGZIP() []byte {
 	return file_parley_reporting_v1_reporting_proto_rawDescData
 }
 
-var file_parley_reporting_v1_reporting_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_parley_reporting_v1_reporting_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_parley_reporting_v1_reporting_proto_goTypes = []any{
 	(*ListShareLinksRequest)(nil),     // 0: parley.reporting.v1.ListShareLinksRequest
 	(*ListShareLinksResponse)(nil),    // 1: parley.reporting.v1.ListShareLinksResponse
@@ -2301,77 +2848,96 @@ var file_parley_reporting_v1_reporting_proto_goTypes = []any{
 	(*Conversation)(nil),              // 13: parley.reporting.v1.Conversation
 	(*GetDashboardRequest)(nil),       // 14: parley.reporting.v1.GetDashboardRequest
 	(*Dashboard)(nil),                 // 15: parley.reporting.v1.Dashboard
-	(*Count)(nil),                     // 16: parley.reporting.v1.Count
-	(*DayCount)(nil),                  // 17: parley.reporting.v1.DayCount
-	(*RunReportRequest)(nil),          // 18: parley.reporting.v1.RunReportRequest
-	(*Report)(nil),                    // 19: parley.reporting.v1.Report
-	(*ReportRow)(nil),                 // 20: parley.reporting.v1.ReportRow
-	nil,                               // 21: parley.reporting.v1.Conversation.VariablesEntry
-	(*timestamppb.Timestamp)(nil),     // 22: google.protobuf.Timestamp
-	(v1.Channel)(0),                   // 23: parley.event.v1.Channel
-	(v1.Platform)(0),                  // 24: parley.event.v1.Platform
-	(v1.ConversationType)(0),          // 25: parley.event.v1.ConversationType
-	(v1.Engagement)(0),                // 26: parley.event.v1.Engagement
-	(v1.EndReason)(0),                 // 27: parley.event.v1.EndReason
-	(v1.Role)(0),                      // 28: parley.event.v1.Role
+	(*FlowFunnel)(nil),                // 16: parley.reporting.v1.FlowFunnel
+	(*FlowDrop)(nil),                  // 17: parley.reporting.v1.FlowDrop
+	(*Freshness)(nil),                 // 18: parley.reporting.v1.Freshness
+	(*Count)(nil),                     // 19: parley.reporting.v1.Count
+	(*DayCount)(nil),                  // 20: parley.reporting.v1.DayCount
+	(*RunReportRequest)(nil),          // 21: parley.reporting.v1.RunReportRequest
+	(*Report)(nil),                    // 22: parley.reporting.v1.Report
+	(*ReportRow)(nil),                 // 23: parley.reporting.v1.ReportRow
+	(*GetSettingsRequest)(nil),        // 24: parley.reporting.v1.GetSettingsRequest
+	(*TenantSettings)(nil),            // 25: parley.reporting.v1.TenantSettings
+	(*Bot)(nil),                       // 26: parley.reporting.v1.Bot
+	(*UpdateSettingsRequest)(nil),     // 27: parley.reporting.v1.UpdateSettingsRequest
+	nil,                               // 28: parley.reporting.v1.Conversation.VariablesEntry
+	(*timestamppb.Timestamp)(nil),     // 29: google.protobuf.Timestamp
+	(v1.Channel)(0),                   // 30: parley.event.v1.Channel
+	(v1.Platform)(0),                  // 31: parley.event.v1.Platform
+	(v1.ConversationType)(0),          // 32: parley.event.v1.ConversationType
+	(v1.Engagement)(0),                // 33: parley.event.v1.Engagement
+	(v1.EndReason)(0),                 // 34: parley.event.v1.EndReason
+	(v1.Role)(0),                      // 35: parley.event.v1.Role
 }
 var file_parley_reporting_v1_reporting_proto_depIdxs = []int32{
 	3,  // 0: parley.reporting.v1.ListShareLinksResponse.links:type_name -> parley.reporting.v1.ShareLink
-	22, // 1: parley.reporting.v1.ShareLink.created_at:type_name -> google.protobuf.Timestamp
-	22, // 2: parley.reporting.v1.ShareLink.expires_at:type_name -> google.protobuf.Timestamp
-	22, // 3: parley.reporting.v1.ShareLink.revoked_at:type_name -> google.protobuf.Timestamp
-	22, // 4: parley.reporting.v1.TimeRange.from:type_name -> google.protobuf.Timestamp
-	22, // 5: parley.reporting.v1.TimeRange.to:type_name -> google.protobuf.Timestamp
+	29, // 1: parley.reporting.v1.ShareLink.created_at:type_name -> google.protobuf.Timestamp
+	29, // 2: parley.reporting.v1.ShareLink.expires_at:type_name -> google.protobuf.Timestamp
+	29, // 3: parley.reporting.v1.ShareLink.revoked_at:type_name -> google.protobuf.Timestamp
+	29, // 4: parley.reporting.v1.TimeRange.from:type_name -> google.protobuf.Timestamp
+	29, // 5: parley.reporting.v1.TimeRange.to:type_name -> google.protobuf.Timestamp
 	6,  // 6: parley.reporting.v1.Filter.time_range:type_name -> parley.reporting.v1.TimeRange
-	23, // 7: parley.reporting.v1.Filter.channels:type_name -> parley.event.v1.Channel
-	24, // 8: parley.reporting.v1.Filter.platforms:type_name -> parley.event.v1.Platform
-	25, // 9: parley.reporting.v1.Filter.types:type_name -> parley.event.v1.ConversationType
-	26, // 10: parley.reporting.v1.Filter.engagements:type_name -> parley.event.v1.Engagement
-	27, // 11: parley.reporting.v1.Filter.end_reasons:type_name -> parley.event.v1.EndReason
+	30, // 7: parley.reporting.v1.Filter.channels:type_name -> parley.event.v1.Channel
+	31, // 8: parley.reporting.v1.Filter.platforms:type_name -> parley.event.v1.Platform
+	32, // 9: parley.reporting.v1.Filter.types:type_name -> parley.event.v1.ConversationType
+	33, // 10: parley.reporting.v1.Filter.engagements:type_name -> parley.event.v1.Engagement
+	34, // 11: parley.reporting.v1.Filter.end_reasons:type_name -> parley.event.v1.EndReason
 	7,  // 12: parley.reporting.v1.ListConversationsRequest.filter:type_name -> parley.reporting.v1.Filter
-	23, // 13: parley.reporting.v1.ConversationSummary.channel:type_name -> parley.event.v1.Channel
-	24, // 14: parley.reporting.v1.ConversationSummary.platform:type_name -> parley.event.v1.Platform
-	25, // 15: parley.reporting.v1.ConversationSummary.type:type_name -> parley.event.v1.ConversationType
-	22, // 16: parley.reporting.v1.ConversationSummary.started_at:type_name -> google.protobuf.Timestamp
-	22, // 17: parley.reporting.v1.ConversationSummary.last_activity_at:type_name -> google.protobuf.Timestamp
-	27, // 18: parley.reporting.v1.ConversationSummary.end_reason:type_name -> parley.event.v1.EndReason
-	22, // 19: parley.reporting.v1.ConversationSummary.ended_at:type_name -> google.protobuf.Timestamp
-	26, // 20: parley.reporting.v1.ConversationSummary.engagement:type_name -> parley.event.v1.Engagement
+	30, // 13: parley.reporting.v1.ConversationSummary.channel:type_name -> parley.event.v1.Channel
+	31, // 14: parley.reporting.v1.ConversationSummary.platform:type_name -> parley.event.v1.Platform
+	32, // 15: parley.reporting.v1.ConversationSummary.type:type_name -> parley.event.v1.ConversationType
+	29, // 16: parley.reporting.v1.ConversationSummary.started_at:type_name -> google.protobuf.Timestamp
+	29, // 17: parley.reporting.v1.ConversationSummary.last_activity_at:type_name -> google.protobuf.Timestamp
+	34, // 18: parley.reporting.v1.ConversationSummary.end_reason:type_name -> parley.event.v1.EndReason
+	29, // 19: parley.reporting.v1.ConversationSummary.ended_at:type_name -> google.protobuf.Timestamp
+	33, // 20: parley.reporting.v1.ConversationSummary.engagement:type_name -> parley.event.v1.Engagement
 	9,  // 21: parley.reporting.v1.ListConversationsResponse.conversations:type_name -> parley.reporting.v1.ConversationSummary
-	28, // 22: parley.reporting.v1.Message.role:type_name -> parley.event.v1.Role
-	22, // 23: parley.reporting.v1.Message.occurred_at:type_name -> google.protobuf.Timestamp
+	35, // 22: parley.reporting.v1.Message.role:type_name -> parley.event.v1.Role
+	29, // 23: parley.reporting.v1.Message.occurred_at:type_name -> google.protobuf.Timestamp
 	9,  // 24: parley.reporting.v1.Conversation.summary:type_name -> parley.reporting.v1.ConversationSummary
 	12, // 25: parley.reporting.v1.Conversation.messages:type_name -> parley.reporting.v1.Message
-	21, // 26: parley.reporting.v1.Conversation.variables:type_name -> parley.reporting.v1.Conversation.VariablesEntry
-	22, // 27: parley.reporting.v1.Conversation.takeover_at:type_name -> google.protobuf.Timestamp
-	22, // 28: parley.reporting.v1.Conversation.share_expires_at:type_name -> google.protobuf.Timestamp
+	28, // 26: parley.reporting.v1.Conversation.variables:type_name -> parley.reporting.v1.Conversation.VariablesEntry
+	29, // 27: parley.reporting.v1.Conversation.takeover_at:type_name -> google.protobuf.Timestamp
+	29, // 28: parley.reporting.v1.Conversation.share_expires_at:type_name -> google.protobuf.Timestamp
 	7,  // 29: parley.reporting.v1.GetDashboardRequest.filter:type_name -> parley.reporting.v1.Filter
-	16, // 30: parley.reporting.v1.Dashboard.statuses:type_name -> parley.reporting.v1.Count
-	17, // 31: parley.reporting.v1.Dashboard.trend:type_name -> parley.reporting.v1.DayCount
-	16, // 32: parley.reporting.v1.Dashboard.countries:type_name -> parley.reporting.v1.Count
-	16, // 33: parley.reporting.v1.Dashboard.cities:type_name -> parley.reporting.v1.Count
-	16, // 34: parley.reporting.v1.Dashboard.top_tags:type_name -> parley.reporting.v1.Count
-	7,  // 35: parley.reporting.v1.RunReportRequest.filter:type_name -> parley.reporting.v1.Filter
-	20, // 36: parley.reporting.v1.Report.rows:type_name -> parley.reporting.v1.ReportRow
-	8,  // 37: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
-	11, // 38: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
-	14, // 39: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
-	18, // 40: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
-	4,  // 41: parley.reporting.v1.ReportingService.RebuildProjections:input_type -> parley.reporting.v1.RebuildProjectionsRequest
-	0,  // 42: parley.reporting.v1.ReportingService.ListShareLinks:input_type -> parley.reporting.v1.ListShareLinksRequest
-	2,  // 43: parley.reporting.v1.ReportingService.RevokeShareLink:input_type -> parley.reporting.v1.RevokeShareLinkRequest
-	10, // 44: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
-	13, // 45: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
-	15, // 46: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
-	19, // 47: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
-	5,  // 48: parley.reporting.v1.ReportingService.RebuildProjections:output_type -> parley.reporting.v1.RebuildProgress
-	1,  // 49: parley.reporting.v1.ReportingService.ListShareLinks:output_type -> parley.reporting.v1.ListShareLinksResponse
-	3,  // 50: parley.reporting.v1.ReportingService.RevokeShareLink:output_type -> parley.reporting.v1.ShareLink
-	44, // [44:51] is the sub-list for method output_type
-	37, // [37:44] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	19, // 30: parley.reporting.v1.Dashboard.statuses:type_name -> parley.reporting.v1.Count
+	20, // 31: parley.reporting.v1.Dashboard.trend:type_name -> parley.reporting.v1.DayCount
+	19, // 32: parley.reporting.v1.Dashboard.countries:type_name -> parley.reporting.v1.Count
+	19, // 33: parley.reporting.v1.Dashboard.cities:type_name -> parley.reporting.v1.Count
+	19, // 34: parley.reporting.v1.Dashboard.top_tags:type_name -> parley.reporting.v1.Count
+	19, // 35: parley.reporting.v1.Dashboard.regions:type_name -> parley.reporting.v1.Count
+	16, // 36: parley.reporting.v1.Dashboard.funnels:type_name -> parley.reporting.v1.FlowFunnel
+	18, // 37: parley.reporting.v1.Dashboard.freshness:type_name -> parley.reporting.v1.Freshness
+	19, // 38: parley.reporting.v1.FlowFunnel.steps:type_name -> parley.reporting.v1.Count
+	17, // 39: parley.reporting.v1.FlowFunnel.drops:type_name -> parley.reporting.v1.FlowDrop
+	7,  // 40: parley.reporting.v1.RunReportRequest.filter:type_name -> parley.reporting.v1.Filter
+	23, // 41: parley.reporting.v1.Report.rows:type_name -> parley.reporting.v1.ReportRow
+	18, // 42: parley.reporting.v1.Report.freshness:type_name -> parley.reporting.v1.Freshness
+	26, // 43: parley.reporting.v1.TenantSettings.bots:type_name -> parley.reporting.v1.Bot
+	26, // 44: parley.reporting.v1.UpdateSettingsRequest.bots:type_name -> parley.reporting.v1.Bot
+	8,  // 45: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
+	11, // 46: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
+	14, // 47: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
+	21, // 48: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
+	4,  // 49: parley.reporting.v1.ReportingService.RebuildProjections:input_type -> parley.reporting.v1.RebuildProjectionsRequest
+	0,  // 50: parley.reporting.v1.ReportingService.ListShareLinks:input_type -> parley.reporting.v1.ListShareLinksRequest
+	2,  // 51: parley.reporting.v1.ReportingService.RevokeShareLink:input_type -> parley.reporting.v1.RevokeShareLinkRequest
+	24, // 52: parley.reporting.v1.SettingsService.GetSettings:input_type -> parley.reporting.v1.GetSettingsRequest
+	27, // 53: parley.reporting.v1.SettingsService.UpdateSettings:input_type -> parley.reporting.v1.UpdateSettingsRequest
+	10, // 54: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
+	13, // 55: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
+	15, // 56: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
+	22, // 57: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
+	5,  // 58: parley.reporting.v1.ReportingService.RebuildProjections:output_type -> parley.reporting.v1.RebuildProgress
+	1,  // 59: parley.reporting.v1.ReportingService.ListShareLinks:output_type -> parley.reporting.v1.ListShareLinksResponse
+	3,  // 60: parley.reporting.v1.ReportingService.RevokeShareLink:output_type -> parley.reporting.v1.ShareLink
+	25, // 61: parley.reporting.v1.SettingsService.GetSettings:output_type -> parley.reporting.v1.TenantSettings
+	25, // 62: parley.reporting.v1.SettingsService.UpdateSettings:output_type -> parley.reporting.v1.TenantSettings
+	54, // [54:63] is the sub-list for method output_type
+	45, // [45:54] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_parley_reporting_v1_reporting_proto_init() }
@@ -2380,15 +2946,16 @@ func file_parley_reporting_v1_reporting_proto_init() {
 		return
 	}
 	file_parley_reporting_v1_reporting_proto_msgTypes[7].OneofWrappers = []any{}
+	file_parley_reporting_v1_reporting_proto_msgTypes[27].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_reporting_v1_reporting_proto_rawDesc), len(file_parley_reporting_v1_reporting_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   29,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_parley_reporting_v1_reporting_proto_goTypes,
 		DependencyIndexes: file_parley_reporting_v1_reporting_proto_depIdxs,
