@@ -707,10 +707,13 @@ func (x *Filter) GetText() string {
 
 // ListConversationsRequest pages through conversations.
 type ListConversationsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Filter        *Filter                `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
-	PageSize      uint32                 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Filter    *Filter                `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	PageSize  uint32                 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Wait until the projection has applied this stream sequence before
+	// answering (see Freshness); 0: answer at once.
+	MinSequence   uint64 `protobuf:"varint,100,opt,name=min_sequence,json=minSequence,proto3" json:"min_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -764,6 +767,13 @@ func (x *ListConversationsRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListConversationsRequest) GetMinSequence() uint64 {
+	if x != nil {
+		return x.MinSequence
+	}
+	return 0
 }
 
 // ConversationSummary is one row of the conversation list.
@@ -1033,6 +1043,8 @@ type ListConversationsResponse struct {
 	Conversations []*ConversationSummary `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"`
 	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	TotalCount    uint64                 `protobuf:"varint,3,opt,name=total_count,json=totalCount,proto3" json:"total_count,omitempty"`
+	// How fresh the projection this answer was read from is.
+	Freshness     *Freshness `protobuf:"bytes,100,opt,name=freshness,proto3" json:"freshness,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1086,6 +1098,13 @@ func (x *ListConversationsResponse) GetTotalCount() uint64 {
 		return x.TotalCount
 	}
 	return 0
+}
+
+func (x *ListConversationsResponse) GetFreshness() *Freshness {
+	if x != nil {
+		return x.Freshness
+	}
+	return nil
 }
 
 // GetConversationRequest names a conversation.
@@ -2627,12 +2646,13 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\v_taken_overB\v\n" +
 	"\t_has_leadB\n" +
 	"\n" +
-	"\b_flagged\"\x8b\x01\n" +
+	"\b_flagged\"\xae\x01\n" +
 	"\x18ListConversationsRequest\x123\n" +
 	"\x06filter\x18\x01 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"\xdf\b\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12!\n" +
+	"\fmin_sequence\x18d \x01(\x04R\vminSequence\"\xdf\b\n" +
 	"\x13ConversationSummary\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x15\n" +
 	"\x06bot_id\x18\x02 \x01(\tR\x05botId\x122\n" +
@@ -2668,12 +2688,13 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\x12unidentified_count\x18\x19 \x01(\rR\x11unidentifiedCount\x12\x14\n" +
 	"\x05goals\x18\x1a \x03(\tR\x05goals\x12\x19\n" +
 	"\bhas_lead\x18\x1b \x01(\bR\ahasLead\x12#\n" +
-	"\rvisitor_token\x18\x1c \x01(\tR\fvisitorToken\"\xb4\x01\n" +
+	"\rvisitor_token\x18\x1c \x01(\tR\fvisitorToken\"\xf2\x01\n" +
 	"\x19ListConversationsResponse\x12N\n" +
 	"\rconversations\x18\x01 \x03(\v2(.parley.reporting.v1.ConversationSummaryR\rconversations\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1f\n" +
 	"\vtotal_count\x18\x03 \x01(\x04R\n" +
-	"totalCount\"\x9e\x01\n" +
+	"totalCount\x12<\n" +
+	"\tfreshness\x18d \x01(\v2\x1e.parley.reporting.v1.FreshnessR\tfreshness\"\x9e\x01\n" +
 	"\x16GetConversationRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x1f\n" +
 	"\vshare_token\x18\x02 \x01(\tR\n" +
@@ -2892,52 +2913,53 @@ var file_parley_reporting_v1_reporting_proto_depIdxs = []int32{
 	29, // 19: parley.reporting.v1.ConversationSummary.ended_at:type_name -> google.protobuf.Timestamp
 	33, // 20: parley.reporting.v1.ConversationSummary.engagement:type_name -> parley.event.v1.Engagement
 	9,  // 21: parley.reporting.v1.ListConversationsResponse.conversations:type_name -> parley.reporting.v1.ConversationSummary
-	35, // 22: parley.reporting.v1.Message.role:type_name -> parley.event.v1.Role
-	29, // 23: parley.reporting.v1.Message.occurred_at:type_name -> google.protobuf.Timestamp
-	9,  // 24: parley.reporting.v1.Conversation.summary:type_name -> parley.reporting.v1.ConversationSummary
-	12, // 25: parley.reporting.v1.Conversation.messages:type_name -> parley.reporting.v1.Message
-	28, // 26: parley.reporting.v1.Conversation.variables:type_name -> parley.reporting.v1.Conversation.VariablesEntry
-	29, // 27: parley.reporting.v1.Conversation.takeover_at:type_name -> google.protobuf.Timestamp
-	29, // 28: parley.reporting.v1.Conversation.share_expires_at:type_name -> google.protobuf.Timestamp
-	7,  // 29: parley.reporting.v1.GetDashboardRequest.filter:type_name -> parley.reporting.v1.Filter
-	19, // 30: parley.reporting.v1.Dashboard.statuses:type_name -> parley.reporting.v1.Count
-	20, // 31: parley.reporting.v1.Dashboard.trend:type_name -> parley.reporting.v1.DayCount
-	19, // 32: parley.reporting.v1.Dashboard.countries:type_name -> parley.reporting.v1.Count
-	19, // 33: parley.reporting.v1.Dashboard.cities:type_name -> parley.reporting.v1.Count
-	19, // 34: parley.reporting.v1.Dashboard.top_tags:type_name -> parley.reporting.v1.Count
-	19, // 35: parley.reporting.v1.Dashboard.regions:type_name -> parley.reporting.v1.Count
-	16, // 36: parley.reporting.v1.Dashboard.funnels:type_name -> parley.reporting.v1.FlowFunnel
-	18, // 37: parley.reporting.v1.Dashboard.freshness:type_name -> parley.reporting.v1.Freshness
-	19, // 38: parley.reporting.v1.FlowFunnel.steps:type_name -> parley.reporting.v1.Count
-	17, // 39: parley.reporting.v1.FlowFunnel.drops:type_name -> parley.reporting.v1.FlowDrop
-	7,  // 40: parley.reporting.v1.RunReportRequest.filter:type_name -> parley.reporting.v1.Filter
-	23, // 41: parley.reporting.v1.Report.rows:type_name -> parley.reporting.v1.ReportRow
-	18, // 42: parley.reporting.v1.Report.freshness:type_name -> parley.reporting.v1.Freshness
-	26, // 43: parley.reporting.v1.TenantSettings.bots:type_name -> parley.reporting.v1.Bot
-	26, // 44: parley.reporting.v1.UpdateSettingsRequest.bots:type_name -> parley.reporting.v1.Bot
-	8,  // 45: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
-	11, // 46: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
-	14, // 47: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
-	21, // 48: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
-	4,  // 49: parley.reporting.v1.ReportingService.RebuildProjections:input_type -> parley.reporting.v1.RebuildProjectionsRequest
-	0,  // 50: parley.reporting.v1.ReportingService.ListShareLinks:input_type -> parley.reporting.v1.ListShareLinksRequest
-	2,  // 51: parley.reporting.v1.ReportingService.RevokeShareLink:input_type -> parley.reporting.v1.RevokeShareLinkRequest
-	24, // 52: parley.reporting.v1.SettingsService.GetSettings:input_type -> parley.reporting.v1.GetSettingsRequest
-	27, // 53: parley.reporting.v1.SettingsService.UpdateSettings:input_type -> parley.reporting.v1.UpdateSettingsRequest
-	10, // 54: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
-	13, // 55: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
-	15, // 56: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
-	22, // 57: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
-	5,  // 58: parley.reporting.v1.ReportingService.RebuildProjections:output_type -> parley.reporting.v1.RebuildProgress
-	1,  // 59: parley.reporting.v1.ReportingService.ListShareLinks:output_type -> parley.reporting.v1.ListShareLinksResponse
-	3,  // 60: parley.reporting.v1.ReportingService.RevokeShareLink:output_type -> parley.reporting.v1.ShareLink
-	25, // 61: parley.reporting.v1.SettingsService.GetSettings:output_type -> parley.reporting.v1.TenantSettings
-	25, // 62: parley.reporting.v1.SettingsService.UpdateSettings:output_type -> parley.reporting.v1.TenantSettings
-	54, // [54:63] is the sub-list for method output_type
-	45, // [45:54] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	18, // 22: parley.reporting.v1.ListConversationsResponse.freshness:type_name -> parley.reporting.v1.Freshness
+	35, // 23: parley.reporting.v1.Message.role:type_name -> parley.event.v1.Role
+	29, // 24: parley.reporting.v1.Message.occurred_at:type_name -> google.protobuf.Timestamp
+	9,  // 25: parley.reporting.v1.Conversation.summary:type_name -> parley.reporting.v1.ConversationSummary
+	12, // 26: parley.reporting.v1.Conversation.messages:type_name -> parley.reporting.v1.Message
+	28, // 27: parley.reporting.v1.Conversation.variables:type_name -> parley.reporting.v1.Conversation.VariablesEntry
+	29, // 28: parley.reporting.v1.Conversation.takeover_at:type_name -> google.protobuf.Timestamp
+	29, // 29: parley.reporting.v1.Conversation.share_expires_at:type_name -> google.protobuf.Timestamp
+	7,  // 30: parley.reporting.v1.GetDashboardRequest.filter:type_name -> parley.reporting.v1.Filter
+	19, // 31: parley.reporting.v1.Dashboard.statuses:type_name -> parley.reporting.v1.Count
+	20, // 32: parley.reporting.v1.Dashboard.trend:type_name -> parley.reporting.v1.DayCount
+	19, // 33: parley.reporting.v1.Dashboard.countries:type_name -> parley.reporting.v1.Count
+	19, // 34: parley.reporting.v1.Dashboard.cities:type_name -> parley.reporting.v1.Count
+	19, // 35: parley.reporting.v1.Dashboard.top_tags:type_name -> parley.reporting.v1.Count
+	19, // 36: parley.reporting.v1.Dashboard.regions:type_name -> parley.reporting.v1.Count
+	16, // 37: parley.reporting.v1.Dashboard.funnels:type_name -> parley.reporting.v1.FlowFunnel
+	18, // 38: parley.reporting.v1.Dashboard.freshness:type_name -> parley.reporting.v1.Freshness
+	19, // 39: parley.reporting.v1.FlowFunnel.steps:type_name -> parley.reporting.v1.Count
+	17, // 40: parley.reporting.v1.FlowFunnel.drops:type_name -> parley.reporting.v1.FlowDrop
+	7,  // 41: parley.reporting.v1.RunReportRequest.filter:type_name -> parley.reporting.v1.Filter
+	23, // 42: parley.reporting.v1.Report.rows:type_name -> parley.reporting.v1.ReportRow
+	18, // 43: parley.reporting.v1.Report.freshness:type_name -> parley.reporting.v1.Freshness
+	26, // 44: parley.reporting.v1.TenantSettings.bots:type_name -> parley.reporting.v1.Bot
+	26, // 45: parley.reporting.v1.UpdateSettingsRequest.bots:type_name -> parley.reporting.v1.Bot
+	8,  // 46: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
+	11, // 47: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
+	14, // 48: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
+	21, // 49: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
+	4,  // 50: parley.reporting.v1.ReportingService.RebuildProjections:input_type -> parley.reporting.v1.RebuildProjectionsRequest
+	0,  // 51: parley.reporting.v1.ReportingService.ListShareLinks:input_type -> parley.reporting.v1.ListShareLinksRequest
+	2,  // 52: parley.reporting.v1.ReportingService.RevokeShareLink:input_type -> parley.reporting.v1.RevokeShareLinkRequest
+	24, // 53: parley.reporting.v1.SettingsService.GetSettings:input_type -> parley.reporting.v1.GetSettingsRequest
+	27, // 54: parley.reporting.v1.SettingsService.UpdateSettings:input_type -> parley.reporting.v1.UpdateSettingsRequest
+	10, // 55: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
+	13, // 56: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
+	15, // 57: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
+	22, // 58: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
+	5,  // 59: parley.reporting.v1.ReportingService.RebuildProjections:output_type -> parley.reporting.v1.RebuildProgress
+	1,  // 60: parley.reporting.v1.ReportingService.ListShareLinks:output_type -> parley.reporting.v1.ListShareLinksResponse
+	3,  // 61: parley.reporting.v1.ReportingService.RevokeShareLink:output_type -> parley.reporting.v1.ShareLink
+	25, // 62: parley.reporting.v1.SettingsService.GetSettings:output_type -> parley.reporting.v1.TenantSettings
+	25, // 63: parley.reporting.v1.SettingsService.UpdateSettings:output_type -> parley.reporting.v1.TenantSettings
+	55, // [55:64] is the sub-list for method output_type
+	46, // [46:55] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_parley_reporting_v1_reporting_proto_init() }
