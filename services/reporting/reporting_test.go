@@ -701,7 +701,7 @@ func TestReportsMatchIndependentNumbers(t *testing.T) {
 	if len(r.Rows) != len(markers) || r.Rows[0].Values[col(r, "markers")] != "vip" {
 		t.Fatalf("markers: %d rows, want %d", len(r.Rows), len(markers))
 	}
-	// billing, per channel.
+	// billing, per bot and currency (the model records no currency).
 	type agg struct {
 		convs, paid, bot, agent, visitor, transferred int
 		cost                                          int64
@@ -710,10 +710,10 @@ func TestReportsMatchIndependentNumbers(t *testing.T) {
 	sources := map[string]*agg{}
 	for _, c := range f.acme {
 		ch := strings.ToLower(strings.TrimPrefix(c.channel.String(), "CHANNEL_"))
-		b := billing[ch]
+		b := billing[c.bot]
 		if b == nil {
 			b = &agg{}
-			billing[ch] = b
+			billing[c.bot] = b
 		}
 		b.convs++
 		b.cost += c.cost
@@ -733,10 +733,13 @@ func TestReportsMatchIndependentNumbers(t *testing.T) {
 		s.transferred += b2i(c.takeover)
 	}
 	r = run("billing", false, &reportingv1.Filter{})
-	for ch, b := range billing {
-		row := byKey(r, "channel")[ch]
+	if len(r.Rows) != len(billing) {
+		t.Fatalf("billing: %d rows want %d", len(r.Rows), len(billing))
+	}
+	for bot, b := range billing {
+		row := byKey(r, "bot_id", "currency")[bot+"|"]
 		if row == nil || row[col(r, "conversations")] != itoa(b.convs) || row[col(r, "paid_messages")] != itoa(b.paid) || row[col(r, "cost_micros")] != fmt.Sprint(b.cost) {
-			t.Fatalf("billing %s: %v want %+v", ch, row, b)
+			t.Fatalf("billing %s: %v want %+v", bot, row, b)
 		}
 	}
 	r = run("sources", false, &reportingv1.Filter{})

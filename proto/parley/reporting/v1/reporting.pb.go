@@ -2467,7 +2467,7 @@ func (x *TenantSettings) GetBots() []*Bot {
 // Bot is one entry of a tenant's bot registry.
 type Bot struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// 1..64 characters of [A-Za-z0-9_.-].
+	// 1..256 characters, no control characters.
 	BotId string `protobuf:"bytes,1,opt,name=bot_id,json=botId,proto3" json:"bot_id,omitempty"`
 	// Display name shown in reports, 1..100 characters.
 	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
