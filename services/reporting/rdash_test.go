@@ -545,3 +545,26 @@ func testsvcKey(t *testing.T, f *fixture, tenant string, scopes ...string) strin
 	}
 	return key
 }
+
+// TestQueriesAnswerWithoutTheLog: with NATS down a list still answers from
+// ClickHouse, without freshness; a call that asks to wait for a sequence is
+// Unavailable with no driver text.
+func TestQueriesAnswerWithoutTheLog(t *testing.T) {
+	f := startEmpty(t)
+	seq := f.publishAll(t, f.convEvents("before-outage"))
+	res, err := f.client.ListConversations(f.ctx(), &reportingv1.ListConversationsRequest{Filter: allTime(&reportingv1.Filter{}), MinSequence: seq})
+	if err != nil || res.TotalCount != 1 || res.Freshness == nil {
+		t.Fatalf("before the outage: %v %v", res, err)
+	}
+	f.nats.Shutdown()
+	// Back up before the cleanups, which drain connections to it.
+	defer f.nats.Restart()
+	res, err = f.client.ListConversations(f.ctx(), &reportingv1.ListConversationsRequest{Filter: allTime(&reportingv1.Filter{})})
+	if err != nil || res.TotalCount != 1 || res.Freshness != nil {
+		t.Fatalf("NATS down, no min_sequence: %v %v", res, err)
+	}
+	_, err = f.client.ListConversations(f.ctx(), &reportingv1.ListConversationsRequest{Filter: allTime(&reportingv1.Filter{}), MinSequence: seq})
+	if status.Code(err) != codes.Unavailable || strings.Contains(strings.ToLower(status.Convert(err).Message()), "nats") {
+		t.Fatalf("NATS down, min_sequence: %v", err)
+	}
+}

@@ -223,6 +223,7 @@ type fixture struct {
 	ch      *testenv.ClickHouseDB
 	httpURL string
 	bus     *eventbus.Bus
+	nats    *testenv.NATSServer
 	now     time.Time
 	acme    []conv
 }
@@ -330,7 +331,7 @@ func startEmptyWith(t testing.TB, mutate func(*reporting.Config)) *fixture {
 	if err = bus.EnsureStreams(ctx); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{cfg: cfg, pgURL: pgURL, client: reportingv1.NewReportingServiceClient(conn), key: key, globexKey: keys["globex"], adminKey: adminKey, opKey: auth.key, ch: db, httpURL: cfg.ShareBaseURL, bus: bus, now: time.Now().UTC()}
+	f := &fixture{cfg: cfg, pgURL: pgURL, client: reportingv1.NewReportingServiceClient(conn), key: key, globexKey: keys["globex"], adminKey: adminKey, opKey: auth.key, ch: db, httpURL: cfg.ShareBaseURL, bus: bus, nats: n, now: time.Now().UTC()}
 	// Wait until the service answers.
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -11,7 +10,6 @@ import (
 	"github.com/parley-dev/parley/libs/grpcx"
 	"github.com/parley-dev/parley/libs/partition"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -35,12 +33,32 @@ type Watermark struct {
 	// the request's deadline bounds it too.
 	MaxWait time.Duration
 	// Poll is the interval between reads while waiting (25ms when 0).
-	Poll   time.Duration
+	Poll time.Duration
+	// Lookup bounds each read of the log's last sequence or of the
+	// positions (2s when 0): an unreachable log never hangs a query.
+	Lookup time.Duration
 	Logger *slog.Logger
+}
+
+func (w *Watermark) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := w.Lookup
+	if d <= 0 {
+		d = 2 * time.Second
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// last returns the log's last sequence.
+func (w *Watermark) last(ctx context.Context) (uint64, error) {
+	ctx, cancel := w.bounded(ctx)
+	defer cancel()
+	return w.Log.LastSequence(ctx)
 }
 
 // applied returns the lowest committed position over every partition.
 func (w *Watermark) applied(ctx context.Context) (uint64, error) {
+	ctx, cancel := w.bounded(ctx)
+	defer cancel()
 	pos, err := partition.Positions(ctx, w.Positions, w.Consumer, w.Partitions)
 	if err != nil {
 		return 0, err
@@ -53,7 +71,7 @@ func (w *Watermark) applied(ctx context.Context) (uint64, error) {
 
 // Read returns the projection's freshness now.
 func (w *Watermark) Read(ctx context.Context) (*reportingv1.Freshness, error) {
-	last, err := w.Log.LastSequence(ctx)
+	last, err := w.last(ctx)
 	if err != nil {
 		return nil, w.unavailable(ctx, "event log", err)
 	}
@@ -73,7 +91,7 @@ func (w *Watermark) Wait(ctx context.Context, min uint64) error {
 	if min == 0 {
 		return nil
 	}
-	last, err := w.Log.LastSequence(ctx)
+	last, err := w.last(ctx)
 	if err != nil {
 		return w.unavailable(ctx, "event log", err)
 	}
@@ -108,11 +126,8 @@ func (w *Watermark) Wait(ctx context.Context, min uint64) error {
 }
 
 func (w *Watermark) unavailable(ctx context.Context, what string, err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		if ctx.Err() != nil {
-			return status.FromContextError(ctx.Err()).Err()
-		}
-		return status.Error(codes.DeadlineExceeded, "freshness check timed out")
+	if ctx.Err() != nil {
+		return status.FromContextError(ctx.Err()).Err()
 	}
 	w.Logger.ErrorContext(ctx, "freshness check failed", "what", what, "err", err)
 	return grpcx.Unavailable("projection state unavailable; retry later")

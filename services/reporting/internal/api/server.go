@@ -297,7 +297,8 @@ func withRange(f *reportingv1.Filter, r *reportingv1.TimeRange) *reportingv1.Fil
 }
 
 // fresh waits for min_sequence and reads the projection's freshness (nil
-// without a watermark).
+// without a watermark, or when it cannot be read and the request did not
+// ask to wait).
 func (s *Server) fresh(ctx context.Context, min uint64) (*reportingv1.Freshness, error) {
 	if s.d.Watermark == nil {
 		return nil, nil
@@ -305,7 +306,13 @@ func (s *Server) fresh(ctx context.Context, min uint64) (*reportingv1.Freshness,
 	if err := s.d.Watermark.Wait(ctx, min); err != nil {
 		return nil, err
 	}
-	return s.d.Watermark.Read(ctx)
+	f, err := s.d.Watermark.Read(ctx)
+	if err != nil && min == 0 {
+		// The answer does not depend on the log or the positions: it goes
+		// out without freshness (Read logged why).
+		return nil, nil
+	}
+	return f, err
 }
 
 // RunReport returns one report over the conversations matching the filter.
