@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/parley-dev/parley/libs/leader"
 	"github.com/parley-dev/parley/libs/pgstore"
+	"maps"
 	"os"
 	"time"
 
@@ -55,6 +56,12 @@ type Config struct {
 	// ShareSecret signs share links (at least 32 bytes). Empty: a random
 	// secret kept in PostgreSQL, shared by all replicas.
 	ShareSecret string `env:"PARLEY_REPORTING_SHARE_SECRET" envDefault:""`
+	// ConsoleBaseURL is the console's base URL; the sessions report links
+	// each conversation as <base>/conversations/<id> (empty: no links).
+	ConsoleBaseURL string `env:"PARLEY_REPORTING_CONSOLE_BASE_URL" envDefault:""`
+	// FreshnessMaxWait bounds how long a request's min_sequence waits for
+	// the projection (the request's deadline bounds it too).
+	FreshnessMaxWait time.Duration `env:"PARLEY_REPORTING_FRESHNESS_MAX_WAIT" envDefault:"10s"`
 	// Partitions is the number of partitions the log is divided into among
 	// the projector's replicas; fixed per deployment.
 	Partitions int `env:"PARLEY_PARTITIONS" envDefault:"16"`
@@ -80,7 +87,7 @@ type Config struct {
 func httpRoutes() []string {
 	return []string{
 		"/v1/conversations:search", "/v1/conversations/{conversation_id}", "/v1/shared/{share_token}",
-		"/v1/dashboard", "/v1/reports/{kind}", "/v1/share-links", "/v1/share-links/{link_id}:revoke",
+		"/v1/dashboard", "/v1/reports/{kind}", "/v1/share-links", "/v1/share-links/{link_id}:revoke", "/v1/settings",
 	}
 }
 
@@ -101,7 +108,7 @@ func (c *Config) defaults() {
 func Run(ctx context.Context, cfg Config) error {
 	cfg.defaults()
 	b, err := service.Start(ctx, service.Options{
-		Name: "reporting", Config: cfg.Config, Scopes: api.Scopes(), Authenticator: cfg.Authenticator,
+		Name: "reporting", Config: cfg.Config, Scopes: scopes(), Authenticator: cfg.Authenticator,
 		// Listing prices needs admin but changes nothing: not audited.
 		Mutating: map[string]bool{reportingv1.ReportingService_ListModelPrices_FullMethodName: false},
 	})
@@ -158,8 +165,12 @@ func Run(ctx context.Context, cfg Config) error {
 	srv := api.New(api.Deps{
 		Reader: query.NewReader(qch, cfg.QueryTimeout), TimeZones: b.Tenancy, Signer: signer, Links: sharelinks.New(b.PG), Prices: prices.New(b.PG),
 		ShareBaseURL: cfg.ShareBaseURL, ShareTTL: cfg.ShareTTL, Log: b.Log, Now: time.Now,
+		Watermark: &api.Watermark{Positions: b.PG, Log: b.Bus, Consumer: projector.Durable, Partitions: cfg.Partitions,
+			MaxWait: cfg.FreshnessMaxWait, Logger: b.Log},
+		Bots: b.Tenancy, ConsoleBaseURL: cfg.ConsoleBaseURL,
 	})
 	reportingv1.RegisterReportingServiceServer(b.GRPC, srv)
+	reportingv1.RegisterSettingsServiceServer(b.GRPC, api.NewSettings(b.Tenancy, b.Log))
 	gw, err := httpgw.New(httpgw.Config{Name: "reporting-http", GRPCAddr: b.GRPCAddr(), CORSOrigins: cfg.CORSOrigins, Routes: httpRoutes(),
 		MaxBodyBytes: 1 << 20, TracerProvider: b.Tel.TracerProvider, Propagator: b.Tel.Propagator})
 	if err != nil {
@@ -168,6 +179,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	b.OnClose(func() { _ = gw.Close() })
 	if err := reportingv1.RegisterReportingServiceHandler(ctx, gw.GW, gw.Conn); err != nil {
+		b.Close()
+		return fmt.Errorf("reporting: http gateway: %w", err)
+	}
+	if err := reportingv1.RegisterSettingsServiceHandler(ctx, gw.GW, gw.Conn); err != nil {
 		b.Close()
 		return fmt.Errorf("reporting: http gateway: %w", err)
 	}
@@ -200,6 +215,13 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return err
 	})
+}
+
+// scopes are the scopes of every method reporting serves.
+func scopes() map[string]string {
+	m := api.Scopes()
+	maps.Copy(m, api.SettingsScopes())
+	return m
 }
 
 // removeDurable deletes the durable JetStream consumer of earlier versions,

@@ -229,6 +229,7 @@ type fixture struct {
 	ch      *testenv.ClickHouseDB
 	httpURL string
 	bus     *eventbus.Bus
+	nats    *testenv.NATSServer
 	now     time.Time
 	acme    []conv
 }
@@ -336,7 +337,7 @@ func startEmptyWith(t testing.TB, mutate func(*reporting.Config)) *fixture {
 	if err = bus.EnsureStreams(ctx); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{cfg: cfg, pgURL: pgURL, client: reportingv1.NewReportingServiceClient(conn), key: key, globexKey: keys["globex"], adminKey: adminKey, opKey: auth.key, ch: db, httpURL: cfg.ShareBaseURL, bus: bus, now: time.Now().UTC()}
+	f := &fixture{cfg: cfg, pgURL: pgURL, client: reportingv1.NewReportingServiceClient(conn), key: key, globexKey: keys["globex"], adminKey: adminKey, opKey: auth.key, ch: db, httpURL: cfg.ShareBaseURL, bus: bus, nats: n, now: time.Now().UTC()}
 	// Wait until the service answers.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -707,7 +708,7 @@ func TestReportsMatchIndependentNumbers(t *testing.T) {
 	if len(r.Rows) != len(markers) || r.Rows[0].Values[col(r, "markers")] != "vip" {
 		t.Fatalf("markers: %d rows, want %d", len(r.Rows), len(markers))
 	}
-	// billing, per channel.
+	// billing, per bot and currency (the model records no currency).
 	type agg struct {
 		convs, paid, bot, agent, visitor, transferred int
 		cost                                          int64
@@ -716,10 +717,10 @@ func TestReportsMatchIndependentNumbers(t *testing.T) {
 	sources := map[string]*agg{}
 	for _, c := range f.acme {
 		ch := strings.ToLower(strings.TrimPrefix(c.channel.String(), "CHANNEL_"))
-		b := billing[ch]
+		b := billing[c.bot]
 		if b == nil {
 			b = &agg{}
-			billing[ch] = b
+			billing[c.bot] = b
 		}
 		b.convs++
 		b.cost += c.cost
@@ -739,10 +740,13 @@ func TestReportsMatchIndependentNumbers(t *testing.T) {
 		s.transferred += b2i(c.takeover)
 	}
 	r = run("billing", false, &reportingv1.Filter{})
-	for ch, b := range billing {
-		row := byKey(r, "channel")[ch]
+	if len(r.Rows) != len(billing) {
+		t.Fatalf("billing: %d rows want %d", len(r.Rows), len(billing))
+	}
+	for bot, b := range billing {
+		row := byKey(r, "bot_id", "currency")[bot+"|"]
 		if row == nil || row[col(r, "conversations")] != itoa(b.convs) || row[col(r, "paid_messages")] != itoa(b.paid) || row[col(r, "cost_micros")] != fmt.Sprint(b.cost) {
-			t.Fatalf("billing %s: %v want %+v", ch, row, b)
+			t.Fatalf("billing %s: %v want %+v", bot, row, b)
 		}
 	}
 	r = run("sources", false, &reportingv1.Filter{})

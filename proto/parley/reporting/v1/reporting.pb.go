@@ -757,10 +757,13 @@ func (x *Filter) GetNodeIds() []string {
 
 // ListConversationsRequest pages through conversations.
 type ListConversationsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Filter        *Filter                `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
-	PageSize      uint32                 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Filter    *Filter                `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	PageSize  uint32                 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Wait until the projection has applied this stream sequence before
+	// answering (see Freshness); 0: answer at once.
+	MinSequence   uint64 `protobuf:"varint,100,opt,name=min_sequence,json=minSequence,proto3" json:"min_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -814,6 +817,13 @@ func (x *ListConversationsRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListConversationsRequest) GetMinSequence() uint64 {
+	if x != nil {
+		return x.MinSequence
+	}
+	return 0
 }
 
 // ConversationSummary is one row of the conversation list.
@@ -1083,6 +1093,8 @@ type ListConversationsResponse struct {
 	Conversations []*ConversationSummary `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"`
 	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	TotalCount    uint64                 `protobuf:"varint,3,opt,name=total_count,json=totalCount,proto3" json:"total_count,omitempty"`
+	// How fresh the projection this answer was read from is.
+	Freshness     *Freshness `protobuf:"bytes,100,opt,name=freshness,proto3" json:"freshness,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1136,6 +1148,13 @@ func (x *ListConversationsResponse) GetTotalCount() uint64 {
 		return x.TotalCount
 	}
 	return 0
+}
+
+func (x *ListConversationsResponse) GetFreshness() *Freshness {
+	if x != nil {
+		return x.Freshness
+	}
+	return nil
 }
 
 // GetConversationRequest names a conversation.
@@ -1690,8 +1709,11 @@ func (x *Conversation) GetBotAverageResponseMs() uint32 {
 
 // GetDashboardRequest selects conversations for the dashboard.
 type GetDashboardRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Filter        *Filter                `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Filter *Filter                `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Wait until the projection has applied this stream sequence (see
+	// Freshness) before answering; 0: answer at once.
+	MinSequence   uint64 `protobuf:"varint,100,opt,name=min_sequence,json=minSequence,proto3" json:"min_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1733,6 +1755,13 @@ func (x *GetDashboardRequest) GetFilter() *Filter {
 	return nil
 }
 
+func (x *GetDashboardRequest) GetMinSequence() uint64 {
+	if x != nil {
+		return x.MinSequence
+	}
+	return 0
+}
+
 // Dashboard holds the dashboard figures.
 type Dashboard struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -1756,8 +1785,22 @@ type Dashboard struct {
 	Countries []*Count `protobuf:"bytes,11,rep,name=countries,proto3" json:"countries,omitempty"`
 	Cities    []*Count `protobuf:"bytes,12,rep,name=cities,proto3" json:"cities,omitempty"`
 	// The 20 most frequent tags.
-	TopTags       []*Count `protobuf:"bytes,13,rep,name=top_tags,json=topTags,proto3" json:"top_tags,omitempty"`
-	Messages      uint64   `protobuf:"varint,14,opt,name=messages,proto3" json:"messages,omitempty"`
+	TopTags  []*Count `protobuf:"bytes,13,rep,name=top_tags,json=topTags,proto3" json:"top_tags,omitempty"`
+	Messages uint64   `protobuf:"varint,14,opt,name=messages,proto3" json:"messages,omitempty"`
+	// Conversations by region ("country/region", top 50), for the map.
+	Regions []*Count `protobuf:"bytes,20,rep,name=regions,proto3" json:"regions,omitempty"`
+	// Conversations active now among those matching the filter that started
+	// before the range's end, including those that started before the
+	// range (the "active" figure of the map and KPI row; active above and the
+	// "active" status bucket count only conversations started in the range).
+	ActiveNow uint64 `protobuf:"varint,21,opt,name=active_now,json=activeNow,proto3" json:"active_now,omitempty"`
+	// Conversations with at least one lead (lead_conversion_rate is this
+	// over total).
+	Leads uint64 `protobuf:"varint,22,opt,name=leads,proto3" json:"leads,omitempty"`
+	// One funnel per flow (the 10 flows started most often).
+	Funnels []*FlowFunnel `protobuf:"bytes,23,rep,name=funnels,proto3" json:"funnels,omitempty"`
+	// How fresh the projection this answer was read from is.
+	Freshness     *Freshness `protobuf:"bytes,100,opt,name=freshness,proto3" json:"freshness,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1890,6 +1933,257 @@ func (x *Dashboard) GetMessages() uint64 {
 	return 0
 }
 
+func (x *Dashboard) GetRegions() []*Count {
+	if x != nil {
+		return x.Regions
+	}
+	return nil
+}
+
+func (x *Dashboard) GetActiveNow() uint64 {
+	if x != nil {
+		return x.ActiveNow
+	}
+	return 0
+}
+
+func (x *Dashboard) GetLeads() uint64 {
+	if x != nil {
+		return x.Leads
+	}
+	return 0
+}
+
+func (x *Dashboard) GetFunnels() []*FlowFunnel {
+	if x != nil {
+		return x.Funnels
+	}
+	return nil
+}
+
+func (x *Dashboard) GetFreshness() *Freshness {
+	if x != nil {
+		return x.Freshness
+	}
+	return nil
+}
+
+// FlowFunnel is a flow's funnel: conversations that started it, reached
+// each step, completed it, and where they dropped off.
+type FlowFunnel struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	FlowId  string                 `protobuf:"bytes,1,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
+	Started uint64                 `protobuf:"varint,2,opt,name=started,proto3" json:"started,omitempty"`
+	// Steps by conversations that reached them, most first.
+	Steps     []*Count `protobuf:"bytes,3,rep,name=steps,proto3" json:"steps,omitempty"`
+	Completed uint64   `protobuf:"varint,4,opt,name=completed,proto3" json:"completed,omitempty"`
+	// Drop-off per node ("step_id/node_id"), most first.
+	Drops         []*FlowDrop `protobuf:"bytes,5,rep,name=drops,proto3" json:"drops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlowFunnel) Reset() {
+	*x = FlowFunnel{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlowFunnel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlowFunnel) ProtoMessage() {}
+
+func (x *FlowFunnel) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlowFunnel.ProtoReflect.Descriptor instead.
+func (*FlowFunnel) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *FlowFunnel) GetFlowId() string {
+	if x != nil {
+		return x.FlowId
+	}
+	return ""
+}
+
+func (x *FlowFunnel) GetStarted() uint64 {
+	if x != nil {
+		return x.Started
+	}
+	return 0
+}
+
+func (x *FlowFunnel) GetSteps() []*Count {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *FlowFunnel) GetCompleted() uint64 {
+	if x != nil {
+		return x.Completed
+	}
+	return 0
+}
+
+func (x *FlowFunnel) GetDrops() []*FlowDrop {
+	if x != nil {
+		return x.Drops
+	}
+	return nil
+}
+
+// FlowDrop is one node where conversations left a flow.
+type FlowDrop struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StepId        string                 `protobuf:"bytes,1,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
+	NodeId        string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Conversations uint64                 `protobuf:"varint,3,opt,name=conversations,proto3" json:"conversations,omitempty"`
+	// Up to 5 of those conversations, newest first.
+	SampleConversationIds []string `protobuf:"bytes,4,rep,name=sample_conversation_ids,json=sampleConversationIds,proto3" json:"sample_conversation_ids,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *FlowDrop) Reset() {
+	*x = FlowDrop{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlowDrop) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlowDrop) ProtoMessage() {}
+
+func (x *FlowDrop) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlowDrop.ProtoReflect.Descriptor instead.
+func (*FlowDrop) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *FlowDrop) GetStepId() string {
+	if x != nil {
+		return x.StepId
+	}
+	return ""
+}
+
+func (x *FlowDrop) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *FlowDrop) GetConversations() uint64 {
+	if x != nil {
+		return x.Conversations
+	}
+	return 0
+}
+
+func (x *FlowDrop) GetSampleConversationIds() []string {
+	if x != nil {
+		return x.SampleConversationIds
+	}
+	return nil
+}
+
+// Freshness tells how far the projection an answer was read from has
+// applied the event log. applied_sequence is the stream sequence up to
+// which every partition of reporting's projector has committed;
+// last_sequence the log's last sequence when the answer was read; lag the
+// difference. An ingest AppendResponse's sequence passed as a request's
+// min_sequence makes the call wait until that write is visible.
+type Freshness struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	AppliedSequence uint64                 `protobuf:"varint,1,opt,name=applied_sequence,json=appliedSequence,proto3" json:"applied_sequence,omitempty"`
+	LastSequence    uint64                 `protobuf:"varint,2,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
+	Lag             uint64                 `protobuf:"varint,3,opt,name=lag,proto3" json:"lag,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Freshness) Reset() {
+	*x = Freshness{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Freshness) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Freshness) ProtoMessage() {}
+
+func (x *Freshness) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Freshness.ProtoReflect.Descriptor instead.
+func (*Freshness) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Freshness) GetAppliedSequence() uint64 {
+	if x != nil {
+		return x.AppliedSequence
+	}
+	return 0
+}
+
+func (x *Freshness) GetLastSequence() uint64 {
+	if x != nil {
+		return x.LastSequence
+	}
+	return 0
+}
+
+func (x *Freshness) GetLag() uint64 {
+	if x != nil {
+		return x.Lag
+	}
+	return 0
+}
+
 // Count is one bucket of a breakdown.
 type Count struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1903,7 +2197,7 @@ type Count struct {
 
 func (x *Count) Reset() {
 	*x = Count{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[16]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +2209,7 @@ func (x *Count) String() string {
 func (*Count) ProtoMessage() {}
 
 func (x *Count) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[16]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +2222,7 @@ func (x *Count) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Count.ProtoReflect.Descriptor instead.
 func (*Count) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{16}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Count) GetKey() string {
@@ -1965,7 +2259,7 @@ type DayCount struct {
 
 func (x *DayCount) Reset() {
 	*x = DayCount{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[17]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2271,7 @@ func (x *DayCount) String() string {
 func (*DayCount) ProtoMessage() {}
 
 func (x *DayCount) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[17]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2284,7 @@ func (x *DayCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DayCount.ProtoReflect.Descriptor instead.
 func (*DayCount) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{17}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DayCount) GetDate() string {
@@ -2028,14 +2322,20 @@ type RunReportRequest struct {
 	// client_phrases).
 	WithMessageTimes bool `protobuf:"varint,3,opt,name=with_message_times,json=withMessageTimes,proto3" json:"with_message_times,omitempty"`
 	// Most rows returned (default 10000, at most 100000).
-	Limit         uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	// IANA time zone of the report's times (default: the filter's time
+	// zone, else the tenant's, else UTC).
+	TimeZone string `protobuf:"bytes,5,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	// Wait until the projection has applied this stream sequence before
+	// answering (see Freshness); 0: answer at once.
+	MinSequence   uint64 `protobuf:"varint,100,opt,name=min_sequence,json=minSequence,proto3" json:"min_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunReportRequest) Reset() {
 	*x = RunReportRequest{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[18]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2047,7 +2347,7 @@ func (x *RunReportRequest) String() string {
 func (*RunReportRequest) ProtoMessage() {}
 
 func (x *RunReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[18]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2060,7 +2360,7 @@ func (x *RunReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunReportRequest.ProtoReflect.Descriptor instead.
 func (*RunReportRequest) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{18}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RunReportRequest) GetKind() string {
@@ -2091,20 +2391,36 @@ func (x *RunReportRequest) GetLimit() uint32 {
 	return 0
 }
 
+func (x *RunReportRequest) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
+func (x *RunReportRequest) GetMinSequence() uint64 {
+	if x != nil {
+		return x.MinSequence
+	}
+	return 0
+}
+
 // Report is a table of rows.
 type Report struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Columns []string               `protobuf:"bytes,1,rep,name=columns,proto3" json:"columns,omitempty"`
 	Rows    []*ReportRow           `protobuf:"bytes,2,rep,name=rows,proto3" json:"rows,omitempty"`
 	// True when more rows matched than limit allowed.
-	Truncated     bool `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	Truncated bool `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	// How fresh the projection this answer was read from is.
+	Freshness     *Freshness `protobuf:"bytes,100,opt,name=freshness,proto3" json:"freshness,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[19]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2116,7 +2432,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[19]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2129,7 +2445,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{19}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Report) GetColumns() []string {
@@ -2153,6 +2469,13 @@ func (x *Report) GetTruncated() bool {
 	return false
 }
 
+func (x *Report) GetFreshness() *Freshness {
+	if x != nil {
+		return x.Freshness
+	}
+	return nil
+}
+
 // ReportRow is one report row, values as strings in column order.
 type ReportRow struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2163,7 +2486,7 @@ type ReportRow struct {
 
 func (x *ReportRow) Reset() {
 	*x = ReportRow{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[20]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2175,7 +2498,7 @@ func (x *ReportRow) String() string {
 func (*ReportRow) ProtoMessage() {}
 
 func (x *ReportRow) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[20]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2188,7 +2511,7 @@ func (x *ReportRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRow.ProtoReflect.Descriptor instead.
 func (*ReportRow) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{20}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReportRow) GetValues() []string {
@@ -2211,7 +2534,7 @@ type DebugTrace struct {
 
 func (x *DebugTrace) Reset() {
 	*x = DebugTrace{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[21]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2223,7 +2546,7 @@ func (x *DebugTrace) String() string {
 func (*DebugTrace) ProtoMessage() {}
 
 func (x *DebugTrace) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[21]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2236,7 +2559,7 @@ func (x *DebugTrace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DebugTrace.ProtoReflect.Descriptor instead.
 func (*DebugTrace) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{21}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DebugTrace) GetMessageId() string {
@@ -2280,7 +2603,7 @@ type Lead struct {
 
 func (x *Lead) Reset() {
 	*x = Lead{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[22]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2292,7 +2615,7 @@ func (x *Lead) String() string {
 func (*Lead) ProtoMessage() {}
 
 func (x *Lead) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[22]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2305,7 +2628,7 @@ func (x *Lead) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lead.ProtoReflect.Descriptor instead.
 func (*Lead) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{22}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Lead) GetLeadId() string {
@@ -2378,7 +2701,7 @@ type Variable struct {
 
 func (x *Variable) Reset() {
 	*x = Variable{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[23]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2390,7 +2713,7 @@ func (x *Variable) String() string {
 func (*Variable) ProtoMessage() {}
 
 func (x *Variable) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[23]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2403,7 +2726,7 @@ func (x *Variable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Variable.ProtoReflect.Descriptor instead.
 func (*Variable) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{23}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Variable) GetKey() string {
@@ -2445,7 +2768,7 @@ type ModelUsage struct {
 
 func (x *ModelUsage) Reset() {
 	*x = ModelUsage{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[24]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2457,7 +2780,7 @@ func (x *ModelUsage) String() string {
 func (*ModelUsage) ProtoMessage() {}
 
 func (x *ModelUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[24]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2470,7 +2793,7 @@ func (x *ModelUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelUsage.ProtoReflect.Descriptor instead.
 func (*ModelUsage) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{24}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ModelUsage) GetModel() string {
@@ -2526,7 +2849,7 @@ type CurrencyCost struct {
 
 func (x *CurrencyCost) Reset() {
 	*x = CurrencyCost{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[25]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2538,7 +2861,7 @@ func (x *CurrencyCost) String() string {
 func (*CurrencyCost) ProtoMessage() {}
 
 func (x *CurrencyCost) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[25]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2551,7 +2874,7 @@ func (x *CurrencyCost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CurrencyCost.ProtoReflect.Descriptor instead.
 func (*CurrencyCost) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{25}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CurrencyCost) GetCurrency() string {
@@ -2585,7 +2908,7 @@ type ModelPrice struct {
 
 func (x *ModelPrice) Reset() {
 	*x = ModelPrice{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[26]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2597,7 +2920,7 @@ func (x *ModelPrice) String() string {
 func (*ModelPrice) ProtoMessage() {}
 
 func (x *ModelPrice) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[26]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2610,7 +2933,7 @@ func (x *ModelPrice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelPrice.ProtoReflect.Descriptor instead.
 func (*ModelPrice) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{26}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ModelPrice) GetModel() string {
@@ -2658,7 +2981,7 @@ type SetModelPriceRequest struct {
 
 func (x *SetModelPriceRequest) Reset() {
 	*x = SetModelPriceRequest{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[27]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2670,7 +2993,7 @@ func (x *SetModelPriceRequest) String() string {
 func (*SetModelPriceRequest) ProtoMessage() {}
 
 func (x *SetModelPriceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[27]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2683,7 +3006,7 @@ func (x *SetModelPriceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetModelPriceRequest.ProtoReflect.Descriptor instead.
 func (*SetModelPriceRequest) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{27}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SetModelPriceRequest) GetPrice() *ModelPrice {
@@ -2702,7 +3025,7 @@ type ListModelPricesRequest struct {
 
 func (x *ListModelPricesRequest) Reset() {
 	*x = ListModelPricesRequest{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[28]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2714,7 +3037,7 @@ func (x *ListModelPricesRequest) String() string {
 func (*ListModelPricesRequest) ProtoMessage() {}
 
 func (x *ListModelPricesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[28]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2727,7 +3050,7 @@ func (x *ListModelPricesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelPricesRequest.ProtoReflect.Descriptor instead.
 func (*ListModelPricesRequest) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{28}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{31}
 }
 
 // ListModelPricesResponse holds the tenant's prices by model.
@@ -2740,7 +3063,7 @@ type ListModelPricesResponse struct {
 
 func (x *ListModelPricesResponse) Reset() {
 	*x = ListModelPricesResponse{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[29]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2752,7 +3075,7 @@ func (x *ListModelPricesResponse) String() string {
 func (*ListModelPricesResponse) ProtoMessage() {}
 
 func (x *ListModelPricesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[29]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2765,7 +3088,7 @@ func (x *ListModelPricesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelPricesResponse.ProtoReflect.Descriptor instead.
 func (*ListModelPricesResponse) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{29}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListModelPricesResponse) GetPrices() []*ModelPrice {
@@ -2788,7 +3111,7 @@ type GetVisitorRequest struct {
 
 func (x *GetVisitorRequest) Reset() {
 	*x = GetVisitorRequest{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[30]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2800,7 +3123,7 @@ func (x *GetVisitorRequest) String() string {
 func (*GetVisitorRequest) ProtoMessage() {}
 
 func (x *GetVisitorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[30]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2813,7 +3136,7 @@ func (x *GetVisitorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVisitorRequest.ProtoReflect.Descriptor instead.
 func (*GetVisitorRequest) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{30}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetVisitorRequest) GetVisitorToken() string {
@@ -2862,7 +3185,7 @@ type Visitor struct {
 
 func (x *Visitor) Reset() {
 	*x = Visitor{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[31]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2874,7 +3197,7 @@ func (x *Visitor) String() string {
 func (*Visitor) ProtoMessage() {}
 
 func (x *Visitor) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[31]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2887,7 +3210,7 @@ func (x *Visitor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Visitor.ProtoReflect.Descriptor instead.
 func (*Visitor) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{31}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Visitor) GetVisitorToken() string {
@@ -2970,7 +3293,7 @@ type GetVisitorStatsRequest struct {
 
 func (x *GetVisitorStatsRequest) Reset() {
 	*x = GetVisitorStatsRequest{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[32]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2982,7 +3305,7 @@ func (x *GetVisitorStatsRequest) String() string {
 func (*GetVisitorStatsRequest) ProtoMessage() {}
 
 func (x *GetVisitorStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[32]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2995,7 +3318,7 @@ func (x *GetVisitorStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVisitorStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetVisitorStatsRequest) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{32}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetVisitorStatsRequest) GetFilter() *Filter {
@@ -3021,7 +3344,7 @@ type VisitorStats struct {
 
 func (x *VisitorStats) Reset() {
 	*x = VisitorStats{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[33]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3033,7 +3356,7 @@ func (x *VisitorStats) String() string {
 func (*VisitorStats) ProtoMessage() {}
 
 func (x *VisitorStats) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[33]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3046,7 +3369,7 @@ func (x *VisitorStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VisitorStats.ProtoReflect.Descriptor instead.
 func (*VisitorStats) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{33}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *VisitorStats) GetVisitors() uint64 {
@@ -3083,7 +3406,7 @@ type ListCatalogRequest struct {
 
 func (x *ListCatalogRequest) Reset() {
 	*x = ListCatalogRequest{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[34]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3095,7 +3418,7 @@ func (x *ListCatalogRequest) String() string {
 func (*ListCatalogRequest) ProtoMessage() {}
 
 func (x *ListCatalogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[34]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3108,7 +3431,7 @@ func (x *ListCatalogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCatalogRequest.ProtoReflect.Descriptor instead.
 func (*ListCatalogRequest) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{34}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListCatalogRequest) GetBotId() string {
@@ -3136,7 +3459,7 @@ type Catalog struct {
 
 func (x *Catalog) Reset() {
 	*x = Catalog{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[35]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3148,7 +3471,7 @@ func (x *Catalog) String() string {
 func (*Catalog) ProtoMessage() {}
 
 func (x *Catalog) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[35]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3161,7 +3484,7 @@ func (x *Catalog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Catalog.ProtoReflect.Descriptor instead.
 func (*Catalog) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{35}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Catalog) GetFlows() []*CatalogFlow {
@@ -3192,7 +3515,7 @@ type CatalogFlow struct {
 
 func (x *CatalogFlow) Reset() {
 	*x = CatalogFlow{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[36]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3204,7 +3527,7 @@ func (x *CatalogFlow) String() string {
 func (*CatalogFlow) ProtoMessage() {}
 
 func (x *CatalogFlow) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[36]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3217,7 +3540,7 @@ func (x *CatalogFlow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogFlow.ProtoReflect.Descriptor instead.
 func (*CatalogFlow) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{36}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CatalogFlow) GetFlowId() string {
@@ -3258,7 +3581,7 @@ type CatalogNode struct {
 
 func (x *CatalogNode) Reset() {
 	*x = CatalogNode{}
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[37]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3270,7 +3593,7 @@ func (x *CatalogNode) String() string {
 func (*CatalogNode) ProtoMessage() {}
 
 func (x *CatalogNode) ProtoReflect() protoreflect.Message {
-	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[37]
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3283,7 +3606,7 @@ func (x *CatalogNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatalogNode.ProtoReflect.Descriptor instead.
 func (*CatalogNode) Descriptor() ([]byte, []int) {
-	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{37}
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CatalogNode) GetNodeId() string {
@@ -3312,6 +3635,208 @@ func (x *CatalogNode) GetConversations() uint64 {
 		return x.Conversations
 	}
 	return 0
+}
+
+// GetSettingsRequest reads the caller's tenant's settings.
+type GetSettingsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSettingsRequest) Reset() {
+	*x = GetSettingsRequest{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSettingsRequest) ProtoMessage() {}
+
+func (x *GetSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSettingsRequest.ProtoReflect.Descriptor instead.
+func (*GetSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{41}
+}
+
+// TenantSettings are a tenant's settings.
+type TenantSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// IANA time zone of dashboards and reports when a request names none.
+	TimeZone string `protobuf:"bytes,1,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	// The bot registry, by bot id.
+	Bots          []*Bot `protobuf:"bytes,2,rep,name=bots,proto3" json:"bots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantSettings) Reset() {
+	*x = TenantSettings{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantSettings) ProtoMessage() {}
+
+func (x *TenantSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantSettings.ProtoReflect.Descriptor instead.
+func (*TenantSettings) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *TenantSettings) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
+func (x *TenantSettings) GetBots() []*Bot {
+	if x != nil {
+		return x.Bots
+	}
+	return nil
+}
+
+// Bot is one entry of a tenant's bot registry.
+type Bot struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1..256 characters, no control characters.
+	BotId string `protobuf:"bytes,1,opt,name=bot_id,json=botId,proto3" json:"bot_id,omitempty"`
+	// Display name shown in reports, 1..100 characters.
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Bot) Reset() {
+	*x = Bot{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Bot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Bot) ProtoMessage() {}
+
+func (x *Bot) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Bot.ProtoReflect.Descriptor instead.
+func (*Bot) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *Bot) GetBotId() string {
+	if x != nil {
+		return x.BotId
+	}
+	return ""
+}
+
+func (x *Bot) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// UpdateSettingsRequest changes a tenant's settings; unset fields stay.
+type UpdateSettingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An IANA time zone, e.g. "Europe/Berlin" (not "Local").
+	TimeZone *string `protobuf:"bytes,1,opt,name=time_zone,json=timeZone,proto3,oneof" json:"time_zone,omitempty"`
+	// Bots to add or rename (at most 100 per request).
+	Bots          []*Bot `protobuf:"bytes,2,rep,name=bots,proto3" json:"bots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSettingsRequest) Reset() {
+	*x = UpdateSettingsRequest{}
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSettingsRequest) ProtoMessage() {}
+
+func (x *UpdateSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_reporting_v1_reporting_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSettingsRequest.ProtoReflect.Descriptor instead.
+func (*UpdateSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_parley_reporting_v1_reporting_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *UpdateSettingsRequest) GetTimeZone() string {
+	if x != nil && x.TimeZone != nil {
+		return *x.TimeZone
+	}
+	return ""
+}
+
+func (x *UpdateSettingsRequest) GetBots() []*Bot {
+	if x != nil {
+		return x.Bots
+	}
+	return nil
 }
 
 var File_parley_reporting_v1_reporting_proto protoreflect.FileDescriptor
@@ -3394,12 +3919,13 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\b_flaggedB\v\n" +
 	"\t_resolvedB\x10\n" +
 	"\x0e_agent_presentB\v\n" +
-	"\t_has_goal\"\x8b\x01\n" +
+	"\t_has_goal\"\xae\x01\n" +
 	"\x18ListConversationsRequest\x123\n" +
 	"\x06filter\x18\x01 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"\xdf\b\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12!\n" +
+	"\fmin_sequence\x18d \x01(\x04R\vminSequence\"\xdf\b\n" +
 	"\x13ConversationSummary\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x15\n" +
 	"\x06bot_id\x18\x02 \x01(\tR\x05botId\x122\n" +
@@ -3435,12 +3961,13 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\x12unidentified_count\x18\x19 \x01(\rR\x11unidentifiedCount\x12\x14\n" +
 	"\x05goals\x18\x1a \x03(\tR\x05goals\x12\x19\n" +
 	"\bhas_lead\x18\x1b \x01(\bR\ahasLead\x12#\n" +
-	"\rvisitor_token\x18\x1c \x01(\tR\fvisitorToken\"\xb4\x01\n" +
+	"\rvisitor_token\x18\x1c \x01(\tR\fvisitorToken\"\xf2\x01\n" +
 	"\x19ListConversationsResponse\x12N\n" +
 	"\rconversations\x18\x01 \x03(\v2(.parley.reporting.v1.ConversationSummaryR\rconversations\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1f\n" +
 	"\vtotal_count\x18\x03 \x01(\x04R\n" +
-	"totalCount\"\x9e\x01\n" +
+	"totalCount\x12<\n" +
+	"\tfreshness\x18d \x01(\v2\x1e.parley.reporting.v1.FreshnessR\tfreshness\"\x9e\x01\n" +
 	"\x16GetConversationRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x1f\n" +
 	"\vshare_token\x18\x02 \x01(\tR\n" +
@@ -3506,9 +4033,10 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\x17bot_average_response_ms\x18# \x01(\rR\x14botAverageResponseMs\x1a<\n" +
 	"\x0eVariablesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"J\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"m\n" +
 	"\x13GetDashboardRequest\x123\n" +
-	"\x06filter\x18\x01 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\"\xc5\x04\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\x12!\n" +
+	"\fmin_sequence\x18d \x01(\x04R\vminSequence\"\xa9\x06\n" +
 	"\tDashboard\x12\x14\n" +
 	"\x05total\x18\x01 \x01(\x04R\x05total\x12\x16\n" +
 	"\x06active\x18\x02 \x01(\x04R\x06active\x12\x14\n" +
@@ -3525,7 +4053,29 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\tcountries\x18\v \x03(\v2\x1a.parley.reporting.v1.CountR\tcountries\x122\n" +
 	"\x06cities\x18\f \x03(\v2\x1a.parley.reporting.v1.CountR\x06cities\x125\n" +
 	"\btop_tags\x18\r \x03(\v2\x1a.parley.reporting.v1.CountR\atopTags\x12\x1a\n" +
-	"\bmessages\x18\x0e \x01(\x04R\bmessages\"E\n" +
+	"\bmessages\x18\x0e \x01(\x04R\bmessages\x124\n" +
+	"\aregions\x18\x14 \x03(\v2\x1a.parley.reporting.v1.CountR\aregions\x12\x1d\n" +
+	"\n" +
+	"active_now\x18\x15 \x01(\x04R\tactiveNow\x12\x14\n" +
+	"\x05leads\x18\x16 \x01(\x04R\x05leads\x129\n" +
+	"\afunnels\x18\x17 \x03(\v2\x1f.parley.reporting.v1.FlowFunnelR\afunnels\x12<\n" +
+	"\tfreshness\x18d \x01(\v2\x1e.parley.reporting.v1.FreshnessR\tfreshness\"\xc4\x01\n" +
+	"\n" +
+	"FlowFunnel\x12\x17\n" +
+	"\aflow_id\x18\x01 \x01(\tR\x06flowId\x12\x18\n" +
+	"\astarted\x18\x02 \x01(\x04R\astarted\x120\n" +
+	"\x05steps\x18\x03 \x03(\v2\x1a.parley.reporting.v1.CountR\x05steps\x12\x1c\n" +
+	"\tcompleted\x18\x04 \x01(\x04R\tcompleted\x123\n" +
+	"\x05drops\x18\x05 \x03(\v2\x1d.parley.reporting.v1.FlowDropR\x05drops\"\x9a\x01\n" +
+	"\bFlowDrop\x12\x17\n" +
+	"\astep_id\x18\x01 \x01(\tR\x06stepId\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12$\n" +
+	"\rconversations\x18\x03 \x01(\x04R\rconversations\x126\n" +
+	"\x17sample_conversation_ids\x18\x04 \x03(\tR\x15sampleConversationIds\"m\n" +
+	"\tFreshness\x12)\n" +
+	"\x10applied_sequence\x18\x01 \x01(\x04R\x0fappliedSequence\x12#\n" +
+	"\rlast_sequence\x18\x02 \x01(\x04R\flastSequence\x12\x10\n" +
+	"\x03lag\x18\x03 \x01(\x04R\x03lag\"E\n" +
 	"\x05Count\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x04R\x05count\x12\x14\n" +
@@ -3533,16 +4083,19 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\bDayCount\x12\x12\n" +
 	"\x04date\x18\x01 \x01(\tR\x04date\x12$\n" +
 	"\rconversations\x18\x02 \x01(\x04R\rconversations\x12\x1a\n" +
-	"\bmessages\x18\x03 \x01(\x04R\bmessages\"\x9f\x01\n" +
+	"\bmessages\x18\x03 \x01(\x04R\bmessages\"\xdf\x01\n" +
 	"\x10RunReportRequest\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x123\n" +
 	"\x06filter\x18\x02 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\x12,\n" +
 	"\x12with_message_times\x18\x03 \x01(\bR\x10withMessageTimes\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"t\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x1b\n" +
+	"\ttime_zone\x18\x05 \x01(\tR\btimeZone\x12!\n" +
+	"\fmin_sequence\x18d \x01(\x04R\vminSequence\"\xb2\x01\n" +
 	"\x06Report\x12\x18\n" +
 	"\acolumns\x18\x01 \x03(\tR\acolumns\x122\n" +
 	"\x04rows\x18\x02 \x03(\v2\x1e.parley.reporting.v1.ReportRowR\x04rows\x12\x1c\n" +
-	"\ttruncated\x18\x03 \x01(\bR\ttruncated\"#\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\x12<\n" +
+	"\tfreshness\x18d \x01(\v2\x1e.parley.reporting.v1.FreshnessR\tfreshness\"#\n" +
 	"\tReportRow\x12\x16\n" +
 	"\x06values\x18\x01 \x03(\tR\x06values\"\x9a\x01\n" +
 	"\n" +
@@ -3640,7 +4193,19 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\aflow_id\x18\x02 \x01(\tR\x06flowId\x12\x1d\n" +
 	"\n" +
 	"has_prompt\x18\x03 \x01(\bR\thasPrompt\x12$\n" +
-	"\rconversations\x18\x04 \x01(\x04R\rconversations2\xa5\t\n" +
+	"\rconversations\x18\x04 \x01(\x04R\rconversations\"\x14\n" +
+	"\x12GetSettingsRequest\"[\n" +
+	"\x0eTenantSettings\x12\x1b\n" +
+	"\ttime_zone\x18\x01 \x01(\tR\btimeZone\x12,\n" +
+	"\x04bots\x18\x02 \x03(\v2\x18.parley.reporting.v1.BotR\x04bots\"0\n" +
+	"\x03Bot\x12\x15\n" +
+	"\x06bot_id\x18\x01 \x01(\tR\x05botId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"u\n" +
+	"\x15UpdateSettingsRequest\x12 \n" +
+	"\ttime_zone\x18\x01 \x01(\tH\x00R\btimeZone\x88\x01\x01\x12,\n" +
+	"\x04bots\x18\x02 \x03(\v2\x18.parley.reporting.v1.BotR\x04botsB\f\n" +
+	"\n" +
+	"_time_zone2\xa5\t\n" +
 	"\x10ReportingService\x12r\n" +
 	"\x11ListConversations\x12-.parley.reporting.v1.ListConversationsRequest\x1a..parley.reporting.v1.ListConversationsResponse\x12a\n" +
 	"\x0fGetConversation\x12+.parley.reporting.v1.GetConversationRequest\x1a!.parley.reporting.v1.Conversation\x12X\n" +
@@ -3654,7 +4219,10 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\n" +
 	"GetVisitor\x12&.parley.reporting.v1.GetVisitorRequest\x1a\x1c.parley.reporting.v1.Visitor\x12a\n" +
 	"\x0fGetVisitorStats\x12+.parley.reporting.v1.GetVisitorStatsRequest\x1a!.parley.reporting.v1.VisitorStats\x12T\n" +
-	"\vListCatalog\x12'.parley.reporting.v1.ListCatalogRequest\x1a\x1c.parley.reporting.v1.CatalogBDZBgithub.com/parley-dev/parley/proto/parley/reporting/v1;reportingv1b\x06proto3"
+	"\vListCatalog\x12'.parley.reporting.v1.ListCatalogRequest\x1a\x1c.parley.reporting.v1.Catalog2\xd1\x01\n" +
+	"\x0fSettingsService\x12[\n" +
+	"\vGetSettings\x12'.parley.reporting.v1.GetSettingsRequest\x1a#.parley.reporting.v1.TenantSettings\x12a\n" +
+	"\x0eUpdateSettings\x12*.parley.reporting.v1.UpdateSettingsRequest\x1a#.parley.reporting.v1.TenantSettingsBDZBgithub.com/parley-dev/parley/proto/parley/reporting/v1;reportingv1b\x06proto3"
 
 var (
 	file_parley_reporting_v1_reporting_proto_rawDescOnce sync.Once
@@ -3668,7 +4236,7 @@ func file_parley_reporting_v1_reporting_proto_rawDescGZIP() []byte {
 	return file_parley_reporting_v1_reporting_proto_rawDescData
 }
 
-var file_parley_reporting_v1_reporting_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_parley_reporting_v1_reporting_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_parley_reporting_v1_reporting_proto_goTypes = []any{
 	(*ListShareLinksRequest)(nil),     // 0: parley.reporting.v1.ListShareLinksRequest
 	(*ListShareLinksResponse)(nil),    // 1: parley.reporting.v1.ListShareLinksResponse
@@ -3686,130 +4254,150 @@ var file_parley_reporting_v1_reporting_proto_goTypes = []any{
 	(*Conversation)(nil),              // 13: parley.reporting.v1.Conversation
 	(*GetDashboardRequest)(nil),       // 14: parley.reporting.v1.GetDashboardRequest
 	(*Dashboard)(nil),                 // 15: parley.reporting.v1.Dashboard
-	(*Count)(nil),                     // 16: parley.reporting.v1.Count
-	(*DayCount)(nil),                  // 17: parley.reporting.v1.DayCount
-	(*RunReportRequest)(nil),          // 18: parley.reporting.v1.RunReportRequest
-	(*Report)(nil),                    // 19: parley.reporting.v1.Report
-	(*ReportRow)(nil),                 // 20: parley.reporting.v1.ReportRow
-	(*DebugTrace)(nil),                // 21: parley.reporting.v1.DebugTrace
-	(*Lead)(nil),                      // 22: parley.reporting.v1.Lead
-	(*Variable)(nil),                  // 23: parley.reporting.v1.Variable
-	(*ModelUsage)(nil),                // 24: parley.reporting.v1.ModelUsage
-	(*CurrencyCost)(nil),              // 25: parley.reporting.v1.CurrencyCost
-	(*ModelPrice)(nil),                // 26: parley.reporting.v1.ModelPrice
-	(*SetModelPriceRequest)(nil),      // 27: parley.reporting.v1.SetModelPriceRequest
-	(*ListModelPricesRequest)(nil),    // 28: parley.reporting.v1.ListModelPricesRequest
-	(*ListModelPricesResponse)(nil),   // 29: parley.reporting.v1.ListModelPricesResponse
-	(*GetVisitorRequest)(nil),         // 30: parley.reporting.v1.GetVisitorRequest
-	(*Visitor)(nil),                   // 31: parley.reporting.v1.Visitor
-	(*GetVisitorStatsRequest)(nil),    // 32: parley.reporting.v1.GetVisitorStatsRequest
-	(*VisitorStats)(nil),              // 33: parley.reporting.v1.VisitorStats
-	(*ListCatalogRequest)(nil),        // 34: parley.reporting.v1.ListCatalogRequest
-	(*Catalog)(nil),                   // 35: parley.reporting.v1.Catalog
-	(*CatalogFlow)(nil),               // 36: parley.reporting.v1.CatalogFlow
-	(*CatalogNode)(nil),               // 37: parley.reporting.v1.CatalogNode
-	nil,                               // 38: parley.reporting.v1.Conversation.VariablesEntry
-	nil,                               // 39: parley.reporting.v1.Lead.FieldsEntry
-	nil,                               // 40: parley.reporting.v1.Visitor.VariablesEntry
-	(*timestamppb.Timestamp)(nil),     // 41: google.protobuf.Timestamp
-	(v1.Channel)(0),                   // 42: parley.event.v1.Channel
-	(v1.Platform)(0),                  // 43: parley.event.v1.Platform
-	(v1.ConversationType)(0),          // 44: parley.event.v1.ConversationType
-	(v1.Engagement)(0),                // 45: parley.event.v1.Engagement
-	(v1.EndReason)(0),                 // 46: parley.event.v1.EndReason
-	(v1.Role)(0),                      // 47: parley.event.v1.Role
-	(*v1.DebugStep)(nil),              // 48: parley.event.v1.DebugStep
-	(v1.VariableSource)(0),            // 49: parley.event.v1.VariableSource
+	(*FlowFunnel)(nil),                // 16: parley.reporting.v1.FlowFunnel
+	(*FlowDrop)(nil),                  // 17: parley.reporting.v1.FlowDrop
+	(*Freshness)(nil),                 // 18: parley.reporting.v1.Freshness
+	(*Count)(nil),                     // 19: parley.reporting.v1.Count
+	(*DayCount)(nil),                  // 20: parley.reporting.v1.DayCount
+	(*RunReportRequest)(nil),          // 21: parley.reporting.v1.RunReportRequest
+	(*Report)(nil),                    // 22: parley.reporting.v1.Report
+	(*ReportRow)(nil),                 // 23: parley.reporting.v1.ReportRow
+	(*DebugTrace)(nil),                // 24: parley.reporting.v1.DebugTrace
+	(*Lead)(nil),                      // 25: parley.reporting.v1.Lead
+	(*Variable)(nil),                  // 26: parley.reporting.v1.Variable
+	(*ModelUsage)(nil),                // 27: parley.reporting.v1.ModelUsage
+	(*CurrencyCost)(nil),              // 28: parley.reporting.v1.CurrencyCost
+	(*ModelPrice)(nil),                // 29: parley.reporting.v1.ModelPrice
+	(*SetModelPriceRequest)(nil),      // 30: parley.reporting.v1.SetModelPriceRequest
+	(*ListModelPricesRequest)(nil),    // 31: parley.reporting.v1.ListModelPricesRequest
+	(*ListModelPricesResponse)(nil),   // 32: parley.reporting.v1.ListModelPricesResponse
+	(*GetVisitorRequest)(nil),         // 33: parley.reporting.v1.GetVisitorRequest
+	(*Visitor)(nil),                   // 34: parley.reporting.v1.Visitor
+	(*GetVisitorStatsRequest)(nil),    // 35: parley.reporting.v1.GetVisitorStatsRequest
+	(*VisitorStats)(nil),              // 36: parley.reporting.v1.VisitorStats
+	(*ListCatalogRequest)(nil),        // 37: parley.reporting.v1.ListCatalogRequest
+	(*Catalog)(nil),                   // 38: parley.reporting.v1.Catalog
+	(*CatalogFlow)(nil),               // 39: parley.reporting.v1.CatalogFlow
+	(*CatalogNode)(nil),               // 40: parley.reporting.v1.CatalogNode
+	(*GetSettingsRequest)(nil),        // 41: parley.reporting.v1.GetSettingsRequest
+	(*TenantSettings)(nil),            // 42: parley.reporting.v1.TenantSettings
+	(*Bot)(nil),                       // 43: parley.reporting.v1.Bot
+	(*UpdateSettingsRequest)(nil),     // 44: parley.reporting.v1.UpdateSettingsRequest
+	nil,                               // 45: parley.reporting.v1.Conversation.VariablesEntry
+	nil,                               // 46: parley.reporting.v1.Lead.FieldsEntry
+	nil,                               // 47: parley.reporting.v1.Visitor.VariablesEntry
+	(*timestamppb.Timestamp)(nil),     // 48: google.protobuf.Timestamp
+	(v1.Channel)(0),                   // 49: parley.event.v1.Channel
+	(v1.Platform)(0),                  // 50: parley.event.v1.Platform
+	(v1.ConversationType)(0),          // 51: parley.event.v1.ConversationType
+	(v1.Engagement)(0),                // 52: parley.event.v1.Engagement
+	(v1.EndReason)(0),                 // 53: parley.event.v1.EndReason
+	(v1.Role)(0),                      // 54: parley.event.v1.Role
+	(*v1.DebugStep)(nil),              // 55: parley.event.v1.DebugStep
+	(v1.VariableSource)(0),            // 56: parley.event.v1.VariableSource
 }
 var file_parley_reporting_v1_reporting_proto_depIdxs = []int32{
 	3,  // 0: parley.reporting.v1.ListShareLinksResponse.links:type_name -> parley.reporting.v1.ShareLink
-	41, // 1: parley.reporting.v1.ShareLink.created_at:type_name -> google.protobuf.Timestamp
-	41, // 2: parley.reporting.v1.ShareLink.expires_at:type_name -> google.protobuf.Timestamp
-	41, // 3: parley.reporting.v1.ShareLink.revoked_at:type_name -> google.protobuf.Timestamp
-	41, // 4: parley.reporting.v1.TimeRange.from:type_name -> google.protobuf.Timestamp
-	41, // 5: parley.reporting.v1.TimeRange.to:type_name -> google.protobuf.Timestamp
+	48, // 1: parley.reporting.v1.ShareLink.created_at:type_name -> google.protobuf.Timestamp
+	48, // 2: parley.reporting.v1.ShareLink.expires_at:type_name -> google.protobuf.Timestamp
+	48, // 3: parley.reporting.v1.ShareLink.revoked_at:type_name -> google.protobuf.Timestamp
+	48, // 4: parley.reporting.v1.TimeRange.from:type_name -> google.protobuf.Timestamp
+	48, // 5: parley.reporting.v1.TimeRange.to:type_name -> google.protobuf.Timestamp
 	6,  // 6: parley.reporting.v1.Filter.time_range:type_name -> parley.reporting.v1.TimeRange
-	42, // 7: parley.reporting.v1.Filter.channels:type_name -> parley.event.v1.Channel
-	43, // 8: parley.reporting.v1.Filter.platforms:type_name -> parley.event.v1.Platform
-	44, // 9: parley.reporting.v1.Filter.types:type_name -> parley.event.v1.ConversationType
-	45, // 10: parley.reporting.v1.Filter.engagements:type_name -> parley.event.v1.Engagement
-	46, // 11: parley.reporting.v1.Filter.end_reasons:type_name -> parley.event.v1.EndReason
+	49, // 7: parley.reporting.v1.Filter.channels:type_name -> parley.event.v1.Channel
+	50, // 8: parley.reporting.v1.Filter.platforms:type_name -> parley.event.v1.Platform
+	51, // 9: parley.reporting.v1.Filter.types:type_name -> parley.event.v1.ConversationType
+	52, // 10: parley.reporting.v1.Filter.engagements:type_name -> parley.event.v1.Engagement
+	53, // 11: parley.reporting.v1.Filter.end_reasons:type_name -> parley.event.v1.EndReason
 	7,  // 12: parley.reporting.v1.ListConversationsRequest.filter:type_name -> parley.reporting.v1.Filter
-	42, // 13: parley.reporting.v1.ConversationSummary.channel:type_name -> parley.event.v1.Channel
-	43, // 14: parley.reporting.v1.ConversationSummary.platform:type_name -> parley.event.v1.Platform
-	44, // 15: parley.reporting.v1.ConversationSummary.type:type_name -> parley.event.v1.ConversationType
-	41, // 16: parley.reporting.v1.ConversationSummary.started_at:type_name -> google.protobuf.Timestamp
-	41, // 17: parley.reporting.v1.ConversationSummary.last_activity_at:type_name -> google.protobuf.Timestamp
-	46, // 18: parley.reporting.v1.ConversationSummary.end_reason:type_name -> parley.event.v1.EndReason
-	41, // 19: parley.reporting.v1.ConversationSummary.ended_at:type_name -> google.protobuf.Timestamp
-	45, // 20: parley.reporting.v1.ConversationSummary.engagement:type_name -> parley.event.v1.Engagement
+	49, // 13: parley.reporting.v1.ConversationSummary.channel:type_name -> parley.event.v1.Channel
+	50, // 14: parley.reporting.v1.ConversationSummary.platform:type_name -> parley.event.v1.Platform
+	51, // 15: parley.reporting.v1.ConversationSummary.type:type_name -> parley.event.v1.ConversationType
+	48, // 16: parley.reporting.v1.ConversationSummary.started_at:type_name -> google.protobuf.Timestamp
+	48, // 17: parley.reporting.v1.ConversationSummary.last_activity_at:type_name -> google.protobuf.Timestamp
+	53, // 18: parley.reporting.v1.ConversationSummary.end_reason:type_name -> parley.event.v1.EndReason
+	48, // 19: parley.reporting.v1.ConversationSummary.ended_at:type_name -> google.protobuf.Timestamp
+	52, // 20: parley.reporting.v1.ConversationSummary.engagement:type_name -> parley.event.v1.Engagement
 	9,  // 21: parley.reporting.v1.ListConversationsResponse.conversations:type_name -> parley.reporting.v1.ConversationSummary
-	47, // 22: parley.reporting.v1.Message.role:type_name -> parley.event.v1.Role
-	41, // 23: parley.reporting.v1.Message.occurred_at:type_name -> google.protobuf.Timestamp
-	9,  // 24: parley.reporting.v1.Conversation.summary:type_name -> parley.reporting.v1.ConversationSummary
-	12, // 25: parley.reporting.v1.Conversation.messages:type_name -> parley.reporting.v1.Message
-	38, // 26: parley.reporting.v1.Conversation.variables:type_name -> parley.reporting.v1.Conversation.VariablesEntry
-	41, // 27: parley.reporting.v1.Conversation.takeover_at:type_name -> google.protobuf.Timestamp
-	41, // 28: parley.reporting.v1.Conversation.share_expires_at:type_name -> google.protobuf.Timestamp
-	21, // 29: parley.reporting.v1.Conversation.debug_traces:type_name -> parley.reporting.v1.DebugTrace
-	22, // 30: parley.reporting.v1.Conversation.lead_records:type_name -> parley.reporting.v1.Lead
-	23, // 31: parley.reporting.v1.Conversation.variable_details:type_name -> parley.reporting.v1.Variable
-	24, // 32: parley.reporting.v1.Conversation.usage:type_name -> parley.reporting.v1.ModelUsage
-	25, // 33: parley.reporting.v1.Conversation.cost_by_currency:type_name -> parley.reporting.v1.CurrencyCost
-	7,  // 34: parley.reporting.v1.GetDashboardRequest.filter:type_name -> parley.reporting.v1.Filter
-	16, // 35: parley.reporting.v1.Dashboard.statuses:type_name -> parley.reporting.v1.Count
-	17, // 36: parley.reporting.v1.Dashboard.trend:type_name -> parley.reporting.v1.DayCount
-	16, // 37: parley.reporting.v1.Dashboard.countries:type_name -> parley.reporting.v1.Count
-	16, // 38: parley.reporting.v1.Dashboard.cities:type_name -> parley.reporting.v1.Count
-	16, // 39: parley.reporting.v1.Dashboard.top_tags:type_name -> parley.reporting.v1.Count
-	7,  // 40: parley.reporting.v1.RunReportRequest.filter:type_name -> parley.reporting.v1.Filter
-	20, // 41: parley.reporting.v1.Report.rows:type_name -> parley.reporting.v1.ReportRow
-	41, // 42: parley.reporting.v1.DebugTrace.occurred_at:type_name -> google.protobuf.Timestamp
-	48, // 43: parley.reporting.v1.DebugTrace.steps:type_name -> parley.event.v1.DebugStep
-	39, // 44: parley.reporting.v1.Lead.fields:type_name -> parley.reporting.v1.Lead.FieldsEntry
-	41, // 45: parley.reporting.v1.Lead.captured_at:type_name -> google.protobuf.Timestamp
-	49, // 46: parley.reporting.v1.Variable.source:type_name -> parley.event.v1.VariableSource
-	41, // 47: parley.reporting.v1.ModelPrice.updated_at:type_name -> google.protobuf.Timestamp
-	26, // 48: parley.reporting.v1.SetModelPriceRequest.price:type_name -> parley.reporting.v1.ModelPrice
-	26, // 49: parley.reporting.v1.ListModelPricesResponse.prices:type_name -> parley.reporting.v1.ModelPrice
-	41, // 50: parley.reporting.v1.Visitor.first_seen:type_name -> google.protobuf.Timestamp
-	41, // 51: parley.reporting.v1.Visitor.last_seen:type_name -> google.protobuf.Timestamp
-	22, // 52: parley.reporting.v1.Visitor.leads:type_name -> parley.reporting.v1.Lead
-	40, // 53: parley.reporting.v1.Visitor.variables:type_name -> parley.reporting.v1.Visitor.VariablesEntry
-	9,  // 54: parley.reporting.v1.Visitor.conversations:type_name -> parley.reporting.v1.ConversationSummary
-	7,  // 55: parley.reporting.v1.GetVisitorStatsRequest.filter:type_name -> parley.reporting.v1.Filter
-	6,  // 56: parley.reporting.v1.ListCatalogRequest.time_range:type_name -> parley.reporting.v1.TimeRange
-	36, // 57: parley.reporting.v1.Catalog.flows:type_name -> parley.reporting.v1.CatalogFlow
-	37, // 58: parley.reporting.v1.Catalog.nodes:type_name -> parley.reporting.v1.CatalogNode
-	8,  // 59: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
-	11, // 60: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
-	14, // 61: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
-	18, // 62: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
-	4,  // 63: parley.reporting.v1.ReportingService.RebuildProjections:input_type -> parley.reporting.v1.RebuildProjectionsRequest
-	0,  // 64: parley.reporting.v1.ReportingService.ListShareLinks:input_type -> parley.reporting.v1.ListShareLinksRequest
-	2,  // 65: parley.reporting.v1.ReportingService.RevokeShareLink:input_type -> parley.reporting.v1.RevokeShareLinkRequest
-	27, // 66: parley.reporting.v1.ReportingService.SetModelPrice:input_type -> parley.reporting.v1.SetModelPriceRequest
-	28, // 67: parley.reporting.v1.ReportingService.ListModelPrices:input_type -> parley.reporting.v1.ListModelPricesRequest
-	30, // 68: parley.reporting.v1.ReportingService.GetVisitor:input_type -> parley.reporting.v1.GetVisitorRequest
-	32, // 69: parley.reporting.v1.ReportingService.GetVisitorStats:input_type -> parley.reporting.v1.GetVisitorStatsRequest
-	34, // 70: parley.reporting.v1.ReportingService.ListCatalog:input_type -> parley.reporting.v1.ListCatalogRequest
-	10, // 71: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
-	13, // 72: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
-	15, // 73: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
-	19, // 74: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
-	5,  // 75: parley.reporting.v1.ReportingService.RebuildProjections:output_type -> parley.reporting.v1.RebuildProgress
-	1,  // 76: parley.reporting.v1.ReportingService.ListShareLinks:output_type -> parley.reporting.v1.ListShareLinksResponse
-	3,  // 77: parley.reporting.v1.ReportingService.RevokeShareLink:output_type -> parley.reporting.v1.ShareLink
-	26, // 78: parley.reporting.v1.ReportingService.SetModelPrice:output_type -> parley.reporting.v1.ModelPrice
-	29, // 79: parley.reporting.v1.ReportingService.ListModelPrices:output_type -> parley.reporting.v1.ListModelPricesResponse
-	31, // 80: parley.reporting.v1.ReportingService.GetVisitor:output_type -> parley.reporting.v1.Visitor
-	33, // 81: parley.reporting.v1.ReportingService.GetVisitorStats:output_type -> parley.reporting.v1.VisitorStats
-	35, // 82: parley.reporting.v1.ReportingService.ListCatalog:output_type -> parley.reporting.v1.Catalog
-	71, // [71:83] is the sub-list for method output_type
-	59, // [59:71] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	18, // 22: parley.reporting.v1.ListConversationsResponse.freshness:type_name -> parley.reporting.v1.Freshness
+	54, // 23: parley.reporting.v1.Message.role:type_name -> parley.event.v1.Role
+	48, // 24: parley.reporting.v1.Message.occurred_at:type_name -> google.protobuf.Timestamp
+	9,  // 25: parley.reporting.v1.Conversation.summary:type_name -> parley.reporting.v1.ConversationSummary
+	12, // 26: parley.reporting.v1.Conversation.messages:type_name -> parley.reporting.v1.Message
+	45, // 27: parley.reporting.v1.Conversation.variables:type_name -> parley.reporting.v1.Conversation.VariablesEntry
+	48, // 28: parley.reporting.v1.Conversation.takeover_at:type_name -> google.protobuf.Timestamp
+	48, // 29: parley.reporting.v1.Conversation.share_expires_at:type_name -> google.protobuf.Timestamp
+	24, // 30: parley.reporting.v1.Conversation.debug_traces:type_name -> parley.reporting.v1.DebugTrace
+	25, // 31: parley.reporting.v1.Conversation.lead_records:type_name -> parley.reporting.v1.Lead
+	26, // 32: parley.reporting.v1.Conversation.variable_details:type_name -> parley.reporting.v1.Variable
+	27, // 33: parley.reporting.v1.Conversation.usage:type_name -> parley.reporting.v1.ModelUsage
+	28, // 34: parley.reporting.v1.Conversation.cost_by_currency:type_name -> parley.reporting.v1.CurrencyCost
+	7,  // 35: parley.reporting.v1.GetDashboardRequest.filter:type_name -> parley.reporting.v1.Filter
+	19, // 36: parley.reporting.v1.Dashboard.statuses:type_name -> parley.reporting.v1.Count
+	20, // 37: parley.reporting.v1.Dashboard.trend:type_name -> parley.reporting.v1.DayCount
+	19, // 38: parley.reporting.v1.Dashboard.countries:type_name -> parley.reporting.v1.Count
+	19, // 39: parley.reporting.v1.Dashboard.cities:type_name -> parley.reporting.v1.Count
+	19, // 40: parley.reporting.v1.Dashboard.top_tags:type_name -> parley.reporting.v1.Count
+	19, // 41: parley.reporting.v1.Dashboard.regions:type_name -> parley.reporting.v1.Count
+	16, // 42: parley.reporting.v1.Dashboard.funnels:type_name -> parley.reporting.v1.FlowFunnel
+	18, // 43: parley.reporting.v1.Dashboard.freshness:type_name -> parley.reporting.v1.Freshness
+	19, // 44: parley.reporting.v1.FlowFunnel.steps:type_name -> parley.reporting.v1.Count
+	17, // 45: parley.reporting.v1.FlowFunnel.drops:type_name -> parley.reporting.v1.FlowDrop
+	7,  // 46: parley.reporting.v1.RunReportRequest.filter:type_name -> parley.reporting.v1.Filter
+	23, // 47: parley.reporting.v1.Report.rows:type_name -> parley.reporting.v1.ReportRow
+	18, // 48: parley.reporting.v1.Report.freshness:type_name -> parley.reporting.v1.Freshness
+	48, // 49: parley.reporting.v1.DebugTrace.occurred_at:type_name -> google.protobuf.Timestamp
+	55, // 50: parley.reporting.v1.DebugTrace.steps:type_name -> parley.event.v1.DebugStep
+	46, // 51: parley.reporting.v1.Lead.fields:type_name -> parley.reporting.v1.Lead.FieldsEntry
+	48, // 52: parley.reporting.v1.Lead.captured_at:type_name -> google.protobuf.Timestamp
+	56, // 53: parley.reporting.v1.Variable.source:type_name -> parley.event.v1.VariableSource
+	48, // 54: parley.reporting.v1.ModelPrice.updated_at:type_name -> google.protobuf.Timestamp
+	29, // 55: parley.reporting.v1.SetModelPriceRequest.price:type_name -> parley.reporting.v1.ModelPrice
+	29, // 56: parley.reporting.v1.ListModelPricesResponse.prices:type_name -> parley.reporting.v1.ModelPrice
+	48, // 57: parley.reporting.v1.Visitor.first_seen:type_name -> google.protobuf.Timestamp
+	48, // 58: parley.reporting.v1.Visitor.last_seen:type_name -> google.protobuf.Timestamp
+	25, // 59: parley.reporting.v1.Visitor.leads:type_name -> parley.reporting.v1.Lead
+	47, // 60: parley.reporting.v1.Visitor.variables:type_name -> parley.reporting.v1.Visitor.VariablesEntry
+	9,  // 61: parley.reporting.v1.Visitor.conversations:type_name -> parley.reporting.v1.ConversationSummary
+	7,  // 62: parley.reporting.v1.GetVisitorStatsRequest.filter:type_name -> parley.reporting.v1.Filter
+	6,  // 63: parley.reporting.v1.ListCatalogRequest.time_range:type_name -> parley.reporting.v1.TimeRange
+	39, // 64: parley.reporting.v1.Catalog.flows:type_name -> parley.reporting.v1.CatalogFlow
+	40, // 65: parley.reporting.v1.Catalog.nodes:type_name -> parley.reporting.v1.CatalogNode
+	43, // 66: parley.reporting.v1.TenantSettings.bots:type_name -> parley.reporting.v1.Bot
+	43, // 67: parley.reporting.v1.UpdateSettingsRequest.bots:type_name -> parley.reporting.v1.Bot
+	8,  // 68: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
+	11, // 69: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
+	14, // 70: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
+	21, // 71: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
+	4,  // 72: parley.reporting.v1.ReportingService.RebuildProjections:input_type -> parley.reporting.v1.RebuildProjectionsRequest
+	0,  // 73: parley.reporting.v1.ReportingService.ListShareLinks:input_type -> parley.reporting.v1.ListShareLinksRequest
+	2,  // 74: parley.reporting.v1.ReportingService.RevokeShareLink:input_type -> parley.reporting.v1.RevokeShareLinkRequest
+	30, // 75: parley.reporting.v1.ReportingService.SetModelPrice:input_type -> parley.reporting.v1.SetModelPriceRequest
+	31, // 76: parley.reporting.v1.ReportingService.ListModelPrices:input_type -> parley.reporting.v1.ListModelPricesRequest
+	33, // 77: parley.reporting.v1.ReportingService.GetVisitor:input_type -> parley.reporting.v1.GetVisitorRequest
+	35, // 78: parley.reporting.v1.ReportingService.GetVisitorStats:input_type -> parley.reporting.v1.GetVisitorStatsRequest
+	37, // 79: parley.reporting.v1.ReportingService.ListCatalog:input_type -> parley.reporting.v1.ListCatalogRequest
+	41, // 80: parley.reporting.v1.SettingsService.GetSettings:input_type -> parley.reporting.v1.GetSettingsRequest
+	44, // 81: parley.reporting.v1.SettingsService.UpdateSettings:input_type -> parley.reporting.v1.UpdateSettingsRequest
+	10, // 82: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
+	13, // 83: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
+	15, // 84: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
+	22, // 85: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
+	5,  // 86: parley.reporting.v1.ReportingService.RebuildProjections:output_type -> parley.reporting.v1.RebuildProgress
+	1,  // 87: parley.reporting.v1.ReportingService.ListShareLinks:output_type -> parley.reporting.v1.ListShareLinksResponse
+	3,  // 88: parley.reporting.v1.ReportingService.RevokeShareLink:output_type -> parley.reporting.v1.ShareLink
+	29, // 89: parley.reporting.v1.ReportingService.SetModelPrice:output_type -> parley.reporting.v1.ModelPrice
+	32, // 90: parley.reporting.v1.ReportingService.ListModelPrices:output_type -> parley.reporting.v1.ListModelPricesResponse
+	34, // 91: parley.reporting.v1.ReportingService.GetVisitor:output_type -> parley.reporting.v1.Visitor
+	36, // 92: parley.reporting.v1.ReportingService.GetVisitorStats:output_type -> parley.reporting.v1.VisitorStats
+	38, // 93: parley.reporting.v1.ReportingService.ListCatalog:output_type -> parley.reporting.v1.Catalog
+	42, // 94: parley.reporting.v1.SettingsService.GetSettings:output_type -> parley.reporting.v1.TenantSettings
+	42, // 95: parley.reporting.v1.SettingsService.UpdateSettings:output_type -> parley.reporting.v1.TenantSettings
+	82, // [82:96] is the sub-list for method output_type
+	68, // [68:82] is the sub-list for method input_type
+	68, // [68:68] is the sub-list for extension type_name
+	68, // [68:68] is the sub-list for extension extendee
+	0,  // [0:68] is the sub-list for field type_name
 }
 
 func init() { file_parley_reporting_v1_reporting_proto_init() }
@@ -3818,15 +4406,16 @@ func file_parley_reporting_v1_reporting_proto_init() {
 		return
 	}
 	file_parley_reporting_v1_reporting_proto_msgTypes[7].OneofWrappers = []any{}
+	file_parley_reporting_v1_reporting_proto_msgTypes[44].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_reporting_v1_reporting_proto_rawDesc), len(file_parley_reporting_v1_reporting_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   48,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_parley_reporting_v1_reporting_proto_goTypes,
 		DependencyIndexes: file_parley_reporting_v1_reporting_proto_depIdxs,

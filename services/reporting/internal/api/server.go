@@ -50,8 +50,21 @@ type Deps struct {
 	// ShareBaseURL prefixes share links: <base>/v1/shared/<token>.
 	ShareBaseURL string
 	ShareTTL     time.Duration
-	Log          *slog.Logger
-	Now          func() time.Time
+	// Watermark tells and awaits the projection's freshness (nil: answers
+	// carry none and min_sequence is not waited for).
+	Watermark *Watermark
+	// Bots is the tenants' bot registry (nil: reports show bot ids).
+	Bots BotNames
+	// ConsoleBaseURL prefixes the sessions report's conversation links
+	// (<base>/conversations/<id>; empty: no link).
+	ConsoleBaseURL string
+	Log            *slog.Logger
+	Now            func() time.Time
+}
+
+// BotNames tells a tenant's bot display names by bot id.
+type BotNames interface {
+	BotNames(ctx context.Context, tenantID string) (map[string]string, error)
 }
 
 // Server implements reportingv1.ReportingServiceServer.
@@ -97,11 +110,15 @@ func (s *Server) ListConversations(ctx context.Context, req *reportingv1.ListCon
 	if err != nil {
 		return nil, err
 	}
+	fresh, err := s.fresh(ctx, req.GetMinSequence())
+	if err != nil {
+		return nil, err
+	}
 	page, err := s.d.Reader.List(ctx, w, size, after)
 	if err != nil {
 		return nil, s.unavailable(ctx, "list", err)
 	}
-	out := &reportingv1.ListConversationsResponse{TotalCount: page.Total}
+	out := &reportingv1.ListConversationsResponse{TotalCount: page.Total, Freshness: fresh}
 	out.Conversations, out.NextPageToken = summaries(page)
 	return out, nil
 }
@@ -116,26 +133,46 @@ func (s *Server) GetDashboard(ctx context.Context, req *reportingv1.GetDashboard
 	if err != nil {
 		return nil, err
 	}
-	// The trend covers 30 days up to the range's end, whatever the range.
-	tf := cloneFilter(req.GetFilter())
-	tz := tf.GetTimeRange().GetTimeZone()
-	tf.TimeRange = &reportingv1.TimeRange{Preset: "all_time", TimeZone: tz}
-	tw, err := s.where(ctx, p.TenantID, tf)
+	// The trend covers 30 days up to the range's end, whatever the range;
+	// "active now" counts conversations started before the range's end,
+	// however long before. Both in the range's resolved time zone.
+	tz := w.Location.String()
+	tw, err := s.where(ctx, p.TenantID, withRange(req.GetFilter(), &reportingv1.TimeRange{Preset: "all_time", TimeZone: tz}))
 	if err != nil {
 		return nil, err
+	}
+	aw := tw
+	if !w.To.IsZero() {
+		aw, err = s.where(ctx, p.TenantID, withRange(req.GetFilter(), &reportingv1.TimeRange{
+			Preset: "custom", From: timestamppb.New(filter.MinTime), To: timestamppb.New(w.To), TimeZone: tz}))
+		if err != nil {
+			return nil, err
+		}
 	}
 	end := s.d.Now()
 	if !w.To.IsZero() {
 		end = w.To.Add(-time.Microsecond)
 	}
-	d, err := s.d.Reader.Dashboard(ctx, w, tw, end, w.Location)
+	fresh, err := s.fresh(ctx, req.GetMinSequence())
+	if err != nil {
+		return nil, err
+	}
+	d, err := s.d.Reader.Dashboard(ctx, w, tw, aw, end, w.Location)
 	if err != nil {
 		return nil, s.unavailable(ctx, "dashboard", err)
 	}
 	out := &reportingv1.Dashboard{
 		Total: d.Total, Active: d.Active, Ended: d.Ended, Messages: d.Messages,
 		LeadConversionRate: ratio(d.WithLead, d.Total), GoalCompletionRate: ratio(d.WithGoal, d.Total),
-		CostMicros: d.CostMicros, Tokens: d.Tokens,
+		CostMicros: d.CostMicros, Tokens: d.Tokens, ActiveNow: d.ActiveNow, Leads: d.WithLead, Freshness: fresh,
+	}
+	out.Regions = counts(d.Regions, d.Total)
+	for _, fu := range d.Funnels {
+		ff := &reportingv1.FlowFunnel{FlowId: fu.FlowID, Started: fu.Started, Completed: fu.Completed, Steps: counts(fu.Steps, fu.Started)}
+		for _, dr := range fu.Drops {
+			ff.Drops = append(ff.Drops, &reportingv1.FlowDrop{StepId: dr.StepID, NodeId: dr.NodeID, Conversations: dr.Conversations, SampleConversationIds: dr.Samples})
+		}
+		out.Funnels = append(out.Funnels, ff)
 	}
 	if d.Total > 0 {
 		out.AverageMessages = float64(d.Messages) / float64(d.Total)
@@ -248,11 +285,33 @@ func counts(bs []query.Bucket, total uint64) []*reportingv1.Count {
 	return out
 }
 
-func cloneFilter(f *reportingv1.Filter) *reportingv1.Filter {
-	if f == nil {
-		return &reportingv1.Filter{}
+// withRange returns a copy of f with the time range r.
+func withRange(f *reportingv1.Filter, r *reportingv1.TimeRange) *reportingv1.Filter {
+	out := &reportingv1.Filter{}
+	if f != nil {
+		out = proto.Clone(f).(*reportingv1.Filter)
 	}
-	return proto.Clone(f).(*reportingv1.Filter)
+	out.TimeRange = r
+	return out
+}
+
+// fresh waits for min_sequence and reads the projection's freshness (nil
+// without a watermark, or when it cannot be read and the request did not
+// ask to wait).
+func (s *Server) fresh(ctx context.Context, min uint64) (*reportingv1.Freshness, error) {
+	if s.d.Watermark == nil {
+		return nil, nil
+	}
+	if err := s.d.Watermark.Wait(ctx, min); err != nil {
+		return nil, err
+	}
+	f, err := s.d.Watermark.Read(ctx)
+	if err != nil && min == 0 {
+		// The answer does not depend on the log or the positions: it goes
+		// out without freshness (Read logged why).
+		return nil, nil
+	}
+	return f, err
 }
 
 // RunReport returns one report over the conversations matching the filter.
@@ -267,15 +326,35 @@ func (s *Server) RunReport(ctx context.Context, req *reportingv1.RunReportReques
 	if req.GetLimit() > query.MaxReportRows {
 		return nil, grpcx.Invalid("limit", fmt.Sprintf("at most %d", query.MaxReportRows))
 	}
+	loc := (*time.Location)(nil)
+	if tz := req.GetTimeZone(); tz != "" {
+		if err := ValidTimeZone("time_zone", tz); err != nil {
+			return nil, err
+		}
+		loc, _ = time.LoadLocation(tz)
+	}
 	w, err := s.where(ctx, p.TenantID, req.GetFilter())
 	if err != nil {
 		return nil, err
 	}
-	t, err := s.d.Reader.Report(ctx, req.GetKind(), w, req.GetWithMessageTimes(), int(req.GetLimit()), w.Location)
+	if loc == nil {
+		loc = w.Location
+	}
+	o := query.ReportOptions{WithTimes: req.GetWithMessageTimes(), Limit: int(req.GetLimit()), Location: loc, ConsoleBaseURL: s.d.ConsoleBaseURL}
+	if s.d.Bots != nil {
+		if o.BotNames, err = s.d.Bots.BotNames(ctx, p.TenantID); err != nil {
+			return nil, s.unavailable(ctx, "bot registry", err)
+		}
+	}
+	fresh, err := s.fresh(ctx, req.GetMinSequence())
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.d.Reader.Report(ctx, req.GetKind(), w, o)
 	if err != nil {
 		return nil, s.unavailable(ctx, "report "+req.GetKind(), err)
 	}
-	out := &reportingv1.Report{Columns: t.Columns, Truncated: t.Truncated, Rows: make([]*reportingv1.ReportRow, len(t.Rows))}
+	out := &reportingv1.Report{Columns: t.Columns, Truncated: t.Truncated, Rows: make([]*reportingv1.ReportRow, len(t.Rows)), Freshness: fresh}
 	for i, r := range t.Rows {
 		out.Rows[i] = &reportingv1.ReportRow{Values: r}
 	}

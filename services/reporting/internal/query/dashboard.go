@@ -3,7 +3,9 @@ package query
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -31,13 +33,42 @@ type Dashboard struct {
 	CostMicros                               int64
 	Tokens                                   uint64
 	Trend                                    []Day
-	Countries, Cities, TopTags               []Bucket
+	Countries, Regions, Cities, TopTags      []Bucket
+	// ActiveNow counts the active conversations matching the active
+	// condition (the filter with the range's start dropped).
+	ActiveNow uint64
+	Funnels   []Funnel
 }
+
+// Funnel is one flow's funnel.
+type Funnel struct {
+	FlowID             string
+	Started, Completed uint64
+	// Steps are step ids by conversations that reached them, most first.
+	Steps []Bucket
+	Drops []Drop
+}
+
+// Drop is a node where conversations left a flow.
+type Drop struct {
+	StepID, NodeID string
+	Conversations  uint64
+	// Samples are up to MaxDropSamples conversation ids, newest first.
+	Samples []string
+}
+
+// Funnel limits.
+const (
+	MaxFunnels     = 10
+	MaxDropSamples = 5
+)
 
 // Dashboard computes the figures over the conversations matching w; trend
 // is the 30 days up to trendEnd over the conversations matching trendWhere
-// (the same filter without its time range), in loc.
-func (r *Reader) Dashboard(ctx context.Context, w, trendWhere *filter.Where, trendEnd time.Time, loc *time.Location) (*Dashboard, error) {
+// (the same filter without its time range), in loc; ActiveNow counts the
+// active conversations matching activeWhere (the same filter with only the
+// range's end).
+func (r *Reader) Dashboard(ctx context.Context, w, trendWhere, activeWhere *filter.Where, trendEnd time.Time, loc *time.Location) (*Dashboard, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	d := &Dashboard{}
@@ -50,6 +81,13 @@ func (r *Reader) Dashboard(ctx context.Context, w, trendWhere *filter.Where, tre
 		return err
 	})
 	g.Go(func() error { return r.trend(ctx, trendWhere, trendEnd, loc, d) })
+	g.Go(func() error {
+		return r.scanRow(ctx, `SELECT count() FROM conversations FINAL WHERE `+activeWhere.SQL+` AND status = 'active'`, activeWhere.Args, &d.ActiveNow)
+	})
+	g.Go(func() (err error) {
+		d.Funnels, err = r.funnels(ctx, w)
+		return err
+	})
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
@@ -59,22 +97,22 @@ func (r *Reader) Dashboard(ctx context.Context, w, trendWhere *filter.Where, tre
 // totalsAndPlaces reads the totals and the country and city breakdowns in
 // one scan: it groups by (country, city), whose sums are the totals.
 func (r *Reader) totalsAndPlaces(ctx context.Context, w *filter.Where, d *Dashboard) error {
-	rows, err := r.conn.Query(ctx, `SELECT country, city, count(), countIf(status = 'active'), countIf(status = 'ended'), countIf(operator_no_response = 1),
+	rows, err := r.conn.Query(ctx, `SELECT country, region, city, count(), countIf(status = 'active'), countIf(status = 'ended'), countIf(operator_no_response = 1),
 			sum(message_count), countIf(leads > 0), countIf(length(goals) > 0), sum(cost_micros), sum(input_tokens + output_tokens)
-		FROM conversations FINAL WHERE `+w.SQL+` GROUP BY country, city`, w.Args...)
+		FROM conversations FINAL WHERE `+w.SQL+` GROUP BY country, region, city`, w.Args...)
 	if err != nil {
 		return fmt.Errorf("query: dashboard: %w", err)
 	}
 	defer rows.Close()
-	countries, cities := map[string]uint64{}, map[string]uint64{}
+	countries, regions, cities := map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
 	for rows.Next() {
 		var (
-			country, city                              string
+			country, region, city                      string
 			n, active, ended, noResp, msgs, lead, goal uint64
 			cost                                       int64
 			tokens                                     uint64
 		)
-		if err := rows.Scan(&country, &city, &n, &active, &ended, &noResp, &msgs, &lead, &goal, &cost, &tokens); err != nil {
+		if err := rows.Scan(&country, &region, &city, &n, &active, &ended, &noResp, &msgs, &lead, &goal, &cost, &tokens); err != nil {
 			return fmt.Errorf("query: dashboard row: %w", err)
 		}
 		d.Total += n
@@ -89,6 +127,9 @@ func (r *Reader) totalsAndPlaces(ctx context.Context, w *filter.Where, d *Dashbo
 		if country != "" {
 			countries[country] += n
 		}
+		if region != "" {
+			regions[country+"/"+region] += n
+		}
 		if city != "" {
 			cities[country+"/"+city] += n
 		}
@@ -96,7 +137,7 @@ func (r *Reader) totalsAndPlaces(ctx context.Context, w *filter.Where, d *Dashbo
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("query: dashboard: %w", err)
 	}
-	d.Countries, d.Cities = top(countries, 50), top(cities, 50)
+	d.Countries, d.Regions, d.Cities = top(countries, 50), top(regions, 50), top(cities, 50)
 	return nil
 }
 
@@ -169,4 +210,89 @@ func (r *Reader) buckets(ctx context.Context, q string, args []any) ([]Bucket, e
 		out = append(out, b)
 	}
 	return out, rows.Err()
+}
+
+func (r *Reader) scanRow(ctx context.Context, q string, args []any, dest ...any) error {
+	if err := r.conn.QueryRow(ctx, q, args...).Scan(dest...); err != nil {
+		return fmt.Errorf("query: dashboard: %w", err)
+	}
+	return nil
+}
+
+// funnels reads the funnel of each of the MaxFunnels flows started most
+// often among the conversations matching w. Every count is of distinct
+// conversations.
+func (r *Reader) funnels(ctx context.Context, w *filter.Where) ([]Funnel, error) {
+	started, err := r.buckets(ctx, `SELECT flow AS k, uniqExact(conversation_id) AS n FROM conversations FINAL ARRAY JOIN flows_started AS flow
+		WHERE `+w.SQL+` GROUP BY k ORDER BY n DESC, k LIMIT ?`, append(slices.Clone(w.Args), MaxFunnels))
+	if err != nil || len(started) == 0 {
+		return nil, err
+	}
+	flows := make([]string, len(started))
+	out := make([]Funnel, len(started))
+	index := map[string]int{}
+	for i, b := range started {
+		flows[i], index[b.Key] = b.Key, i
+		out[i] = Funnel{FlowID: b.Key, Started: b.Count}
+	}
+	completed, err := r.buckets(ctx, `SELECT flow AS k, uniqExact(conversation_id) AS n FROM conversations FINAL ARRAY JOIN flows_completed AS flow
+		WHERE `+w.SQL+` AND has(?, flow) GROUP BY k`, append(slices.Clone(w.Args), flows))
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range completed {
+		out[index[b.Key]].Completed = b.Count
+	}
+	// Steps are "flow/step", drops "flow/step/node".
+	steps, err := r.buckets(ctx, `SELECT s AS k, uniqExact(conversation_id) AS n FROM conversations FINAL ARRAY JOIN flow_steps AS s
+		WHERE `+w.SQL+` GROUP BY k ORDER BY n DESC, k LIMIT 1000`, w.Args)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range steps {
+		if i, step, ok := splitFlow(b.Key, index); ok {
+			out[i].Steps = append(out[i].Steps, Bucket{Key: step, Count: b.Count})
+		}
+	}
+	rows, err := r.conn.Query(ctx, `SELECT d, uniqExact(conversation_id) AS n,
+			arrayMap(x -> x.2, arraySlice(arrayReverseSort(groupUniqArray((started_at_us, conversation_id))), 1, ?))
+		FROM conversations FINAL ARRAY JOIN flow_drops AS d
+		WHERE `+w.SQL+` GROUP BY d ORDER BY n DESC, d LIMIT 1000`, append([]any{MaxDropSamples}, w.Args...)...)
+	if err != nil {
+		return nil, fmt.Errorf("query: funnel drops: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var key string
+		var dr Drop
+		if err := rows.Scan(&key, &dr.Conversations, &dr.Samples); err != nil {
+			return nil, fmt.Errorf("query: funnel drops: %w", err)
+		}
+		i, rest, ok := splitFlow(key, index)
+		if !ok {
+			continue
+		}
+		dr.StepID, dr.NodeID = rest, ""
+		if j := strings.LastIndexByte(rest, '/'); j >= 0 {
+			dr.StepID, dr.NodeID = rest[:j], rest[j+1:]
+		}
+		out[i].Drops = append(out[i].Drops, dr)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("query: funnel drops: %w", err)
+	}
+	return out, nil
+}
+
+// splitFlow splits "flow/rest" for a flow in index (flow ids may hold
+// slashes: the longest known flow wins).
+func splitFlow(key string, index map[string]int) (int, string, bool) {
+	best, rest, found := 0, "", false
+	bestLen := -1
+	for flow, i := range index {
+		if len(flow) > bestLen && strings.HasPrefix(key, flow+"/") {
+			best, rest, found, bestLen = i, key[len(flow)+1:], true, len(flow)
+		}
+	}
+	return best, rest, found
 }

@@ -3,6 +3,8 @@ package query
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/parley-dev/parley/services/reporting/internal/filter"
@@ -37,15 +39,26 @@ type reportSpec struct {
 // inFiltered restricts a messages query to the filtered conversations.
 const inFiltered = `tenant_id = ? AND conversation_id IN (SELECT conversation_id FROM conversations FINAL WHERE %[1]s)`
 
-var sessionColumns = []string{"conversation_id", "started_at", "ended_at", "status", "end_reason", "bot_id", "channel", "platform", "type",
+var sessionColumns = []string{"conversation_id", "started_at", "ended_at", "status", "end_reason", "bot_id", "bot", "channel", "platform", "type",
 	"visitor", "country", "city", "messages", "visitor_messages", "bot_messages", "agent_messages", "engagement", "resolved",
-	"taken_over", "agent", "goals", "leads", "tags", "labels", "flagged", "cost_micros"}
+	"taken_over", "agent", "goals", "leads", "tags", "labels", "flagged", "cost_micros", "currency",
+	"page", "takeover_at", "takeover_agent", "link"}
 
-const sessionSelect = `SELECT conversation_id, toString(started_at), if(ended_at > toDateTime(0), toString(ended_at), ''), toString(status), end_reason,
-	bot_id, channel, platform, type, visitor_name, country, city, toString(message_count), toString(visitor_messages),
+// sessionSelect renders times in the report's time zone: its first three
+// placeholders are that zone.
+const sessionSelect = `SELECT conversation_id, toString(started_at, ?), if(ended_at > toDateTime(0), toString(ended_at, ?), ''), toString(status), end_reason,
+	bot_id, bot_id, channel, platform, type, visitor_name, country, city, toString(message_count), toString(visitor_messages),
 	toString(bot_messages), toString(agent_messages), engagement, toString(resolved), toString(taken_over), agent_name,
 	arrayStringConcat(goals, ', '), toString(leads), arrayStringConcat(tags, ', '), arrayStringConcat(labels, ', '),
-	toString(flagged), toString(cost_micros)`
+	toString(flagged), toString(cost_micros), currency,
+	start_page_url, if(takeover_at > toDateTime(0), toString(takeover_at, ?), ''), if(length(agents) > 0, agents[1], ''), conversation_id`
+
+// Columns filled in after the query: "bot" from the bot registry,
+// "link" from the console's base URL.
+const (
+	botColumn  = "bot"
+	linkColumn = "link"
+)
 
 var reportSpecs = map[string]reportSpec{
 	"sessions": {
@@ -62,9 +75,11 @@ var reportSpecs = map[string]reportSpec{
 			ORDER BY started_at_us DESC, conversation_id DESC`,
 	},
 	"billing": {
-		columns: []string{"channel", "conversations", "paid_messages", "cost_micros", "input_tokens", "output_tokens"},
-		sql: `SELECT channel, toString(count()), toString(sum(paid_messages)), toString(sum(cost_micros)), toString(sum(input_tokens)), toString(sum(output_tokens))
-			FROM conversations FINAL WHERE %[1]s GROUP BY channel ORDER BY channel`,
+		// One row per bot and currency: amounts in different currencies
+		// are never added together.
+		columns: []string{"bot_id", "bot", "currency", "conversations", "paid_messages", "cost_micros", "input_tokens", "output_tokens"},
+		sql: `SELECT bot_id, bot_id, currency, toString(count()), toString(sum(paid_messages)), toString(sum(cost_micros)), toString(sum(input_tokens)), toString(sum(output_tokens))
+			FROM conversations FINAL WHERE %[1]s GROUP BY bot_id, currency ORDER BY bot_id, currency`,
 	},
 	"operators": {
 		columns: []string{"agent_id", "conversations", "messages", "first_response_avg_ms", "response_avg_ms", "response_max_ms"},
@@ -85,8 +100,8 @@ var reportSpecs = map[string]reportSpec{
 		messages: true,
 	},
 	"sources": {
-		columns: []string{"channel", "bot_id", "conversations", "bot_messages", "agent_messages", "visitor_messages", "transferred_to_operator"},
-		sql: `SELECT channel, bot_id, toString(count()), toString(sum(bot_messages)), toString(sum(agent_messages)), toString(sum(visitor_messages)), toString(countIf(taken_over = 1))
+		columns: []string{"channel", "bot_id", "bot", "conversations", "bot_messages", "agent_messages", "visitor_messages", "transferred_to_operator"},
+		sql: `SELECT channel, bot_id, bot_id, toString(count()), toString(sum(bot_messages)), toString(sum(agent_messages)), toString(sum(visitor_messages)), toString(countIf(taken_over = 1))
 			FROM conversations FINAL WHERE %[1]s GROUP BY channel, bot_id ORDER BY channel, bot_id`,
 	},
 	"pages": {
@@ -97,7 +112,7 @@ var reportSpecs = map[string]reportSpec{
 	"popular_phrases": {
 		columns: []string{"phrase", "times", "conversations"},
 		sql: `SELECT phrase, toString(count()), toString(uniqExact(conversation_id))
-			FROM (SELECT conversation_id, lowerUTF8(replaceRegexpAll(text, '^\\s+|\\s+$', '')) AS phrase FROM messages FINAL
+			FROM (SELECT conversation_id, ` + normalizedText + ` AS phrase FROM messages FINAL
 				WHERE role = 'visitor' AND ` + inFiltered + `)
 			WHERE phrase != '' GROUP BY phrase ORDER BY count() DESC, phrase`,
 		messages: true,
@@ -110,9 +125,34 @@ var reportSpecs = map[string]reportSpec{
 	},
 }
 
+// normalizedText is a message's text lower-cased, with punctuation as
+// spaces, runs of white space as one space, trimmed: "Refund?!" and
+// "  refund " are one phrase.
+const normalizedText = `replaceRegexpAll(replaceRegexpAll(replaceRegexpAll(lowerUTF8(text), '[\\pP]+', ' '), '\\s+', ' '), '^ | $', '')`
+
+// ReportOptions are what a report needs besides its filter.
+type ReportOptions struct {
+	// WithTimes adds message times (sessions' dialog, client_phrases).
+	WithTimes bool
+	// Limit bounds the rows (DefaultReportRows when 0).
+	Limit int
+	// Location renders times.
+	Location *time.Location
+	// BotNames are the tenant's bot registry (a bot without a name shows
+	// its id).
+	BotNames map[string]string
+	// ConsoleBaseURL prefixes conversation links:
+	// <base>/conversations/<id> (no link when empty).
+	ConsoleBaseURL string
+}
+
 // Report runs one report kind over the conversations matching w. limit
 // bounds the rows (DefaultReportRows when 0).
-func (r *Reader) Report(ctx context.Context, kind string, w *filter.Where, withTimes bool, limit int, loc *time.Location) (*Table, error) {
+func (r *Reader) Report(ctx context.Context, kind string, w *filter.Where, o ReportOptions) (*Table, error) {
+	withTimes, limit, loc := o.WithTimes, o.Limit, o.Location
+	if loc == nil {
+		loc = time.UTC
+	}
 	spec, ok := reportSpecs[kind]
 	if !ok {
 		return nil, fmt.Errorf("query: unknown report %q", kind)
@@ -141,6 +181,9 @@ func (r *Reader) Report(ctx context.Context, kind string, w *filter.Where, withT
 		if withTimes && (kind == "sessions" || kind == "client_phrases") {
 			args = append(args, loc.String())
 		}
+	}
+	if kind == "sessions" || kind == "sessions_with_markers" {
+		args = append(args, loc.String(), loc.String(), loc.String()) // session times
 	}
 	switch kind {
 	case "sessions":
@@ -177,6 +220,7 @@ func (r *Reader) Report(ctx context.Context, kind string, w *filter.Where, withT
 		}
 		t.Rows = append(t.Rows, vals)
 	}
+	fill(t, o)
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("query: report %s: %w", kind, err)
 	}
@@ -184,4 +228,27 @@ func (r *Reader) Report(ctx context.Context, kind string, w *filter.Where, withT
 		t.Rows, t.Truncated = t.Rows[:limit], true
 	}
 	return t, nil
+}
+
+// fill resolves the bot and link columns.
+func fill(t *Table, o ReportOptions) {
+	for c, name := range t.Columns {
+		switch name {
+		case botColumn:
+			for _, row := range t.Rows {
+				if n, ok := o.BotNames[row[c]]; ok {
+					row[c] = n
+				}
+			}
+		case linkColumn:
+			base := strings.TrimRight(o.ConsoleBaseURL, "/")
+			for _, row := range t.Rows {
+				if base == "" {
+					row[c] = ""
+				} else {
+					row[c] = base + "/conversations/" + url.PathEscape(row[c])
+				}
+			}
+		}
+	}
 }
