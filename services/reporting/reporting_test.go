@@ -708,7 +708,8 @@ func TestReportsMatchIndependentNumbers(t *testing.T) {
 	if len(r.Rows) != len(markers) || r.Rows[0].Values[col(r, "markers")] != "vip" {
 		t.Fatalf("markers: %d rows, want %d", len(r.Rows), len(markers))
 	}
-	// billing, per bot and currency (the model records no currency).
+	// billing, per bot and currency: usage sent without a currency is in
+	// USD (docs/events.md); conversations without usage have none.
 	type agg struct {
 		convs, paid, bot, agent, visitor, transferred int
 		cost                                          int64
@@ -717,10 +718,14 @@ func TestReportsMatchIndependentNumbers(t *testing.T) {
 	sources := map[string]*agg{}
 	for _, c := range f.acme {
 		ch := strings.ToLower(strings.TrimPrefix(c.channel.String(), "CHANNEL_"))
-		b := billing[c.bot]
+		cur := ""
+		if c.cost > 0 {
+			cur = "USD"
+		}
+		b := billing[c.bot+"|"+cur]
 		if b == nil {
 			b = &agg{}
-			billing[c.bot] = b
+			billing[c.bot+"|"+cur] = b
 		}
 		b.convs++
 		b.cost += c.cost
@@ -743,10 +748,10 @@ func TestReportsMatchIndependentNumbers(t *testing.T) {
 	if len(r.Rows) != len(billing) {
 		t.Fatalf("billing: %d rows want %d", len(r.Rows), len(billing))
 	}
-	for bot, b := range billing {
-		row := byKey(r, "bot_id", "currency")[bot+"|"]
+	for key, b := range billing {
+		row := byKey(r, "bot_id", "currency")[key]
 		if row == nil || row[col(r, "conversations")] != itoa(b.convs) || row[col(r, "paid_messages")] != itoa(b.paid) || row[col(r, "cost_micros")] != fmt.Sprint(b.cost) {
-			t.Fatalf("billing %s: %v want %+v", bot, row, b)
+			t.Fatalf("billing %s: %v want %+v", key, row, b)
 		}
 	}
 	r = run("sources", false, &reportingv1.Filter{})
