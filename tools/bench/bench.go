@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,6 +36,39 @@ type Options struct {
 	Sizes []int
 	// Log receives progress.
 	Log io.Writer
+	// Only, when set, runs just these phases (see Phases); the report then
+	// holds only their figures.
+	Only []string
+	// ProfileDir, when set, receives Go CPU profiles of every process
+	// (each service and the stack runner, i.e. the embedded NATS server)
+	// during the sustained phase and the rebuild, and heap profiles of every
+	// service at the end of the sustained load and once it drained.
+	ProfileDir string
+}
+
+// Phases are the bench's phases, in the order they run.
+var Phases = []string{"ingest", "lag", "sustained", "ceiling", "queries", "baseline", "rebuild", "memory", "lazy"}
+
+// runs reports whether the phase is selected.
+func (o *Options) runs(phase string) bool {
+	return len(o.Only) == 0 || slices.Contains(o.Only, phase)
+}
+
+// ParsePhases reads a comma-separated phase list (PARLEY_BENCH_ONLY);
+// empty selects every phase.
+func ParsePhases(s string) ([]string, error) {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !slices.Contains(Phases, f) {
+			return nil, fmt.Errorf("unknown phase %q (phases: %s)", f, strings.Join(Phases, ", "))
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 // Result is one measured figure.
@@ -62,6 +96,9 @@ type Report struct {
 	Machine  string
 	Results  []Result
 	Notes    []string
+	// Kept is hand-written Markdown carried over from the previous
+	// BENCHMARKS.md (see KeptSections), rendered after the notes.
+	Kept string
 }
 
 func (r *Report) add(res Result) { r.Results = append(r.Results, res) }
@@ -104,42 +141,62 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	err = func() error {
 		defer synced.Stop()
-		if err := measureIngest(ctx, o, synced, rep, "sync-always", logf); err != nil {
+		prof, err := newProfiler(o.ProfileDir, synced, logf)
+		if err != nil {
 			return err
 		}
-		if err := measureEndToEnd(ctx, o, synced, rep, logf); err != nil {
-			return err
+		if o.runs("ingest") {
+			if err := measureIngest(ctx, o, synced, rep, "sync-always", logf); err != nil {
+				return err
+			}
 		}
-		if err := measureClickHouseCeiling(ctx, synced, rep, logf); err != nil {
-			return err
+		if o.runs("lag") || o.runs("sustained") {
+			if err := measureEndToEnd(ctx, o, synced, rep, prof, logf); err != nil {
+				return err
+			}
 		}
-		if err := measureQueries(ctx, o, synced, rep, logf); err != nil {
-			return err
+		if o.runs("ceiling") {
+			if err := measureClickHouseCeiling(ctx, synced, rep, logf); err != nil {
+				return err
+			}
 		}
-		if err := measurePostgresBaseline(ctx, o, synced, rep, logf); err != nil {
-			return err
+		if o.runs("queries") {
+			if err := measureQueries(ctx, o, synced, rep, logf); err != nil {
+				return err
+			}
 		}
-		if err := measureRebuild(ctx, synced, rep, logf); err != nil {
-			return err
+		if o.runs("baseline") {
+			if err := measurePostgresBaseline(ctx, o, synced, rep, logf); err != nil {
+				return err
+			}
 		}
-		measureMemory(synced, rep)
+		if o.runs("rebuild") {
+			if err := measureRebuild(ctx, o, synced, rep, prof, logf); err != nil {
+				return err
+			}
+		}
+		if o.runs("memory") {
+			measureMemory(synced, rep)
+		}
 		return nil
 	}()
 	if err != nil {
 		return nil, err
 	}
 
-	logf("starting the suite with JetStream's default (lazy) sync")
-	lazy, err := startSuite(ctx, o, bin, false)
-	if err != nil {
-		return nil, err
-	}
-	err = func() error {
-		defer lazy.Stop()
-		return measureIngest(ctx, o, lazy, rep, "lazy", logf)
-	}()
-	if err != nil {
-		return nil, err
+	if o.runs("lazy") {
+		logf("starting the suite with JetStream's default (lazy) sync")
+		lazy, err := startSuite(ctx, o, bin, false)
+		if err != nil {
+			return nil, err
+		}
+		err = func() error {
+			defer lazy.Stop()
+			return measureIngest(ctx, o, lazy, rep, "lazy", logf)
+		}()
+		if err != nil {
+			return nil, err
+		}
 	}
 	compareToPostgres(rep)
 	rep.Notes = append(rep.Notes,

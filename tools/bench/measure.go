@@ -217,7 +217,7 @@ func rawPublish(ctx context.Context, url string, d time.Duration) (float64, erro
 
 // measureEndToEnd reports the lag from ingest ack to visible in
 // ListConversations at a fixed rate, and sustained end-to-end throughput.
-func measureEndToEnd(ctx context.Context, o Options, s *suite, rep *Report, logf logFunc) error {
+func measureEndToEnd(ctx context.Context, o Options, s *suite, rep *Report, prof *profiler, logf logFunc) error {
 	conn, err := grpc.NewClient(s.GRPCAddr("ingest"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
@@ -242,6 +242,9 @@ func measureEndToEnd(ctx context.Context, o Options, s *suite, rep *Report, logf
 		return fmt.Errorf("bench: before the lag phase: %w", err)
 	} else {
 		logf("consumers caught up after %s", waited.Round(time.Second))
+	}
+	if !o.runs("lag") {
+		return measureSustained(ctx, o, s, ch, rep, prof, logf)
 	}
 	share := s.msgShare
 	if share <= 0 {
@@ -295,13 +298,16 @@ func measureEndToEnd(ctx context.Context, o Options, s *suite, rep *Report, logf
 		rep.add(Result{Group: "End to end", Name: "lag ack → visible in ListConversations, p50 (at 5,000 messages/s)", Value: ms(p50), Unit: "ms", Note: note})
 		rep.add(Result{Group: "End to end", Name: "lag ack → visible in ListConversations, p99 (at 5,000 messages/s)", Value: ms(p99), Unit: "ms", Target: "≤ 1,000 ms", Met: met(p99 <= time.Second)})
 	}
-	return measureSustained(ctx, o, s, ch, rep, logf)
+	if !o.runs("sustained") {
+		return nil
+	}
+	return measureSustained(ctx, o, s, ch, rep, prof, logf)
 }
 
 // measureSustained loads ingest as fast as it takes it, from a loadgen
 // process of its own, until everything is projected, and reports the rate
 // and the CPU every process of the suite used per event meanwhile.
-func measureSustained(ctx context.Context, o Options, s *suite, ch driver.Conn, rep *Report, logf logFunc) error {
+func measureSustained(ctx context.Context, o Options, s *suite, ch driver.Conn, rep *Report, prof *profiler, logf logFunc) error {
 	logf("sustained end-to-end throughput (load as fast as ingest takes it, until everything is projected)")
 	// Start from a drained pipeline.
 	if _, err := waitQuiet(ctx, ch, s, 10*time.Minute, false); err != nil {
@@ -319,10 +325,15 @@ func measureSustained(ctx context.Context, o Options, s *suite, ch driver.Conn, 
 	cpuBefore := sampleCPU(procs)
 	runnerIdle := (cpuBefore[runnerProcess] - idle[runnerProcess]) / 2
 	start := time.Now()
+	// Profiles cover the load and about as long again of draining (the
+	// sustained figure's window ends when everything is projected).
+	waitProfiles := prof.cpu(ctx, "sustained", 2*o.Phase)
+	defer waitProfiles()
 	st, client, err := runLoadgenProcess(ctx, s, o.Phase)
 	if err != nil {
 		return err
 	}
+	prof.heap(ctx, "sustained-loaded")
 	// Everything projected: every consumer (lifecycle, tagging, reporting)
 	// has applied every event, including the ones lifecycle and tagging
 	// derived, and the stream stopped growing.
@@ -330,6 +341,7 @@ func measureSustained(ctx context.Context, o Options, s *suite, ch driver.Conn, 
 		return fmt.Errorf("bench: sustained phase: %w", err)
 	}
 	cpuAfter := sampleCPU(procs)
+	prof.heap(ctx, "sustained-drained")
 	after, err := countEvents(ctx, ch)
 	if err != nil {
 		return err
@@ -734,7 +746,7 @@ func tenantKey(ctx context.Context, pool *pgxpool.Pool, tenant string) (string, 
 
 // measureRebuild rebuilds every projection from the log (by now it holds
 // every event of the run) and reports the replay rate.
-func measureRebuild(ctx context.Context, s *suite, rep *Report, logf logFunc) error {
+func measureRebuild(ctx context.Context, o Options, s *suite, rep *Report, prof *profiler, logf logFunc) error {
 	logf("projection rebuild")
 	conn, err := grpc.NewClient(s.GRPCAddr("reporting"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -752,6 +764,8 @@ func measureRebuild(ctx context.Context, s *suite, rep *Report, logf logFunc) er
 	if err != nil {
 		return err
 	}
+	waitProfiles := prof.cpu(ctx, "rebuild", o.Phase)
+	defer waitProfiles()
 	var last *reportingv1.RebuildProgress
 	for {
 		p, err := stream.Recv()
