@@ -146,7 +146,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return err
 		}
 		if o.runs("ingest") {
-			if err := measureIngest(ctx, o, synced, rep, "sync-always", logf); err != nil {
+			if err := measureIngest(ctx, o, synced, rep, prof, "sync-always", logf); err != nil {
 				return err
 			}
 		}
@@ -192,7 +192,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		err = func() error {
 			defer lazy.Stop()
-			return measureIngest(ctx, o, lazy, rep, "lazy", logf)
+			return measureIngest(ctx, o, lazy, rep, nil, "lazy", logf)
 		}()
 		if err != nil {
 			return nil, err

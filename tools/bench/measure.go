@@ -43,7 +43,7 @@ func met(ok bool) *bool { return &ok }
 // measureIngest reports the raw JetStream publish rate (the ceiling) and
 // ingest's acknowledged events/s with ack latency, for the suite's sync
 // setting.
-func measureIngest(ctx context.Context, o Options, s *suite, rep *Report, setting string, logf logFunc) error {
+func measureIngest(ctx context.Context, o Options, s *suite, rep *Report, prof *profiler, setting string, logf logFunc) error {
 	logf("[%s] raw JetStream publish rate", setting)
 	raw, err := rawPublish(ctx, s.NATSURL, o.Phase/2)
 	if err != nil {
@@ -72,10 +72,15 @@ func measureIngest(ctx context.Context, o Options, s *suite, rep *Report, settin
 	}
 	for _, r := range runs {
 		logf("[%s] ingest throughput (loadgen, gRPC Append batches of %d, %d senders)", setting, r.batch, r.senders)
+		waitProfiles := func() {}
+		if r.latency && setting == "sync-always" {
+			waitProfiles = prof.cpu(ctx, "ingest", r.phase)
+		}
 		st, err := loadgen.Run(ctx, loadgen.Config{
 			IngestAddr: s.GRPCAddr("ingest"), Keys: map[string]string{"bench": s.DemoKey},
 			Conversations: 1_000_000, Duration: r.phase, Concurrency: r.senders, Mode: "batch", BatchSize: r.batch, Seed: int64(r.seed),
 		})
+		waitProfiles()
 		if err != nil {
 			return fmt.Errorf("bench: ingest load: %w", err)
 		}
@@ -767,6 +772,8 @@ func measureRebuild(ctx context.Context, o Options, s *suite, rep *Report, prof 
 	if err != nil {
 		return err
 	}
+	procs := s.cpuProcesses()
+	cpuBefore := sampleCPU(procs)
 	waitProfiles := prof.cpu(ctx, "rebuild", o.Phase)
 	defer waitProfiles()
 	var last *reportingv1.RebuildProgress
@@ -780,8 +787,20 @@ func measureRebuild(ctx context.Context, o Options, s *suite, rep *Report, prof 
 	if last == nil || last.Phase != "done" {
 		return fmt.Errorf("bench: rebuild did not finish: %v", last)
 	}
+	cpuAfter := sampleCPU(procs)
 	rep.add(Result{Group: "Projections", Name: "rebuild: events replayed into fresh tables", Value: last.EventsPerSecond, Unit: "events/s",
 		Note: fmt.Sprintf("%d events in %.1f s", last.Events, last.ElapsedSeconds), Target: "≥ 100,000 events/s", Met: met(last.EventsPerSecond >= 100_000)})
+	// Where the rebuild's time goes: each process's share of a core while
+	// it ran (far below one everywhere means it waits, not computes).
+	secs := max(last.ElapsedSeconds, 0.001)
+	for _, n := range []string{"reporting", runnerProcess, "clickhouse", "postgres"} {
+		b, okB := cpuBefore[n]
+		a, okA := cpuAfter[n]
+		if okA && okB && a >= b {
+			rep.add(Result{Group: "Projections", Name: "rebuild: " + n + ": CPU used (cores)", Value: (a - b) / secs, Unit: "cores",
+				Note: fmt.Sprintf("%.1f CPU s", a-b)})
+		}
+	}
 	return nil
 }
 
