@@ -98,7 +98,7 @@ loadgen: ## Load the running stack (make run) with the demo key: ARGS="--convers
 
 .PHONY: bench chaos
 
-bench: deps tools ## Measure the whole suite on this machine and write BENCHMARKS.md (about 10 minutes; PARLEY_BENCH_PHASE, PARLEY_BENCH_SIZES)
+bench: deps tools ## Measure the whole suite on this machine and write BENCHMARKS.md (about 10 minutes; PARLEY_BENCH_PHASE, PARLEY_BENCH_SIZES, PARLEY_BENCH_ONLY, PARLEY_BENCH_PROFILE)
 	go run ./tools/cmd/bench
 
 chaos: deps tools ## Kill services, stores and the whole stack under load, then verify (about 20 minutes; ARGS="--kills 1 --clickhouse-outage 10s" for a shorter run)

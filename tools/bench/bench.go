@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,6 +36,39 @@ type Options struct {
 	Sizes []int
 	// Log receives progress.
 	Log io.Writer
+	// Only, when set, runs just these phases (see Phases); the report then
+	// holds only their figures.
+	Only []string
+	// ProfileDir, when set, receives Go CPU profiles of every process
+	// (each service and the stack runner, i.e. the embedded NATS server)
+	// during the sustained phase and the rebuild, and heap profiles of every
+	// service at the end of the sustained load and once it drained.
+	ProfileDir string
+}
+
+// Phases are the bench's phases, in the order they run.
+var Phases = []string{"ingest", "lag", "sustained", "ceiling", "queries", "baseline", "rebuild", "memory", "lazy"}
+
+// runs reports whether the phase is selected.
+func (o *Options) runs(phase string) bool {
+	return len(o.Only) == 0 || slices.Contains(o.Only, phase)
+}
+
+// ParsePhases reads a comma-separated phase list (PARLEY_BENCH_ONLY);
+// empty selects every phase.
+func ParsePhases(s string) ([]string, error) {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !slices.Contains(Phases, f) {
+			return nil, fmt.Errorf("unknown phase %q (phases: %s)", f, strings.Join(Phases, ", "))
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 // Result is one measured figure.
@@ -62,6 +96,9 @@ type Report struct {
 	Machine  string
 	Results  []Result
 	Notes    []string
+	// Kept is hand-written Markdown carried over from the previous
+	// BENCHMARKS.md (see KeptSections), rendered after the notes.
+	Kept string
 }
 
 func (r *Report) add(res Result) { r.Results = append(r.Results, res) }
@@ -104,51 +141,71 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	err = func() error {
 		defer synced.Stop()
-		if err := measureIngest(ctx, o, synced, rep, "sync-always", logf); err != nil {
+		prof, err := newProfiler(o.ProfileDir, synced, logf)
+		if err != nil {
 			return err
 		}
-		if err := measureEndToEnd(ctx, o, synced, rep, logf); err != nil {
-			return err
+		if o.runs("ingest") {
+			if err := measureIngest(ctx, o, synced, rep, prof, "sync-always", logf); err != nil {
+				return err
+			}
 		}
-		if err := measureClickHouseCeiling(ctx, synced, rep, logf); err != nil {
-			return err
+		if o.runs("lag") || o.runs("sustained") {
+			if err := measureEndToEnd(ctx, o, synced, rep, prof, logf); err != nil {
+				return err
+			}
 		}
-		if err := measureQueries(ctx, o, synced, rep, logf); err != nil {
-			return err
+		if o.runs("ceiling") {
+			if err := measureClickHouseCeiling(ctx, synced, rep, logf); err != nil {
+				return err
+			}
 		}
-		if err := measurePostgresBaseline(ctx, o, synced, rep, logf); err != nil {
-			return err
+		if o.runs("queries") {
+			if err := measureQueries(ctx, o, synced, rep, logf); err != nil {
+				return err
+			}
 		}
-		if err := measureRebuild(ctx, synced, rep, logf); err != nil {
-			return err
+		if o.runs("baseline") {
+			if err := measurePostgresBaseline(ctx, o, synced, rep, logf); err != nil {
+				return err
+			}
 		}
-		measureMemory(synced, rep)
+		if o.runs("rebuild") {
+			if err := measureRebuild(ctx, o, synced, rep, prof, logf); err != nil {
+				return err
+			}
+		}
+		if o.runs("memory") {
+			measureMemory(synced, rep)
+		}
 		return nil
 	}()
 	if err != nil {
 		return nil, err
 	}
 
-	logf("starting the suite with JetStream's default (lazy) sync")
-	lazy, err := startSuite(ctx, o, bin, false)
-	if err != nil {
-		return nil, err
-	}
-	err = func() error {
-		defer lazy.Stop()
-		return measureIngest(ctx, o, lazy, rep, "lazy", logf)
-	}()
-	if err != nil {
-		return nil, err
+	if o.runs("lazy") {
+		logf("starting the suite with JetStream's default (lazy) sync")
+		lazy, err := startSuite(ctx, o, bin, false)
+		if err != nil {
+			return nil, err
+		}
+		err = func() error {
+			defer lazy.Stop()
+			return measureIngest(ctx, o, lazy, rep, nil, "lazy", logf)
+		}()
+		if err != nil {
+			return nil, err
+		}
 	}
 	compareToPostgres(rep)
 	rep.Notes = append(rep.Notes,
 		"Query latencies are measured on a settled system: synthetic conversations are inserted straight into ClickHouse, then the bench waits until every consumer has caught up with the log and ClickHouse runs no merge (a dashboard reader's usual situation); `go test ./services/reporting -run XXX -bench QueriesAt1M` measures the same queries against a server holding nothing else.",
 		"Lag and sustained throughput start from a drained pipeline; sustained throughput counts until every consumer (lifecycle, tagging, reporting) has applied every event, the derived ones included.",
 		"The PostgreSQL baseline's ingest figure is one transaction per message (insert the message, upsert the conversation) from 16 writers; its dashboard is the same figures as GetDashboard computed with SQL over its tables.",
-		"CPU per event: each process's user and system CPU time (/proc/<pid>/stat utime+stime, plus cutime+cstime of its exited children) over the sustained phase, from the start of the load until every consumer has applied everything, divided by the events projected into ClickHouse's events table in that time (acknowledged events plus the ones lifecycle and tagging derived). PostgreSQL is its postmaster's whole process tree (every backend and background worker); NATS is the stack runner process, which runs the embedded NATS server and otherwise only polls consumer state once a second (the load comes from a loadgen process of its own, reported separately and not summed). Idle CPU while the last events drain is included.",
+		"CPU per event: each process's user and system CPU time (/proc/<pid>/stat utime+stime, plus cutime+cstime of its exited children) over the sustained phase, from the start of the load until every consumer has applied everything, divided by the events projected into ClickHouse's events table in that time (acknowledged events plus the ones lifecycle and tagging derived). PostgreSQL is its postmaster's whole process tree (every backend and background worker); NATS is the stack runner process's own threads (utime+stime, not its children: the services, PostgreSQL, ClickHouse and loadgen are its child processes, counted under their own names), which run the embedded NATS server and otherwise only poll consumer state once a second (the load comes from a loadgen process of its own, reported separately and not summed). Idle CPU while the last events drain is included.",
 		"The durable ceiling is raw JetStream atomic-batch publishing (ADR-50: full batches of 1000 messages, each with its own message id, from 4 publishers) to a scratch stream on the same server with sync_interval: always: one stream write and one sync per batch, the most any durable ingest can store. The per-message async publish rate is kept for comparison.",
-		"Per-service CPU can be profiled on the admin ports (`/debug/pprof/profile`).")
+		"Per-service CPU can be profiled on the admin ports (`/debug/pprof/profile`); `PARLEY_BENCH_PROFILE=dir` saves CPU profiles of every process (the runner's, i.e. NATS, included) during the ingest, sustained and rebuild phases and the services' heap profiles, and `PARLEY_BENCH_ONLY=sustained` runs one phase (docs/operations.md, \"Profiling a load test\").")
 	rep.Duration = time.Since(rep.Started)
 	return rep, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -95,4 +96,66 @@ func TestRunAtSmallScale(t *testing.T) {
 			t.Errorf("report lacks %q", s)
 		}
 	}
+}
+
+// PARLEY_BENCH_ONLY=sustained with PARLEY_BENCH_PROFILE: only the
+// sustained phase runs, and every process of the suite leaves a CPU
+// profile of it (each service from its admin port, the stack runner with
+// the embedded NATS server from runtime/pprof) and every service a heap
+// profile, all readable by pprof.
+func TestSustainedOnlyWithProfiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: starts the whole suite")
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "parley-bench-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	prof := filepath.Join(dir, "profiles")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	rep, err := bench.Run(ctx, bench.Options{Root: root, Dir: dir, Phase: 2 * time.Second, Log: testLog{t}, Only: []string{"sustained"}, ProfileDir: prof})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rep.Results {
+		if r.Group != "End to end" && r.Group != "CPU per event (sustained phase)" {
+			t.Errorf("figure of an unselected phase: %s: %s", r.Group, r.Name)
+		}
+	}
+	if find(rep, "sustained: messages acknowledged and projected") == nil {
+		t.Error("no sustained figure")
+	}
+	if find(rep, "lag ack → visible in ListConversations, p99 (at 5,000 messages/s)") != nil {
+		t.Error("the lag phase ran although only sustained was selected")
+	}
+	var files []string
+	for _, svc := range []string{"ingest", "lifecycle", "tagging", "reporting", "notification"} {
+		files = append(files, "sustained-"+svc+".cpu.pprof", "sustained-loaded-"+svc+".heap.pprof", "sustained-drained-"+svc+".heap.pprof")
+	}
+	files = append(files, "sustained-nats-runner.cpu.pprof")
+	for _, f := range files {
+		path := filepath.Join(prof, f)
+		out, err := exec.Command("go", "tool", "pprof", "-raw", path).CombinedOutput()
+		if err != nil || !bytes.Contains(out, []byte("Samples:")) {
+			t.Errorf("%s: not a profile pprof reads (%v): %.300s", f, err, out)
+		}
+	}
+}
+
+func find(rep *bench.Report, name string) *bench.Result {
+	for i := range rep.Results {
+		if rep.Results[i].Name == name {
+			return &rep.Results[i]
+		}
+	}
+	return nil
 }

@@ -17,6 +17,8 @@ const clockTicks = 100
 type procTimes struct {
 	ppid  int
 	ticks uint64
+	// own is utime+stime alone: the process's own threads.
+	own uint64
 }
 
 func readStat(pid int) (procTimes, error) {
@@ -36,15 +38,18 @@ func readStat(pid int) (procTimes, error) {
 		return procTimes{}, fmt.Errorf("bench: /proc/%d/stat: malformed", pid)
 	}
 	ppid, _ := strconv.Atoi(f[1])
-	var t uint64
-	for _, k := range f[11:15] {
+	var t, own uint64
+	for i, k := range f[11:15] {
 		v, err := strconv.ParseUint(k, 10, 64)
 		if err != nil {
 			return procTimes{}, fmt.Errorf("bench: /proc/%d/stat: %w", pid, err)
 		}
 		t += v
+		if i < 2 {
+			own += v
+		}
 	}
-	return procTimes{ppid: ppid, ticks: t}, nil
+	return procTimes{ppid: ppid, ticks: t, own: own}, nil
 }
 
 // TreeCPUSeconds returns the CPU time used so far by the process root and
@@ -86,15 +91,32 @@ func TreeCPUSeconds(root int) (float64, error) {
 	return float64(total) / clockTicks, nil
 }
 
+// OwnCPUSeconds returns the CPU time used so far by the process's own
+// threads, none of its children's.
+func OwnCPUSeconds(pid int) (float64, error) {
+	pt, err := readStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	return float64(pt.own) / clockTicks, nil
+}
+
 // cpuSample is the CPU seconds of each measured process at one moment.
 type cpuSample map[string]float64
 
 // sampleCPU reads the CPU time of every named process tree; a process that
-// cannot be read is left out (and so reported missing).
+// cannot be read is left out (and so reported missing). The stack runner
+// counts its own threads only: every other measured process (services,
+// PostgreSQL, ClickHouse, loadgen) is its child and is counted under its
+// own name.
 func sampleCPU(pids map[string]int) cpuSample {
 	out := cpuSample{}
 	for name, pid := range pids {
-		if v, err := TreeCPUSeconds(pid); err == nil {
+		read := TreeCPUSeconds
+		if name == runnerProcess {
+			read = OwnCPUSeconds
+		}
+		if v, err := read(pid); err == nil {
 			out[name] = v
 		}
 	}

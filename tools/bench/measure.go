@@ -43,7 +43,7 @@ func met(ok bool) *bool { return &ok }
 // measureIngest reports the raw JetStream publish rate (the ceiling) and
 // ingest's acknowledged events/s with ack latency, for the suite's sync
 // setting.
-func measureIngest(ctx context.Context, o Options, s *suite, rep *Report, setting string, logf logFunc) error {
+func measureIngest(ctx context.Context, o Options, s *suite, rep *Report, prof *profiler, setting string, logf logFunc) error {
 	logf("[%s] raw JetStream publish rate", setting)
 	raw, err := rawPublish(ctx, s.NATSURL, o.Phase/2)
 	if err != nil {
@@ -72,10 +72,15 @@ func measureIngest(ctx context.Context, o Options, s *suite, rep *Report, settin
 	}
 	for _, r := range runs {
 		logf("[%s] ingest throughput (loadgen, gRPC Append batches of %d, %d senders)", setting, r.batch, r.senders)
+		waitProfiles := func() {}
+		if r.latency && setting == "sync-always" {
+			waitProfiles = prof.cpu(ctx, "ingest", r.phase)
+		}
 		st, err := loadgen.Run(ctx, loadgen.Config{
 			IngestAddr: s.GRPCAddr("ingest"), Keys: map[string]string{"bench": s.DemoKey},
 			Conversations: 1_000_000, Duration: r.phase, Concurrency: r.senders, Mode: "batch", BatchSize: r.batch, Seed: int64(r.seed),
 		})
+		waitProfiles()
 		if err != nil {
 			return fmt.Errorf("bench: ingest load: %w", err)
 		}
@@ -220,7 +225,7 @@ const probeWait = 2 * time.Minute
 
 // measureEndToEnd reports the lag from ingest ack to visible in
 // ListConversations at a fixed rate, and sustained end-to-end throughput.
-func measureEndToEnd(ctx context.Context, o Options, s *suite, rep *Report, logf logFunc) error {
+func measureEndToEnd(ctx context.Context, o Options, s *suite, rep *Report, prof *profiler, logf logFunc) error {
 	conn, err := grpc.NewClient(s.GRPCAddr("ingest"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
@@ -245,6 +250,9 @@ func measureEndToEnd(ctx context.Context, o Options, s *suite, rep *Report, logf
 		return fmt.Errorf("bench: before the lag phase: %w", err)
 	} else {
 		logf("consumers caught up after %s", waited.Round(time.Second))
+	}
+	if !o.runs("lag") {
+		return measureSustained(ctx, o, s, ch, rep, prof, logf)
 	}
 	share := s.msgShare
 	if share <= 0 {
@@ -301,13 +309,16 @@ func measureEndToEnd(ctx context.Context, o Options, s *suite, rep *Report, logf
 		rep.add(Result{Group: "End to end", Name: "lag ack → visible in ListConversations, p50 (at 5,000 messages/s)", Value: ms(p50), Unit: "ms", Note: note})
 		rep.add(Result{Group: "End to end", Name: "lag ack → visible in ListConversations, p99 (at 5,000 messages/s)", Value: ms(p99), Unit: "ms", Target: "≤ 1,000 ms", Met: met(p99 <= time.Second)})
 	}
-	return measureSustained(ctx, o, s, ch, rep, logf)
+	if !o.runs("sustained") {
+		return nil
+	}
+	return measureSustained(ctx, o, s, ch, rep, prof, logf)
 }
 
 // measureSustained loads ingest as fast as it takes it, from a loadgen
 // process of its own, until everything is projected, and reports the rate
 // and the CPU every process of the suite used per event meanwhile.
-func measureSustained(ctx context.Context, o Options, s *suite, ch driver.Conn, rep *Report, logf logFunc) error {
+func measureSustained(ctx context.Context, o Options, s *suite, ch driver.Conn, rep *Report, prof *profiler, logf logFunc) error {
 	logf("sustained end-to-end throughput (load as fast as ingest takes it, until everything is projected)")
 	// Start from a drained pipeline.
 	if _, err := waitQuiet(ctx, ch, s, 10*time.Minute, false); err != nil {
@@ -323,12 +334,16 @@ func measureSustained(ctx context.Context, o Options, s *suite, ch driver.Conn, 
 	idle := sampleCPU(procs)
 	sleepCtx(ctx, 2*time.Second)
 	cpuBefore := sampleCPU(procs)
-	runnerIdle := (cpuBefore[runnerProcess] - idle[runnerProcess]) / 2
 	start := time.Now()
+	// Profiles cover the load and about as long again of draining (the
+	// sustained figure's window ends when everything is projected).
+	waitProfiles := prof.cpu(ctx, "sustained", 2*o.Phase)
+	defer waitProfiles()
 	st, client, err := runLoadgenProcess(ctx, s, o.Phase)
 	if err != nil {
 		return err
 	}
+	prof.heap(ctx, "sustained-loaded")
 	// Everything projected: every consumer (lifecycle, tagging, reporting)
 	// has applied every event, including the ones lifecycle and tagging
 	// derived, and the stream stopped growing.
@@ -336,6 +351,7 @@ func measureSustained(ctx context.Context, o Options, s *suite, ch driver.Conn, 
 		return fmt.Errorf("bench: sustained phase: %w", err)
 	}
 	cpuAfter := sampleCPU(procs)
+	prof.heap(ctx, "sustained-drained")
 	after, err := countEvents(ctx, ch)
 	if err != nil {
 		return err
@@ -349,8 +365,12 @@ func measureSustained(ctx context.Context, o Options, s *suite, ch driver.Conn, 
 	rep.add(Result{Group: "End to end", Name: "sustained: messages acknowledged and projected", Value: msgRate, Unit: "messages/s",
 		Target: "≥ 10,000 messages/s", Met: met(msgRate >= 10000)})
 	addCPU(rep, procs, cpuBefore, cpuAfter, projected, client)
-	if r := find(rep, runnerProcess+": CPU per event"); r != nil {
-		r.Note += fmt.Sprintf("; idle before the phase: %.0f ms CPU per s", runnerIdle*1000)
+	// What each process uses with nothing to do (background merges, the
+	// runner's polling), so that its figure can be read against it.
+	for name := range procs {
+		if r := find(rep, name+": CPU per event"); r != nil {
+			r.Note += fmt.Sprintf("; idle before the phase: %.0f ms CPU per s", (cpuBefore[name]-idle[name])*1000/2)
+		}
 	}
 	return nil
 }
@@ -737,7 +757,7 @@ func tenantKey(ctx context.Context, pool *pgxpool.Pool, tenant string) (string, 
 
 // measureRebuild rebuilds every projection from the log (by now it holds
 // every event of the run) and reports the replay rate.
-func measureRebuild(ctx context.Context, s *suite, rep *Report, logf logFunc) error {
+func measureRebuild(ctx context.Context, o Options, s *suite, rep *Report, prof *profiler, logf logFunc) error {
 	logf("projection rebuild")
 	conn, err := grpc.NewClient(s.GRPCAddr("reporting"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -755,6 +775,10 @@ func measureRebuild(ctx context.Context, s *suite, rep *Report, logf logFunc) er
 	if err != nil {
 		return err
 	}
+	procs := s.cpuProcesses()
+	cpuBefore := sampleCPU(procs)
+	waitProfiles := prof.cpu(ctx, "rebuild", o.Phase)
+	defer waitProfiles()
 	var last *reportingv1.RebuildProgress
 	for {
 		p, err := stream.Recv()
@@ -766,8 +790,20 @@ func measureRebuild(ctx context.Context, s *suite, rep *Report, logf logFunc) er
 	if last == nil || last.Phase != "done" {
 		return fmt.Errorf("bench: rebuild did not finish: %v", last)
 	}
+	cpuAfter := sampleCPU(procs)
 	rep.add(Result{Group: "Projections", Name: "rebuild: events replayed into fresh tables", Value: last.EventsPerSecond, Unit: "events/s",
 		Note: fmt.Sprintf("%d events in %.1f s", last.Events, last.ElapsedSeconds), Target: "≥ 100,000 events/s", Met: met(last.EventsPerSecond >= 100_000)})
+	// Where the rebuild's time goes: each process's share of a core while
+	// it ran (far below one everywhere means it waits, not computes).
+	secs := max(last.ElapsedSeconds, 0.001)
+	for _, n := range []string{"reporting", runnerProcess, "clickhouse", "postgres"} {
+		b, okB := cpuBefore[n]
+		a, okA := cpuAfter[n]
+		if okA && okB && a >= b {
+			rep.add(Result{Group: "Projections", Name: "rebuild: " + n + ": CPU used (cores)", Value: (a - b) / secs, Unit: "cores",
+				Note: fmt.Sprintf("%.1f CPU s", a-b)})
+		}
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 )
@@ -57,8 +58,33 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 			b.WriteString("- " + n + "\n")
 		}
 	}
+	if r.Kept != "" {
+		b.WriteString("\n" + strings.TrimRight(r.Kept, "\n") + "\n")
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// keptHeadings are the hand-written sections of BENCHMARKS.md that a run
+// carries over instead of regenerating (analyses that cite profiles).
+var keptHeadings = []string{"## Why the targets are missed"}
+
+// KeptSections returns the hand-written sections of a previous
+// BENCHMARKS.md, each from its heading up to the next level-2 heading, so
+// that a new run keeps them.
+func KeptSections(old string) string {
+	lines := strings.Split(old, "\n")
+	var out []string
+	keep := false
+	for _, line := range lines {
+		if strings.HasPrefix(line, "## ") {
+			keep = slices.Contains(keptHeadings, strings.TrimSpace(line))
+		}
+		if keep {
+			out = append(out, line)
+		}
+	}
+	return strings.TrimSpace(strings.Join(out, "\n"))
 }
 
 func yesNo(ok bool) string {

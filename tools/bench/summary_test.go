@@ -67,3 +67,34 @@ func TestTreeCPUSecondsCountsChildren(t *testing.T) {
 		t.Errorf("the tree used %.2f s meanwhile, want at least the finished child's %.2f s (rusage) plus the running one's %.2f s", got, doneCPU, liveCPU)
 	}
 }
+
+// The stack runner's figure (the embedded NATS server) is its own threads
+// only: the services, PostgreSQL, ClickHouse and loadgen are its children
+// and are reported under their own names, so counting its tree would count
+// them twice.
+func TestRunnerCPUExcludesItsChildren(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: burns a second of CPU")
+	}
+	procs := map[string]int{runnerProcess: os.Getpid()}
+	before := sampleCPU(procs)
+	child := exec.Command("sh", "-c", `while :; do :; done`)
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	childCPU, err := TreeCPUSeconds(child.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := sampleCPU(procs)
+	_ = child.Process.Kill()
+	_ = child.Wait()
+	if childCPU < 0.3 {
+		t.Skipf("the child got only %.2f s of CPU on this busy machine", childCPU)
+	}
+	// The test process itself sleeps meanwhile: well under the child's time.
+	if got := after[runnerProcess] - before[runnerProcess]; got > childCPU/2 {
+		t.Errorf("the runner used %.2f s meanwhile, its spinning child %.2f s: the child was counted", got, childCPU)
+	}
+}

@@ -46,11 +46,30 @@ func run() error {
 		}
 		sizes = append(sizes, n)
 	}
-	rep, err := bench.Run(ctx, bench.Options{Root: root, Dir: dir, Phase: phase, Sizes: sizes, Log: os.Stderr})
+	only, err := bench.ParsePhases(os.Getenv("PARLEY_BENCH_ONLY"))
+	if err != nil {
+		return fmt.Errorf("PARLEY_BENCH_ONLY: %w", err)
+	}
+	profDir := os.Getenv("PARLEY_BENCH_PROFILE")
+	if profDir != "" {
+		if profDir, err = filepath.Abs(profDir); err != nil {
+			return err
+		}
+	}
+	rep, err := bench.Run(ctx, bench.Options{Root: root, Dir: dir, Phase: phase, Sizes: sizes, Log: os.Stderr, Only: only, ProfileDir: profDir})
 	if err != nil {
 		return err
 	}
 	out := envOr("PARLEY_BENCH_OUT", filepath.Join(root, "BENCHMARKS.md"))
+	if len(only) > 0 && os.Getenv("PARLEY_BENCH_OUT") == "" {
+		// A partial run does not replace the whole run's figures.
+		out = filepath.Join(dir, "BENCHMARKS-partial.md")
+	}
+	if old, err := os.ReadFile(out); err == nil {
+		rep.Kept = bench.KeptSections(string(old))
+	} else if old, err := os.ReadFile(filepath.Join(root, "BENCHMARKS.md")); err == nil {
+		rep.Kept = bench.KeptSections(string(old))
+	}
 	f, err := os.Create(out)
 	if err != nil {
 		return err
