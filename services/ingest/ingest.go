@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/parley-dev/parley/services/ingest/internal/api"
 	"github.com/parley-dev/parley/services/ingest/internal/enrich"
 	"github.com/parley-dev/parley/services/ingest/internal/httpapi"
+	"github.com/parley-dev/parley/services/ingest/internal/mask"
 	"github.com/parley-dev/parley/services/ingest/internal/validate"
 )
 
@@ -77,6 +79,15 @@ type Config struct {
 	// GeoIPDB is a MaxMind-format City database (GeoLite2-City.mmdb, DB-IP
 	// City Lite) for locating visitors; empty: no location lookup.
 	GeoIPDB string `env:"PARLEY_INGEST_GEOIP_DB" envDefault:""`
+	// PIISecret keys the per-tenant HMACs of anonymous display names and of
+	// the masking rules' hash action; empty: legacy unkeyed display names
+	// and hash keys anyone could recompute (a warning is logged).
+	PIISecret string `env:"PARLEY_INGEST_PII_SECRET" envDefault:""`
+	// MaskingCacheTTL is how long a replica uses a tenant's masking rules
+	// before reading them again (changes through another replica take
+	// effect within it); MaskingCacheTenants bounds the cache.
+	MaskingCacheTTL     time.Duration `env:"PARLEY_INGEST_MASKING_CACHE_TTL" envDefault:"30s"`
+	MaskingCacheTenants int           `env:"PARLEY_INGEST_MASKING_CACHE_TENANTS" envDefault:"10000"`
 	// Auth, when set, wraps the tenancy store's key authentication (tests).
 	Auth func(*tenancy.Store) grpcx.Authenticator `env:"-"`
 }
@@ -123,8 +134,10 @@ func Run(ctx context.Context, cfg Config) error {
 		log = cfg.Telemetry.Logger
 	}
 	cfg.MaxRequestBytes = clampRequestBytes(cfg.MaxRequestBytes, maxPayload, log)
+	scopes := api.Scopes()
+	maps.Copy(scopes, api.MaskingScopes())
 	b, err := service.Start(ctx, service.Options{
-		Name: "ingest", Config: cfg.Config, Scopes: api.Scopes(),
+		Name: "ingest", Config: cfg.Config, Scopes: scopes,
 		MaxRecvMsgSize:   cfg.MaxRequestBytes,
 		WrapAuth:         cfg.Auth,
 		PostgresOptional: true, // only API keys need it; they outlive an outage (PARLEY_AUTH_OUTAGE_GRACE)
@@ -135,6 +148,15 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.TokenSecret == "" {
 		b.Log.Warn("PARLEY_INGEST_TOKEN_SECRET is empty: calls with publishable (widget) keys are refused")
 	}
+	if cfg.PIISecret == "" {
+		b.Log.Warn("PARLEY_INGEST_PII_SECRET is empty: display names are unkeyed and the masking hash action is recomputable")
+	}
+	ttl := cfg.MaskingCacheTTL
+	if ttl <= 0 {
+		ttl = 30 * time.Second
+	}
+	masking := mask.NewCache(api.MaskSource{Store: b.Tenancy}, []byte(cfg.PIISecret), ttl, cfg.MaskingCacheTenants, time.Now)
+	ingestv1.RegisterMaskingServiceServer(b.GRPC, api.NewMaskingServer(b.Tenancy, masking, recentMessages{bus: b.Bus}, b.Log))
 	view, err := watchEnded(ctx, b)
 	if err != nil {
 		b.Close()
@@ -156,7 +178,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Edge:            signer,
 		ClientIPKeys:    ipKeys,
 		DuplicateWindow: b.Bus.DuplicateWindow(),
-		Enricher:        enrich.New(locator),
+		Enricher:        enrich.New(locator).WithNameSecret([]byte(cfg.PIISecret)),
+		Masking:         masking,
 		Limiter:         api.NewRateLimiter(api.Limit{Rate: cfg.TenantRate, Burst: cfg.TenantBurst}, overrides),
 		Limits:          limits,
 		Log:             b.Log,

@@ -18,6 +18,7 @@ import (
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	ingestv1 "github.com/parley-dev/parley/proto/parley/ingest/v1"
 	"github.com/parley-dev/parley/services/ingest/internal/enrich"
+	"github.com/parley-dev/parley/services/ingest/internal/mask"
 	"github.com/parley-dev/parley/services/ingest/internal/validate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -51,6 +52,9 @@ type Deps struct {
 	DuplicateWindow time.Duration
 	// Enricher completes ConversationStarted from the request (nil: none).
 	Enricher *enrich.Enricher
+	// Masking holds tenants' masking rules, applied to every event before
+	// it is stored (nil: none).
+	Masking *mask.Cache
 	// Starts finds a conversation's events in the log, for publishable keys'
 	// starts (nil: publishable keys are refused).
 	Starts StartLog
@@ -258,6 +262,10 @@ func (s *Server) appendBatch(ctx context.Context, p grpcx.Principal, events []*e
 		return nil, err
 	}
 	req := s.requestInfo(ctx, p)
+	req.TenantID = tenant
+	if err := s.mask(ctx, tenant, events); err != nil {
+		return nil, err
+	}
 	for _, env := range events {
 		if env.OccurredAt == nil {
 			env.OccurredAt = timestamppb.New(now)
@@ -328,4 +336,23 @@ func ended(i int, conv string, e convview.Ended) error {
 	reason := strings.ToLower(strings.TrimPrefix(e.Reason.String(), "END_REASON_"))
 	msg := fmt.Sprintf("events[%d]: conversation %s ended at %s (%s); it accepts no more events", i, conv, e.EndedAt.UTC().Format(time.RFC3339), reason)
 	return grpcx.FailedPrecondition("CONVERSATION_ENDED", fmt.Sprintf("events[%d].conversation_id", i), msg)
+}
+
+// mask applies the tenant's masking rules to events in place, before
+// enrichment (generated display names are never masked) and before the
+// commit. Without the rules (database down, nothing cached) nothing is
+// stored: events are never stored unmasked.
+func (s *Server) mask(ctx context.Context, tenant string, events []*eventv1.Envelope) error {
+	if s.d.Masking == nil {
+		return nil
+	}
+	set, err := s.d.Masking.Rules(ctx, tenant)
+	if err != nil {
+		s.d.Log.ErrorContext(ctx, "loading masking rules", "err", err)
+		return grpcx.Unavailable("masking rules unavailable; nothing from this request was stored")
+	}
+	for _, env := range events {
+		set.Envelope(env)
+	}
+	return nil
 }

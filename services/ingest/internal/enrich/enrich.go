@@ -14,12 +14,16 @@ type Request struct {
 	IP netip.Addr
 	// UserAgent is the User-Agent header of the call.
 	UserAgent string
+	// TenantID is the caller's tenant (it keys display names).
+	TenantID string
 }
 
 // Enricher fills the metadata of ConversationStarted events. It is safe for
 // concurrent use if its Locator is.
 type Enricher struct {
 	loc Locator
+	// nameSecret keys display names per tenant (nil: legacy DisplayName).
+	nameSecret []byte
 }
 
 // New returns an Enricher that resolves locations with loc; nil means no
@@ -29,6 +33,23 @@ func New(loc Locator) *Enricher {
 		loc = NoLocator{}
 	}
 	return &Enricher{loc: loc}
+}
+
+// WithNameSecret makes e derive display names with KeyedDisplayName under
+// NameKey(secret, tenant); an empty secret keeps the legacy DisplayName.
+func (e *Enricher) WithNameSecret(secret []byte) *Enricher {
+	if len(secret) > 0 {
+		e.nameSecret = secret
+	}
+	return e
+}
+
+// displayName is the name of token for tenant.
+func (e *Enricher) displayName(tenantID, token string) string {
+	if e.nameSecret == nil {
+		return DisplayName(token)
+	}
+	return KeyedDisplayName(NameKey(e.nameSecret, tenantID), token)
 }
 
 // Location resolves ip with the configured Locator.
@@ -46,7 +67,7 @@ func (e *Enricher) Location(ip netip.Addr) (*eventv1.Location, bool) {
 //     truncated to its network (/24 of IPv4, /48 of IPv6; an address that
 //     does not parse is dropped), after the location lookup used it whole;
 //   - visitor.user_agent from req.UserAgent;
-//   - visitor.display_name from visitor.token (see DisplayName);
+//   - visitor.display_name from visitor.token (see KeyedDisplayName);
 //   - platform and device_type from the visitor's user agent (see
 //     ParseUserAgent), each independently;
 //   - location, when nil or all fields empty, from visitor.ip if it parses,
@@ -69,7 +90,7 @@ func (e *Enricher) Started(cs *eventv1.ConversationStarted, req Request) {
 		v.UserAgent = req.UserAgent
 	}
 	if v.GetDisplayName() == "" {
-		v.DisplayName = DisplayName(v.GetToken())
+		v.DisplayName = e.displayName(req.TenantID, v.GetToken())
 	}
 	if cs.Visitor == nil && (v.Ip != "" || v.UserAgent != "") {
 		cs.Visitor = v

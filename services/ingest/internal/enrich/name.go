@@ -1,14 +1,46 @@
 package enrich
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"strconv"
 )
 
-// DisplayName returns a friendly anonymous name such as "Amber Otter 42" for a
-// visitor token. The name is derived from the SHA-256 of the token, so the same
-// token always yields the same name. An empty token yields "".
+// KeyedNameMax is the largest number of a keyed display name: names are
+// 64 adjectives × 64 animals × 9999 numbers (about 41 million).
+const KeyedNameMax = 9999
+
+// NameKey derives a tenant's display-name key from the service secret, so
+// the same token gets unrelated names in different tenants.
+func NameKey(secret []byte, tenantID string) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("parley-display-name\x00"))
+	m.Write([]byte(tenantID))
+	return m.Sum(nil)
+}
+
+// KeyedDisplayName returns a friendly anonymous name such as
+// "Amber Otter 4821" for a visitor token: words and number come from the
+// HMAC-SHA256 of the token under the tenant's key (NameKey), so nobody
+// without the secret can recompute a name from a guessable token. An empty
+// token yields "".
+func KeyedDisplayName(key []byte, token string) string {
+	if token == "" {
+		return ""
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(token))
+	sum := m.Sum(nil)
+	adj := adjectives[int(sum[0])%len(adjectives)]
+	animal := animals[int(sum[1])%len(animals)]
+	n := binary.BigEndian.Uint64(sum[2:10])%KeyedNameMax + 1
+	return adj + " " + animal + " " + strconv.FormatUint(n, 10)
+}
+
+// DisplayName is the legacy unkeyed name ("Amber Otter 42" from the plain
+// SHA-256 of the token), used only when ingest has no
+// PARLEY_INGEST_NAME_SECRET. An empty token yields "".
 func DisplayName(token string) string {
 	if token == "" {
 		return ""
