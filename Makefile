@@ -37,6 +37,7 @@ fuzz: ## Run each fuzz target briefly
 	go test ./services/ingest/internal/enrich -run '^$$' -fuzz FuzzParseUserAgent -fuzztime 20s
 	go test ./libs/localinfra/mailcatcher -run '^$$' -fuzz FuzzParse -fuzztime 20s
 	go test ./services/ingest/internal/enrich -run '^$$' -fuzz FuzzClientIP -fuzztime 20s
+	go test ./services/ingest/internal/mask -run '^$$' -fuzz FuzzDetectors -fuzztime 20s
 	go test ./services/reporting/internal/filter -run '^$$' -fuzz FuzzBuild -fuzztime 20s
 	go test ./services/reporting/internal/share -run '^$$' -fuzz FuzzVerify -fuzztime 20s
 	go test ./services/reporting/internal/convstate -run '^$$' -fuzz FuzzUnmarshalBinary -fuzztime 20s

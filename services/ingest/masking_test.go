@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -254,4 +256,35 @@ func TestMaskingRulesAPI(t *testing.T) {
 	}
 	_, err = m.masking.PutMaskingRule(ctx, &ingestv1.PutMaskingRuleRequest{Rule: &ingestv1.MaskingRule{Id: "one-too-many", Detector: "email", Action: "mask"}})
 	assertField(t, err, "rule.id")
+}
+
+// TestKeyedDisplayNameThroughIngest: the stored name is the tenant-keyed
+// one (recomputed here from the documented derivation), different per
+// tenant for the same token; a visitor name the client set is masked.
+func TestKeyedDisplayNameThroughIngest(t *testing.T) {
+	m := startMasking(t)
+	m.put(t, "acme", &ingestv1.MaskingRule{Id: "emails", Detector: "email", Action: "mask"})
+	started := func(conv, token, name string) *eventv1.Envelope {
+		return &eventv1.Envelope{ConversationId: conv, Payload: &eventv1.Envelope_ConversationStarted{ConversationStarted: &eventv1.ConversationStarted{
+			Visitor: &eventv1.Visitor{Token: token, DisplayName: name}, PageUrl: "https://x.example/p?email=v@w.example"}}}
+	}
+	words := func(tenant, token string) string {
+		k := hmac.New(sha256.New, []byte(piiSecret))
+		k.Write([]byte("parley-display-name\x00" + tenant))
+		h := hmac.New(sha256.New, k.Sum(nil))
+		h.Write([]byte(token))
+		return fmt.Sprintf("%d %d %d", h.Sum(nil)[0]%64, h.Sum(nil)[1]%64, binary.BigEndian.Uint64(h.Sum(nil)[2:10])%9999+1)
+	}
+	a := m.appendAs(t, "acme", started("n1", "tok-1", ""), started("n2", "tok-2", "jane@doe.example"))
+	g := m.appendAs(t, "globex", started("n1", "tok-1", ""))
+	an, gn := a[0].GetConversationStarted().GetVisitor().GetDisplayName(), g[0].GetConversationStarted().GetVisitor().GetDisplayName()
+	if an == "" || an == gn || !strings.HasSuffix(an, " "+strings.Fields(words("acme", "tok-1"))[2]) || !strings.HasSuffix(gn, " "+strings.Fields(words("globex", "tok-1"))[2]) {
+		t.Fatalf("names acme %q globex %q; numbers want %s / %s", an, gn, words("acme", "tok-1"), words("globex", "tok-1"))
+	}
+	if cs := a[1].GetConversationStarted(); cs.GetVisitor().GetDisplayName() != "[email]" || cs.GetPageUrl() != "https://x.example/p?email=[email]" {
+		t.Fatalf("client-set name and page URL not masked: %v", cs)
+	}
+	if g[0].GetConversationStarted().GetPageUrl() != "https://x.example/p?email=v@w.example" {
+		t.Fatal("globex has no rules, yet its page URL changed")
+	}
 }

@@ -259,3 +259,12 @@ func TestStartedNil(t *testing.T) {
 	e, _ := newTestEnricher()
 	e.Started(nil, Request{IP: londonIP, UserAgent: iphoneUA}) // must not panic
 }
+
+func TestStartedKeyedDisplayName(t *testing.T) {
+	e := New(nil).WithNameSecret([]byte("s"))
+	cs := &eventv1.ConversationStarted{Visitor: &eventv1.Visitor{Token: "tok-9"}}
+	e.Started(cs, Request{TenantID: "acme"})
+	if got, want := cs.GetVisitor().GetDisplayName(), KeyedDisplayName(NameKey([]byte("s"), "acme"), "tok-9"); got != want || got == DisplayName("tok-9") {
+		t.Fatalf("display name %q, want %q", got, want)
+	}
+}

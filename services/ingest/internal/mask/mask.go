@@ -83,11 +83,21 @@ type Set struct {
 	key   []byte // the tenant's HMAC key of the hash action
 }
 
-// Compile checks and compiles rules (in ID order, so the result does not
-// depend on storage order). key is the tenant's HMAC key for hash actions.
+// order is the order detectors run in: the most specific first, so that
+// an IBAN is not taken apart by the card or phone detectors first.
+var order = map[string]int{DetectorEmail: 0, DetectorIBAN: 1, DetectorCard: 2, DetectorPhone: 3, DetectorCustom: 4}
+
+// Compile checks and compiles rules. They run in detector order (email,
+// IBAN, card, phone, custom), then in ID order, whatever the storage order.
+// key is the tenant's HMAC key for hash actions.
 func Compile(rules []Rule, key []byte) (*Set, error) {
 	rules = append([]Rule(nil), rules...)
-	sort.Slice(rules, func(i, j int) bool { return rules[i].ID < rules[j].ID })
+	sort.Slice(rules, func(i, j int) bool {
+		if oi, oj := order[rules[i].Detector], order[rules[j].Detector]; oi != oj {
+			return oi < oj
+		}
+		return rules[i].ID < rules[j].ID
+	})
 	s := &Set{key: key}
 	for _, r := range rules {
 		if v := Check(r); v != nil {
