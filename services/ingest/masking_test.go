@@ -31,14 +31,13 @@ type maskFixture struct {
 	keys    map[string]string // "<tenant>/<scope>" -> key
 }
 
-func startMasking(t *testing.T) *maskFixture {
+func startMasking(t testing.TB, opts ...func(*ingest.Config)) *maskFixture {
 	t.Helper()
 	var addr string
-	f := start(t, func(c *ingest.Config) {
+	f := start(t, append([]func(*ingest.Config){func(c *ingest.Config) {
 		c.PIISecret = piiSecret
 		c.MaxTextBytes = 1000
-		addr = c.GRPCAddr
-	})
+	}}, append(opts, func(c *ingest.Config) { addr = c.GRPCAddr })...)...)
 	ctx := context.Background()
 	if err := f.store.CreateTenant(ctx, "globex", ""); err != nil {
 		t.Fatal(err)
@@ -58,7 +57,7 @@ func (m *maskFixture) as(tenant, scope string) context.Context {
 	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+m.keys[tenant+"/"+scope])
 }
 
-func (m *maskFixture) put(t *testing.T, tenant string, r *ingestv1.MaskingRule) {
+func (m *maskFixture) put(t testing.TB, tenant string, r *ingestv1.MaskingRule) {
 	t.Helper()
 	if _, err := m.masking.PutMaskingRule(m.as(tenant, grpcx.ScopeAdmin), &ingestv1.PutMaskingRuleRequest{Rule: r}); err != nil {
 		t.Fatalf("put %s: %v", r.Id, err)

@@ -21,17 +21,34 @@ const (
 
 // detector finds candidate spans and confirms them.
 type detector struct {
+	// may is a cheap test that s may hold a match (nil: always try re).
+	may   func(s string) bool
 	re    *regexp.Regexp
 	valid func(string) bool // nil: every match counts
 }
 
+// hasDigits returns a test of at least n ASCII digits.
+func hasDigits(n int) func(string) bool {
+	return func(s string) bool {
+		seen := 0
+		for i := 0; i < len(s); i++ {
+			if s[i] >= '0' && s[i] <= '9' {
+				if seen++; seen == n {
+					return true
+				}
+			}
+		}
+		return false
+	}
+}
+
 var builtins = map[string]detector{
-	DetectorEmail: {re: regexp.MustCompile(`[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}`)},
+	DetectorEmail: {may: func(s string) bool { return strings.IndexByte(s, '@') >= 0 }, re: regexp.MustCompile(`[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}`)},
 	// 8 to 15 digits (E.164), optionally separated by spaces, dots, dashes
 	// or parentheses, optionally with a leading +.
-	DetectorPhone: {re: regexp.MustCompile(`\+?\(?\d[\d ().\-]{6,20}\d`), valid: validPhone},
-	DetectorCard:  {re: regexp.MustCompile(`\b\d(?:[ \-]?\d){11,18}\b`), valid: validCard},
-	DetectorIBAN:  {re: regexp.MustCompile(`\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b`), valid: ValidIBAN},
+	DetectorPhone: {may: hasDigits(8), re: regexp.MustCompile(`\+?\(?\d[\d ().\-]{6,20}\d`), valid: validPhone},
+	DetectorCard:  {may: hasDigits(13), re: regexp.MustCompile(`\b\d(?:[ \-]?\d){11,18}\b`), valid: validCard},
+	DetectorIBAN:  {may: hasDigits(4), re: regexp.MustCompile(`\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b`), valid: ValidIBAN},
 }
 
 // digits returns s without anything but ASCII digits.

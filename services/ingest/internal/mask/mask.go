@@ -126,6 +126,9 @@ func (s *Set) String(v string) (out string, ok bool) {
 	}
 	out = v
 	for _, r := range s.rules {
+		if r.det.may != nil && !r.det.may(out) {
+			continue
+		}
 		matched := false
 		out = r.det.re.ReplaceAllStringFunc(out, func(m string) string {
 			if r.det.valid != nil && !r.det.valid(m) {
