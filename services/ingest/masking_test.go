@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/parley-dev/parley/libs/grpcx"
+	"github.com/parley-dev/parley/libs/tenancy"
 	"github.com/parley-dev/parley/libs/testsvc"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	ingestv1 "github.com/parley-dev/parley/proto/parley/ingest/v1"
@@ -255,6 +257,29 @@ func TestMaskingRulesAPI(t *testing.T) {
 	}
 	_, err = m.masking.PutMaskingRule(ctx, &ingestv1.PutMaskingRuleRequest{Rule: &ingestv1.MaskingRule{Id: "one-too-many", Detector: "email", Action: "mask"}})
 	assertField(t, err, "rule.id")
+
+	// Changes are audited, reads (list, dry run) are not.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		entries, err := m.store.ListAudit(context.Background(), tenancy.AuditFilter{TenantID: "acme", Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		methods := map[string]int{}
+		for _, e := range entries {
+			methods[e.Method[strings.LastIndexByte(e.Method, '/')+1:]]++
+		}
+		if methods["PutMaskingRule"] >= 22 {
+			if methods["ListMaskingRules"] != 0 || methods["DryRunMaskingRule"] != 0 {
+				t.Fatalf("reads audited: %v", methods)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("audit log: %v", methods)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // TestKeyedDisplayNameThroughIngest: the stored name is the tenant-keyed

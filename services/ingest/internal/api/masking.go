@@ -57,6 +57,15 @@ func MaskingScopes() map[string]string {
 	return grpcx.MethodScopes(ingestv1.MaskingService_ServiceDesc, grpcx.ScopeAdmin, nil)
 }
 
+// MaskingReads marks the MaskingService methods that change nothing (the
+// audit log records the others, which need the admin scope).
+func MaskingReads() map[string]bool {
+	return map[string]bool{
+		ingestv1.MaskingService_ListMaskingRules_FullMethodName:  false,
+		ingestv1.MaskingService_DryRunMaskingRule_FullMethodName: false,
+	}
+}
+
 // MaskSource adapts a MaskingStore to mask.Source.
 type MaskSource struct{ Store MaskingStore }
 
