@@ -8,6 +8,10 @@ import (
 	"time"
 )
 
+// outageRetry is how long an expired entry is used, after the source
+// failed, before the source is asked again.
+const outageRetry = 5 * time.Second
+
 // Source loads a tenant's stored rules.
 type Source interface {
 	MaskingRules(ctx context.Context, tenantID string) ([]Rule, error)
@@ -15,8 +19,9 @@ type Source interface {
 
 // Cache keeps each tenant's compiled rules for TTL, for at most max tenants
 // (when full, the entry loaded longest ago is dropped). When the source
-// fails, an expired entry is used rather than none; with no entry at all
-// the error is returned (events are not stored unmasked).
+// fails, an expired entry is used rather than none (the source is asked
+// again after outageRetry); with no entry at all the error is returned
+// (events are not stored unmasked).
 type Cache struct {
 	src    Source
 	secret []byte
@@ -66,6 +71,11 @@ func (c *Cache) Rules(ctx context.Context, tenantID string) (*Set, error) {
 	set, err := c.Load(ctx, tenantID)
 	if err != nil {
 		if ok {
+			// Keep serving the expired rules and ask the source again only
+			// after outageRetry, not on every request.
+			c.mu.Lock()
+			c.entries[tenantID] = cacheEntry{set: e.set, loaded: now.Add(min(outageRetry, c.ttl) - c.ttl)}
+			c.mu.Unlock()
 			return e.set, nil
 		}
 		return nil, err

@@ -39,6 +39,16 @@ func TestCache(t *testing.T) {
 	if s, err := get("a"); err != nil || s.Empty() {
 		t.Fatalf("expired entry during an outage: %v %v", s, err)
 	}
+	loads := src.loads
+	get("a")
+	if src.loads != loads {
+		t.Fatal("asked the failing source again at once")
+	}
+	now = now.Add(outageRetry)
+	get("a")
+	if src.loads != loads+1 {
+		t.Fatal("did not ask the source again after outageRetry")
+	}
 	if _, err := get("b"); err == nil {
 		t.Fatal("no entry during an outage: want an error")
 	}
