@@ -137,7 +137,7 @@ func Run(ctx context.Context, cfg Config) error {
 	scopes := api.Scopes()
 	maps.Copy(scopes, api.MaskingScopes())
 	b, err := service.Start(ctx, service.Options{
-		Name: "ingest", Config: cfg.Config, Scopes: scopes,
+		Name: "ingest", Config: cfg.Config, Scopes: scopes, Mutating: api.MaskingReads(),
 		MaxRecvMsgSize:   cfg.MaxRequestBytes,
 		WrapAuth:         cfg.Auth,
 		PostgresOptional: true, // only API keys need it; they outlive an outage (PARLEY_AUTH_OUTAGE_GRACE)
