@@ -50,6 +50,9 @@ func (s *Stack) serviceEnv(r Replica) []string {
 		if secret, err := s.tokenSecret(); err == nil {
 			env = append(env, "PARLEY_INGEST_TOKEN_SECRET="+secret)
 		}
+		if secret, err := s.piiSecret(); err == nil {
+			env = append(env, "PARLEY_INGEST_PII_SECRET="+secret)
+		}
 	case "tagging":
 		env = append(env, "PARLEY_TAGGING_HTTP_ADDR="+r.httpAddr())
 	case "notification":

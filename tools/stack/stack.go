@@ -429,6 +429,9 @@ func (s *Stack) runReplica(ctx context.Context, tel *telemetry.Telemetry, r Repl
 		if cfg.TokenSecret, err = s.tokenSecret(); err != nil {
 			return err
 		}
+		if cfg.PIISecret, err = s.piiSecret(); err != nil {
+			return err
+		}
 		return ingest.Run(ctx, cfg)
 	case "lifecycle":
 		cfg, err := service.Load[lifecycle.Config]("lifecycle")
