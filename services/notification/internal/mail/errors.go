@@ -76,3 +76,12 @@ func classify(err error) *Error {
 	}
 	return out
 }
+
+// PermanentError marks err (a template or input fault of the caller's) as
+// a permanent failure: retrying cannot help.
+func PermanentError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Class: Permanent, err: err}
+}
