@@ -229,8 +229,10 @@ func (d *Dispatcher) attempt(ctx context.Context, c *store.Claimed) {
 		}
 		o.Latency = time.Since(start)
 		if err != nil {
-			o.Error = truncate(err.Error(), 512)
+			o.Error = truncate(mail.Reason(err), 512)
 			o.Permanent = mail.IsPermanent(err)
+			d.cfg.Log.WarnContext(ctx, "email delivery attempt failed", "tenant", c.TenantID, "delivery_id", c.ID,
+				"permanent", o.Permanent, "err", err)
 		}
 		o.Success = err == nil
 	default:
