@@ -10,6 +10,7 @@ import (
 	"mime/quotedprintable"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	netmail "net/mail"
 	"path/filepath"
 	"strconv"
@@ -375,5 +376,31 @@ func TestBrandingAPI(t *testing.T) {
 	if err != nil || got.Name != "Acme" || got.AccentColor != "#eee" || got.LogoUrl != "https://acme.example/logo.png" ||
 		got.ReplyTo != "help@acme.example" || got.UpdatedAt == nil {
 		t.Fatalf("branding %v, %v", got, err)
+	}
+}
+
+// TestDisabledEndpointNoticeIsABrandedMail: the owner of an endpoint
+// disabled by 410 Gone gets an HTML and text mail through SMTP with the
+// tenant's branding.
+func TestDisabledEndpointNoticeIsABrandedMail(t *testing.T) {
+	smtpSrv := catcher(t, "127.0.0.1:0")
+	f := start(t, smtpAt(smtpSrv.Addr()), func(c *notification.Config) { c.EndpointConcurrency = 1 })
+	if _, err := f.client.SetBranding(f.ctx(), &notificationv1.SetBrandingRequest{Branding: &notificationv1.Branding{Name: "Acme Ops"}}); err != nil {
+		t.Fatal(err)
+	}
+	gone := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusGone) }))
+	t.Cleanup(gone.Close)
+	if _, err := f.client.CreateSubscription(f.ctx(), &notificationv1.CreateSubscriptionRequest{Subscription: &notificationv1.Subscription{
+		Target: gone.URL, OwnerEmail: "owner@acme.example", EventKinds: []string{"message_posted"}}}); err != nil {
+		t.Fatal(err)
+	}
+	cv := evtest.New("acme", "g1")
+	f.publish(cv.Started("support"), cv.Visitor("one"))
+	f.waitFor("the owner's mail", func() bool { return len(caught(t, smtpSrv, "owner@acme.example")) == 1 })
+	m := parseMail(t, caught(t, smtpSrv, "owner@acme.example")[0])
+	from, _ := netmail.ParseAddress(m.header.Get("From"))
+	if from == nil || from.Name != "Acme Ops" || !strings.Contains(m.text, "410 Gone") || !strings.Contains(m.html, "410 Gone") ||
+		!strings.Contains(m.text, gone.URL) {
+		t.Fatalf("notice from %q:\n%s", m.header.Get("From"), m.text)
 	}
 }
