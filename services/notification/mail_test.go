@@ -404,3 +404,41 @@ func TestDisabledEndpointNoticeIsABrandedMail(t *testing.T) {
 		t.Fatalf("notice from %q:\n%s", m.header.Get("From"), m.text)
 	}
 }
+
+// TestTranscriptIsBoundedAndTenantScoped: a transcript holds only its
+// tenant's conversation (another tenant's conversation of the same id
+// stays out), at most MaxTranscriptMessages messages, the first ones; a
+// conversation without events fails its delivery at once.
+func TestTranscriptIsBoundedAndTenantScoped(t *testing.T) {
+	smtpSrv := catcher(t, "127.0.0.1:0")
+	f := start(t, smtpAt(smtpSrv.Addr()), func(c *notification.Config) { c.MaxTranscriptMessages = 3 })
+	other := evtest.New("globex", "shared")
+	f.publish(other.Started("support"), other.Visitor("globex secret"))
+	cv := evtest.New("acme", "shared")
+	f.publish(cv.Started("support"), cv.Visitor("one"), cv.Bot("two", 1), cv.Visitor("three"), cv.Bot("four", 1))
+	if _, err := f.client.SendTranscript(f.ctx(), &notificationv1.SendTranscriptRequest{ConversationId: "shared", Email: "a@acme.example",
+		Audience: notificationv1.TranscriptAudience_TRANSCRIPT_AUDIENCE_AGENT}); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("the transcript", func() bool { return len(caught(t, smtpSrv, "a@acme.example")) == 1 })
+	m := parseMail(t, caught(t, smtpSrv, "a@acme.example")[0])
+	_, got := transcriptLines(t, m.text)
+	want := []string{"-- Friday, 20 November 2026 --", "[09:00] Visitor:", "  one", "[09:00] Assistant:", "  two", "[09:00] Visitor:", "  three"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") || strings.Contains(m.text, "globex") {
+		t.Fatalf("transcript:\n%s", m.text)
+	}
+
+	d, err := f.client.SendTranscript(f.ctx(), &notificationv1.SendTranscriptRequest{ConversationId: "never", Email: "a@acme.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("failed", func() bool {
+		ds := deliveriesOf(t, f, d.SubscriptionId)
+		for _, x := range ds {
+			if x.DeliveryId == d.DeliveryId {
+				return x.State == "failed" && x.Attempts == 1 && strings.Contains(x.LastError, "no events")
+			}
+		}
+		return false
+	})
+}
