@@ -34,7 +34,7 @@ func smtpAt(addr string) func(*notification.Config) {
 	return func(c *notification.Config) {
 		host, port, _ := net.SplitHostPort(addr)
 		p, _ := strconv.Atoi(port)
-		c.SMTP = mail.Config{Host: host, Port: p, TLS: mail.TLSNone, From: "Parley <noreply@parley.example>", Timeout: 3 * time.Second}
+		c.Email, c.SMTP = true, mail.Config{Host: host, Port: p, TLS: mail.TLSNone, From: "Parley <noreply@parley.example>", Timeout: 3 * time.Second}
 	}
 }
 

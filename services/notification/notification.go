@@ -100,13 +100,14 @@ type Config struct {
 	Partitions int           `env:"PARLEY_PARTITIONS" envDefault:"16"`
 	LeaseTTL   time.Duration `env:"PARLEY_PARTITION_LEASE_TTL" envDefault:"5s"`
 	Member     string        `env:"PARLEY_PARTITION_MEMBER"`
-	// SMTP is the mail server (PARLEY_SMTP_*); with a Host and no Mailer,
-	// Run sends email through it (internal/mailer).
-	SMTP mail.Config
+	// Email turns email on: with it and no Mailer, Run sends email through
+	// the SMTP server of SMTP (PARLEY_SMTP_*; internal/mailer).
+	Email bool `env:"PARLEY_NOTIFICATION_EMAIL" envDefault:"true"`
+	SMTP  mail.Config
 	// MaxTranscriptMessages bounds one transcript email (the first ones).
 	MaxTranscriptMessages int `env:"PARLEY_NOTIFICATION_MAX_TRANSCRIPT_MESSAGES" envDefault:"1000"`
-	// Mailer sends email (tests); nil: the SMTP sender when SMTP.Host is
-	// set, else email subscriptions and SendTranscript answer
+	// Mailer sends email (tests); nil: the SMTP sender when Email is set,
+	// else email subscriptions and SendTranscript answer
 	// FailedPrecondition.
 	Mailer Mailer `env:"-"`
 }
@@ -186,7 +187,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	st := store.New(b.PG)
-	if cfg.Mailer == nil && cfg.SMTP.Host != "" {
+	if cfg.Mailer == nil && cfg.Email {
 		sender, err := mail.NewSender(cfg.SMTP)
 		if err != nil {
 			b.Close()
