@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/parley-dev/parley/libs/eventbus"
 	"github.com/parley-dev/parley/services/notification/internal/delivery"
@@ -104,9 +103,6 @@ func (m *Mailer) transcript(ctx context.Context, b mail.Branding, msg delivery.M
 	}
 	return mail.RenderTranscript(b, conv, msgs, tz, aud)
 }
-
-// readWait bounds one fetch of a transcript's events.
-const readWait = 2 * time.Second
 
 // indent pretty-prints a JSON payload (anything else stays as it is).
 func indent(s string) string {

@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/parley-dev/parley/libs/eventbus"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"github.com/parley-dev/parley/services/notification/internal/mail"
 )
+
+// readWait bounds one fetch of a transcript's events.
+const readWait = 2 * time.Second
 
 // errDone stops a fetch once the transcript is full.
 var errDone = errors.New("transcript full")
