@@ -21,8 +21,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// fakeMailer records mails (the SMTP sender is wired by the service's
-// owner; only its interface is used here).
+// fakeMailer records mails: what the dispatcher asks of the Mailer
+// (mail_test.go sends through a real SMTP server).
 type fakeMailer struct {
 	mu   sync.Mutex
 	sent []notification.MailMessage

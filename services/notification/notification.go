@@ -30,6 +30,8 @@ import (
 	"github.com/parley-dev/parley/services/notification/internal/api"
 	"github.com/parley-dev/parley/services/notification/internal/consumer"
 	"github.com/parley-dev/parley/services/notification/internal/delivery"
+	"github.com/parley-dev/parley/services/notification/internal/mail"
+	"github.com/parley-dev/parley/services/notification/internal/mailer"
 	"github.com/parley-dev/parley/services/notification/internal/store"
 	"github.com/parley-dev/parley/services/notification/internal/webhook"
 )
@@ -98,8 +100,15 @@ type Config struct {
 	Partitions int           `env:"PARLEY_PARTITIONS" envDefault:"16"`
 	LeaseTTL   time.Duration `env:"PARLEY_PARTITION_LEASE_TTL" envDefault:"5s"`
 	Member     string        `env:"PARLEY_PARTITION_MEMBER"`
-	// Mailer sends email; nil: email subscriptions and SendTranscript
-	// answer FailedPrecondition.
+	// Email turns email on: with it and no Mailer, Run sends email through
+	// the SMTP server of SMTP (PARLEY_SMTP_*; internal/mailer).
+	Email bool `env:"PARLEY_NOTIFICATION_EMAIL" envDefault:"true"`
+	SMTP  mail.Config
+	// MaxTranscriptMessages bounds one transcript email (the first ones).
+	MaxTranscriptMessages int `env:"PARLEY_NOTIFICATION_MAX_TRANSCRIPT_MESSAGES" envDefault:"1000"`
+	// Mailer sends email (tests); nil: the SMTP sender when Email is set,
+	// else email subscriptions and SendTranscript answer
+	// FailedPrecondition.
 	Mailer Mailer `env:"-"`
 }
 
@@ -178,6 +187,15 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	st := store.New(b.PG)
+	if cfg.Mailer == nil && cfg.Email {
+		sender, err := mail.NewSender(cfg.SMTP)
+		if err != nil {
+			b.Close()
+			return err
+		}
+		cfg.Mailer = mailer.New(mailer.Config{Sender: sender, Bus: b.Bus, Store: st, TimeZone: b.Tenancy.TimeZone,
+			MaxTranscriptMessages: cfg.MaxTranscriptMessages, Log: b.Log})
+	}
 	policy := webhook.Policy{AllowPrivate: cfg.AllowPrivateTargets, AllowHTTP: cfg.AllowHTTP}
 	disp := delivery.New(delivery.Config{
 		Store: st, Client: webhook.NewClient(policy, cfg.AttemptTimeout, cfg.MaxResponseBytes), Mailer: cfg.Mailer, Log: b.Log,
@@ -249,7 +267,7 @@ func httpRoutes() []string {
 		"/v1/subscriptions/{subscription_id}:rotateSecret", "/v1/subscriptions/{subscription_id}:replay",
 		"/v1/subscriptions/{subscription_id}/deliveries", "/v1/subscriptions/{subscription_id}/attempts",
 		"/v1/deliveries/{delivery_id}:replay", "/v1/conversations/{conversation_id}:sendTranscript",
-		"/v1/alert-rules", "/v1/alert-rules/{alert_id}",
+		"/v1/alert-rules", "/v1/alert-rules/{alert_id}", "/v1/branding",
 	}
 }
 
@@ -259,5 +277,6 @@ func Scopes() map[string]string {
 	return grpcx.MethodScopes(notificationv1.NotificationService_ServiceDesc, grpcx.ScopeAdmin, map[string]string{
 		"ListSubscriptions": grpcx.ScopeRead, "GetSubscription": grpcx.ScopeRead,
 		"ListDeliveries": grpcx.ScopeRead, "ListAttempts": grpcx.ScopeRead, "ListAlertRules": grpcx.ScopeRead,
+		"GetBranding": grpcx.ScopeRead,
 	})
 }

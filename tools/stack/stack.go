@@ -11,10 +11,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -469,6 +471,12 @@ func (s *Stack) runReplica(ctx context.Context, tel *telemetry.Telemetry, r Repl
 		cfg.HTTPAddr = r.httpAddr()
 		// Demos deliver webhooks to receivers on this machine.
 		cfg.AllowPrivateTargets, cfg.AllowHTTP = true, true
+		// Mail goes to the catcher unless the caller names a server.
+		if os.Getenv("PARLEY_SMTP_HOST") == "" && s.SMTPAddr != "" {
+			host, port, _ := net.SplitHostPort(s.SMTPAddr)
+			cfg.SMTP.Host, cfg.SMTP.TLS = host, "none"
+			cfg.SMTP.Port, _ = strconv.Atoi(port)
+		}
 		return notification.Run(ctx, cfg)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	ingestv1 "github.com/parley-dev/parley/proto/parley/ingest/v1"
 	lifecyclev1 "github.com/parley-dev/parley/proto/parley/lifecycle/v1"
+	notificationv1 "github.com/parley-dev/parley/proto/parley/notification/v1"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
 	"google.golang.org/grpc"
@@ -114,6 +115,12 @@ func TestWalkingSkeleton(t *testing.T) {
 	if err != nil || !again.Duplicate || again.EventId != first.EventId || again.StreamSequence != first.StreamSequence {
 		t.Fatalf("retry: want duplicate of %v, got %v %v", first, again, err)
 	}
+	// Its transcript, asked for, lands in the catcher with both messages.
+	nc := notificationv1.NewNotificationServiceClient(dial(t, st.GRPCAddr("notification")))
+	if _, err := nc.SendTranscript(authed, &notificationv1.SendTranscriptRequest{ConversationId: "conv-e2e-1", Email: "reader@example.com"}); err != nil {
+		t.Fatalf("send transcript: %v", err)
+	}
+	waitTranscript(t, st.MailDir, "reader@example.com", msgs[0].Text, msgs[1].Text)
 
 	rep := reportingv1.NewReportingServiceClient(dial(t, st.GRPCAddr("reporting")))
 	var got *reportingv1.Conversation

@@ -25,6 +25,58 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// TranscriptAudience says whose copy a transcript is: the visitor's ("You",
+// "Assistant") or an agent's (the visitor's name, the conversation's id,
+// channel and start).
+type TranscriptAudience int32
+
+const (
+	TranscriptAudience_TRANSCRIPT_AUDIENCE_UNSPECIFIED TranscriptAudience = 0
+	TranscriptAudience_TRANSCRIPT_AUDIENCE_VISITOR     TranscriptAudience = 1
+	TranscriptAudience_TRANSCRIPT_AUDIENCE_AGENT       TranscriptAudience = 2
+)
+
+// Enum value maps for TranscriptAudience.
+var (
+	TranscriptAudience_name = map[int32]string{
+		0: "TRANSCRIPT_AUDIENCE_UNSPECIFIED",
+		1: "TRANSCRIPT_AUDIENCE_VISITOR",
+		2: "TRANSCRIPT_AUDIENCE_AGENT",
+	}
+	TranscriptAudience_value = map[string]int32{
+		"TRANSCRIPT_AUDIENCE_UNSPECIFIED": 0,
+		"TRANSCRIPT_AUDIENCE_VISITOR":     1,
+		"TRANSCRIPT_AUDIENCE_AGENT":       2,
+	}
+)
+
+func (x TranscriptAudience) Enum() *TranscriptAudience {
+	p := new(TranscriptAudience)
+	*p = x
+	return p
+}
+
+func (x TranscriptAudience) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TranscriptAudience) Descriptor() protoreflect.EnumDescriptor {
+	return file_parley_notification_v1_notification_proto_enumTypes[0].Descriptor()
+}
+
+func (TranscriptAudience) Type() protoreflect.EnumType {
+	return &file_parley_notification_v1_notification_proto_enumTypes[0]
+}
+
+func (x TranscriptAudience) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TranscriptAudience.Descriptor instead.
+func (TranscriptAudience) EnumDescriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{0}
+}
+
 // AlertRule fires when the count of matching events in the last
 // window_seconds crosses threshold, and resolves when it crosses back;
 // both are delivered to the subscriptions with alerts set.
@@ -1107,8 +1159,10 @@ type SendTranscriptRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
 	Email          string                 `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Who the copy is for; unspecified: the visitor.
+	Audience      TranscriptAudience `protobuf:"varint,3,opt,name=audience,proto3,enum=parley.notification.v1.TranscriptAudience" json:"audience,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SendTranscriptRequest) Reset() {
@@ -1153,6 +1207,13 @@ func (x *SendTranscriptRequest) GetEmail() string {
 		return x.Email
 	}
 	return ""
+}
+
+func (x *SendTranscriptRequest) GetAudience() TranscriptAudience {
+	if x != nil {
+		return x.Audience
+	}
+	return TranscriptAudience_TRANSCRIPT_AUDIENCE_UNSPECIFIED
 }
 
 // Delivery is one event (or transcript) to send to one subscription; its
@@ -1817,6 +1878,186 @@ func (x *ReplayEventsResponse) GetLastSequence() uint64 {
 	return 0
 }
 
+// Branding is how a tenant's emails look; every field is optional.
+type Branding struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The brand shown in the header, the sender's name and subjects.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// #rgb or #rrggbb.
+	PrimaryColor string `protobuf:"bytes,2,opt,name=primary_color,json=primaryColor,proto3" json:"primary_color,omitempty"`
+	AccentColor  string `protobuf:"bytes,3,opt,name=accent_color,json=accentColor,proto3" json:"accent_color,omitempty"`
+	// Absolute https URL of the logo.
+	LogoUrl string `protobuf:"bytes,4,opt,name=logo_url,json=logoUrl,proto3" json:"logo_url,omitempty"`
+	// Where replies go.
+	ReplyTo string `protobuf:"bytes,5,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
+	// One line of contact information for the footer.
+	Contact       string                 `protobuf:"bytes,6,opt,name=contact,proto3" json:"contact,omitempty"`
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Branding) Reset() {
+	*x = Branding{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Branding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Branding) ProtoMessage() {}
+
+func (x *Branding) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Branding.ProtoReflect.Descriptor instead.
+func (*Branding) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *Branding) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Branding) GetPrimaryColor() string {
+	if x != nil {
+		return x.PrimaryColor
+	}
+	return ""
+}
+
+func (x *Branding) GetAccentColor() string {
+	if x != nil {
+		return x.AccentColor
+	}
+	return ""
+}
+
+func (x *Branding) GetLogoUrl() string {
+	if x != nil {
+		return x.LogoUrl
+	}
+	return ""
+}
+
+func (x *Branding) GetReplyTo() string {
+	if x != nil {
+		return x.ReplyTo
+	}
+	return ""
+}
+
+func (x *Branding) GetContact() string {
+	if x != nil {
+		return x.Contact
+	}
+	return ""
+}
+
+func (x *Branding) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+// GetBrandingRequest reads the caller's tenant's branding.
+type GetBrandingRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBrandingRequest) Reset() {
+	*x = GetBrandingRequest{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBrandingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBrandingRequest) ProtoMessage() {}
+
+func (x *GetBrandingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBrandingRequest.ProtoReflect.Descriptor instead.
+func (*GetBrandingRequest) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{30}
+}
+
+// SetBrandingRequest replaces the caller's tenant's branding.
+type SetBrandingRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Branding      *Branding              `protobuf:"bytes,1,opt,name=branding,proto3" json:"branding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetBrandingRequest) Reset() {
+	*x = SetBrandingRequest{}
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetBrandingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetBrandingRequest) ProtoMessage() {}
+
+func (x *SetBrandingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_notification_v1_notification_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetBrandingRequest.ProtoReflect.Descriptor instead.
+func (*SetBrandingRequest) Descriptor() ([]byte, []int) {
+	return file_parley_notification_v1_notification_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *SetBrandingRequest) GetBranding() *Branding {
+	if x != nil {
+		return x.Branding
+	}
+	return nil
+}
+
 var File_parley_notification_v1_notification_proto protoreflect.FileDescriptor
 
 const file_parley_notification_v1_notification_proto_rawDesc = "" +
@@ -1897,10 +2138,11 @@ const file_parley_notification_v1_notification_proto_rawDesc = "" +
 	"\x16previous_valid_seconds\x18\x02 \x01(\rR\x14previousValidSeconds\"z\n" +
 	"\x14RotateSecretResponse\x12\x16\n" +
 	"\x06secret\x18\x01 \x01(\tR\x06secret\x12J\n" +
-	"\x13previous_expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x11previousExpiresAt\"V\n" +
+	"\x13previous_expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x11previousExpiresAt\"\x9e\x01\n" +
 	"\x15SendTranscriptRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x14\n" +
-	"\x05email\x18\x02 \x01(\tR\x05email\"\xbb\x04\n" +
+	"\x05email\x18\x02 \x01(\tR\x05email\x12F\n" +
+	"\baudience\x18\x03 \x01(\x0e2*.parley.notification.v1.TranscriptAudienceR\baudience\"\xbb\x04\n" +
 	"\bDelivery\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x12'\n" +
@@ -1959,7 +2201,23 @@ const file_parley_notification_v1_notification_proto_rawDesc = "" +
 	"\x04from\"W\n" +
 	"\x14ReplayEventsResponse\x12\x1a\n" +
 	"\benqueued\x18\x01 \x01(\rR\benqueued\x12#\n" +
-	"\rlast_sequence\x18\x02 \x01(\x04R\flastSequence2\xd3\x0e\n" +
+	"\rlast_sequence\x18\x02 \x01(\x04R\flastSequence\"\xf1\x01\n" +
+	"\bBranding\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
+	"\rprimary_color\x18\x02 \x01(\tR\fprimaryColor\x12!\n" +
+	"\faccent_color\x18\x03 \x01(\tR\vaccentColor\x12\x19\n" +
+	"\blogo_url\x18\x04 \x01(\tR\alogoUrl\x12\x19\n" +
+	"\breply_to\x18\x05 \x01(\tR\areplyTo\x12\x18\n" +
+	"\acontact\x18\x06 \x01(\tR\acontact\x129\n" +
+	"\n" +
+	"updated_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\x14\n" +
+	"\x12GetBrandingRequest\"R\n" +
+	"\x12SetBrandingRequest\x12<\n" +
+	"\bbranding\x18\x01 \x01(\v2 .parley.notification.v1.BrandingR\bbranding*y\n" +
+	"\x12TranscriptAudience\x12#\n" +
+	"\x1fTRANSCRIPT_AUDIENCE_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bTRANSCRIPT_AUDIENCE_VISITOR\x10\x01\x12\x1d\n" +
+	"\x19TRANSCRIPT_AUDIENCE_AGENT\x10\x022\x8d\x10\n" +
 	"\x13NotificationService\x12m\n" +
 	"\x12CreateSubscription\x121.parley.notification.v1.CreateSubscriptionRequest\x1a$.parley.notification.v1.Subscription\x12g\n" +
 	"\x0fGetSubscription\x12..parley.notification.v1.GetSubscriptionRequest\x1a$.parley.notification.v1.Subscription\x12m\n" +
@@ -1977,7 +2235,9 @@ const file_parley_notification_v1_notification_proto_rawDesc = "" +
 	"\fReplayEvents\x12+.parley.notification.v1.ReplayEventsRequest\x1a,.parley.notification.v1.ReplayEventsResponse\x12d\n" +
 	"\x0fCreateAlertRule\x12..parley.notification.v1.CreateAlertRuleRequest\x1a!.parley.notification.v1.AlertRule\x12o\n" +
 	"\x0eListAlertRules\x12-.parley.notification.v1.ListAlertRulesRequest\x1a..parley.notification.v1.ListAlertRulesResponse\x12r\n" +
-	"\x0fDeleteAlertRule\x12..parley.notification.v1.DeleteAlertRuleRequest\x1a/.parley.notification.v1.DeleteAlertRuleResponseBJZHgithub.com/parley-dev/parley/proto/parley/notification/v1;notificationv1b\x06proto3"
+	"\x0fDeleteAlertRule\x12..parley.notification.v1.DeleteAlertRuleRequest\x1a/.parley.notification.v1.DeleteAlertRuleResponse\x12[\n" +
+	"\vGetBranding\x12*.parley.notification.v1.GetBrandingRequest\x1a .parley.notification.v1.Branding\x12[\n" +
+	"\vSetBranding\x12*.parley.notification.v1.SetBrandingRequest\x1a .parley.notification.v1.BrandingBJZHgithub.com/parley-dev/parley/proto/parley/notification/v1;notificationv1b\x06proto3"
 
 var (
 	file_parley_notification_v1_notification_proto_rawDescOnce sync.Once
@@ -1991,98 +2251,110 @@ func file_parley_notification_v1_notification_proto_rawDescGZIP() []byte {
 	return file_parley_notification_v1_notification_proto_rawDescData
 }
 
-var file_parley_notification_v1_notification_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_parley_notification_v1_notification_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_parley_notification_v1_notification_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_parley_notification_v1_notification_proto_goTypes = []any{
-	(*AlertRule)(nil),                  // 0: parley.notification.v1.AlertRule
-	(*CreateAlertRuleRequest)(nil),     // 1: parley.notification.v1.CreateAlertRuleRequest
-	(*ListAlertRulesRequest)(nil),      // 2: parley.notification.v1.ListAlertRulesRequest
-	(*ListAlertRulesResponse)(nil),     // 3: parley.notification.v1.ListAlertRulesResponse
-	(*DeleteAlertRuleRequest)(nil),     // 4: parley.notification.v1.DeleteAlertRuleRequest
-	(*DeleteAlertRuleResponse)(nil),    // 5: parley.notification.v1.DeleteAlertRuleResponse
-	(*Subscription)(nil),               // 6: parley.notification.v1.Subscription
-	(*CreateSubscriptionRequest)(nil),  // 7: parley.notification.v1.CreateSubscriptionRequest
-	(*GetSubscriptionRequest)(nil),     // 8: parley.notification.v1.GetSubscriptionRequest
-	(*UpdateSubscriptionRequest)(nil),  // 9: parley.notification.v1.UpdateSubscriptionRequest
-	(*PauseSubscriptionRequest)(nil),   // 10: parley.notification.v1.PauseSubscriptionRequest
-	(*ResumeSubscriptionRequest)(nil),  // 11: parley.notification.v1.ResumeSubscriptionRequest
-	(*ListSubscriptionsRequest)(nil),   // 12: parley.notification.v1.ListSubscriptionsRequest
-	(*ListSubscriptionsResponse)(nil),  // 13: parley.notification.v1.ListSubscriptionsResponse
-	(*DeleteSubscriptionRequest)(nil),  // 14: parley.notification.v1.DeleteSubscriptionRequest
-	(*DeleteSubscriptionResponse)(nil), // 15: parley.notification.v1.DeleteSubscriptionResponse
-	(*SendTestEventRequest)(nil),       // 16: parley.notification.v1.SendTestEventRequest
-	(*RotateSecretRequest)(nil),        // 17: parley.notification.v1.RotateSecretRequest
-	(*RotateSecretResponse)(nil),       // 18: parley.notification.v1.RotateSecretResponse
-	(*SendTranscriptRequest)(nil),      // 19: parley.notification.v1.SendTranscriptRequest
-	(*Delivery)(nil),                   // 20: parley.notification.v1.Delivery
-	(*Attempt)(nil),                    // 21: parley.notification.v1.Attempt
-	(*ListDeliveriesRequest)(nil),      // 22: parley.notification.v1.ListDeliveriesRequest
-	(*ListDeliveriesResponse)(nil),     // 23: parley.notification.v1.ListDeliveriesResponse
-	(*ListAttemptsRequest)(nil),        // 24: parley.notification.v1.ListAttemptsRequest
-	(*ListAttemptsResponse)(nil),       // 25: parley.notification.v1.ListAttemptsResponse
-	(*ReplayDeliveryRequest)(nil),      // 26: parley.notification.v1.ReplayDeliveryRequest
-	(*ReplayEventsRequest)(nil),        // 27: parley.notification.v1.ReplayEventsRequest
-	(*ReplayEventsResponse)(nil),       // 28: parley.notification.v1.ReplayEventsResponse
-	(*timestamppb.Timestamp)(nil),      // 29: google.protobuf.Timestamp
+	(TranscriptAudience)(0),            // 0: parley.notification.v1.TranscriptAudience
+	(*AlertRule)(nil),                  // 1: parley.notification.v1.AlertRule
+	(*CreateAlertRuleRequest)(nil),     // 2: parley.notification.v1.CreateAlertRuleRequest
+	(*ListAlertRulesRequest)(nil),      // 3: parley.notification.v1.ListAlertRulesRequest
+	(*ListAlertRulesResponse)(nil),     // 4: parley.notification.v1.ListAlertRulesResponse
+	(*DeleteAlertRuleRequest)(nil),     // 5: parley.notification.v1.DeleteAlertRuleRequest
+	(*DeleteAlertRuleResponse)(nil),    // 6: parley.notification.v1.DeleteAlertRuleResponse
+	(*Subscription)(nil),               // 7: parley.notification.v1.Subscription
+	(*CreateSubscriptionRequest)(nil),  // 8: parley.notification.v1.CreateSubscriptionRequest
+	(*GetSubscriptionRequest)(nil),     // 9: parley.notification.v1.GetSubscriptionRequest
+	(*UpdateSubscriptionRequest)(nil),  // 10: parley.notification.v1.UpdateSubscriptionRequest
+	(*PauseSubscriptionRequest)(nil),   // 11: parley.notification.v1.PauseSubscriptionRequest
+	(*ResumeSubscriptionRequest)(nil),  // 12: parley.notification.v1.ResumeSubscriptionRequest
+	(*ListSubscriptionsRequest)(nil),   // 13: parley.notification.v1.ListSubscriptionsRequest
+	(*ListSubscriptionsResponse)(nil),  // 14: parley.notification.v1.ListSubscriptionsResponse
+	(*DeleteSubscriptionRequest)(nil),  // 15: parley.notification.v1.DeleteSubscriptionRequest
+	(*DeleteSubscriptionResponse)(nil), // 16: parley.notification.v1.DeleteSubscriptionResponse
+	(*SendTestEventRequest)(nil),       // 17: parley.notification.v1.SendTestEventRequest
+	(*RotateSecretRequest)(nil),        // 18: parley.notification.v1.RotateSecretRequest
+	(*RotateSecretResponse)(nil),       // 19: parley.notification.v1.RotateSecretResponse
+	(*SendTranscriptRequest)(nil),      // 20: parley.notification.v1.SendTranscriptRequest
+	(*Delivery)(nil),                   // 21: parley.notification.v1.Delivery
+	(*Attempt)(nil),                    // 22: parley.notification.v1.Attempt
+	(*ListDeliveriesRequest)(nil),      // 23: parley.notification.v1.ListDeliveriesRequest
+	(*ListDeliveriesResponse)(nil),     // 24: parley.notification.v1.ListDeliveriesResponse
+	(*ListAttemptsRequest)(nil),        // 25: parley.notification.v1.ListAttemptsRequest
+	(*ListAttemptsResponse)(nil),       // 26: parley.notification.v1.ListAttemptsResponse
+	(*ReplayDeliveryRequest)(nil),      // 27: parley.notification.v1.ReplayDeliveryRequest
+	(*ReplayEventsRequest)(nil),        // 28: parley.notification.v1.ReplayEventsRequest
+	(*ReplayEventsResponse)(nil),       // 29: parley.notification.v1.ReplayEventsResponse
+	(*Branding)(nil),                   // 30: parley.notification.v1.Branding
+	(*GetBrandingRequest)(nil),         // 31: parley.notification.v1.GetBrandingRequest
+	(*SetBrandingRequest)(nil),         // 32: parley.notification.v1.SetBrandingRequest
+	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
 }
 var file_parley_notification_v1_notification_proto_depIdxs = []int32{
-	29, // 0: parley.notification.v1.AlertRule.changed_at:type_name -> google.protobuf.Timestamp
-	29, // 1: parley.notification.v1.AlertRule.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 2: parley.notification.v1.CreateAlertRuleRequest.rule:type_name -> parley.notification.v1.AlertRule
-	0,  // 3: parley.notification.v1.ListAlertRulesResponse.rules:type_name -> parley.notification.v1.AlertRule
-	29, // 4: parley.notification.v1.Subscription.created_at:type_name -> google.protobuf.Timestamp
-	29, // 5: parley.notification.v1.Subscription.disabled_at:type_name -> google.protobuf.Timestamp
-	29, // 6: parley.notification.v1.Subscription.failing_since:type_name -> google.protobuf.Timestamp
-	29, // 7: parley.notification.v1.Subscription.updated_at:type_name -> google.protobuf.Timestamp
-	6,  // 8: parley.notification.v1.CreateSubscriptionRequest.subscription:type_name -> parley.notification.v1.Subscription
-	6,  // 9: parley.notification.v1.UpdateSubscriptionRequest.subscription:type_name -> parley.notification.v1.Subscription
-	6,  // 10: parley.notification.v1.ListSubscriptionsResponse.subscriptions:type_name -> parley.notification.v1.Subscription
-	29, // 11: parley.notification.v1.RotateSecretResponse.previous_expires_at:type_name -> google.protobuf.Timestamp
-	29, // 12: parley.notification.v1.Delivery.created_at:type_name -> google.protobuf.Timestamp
-	29, // 13: parley.notification.v1.Delivery.next_attempt_at:type_name -> google.protobuf.Timestamp
-	29, // 14: parley.notification.v1.Delivery.delivered_at:type_name -> google.protobuf.Timestamp
-	29, // 15: parley.notification.v1.Attempt.attempted_at:type_name -> google.protobuf.Timestamp
-	20, // 16: parley.notification.v1.ListDeliveriesResponse.deliveries:type_name -> parley.notification.v1.Delivery
-	21, // 17: parley.notification.v1.ListAttemptsResponse.attempts:type_name -> parley.notification.v1.Attempt
-	29, // 18: parley.notification.v1.ReplayEventsRequest.from_time:type_name -> google.protobuf.Timestamp
-	7,  // 19: parley.notification.v1.NotificationService.CreateSubscription:input_type -> parley.notification.v1.CreateSubscriptionRequest
-	8,  // 20: parley.notification.v1.NotificationService.GetSubscription:input_type -> parley.notification.v1.GetSubscriptionRequest
-	9,  // 21: parley.notification.v1.NotificationService.UpdateSubscription:input_type -> parley.notification.v1.UpdateSubscriptionRequest
-	10, // 22: parley.notification.v1.NotificationService.PauseSubscription:input_type -> parley.notification.v1.PauseSubscriptionRequest
-	11, // 23: parley.notification.v1.NotificationService.ResumeSubscription:input_type -> parley.notification.v1.ResumeSubscriptionRequest
-	12, // 24: parley.notification.v1.NotificationService.ListSubscriptions:input_type -> parley.notification.v1.ListSubscriptionsRequest
-	14, // 25: parley.notification.v1.NotificationService.DeleteSubscription:input_type -> parley.notification.v1.DeleteSubscriptionRequest
-	16, // 26: parley.notification.v1.NotificationService.SendTestEvent:input_type -> parley.notification.v1.SendTestEventRequest
-	17, // 27: parley.notification.v1.NotificationService.RotateSecret:input_type -> parley.notification.v1.RotateSecretRequest
-	19, // 28: parley.notification.v1.NotificationService.SendTranscript:input_type -> parley.notification.v1.SendTranscriptRequest
-	22, // 29: parley.notification.v1.NotificationService.ListDeliveries:input_type -> parley.notification.v1.ListDeliveriesRequest
-	24, // 30: parley.notification.v1.NotificationService.ListAttempts:input_type -> parley.notification.v1.ListAttemptsRequest
-	26, // 31: parley.notification.v1.NotificationService.ReplayDelivery:input_type -> parley.notification.v1.ReplayDeliveryRequest
-	27, // 32: parley.notification.v1.NotificationService.ReplayEvents:input_type -> parley.notification.v1.ReplayEventsRequest
-	1,  // 33: parley.notification.v1.NotificationService.CreateAlertRule:input_type -> parley.notification.v1.CreateAlertRuleRequest
-	2,  // 34: parley.notification.v1.NotificationService.ListAlertRules:input_type -> parley.notification.v1.ListAlertRulesRequest
-	4,  // 35: parley.notification.v1.NotificationService.DeleteAlertRule:input_type -> parley.notification.v1.DeleteAlertRuleRequest
-	6,  // 36: parley.notification.v1.NotificationService.CreateSubscription:output_type -> parley.notification.v1.Subscription
-	6,  // 37: parley.notification.v1.NotificationService.GetSubscription:output_type -> parley.notification.v1.Subscription
-	6,  // 38: parley.notification.v1.NotificationService.UpdateSubscription:output_type -> parley.notification.v1.Subscription
-	6,  // 39: parley.notification.v1.NotificationService.PauseSubscription:output_type -> parley.notification.v1.Subscription
-	6,  // 40: parley.notification.v1.NotificationService.ResumeSubscription:output_type -> parley.notification.v1.Subscription
-	13, // 41: parley.notification.v1.NotificationService.ListSubscriptions:output_type -> parley.notification.v1.ListSubscriptionsResponse
-	15, // 42: parley.notification.v1.NotificationService.DeleteSubscription:output_type -> parley.notification.v1.DeleteSubscriptionResponse
-	20, // 43: parley.notification.v1.NotificationService.SendTestEvent:output_type -> parley.notification.v1.Delivery
-	18, // 44: parley.notification.v1.NotificationService.RotateSecret:output_type -> parley.notification.v1.RotateSecretResponse
-	20, // 45: parley.notification.v1.NotificationService.SendTranscript:output_type -> parley.notification.v1.Delivery
-	23, // 46: parley.notification.v1.NotificationService.ListDeliveries:output_type -> parley.notification.v1.ListDeliveriesResponse
-	25, // 47: parley.notification.v1.NotificationService.ListAttempts:output_type -> parley.notification.v1.ListAttemptsResponse
-	20, // 48: parley.notification.v1.NotificationService.ReplayDelivery:output_type -> parley.notification.v1.Delivery
-	28, // 49: parley.notification.v1.NotificationService.ReplayEvents:output_type -> parley.notification.v1.ReplayEventsResponse
-	0,  // 50: parley.notification.v1.NotificationService.CreateAlertRule:output_type -> parley.notification.v1.AlertRule
-	3,  // 51: parley.notification.v1.NotificationService.ListAlertRules:output_type -> parley.notification.v1.ListAlertRulesResponse
-	5,  // 52: parley.notification.v1.NotificationService.DeleteAlertRule:output_type -> parley.notification.v1.DeleteAlertRuleResponse
-	36, // [36:53] is the sub-list for method output_type
-	19, // [19:36] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	33, // 0: parley.notification.v1.AlertRule.changed_at:type_name -> google.protobuf.Timestamp
+	33, // 1: parley.notification.v1.AlertRule.created_at:type_name -> google.protobuf.Timestamp
+	1,  // 2: parley.notification.v1.CreateAlertRuleRequest.rule:type_name -> parley.notification.v1.AlertRule
+	1,  // 3: parley.notification.v1.ListAlertRulesResponse.rules:type_name -> parley.notification.v1.AlertRule
+	33, // 4: parley.notification.v1.Subscription.created_at:type_name -> google.protobuf.Timestamp
+	33, // 5: parley.notification.v1.Subscription.disabled_at:type_name -> google.protobuf.Timestamp
+	33, // 6: parley.notification.v1.Subscription.failing_since:type_name -> google.protobuf.Timestamp
+	33, // 7: parley.notification.v1.Subscription.updated_at:type_name -> google.protobuf.Timestamp
+	7,  // 8: parley.notification.v1.CreateSubscriptionRequest.subscription:type_name -> parley.notification.v1.Subscription
+	7,  // 9: parley.notification.v1.UpdateSubscriptionRequest.subscription:type_name -> parley.notification.v1.Subscription
+	7,  // 10: parley.notification.v1.ListSubscriptionsResponse.subscriptions:type_name -> parley.notification.v1.Subscription
+	33, // 11: parley.notification.v1.RotateSecretResponse.previous_expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 12: parley.notification.v1.SendTranscriptRequest.audience:type_name -> parley.notification.v1.TranscriptAudience
+	33, // 13: parley.notification.v1.Delivery.created_at:type_name -> google.protobuf.Timestamp
+	33, // 14: parley.notification.v1.Delivery.next_attempt_at:type_name -> google.protobuf.Timestamp
+	33, // 15: parley.notification.v1.Delivery.delivered_at:type_name -> google.protobuf.Timestamp
+	33, // 16: parley.notification.v1.Attempt.attempted_at:type_name -> google.protobuf.Timestamp
+	21, // 17: parley.notification.v1.ListDeliveriesResponse.deliveries:type_name -> parley.notification.v1.Delivery
+	22, // 18: parley.notification.v1.ListAttemptsResponse.attempts:type_name -> parley.notification.v1.Attempt
+	33, // 19: parley.notification.v1.ReplayEventsRequest.from_time:type_name -> google.protobuf.Timestamp
+	33, // 20: parley.notification.v1.Branding.updated_at:type_name -> google.protobuf.Timestamp
+	30, // 21: parley.notification.v1.SetBrandingRequest.branding:type_name -> parley.notification.v1.Branding
+	8,  // 22: parley.notification.v1.NotificationService.CreateSubscription:input_type -> parley.notification.v1.CreateSubscriptionRequest
+	9,  // 23: parley.notification.v1.NotificationService.GetSubscription:input_type -> parley.notification.v1.GetSubscriptionRequest
+	10, // 24: parley.notification.v1.NotificationService.UpdateSubscription:input_type -> parley.notification.v1.UpdateSubscriptionRequest
+	11, // 25: parley.notification.v1.NotificationService.PauseSubscription:input_type -> parley.notification.v1.PauseSubscriptionRequest
+	12, // 26: parley.notification.v1.NotificationService.ResumeSubscription:input_type -> parley.notification.v1.ResumeSubscriptionRequest
+	13, // 27: parley.notification.v1.NotificationService.ListSubscriptions:input_type -> parley.notification.v1.ListSubscriptionsRequest
+	15, // 28: parley.notification.v1.NotificationService.DeleteSubscription:input_type -> parley.notification.v1.DeleteSubscriptionRequest
+	17, // 29: parley.notification.v1.NotificationService.SendTestEvent:input_type -> parley.notification.v1.SendTestEventRequest
+	18, // 30: parley.notification.v1.NotificationService.RotateSecret:input_type -> parley.notification.v1.RotateSecretRequest
+	20, // 31: parley.notification.v1.NotificationService.SendTranscript:input_type -> parley.notification.v1.SendTranscriptRequest
+	23, // 32: parley.notification.v1.NotificationService.ListDeliveries:input_type -> parley.notification.v1.ListDeliveriesRequest
+	25, // 33: parley.notification.v1.NotificationService.ListAttempts:input_type -> parley.notification.v1.ListAttemptsRequest
+	27, // 34: parley.notification.v1.NotificationService.ReplayDelivery:input_type -> parley.notification.v1.ReplayDeliveryRequest
+	28, // 35: parley.notification.v1.NotificationService.ReplayEvents:input_type -> parley.notification.v1.ReplayEventsRequest
+	2,  // 36: parley.notification.v1.NotificationService.CreateAlertRule:input_type -> parley.notification.v1.CreateAlertRuleRequest
+	3,  // 37: parley.notification.v1.NotificationService.ListAlertRules:input_type -> parley.notification.v1.ListAlertRulesRequest
+	5,  // 38: parley.notification.v1.NotificationService.DeleteAlertRule:input_type -> parley.notification.v1.DeleteAlertRuleRequest
+	31, // 39: parley.notification.v1.NotificationService.GetBranding:input_type -> parley.notification.v1.GetBrandingRequest
+	32, // 40: parley.notification.v1.NotificationService.SetBranding:input_type -> parley.notification.v1.SetBrandingRequest
+	7,  // 41: parley.notification.v1.NotificationService.CreateSubscription:output_type -> parley.notification.v1.Subscription
+	7,  // 42: parley.notification.v1.NotificationService.GetSubscription:output_type -> parley.notification.v1.Subscription
+	7,  // 43: parley.notification.v1.NotificationService.UpdateSubscription:output_type -> parley.notification.v1.Subscription
+	7,  // 44: parley.notification.v1.NotificationService.PauseSubscription:output_type -> parley.notification.v1.Subscription
+	7,  // 45: parley.notification.v1.NotificationService.ResumeSubscription:output_type -> parley.notification.v1.Subscription
+	14, // 46: parley.notification.v1.NotificationService.ListSubscriptions:output_type -> parley.notification.v1.ListSubscriptionsResponse
+	16, // 47: parley.notification.v1.NotificationService.DeleteSubscription:output_type -> parley.notification.v1.DeleteSubscriptionResponse
+	21, // 48: parley.notification.v1.NotificationService.SendTestEvent:output_type -> parley.notification.v1.Delivery
+	19, // 49: parley.notification.v1.NotificationService.RotateSecret:output_type -> parley.notification.v1.RotateSecretResponse
+	21, // 50: parley.notification.v1.NotificationService.SendTranscript:output_type -> parley.notification.v1.Delivery
+	24, // 51: parley.notification.v1.NotificationService.ListDeliveries:output_type -> parley.notification.v1.ListDeliveriesResponse
+	26, // 52: parley.notification.v1.NotificationService.ListAttempts:output_type -> parley.notification.v1.ListAttemptsResponse
+	21, // 53: parley.notification.v1.NotificationService.ReplayDelivery:output_type -> parley.notification.v1.Delivery
+	29, // 54: parley.notification.v1.NotificationService.ReplayEvents:output_type -> parley.notification.v1.ReplayEventsResponse
+	1,  // 55: parley.notification.v1.NotificationService.CreateAlertRule:output_type -> parley.notification.v1.AlertRule
+	4,  // 56: parley.notification.v1.NotificationService.ListAlertRules:output_type -> parley.notification.v1.ListAlertRulesResponse
+	6,  // 57: parley.notification.v1.NotificationService.DeleteAlertRule:output_type -> parley.notification.v1.DeleteAlertRuleResponse
+	30, // 58: parley.notification.v1.NotificationService.GetBranding:output_type -> parley.notification.v1.Branding
+	30, // 59: parley.notification.v1.NotificationService.SetBranding:output_type -> parley.notification.v1.Branding
+	41, // [41:60] is the sub-list for method output_type
+	22, // [22:41] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_parley_notification_v1_notification_proto_init() }
@@ -2099,13 +2371,14 @@ func file_parley_notification_v1_notification_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_notification_v1_notification_proto_rawDesc), len(file_parley_notification_v1_notification_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   29,
+			NumEnums:      1,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_parley_notification_v1_notification_proto_goTypes,
 		DependencyIndexes: file_parley_notification_v1_notification_proto_depIdxs,
+		EnumInfos:         file_parley_notification_v1_notification_proto_enumTypes,
 		MessageInfos:      file_parley_notification_v1_notification_proto_msgTypes,
 	}.Build()
 	File_parley_notification_v1_notification_proto = out.File

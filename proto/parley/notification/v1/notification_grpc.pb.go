@@ -39,6 +39,8 @@ const (
 	NotificationService_CreateAlertRule_FullMethodName    = "/parley.notification.v1.NotificationService/CreateAlertRule"
 	NotificationService_ListAlertRules_FullMethodName     = "/parley.notification.v1.NotificationService/ListAlertRules"
 	NotificationService_DeleteAlertRule_FullMethodName    = "/parley.notification.v1.NotificationService/DeleteAlertRule"
+	NotificationService_GetBranding_FullMethodName        = "/parley.notification.v1.NotificationService/GetBranding"
+	NotificationService_SetBranding_FullMethodName        = "/parley.notification.v1.NotificationService/SetBranding"
 )
 
 // NotificationServiceClient is the client API for NotificationService service.
@@ -88,6 +90,11 @@ type NotificationServiceClient interface {
 	ListAlertRules(ctx context.Context, in *ListAlertRulesRequest, opts ...grpc.CallOption) (*ListAlertRulesResponse, error)
 	// DeleteAlertRule removes an alert rule.
 	DeleteAlertRule(ctx context.Context, in *DeleteAlertRuleRequest, opts ...grpc.CallOption) (*DeleteAlertRuleResponse, error)
+	// GetBranding returns how the tenant's emails look (empty fields:
+	// Parley's defaults).
+	GetBranding(ctx context.Context, in *GetBrandingRequest, opts ...grpc.CallOption) (*Branding, error)
+	// SetBranding replaces the tenant's branding (admin scope).
+	SetBranding(ctx context.Context, in *SetBrandingRequest, opts ...grpc.CallOption) (*Branding, error)
 }
 
 type notificationServiceClient struct {
@@ -268,6 +275,26 @@ func (c *notificationServiceClient) DeleteAlertRule(ctx context.Context, in *Del
 	return out, nil
 }
 
+func (c *notificationServiceClient) GetBranding(ctx context.Context, in *GetBrandingRequest, opts ...grpc.CallOption) (*Branding, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Branding)
+	err := c.cc.Invoke(ctx, NotificationService_GetBranding_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) SetBranding(ctx context.Context, in *SetBrandingRequest, opts ...grpc.CallOption) (*Branding, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Branding)
+	err := c.cc.Invoke(ctx, NotificationService_SetBranding_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NotificationServiceServer is the server API for NotificationService service.
 // All implementations must embed UnimplementedNotificationServiceServer
 // for forward compatibility.
@@ -315,6 +342,11 @@ type NotificationServiceServer interface {
 	ListAlertRules(context.Context, *ListAlertRulesRequest) (*ListAlertRulesResponse, error)
 	// DeleteAlertRule removes an alert rule.
 	DeleteAlertRule(context.Context, *DeleteAlertRuleRequest) (*DeleteAlertRuleResponse, error)
+	// GetBranding returns how the tenant's emails look (empty fields:
+	// Parley's defaults).
+	GetBranding(context.Context, *GetBrandingRequest) (*Branding, error)
+	// SetBranding replaces the tenant's branding (admin scope).
+	SetBranding(context.Context, *SetBrandingRequest) (*Branding, error)
 	mustEmbedUnimplementedNotificationServiceServer()
 }
 
@@ -375,6 +407,12 @@ func (UnimplementedNotificationServiceServer) ListAlertRules(context.Context, *L
 }
 func (UnimplementedNotificationServiceServer) DeleteAlertRule(context.Context, *DeleteAlertRuleRequest) (*DeleteAlertRuleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteAlertRule not implemented")
+}
+func (UnimplementedNotificationServiceServer) GetBranding(context.Context, *GetBrandingRequest) (*Branding, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetBranding not implemented")
+}
+func (UnimplementedNotificationServiceServer) SetBranding(context.Context, *SetBrandingRequest) (*Branding, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetBranding not implemented")
 }
 func (UnimplementedNotificationServiceServer) mustEmbedUnimplementedNotificationServiceServer() {}
 func (UnimplementedNotificationServiceServer) testEmbeddedByValue()                             {}
@@ -703,6 +741,42 @@ func _NotificationService_DeleteAlertRule_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NotificationService_GetBranding_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBrandingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).GetBranding(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_GetBranding_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).GetBranding(ctx, req.(*GetBrandingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_SetBranding_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetBrandingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).SetBranding(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_SetBranding_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).SetBranding(ctx, req.(*SetBrandingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NotificationService_ServiceDesc is the grpc.ServiceDesc for NotificationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -777,6 +851,14 @@ var NotificationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteAlertRule",
 			Handler:    _NotificationService_DeleteAlertRule_Handler,
+		},
+		{
+			MethodName: "GetBranding",
+			Handler:    _NotificationService_GetBranding_Handler,
+		},
+		{
+			MethodName: "SetBranding",
+			Handler:    _NotificationService_SetBranding_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -21,6 +21,7 @@ import (
 	taggingv1 "github.com/parley-dev/parley/proto/parley/tagging/v1"
 	"github.com/parley-dev/parley/services/notification/internal/alerts"
 	"github.com/parley-dev/parley/services/notification/internal/consumer"
+	"github.com/parley-dev/parley/services/notification/internal/delivery"
 	"github.com/parley-dev/parley/services/notification/internal/store"
 	"github.com/parley-dev/parley/services/notification/internal/webhook"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -341,6 +342,9 @@ func (s *Server) SendTranscript(ctx context.Context, req *notificationv1.SendTra
 	if !validEmail(req.GetEmail()) {
 		return nil, grpcx.Invalid("email", "not an email address")
 	}
+	if _, ok := notificationv1.TranscriptAudience_name[int32(req.GetAudience())]; !ok {
+		return nil, grpcx.Invalid("audience", "want TRANSCRIPT_AUDIENCE_VISITOR or TRANSCRIPT_AUDIENCE_AGENT")
+	}
 	if !s.d.Email {
 		return nil, grpcx.FailedPrecondition("EMAIL_NOT_CONFIGURED", "notification", "email is not configured on this service")
 	}
@@ -349,8 +353,12 @@ func (s *Server) SendTranscript(ctx context.Context, req *notificationv1.SendTra
 		return nil, s.fail(ctx, "subscription", err)
 	}
 	id := "msg_tr_" + strings.ReplaceAll(eventbus.NewEventID(), "-", "")
+	payload := []byte(`{"audience":"` + delivery.AudienceVisitor + `"}`)
+	if req.GetAudience() == notificationv1.TranscriptAudience_TRANSCRIPT_AUDIENCE_AGENT {
+		payload = []byte(`{"audience":"` + delivery.AudienceAgent + `"}`)
+	}
 	d := store.Delivery{TenantID: p.TenantID, ID: id, SubscriptionID: sub.ID, Kind: "email", EventKind: "transcript",
-		Conversation: req.GetConversationId(), Payload: []byte("{}"), Recipients: []string{req.GetEmail()}, ExpiresAt: time.Now().Add(s.d.RetryFor)}
+		Conversation: req.GetConversationId(), Payload: payload, Recipients: []string{req.GetEmail()}, ExpiresAt: time.Now().Add(s.d.RetryFor)}
 	if _, err := s.enqueue(ctx, []store.Delivery{d}, false); err != nil {
 		return nil, s.fail(ctx, "delivery", err)
 	}

@@ -8,6 +8,7 @@ package delivery
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
@@ -19,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/time/rate"
 
+	"github.com/parley-dev/parley/services/notification/internal/mail"
 	"github.com/parley-dev/parley/services/notification/internal/store"
 	"github.com/parley-dev/parley/services/notification/internal/webhook"
 )
@@ -26,14 +28,27 @@ import (
 // MailMessage is one email to send.
 type MailMessage struct {
 	TenantID string
-	To       []string
-	Subject  string
+	// Key identifies the delivery: a retried one keeps its Message-ID.
+	Key     string
+	To      []string
+	Subject string
 	// Text is the plain-text body (the event as JSON for an event email).
 	Text string
+	// EventKind and Conversation name the event of an event email (empty
+	// for notices).
+	EventKind, Conversation string
 	// TranscriptOf, when set, asks for the transcript of this conversation
-	// to be rendered into the mail.
+	// to be rendered into the mail, for Audience.
 	TranscriptOf string
+	Audience     string
 }
+
+// Audiences of MailMessage.Audience (a transcript delivery's payload
+// {"audience": ...}); empty is the visitor.
+const (
+	AudienceVisitor = "visitor"
+	AudienceAgent   = "agent"
+)
 
 // Mailer sends email (the service's SMTP sender).
 type Mailer interface {
@@ -214,7 +229,10 @@ func (d *Dispatcher) attempt(ctx context.Context, c *store.Claimed) {
 		}
 		o.Latency = time.Since(start)
 		if err != nil {
-			o.Error = truncate(err.Error(), 512)
+			o.Error = truncate(mail.Reason(err), 512)
+			o.Permanent = mail.IsPermanent(err)
+			d.cfg.Log.WarnContext(ctx, "email delivery attempt failed", "tenant", c.TenantID, "delivery_id", c.ID,
+				"permanent", o.Permanent, "err", err)
 		}
 		o.Success = err == nil
 	default:
@@ -276,14 +294,19 @@ func (d *Dispatcher) disabled(ctx context.Context, c *store.Claimed, rec store.R
 }
 
 func mailOf(c *store.Claimed) MailMessage {
-	m := MailMessage{TenantID: c.TenantID, To: c.Recipients, Text: string(c.Payload)}
+	m := MailMessage{TenantID: c.TenantID, Key: c.ID, To: c.Recipients, Text: string(c.Payload)}
 	switch c.EventKind {
 	case "transcript":
 		m.Subject, m.TranscriptOf = "Transcript of conversation "+c.Conversation, c.Conversation
+		var p struct{ Audience string }
+		_ = json.Unmarshal(c.Payload, &p)
+		m.Audience = p.Audience
 	default:
 		m.Subject = "Parley: " + c.EventKind + " in conversation " + c.Conversation
+		m.EventKind, m.Conversation = c.EventKind, c.Conversation
 		if c.Transcript && c.EventKind == "conversation_ended" {
-			m.TranscriptOf = c.Conversation
+			// The subscribers are the team: the agent's copy.
+			m.TranscriptOf, m.Audience = c.Conversation, AudienceAgent
 		}
 	}
 	return m

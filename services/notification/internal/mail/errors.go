@@ -76,3 +76,31 @@ func classify(err error) *Error {
 	}
 	return out
 }
+
+// PermanentError marks err (a template or input fault of the caller's) as
+// a permanent failure: retrying cannot help.
+func PermanentError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Class: Permanent, err: err}
+}
+
+// Reason is what the tenant may read about a failed send in the delivery
+// log: the SMTP server's reply when it answered (the code and its text,
+// e.g. "550 5.1.1 no such user"), a mail that cannot be built, or else a
+// generic line. Connection, TLS and login details name the operator's
+// hosts: they stay in the service's logs.
+func Reason(err error) string {
+	var e *Error
+	var fe *FieldError
+	switch {
+	case errors.As(err, &fe):
+		return fe.Error()
+	case !errors.As(err, &e):
+		return "the mail could not be prepared (a dependency is unavailable); retrying"
+	case e.Code != 0 || e.Class == Permanent:
+		return e.Error()
+	}
+	return "the mail server could not be reached or refused the connection; retrying"
+}

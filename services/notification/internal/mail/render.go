@@ -32,6 +32,7 @@ func mustView(name string) view {
 var (
 	transcriptView  = mustView("transcript")
 	reportReadyView = mustView("report_ready")
+	noticeView      = mustView("notice")
 )
 
 // page is what every template gets: the branding (validated), the

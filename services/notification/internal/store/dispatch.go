@@ -80,6 +80,9 @@ type Outcome struct {
 	NextRetry time.Time
 	// Gone disables the subscription at once (410 Gone).
 	Gone bool
+	// Permanent fails the delivery now (an email recipient refused with
+	// 5xx): no retry, and the subscription's failure period is untouched.
+	Permanent bool
 }
 
 // Recorded tells what Record did to the subscription.
@@ -114,10 +117,13 @@ func (s *Store) Record(ctx context.Context, c *Claimed, o Outcome, disableAfter 
 			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE notification_deliveries SET attempts = attempts + 1, last_status = $3, last_error = $4,
-			next_attempt_at = $5, state = CASE WHEN $5 > expires_at THEN 'failed' ELSE 'pending' END
+			next_attempt_at = $5, state = CASE WHEN $6 OR $5 > expires_at THEN 'failed' ELSE 'pending' END
 			WHERE tenant_id = $1 AND delivery_id = $2 AND state = 'pending'`,
-			c.TenantID, c.ID, o.Status, o.Error, o.NextRetry); err != nil {
+			c.TenantID, c.ID, o.Status, o.Error, o.NextRetry, o.Permanent); err != nil {
 			return err
+		}
+		if o.Permanent {
+			return nil // the recipient's fault, not the endpoint's
 		}
 		var since time.Time
 		var state string
