@@ -238,6 +238,43 @@ func TestExportsHoldTheRowsListAndReportReturn(t *testing.T) {
 			})
 		}
 	}
+	t.Run("synchronous CSV", func(t *testing.T) {
+		rep, err := f.client.RunReport(f.ctx(), &reportingv1.RunReportRequest{Kind: "sessions_with_markers", Filter: allTime(&reportingv1.Filter{})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		post := func(accept, key string) (int, string, []byte) {
+			req, _ := http.NewRequest("POST", f.httpURL+"/v1/reports/sessions_with_markers", strings.NewReader(`{"filter":{"time_range":{"preset":"all_time"}}}`))
+			req.Header.Set("Accept", accept)
+			if key != "" {
+				req.Header.Set("X-Api-Key", key)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, resp.Header.Get("Content-Type"), body
+		}
+		code, ctype, body := post("text/csv", f.key)
+		if code != 200 || !strings.HasPrefix(ctype, "text/csv") {
+			t.Fatalf("csv: %d %s %s", code, ctype, body)
+		}
+		want := [][]string{rep.Columns}
+		for _, r := range rep.Rows {
+			want = append(want, r.Values)
+		}
+		if got := readBack(t, reportingv1.ExportFormat_EXPORT_FORMAT_CSV, body); len(want) < 2 || !slices.EqualFunc(got, want, slices.Equal) {
+			t.Fatalf("csv\n%v\nreport\n%v", got, want)
+		}
+		if code, _, _ := post("text/csv", ""); code != http.StatusUnauthorized {
+			t.Fatalf("csv without key: %d", code)
+		}
+		if code, ctype, _ := post("application/json", f.key); code != 200 || !strings.HasPrefix(ctype, "application/json") {
+			t.Fatalf("json: %d %s", code, ctype)
+		}
+	})
 	t.Run("links", func(t *testing.T) {
 		e := runExport(t, f, c, &reportingv1.CreateExportRequest{Source: reportingv1.ExportSource_EXPORT_SOURCE_TRANSCRIPTS,
 			Format: reportingv1.ExportFormat_EXPORT_FORMAT_CSV, Filter: allTime(&reportingv1.Filter{})})

@@ -203,6 +203,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("reporting: http gateway: %w", err)
 	}
 	gw.Mux.Handle("GET "+export.DownloadPath+"{token}", ex.downloads)
+	gw.Mux.Handle("POST /v1/reports/{kind}", &export.SyncCSV{Client: reportingv1.NewReportingServiceClient(gw.Conn), Next: gw.GW})
 	proj := projector.New(ch, states, projector.LiveTables, b.Log)
 	pc := partition.NewConsumer(partition.Config{
 		Bus: b.Bus, Pool: b.PG, BatchSize: cfg.ProjectorBatch, MaxWait: cfg.ProjectorMaxWait, Log: b.Log, Meter: b.Tel.Meter("github.com/parley-dev/parley/libs/partition"),
