@@ -212,7 +212,8 @@ func newParquet(w io.Writer, cols []string) *parquetWriter {
 			}
 		}
 	}
-	p.w = parquet.NewWriter(w, schema, parquet.KeyValueMetadata(ColumnsKey, strings.Join(cols, ",")))
+	// Row groups of 64Ki rows keep the buffered part of the file small.
+	p.w = parquet.NewWriter(w, schema, parquet.KeyValueMetadata(ColumnsKey, strings.Join(cols, ",")), parquet.MaxRowsPerRowGroup(1<<16))
 	return p
 }
 
