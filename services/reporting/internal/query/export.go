@@ -6,6 +6,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
+
 	"github.com/parley-dev/parley/services/reporting/internal/filter"
 )
 
@@ -80,6 +82,8 @@ func (r *Reader) Stream(ctx context.Context, kind string, w *filter.Where, o Rep
 		return fmt.Errorf("query: unknown export %q", kind)
 	}
 	cols := ExportColumns(kind)
+	// Small blocks, few in flight: memory stays bounded whatever the rows.
+	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_block_size": 8192}), clickhouse.WithBlockBufferSize(2))
 	rows, err := r.conn.Query(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("query: export %s: %w", kind, err)
