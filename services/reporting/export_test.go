@@ -327,14 +327,24 @@ func TestExportsHoldTheRowsListAndReportReturn(t *testing.T) {
 	})
 }
 
-// slowSource reads rows slowly and counts them.
+// slowSource reads rows slowly and counts them; transcripts wait a minute
+// for their first row (a slow query) unless cancelled, counted in aborted.
 type slowSource struct {
-	next  export.Source
-	delay time.Duration
-	rows  *atomic.Int64
+	next    export.Source
+	delay   time.Duration
+	rows    *atomic.Int64
+	aborted *atomic.Int64
 }
 
 func (s slowSource) Stream(ctx context.Context, kind string, w *filter.Where, o query.ReportOptions, row func([]string) error) error {
+	if kind == query.ExportTranscripts {
+		select {
+		case <-ctx.Done():
+			s.aborted.Add(1)
+			return ctx.Err()
+		case <-time.After(time.Minute):
+		}
+	}
 	return s.next.Stream(ctx, kind, w, o, func(r []string) error {
 		s.rows.Add(1)
 		time.Sleep(s.delay)
@@ -344,11 +354,11 @@ func (s slowSource) Stream(ctx context.Context, kind string, w *filter.Where, o 
 
 func TestCancelStopsAnExport(t *testing.T) {
 	dir := t.TempDir()
-	var read atomic.Int64
+	var read, aborted atomic.Int64
 	f := startWith(t, func(c *reporting.Config) {
 		c.Export = reporting.ExportConfig{Dir: dir, Heartbeat: 20 * time.Millisecond, Retention: time.Hour,
 			WrapSource: func(s export.Source) export.Source {
-				return slowSource{next: s, delay: 50 * time.Millisecond, rows: &read}
+				return slowSource{next: s, delay: 50 * time.Millisecond, rows: &read, aborted: &aborted}
 			}}
 	})
 	c := exportClient(t, f)
@@ -384,6 +394,30 @@ func TestCancelStopsAnExport(t *testing.T) {
 	e, _ = c.GetExport(f.ctx(), &reportingv1.GetExportRequest{ExportId: e.ExportId})
 	if e.State != reportingv1.ExportState_EXPORT_STATE_CANCELLED || e.DownloadUrl != "" {
 		t.Fatalf("after cancel: %v", e)
+	}
+	// A job whose query has not answered yet is stopped too (heartbeats do
+	// not wait for rows).
+	e, err = c.CreateExport(f.ctx(), &reportingv1.CreateExportRequest{Source: reportingv1.ExportSource_EXPORT_SOURCE_TRANSCRIPTS,
+		Format: reportingv1.ExportFormat_EXPORT_FORMAT_CSV, Filter: allTime(&reportingv1.Filter{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		got, err := c.GetExport(f.ctx(), &reportingv1.GetExportRequest{ExportId: e.ExportId})
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("transcripts export never ran: %v %v", got, err)
+		}
+		if got.State == reportingv1.ExportState_EXPORT_STATE_RUNNING {
+			break
+		}
+	}
+	if _, err := c.CancelExport(f.ctx(), &reportingv1.CancelExportRequest{ExportId: e.ExportId}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(2 * time.Second); aborted.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a job waiting for its query was not stopped by the cancel")
+		}
 	}
 	// No file was left behind.
 	_ = filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {

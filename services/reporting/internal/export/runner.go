@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
@@ -195,47 +196,49 @@ func (r *Runner) run(ctx context.Context, j *Job) error {
 		_ = bw.Close()
 		return err
 	}
-	var rows int64
-	last := time.Now()
+	// Heartbeats run beside the query (which may take a while before its
+	// first row) and the file's finishing; a lost job cancels both.
+	var rows atomic.Int64
+	var stopped atomic.Bool
+	done, beaten := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(beaten)
+		r.heartbeats(ctx, j, &rows, done, func() { stopped.Store(true); cancel() })
+	}()
 	out := make([]string, len(spec.Columns))
-	stopped := false
 	err = r.d.Source.Stream(ctx, spec.Kind, w, o, func(row []string) error {
+		if stopped.Load() {
+			return errStopped // rows already received are not written
+		}
 		for i, c := range spec.Index {
 			out[i] = row[c]
 		}
 		if err := fw.Write(out); err != nil {
 			return err
 		}
-		rows++
-		if time.Since(last) >= r.d.Heartbeat {
-			last = time.Now()
-			ok, err := r.d.Store.Heartbeat(ctx, j, r.d.Owner, rows)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				stopped = true
-				return errStopped
-			}
-		}
+		rows.Add(1)
 		return nil
 	})
 	if err == nil {
 		err = fw.Close()
 	}
-	if err != nil {
+	if err == nil {
+		err = bw.Close()
+	} else {
 		cancel() // aborts the blob write
 		_ = bw.Close()
-		if stopped {
-			return errStopped
-		}
-		return err
 	}
-	if err := bw.Close(); err != nil {
+	close(done)
+	<-beaten
+	if stopped.Load() {
+		_ = r.d.Bucket.Delete(context.WithoutCancel(ctx), key)
+		return errStopped
+	}
+	if err != nil {
 		return err
 	}
 	raw, _ := json.Marshal(json.RawMessage(j.Request))
-	m := &Manifest{TenantID: j.TenantID, ExportID: j.ExportID, Request: raw, AppliedSequence: applied, RowCount: uint64(rows),
+	m := &Manifest{TenantID: j.TenantID, ExportID: j.ExportID, Request: raw, AppliedSequence: applied, RowCount: uint64(rows.Load()),
 		SHA256: hex.EncodeToString(cw.h.Sum(nil)), SizeBytes: uint64(cw.n), Columns: spec.Columns, Format: spec.Format, CreatedAt: r.d.Now().UTC()}
 	ok, err := r.d.Store.Succeed(ctx, j, r.d.Owner, key, m, r.d.Now().Add(r.d.Retention))
 	if err != nil || !ok {
@@ -246,6 +249,33 @@ func (r *Runner) run(ctx context.Context, j *Job) error {
 		return err
 	}
 	return nil
+}
+
+// heartbeats records progress every Heartbeat until done; lost is called
+// (once) when the job is no longer this runner's (cancelled, taken over).
+func (r *Runner) heartbeats(ctx context.Context, j *Job, rows *atomic.Int64, done <-chan struct{}, lost func()) {
+	t := time.NewTicker(r.d.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ok, err := r.d.Store.Heartbeat(ctx, j, r.d.Owner, rows.Load())
+		if err != nil {
+			// PostgreSQL unreachable: keep going; if it stays away past
+			// the stale time another replica takes the job over.
+			r.d.Log.WarnContext(ctx, "export heartbeat failed", "export", j.ExportID, "err", err)
+			continue
+		}
+		if !ok {
+			lost()
+			return
+		}
+	}
 }
 
 // Sweep deletes files past their expiry.
