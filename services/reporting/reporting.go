@@ -20,6 +20,7 @@ import (
 	"github.com/parley-dev/parley/libs/service"
 	reportingv1 "github.com/parley-dev/parley/proto/parley/reporting/v1"
 	"github.com/parley-dev/parley/services/reporting/internal/api"
+	"github.com/parley-dev/parley/services/reporting/internal/export"
 	"github.com/parley-dev/parley/services/reporting/internal/prices"
 	"github.com/parley-dev/parley/services/reporting/internal/projector"
 	"github.com/parley-dev/parley/services/reporting/internal/query"
@@ -37,6 +38,8 @@ type Config struct {
 	// PARLEY_REPORTING_ADMIN_ADDR, ... (libs/service).
 	service.Config
 	ClickHouse config.ClickHouse
+	// Export configures export files and links (PARLEY_EXPORT_*).
+	Export ExportConfig
 	// ProjectorBatch is the most events written to ClickHouse per insert.
 	ProjectorBatch int `env:"PARLEY_REPORTING_PROJECTOR_BATCH" envDefault:"5000"`
 	// ProjectorMaxWait is how long the projector waits to fill a batch.
@@ -88,6 +91,7 @@ func httpRoutes() []string {
 	return []string{
 		"/v1/conversations:search", "/v1/conversations/{conversation_id}", "/v1/shared/{share_token}",
 		"/v1/dashboard", "/v1/reports/{kind}", "/v1/share-links", "/v1/share-links/{link_id}:revoke", "/v1/settings",
+		"/v1/exports", "/v1/exports/{export_id}", "/v1/exports/{export_id}:cancel", export.DownloadPath + "{token}",
 	}
 }
 
@@ -162,15 +166,23 @@ func Run(ctx context.Context, cfg Config) error {
 		b.Close()
 		return fmt.Errorf("PARLEY_REPORTING_SHARE_SECRET: %w", err)
 	}
+	reader := query.NewReader(qch, cfg.QueryTimeout)
+	wm := &api.Watermark{Positions: b.PG, Log: b.Bus, Consumer: projector.Durable, Partitions: cfg.Partitions,
+		MaxWait: cfg.FreshnessMaxWait, Logger: b.Log}
+	ex, err := startExports(ctx, b, cfg, reader, states, wm)
+	if err != nil {
+		b.Close()
+		return err
+	}
 	srv := api.New(api.Deps{
-		Reader: query.NewReader(qch, cfg.QueryTimeout), TimeZones: b.Tenancy, Signer: signer, Links: sharelinks.New(b.PG), Prices: prices.New(b.PG),
+		Reader: reader, TimeZones: b.Tenancy, Signer: signer, Links: sharelinks.New(b.PG), Prices: prices.New(b.PG),
 		ShareBaseURL: cfg.ShareBaseURL, ShareTTL: cfg.ShareTTL, Log: b.Log, Now: time.Now,
-		Watermark: &api.Watermark{Positions: b.PG, Log: b.Bus, Consumer: projector.Durable, Partitions: cfg.Partitions,
-			MaxWait: cfg.FreshnessMaxWait, Logger: b.Log},
-		Bots: b.Tenancy, ConsoleBaseURL: cfg.ConsoleBaseURL,
+		Watermark: wm,
+		Bots:      b.Tenancy, ConsoleBaseURL: cfg.ConsoleBaseURL,
 	})
 	reportingv1.RegisterReportingServiceServer(b.GRPC, srv)
 	reportingv1.RegisterSettingsServiceServer(b.GRPC, api.NewSettings(b.Tenancy, b.Log))
+	reportingv1.RegisterExportServiceServer(b.GRPC, ex.svc)
 	gw, err := httpgw.New(httpgw.Config{Name: "reporting-http", GRPCAddr: b.GRPCAddr(), CORSOrigins: cfg.CORSOrigins, Routes: httpRoutes(),
 		MaxBodyBytes: 1 << 20, TracerProvider: b.Tel.TracerProvider, Propagator: b.Tel.Propagator})
 	if err != nil {
@@ -186,6 +198,12 @@ func Run(ctx context.Context, cfg Config) error {
 		b.Close()
 		return fmt.Errorf("reporting: http gateway: %w", err)
 	}
+	if err := reportingv1.RegisterExportServiceHandler(ctx, gw.GW, gw.Conn); err != nil {
+		b.Close()
+		return fmt.Errorf("reporting: http gateway: %w", err)
+	}
+	gw.Mux.Handle("GET "+export.DownloadPath+"{token}", ex.downloads)
+	gw.Mux.Handle("POST /v1/reports/{kind}", &export.SyncCSV{Client: reportingv1.NewReportingServiceClient(gw.Conn), Next: gw.GW})
 	proj := projector.New(ch, states, projector.LiveTables, b.Log)
 	pc := partition.NewConsumer(partition.Config{
 		Bus: b.Bus, Pool: b.PG, BatchSize: cfg.ProjectorBatch, MaxWait: cfg.ProjectorMaxWait, Log: b.Log, Meter: b.Tel.Meter("github.com/parley-dev/parley/libs/partition"),
@@ -201,7 +219,7 @@ func Run(ctx context.Context, cfg Config) error {
 	srv.SetRebuilder(&rebuild.Rebuilder{CH: ch, PG: b.PG, Bus: b.Bus, States: states, Batch: cfg.ProjectorBatch, Log: b.Log})
 	return b.Run(ctx, func(ctx context.Context) error {
 		return httpgw.Serve(ctx, cfg.HTTPAddr, gw.Handler(), b.Log, cfg.Server.HTTP)
-	}, func(ctx context.Context) error {
+	}, ex.runner.Run, func(ctx context.Context) error {
 		// Every replica projects the partitions it holds a lease on and
 		// answers queries.
 		removeDurable(ctx, b)
@@ -221,6 +239,7 @@ func Run(ctx context.Context, cfg Config) error {
 func scopes() map[string]string {
 	m := api.Scopes()
 	maps.Copy(m, api.SettingsScopes())
+	maps.Copy(m, export.Scopes())
 	return m
 }
 

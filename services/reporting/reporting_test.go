@@ -238,9 +238,12 @@ func (f *fixture) ctx() context.Context {
 	return metadata.AppendToOutgoingContext(context.Background(), "x-api-key", f.key)
 }
 
-func start(t *testing.T) *fixture {
+func start(t *testing.T) *fixture { return startWith(t, nil) }
+
+// startWith is start with the configuration changed by mutate.
+func startWith(t *testing.T, mutate func(*reporting.Config)) *fixture {
 	t.Helper()
-	f := startEmpty(t)
+	f := startEmptyWith(t, mutate)
 	f.acme = model("acme", 60, f.now)
 	for _, c := range append(slices.Clone(f.acme), model("globex", 5, f.now)...) {
 		for _, e := range c.events() {

@@ -68,6 +68,9 @@ func (s *Stack) serviceEnv(r Replica) []string {
 		env = append(env, "PARLEY_REPORTING_HTTP_ADDR="+r.httpAddr(),
 			"PARLEY_CLICKHOUSE_QUERY_USER="+localinfra.ClickHouseQueryUser, "PARLEY_CLICKHOUSE_QUERY_PASSWORD="+localinfra.ClickHouseQueryPassword,
 			"PARLEY_REPORTING_SHARE_BASE_URL="+s.ReportingHTTPURL())
+		if os.Getenv("PARLEY_EXPORT_DIR") == "" {
+			env = append(env, "PARLEY_EXPORT_DIR="+s.ExportDir)
+		}
 	}
 	return env
 }

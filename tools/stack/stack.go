@@ -144,6 +144,9 @@ type Stack struct {
 	// SMTPAddr is the mail catcher's address (host:port); MailDir where it
 	// keeps what it receives (parleyctl mail list|show read it).
 	SMTPAddr, MailDir string
+	// ExportDir keeps reporting's export files (unless PARLEY_EXPORT_DIR or
+	// PARLEY_EXPORT_BUCKET_URL say otherwise).
+	ExportDir string
 	// DemoKey is an API key of DemoTenant with every tenant scope,
 	// OperatorKey a platform key (operator scope), WidgetKey a publishable
 	// key of DemoTenant for WidgetOrigin.
@@ -313,6 +316,7 @@ func start(ctx context.Context, opts Options) (_ *Stack, err error) {
 
 	// Every mail the services send lands in the catcher's directory.
 	st.MailDir = filepath.Join(opts.Dir, "mail")
+	st.ExportDir = filepath.Join(opts.Dir, "exports")
 	if st.mail, err = mailcatcher.Start(mailcatcher.Options{Dir: st.MailDir, Addr: fmt.Sprintf("127.0.0.1:%d", opts.Ports.SMTP)}); err != nil {
 		return nil, err
 	}
@@ -460,6 +464,9 @@ func (s *Stack) runReplica(ctx context.Context, tel *telemetry.Telemetry, r Repl
 		common(&cfg.Config)
 		member(&cfg.Member)
 		cfg.ClickHouse, cfg.HTTPAddr, cfg.ShareBaseURL = ch, r.httpAddr(), s.ReportingHTTPURL()
+		if os.Getenv("PARLEY_EXPORT_DIR") == "" {
+			cfg.Export.Dir = s.ExportDir
+		}
 		return reporting.Run(ctx, cfg)
 	default:
 		cfg, err := service.Load[notification.Config]("notification")

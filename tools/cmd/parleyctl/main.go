@@ -40,7 +40,7 @@ func newRoot() *cobra.Command {
 		def = "postgres://parley:parley@127.0.0.1:55432/parley?sslmode=disable"
 	}
 	root.PersistentFlags().StringVar(&a.postgresURL, "postgres-url", def, "PostgreSQL URL (env PARLEY_POSTGRES_URL)")
-	root.AddCommand(a.tenants(), a.keys(), a.audit(), a.bots(), a.sessions(), a.projections(), a.prices(), a.verifyCmd(), a.partitions(), a.mail(), a.settings(), a.masking())
+	root.AddCommand(a.tenants(), a.keys(), a.audit(), a.bots(), a.sessions(), a.projections(), a.prices(), a.verifyCmd(), a.partitions(), a.mail(), a.settings(), a.masking(), a.exports())
 	return root
 }
 

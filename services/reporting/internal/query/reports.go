@@ -162,45 +162,8 @@ func (r *Reader) Report(ctx context.Context, kind string, w *filter.Where, o Rep
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	second := "''"
-	switch kind {
-	case "sessions":
-		second = "concat(toString(role), ': ', text)"
-		if withTimes {
-			second = "concat(toString(occurred_at, ?), ' ', toString(role), ': ', text)"
-		}
-	case "client_phrases":
-		if withTimes {
-			second = "toString(occurred_at, ?)"
-		}
-	}
-	q := fmt.Sprintf(spec.sql, w.SQL, second) + " LIMIT ?"
-	// Arguments in placeholder order.
-	var args []any
-	tzArg := func() {
-		if withTimes && (kind == "sessions" || kind == "client_phrases") {
-			args = append(args, loc.String())
-		}
-	}
-	if kind == "sessions" || kind == "sessions_with_markers" {
-		args = append(args, loc.String(), loc.String(), loc.String()) // session times
-	}
-	switch kind {
-	case "sessions":
-		args = append(args, w.Args...) // outer conversations
-		tzArg()                        // dialog expression
-		args = append(args, w.Tenant)
-		args = append(args, w.Args...) // messages subquery filter
-	case "client_phrases":
-		tzArg()
-		args = append(args, w.Tenant)
-		args = append(args, w.Args...)
-	default:
-		if spec.messages {
-			args = append(args, w.Tenant)
-		}
-		args = append(args, w.Args...)
-	}
+	q, args := reportSQL(kind, spec, w, withTimes, loc)
+	q += " LIMIT ?"
 	args = append(args, limit+1)
 	rows, err := r.conn.Query(ctx, q, args...)
 	if err != nil {
@@ -230,24 +193,71 @@ func (r *Reader) Report(ctx context.Context, kind string, w *filter.Where, o Rep
 	return t, nil
 }
 
+// reportSQL renders a report kind's query over w, without a limit, with
+// its arguments in placeholder order.
+func reportSQL(kind string, spec reportSpec, w *filter.Where, withTimes bool, loc *time.Location) (string, []any) {
+	second := "''"
+	switch kind {
+	case "sessions":
+		second = "concat(toString(role), ': ', text)"
+		if withTimes {
+			second = "concat(toString(occurred_at, ?), ' ', toString(role), ': ', text)"
+		}
+	case "client_phrases":
+		if withTimes {
+			second = "toString(occurred_at, ?)"
+		}
+	}
+	q := fmt.Sprintf(spec.sql, w.SQL, second)
+	// Arguments in placeholder order.
+	var args []any
+	tzArg := func() {
+		if withTimes && (kind == "sessions" || kind == "client_phrases") {
+			args = append(args, loc.String())
+		}
+	}
+	if kind == "sessions" || kind == "sessions_with_markers" {
+		args = append(args, loc.String(), loc.String(), loc.String()) // session times
+	}
+	switch kind {
+	case "sessions":
+		args = append(args, w.Args...) // outer conversations
+		tzArg()                        // dialog expression
+		args = append(args, w.Tenant)
+		args = append(args, w.Args...) // messages subquery filter
+	case "client_phrases":
+		tzArg()
+		args = append(args, w.Tenant)
+		args = append(args, w.Args...)
+	default:
+		if spec.messages {
+			args = append(args, w.Tenant)
+		}
+		args = append(args, w.Args...)
+	}
+	return q, args
+}
+
 // fill resolves the bot and link columns.
 func fill(t *Table, o ReportOptions) {
-	for c, name := range t.Columns {
+	for _, row := range t.Rows {
+		fillRow(t.Columns, row, o)
+	}
+}
+
+// fillRow resolves one row's bot and link columns.
+func fillRow(cols, row []string, o ReportOptions) {
+	for c, name := range cols {
 		switch name {
 		case botColumn:
-			for _, row := range t.Rows {
-				if n, ok := o.BotNames[row[c]]; ok {
-					row[c] = n
-				}
+			if n, ok := o.BotNames[row[c]]; ok {
+				row[c] = n
 			}
 		case linkColumn:
-			base := strings.TrimRight(o.ConsoleBaseURL, "/")
-			for _, row := range t.Rows {
-				if base == "" {
-					row[c] = ""
-				} else {
-					row[c] = base + "/conversations/" + url.PathEscape(row[c])
-				}
+			if base := strings.TrimRight(o.ConsoleBaseURL, "/"); base == "" {
+				row[c] = ""
+			} else {
+				row[c] = base + "/conversations/" + url.PathEscape(row[c])
 			}
 		}
 	}
