@@ -35,7 +35,9 @@ func BenchmarkEventToWebhook(b *testing.B) {
 	total := max(b.N, 1) * rate
 	b.ResetTimer()
 	sent, err := notifybench.Publish(context.Background(), rate, total,
-		func(i int) *eventv1.Envelope { return evtest.New("acme", fmt.Sprintf("bench-%d", i)).Started("support") },
+		func(i int) *eventv1.Envelope {
+			return evtest.New("acme", fmt.Sprintf("bench-%d", i)).Started("support")
+		},
 		func(ctx context.Context, env *eventv1.Envelope) error {
 			_, err := f.bus.Publish(ctx, proto.Clone(env).(*eventv1.Envelope))
 			return err
