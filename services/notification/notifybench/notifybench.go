@@ -16,11 +16,13 @@ import (
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 )
 
-// Receiver is a webhook endpoint that answers 204 and records when each
-// event's first delivery arrived, and how many calls came in.
+// Receiver is a webhook endpoint that answers 204 and records when the
+// first delivery of each conversation's event arrived (the load has one
+// event per conversation, so ids a client assigns match), and how many
+// calls came in.
 type Receiver struct {
 	mu    sync.Mutex
-	at    map[string]time.Time // event id -> first arrival
+	at    map[string]time.Time // conversation id -> first arrival
 	calls int
 }
 
@@ -33,22 +35,22 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	var m struct {
 		Data struct {
 			Event struct {
-				EventID string `json:"event_id"`
+				ConversationID string `json:"conversation_id"`
 			} `json:"event"`
 		} `json:"data"`
 	}
 	_ = json.Unmarshal(body, &m)
 	now := time.Now()
 	r.mu.Lock()
-	if _, ok := r.at[m.Data.Event.EventID]; !ok {
-		r.at[m.Data.Event.EventID] = now
+	if _, ok := r.at[m.Data.Event.ConversationID]; !ok {
+		r.at[m.Data.Event.ConversationID] = now
 	}
 	r.calls++
 	r.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// Counts returns the distinct events received and the calls.
+// Counts returns the distinct conversations' events received and the calls.
 func (r *Receiver) Counts() (events, calls int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -56,7 +58,8 @@ func (r *Receiver) Counts() (events, calls int) {
 }
 
 // Latencies returns, sorted, each received event's time from its
-// publication's acknowledgement (sent) to its first webhook.
+// publication's acknowledgement (sent, by conversation id) to its first
+// webhook.
 func (r *Receiver) Latencies(sent map[string]time.Time) []time.Duration {
 	r.mu.Lock()
 	out := make([]time.Duration, 0, len(r.at))
@@ -81,7 +84,7 @@ func Percentile(sorted []time.Duration, p float64) time.Duration {
 // Publish publishes total events (event(i) for i in [0, total)) at rate
 // per second, in slices of 10ms, each publish on its own goroutine so a
 // slow acknowledgement never slows the pace. It returns when each event
-// id was acknowledged, and the first error.
+// was acknowledged, by conversation id, and the first error.
 func Publish(ctx context.Context, rate, total int, event func(i int) *eventv1.Envelope,
 	publish func(context.Context, *eventv1.Envelope) error) (map[string]time.Time, error) {
 	sent := make(map[string]time.Time, total)
@@ -112,7 +115,7 @@ func Publish(ctx context.Context, rate, total int, event func(i int) *eventv1.En
 					}
 					return
 				}
-				sent[env.GetEventId()] = time.Now()
+				sent[env.GetConversationId()] = time.Now()
 			}()
 		}
 	}

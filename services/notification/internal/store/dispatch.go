@@ -23,6 +23,9 @@ type Claimed struct {
 func (s *Store) Claim(ctx context.Context, busy []string, perSub int, claimFor time.Duration, accept func(*Claimed) bool) ([]*Claimed, error) {
 	var out []*Claimed
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := lazyCommit(ctx, tx); err != nil {
+			return err
+		}
 		rows, err := tx.Query(ctx, `SELECT d.tenant_id, d.delivery_id, d.subscription_id, d.kind, d.event_id, d.event_kind,
 			d.conversation_id, d.stream_seq, d.payload, d.recipients, d.state, d.attempts, d.last_status, d.last_error,
 			d.next_attempt_at, d.expires_at, d.created_at, d.delivered_at,
@@ -98,6 +101,9 @@ type Recorded struct {
 func (s *Store) Record(ctx context.Context, c *Claimed, o Outcome, disableAfter time.Duration) (Recorded, error) {
 	var r Recorded
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := lazyCommit(ctx, tx); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `INSERT INTO notification_attempts (tenant_id, delivery_id, subscription_id, attempted_at,
 			status_code, latency_ms, error, success) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
 			c.TenantID, c.ID, c.SubscriptionID, o.At, o.Status, int(o.Latency.Milliseconds()), o.Error, o.Success); err != nil {
@@ -145,4 +151,14 @@ func (s *Store) Record(ctx context.Context, c *Claimed, o Outcome, disableAfter 
 		return err
 	})
 	return r, err
+}
+
+// lazyCommit lets tx commit without waiting for its WAL flush. For claims
+// and attempt records only: a crash can forget the last ones (at most
+// PostgreSQL's wal_writer_delay × 3), which sends those deliveries again
+// with the same webhook-id (at-least-once, as documented); the deliveries
+// themselves are written with the consumer's position, durably.
+func lazyCommit(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`)
+	return err
 }
