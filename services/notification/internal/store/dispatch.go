@@ -100,23 +100,28 @@ type Recorded struct {
 // for longer than disableAfter).
 func (s *Store) Record(ctx context.Context, c *Claimed, o Outcome, disableAfter time.Duration) (Recorded, error) {
 	var r Recorded
+	const insertAttempt = `INSERT INTO notification_attempts (tenant_id, delivery_id, subscription_id, attempted_at,
+			status_code, latency_ms, error, success) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`
+	if o.Success {
+		// The common case: its statements in one round trip between BEGIN and COMMIT.
+		return r, pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			b := &pgx.Batch{}
+			b.Queue(`SET LOCAL synchronous_commit = off`) // see lazyCommit
+			b.Queue(insertAttempt, c.TenantID, c.ID, c.SubscriptionID, o.At, o.Status, int(o.Latency.Milliseconds()), o.Error, o.Success)
+			b.Queue(`UPDATE notification_deliveries SET state = 'delivered', attempts = attempts + 1,
+				last_status = $3, last_error = '', delivered_at = $4 WHERE tenant_id = $1 AND delivery_id = $2`,
+				c.TenantID, c.ID, o.Status, o.At)
+			b.Queue(`UPDATE notification_subscriptions SET failing_since = NULL
+				WHERE tenant_id = $1 AND subscription_id = $2 AND failing_since IS NOT NULL`, c.TenantID, c.SubscriptionID)
+			return tx.SendBatch(ctx, b).Close()
+		})
+	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := lazyCommit(ctx, tx); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO notification_attempts (tenant_id, delivery_id, subscription_id, attempted_at,
-			status_code, latency_ms, error, success) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
+		if _, err := tx.Exec(ctx, insertAttempt,
 			c.TenantID, c.ID, c.SubscriptionID, o.At, o.Status, int(o.Latency.Milliseconds()), o.Error, o.Success); err != nil {
-			return err
-		}
-		if o.Success {
-			if _, err := tx.Exec(ctx, `UPDATE notification_deliveries SET state = 'delivered', attempts = attempts + 1,
-				last_status = $3, last_error = '', delivered_at = $4 WHERE tenant_id = $1 AND delivery_id = $2`,
-				c.TenantID, c.ID, o.Status, o.At); err != nil {
-				return err
-			}
-			_, err := tx.Exec(ctx, `UPDATE notification_subscriptions SET failing_since = NULL
-				WHERE tenant_id = $1 AND subscription_id = $2 AND failing_since IS NOT NULL`, c.TenantID, c.SubscriptionID)
 			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE notification_deliveries SET attempts = attempts + 1, last_status = $3, last_error = $4,
