@@ -35,12 +35,25 @@ type object struct {
 						ContainerPort int    `yaml:"containerPort"`
 					} `yaml:"ports"`
 					Env []struct {
-						Name  string `yaml:"name"`
-						Value string `yaml:"value"`
+						Name      string `yaml:"name"`
+						Value     string `yaml:"value"`
+						ValueFrom struct {
+							SecretKeyRef struct {
+								Name     string `yaml:"name"`
+								Key      string `yaml:"key"`
+								Optional bool   `yaml:"optional"`
+							} `yaml:"secretKeyRef"`
+						} `yaml:"valueFrom"`
 					} `yaml:"env"`
 				} `yaml:"containers"`
 			} `yaml:"spec"`
 		} `yaml:"template"`
+		// Service
+		Ports []struct {
+			Name       string `yaml:"name"`
+			Port       int    `yaml:"port"`
+			TargetPort any    `yaml:"targetPort"`
+		} `yaml:"ports"`
 		// NetworkPolicy
 		PodSelector selector `yaml:"podSelector"`
 		PolicyTypes []string `yaml:"policyTypes"`
@@ -177,7 +190,7 @@ func newCluster(t *testing.T, objs []object) *cluster {
 		"prometheus": {ns: "monitoring", labels: map[string]string{"app.kubernetes.io/name": "prometheus"}},
 		"client":     {ns: "web", labels: map[string]string{"app": "bot"}},
 		"stranger":   {ns: "parley", labels: map[string]string{"app": "stranger"}, ports: map[string]int{"http": 8080}},
-		"internet":   {ns: "", labels: map[string]string{}, ports: map[string]int{"https": 443}},
+		"internet":   {ns: "", labels: map[string]string{}, ports: map[string]int{"https": 443, "submission": 587, "smtps": 465, "smtp": 25}},
 	}}
 	for _, o := range objs {
 		switch o.Kind {
@@ -311,6 +324,9 @@ func TestNetworkPolicies(t *testing.T) {
 					flow{s, "kube-dns", 53, "UDP", true},
 					flow{s, "clickhouse", 9000, "TCP", s == "reporting"},
 					flow{s, "internet", 443, "TCP", s == "notification"}, // webhooks
+					flow{s, "internet", 587, "TCP", s == "notification"}, // SMTP submission (STARTTLS)
+					flow{s, "internet", 465, "TCP", s == "notification"}, // SMTPS
+					flow{s, "internet", 25, "TCP", false},                // relay port: never
 					flow{s, "stranger", 8080, "TCP", false},
 					flow{s, "nats", 8222, "TCP", false},
 					flow{"client", s, grpcPort[s], "TCP", true},
@@ -327,6 +343,8 @@ func TestNetworkPolicies(t *testing.T) {
 			flows = append(flows,
 				flow{"client", "ingest", 7301, "TCP", true},
 				flow{"client", "reporting", 7304, "TCP", true},
+				flow{"client", "notification", 7305, "TCP", true},
+				flow{"stranger", "notification", 7305, "TCP", true},
 				flow{"stranger", "nats", 4222, "TCP", false},
 				flow{"stranger", "postgresql", 5432, "TCP", false},
 				flow{"stranger", "clickhouse", 9000, "TCP", false},
@@ -382,6 +400,74 @@ func TestManifestsHardening(t *testing.T) {
 	}
 	if n != 5 {
 		t.Fatalf("%d Deployments, want 5", n)
+	}
+}
+
+// TestNotificationHTTPAndSMTP: notification's HTTP/JSON port 7305 is in
+// its Deployment (listening on every interface) and Service, and the SMTP
+// settings come from the parley-smtp Secret (optional keys, so a
+// deployment without email still starts), in both overlays.
+func TestNotificationHTTPAndSMTP(t *testing.T) {
+	for _, overlay := range []string{"local", "production"} {
+		t.Run(overlay, func(t *testing.T) {
+			var deployment, service bool
+			for _, o := range render(t, "../../deploy/kustomize/overlays/"+overlay) {
+				if o.Metadata.Name != "notification" {
+					continue
+				}
+				switch o.Kind {
+				case "Deployment":
+					deployment = true
+					ct := o.Spec.Template.Spec.Containers[0]
+					port := 0
+					for _, p := range ct.Ports {
+						if p.Name == "http" {
+							port = p.ContainerPort
+						}
+					}
+					if port != 7305 {
+						t.Errorf("container port http = %d, want 7305", port)
+					}
+					env := map[string]string{}
+					secret := map[string]string{}
+					for _, e := range ct.Env {
+						env[e.Name] = e.Value
+						if r := e.ValueFrom.SecretKeyRef; r.Name != "" {
+							if r.Name != "parley-smtp" && strings.HasPrefix(e.Name, "PARLEY_SMTP_") {
+								t.Errorf("%s from Secret %s, want parley-smtp", e.Name, r.Name)
+							}
+							if r.Name == "parley-smtp" && !r.Optional {
+								t.Errorf("%s: secretKeyRef not optional", e.Name)
+							}
+							secret[e.Name] = r.Key
+						}
+					}
+					if env["PARLEY_NOTIFICATION_HTTP_ADDR"] != "0.0.0.0:7305" {
+						t.Errorf("PARLEY_NOTIFICATION_HTTP_ADDR = %q", env["PARLEY_NOTIFICATION_HTTP_ADDR"])
+					}
+					for name, key := range map[string]string{"PARLEY_SMTP_HOST": "host", "PARLEY_SMTP_PORT": "port", "PARLEY_SMTP_USERNAME": "username",
+						"PARLEY_SMTP_PASSWORD": "password", "PARLEY_SMTP_TLS": "tls", "PARLEY_SMTP_FROM": "from"} {
+						if secret[name] != key {
+							t.Errorf("%s from Secret key %q, want %q", name, secret[name], key)
+						}
+					}
+				case "Service":
+					service = true
+					found := false
+					for _, p := range o.Spec.Ports {
+						if p.Name == "http" && p.Port == 7305 && p.TargetPort == "http" {
+							found = true
+						}
+					}
+					if !found {
+						t.Errorf("Service ports %+v: no http 7305 -> http", o.Spec.Ports)
+					}
+				}
+			}
+			if !deployment || !service {
+				t.Fatalf("Deployment %v, Service %v", deployment, service)
+			}
+		})
 	}
 }
 

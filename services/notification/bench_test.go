@@ -2,58 +2,23 @@ package notification_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/http/httptest"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/parley-dev/parley/libs/evtest"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
 	"github.com/parley-dev/parley/services/notification"
+	"github.com/parley-dev/parley/services/notification/notifybench"
 	"google.golang.org/protobuf/proto"
 )
 
-// stamp is a receiver that records when each event's webhook arrived.
-type stamp struct {
-	mu  sync.Mutex
-	at  map[string]time.Time // event id -> first arrival
-	all int
-}
-
-func newStamp(b testing.TB) (*stamp, string) {
-	s := &stamp{at: map[string]time.Time{}}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var m struct {
-			Data struct {
-				Event struct {
-					EventID string `json:"event_id"`
-				} `json:"event"`
-			} `json:"data"`
-		}
-		_ = json.Unmarshal(body, &m)
-		now := time.Now()
-		s.mu.Lock()
-		if _, ok := s.at[m.Data.Event.EventID]; !ok {
-			s.at[m.Data.Event.EventID] = now
-		}
-		s.all++
-		s.mu.Unlock()
-		w.WriteHeader(http.StatusNoContent)
-	}))
+func newStamp(b testing.TB) (*notifybench.Receiver, string) {
+	r := notifybench.NewReceiver()
+	srv := httptest.NewServer(r)
 	b.Cleanup(srv.Close)
-	return s, srv.URL
-}
-
-func (s *stamp) count() (events, calls int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.at), s.all
+	return r, srv.URL
 }
 
 // BenchmarkEventToWebhook publishes conversation_started events at 1,000
@@ -68,41 +33,23 @@ func BenchmarkEventToWebhook(b *testing.B) {
 	f.subscribe(url, []string{"conversation_started"}, "")
 	const rate = 1000
 	total := max(b.N, 1) * rate
-	sent := make(map[string]time.Time, total)
-	var mu sync.Mutex
 	b.ResetTimer()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	var wg sync.WaitGroup
-	for i := 0; i < total; i += rate / 100 {
-		<-tick.C
-		for j := i; j < min(i+rate/100, total); j++ {
-			env := evtest.New("acme", fmt.Sprintf("bench-%d", j)).Started("support")
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if _, err := f.bus.Publish(context.Background(), proto.Clone(env).(*eventv1.Envelope)); err != nil {
-					b.Error(err)
-					return
-				}
-				mu.Lock()
-				sent[env.EventId] = time.Now()
-				mu.Unlock()
-			}()
-		}
+	sent, err := notifybench.Publish(context.Background(), rate, total,
+		func(i int) *eventv1.Envelope {
+			return evtest.New("acme", fmt.Sprintf("bench-%d", i)).Started("support")
+		},
+		func(ctx context.Context, env *eventv1.Envelope) error {
+			_, err := f.bus.Publish(ctx, proto.Clone(env).(*eventv1.Envelope))
+			return err
+		})
+	if err != nil {
+		b.Fatal(err)
 	}
-	wg.Wait()
-	f.waitFor("every webhook", func() bool { n, _ := st.count(); return n >= total })
+	f.waitFor("every webhook", func() bool { n, _ := st.Counts(); return n >= total })
 	b.StopTimer()
-	st.mu.Lock()
-	lat := make([]time.Duration, 0, total)
-	for id, at := range st.at {
-		lat = append(lat, at.Sub(sent[id]))
-	}
-	st.mu.Unlock()
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Milliseconds()), "p50-ms")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Milliseconds()), "p99-ms")
+	lat := st.Latencies(sent)
+	b.ReportMetric(float64(notifybench.Percentile(lat, 0.5).Milliseconds()), "p50-ms")
+	b.ReportMetric(float64(notifybench.Percentile(lat, 0.99).Milliseconds()), "p99-ms")
 }
 
 // BenchmarkFanOut delivers each of b.N events to 100 subscriptions (one
@@ -119,7 +66,7 @@ func BenchmarkFanOut(b *testing.B) {
 	for i := range b.N {
 		f.publish(evtest.New("acme", fmt.Sprintf("fan-%d", i)).Started("support"))
 	}
-	f.waitFor("every delivery", func() bool { _, calls := st.count(); return calls >= b.N*subs })
+	f.waitFor("every delivery", func() bool { _, calls := st.Counts(); return calls >= b.N*subs })
 	b.StopTimer()
 	b.ReportMetric(float64(b.N*subs)/time.Since(begin).Seconds(), "deliveries/s")
 }

@@ -2,7 +2,6 @@ package notification_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"mime"
@@ -19,7 +18,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"github.com/jackc/pgx/v5"
 	"github.com/parley-dev/parley/libs/evtest"
 	"github.com/parley-dev/parley/libs/localinfra/mailcatcher"
 	eventv1 "github.com/parley-dev/parley/proto/parley/event/v1"
@@ -134,18 +132,6 @@ func transcriptLines(t *testing.T, text string) (zone string, out []string) {
 	return zone, out
 }
 
-func setTimeZone(t *testing.T, f *fixture, tz string) {
-	t.Helper()
-	conn, err := pgx.Connect(context.Background(), f.cfg.Postgres.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(context.Background(), `UPDATE tenants SET time_zone = $1 WHERE tenant_id = 'acme'`, tz); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // endedAroundMidnight is a conversation in New York that crosses midnight
 // local time: visitor, bot, an agent who joins by name (two lines), a
 // system message, the end.
@@ -176,7 +162,7 @@ func endedAroundMidnight(id string) ([]*eventv1.Envelope, []time.Time) {
 func TestConversationEndSendsSignedWebhookAndTranscriptEmail(t *testing.T) {
 	smtpSrv := catcher(t, "127.0.0.1:0")
 	f := start(t, smtpAt(smtpSrv.Addr()))
-	setTimeZone(t, f, "America/New_York")
+	setTimeZone(t, f, "acme", "America/New_York")
 	if _, err := f.client.SetBranding(f.ctx(), &notificationv1.SetBrandingRequest{Branding: &notificationv1.Branding{
 		Name: "Acme Support", PrimaryColor: "#aa0000", ReplyTo: "help@acme.example"}}); err != nil {
 		t.Fatal(err)

@@ -47,7 +47,7 @@ type Options struct {
 }
 
 // Phases are the bench's phases, in the order they run.
-var Phases = []string{"ingest", "lag", "sustained", "ceiling", "queries", "baseline", "rebuild", "memory", "lazy"}
+var Phases = []string{"ingest", "lag", "sustained", "ceiling", "queries", "baseline", "rebuild", "notification", "memory", "lazy"}
 
 // runs reports whether the phase is selected.
 func (o *Options) runs(phase string) bool {
@@ -133,6 +133,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 
+	if o.runs("notification") {
+		for k, v := range notificationEnv() {
+			if os.Getenv(k) == "" {
+				os.Setenv(k, v)
+				defer os.Unsetenv(k)
+			}
+		}
+	}
 	// The production setting first: JetStream syncs before acknowledging.
 	logf("starting the suite with sync_interval: always")
 	synced, err := startSuite(ctx, o, bin, true)
@@ -172,6 +180,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		if o.runs("rebuild") {
 			if err := measureRebuild(ctx, o, synced, rep, prof, logf); err != nil {
+				return err
+			}
+		}
+		if o.runs("notification") {
+			if err := measureNotification(ctx, o, synced, rep, prof, logf); err != nil {
 				return err
 			}
 		}

@@ -107,18 +107,7 @@ func TestSustainedOnlyWithProfiles(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts the whole suite")
 	}
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "parley-bench-*")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	root, dir := benchDirs(t)
 	prof := filepath.Join(dir, "profiles")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -158,4 +147,54 @@ func find(rep *bench.Report, name string) *bench.Result {
 		}
 	}
 	return nil
+}
+
+// PARLEY_BENCH_ONLY=notification: only the notification phase runs and it
+// yields event → webhook latency, fan-out deliveries/s and notification's
+// peak memory, every webhook and delivery received.
+func TestNotificationOnly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: starts the whole suite")
+	}
+	root, dir := benchDirs(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	rep, err := bench.Run(ctx, bench.Options{Root: root, Dir: dir, Phase: 2 * time.Second, Log: testLog{t}, Only: []string{"notification"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rep.Results {
+		if r.Group != "Notification" {
+			t.Errorf("figure of an unselected phase: %s: %s", r.Group, r.Name)
+		}
+	}
+	for name, note := range map[string]string{
+		"event → webhook latency, p50 (at 1,000 events/s)": "2000 events published",
+		"event → webhook latency, p99 (at 1,000 events/s)": "2000 webhooks received",
+		"fan-out of one event to 100 subscriptions":        "2000 deliveries received",
+		"notification: peak resident memory (whole run)":   "",
+	} {
+		r := find(rep, name)
+		if r == nil || r.Value <= 0 || !strings.Contains(r.Note, note) {
+			t.Errorf("%s: %+v, want a value and a note with %q", name, r, note)
+		}
+	}
+}
+
+// benchDirs returns the repository root and a fresh run directory that
+// the postgres user may enter (PostgreSQL runs as it), removed afterwards.
+func benchDirs(t *testing.T) (root, dir string) {
+	t.Helper()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dir, err = os.MkdirTemp("", "parley-bench-*"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return root, dir
 }

@@ -51,7 +51,8 @@ func (r *Report) WriteMarkdown(w io.Writer, command string) error {
 	b.WriteString("go test ./services/tagging -run '^$' -bench TaggingConsumer -benchtime 20000x # tagging with 10 and 100 rules\n")
 	b.WriteString("go test ./services/tagging -run '^$' -bench TaggingHandle -benchtime 20000x  # tagging's handler: CPU and PostgreSQL work per event\n")
 	b.WriteString("go test ./services/lifecycle -run '^$' -bench LifecycleConsumer -benchtime 30000x # lifecycle alone, NATS syncing every write\n")
-	b.WriteString("go test ./services/reporting -run '^$' -bench Projector -benchtime 100000x    # the projector's CPU per event against a raw insert\n```\n")
+	b.WriteString("go test ./services/reporting -run '^$' -bench Projector -benchtime 100000x    # the projector's CPU per event against a raw insert\n")
+	b.WriteString("go test ./services/notification -run '^$' -bench . -benchtime 5x            # event → webhook latency at 1,000/s and fan-out, in process\n```\n")
 	if len(r.Notes) > 0 {
 		b.WriteString("\n## Notes\n\n")
 		for _, n := range r.Notes {

@@ -99,9 +99,33 @@ type AlertRule struct {
 	// "ok" or "firing".
 	State string `protobuf:"bytes,8,opt,name=state,proto3" json:"state,omitempty"`
 	// The count at the last evaluation.
-	Count         uint64                 `protobuf:"varint,9,opt,name=count,proto3" json:"count,omitempty"`
-	ChangedAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=changed_at,json=changedAt,proto3" json:"changed_at,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	Count     uint64                 `protobuf:"varint,9,opt,name=count,proto3" json:"count,omitempty"`
+	ChangedAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=changed_at,json=changedAt,proto3" json:"changed_at,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// What the rule measures (docs/webhooks.md, Alerts):
+	// "count" (the default): events of event_kind meeting condition;
+	// "unidentified_rate": unidentified bot answers ÷ bot messages over the
+	// window (event_kind is message_posted; threshold unused);
+	// "cost_per_day": usage cost in `currency` over the tenant's calendar day
+	// in its time zone (event_kind is usage_recorded; window and threshold
+	// unused).
+	Metric string `protobuf:"bytes,12,opt,name=metric,proto3" json:"metric,omitempty"`
+	// With event_kind "issue_detected": counts only this issue, e.g.
+	// "bot-error", "unidentified-response".
+	IssueKind string `protobuf:"bytes,13,opt,name=issue_kind,json=issueKind,proto3" json:"issue_kind,omitempty"`
+	// unidentified_rate: fires while the rate is at least this, from 0 (exclusive) to 1.
+	RateThreshold float64 `protobuf:"fixed64,14,opt,name=rate_threshold,json=rateThreshold,proto3" json:"rate_threshold,omitempty"`
+	// unidentified_rate: bot messages the window needs before the rate is
+	// judged (0 means 1); fewer, and the rule is ok.
+	MinMessages uint32 `protobuf:"varint,15,opt,name=min_messages,json=minMessages,proto3" json:"min_messages,omitempty"`
+	// cost_per_day: the ISO 4217 currency summed (usage sent without one is
+	// USD); other currencies are never added.
+	Currency string `protobuf:"bytes,16,opt,name=currency,proto3" json:"currency,omitempty"`
+	// cost_per_day: fires while the day's cost is at least this, in micros.
+	BudgetMicros int64 `protobuf:"varint,17,opt,name=budget_micros,json=budgetMicros,proto3" json:"budget_micros,omitempty"`
+	// The measured value at the last evaluation: the count, the rate, or the
+	// day's cost in micros.
+	Value         float64 `protobuf:"fixed64,18,opt,name=value,proto3" json:"value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -211,6 +235,55 @@ func (x *AlertRule) GetCreatedAt() *timestamppb.Timestamp {
 		return x.CreatedAt
 	}
 	return nil
+}
+
+func (x *AlertRule) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *AlertRule) GetIssueKind() string {
+	if x != nil {
+		return x.IssueKind
+	}
+	return ""
+}
+
+func (x *AlertRule) GetRateThreshold() float64 {
+	if x != nil {
+		return x.RateThreshold
+	}
+	return 0
+}
+
+func (x *AlertRule) GetMinMessages() uint32 {
+	if x != nil {
+		return x.MinMessages
+	}
+	return 0
+}
+
+func (x *AlertRule) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *AlertRule) GetBudgetMicros() int64 {
+	if x != nil {
+		return x.BudgetMicros
+	}
+	return 0
+}
+
+func (x *AlertRule) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
 }
 
 // CreateAlertRuleRequest creates an alert rule.
@@ -2062,7 +2135,7 @@ var File_parley_notification_v1_notification_proto protoreflect.FileDescriptor
 
 const file_parley_notification_v1_notification_proto_rawDesc = "" +
 	"\n" +
-	")parley/notification/v1/notification.proto\x12\x16parley.notification.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x02\n" +
+	")parley/notification/v1/notification.proto\x12\x16parley.notification.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd6\x04\n" +
 	"\tAlertRule\x12\x19\n" +
 	"\balert_id\x18\x01 \x01(\tR\aalertId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
@@ -2080,7 +2153,15 @@ const file_parley_notification_v1_notification_proto_rawDesc = "" +
 	"changed_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tchangedAt\x129\n" +
 	"\n" +
-	"created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"O\n" +
+	"created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x16\n" +
+	"\x06metric\x18\f \x01(\tR\x06metric\x12\x1d\n" +
+	"\n" +
+	"issue_kind\x18\r \x01(\tR\tissueKind\x12%\n" +
+	"\x0erate_threshold\x18\x0e \x01(\x01R\rrateThreshold\x12!\n" +
+	"\fmin_messages\x18\x0f \x01(\rR\vminMessages\x12\x1a\n" +
+	"\bcurrency\x18\x10 \x01(\tR\bcurrency\x12#\n" +
+	"\rbudget_micros\x18\x11 \x01(\x03R\fbudgetMicros\x12\x14\n" +
+	"\x05value\x18\x12 \x01(\x01R\x05value\"O\n" +
 	"\x16CreateAlertRuleRequest\x125\n" +
 	"\x04rule\x18\x01 \x01(\v2!.parley.notification.v1.AlertRuleR\x04rule\"\x17\n" +
 	"\x15ListAlertRulesRequest\"Q\n" +

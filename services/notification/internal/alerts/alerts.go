@@ -83,7 +83,11 @@ func (e *Evaluator) Evaluate(ctx context.Context, now time.Time) error {
 func ToProto(a *store.AlertRule) *notificationv1.AlertRule {
 	out := &notificationv1.AlertRule{AlertId: a.ID, Name: a.Name, EventKind: a.EventKind, Condition: a.Condition,
 		WindowSeconds: uint32(a.Window / time.Second), Threshold: uint64(a.Threshold), Comparison: a.Comparison, State: a.State,
-		Count: uint64(a.Count), CreatedAt: timestamppb.New(a.CreatedAt)}
+		Count: uint64(a.Count), CreatedAt: timestamppb.New(a.CreatedAt), Metric: a.Metric, IssueKind: a.IssueKind,
+		RateThreshold: a.RateThreshold, MinMessages: uint32(a.MinMessages), Currency: a.Currency, BudgetMicros: a.BudgetMicros, Value: a.Value}
+	if a.Metric == store.MetricCostPerDay {
+		out.WindowSeconds = 0 // the tenant's calendar day
+	}
 	if a.ChangedAt != nil {
 		out.ChangedAt = timestamppb.New(*a.ChangedAt)
 	}

@@ -534,22 +534,10 @@ func (s *Server) CreateAlertRule(ctx context.Context, req *notificationv1.Create
 	r := req.GetRule()
 	a := &store.AlertRule{TenantID: p.TenantID, ID: "alr_" + strings.ReplaceAll(eventbus.NewEventID(), "-", ""), Name: r.GetName(),
 		EventKind: r.GetEventKind(), Condition: r.GetCondition(), Window: time.Duration(r.GetWindowSeconds()) * time.Second,
-		Threshold: int64(r.GetThreshold()), Comparison: r.GetComparison()}
-	if a.Comparison == "" {
-		a.Comparison = store.Above
-	}
-	step := s.d.AlertStep
-	switch {
-	case len(a.Name) > maxNameBytes:
-		return nil, grpcx.Invalid("rule.name", fmt.Sprintf("must be at most %d bytes", maxNameBytes))
-	case !eventbus.IsKind(a.EventKind):
-		return nil, grpcx.Invalid("rule.event_kind", "unknown event kind; one of "+strings.Join(eventbus.Kinds(), ", "))
-	case a.Window < step || a.Window > 24*time.Hour || a.Window%step != 0:
-		return nil, grpcx.Invalid("rule.window_seconds", fmt.Sprintf("must be a multiple of %d from %d to 86400", int(step/time.Second), int(step/time.Second)))
-	case a.Threshold < 1 || r.GetThreshold() > 1<<40:
-		return nil, grpcx.Invalid("rule.threshold", "must be from 1 to 2^40")
-	case a.Comparison != store.Above && a.Comparison != store.Below:
-		return nil, grpcx.Invalid("rule.comparison", `must be "above" or "below"`)
+		Threshold: int64(r.GetThreshold()), Comparison: r.GetComparison(), Metric: r.GetMetric(), IssueKind: r.GetIssueKind(),
+		RateThreshold: r.GetRateThreshold(), MinMessages: int64(r.GetMinMessages()), Currency: r.GetCurrency(), BudgetMicros: r.GetBudgetMicros()}
+	if err := alerts.Validate(a, s.d.AlertStep); err != nil {
+		return nil, err
 	}
 	if strings.TrimSpace(a.Condition) != "" {
 		if _, err := s.d.Engine.Compile(a.Condition); err != nil {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -144,14 +145,53 @@ type Folder struct {
 }
 
 // count adds the event to the buckets of the alert rules it matches.
-func (f *Folder) count(ctx context.Context, alertRules []*store.AlertRule, env *eventv1.Envelope, in func() rules.Input, counts map[store.CountKey]int64) {
+func (f *Folder) count(ctx context.Context, alertRules []*store.AlertRule, env *eventv1.Envelope, in func() rules.Input, counts map[store.CountKey]store.Amount) {
 	kind := eventbus.Kind(env)
 	at := env.GetRecordedAt().AsTime()
 	for _, a := range alertRules {
-		if a.TenantID == env.GetTenantId() && f.Matcher.Matches(ctx, ruleSelector(a), kind, in) {
-			counts[store.CountKey{AlertID: a.ID, Bucket: at.Truncate(f.AlertStep)}]++
+		if a.TenantID != env.GetTenantId() {
+			continue
 		}
+		add, ok := measure(a, env)
+		if !ok || !f.Matcher.Matches(ctx, ruleSelector(a), kind, in) {
+			continue
+		}
+		k := store.CountKey{AlertID: a.ID, Bucket: at.Truncate(f.AlertStep)}
+		sum := counts[k]
+		sum.Count, sum.Value = sum.Count+add.Count, sum.Value+add.Value
+		counts[k] = sum
 	}
+}
+
+// measure is what one event adds to a rule's bucket, if anything: a count,
+// a bot message (and whether it went unidentified), or a usage cost in the
+// rule's currency.
+func measure(a *store.AlertRule, env *eventv1.Envelope) (store.Amount, bool) {
+	switch a.Metric {
+	case store.MetricUnidentifiedRate:
+		m := env.GetMessagePosted()
+		if m == nil || m.GetRole() != eventv1.Role_ROLE_BOT {
+			return store.Amount{}, false
+		}
+		if m.GetUnidentified() {
+			return store.Amount{Count: 1, Value: 1}, true
+		}
+		return store.Amount{Count: 1}, true
+	case store.MetricCostPerDay:
+		u := env.GetUsageRecorded()
+		cur := u.GetCurrency()
+		if cur == "" {
+			cur = "USD"
+		}
+		if u == nil || !strings.EqualFold(cur, a.Currency) {
+			return store.Amount{}, false
+		}
+		return store.Amount{Count: 1, Value: u.GetCostMicros()}, true
+	}
+	if a.IssueKind != "" && env.GetIssueDetected().GetIssue() != a.IssueKind {
+		return store.Amount{}, false
+	}
+	return store.Amount{Count: 1}, true
 }
 
 // Deliveries returns the deliveries of one event (already folded into
@@ -235,7 +275,7 @@ func (c *Consumer) Handle(ctx context.Context, b partition.Batch) error {
 		if err != nil {
 			return err
 		}
-		counts := map[store.CountKey]int64{}
+		counts := map[store.CountKey]store.Amount{}
 		states := map[store.ConvKey]*taggingv1.RuleConversation{}
 		for _, k := range keys {
 			st := &taggingv1.RuleConversation{}

@@ -23,6 +23,9 @@ type Claimed struct {
 func (s *Store) Claim(ctx context.Context, busy []string, perSub int, claimFor time.Duration, accept func(*Claimed) bool) ([]*Claimed, error) {
 	var out []*Claimed
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := lazyCommit(ctx, tx); err != nil {
+			return err
+		}
 		rows, err := tx.Query(ctx, `SELECT d.tenant_id, d.delivery_id, d.subscription_id, d.kind, d.event_id, d.event_kind,
 			d.conversation_id, d.stream_seq, d.payload, d.recipients, d.state, d.attempts, d.last_status, d.last_error,
 			d.next_attempt_at, d.expires_at, d.created_at, d.delivered_at,
@@ -100,20 +103,28 @@ type Recorded struct {
 // for longer than disableAfter).
 func (s *Store) Record(ctx context.Context, c *Claimed, o Outcome, disableAfter time.Duration) (Recorded, error) {
 	var r Recorded
+	const insertAttempt = `INSERT INTO notification_attempts (tenant_id, delivery_id, subscription_id, attempted_at,
+			status_code, latency_ms, error, success) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`
+	if o.Success {
+		// The common case: its statements in one round trip between BEGIN and COMMIT.
+		return r, pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			b := &pgx.Batch{}
+			b.Queue(`SET LOCAL synchronous_commit = off`) // see lazyCommit
+			b.Queue(insertAttempt, c.TenantID, c.ID, c.SubscriptionID, o.At, o.Status, int(o.Latency.Milliseconds()), o.Error, o.Success)
+			b.Queue(`UPDATE notification_deliveries SET state = 'delivered', attempts = attempts + 1,
+				last_status = $3, last_error = '', delivered_at = $4 WHERE tenant_id = $1 AND delivery_id = $2`,
+				c.TenantID, c.ID, o.Status, o.At)
+			b.Queue(`UPDATE notification_subscriptions SET failing_since = NULL
+				WHERE tenant_id = $1 AND subscription_id = $2 AND failing_since IS NOT NULL`, c.TenantID, c.SubscriptionID)
+			return tx.SendBatch(ctx, b).Close()
+		})
+	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO notification_attempts (tenant_id, delivery_id, subscription_id, attempted_at,
-			status_code, latency_ms, error, success) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
-			c.TenantID, c.ID, c.SubscriptionID, o.At, o.Status, int(o.Latency.Milliseconds()), o.Error, o.Success); err != nil {
+		if err := lazyCommit(ctx, tx); err != nil {
 			return err
 		}
-		if o.Success {
-			if _, err := tx.Exec(ctx, `UPDATE notification_deliveries SET state = 'delivered', attempts = attempts + 1,
-				last_status = $3, last_error = '', delivered_at = $4 WHERE tenant_id = $1 AND delivery_id = $2`,
-				c.TenantID, c.ID, o.Status, o.At); err != nil {
-				return err
-			}
-			_, err := tx.Exec(ctx, `UPDATE notification_subscriptions SET failing_since = NULL
-				WHERE tenant_id = $1 AND subscription_id = $2 AND failing_since IS NOT NULL`, c.TenantID, c.SubscriptionID)
+		if _, err := tx.Exec(ctx, insertAttempt,
+			c.TenantID, c.ID, c.SubscriptionID, o.At, o.Status, int(o.Latency.Milliseconds()), o.Error, o.Success); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE notification_deliveries SET attempts = attempts + 1, last_status = $3, last_error = $4,
@@ -151,4 +162,14 @@ func (s *Store) Record(ctx context.Context, c *Claimed, o Outcome, disableAfter 
 		return err
 	})
 	return r, err
+}
+
+// lazyCommit lets tx commit without waiting for its WAL flush. For claims
+// and attempt records only: a crash can forget the last ones (at most
+// PostgreSQL's wal_writer_delay × 3), which sends those deliveries again
+// with the same webhook-id (at-least-once, as documented); the deliveries
+// themselves are written with the consumer's position, durably.
+func lazyCommit(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`)
+	return err
 }
