@@ -178,8 +178,12 @@ type ConversationState struct {
 	LateEvents uint32 `protobuf:"varint,29,opt,name=late_events,json=lateEvents,proto3" json:"late_events,omitempty"`
 	// Highest PARLEY_CONV stream sequence applied to this conversation.
 	AppliedSequence uint64 `protobuf:"varint,30,opt,name=applied_sequence,json=appliedSequence,proto3" json:"applied_sequence,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The bot runs in debug mode for this conversation: the debug_enabled of
+	// its latest conversation_started. Readable with the ingest scope, so a
+	// bot can check it.
+	DebugEnabled  bool `protobuf:"varint,31,opt,name=debug_enabled,json=debugEnabled,proto3" json:"debug_enabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConversationState) Reset() {
@@ -420,6 +424,13 @@ func (x *ConversationState) GetAppliedSequence() uint64 {
 		return x.AppliedSequence
 	}
 	return 0
+}
+
+func (x *ConversationState) GetDebugEnabled() bool {
+	if x != nil {
+		return x.DebugEnabled
+	}
+	return false
 }
 
 // EndConversationRequest ends one conversation.
@@ -1136,7 +1147,7 @@ const file_parley_lifecycle_v1_lifecycle_proto_rawDesc = "" +
 	"\n" +
 	"#parley/lifecycle/v1/lifecycle.proto\x12\x13parley.lifecycle.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eparley/event/v1/payloads.proto\"F\n" +
 	"\x1bGetConversationStateRequest\x12'\n" +
-	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\"\xa3\v\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\"\xc8\v\n" +
 	"\x11ConversationState\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x123\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1b.parley.lifecycle.v1.StatusR\x06status\x129\n" +
@@ -1175,7 +1186,8 @@ const file_parley_lifecycle_v1_lifecycle_proto_rawDesc = "" +
 	"\bresolved\x18\x1c \x01(\bR\bresolved\x12\x1f\n" +
 	"\vlate_events\x18\x1d \x01(\rR\n" +
 	"lateEvents\x12)\n" +
-	"\x10applied_sequence\x18\x1e \x01(\x04R\x0fappliedSequenceB\x14\n" +
+	"\x10applied_sequence\x18\x1e \x01(\x04R\x0fappliedSequence\x12#\n" +
+	"\rdebug_enabled\x18\x1f \x01(\bR\fdebugEnabledB\x14\n" +
 	"\x12_first_response_ms\"t\n" +
 	"\x16EndConversationRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x12\n" +

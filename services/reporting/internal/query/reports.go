@@ -75,11 +75,18 @@ var reportSpecs = map[string]reportSpec{
 			ORDER BY started_at_us DESC, conversation_id DESC`,
 	},
 	"billing": {
-		// One row per bot and currency: amounts in different currencies
-		// are never added together.
+		// One row per bot and currency, from the usage lines (a
+		// conversation's cost_micros is 0 when its usage is in several
+		// currencies): amounts in different currencies are never added. A
+		// conversation counts in the row of each currency it used; its paid
+		// messages count once, in the row of its first line's currency.
+		// Conversations without usage make the row with an empty currency.
 		columns: []string{"bot_id", "bot", "currency", "conversations", "paid_messages", "cost_micros", "input_tokens", "output_tokens"},
-		sql: `SELECT bot_id, bot_id, currency, toString(count()), toString(sum(paid_messages)), toString(sum(cost_micros)), toString(sum(input_tokens)), toString(sum(output_tokens))
-			FROM conversations FINAL WHERE %[1]s GROUP BY bot_id, currency ORDER BY bot_id, currency`,
+		sql: `SELECT bot_id, bot_id, u_cur, toString(uniqExact(conversation_id)), toString(sumIf(paid_messages, u_idx <= 1)), toString(sum(u_cost)),
+				toString(sum(u_in)), toString(sum(u_out))
+			FROM conversations FINAL LEFT ARRAY JOIN usage_currencies AS u_cur, usage_cost_micros AS u_cost, usage_input_tokens AS u_in,
+				usage_output_tokens AS u_out, arrayEnumerate(usage_currencies) AS u_idx
+			WHERE %[1]s GROUP BY bot_id, u_cur ORDER BY bot_id, u_cur`,
 	},
 	"operators": {
 		columns: []string{"agent_id", "conversations", "messages", "first_response_avg_ms", "response_avg_ms", "response_max_ms"},
