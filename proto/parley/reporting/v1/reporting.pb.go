@@ -2326,9 +2326,10 @@ func (x *DayCount) GetMessages() uint64 {
 type RunReportRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One of "sessions" (every conversation with its dialog),
-	// "sessions_with_markers", "billing" (per channel), "operators" (per
-	// operator: first and average response time), "productivity" (per
-	// conversation with an operator), "sources" (per channel and bot),
+	// "sessions_with_markers", "billing" (per bot and currency), "operators"
+	// (per operator: first and average response time as lifecycle states
+	// them), "productivity" (per conversation with an operator, the same
+	// times), "sources" (per channel and bot),
 	// "pages" (web pages visited), "popular_phrases", "client_phrases".
 	Kind   string  `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
 	Filter *Filter `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
