@@ -63,6 +63,12 @@ func BenchmarkQueriesAt1M(b *testing.B) {
 			})
 		})
 	}
+	b.Run("GetVisitor/visitor-1", func(b *testing.B) {
+		latency(b, func() error {
+			_, err := f.client.GetVisitor(f.ctx(), &reportingv1.GetVisitorRequest{VisitorToken: "visitor-1"})
+			return err
+		})
+	})
 	for _, name := range []string{"last-7-days", "all-time", "30d-combined"} {
 		fl := lists[name]
 		b.Run("GetDashboard/"+name, func(b *testing.B) {

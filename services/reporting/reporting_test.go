@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"slices"
 	"sort"
@@ -56,6 +57,10 @@ type conv struct {
 	refundText       bool
 	cost             int64
 	marker, cart     bool
+	// firstMs and respMs are the agent's first response and reply times as
+	// lifecycle states them (ended conversations with a takeover; the
+	// client's response_time_ms of the agent's message is 3000).
+	firstMs, respMs uint32
 }
 
 func (c conv) messages() int { return c.visitorMsgs + c.botMsgs + b2i(c.takeover) }
@@ -87,6 +92,9 @@ func model(tenant string, n int, now time.Time) []conv {
 			ended: i%2 == 1, refundText: i%5 == 1 && i%4 != 0,
 			cost:   int64(i) * 100,
 			marker: i%12 == 0, cart: i%4 == 0,
+		}
+		if c.takeover && c.ended {
+			c.firstMs, c.respMs = uint32(1000+10*i), uint32(2000+20*i)
 		}
 		out = append(out, c)
 	}
@@ -206,9 +214,8 @@ func (c conv) events() []*eventv1.Envelope {
 		}
 		ec := &eventv1.EngagementClassified{Engagement: eng}
 		if c.takeover {
-			// As lifecycle states them: the agent answered 2s after the
-			// handoff request, with a client-measured reply time of 3s.
-			ec.FirstResponseMs, ec.AgentReplies, ec.AgentResponseMsSum, ec.AverageResponseMs = proto.Uint32(2000), 1, 3000, 3000
+			// As lifecycle states them, unlike the client's 3s.
+			ec.FirstResponseMs, ec.AgentReplies, ec.AgentResponseMsSum, ec.AverageResponseMs = proto.Uint32(c.firstMs), 1, uint64(c.respMs), c.respMs
 		}
 		add("lifecycle", func(e *eventv1.Envelope) {
 			e.Payload = &eventv1.Envelope_EngagementClassified{EngagementClassified: ec}
@@ -606,7 +613,7 @@ func TestTenantIsolationAndShareLinks(t *testing.T) {
 	}
 	m := f.acme[7]
 	if c.Summary.BotId != m.bot || !c.Summary.TakenOver || c.Summary.AgentName != "Ann" || len(c.Messages) != m.messages() ||
-		c.Summary.Status != "ended" || c.AverageResponseMs != 3000 || c.CostMicros != m.cost || c.ShareUrl == "" {
+		c.Summary.Status != "ended" || c.AverageResponseMs != m.respMs || c.CostMicros != m.cost || c.ShareUrl == "" {
 		t.Fatalf("conversation %v", c)
 	}
 	// The share link opens the conversation without a key, over HTTP.
@@ -768,19 +775,28 @@ func TestReportsMatchIndependentNumbers(t *testing.T) {
 			t.Fatalf("sources %s: %v want %+v", k, row, s)
 		}
 	}
-	// operators and productivity.
-	takeovers := 0
-	visitorOf := map[string]int{}
+	// operators and productivity: the agent's times as lifecycle states
+	// them, not the client's response_time_ms.
+	takeovers, withTimes := 0, 0
+	var firstSum, respSum int
+	prod := map[string]conv{}
 	for _, c := range f.acme {
 		if c.takeover {
 			takeovers++
-			visitorOf[c.id] = c.visitorMsgs
+			prod[c.id] = c
+		}
+		if c.firstMs > 0 {
+			withTimes++
+			firstSum += int(c.firstMs)
+			respSum += int(c.respMs)
 		}
 	}
+	roundDiv := func(a, b int) string { return itoa(int(math.Round(float64(a) / float64(b)))) }
 	r = run("operators", false, &reportingv1.Filter{})
 	if len(r.Rows) != 1 || r.Rows[0].Values[0] != "ann" || r.Rows[0].Values[col(r, "conversations")] != itoa(takeovers) ||
-		r.Rows[0].Values[col(r, "first_response_avg_ms")] != "3000" || r.Rows[0].Values[col(r, "response_avg_ms")] != "3000" {
-		t.Fatalf("operators: %v", r.Rows)
+		r.Rows[0].Values[col(r, "first_response_avg_ms")] != roundDiv(firstSum, withTimes) ||
+		r.Rows[0].Values[col(r, "response_avg_ms")] != roundDiv(respSum, withTimes) || r.Rows[0].Values[col(r, "replies")] != itoa(withTimes) {
+		t.Fatalf("operators: %v, want first %s, reply %s over %d", r.Rows, roundDiv(firstSum, withTimes), roundDiv(respSum, withTimes), withTimes)
 	}
 	r = run("productivity", false, &reportingv1.Filter{})
 	if len(r.Rows) != takeovers {
@@ -788,8 +804,10 @@ func TestReportsMatchIndependentNumbers(t *testing.T) {
 	}
 	for _, rr := range r.Rows {
 		row := rr.Values
-		if row[col(r, "agent_messages")] != "1" || row[col(r, "visitor_messages")] != itoa(visitorOf[row[0]]) || row[col(r, "response_max_ms")] != "3000" {
-			t.Fatalf("productivity row %v", row)
+		c := prod[row[0]]
+		if row[col(r, "agent_messages")] != "1" || row[col(r, "visitor_messages")] != itoa(c.visitorMsgs) ||
+			row[col(r, "first_response_ms")] != itoa(int(c.firstMs)) || row[col(r, "response_avg_ms")] != itoa(int(c.respMs)) {
+			t.Fatalf("productivity row %v want %+v", row, c)
 		}
 	}
 	// pages.

@@ -178,8 +178,12 @@ type ConversationState struct {
 	LateEvents uint32 `protobuf:"varint,29,opt,name=late_events,json=lateEvents,proto3" json:"late_events,omitempty"`
 	// Highest PARLEY_CONV stream sequence applied to this conversation.
 	AppliedSequence uint64 `protobuf:"varint,30,opt,name=applied_sequence,json=appliedSequence,proto3" json:"applied_sequence,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The bot runs in debug mode for this conversation: the debug_enabled of
+	// its latest conversation_started. Readable with the ingest scope, so a
+	// bot can check it.
+	DebugEnabled  bool `protobuf:"varint,31,opt,name=debug_enabled,json=debugEnabled,proto3" json:"debug_enabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConversationState) Reset() {
@@ -420,6 +424,13 @@ func (x *ConversationState) GetAppliedSequence() uint64 {
 		return x.AppliedSequence
 	}
 	return 0
+}
+
+func (x *ConversationState) GetDebugEnabled() bool {
+	if x != nil {
+		return x.DebugEnabled
+	}
+	return false
 }
 
 // EndConversationRequest ends one conversation.
@@ -1130,13 +1141,122 @@ func (x *ListSessionTimeoutsResponse) GetDefaultTimeoutSeconds() uint32 {
 	return 0
 }
 
+// GetDebugModeRequest names a conversation.
+type GetDebugModeRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GetDebugModeRequest) Reset() {
+	*x = GetDebugModeRequest{}
+	mi := &file_parley_lifecycle_v1_lifecycle_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDebugModeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDebugModeRequest) ProtoMessage() {}
+
+func (x *GetDebugModeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_lifecycle_v1_lifecycle_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDebugModeRequest.ProtoReflect.Descriptor instead.
+func (*GetDebugModeRequest) Descriptor() ([]byte, []int) {
+	return file_parley_lifecycle_v1_lifecycle_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetDebugModeRequest) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+// DebugMode is a conversation's debug flag as lifecycle has applied it.
+type DebugMode struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConversationId string                 `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	// The debug_enabled of the conversation's conversation_started (a later
+	// one can turn it on, not off).
+	DebugEnabled bool `protobuf:"varint,2,opt,name=debug_enabled,json=debugEnabled,proto3" json:"debug_enabled,omitempty"`
+	// Highest PARLEY_CONV stream sequence applied to this conversation.
+	AppliedSequence uint64 `protobuf:"varint,3,opt,name=applied_sequence,json=appliedSequence,proto3" json:"applied_sequence,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *DebugMode) Reset() {
+	*x = DebugMode{}
+	mi := &file_parley_lifecycle_v1_lifecycle_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugMode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugMode) ProtoMessage() {}
+
+func (x *DebugMode) ProtoReflect() protoreflect.Message {
+	mi := &file_parley_lifecycle_v1_lifecycle_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugMode.ProtoReflect.Descriptor instead.
+func (*DebugMode) Descriptor() ([]byte, []int) {
+	return file_parley_lifecycle_v1_lifecycle_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DebugMode) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
+}
+
+func (x *DebugMode) GetDebugEnabled() bool {
+	if x != nil {
+		return x.DebugEnabled
+	}
+	return false
+}
+
+func (x *DebugMode) GetAppliedSequence() uint64 {
+	if x != nil {
+		return x.AppliedSequence
+	}
+	return 0
+}
+
 var File_parley_lifecycle_v1_lifecycle_proto protoreflect.FileDescriptor
 
 const file_parley_lifecycle_v1_lifecycle_proto_rawDesc = "" +
 	"\n" +
 	"#parley/lifecycle/v1/lifecycle.proto\x12\x13parley.lifecycle.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eparley/event/v1/payloads.proto\"F\n" +
 	"\x1bGetConversationStateRequest\x12'\n" +
-	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\"\xa3\v\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\"\xc8\v\n" +
 	"\x11ConversationState\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x123\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1b.parley.lifecycle.v1.StatusR\x06status\x129\n" +
@@ -1175,7 +1295,8 @@ const file_parley_lifecycle_v1_lifecycle_proto_rawDesc = "" +
 	"\bresolved\x18\x1c \x01(\bR\bresolved\x12\x1f\n" +
 	"\vlate_events\x18\x1d \x01(\rR\n" +
 	"lateEvents\x12)\n" +
-	"\x10applied_sequence\x18\x1e \x01(\x04R\x0fappliedSequenceB\x14\n" +
+	"\x10applied_sequence\x18\x1e \x01(\x04R\x0fappliedSequence\x12#\n" +
+	"\rdebug_enabled\x18\x1f \x01(\bR\fdebugEnabledB\x14\n" +
 	"\x12_first_response_ms\"t\n" +
 	"\x16EndConversationRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x12\n" +
@@ -1229,11 +1350,17 @@ const file_parley_lifecycle_v1_lifecycle_proto_rawDesc = "" +
 	"\x1bListSessionTimeoutsResponse\x12?\n" +
 	"\btimeouts\x18\x01 \x03(\v2#.parley.lifecycle.v1.SessionTimeoutR\btimeouts\x12N\n" +
 	"\x10channel_defaults\x18\x02 \x03(\v2#.parley.lifecycle.v1.SessionTimeoutR\x0fchannelDefaults\x126\n" +
-	"\x17default_timeout_seconds\x18\x03 \x01(\rR\x15defaultTimeoutSeconds*E\n" +
+	"\x17default_timeout_seconds\x18\x03 \x01(\rR\x15defaultTimeoutSeconds\">\n" +
+	"\x13GetDebugModeRequest\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\"\x84\x01\n" +
+	"\tDebugMode\x12'\n" +
+	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12#\n" +
+	"\rdebug_enabled\x18\x02 \x01(\bR\fdebugEnabled\x12)\n" +
+	"\x10applied_sequence\x18\x03 \x01(\x04R\x0fappliedSequence*E\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTATUS_ACTIVE\x10\x01\x12\x10\n" +
-	"\fSTATUS_ENDED\x10\x022\x96\a\n" +
+	"\fSTATUS_ENDED\x10\x022\xf0\a\n" +
 	"\x10LifecycleService\x12p\n" +
 	"\x14GetConversationState\x120.parley.lifecycle.v1.GetConversationStateRequest\x1a&.parley.lifecycle.v1.ConversationState\x12f\n" +
 	"\x0fEndConversation\x12+.parley.lifecycle.v1.EndConversationRequest\x1a&.parley.lifecycle.v1.ConversationState\x12d\n" +
@@ -1244,7 +1371,8 @@ const file_parley_lifecycle_v1_lifecycle_proto_rawDesc = "" +
 	"\bEndStale\x12$.parley.lifecycle.v1.EndStaleRequest\x1a%.parley.lifecycle.v1.EndStaleResponse\x12L\n" +
 	"\bGetStats\x12$.parley.lifecycle.v1.GetStatsRequest\x1a\x1a.parley.lifecycle.v1.Stats\x12g\n" +
 	"\x11SetSessionTimeout\x12-.parley.lifecycle.v1.SetSessionTimeoutRequest\x1a#.parley.lifecycle.v1.SessionTimeout\x12x\n" +
-	"\x13ListSessionTimeouts\x12/.parley.lifecycle.v1.ListSessionTimeoutsRequest\x1a0.parley.lifecycle.v1.ListSessionTimeoutsResponseBDZBgithub.com/parley-dev/parley/proto/parley/lifecycle/v1;lifecyclev1b\x06proto3"
+	"\x13ListSessionTimeouts\x12/.parley.lifecycle.v1.ListSessionTimeoutsRequest\x1a0.parley.lifecycle.v1.ListSessionTimeoutsResponse\x12X\n" +
+	"\fGetDebugMode\x12(.parley.lifecycle.v1.GetDebugModeRequest\x1a\x1e.parley.lifecycle.v1.DebugModeBDZBgithub.com/parley-dev/parley/proto/parley/lifecycle/v1;lifecyclev1b\x06proto3"
 
 var (
 	file_parley_lifecycle_v1_lifecycle_proto_rawDescOnce sync.Once
@@ -1259,7 +1387,7 @@ func file_parley_lifecycle_v1_lifecycle_proto_rawDescGZIP() []byte {
 }
 
 var file_parley_lifecycle_v1_lifecycle_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_parley_lifecycle_v1_lifecycle_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_parley_lifecycle_v1_lifecycle_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_parley_lifecycle_v1_lifecycle_proto_goTypes = []any{
 	(Status)(0),                         // 0: parley.lifecycle.v1.Status
 	(*GetConversationStateRequest)(nil), // 1: parley.lifecycle.v1.GetConversationStateRequest
@@ -1276,33 +1404,35 @@ var file_parley_lifecycle_v1_lifecycle_proto_goTypes = []any{
 	(*SessionTimeout)(nil),              // 12: parley.lifecycle.v1.SessionTimeout
 	(*ListSessionTimeoutsRequest)(nil),  // 13: parley.lifecycle.v1.ListSessionTimeoutsRequest
 	(*ListSessionTimeoutsResponse)(nil), // 14: parley.lifecycle.v1.ListSessionTimeoutsResponse
-	nil,                                 // 15: parley.lifecycle.v1.Stats.EndedByReasonEntry
-	nil,                                 // 16: parley.lifecycle.v1.Stats.ActiveByChannelEntry
-	(v1.EndReason)(0),                   // 17: parley.event.v1.EndReason
-	(*timestamppb.Timestamp)(nil),       // 18: google.protobuf.Timestamp
-	(v1.Channel)(0),                     // 19: parley.event.v1.Channel
-	(v1.Engagement)(0),                  // 20: parley.event.v1.Engagement
-	(v1.ConversationType)(0),            // 21: parley.event.v1.ConversationType
+	(*GetDebugModeRequest)(nil),         // 15: parley.lifecycle.v1.GetDebugModeRequest
+	(*DebugMode)(nil),                   // 16: parley.lifecycle.v1.DebugMode
+	nil,                                 // 17: parley.lifecycle.v1.Stats.EndedByReasonEntry
+	nil,                                 // 18: parley.lifecycle.v1.Stats.ActiveByChannelEntry
+	(v1.EndReason)(0),                   // 19: parley.event.v1.EndReason
+	(*timestamppb.Timestamp)(nil),       // 20: google.protobuf.Timestamp
+	(v1.Channel)(0),                     // 21: parley.event.v1.Channel
+	(v1.Engagement)(0),                  // 22: parley.event.v1.Engagement
+	(v1.ConversationType)(0),            // 23: parley.event.v1.ConversationType
 }
 var file_parley_lifecycle_v1_lifecycle_proto_depIdxs = []int32{
 	0,  // 0: parley.lifecycle.v1.ConversationState.status:type_name -> parley.lifecycle.v1.Status
-	17, // 1: parley.lifecycle.v1.ConversationState.end_reason:type_name -> parley.event.v1.EndReason
-	18, // 2: parley.lifecycle.v1.ConversationState.started_at:type_name -> google.protobuf.Timestamp
-	18, // 3: parley.lifecycle.v1.ConversationState.last_activity_at:type_name -> google.protobuf.Timestamp
-	18, // 4: parley.lifecycle.v1.ConversationState.ended_at:type_name -> google.protobuf.Timestamp
-	19, // 5: parley.lifecycle.v1.ConversationState.channel:type_name -> parley.event.v1.Channel
-	18, // 6: parley.lifecycle.v1.ConversationState.agent_joined_at:type_name -> google.protobuf.Timestamp
-	20, // 7: parley.lifecycle.v1.ConversationState.engagement:type_name -> parley.event.v1.Engagement
-	21, // 8: parley.lifecycle.v1.ConversationState.type:type_name -> parley.event.v1.ConversationType
-	18, // 9: parley.lifecycle.v1.ConversationState.handoff_requested_at:type_name -> google.protobuf.Timestamp
-	18, // 10: parley.lifecycle.v1.ConversationState.takeover_at:type_name -> google.protobuf.Timestamp
-	18, // 11: parley.lifecycle.v1.ConversationState.agent_left_at:type_name -> google.protobuf.Timestamp
-	15, // 12: parley.lifecycle.v1.Stats.ended_by_reason:type_name -> parley.lifecycle.v1.Stats.EndedByReasonEntry
-	16, // 13: parley.lifecycle.v1.Stats.active_by_channel:type_name -> parley.lifecycle.v1.Stats.ActiveByChannelEntry
-	18, // 14: parley.lifecycle.v1.Stats.oldest_active_at:type_name -> google.protobuf.Timestamp
-	18, // 15: parley.lifecycle.v1.Stats.longest_idle_since:type_name -> google.protobuf.Timestamp
-	19, // 16: parley.lifecycle.v1.SetSessionTimeoutRequest.channel:type_name -> parley.event.v1.Channel
-	19, // 17: parley.lifecycle.v1.SessionTimeout.channel:type_name -> parley.event.v1.Channel
+	19, // 1: parley.lifecycle.v1.ConversationState.end_reason:type_name -> parley.event.v1.EndReason
+	20, // 2: parley.lifecycle.v1.ConversationState.started_at:type_name -> google.protobuf.Timestamp
+	20, // 3: parley.lifecycle.v1.ConversationState.last_activity_at:type_name -> google.protobuf.Timestamp
+	20, // 4: parley.lifecycle.v1.ConversationState.ended_at:type_name -> google.protobuf.Timestamp
+	21, // 5: parley.lifecycle.v1.ConversationState.channel:type_name -> parley.event.v1.Channel
+	20, // 6: parley.lifecycle.v1.ConversationState.agent_joined_at:type_name -> google.protobuf.Timestamp
+	22, // 7: parley.lifecycle.v1.ConversationState.engagement:type_name -> parley.event.v1.Engagement
+	23, // 8: parley.lifecycle.v1.ConversationState.type:type_name -> parley.event.v1.ConversationType
+	20, // 9: parley.lifecycle.v1.ConversationState.handoff_requested_at:type_name -> google.protobuf.Timestamp
+	20, // 10: parley.lifecycle.v1.ConversationState.takeover_at:type_name -> google.protobuf.Timestamp
+	20, // 11: parley.lifecycle.v1.ConversationState.agent_left_at:type_name -> google.protobuf.Timestamp
+	17, // 12: parley.lifecycle.v1.Stats.ended_by_reason:type_name -> parley.lifecycle.v1.Stats.EndedByReasonEntry
+	18, // 13: parley.lifecycle.v1.Stats.active_by_channel:type_name -> parley.lifecycle.v1.Stats.ActiveByChannelEntry
+	20, // 14: parley.lifecycle.v1.Stats.oldest_active_at:type_name -> google.protobuf.Timestamp
+	20, // 15: parley.lifecycle.v1.Stats.longest_idle_since:type_name -> google.protobuf.Timestamp
+	21, // 16: parley.lifecycle.v1.SetSessionTimeoutRequest.channel:type_name -> parley.event.v1.Channel
+	21, // 17: parley.lifecycle.v1.SessionTimeout.channel:type_name -> parley.event.v1.Channel
 	12, // 18: parley.lifecycle.v1.ListSessionTimeoutsResponse.timeouts:type_name -> parley.lifecycle.v1.SessionTimeout
 	12, // 19: parley.lifecycle.v1.ListSessionTimeoutsResponse.channel_defaults:type_name -> parley.lifecycle.v1.SessionTimeout
 	1,  // 20: parley.lifecycle.v1.LifecycleService.GetConversationState:input_type -> parley.lifecycle.v1.GetConversationStateRequest
@@ -1314,17 +1444,19 @@ var file_parley_lifecycle_v1_lifecycle_proto_depIdxs = []int32{
 	9,  // 26: parley.lifecycle.v1.LifecycleService.GetStats:input_type -> parley.lifecycle.v1.GetStatsRequest
 	11, // 27: parley.lifecycle.v1.LifecycleService.SetSessionTimeout:input_type -> parley.lifecycle.v1.SetSessionTimeoutRequest
 	13, // 28: parley.lifecycle.v1.LifecycleService.ListSessionTimeouts:input_type -> parley.lifecycle.v1.ListSessionTimeoutsRequest
-	2,  // 29: parley.lifecycle.v1.LifecycleService.GetConversationState:output_type -> parley.lifecycle.v1.ConversationState
-	2,  // 30: parley.lifecycle.v1.LifecycleService.EndConversation:output_type -> parley.lifecycle.v1.ConversationState
-	2,  // 31: parley.lifecycle.v1.LifecycleService.RequestHandoff:output_type -> parley.lifecycle.v1.ConversationState
-	2,  // 32: parley.lifecycle.v1.LifecycleService.JoinAgent:output_type -> parley.lifecycle.v1.ConversationState
-	2,  // 33: parley.lifecycle.v1.LifecycleService.LeaveAgent:output_type -> parley.lifecycle.v1.ConversationState
-	8,  // 34: parley.lifecycle.v1.LifecycleService.EndStale:output_type -> parley.lifecycle.v1.EndStaleResponse
-	10, // 35: parley.lifecycle.v1.LifecycleService.GetStats:output_type -> parley.lifecycle.v1.Stats
-	12, // 36: parley.lifecycle.v1.LifecycleService.SetSessionTimeout:output_type -> parley.lifecycle.v1.SessionTimeout
-	14, // 37: parley.lifecycle.v1.LifecycleService.ListSessionTimeouts:output_type -> parley.lifecycle.v1.ListSessionTimeoutsResponse
-	29, // [29:38] is the sub-list for method output_type
-	20, // [20:29] is the sub-list for method input_type
+	15, // 29: parley.lifecycle.v1.LifecycleService.GetDebugMode:input_type -> parley.lifecycle.v1.GetDebugModeRequest
+	2,  // 30: parley.lifecycle.v1.LifecycleService.GetConversationState:output_type -> parley.lifecycle.v1.ConversationState
+	2,  // 31: parley.lifecycle.v1.LifecycleService.EndConversation:output_type -> parley.lifecycle.v1.ConversationState
+	2,  // 32: parley.lifecycle.v1.LifecycleService.RequestHandoff:output_type -> parley.lifecycle.v1.ConversationState
+	2,  // 33: parley.lifecycle.v1.LifecycleService.JoinAgent:output_type -> parley.lifecycle.v1.ConversationState
+	2,  // 34: parley.lifecycle.v1.LifecycleService.LeaveAgent:output_type -> parley.lifecycle.v1.ConversationState
+	8,  // 35: parley.lifecycle.v1.LifecycleService.EndStale:output_type -> parley.lifecycle.v1.EndStaleResponse
+	10, // 36: parley.lifecycle.v1.LifecycleService.GetStats:output_type -> parley.lifecycle.v1.Stats
+	12, // 37: parley.lifecycle.v1.LifecycleService.SetSessionTimeout:output_type -> parley.lifecycle.v1.SessionTimeout
+	14, // 38: parley.lifecycle.v1.LifecycleService.ListSessionTimeouts:output_type -> parley.lifecycle.v1.ListSessionTimeoutsResponse
+	16, // 39: parley.lifecycle.v1.LifecycleService.GetDebugMode:output_type -> parley.lifecycle.v1.DebugMode
+	30, // [30:40] is the sub-list for method output_type
+	20, // [20:30] is the sub-list for method input_type
 	20, // [20:20] is the sub-list for extension type_name
 	20, // [20:20] is the sub-list for extension extendee
 	0,  // [0:20] is the sub-list for field type_name
@@ -1342,7 +1474,7 @@ func file_parley_lifecycle_v1_lifecycle_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_parley_lifecycle_v1_lifecycle_proto_rawDesc), len(file_parley_lifecycle_v1_lifecycle_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

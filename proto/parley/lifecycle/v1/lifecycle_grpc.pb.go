@@ -30,6 +30,7 @@ const (
 	LifecycleService_GetStats_FullMethodName             = "/parley.lifecycle.v1.LifecycleService/GetStats"
 	LifecycleService_SetSessionTimeout_FullMethodName    = "/parley.lifecycle.v1.LifecycleService/SetSessionTimeout"
 	LifecycleService_ListSessionTimeouts_FullMethodName  = "/parley.lifecycle.v1.LifecycleService/ListSessionTimeouts"
+	LifecycleService_GetDebugMode_FullMethodName         = "/parley.lifecycle.v1.LifecycleService/GetDebugMode"
 )
 
 // LifecycleServiceClient is the client API for LifecycleService service.
@@ -58,6 +59,10 @@ type LifecycleServiceClient interface {
 	SetSessionTimeout(ctx context.Context, in *SetSessionTimeoutRequest, opts ...grpc.CallOption) (*SessionTimeout, error)
 	// ListSessionTimeouts lists the tenant's session timeouts.
 	ListSessionTimeouts(ctx context.Context, in *ListSessionTimeoutsRequest, opts ...grpc.CallOption) (*ListSessionTimeoutsResponse, error)
+	// GetDebugMode tells a bot whether it runs in debug mode for one
+	// conversation. It needs the ingest scope (the bot's server key;
+	// publishable widget keys are refused), unlike GetConversationState.
+	GetDebugMode(ctx context.Context, in *GetDebugModeRequest, opts ...grpc.CallOption) (*DebugMode, error)
 }
 
 type lifecycleServiceClient struct {
@@ -158,6 +163,16 @@ func (c *lifecycleServiceClient) ListSessionTimeouts(ctx context.Context, in *Li
 	return out, nil
 }
 
+func (c *lifecycleServiceClient) GetDebugMode(ctx context.Context, in *GetDebugModeRequest, opts ...grpc.CallOption) (*DebugMode, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DebugMode)
+	err := c.cc.Invoke(ctx, LifecycleService_GetDebugMode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LifecycleServiceServer is the server API for LifecycleService service.
 // All implementations must embed UnimplementedLifecycleServiceServer
 // for forward compatibility.
@@ -184,6 +199,10 @@ type LifecycleServiceServer interface {
 	SetSessionTimeout(context.Context, *SetSessionTimeoutRequest) (*SessionTimeout, error)
 	// ListSessionTimeouts lists the tenant's session timeouts.
 	ListSessionTimeouts(context.Context, *ListSessionTimeoutsRequest) (*ListSessionTimeoutsResponse, error)
+	// GetDebugMode tells a bot whether it runs in debug mode for one
+	// conversation. It needs the ingest scope (the bot's server key;
+	// publishable widget keys are refused), unlike GetConversationState.
+	GetDebugMode(context.Context, *GetDebugModeRequest) (*DebugMode, error)
 	mustEmbedUnimplementedLifecycleServiceServer()
 }
 
@@ -220,6 +239,9 @@ func (UnimplementedLifecycleServiceServer) SetSessionTimeout(context.Context, *S
 }
 func (UnimplementedLifecycleServiceServer) ListSessionTimeouts(context.Context, *ListSessionTimeoutsRequest) (*ListSessionTimeoutsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListSessionTimeouts not implemented")
+}
+func (UnimplementedLifecycleServiceServer) GetDebugMode(context.Context, *GetDebugModeRequest) (*DebugMode, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDebugMode not implemented")
 }
 func (UnimplementedLifecycleServiceServer) mustEmbedUnimplementedLifecycleServiceServer() {}
 func (UnimplementedLifecycleServiceServer) testEmbeddedByValue()                          {}
@@ -404,6 +426,24 @@ func _LifecycleService_ListSessionTimeouts_Handler(srv interface{}, ctx context.
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LifecycleService_GetDebugMode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDebugModeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LifecycleServiceServer).GetDebugMode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LifecycleService_GetDebugMode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LifecycleServiceServer).GetDebugMode(ctx, req.(*GetDebugModeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // LifecycleService_ServiceDesc is the grpc.ServiceDesc for LifecycleService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -446,6 +486,10 @@ var LifecycleService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListSessionTimeouts",
 			Handler:    _LifecycleService_ListSessionTimeouts_Handler,
+		},
+		{
+			MethodName: "GetDebugMode",
+			Handler:    _LifecycleService_GetDebugMode_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

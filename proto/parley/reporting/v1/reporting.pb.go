@@ -1378,6 +1378,9 @@ type Conversation struct {
 	Flagged   bool                   `protobuf:"varint,6,opt,name=flagged,proto3" json:"flagged,omitempty"`
 	// Total cost in micros of `currency`, only when all usage is in one
 	// currency (0 otherwise: see cost_by_currency).
+	// The cost when every cost of the matching conversations is in one
+	// currency (costs[0].currency); 0 when they are in several: costs has
+	// them. Amounts in different currencies are never added.
 	CostMicros int64    `protobuf:"varint,7,opt,name=cost_micros,json=costMicros,proto3" json:"cost_micros,omitempty"`
 	Tokens     uint64   `protobuf:"varint,8,opt,name=tokens,proto3" json:"tokens,omitempty"`
 	TraceIds   []string `protobuf:"bytes,9,rep,name=trace_ids,json=traceIds,proto3" json:"trace_ids,omitempty"`
@@ -1799,6 +1802,10 @@ type Dashboard struct {
 	Leads uint64 `protobuf:"varint,22,opt,name=leads,proto3" json:"leads,omitempty"`
 	// One funnel per flow (the 10 flows started most often).
 	Funnels []*FlowFunnel `protobuf:"bytes,23,rep,name=funnels,proto3" json:"funnels,omitempty"`
+	// Cost per currency (ISO 4217; USD for usage sent without one), by
+	// currency code, of the costs the bot sent (model prices are not
+	// applied here).
+	Costs []*CurrencyCost `protobuf:"bytes,24,rep,name=costs,proto3" json:"costs,omitempty"`
 	// How fresh the projection this answer was read from is.
 	Freshness     *Freshness `protobuf:"bytes,100,opt,name=freshness,proto3" json:"freshness,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1957,6 +1964,13 @@ func (x *Dashboard) GetLeads() uint64 {
 func (x *Dashboard) GetFunnels() []*FlowFunnel {
 	if x != nil {
 		return x.Funnels
+	}
+	return nil
+}
+
+func (x *Dashboard) GetCosts() []*CurrencyCost {
+	if x != nil {
+		return x.Costs
 	}
 	return nil
 }
@@ -2312,9 +2326,10 @@ func (x *DayCount) GetMessages() uint64 {
 type RunReportRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One of "sessions" (every conversation with its dialog),
-	// "sessions_with_markers", "billing" (per channel), "operators" (per
-	// operator: first and average response time), "productivity" (per
-	// conversation with an operator), "sources" (per channel and bot),
+	// "sessions_with_markers", "billing" (per bot and currency), "operators"
+	// (per operator: first and average response time as lifecycle states
+	// them), "productivity" (per conversation with an operator, the same
+	// times), "sources" (per channel and bot),
 	// "pages" (web pages visited), "popular_phrases", "client_phrases".
 	Kind   string  `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
 	Filter *Filter `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
@@ -2840,9 +2855,11 @@ func (x *ModelUsage) GetCostEstimated() bool {
 
 // CurrencyCost is a cost total in one currency.
 type CurrencyCost struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Currency      string                 `protobuf:"bytes,1,opt,name=currency,proto3" json:"currency,omitempty"`
-	CostMicros    int64                  `protobuf:"varint,2,opt,name=cost_micros,json=costMicros,proto3" json:"cost_micros,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Currency   string                 `protobuf:"bytes,1,opt,name=currency,proto3" json:"currency,omitempty"`
+	CostMicros int64                  `protobuf:"varint,2,opt,name=cost_micros,json=costMicros,proto3" json:"cost_micros,omitempty"`
+	// Conversations with usage in this currency (dashboard only).
+	Conversations uint64 `protobuf:"varint,3,opt,name=conversations,proto3" json:"conversations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2887,6 +2904,13 @@ func (x *CurrencyCost) GetCurrency() string {
 func (x *CurrencyCost) GetCostMicros() int64 {
 	if x != nil {
 		return x.CostMicros
+	}
+	return 0
+}
+
+func (x *CurrencyCost) GetConversations() uint64 {
+	if x != nil {
+		return x.Conversations
 	}
 	return 0
 }
@@ -4036,7 +4060,7 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"m\n" +
 	"\x13GetDashboardRequest\x123\n" +
 	"\x06filter\x18\x01 \x01(\v2\x1b.parley.reporting.v1.FilterR\x06filter\x12!\n" +
-	"\fmin_sequence\x18d \x01(\x04R\vminSequence\"\xa9\x06\n" +
+	"\fmin_sequence\x18d \x01(\x04R\vminSequence\"\xe2\x06\n" +
 	"\tDashboard\x12\x14\n" +
 	"\x05total\x18\x01 \x01(\x04R\x05total\x12\x16\n" +
 	"\x06active\x18\x02 \x01(\x04R\x06active\x12\x14\n" +
@@ -4058,7 +4082,8 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"\n" +
 	"active_now\x18\x15 \x01(\x04R\tactiveNow\x12\x14\n" +
 	"\x05leads\x18\x16 \x01(\x04R\x05leads\x129\n" +
-	"\afunnels\x18\x17 \x03(\v2\x1f.parley.reporting.v1.FlowFunnelR\afunnels\x12<\n" +
+	"\afunnels\x18\x17 \x03(\v2\x1f.parley.reporting.v1.FlowFunnelR\afunnels\x127\n" +
+	"\x05costs\x18\x18 \x03(\v2!.parley.reporting.v1.CurrencyCostR\x05costs\x12<\n" +
 	"\tfreshness\x18d \x01(\v2\x1e.parley.reporting.v1.FreshnessR\tfreshness\"\xc4\x01\n" +
 	"\n" +
 	"FlowFunnel\x12\x17\n" +
@@ -4131,11 +4156,12 @@ const file_parley_reporting_v1_reporting_proto_rawDesc = "" +
 	"costMicros\x12!\n" +
 	"\finput_tokens\x18\x04 \x01(\x04R\vinputTokens\x12#\n" +
 	"\routput_tokens\x18\x05 \x01(\x04R\foutputTokens\x12%\n" +
-	"\x0ecost_estimated\x18\x06 \x01(\bR\rcostEstimated\"K\n" +
+	"\x0ecost_estimated\x18\x06 \x01(\bR\rcostEstimated\"q\n" +
 	"\fCurrencyCost\x12\x1a\n" +
 	"\bcurrency\x18\x01 \x01(\tR\bcurrency\x12\x1f\n" +
 	"\vcost_micros\x18\x02 \x01(\x03R\n" +
-	"costMicros\"\xed\x01\n" +
+	"costMicros\x12$\n" +
+	"\rconversations\x18\x03 \x01(\x04R\rconversations\"\xed\x01\n" +
 	"\n" +
 	"ModelPrice\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
@@ -4340,64 +4366,65 @@ var file_parley_reporting_v1_reporting_proto_depIdxs = []int32{
 	19, // 40: parley.reporting.v1.Dashboard.top_tags:type_name -> parley.reporting.v1.Count
 	19, // 41: parley.reporting.v1.Dashboard.regions:type_name -> parley.reporting.v1.Count
 	16, // 42: parley.reporting.v1.Dashboard.funnels:type_name -> parley.reporting.v1.FlowFunnel
-	18, // 43: parley.reporting.v1.Dashboard.freshness:type_name -> parley.reporting.v1.Freshness
-	19, // 44: parley.reporting.v1.FlowFunnel.steps:type_name -> parley.reporting.v1.Count
-	17, // 45: parley.reporting.v1.FlowFunnel.drops:type_name -> parley.reporting.v1.FlowDrop
-	7,  // 46: parley.reporting.v1.RunReportRequest.filter:type_name -> parley.reporting.v1.Filter
-	23, // 47: parley.reporting.v1.Report.rows:type_name -> parley.reporting.v1.ReportRow
-	18, // 48: parley.reporting.v1.Report.freshness:type_name -> parley.reporting.v1.Freshness
-	48, // 49: parley.reporting.v1.DebugTrace.occurred_at:type_name -> google.protobuf.Timestamp
-	55, // 50: parley.reporting.v1.DebugTrace.steps:type_name -> parley.event.v1.DebugStep
-	46, // 51: parley.reporting.v1.Lead.fields:type_name -> parley.reporting.v1.Lead.FieldsEntry
-	48, // 52: parley.reporting.v1.Lead.captured_at:type_name -> google.protobuf.Timestamp
-	56, // 53: parley.reporting.v1.Variable.source:type_name -> parley.event.v1.VariableSource
-	48, // 54: parley.reporting.v1.ModelPrice.updated_at:type_name -> google.protobuf.Timestamp
-	29, // 55: parley.reporting.v1.SetModelPriceRequest.price:type_name -> parley.reporting.v1.ModelPrice
-	29, // 56: parley.reporting.v1.ListModelPricesResponse.prices:type_name -> parley.reporting.v1.ModelPrice
-	48, // 57: parley.reporting.v1.Visitor.first_seen:type_name -> google.protobuf.Timestamp
-	48, // 58: parley.reporting.v1.Visitor.last_seen:type_name -> google.protobuf.Timestamp
-	25, // 59: parley.reporting.v1.Visitor.leads:type_name -> parley.reporting.v1.Lead
-	47, // 60: parley.reporting.v1.Visitor.variables:type_name -> parley.reporting.v1.Visitor.VariablesEntry
-	9,  // 61: parley.reporting.v1.Visitor.conversations:type_name -> parley.reporting.v1.ConversationSummary
-	7,  // 62: parley.reporting.v1.GetVisitorStatsRequest.filter:type_name -> parley.reporting.v1.Filter
-	6,  // 63: parley.reporting.v1.ListCatalogRequest.time_range:type_name -> parley.reporting.v1.TimeRange
-	39, // 64: parley.reporting.v1.Catalog.flows:type_name -> parley.reporting.v1.CatalogFlow
-	40, // 65: parley.reporting.v1.Catalog.nodes:type_name -> parley.reporting.v1.CatalogNode
-	43, // 66: parley.reporting.v1.TenantSettings.bots:type_name -> parley.reporting.v1.Bot
-	43, // 67: parley.reporting.v1.UpdateSettingsRequest.bots:type_name -> parley.reporting.v1.Bot
-	8,  // 68: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
-	11, // 69: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
-	14, // 70: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
-	21, // 71: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
-	4,  // 72: parley.reporting.v1.ReportingService.RebuildProjections:input_type -> parley.reporting.v1.RebuildProjectionsRequest
-	0,  // 73: parley.reporting.v1.ReportingService.ListShareLinks:input_type -> parley.reporting.v1.ListShareLinksRequest
-	2,  // 74: parley.reporting.v1.ReportingService.RevokeShareLink:input_type -> parley.reporting.v1.RevokeShareLinkRequest
-	30, // 75: parley.reporting.v1.ReportingService.SetModelPrice:input_type -> parley.reporting.v1.SetModelPriceRequest
-	31, // 76: parley.reporting.v1.ReportingService.ListModelPrices:input_type -> parley.reporting.v1.ListModelPricesRequest
-	33, // 77: parley.reporting.v1.ReportingService.GetVisitor:input_type -> parley.reporting.v1.GetVisitorRequest
-	35, // 78: parley.reporting.v1.ReportingService.GetVisitorStats:input_type -> parley.reporting.v1.GetVisitorStatsRequest
-	37, // 79: parley.reporting.v1.ReportingService.ListCatalog:input_type -> parley.reporting.v1.ListCatalogRequest
-	41, // 80: parley.reporting.v1.SettingsService.GetSettings:input_type -> parley.reporting.v1.GetSettingsRequest
-	44, // 81: parley.reporting.v1.SettingsService.UpdateSettings:input_type -> parley.reporting.v1.UpdateSettingsRequest
-	10, // 82: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
-	13, // 83: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
-	15, // 84: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
-	22, // 85: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
-	5,  // 86: parley.reporting.v1.ReportingService.RebuildProjections:output_type -> parley.reporting.v1.RebuildProgress
-	1,  // 87: parley.reporting.v1.ReportingService.ListShareLinks:output_type -> parley.reporting.v1.ListShareLinksResponse
-	3,  // 88: parley.reporting.v1.ReportingService.RevokeShareLink:output_type -> parley.reporting.v1.ShareLink
-	29, // 89: parley.reporting.v1.ReportingService.SetModelPrice:output_type -> parley.reporting.v1.ModelPrice
-	32, // 90: parley.reporting.v1.ReportingService.ListModelPrices:output_type -> parley.reporting.v1.ListModelPricesResponse
-	34, // 91: parley.reporting.v1.ReportingService.GetVisitor:output_type -> parley.reporting.v1.Visitor
-	36, // 92: parley.reporting.v1.ReportingService.GetVisitorStats:output_type -> parley.reporting.v1.VisitorStats
-	38, // 93: parley.reporting.v1.ReportingService.ListCatalog:output_type -> parley.reporting.v1.Catalog
-	42, // 94: parley.reporting.v1.SettingsService.GetSettings:output_type -> parley.reporting.v1.TenantSettings
-	42, // 95: parley.reporting.v1.SettingsService.UpdateSettings:output_type -> parley.reporting.v1.TenantSettings
-	82, // [82:96] is the sub-list for method output_type
-	68, // [68:82] is the sub-list for method input_type
-	68, // [68:68] is the sub-list for extension type_name
-	68, // [68:68] is the sub-list for extension extendee
-	0,  // [0:68] is the sub-list for field type_name
+	28, // 43: parley.reporting.v1.Dashboard.costs:type_name -> parley.reporting.v1.CurrencyCost
+	18, // 44: parley.reporting.v1.Dashboard.freshness:type_name -> parley.reporting.v1.Freshness
+	19, // 45: parley.reporting.v1.FlowFunnel.steps:type_name -> parley.reporting.v1.Count
+	17, // 46: parley.reporting.v1.FlowFunnel.drops:type_name -> parley.reporting.v1.FlowDrop
+	7,  // 47: parley.reporting.v1.RunReportRequest.filter:type_name -> parley.reporting.v1.Filter
+	23, // 48: parley.reporting.v1.Report.rows:type_name -> parley.reporting.v1.ReportRow
+	18, // 49: parley.reporting.v1.Report.freshness:type_name -> parley.reporting.v1.Freshness
+	48, // 50: parley.reporting.v1.DebugTrace.occurred_at:type_name -> google.protobuf.Timestamp
+	55, // 51: parley.reporting.v1.DebugTrace.steps:type_name -> parley.event.v1.DebugStep
+	46, // 52: parley.reporting.v1.Lead.fields:type_name -> parley.reporting.v1.Lead.FieldsEntry
+	48, // 53: parley.reporting.v1.Lead.captured_at:type_name -> google.protobuf.Timestamp
+	56, // 54: parley.reporting.v1.Variable.source:type_name -> parley.event.v1.VariableSource
+	48, // 55: parley.reporting.v1.ModelPrice.updated_at:type_name -> google.protobuf.Timestamp
+	29, // 56: parley.reporting.v1.SetModelPriceRequest.price:type_name -> parley.reporting.v1.ModelPrice
+	29, // 57: parley.reporting.v1.ListModelPricesResponse.prices:type_name -> parley.reporting.v1.ModelPrice
+	48, // 58: parley.reporting.v1.Visitor.first_seen:type_name -> google.protobuf.Timestamp
+	48, // 59: parley.reporting.v1.Visitor.last_seen:type_name -> google.protobuf.Timestamp
+	25, // 60: parley.reporting.v1.Visitor.leads:type_name -> parley.reporting.v1.Lead
+	47, // 61: parley.reporting.v1.Visitor.variables:type_name -> parley.reporting.v1.Visitor.VariablesEntry
+	9,  // 62: parley.reporting.v1.Visitor.conversations:type_name -> parley.reporting.v1.ConversationSummary
+	7,  // 63: parley.reporting.v1.GetVisitorStatsRequest.filter:type_name -> parley.reporting.v1.Filter
+	6,  // 64: parley.reporting.v1.ListCatalogRequest.time_range:type_name -> parley.reporting.v1.TimeRange
+	39, // 65: parley.reporting.v1.Catalog.flows:type_name -> parley.reporting.v1.CatalogFlow
+	40, // 66: parley.reporting.v1.Catalog.nodes:type_name -> parley.reporting.v1.CatalogNode
+	43, // 67: parley.reporting.v1.TenantSettings.bots:type_name -> parley.reporting.v1.Bot
+	43, // 68: parley.reporting.v1.UpdateSettingsRequest.bots:type_name -> parley.reporting.v1.Bot
+	8,  // 69: parley.reporting.v1.ReportingService.ListConversations:input_type -> parley.reporting.v1.ListConversationsRequest
+	11, // 70: parley.reporting.v1.ReportingService.GetConversation:input_type -> parley.reporting.v1.GetConversationRequest
+	14, // 71: parley.reporting.v1.ReportingService.GetDashboard:input_type -> parley.reporting.v1.GetDashboardRequest
+	21, // 72: parley.reporting.v1.ReportingService.RunReport:input_type -> parley.reporting.v1.RunReportRequest
+	4,  // 73: parley.reporting.v1.ReportingService.RebuildProjections:input_type -> parley.reporting.v1.RebuildProjectionsRequest
+	0,  // 74: parley.reporting.v1.ReportingService.ListShareLinks:input_type -> parley.reporting.v1.ListShareLinksRequest
+	2,  // 75: parley.reporting.v1.ReportingService.RevokeShareLink:input_type -> parley.reporting.v1.RevokeShareLinkRequest
+	30, // 76: parley.reporting.v1.ReportingService.SetModelPrice:input_type -> parley.reporting.v1.SetModelPriceRequest
+	31, // 77: parley.reporting.v1.ReportingService.ListModelPrices:input_type -> parley.reporting.v1.ListModelPricesRequest
+	33, // 78: parley.reporting.v1.ReportingService.GetVisitor:input_type -> parley.reporting.v1.GetVisitorRequest
+	35, // 79: parley.reporting.v1.ReportingService.GetVisitorStats:input_type -> parley.reporting.v1.GetVisitorStatsRequest
+	37, // 80: parley.reporting.v1.ReportingService.ListCatalog:input_type -> parley.reporting.v1.ListCatalogRequest
+	41, // 81: parley.reporting.v1.SettingsService.GetSettings:input_type -> parley.reporting.v1.GetSettingsRequest
+	44, // 82: parley.reporting.v1.SettingsService.UpdateSettings:input_type -> parley.reporting.v1.UpdateSettingsRequest
+	10, // 83: parley.reporting.v1.ReportingService.ListConversations:output_type -> parley.reporting.v1.ListConversationsResponse
+	13, // 84: parley.reporting.v1.ReportingService.GetConversation:output_type -> parley.reporting.v1.Conversation
+	15, // 85: parley.reporting.v1.ReportingService.GetDashboard:output_type -> parley.reporting.v1.Dashboard
+	22, // 86: parley.reporting.v1.ReportingService.RunReport:output_type -> parley.reporting.v1.Report
+	5,  // 87: parley.reporting.v1.ReportingService.RebuildProjections:output_type -> parley.reporting.v1.RebuildProgress
+	1,  // 88: parley.reporting.v1.ReportingService.ListShareLinks:output_type -> parley.reporting.v1.ListShareLinksResponse
+	3,  // 89: parley.reporting.v1.ReportingService.RevokeShareLink:output_type -> parley.reporting.v1.ShareLink
+	29, // 90: parley.reporting.v1.ReportingService.SetModelPrice:output_type -> parley.reporting.v1.ModelPrice
+	32, // 91: parley.reporting.v1.ReportingService.ListModelPrices:output_type -> parley.reporting.v1.ListModelPricesResponse
+	34, // 92: parley.reporting.v1.ReportingService.GetVisitor:output_type -> parley.reporting.v1.Visitor
+	36, // 93: parley.reporting.v1.ReportingService.GetVisitorStats:output_type -> parley.reporting.v1.VisitorStats
+	38, // 94: parley.reporting.v1.ReportingService.ListCatalog:output_type -> parley.reporting.v1.Catalog
+	42, // 95: parley.reporting.v1.SettingsService.GetSettings:output_type -> parley.reporting.v1.TenantSettings
+	42, // 96: parley.reporting.v1.SettingsService.UpdateSettings:output_type -> parley.reporting.v1.TenantSettings
+	83, // [83:97] is the sub-list for method output_type
+	69, // [69:83] is the sub-list for method input_type
+	69, // [69:69] is the sub-list for extension type_name
+	69, // [69:69] is the sub-list for extension extendee
+	0,  // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_parley_reporting_v1_reporting_proto_init() }

@@ -21,6 +21,7 @@ import (
 	"github.com/parley-dev/parley/services/lifecycle/internal/outbox"
 	"github.com/parley-dev/parley/services/lifecycle/internal/store"
 	"github.com/parley-dev/parley/services/lifecycle/internal/sweeper"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -83,7 +84,28 @@ func New(cfg Config) *Server {
 func Scopes() map[string]string {
 	return grpcx.MethodScopes(lifecyclev1.LifecycleService_ServiceDesc, grpcx.ScopeAdmin, map[string]string{
 		"GetConversationState": grpcx.ScopeRead, "GetStats": grpcx.ScopeRead, "ListSessionTimeouts": grpcx.ScopeRead,
+		"GetDebugMode": grpcx.ScopeIngest,
 	})
+}
+
+// GetDebugMode returns one conversation's debug flag to a bot (ingest
+// scope; publishable widget keys are refused: visitors do not read it).
+func (s *Server) GetDebugMode(ctx context.Context, req *lifecyclev1.GetDebugModeRequest) (*lifecyclev1.DebugMode, error) {
+	p, err := grpcx.RequireTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if p.Publishable() {
+		return nil, status.Error(codes.PermissionDenied, "publishable keys cannot read a conversation's debug mode; use the bot's server key")
+	}
+	if err := checkConversation(req.GetConversationId()); err != nil {
+		return nil, err
+	}
+	st, err := s.cfg.Store.Get(ctx, p.TenantID, req.GetConversationId())
+	if err != nil {
+		return nil, s.fail(ctx, "get debug mode", req.GetConversationId(), err)
+	}
+	return &lifecyclev1.DebugMode{ConversationId: st.ConversationID, DebugEnabled: st.DebugEnabled, AppliedSequence: st.AppliedSeq}, nil
 }
 
 // GetConversationState returns one conversation's state.
@@ -399,7 +421,7 @@ func ToProto(st machine.State) *lifecyclev1.ConversationState {
 		AgentJoinedAt: ts(st.AgentJoinedAt), AgentLeftAt: ts(st.AgentLeftAt), OperatorNoResponse: st.OperatorNoResponse,
 		AvgResponseMs: st.AvgResponseMS(), AgentReplies: st.AgentReplies, VisitorMessages: st.VisitorMessages,
 		GoalsReached: st.GoalsReached, FlowsCompleted: st.FlowsCompleted, LateEvents: st.LateEvents,
-		AppliedSequence: st.AppliedSeq,
+		AppliedSequence: st.AppliedSeq, DebugEnabled: st.DebugEnabled,
 	}
 	switch st.Status {
 	case machine.StatusActive:

@@ -128,6 +128,10 @@ type State struct {
 	Engagement eventv1.Engagement
 	Resolved   bool
 
+	// DebugEnabled: a conversation_started asked for debug mode (a later
+	// one can turn it on, not off).
+	DebugEnabled bool
+
 	// AppliedSeq is the highest stream sequence applied to this
 	// conversation; events at or below it are no-ops.
 	AppliedSeq uint64
@@ -324,6 +328,7 @@ func Apply(s State, ev Event, now time.Time) (State, Output) {
 		if cs.GetType() != eventv1.ConversationType_CONVERSATION_TYPE_UNSPECIFIED {
 			s.Type = cs.GetType()
 		}
+		s.DebugEnabled = s.DebugEnabled || cs.GetDebugEnabled()
 	case *eventv1.Envelope_MessagePosted:
 		s = applyMessage(s, p.MessagePosted, at)
 	case *eventv1.Envelope_FlowCompleted:

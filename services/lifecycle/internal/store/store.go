@@ -64,7 +64,7 @@ func (s *Store) Tx(ctx context.Context, f func(pgx.Tx) error) error {
 const stateCols = `tenant_id, conversation_id, status, channel, bot_id, conversation_type, started_at, last_activity_at, last_recorded_at,
 	ended_at, end_reason, ended_by, end_seq, handoff_requested_at, handoff_event_id, awaiting_agent, operator_no_response,
 	takeover_at, agent_id, agent_name, agent_joined_at, agent_left_at, pending_visitor_at, first_response_ms, agent_replies,
-	agent_response_ms_sum, visitor_messages, goals_reached, flows_completed, late_events, engagement, resolved, applied_seq`
+	agent_response_ms_sum, visitor_messages, goals_reached, flows_completed, late_events, engagement, resolved, applied_seq, debug_enabled`
 
 // idleSince is when a conversation's idleness starts: the later of its last
 // activity by the client's clock and ingest's recording of it, so that
@@ -87,7 +87,7 @@ func StateColumns() []string {
 var stateTypes = []string{"text", "text", "text", "text", "text", "text", "timestamptz", "timestamptz", "timestamptz",
 	"timestamptz", "text", "text", "bigint", "timestamptz", "text", "boolean", "boolean",
 	"timestamptz", "text", "text", "timestamptz", "timestamptz", "timestamptz", "bigint", "integer",
-	"bigint", "integer", "integer", "integer", "integer", "text", "boolean", "bigint"}
+	"bigint", "integer", "integer", "integer", "integer", "text", "boolean", "bigint", "boolean"}
 
 // upsertSQL writes many states in one statement: one array parameter per
 // state column (see stateArrays), unnested into rows; the last parameter is
@@ -133,6 +133,7 @@ func stateArrays(states []machine.State) []any {
 	handoffAt, handoffID, awaiting, noResponse := times(), strs(), bools(), bools()
 	takeoverAt, agentID, agentName, joinedAt, leftAt, pendingAt, firstResponse, replies := times(), strs(), strs(), times(), times(), times(), make([]*int64, k), ints()
 	responseSum, visitorMsgs, goals, flows, late, engagement, resolved, appliedSeq := make([]int64, k), ints(), ints(), ints(), ints(), make([]*string, k), bools(), make([]int64, k)
+	debug := bools()
 	for i, st := range states {
 		tenant[i], conv[i], status[i], channel[i], bot[i], ctype[i] = st.TenantID, st.ConversationID, st.Status.String(), st.Channel.String(), st.BotID, st.Type.String()
 		started[i], lastActivity[i], lastRecorded[i] = st.StartedAt, st.LastActivityAt, st.LastRecordedAt
@@ -147,12 +148,13 @@ func stateArrays(states []machine.State) []any {
 		replies[i], responseSum[i], visitorMsgs[i] = int32(st.AgentReplies), int64(st.AgentResponseMSSum), int32(st.VisitorMessages)
 		goals[i], flows[i], late[i] = int32(st.GoalsReached), int32(st.FlowsCompleted), int32(st.LateEvents)
 		engagement[i], resolved[i], appliedSeq[i] = enumPtr(int32(st.Engagement), st.Engagement.String()), st.Resolved, int64(st.AppliedSeq)
+		debug[i] = st.DebugEnabled
 	}
 	return []any{
 		tenant, conv, status, channel, bot, ctype, started, lastActivity, lastRecorded,
 		endedAt, endReason, endedBy, endSeq, handoffAt, handoffID, awaiting, noResponse,
 		takeoverAt, agentID, agentName, joinedAt, leftAt, pendingAt, firstResponse, replies,
-		responseSum, visitorMsgs, goals, flows, late, engagement, resolved, appliedSeq,
+		responseSum, visitorMsgs, goals, flows, late, engagement, resolved, appliedSeq, debug,
 	}
 }
 
@@ -168,7 +170,7 @@ func scanState(row pgx.Row) (machine.State, error) {
 	err := row.Scan(&st.TenantID, &st.ConversationID, &status, &channel, &st.BotID, &ctype, &st.StartedAt, &st.LastActivityAt, &st.LastRecordedAt,
 		&endedAt, &endReason, &st.EndedBy, &endSeq, &handoffAt, &st.HandoffEventID, &st.AwaitingAgent, &st.OperatorNoResponse,
 		&takeoverAt, &st.AgentID, &st.AgentName, &joinedAt, &leftAt, &pendingAt, &firstResponse, &replies,
-		&responseSum, &visitorMsgs, &goals, &flows, &late, &engagement, &st.Resolved, &appliedSeq)
+		&responseSum, &visitorMsgs, &goals, &flows, &late, &engagement, &st.Resolved, &appliedSeq, &st.DebugEnabled)
 	if err != nil {
 		return st, err
 	}

@@ -164,9 +164,15 @@ func (s *Server) GetDashboard(ctx context.Context, req *reportingv1.GetDashboard
 	out := &reportingv1.Dashboard{
 		Total: d.Total, Active: d.Active, Ended: d.Ended, Messages: d.Messages,
 		LeadConversionRate: ratio(d.WithLead, d.Total), GoalCompletionRate: ratio(d.WithGoal, d.Total),
-		CostMicros: d.CostMicros, Tokens: d.Tokens, ActiveNow: d.ActiveNow, Leads: d.WithLead, Freshness: fresh,
+		Tokens: d.Tokens, ActiveNow: d.ActiveNow, Leads: d.WithLead, Freshness: fresh,
 	}
 	out.Regions = counts(d.Regions, d.Total)
+	for _, c := range d.Costs {
+		out.Costs = append(out.Costs, &reportingv1.CurrencyCost{Currency: c.Currency, CostMicros: c.CostMicros, Conversations: c.Conversations})
+	}
+	if len(d.Costs) == 1 {
+		out.CostMicros = d.Costs[0].CostMicros
+	}
 	for _, fu := range d.Funnels {
 		ff := &reportingv1.FlowFunnel{FlowId: fu.FlowID, Started: fu.Started, Completed: fu.Completed, Steps: counts(fu.Steps, fu.Started)}
 		for _, dr := range fu.Drops {

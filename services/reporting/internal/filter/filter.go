@@ -234,7 +234,6 @@ func Build(tenant string, f *reportingv1.Filter, now time.Time, defaultTZ string
 		add("hasAny(nodes, ?)", nodes)
 	}
 	for _, s := range []struct{ field, col, val string }{
-		{"filter.visitor_token", "visitor_token = ?", f.GetVisitorToken()},
 		{"filter.country", "country = ?", strings.ToUpper(f.GetCountry())},
 		{"filter.region", "region = ?", f.GetRegion()},
 		{"filter.city", "city = ?", f.GetCity()},
@@ -247,6 +246,13 @@ func Build(tenant string, f *reportingv1.Filter, now time.Time, defaultTZ string
 			return nil, v
 		}
 		add(s.col, s.val)
+	}
+	if token := f.GetVisitorToken(); token != "" {
+		if v := checkValue("filter.visitor_token", token); v != nil {
+			return nil, v
+		}
+		sql, args := VisitorSQL(tenant, token)
+		add(sql, args...)
 	}
 	if text := strings.TrimSpace(f.GetText()); text != "" {
 		if !utf8.ValidString(text) || utf8.RuneCountInString(text) > MaxTextLen {
@@ -270,6 +276,16 @@ func Build(tenant string, f *reportingv1.Filter, now time.Time, defaultTZ string
 // engaged). An active conversation's class can still rise; no_reply is only
 // known at the end.
 const EngagementSQL = `if(engagement != '', engagement, multiIf(notEmpty(goals), 'goal_completed', notEmpty(flows_completed), 'completed', visitor_messages > 0, 'engaged', ''))`
+
+// VisitorSQL selects the conversations of one visitor token through the
+// visitor_conversations table: ordered by (tenant_id, visitor_token, ...),
+// it holds the start of each of the visitor's conversations, which narrows
+// the conversations table's primary key (tenant_id, started_at_us, ...) to
+// the granules holding them instead of a scan of the tenant.
+func VisitorSQL(tenant, token string) (string, []any) {
+	return "visitor_token = ? AND started_at_us IN (SELECT started_at_us FROM visitor_conversations WHERE tenant_id = ? AND visitor_token = ?)",
+		[]any{token, tenant, token}
+}
 
 // textSQL selects the conversations with every token in some message,
 // through the message_tokens index: ordered by (tenant_id, token, day), it

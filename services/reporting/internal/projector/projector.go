@@ -25,19 +25,21 @@ import (
 const Durable = "reporting-projector"
 
 // Tables names the ClickHouse tables a projector writes.
-type Tables struct{ Events, Messages, Conversations, MessageTokens string }
+type Tables struct{ Events, Messages, Conversations, MessageTokens, VisitorConversations string }
 
 // LiveTables are the tables readers query.
-var LiveTables = Tables{Events: "events", Messages: "messages", Conversations: "conversations", MessageTokens: "message_tokens"}
+var LiveTables = Tables{Events: "events", Messages: "messages", Conversations: "conversations", MessageTokens: "message_tokens",
+	VisitorConversations: "visitor_conversations"}
 
 // Suffixed returns the tables with a suffix, e.g. "_rebuild".
 func (t Tables) Suffixed(suffix string) Tables {
-	return Tables{Events: t.Events + suffix, Messages: t.Messages + suffix, Conversations: t.Conversations + suffix, MessageTokens: t.MessageTokens + suffix}
+	return Tables{Events: t.Events + suffix, Messages: t.Messages + suffix, Conversations: t.Conversations + suffix, MessageTokens: t.MessageTokens + suffix,
+		VisitorConversations: t.VisitorConversations + suffix}
 }
 
 // All lists the tables.
 func (t Tables) All() []string {
-	return []string{t.Events, t.Messages, t.Conversations, t.MessageTokens}
+	return []string{t.Events, t.Messages, t.Conversations, t.MessageTokens, t.VisitorConversations}
 }
 
 // Projector writes batches of events to ClickHouse.
@@ -60,7 +62,11 @@ type scratch struct {
 	events   eventCols
 	messages messageCols
 	tokens   tokenCols
-	convs    *convrow.Batch
+	visitors visitorCols
+	// started: the batch holds a conversation_started of the conversation
+	// (by position in keys).
+	started []bool
+	convs   *convrow.Batch
 }
 
 // reset empties s for the next batch, keeping its capacity but none of the
@@ -77,6 +83,7 @@ func (s *scratch) reset() {
 	s.changed = s.changed[:0]
 	truncate(&s.events)
 	truncate(&s.messages)
+	truncate(&s.visitors)
 	s.convs.Reset()
 }
 
@@ -165,6 +172,8 @@ func (p *Projector) Project(ctx context.Context, batch []*eventbus.Delivery, sav
 	}
 	sc.dirty = slices.Grow(sc.dirty[:0], len(sc.keys))[:len(sc.keys)]
 	clear(sc.dirty)
+	sc.started = slices.Grow(sc.started[:0], len(sc.keys))[:len(sc.keys)]
+	clear(sc.started)
 	for j, d := range batch {
 		i := sc.of[j]
 		st := states[i]
@@ -178,6 +187,9 @@ func (p *Projector) Project(ctx context.Context, batch []*eventbus.Delivery, sav
 		if st.Apply(d.Envelope, d.StreamSeq) && !sc.dirty[i] {
 			sc.dirty[i] = true
 			sc.changed = append(sc.changed, st)
+		}
+		if d.Envelope.GetConversationStarted() != nil {
+			sc.started[i] = true
 		}
 	}
 	for i := range rows.Events {
@@ -197,6 +209,14 @@ func (p *Projector) Project(ctx context.Context, batch []*eventbus.Delivery, sav
 	}
 	if err := p.insertTokens(ctx, &sc.tokens, rows.Messages, started); err != nil {
 		return fmt.Errorf("projector: insert message tokens: %w", err)
+	}
+	for i, st := range states {
+		if sc.started[i] && st != nil {
+			sc.visitors.add(st)
+		}
+	}
+	if err := p.insert(ctx, p.tables.VisitorConversations, visitorColumns, len(sc.visitors.TenantID), sc.visitors.columns()); err != nil {
+		return fmt.Errorf("projector: insert visitor conversations: %w", err)
 	}
 	for _, st := range sc.changed {
 		if err := sc.convs.Add(st); err != nil {

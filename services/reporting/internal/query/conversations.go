@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/parley-dev/parley/services/reporting/internal/filter"
 	"golang.org/x/sync/errgroup"
 )
@@ -125,16 +126,19 @@ func (r *Reader) List(ctx context.Context, w *filter.Where, size int, after *Cur
 	} else if !w.To.IsZero() {
 		top = w.To
 	}
-	ids, lo, hi, err := r.pageKeys(gctx, where, args, size+1, top, w.From)
+	ids, starts, err := r.pageKeys(gctx, where, args, size+1, top, w.From)
 	if err != nil {
 		_ = g.Wait()
 		return nil, err
 	}
 	p := &Page{}
 	if len(ids) > 0 {
+		// By their start times as well as their range: a sparse match (one
+		// visitor's conversations over months) would otherwise read every
+		// row in between with FINAL (754k rows instead of 42k at 1M).
 		rows, err := r.conn.Query(ctx, `SELECT `+summaryColumns+` FROM conversations FINAL
-			WHERE tenant_id = ? AND started_at_us >= ? AND started_at_us <= ? AND has(?, conversation_id)
-			ORDER BY started_at_us DESC, conversation_id DESC`, w.Tenant, lo, hi, ids)
+			WHERE tenant_id = ? AND started_at_us >= ? AND started_at_us <= ? AND started_at_us IN ? AND has(?, conversation_id)
+			ORDER BY started_at_us DESC, conversation_id DESC`, w.Tenant, starts[len(starts)-1], starts[0], clickhouse.GroupSet{Value: starts}, ids)
 		if err != nil {
 			return nil, fmt.Errorf("query: list: %w", err)
 		}
@@ -163,12 +167,12 @@ func (r *Reader) List(ctx context.Context, w *filter.Where, size int, after *Cur
 }
 
 // pageKeys returns the keys of the newest limit conversations matching
-// where, newest first, with the range of their start times. Rather than
+// where, newest first, with their start times. Rather than
 // sorting every match in the filter's range (all time: the whole tenant),
 // it looks at a window below top first (1 day, then 8, 64, 512 days, then
 // everything down to from): the keys are ordered by start time, so once a
 // window holds limit matches, no older row can be among the newest.
-func (r *Reader) pageKeys(ctx context.Context, where string, args []any, limit int, top, from time.Time) (ids []string, lo, hi int64, err error) {
+func (r *Reader) pageKeys(ctx context.Context, where string, args []any, limit int, top, from time.Time) (ids []string, starts []any, err error) {
 	for span := 24 * time.Hour; ; span *= 8 {
 		bound := top.Add(-span)
 		unbounded := span > 512*24*time.Hour || (!from.IsZero() && !bound.After(from))
@@ -178,36 +182,30 @@ func (r *Reader) pageKeys(ctx context.Context, where string, args []any, limit i
 			cargs = append(cargs, bound.UnixMicro())
 		}
 		cargs = append(cargs, limit)
-		ids, lo, hi, err = r.keys(ctx, cond, cargs)
+		ids, starts, err = r.keys(ctx, cond, cargs)
 		if err != nil || len(ids) >= limit || unbounded {
-			return ids, lo, hi, err
+			return ids, starts, err
 		}
 	}
 }
 
-func (r *Reader) keys(ctx context.Context, where string, args []any) (ids []string, lo, hi int64, err error) {
+func (r *Reader) keys(ctx context.Context, where string, args []any) (ids []string, starts []any, err error) {
 	rows, err := r.conn.Query(ctx, `SELECT started_at_us, conversation_id FROM conversations FINAL WHERE `+where+`
 		ORDER BY started_at_us DESC, conversation_id DESC LIMIT ?`, args...)
 	if err != nil {
-		return nil, 0, 0, fmt.Errorf("query: list: %w", err)
+		return nil, nil, fmt.Errorf("query: list: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var us int64
 		var id string
 		if err := rows.Scan(&us, &id); err != nil {
-			return nil, 0, 0, fmt.Errorf("query: list key: %w", err)
+			return nil, nil, fmt.Errorf("query: list key: %w", err)
 		}
-		if len(ids) == 0 || us < lo {
-			lo = us
-		}
-		if len(ids) == 0 || us > hi {
-			hi = us
-		}
-		ids = append(ids, id)
+		ids, starts = append(ids, id), append(starts, us)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, 0, 0, fmt.Errorf("query: list: %w", err)
+		return nil, nil, fmt.Errorf("query: list: %w", err)
 	}
-	return ids, lo, hi, nil
+	return ids, starts, nil
 }

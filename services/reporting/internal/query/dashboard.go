@@ -30,14 +30,24 @@ type Dashboard struct {
 	Total, Active, Ended, NoOperatorResponse uint64
 	Messages                                 uint64
 	WithLead, WithGoal                       uint64
-	CostMicros                               int64
-	Tokens                                   uint64
-	Trend                                    []Day
-	Countries, Regions, Cities, TopTags      []Bucket
+	// Costs are per currency, by currency code: amounts in different
+	// currencies are never added.
+	Costs                               []CurrencyCost
+	Tokens                              uint64
+	Trend                               []Day
+	Countries, Regions, Cities, TopTags []Bucket
 	// ActiveNow counts the active conversations matching the active
 	// condition (the filter with the range's start dropped).
 	ActiveNow uint64
 	Funnels   []Funnel
+}
+
+// CurrencyCost is the cost in one currency, and the conversations with
+// usage in it.
+type CurrencyCost struct {
+	Currency      string
+	CostMicros    int64
+	Conversations uint64
 }
 
 // Funnel is one flow's funnel.
@@ -88,6 +98,10 @@ func (r *Reader) Dashboard(ctx context.Context, w, trendWhere, activeWhere *filt
 		d.Funnels, err = r.funnels(ctx, w)
 		return err
 	})
+	g.Go(func() (err error) {
+		d.Costs, err = r.costs(ctx, w)
+		return err
+	})
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
@@ -98,7 +112,7 @@ func (r *Reader) Dashboard(ctx context.Context, w, trendWhere, activeWhere *filt
 // one scan: it groups by (country, city), whose sums are the totals.
 func (r *Reader) totalsAndPlaces(ctx context.Context, w *filter.Where, d *Dashboard) error {
 	rows, err := r.conn.Query(ctx, `SELECT country, region, city, count(), countIf(status = 'active'), countIf(status = 'ended'), countIf(operator_no_response = 1),
-			sum(message_count), countIf(leads > 0), countIf(length(goals) > 0), sum(cost_micros), sum(input_tokens + output_tokens)
+			sum(message_count), countIf(leads > 0), countIf(length(goals) > 0), sum(input_tokens + output_tokens)
 		FROM conversations FINAL WHERE `+w.SQL+` GROUP BY country, region, city`, w.Args...)
 	if err != nil {
 		return fmt.Errorf("query: dashboard: %w", err)
@@ -109,10 +123,9 @@ func (r *Reader) totalsAndPlaces(ctx context.Context, w *filter.Where, d *Dashbo
 		var (
 			country, region, city                      string
 			n, active, ended, noResp, msgs, lead, goal uint64
-			cost                                       int64
 			tokens                                     uint64
 		)
-		if err := rows.Scan(&country, &region, &city, &n, &active, &ended, &noResp, &msgs, &lead, &goal, &cost, &tokens); err != nil {
+		if err := rows.Scan(&country, &region, &city, &n, &active, &ended, &noResp, &msgs, &lead, &goal, &tokens); err != nil {
 			return fmt.Errorf("query: dashboard row: %w", err)
 		}
 		d.Total += n
@@ -122,7 +135,6 @@ func (r *Reader) totalsAndPlaces(ctx context.Context, w *filter.Where, d *Dashbo
 		d.Messages += msgs
 		d.WithLead += lead
 		d.WithGoal += goal
-		d.CostMicros += cost
 		d.Tokens += tokens
 		if country != "" {
 			countries[country] += n
@@ -139,6 +151,31 @@ func (r *Reader) totalsAndPlaces(ctx context.Context, w *filter.Where, d *Dashbo
 	}
 	d.Countries, d.Regions, d.Cities = top(countries, 50), top(regions, 50), top(cities, 50)
 	return nil
+}
+
+// costs sums the usage lines of the conversations matching w per
+// currency (a conversation's cost_micros is 0 when its usage is in several
+// currencies, so the lines are the only complete record).
+func (r *Reader) costs(ctx context.Context, w *filter.Where) ([]CurrencyCost, error) {
+	rows, err := r.conn.Query(ctx, `SELECT u_cur, sum(u_cost), uniqExact(conversation_id)
+		FROM conversations FINAL ARRAY JOIN usage_currencies AS u_cur, usage_cost_micros AS u_cost
+		WHERE `+w.SQL+` GROUP BY u_cur ORDER BY u_cur`, w.Args...)
+	if err != nil {
+		return nil, fmt.Errorf("query: dashboard costs: %w", err)
+	}
+	defer rows.Close()
+	var out []CurrencyCost
+	for rows.Next() {
+		var c CurrencyCost
+		if err := rows.Scan(&c.Currency, &c.CostMicros, &c.Conversations); err != nil {
+			return nil, fmt.Errorf("query: dashboard costs: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("query: dashboard costs: %w", err)
+	}
+	return out, nil
 }
 
 // top returns the n largest buckets, largest first, ties by key.

@@ -34,6 +34,9 @@ type reportSpec struct {
 	// messages: the query reads messages restricted to the filtered
 	// conversations (tenant as first extra argument).
 	messages bool
+	// convsFirst: the filtered conversations come before the messages
+	// (arguments: filter, tenant, filter).
+	convsFirst bool
 }
 
 // inFiltered restricts a messages query to the filtered conversations.
@@ -75,29 +78,42 @@ var reportSpecs = map[string]reportSpec{
 			ORDER BY started_at_us DESC, conversation_id DESC`,
 	},
 	"billing": {
-		// One row per bot and currency: amounts in different currencies
-		// are never added together.
+		// One row per bot and currency, from the usage lines (a
+		// conversation's cost_micros is 0 when its usage is in several
+		// currencies): amounts in different currencies are never added. A
+		// conversation counts in the row of each currency it used; its paid
+		// messages count once, in the row of its first line's currency.
+		// Conversations without usage make the row with an empty currency.
 		columns: []string{"bot_id", "bot", "currency", "conversations", "paid_messages", "cost_micros", "input_tokens", "output_tokens"},
-		sql: `SELECT bot_id, bot_id, currency, toString(count()), toString(sum(paid_messages)), toString(sum(cost_micros)), toString(sum(input_tokens)), toString(sum(output_tokens))
-			FROM conversations FINAL WHERE %[1]s GROUP BY bot_id, currency ORDER BY bot_id, currency`,
+		sql: `SELECT bot_id, bot_id, u_cur, toString(uniqExact(conversation_id)), toString(sumIf(paid_messages, u_idx <= 1)), toString(sum(u_cost)),
+				toString(sum(u_in)), toString(sum(u_out))
+			FROM conversations FINAL LEFT ARRAY JOIN usage_currencies AS u_cur, usage_cost_micros AS u_cost, usage_input_tokens AS u_in,
+				usage_output_tokens AS u_out, arrayEnumerate(usage_currencies) AS u_idx
+			WHERE %[1]s GROUP BY bot_id, u_cur ORDER BY bot_id, u_cur`,
 	},
+	// operators and productivity read the live agent's response times as
+	// lifecycle states them (engagement_classified: first_response_ms,
+	// response_ms_sum, response_count of the conversations row), never the
+	// client's response_time_ms. A conversation's times count for every
+	// agent who wrote in it.
 	"operators": {
-		columns: []string{"agent_id", "conversations", "messages", "first_response_avg_ms", "response_avg_ms", "response_max_ms"},
-		sql: `SELECT agent_id, toString(count()), toString(sum(n)), toString(round(avg(first_ms))), toString(round(sum(rsum) / greatest(sum(rn), 1))), toString(max(rmax))
-			FROM (SELECT agent_id, conversation_id, count() AS n, argMinIf(response_time_ms, occurred_at_us, response_time_ms > 0) AS first_ms,
-					sumIf(response_time_ms, response_time_ms > 0) AS rsum, countIf(response_time_ms > 0) AS rn, max(response_time_ms) AS rmax
+		columns: []string{"agent_id", "conversations", "messages", "first_response_avg_ms", "response_avg_ms", "replies"},
+		sql: `SELECT agent_id, toString(count()), toString(sum(n)),
+				toString(round(sumIf(first_response_ms, first_response_ms > 0) / greatest(countIf(first_response_ms > 0), 1))),
+				toString(round(sum(response_ms_sum) / greatest(sum(response_count), 1))), toString(sum(response_count))
+			FROM (SELECT conversation_id, first_response_ms, response_ms_sum, response_count FROM conversations FINAL WHERE %[1]s)
+			ALL INNER JOIN (SELECT agent_id, conversation_id, count() AS n
 				FROM messages FINAL WHERE role = 'agent' AND agent_id != '' AND ` + inFiltered + `
-				GROUP BY agent_id, conversation_id)
+				GROUP BY agent_id, conversation_id) USING conversation_id
 			GROUP BY agent_id ORDER BY agent_id`,
-		messages: true,
+		messages:   true,
+		convsFirst: true,
 	},
 	"productivity": {
-		columns: []string{"conversation_id", "agent_messages", "visitor_messages", "response_max_ms", "response_avg_ms"},
-		sql: `SELECT conversation_id, toString(countIf(role = 'agent')), toString(countIf(role = 'visitor')),
-				toString(maxIf(response_time_ms, role = 'agent')), toString(round(avgIf(response_time_ms, role = 'agent' AND response_time_ms > 0)))
-			FROM messages FINAL WHERE ` + inFiltered + `
-			GROUP BY conversation_id HAVING countIf(role = 'agent') > 0 ORDER BY conversation_id`,
-		messages: true,
+		columns: []string{"conversation_id", "agent_messages", "visitor_messages", "first_response_ms", "response_avg_ms", "replies"},
+		sql: `SELECT conversation_id, toString(agent_messages), toString(visitor_messages), toString(first_response_ms),
+				toString(round(response_ms_sum / greatest(response_count, 1))), toString(response_count)
+			FROM conversations FINAL WHERE %[1]s AND agent_messages > 0 ORDER BY conversation_id`,
 	},
 	"sources": {
 		columns: []string{"channel", "bot_id", "bot", "conversations", "bot_messages", "agent_messages", "visitor_messages", "transferred_to_operator"},
@@ -230,6 +246,9 @@ func reportSQL(kind string, spec reportSpec, w *filter.Where, withTimes bool, lo
 		args = append(args, w.Tenant)
 		args = append(args, w.Args...)
 	default:
+		if spec.convsFirst {
+			args = append(args, w.Args...)
+		}
 		if spec.messages {
 			args = append(args, w.Tenant)
 		}

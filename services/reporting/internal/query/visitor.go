@@ -29,9 +29,12 @@ func (r *Reader) Visitor(ctx context.Context, tenant, token string) (*Visitor, e
 	defer cancel()
 	v := &Visitor{Token: token, Variables: map[string]string{}}
 	var first int64
+	// The visitor's conversations, read by key (filter.VisitorSQL).
+	visitorSQL, visitorArgs := filter.VisitorSQL(tenant, token)
+	args := append([]any{tenant}, visitorArgs...)
 	err := r.conn.QueryRow(ctx, `SELECT count(), min(started_at_us), max(greatest(last_activity_at, started_at)), sum(leads),
 			argMaxIf(visitor_name, started_at_us, visitor_name != '')
-		FROM conversations FINAL WHERE tenant_id = ? AND visitor_token = ?`, tenant, token).
+		FROM conversations FINAL WHERE tenant_id = ? AND `+visitorSQL, args...).
 		Scan(&v.Conversations, &first, &v.LastSeen, &v.LeadCount, &v.DisplayName)
 	if err != nil {
 		return nil, fmt.Errorf("query: visitor: %w", err)
@@ -44,9 +47,9 @@ func (r *Reader) Visitor(ctx context.Context, tenant, token string) (*Visitor, e
 	// Latest value per key: the newest conversation that set the key wins.
 	rows, err := r.conn.Query(ctx, `SELECT k, argMax(val, started_at_us) FROM (
 			SELECT started_at_us, variable_keys, variable_values FROM conversations FINAL
-			WHERE tenant_id = ? AND visitor_token = ?)
+			WHERE tenant_id = ? AND `+visitorSQL+`)
 		ARRAY JOIN variable_keys AS k, variable_values AS val
-		GROUP BY k`, tenant, token)
+		GROUP BY k`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query: visitor variables: %w", err)
 	}
@@ -70,11 +73,12 @@ func (r *Reader) Visitor(ctx context.Context, tenant, token string) (*Visitor, e
 }
 
 // visitorLeads reads the LeadCaptured events of the visitor's
-// conversations (the events table is keyed by conversation), oldest first.
+// conversations (visitor_conversations names them; the events table is
+// keyed by conversation), oldest first.
 func (r *Reader) visitorLeads(ctx context.Context, tenant, token string) ([]Lead, error) {
 	rows, err := r.conn.Query(ctx, `SELECT conversation_id, any(occurred_at_us) AS lead_at, any(payload_json) FROM events
 		WHERE tenant_id = ? AND kind = 'lead_captured' AND conversation_id IN (
-			SELECT conversation_id FROM conversations WHERE tenant_id = ? AND visitor_token = ?)
+			SELECT conversation_id FROM visitor_conversations WHERE tenant_id = ? AND visitor_token = ?)
 		GROUP BY conversation_id, event_id
 		ORDER BY lead_at, conversation_id LIMIT ?`, tenant, tenant, token, MaxVisitorLeads)
 	if err != nil {
