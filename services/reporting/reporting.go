@@ -39,6 +39,11 @@ type Config struct {
 	ClickHouse config.ClickHouse
 	// ProjectorBatch is the most events written to ClickHouse per insert.
 	ProjectorBatch int `env:"PARLEY_REPORTING_PROJECTOR_BATCH" envDefault:"5000"`
+	// ProjectorPerPartition switches off rounds: the projector then writes
+	// each partition's events on their own (one insert per table and one
+	// PostgreSQL transaction per partition) instead of those of all its
+	// partitions read in a round together.
+	ProjectorPerPartition bool `env:"PARLEY_REPORTING_PROJECTOR_PER_PARTITION" envDefault:"false"`
 	// ProjectorMaxWait is how long the projector waits to fill a batch.
 	ProjectorMaxWait time.Duration `env:"PARLEY_REPORTING_PROJECTOR_MAX_WAIT" envDefault:"200ms"`
 	// QueryTimeout bounds each ClickHouse query.
@@ -187,17 +192,23 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("reporting: http gateway: %w", err)
 	}
 	proj := projector.New(ch, states, projector.LiveTables, b.Log)
+	handle := partition.Handler(proj.HandlePartition)
+	var round partition.RoundHandler
+	if !cfg.ProjectorPerPartition {
+		round = proj.HandleRound
+	}
+	if cfg.Wrap != nil {
+		handle = cfg.Wrap(handle)
+		round = wrapRound(cfg.Wrap, round)
+	}
 	pc := partition.NewConsumer(partition.Config{
 		Bus: b.Bus, Pool: b.PG, BatchSize: cfg.ProjectorBatch, MaxWait: cfg.ProjectorMaxWait, Log: b.Log, Meter: b.Tel.Meter("github.com/parley-dev/parley/libs/partition"),
 		Coordinator: partition.NewCoordinator(b.PG, projector.Durable, cfg.Member, cfg.Partitions, cfg.LeaseTTL),
+		Round:       round,
 	})
 	// Not ready while the projector is paused (ClickHouse, PostgreSQL or
 	// the event log unreachable).
 	b.AddCheck("projector", pc.Ready)
-	handle := partition.Handler(proj.HandlePartition)
-	if cfg.Wrap != nil {
-		handle = cfg.Wrap(handle)
-	}
 	srv.SetRebuilder(&rebuild.Rebuilder{CH: ch, PG: b.PG, Bus: b.Bus, States: states, Batch: cfg.ProjectorBatch, Log: b.Log})
 	return b.Run(ctx, func(ctx context.Context) error {
 		return httpgw.Serve(ctx, cfg.HTTPAddr, gw.Handler(), b.Log, cfg.Server.HTTP)
@@ -215,6 +226,23 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return err
 	})
+}
+
+// wrapRound puts each batch of a round through a per-partition wrapper
+// (Config.Wrap, fault injection) before the round is handled.
+func wrapRound(wrap func(partition.Handler) partition.Handler, h partition.RoundHandler) partition.RoundHandler {
+	if h == nil {
+		return nil
+	}
+	check := wrap(func(context.Context, partition.Batch) error { return nil })
+	return func(ctx context.Context, round []partition.Batch) error {
+		for _, b := range round {
+			if err := check(ctx, b); err != nil {
+				return err
+			}
+		}
+		return h(ctx, round)
+	}
 }
 
 // scopes are the scopes of every method reporting serves.
