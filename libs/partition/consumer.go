@@ -55,6 +55,23 @@ func CommitRound(ctx context.Context, tx pgx.Tx, round []Batch) error {
 	return nil
 }
 
+// WrapRound puts each batch of a round through a Handler wrapper (fault
+// injection in tests) before h handles the round; nil h gives nil.
+func WrapRound(wrap func(Handler) Handler, h RoundHandler) RoundHandler {
+	if h == nil {
+		return nil
+	}
+	check := wrap(func(context.Context, Batch) error { return nil })
+	return func(ctx context.Context, round []Batch) error {
+		for _, b := range round {
+			if err := check(ctx, b); err != nil {
+				return err
+			}
+		}
+		return h(ctx, round)
+	}
+}
+
 // Config configures a Consumer.
 type Config struct {
 	Bus *eventbus.Bus

@@ -199,7 +199,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Wrap != nil {
 		handle = cfg.Wrap(handle)
-		round = wrapRound(cfg.Wrap, round)
+		round = partition.WrapRound(cfg.Wrap, round)
 	}
 	pc := partition.NewConsumer(partition.Config{
 		Bus: b.Bus, Pool: b.PG, BatchSize: cfg.ProjectorBatch, MaxWait: cfg.ProjectorMaxWait, Log: b.Log, Meter: b.Tel.Meter("github.com/parley-dev/parley/libs/partition"),
@@ -226,23 +226,6 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return err
 	})
-}
-
-// wrapRound puts each batch of a round through a per-partition wrapper
-// (Config.Wrap, fault injection) before the round is handled.
-func wrapRound(wrap func(partition.Handler) partition.Handler, h partition.RoundHandler) partition.RoundHandler {
-	if h == nil {
-		return nil
-	}
-	check := wrap(func(context.Context, partition.Batch) error { return nil })
-	return func(ctx context.Context, round []partition.Batch) error {
-		for _, b := range round {
-			if err := check(ctx, b); err != nil {
-				return err
-			}
-		}
-		return h(ctx, round)
-	}
 }
 
 // scopes are the scopes of every method reporting serves.
