@@ -55,21 +55,29 @@ func CommitRound(ctx context.Context, tx pgx.Tx, round []Batch) error {
 	return nil
 }
 
-// WrapRound puts each batch of a round through a Handler wrapper (fault
-// injection in tests) before h handles the round; nil h gives nil.
-func WrapRound(wrap func(Handler) Handler, h RoundHandler) RoundHandler {
-	if h == nil {
-		return nil
+// Handlers returns a consumer's Handler and RoundHandler as Run and
+// Config.Round take them: round is dropped when perPartition is set, and
+// wrap (fault injection in tests), when set, wraps h and checks each batch
+// of a round before round handles it.
+func Handlers(h Handler, round RoundHandler, perPartition bool, wrap func(Handler) Handler) (Handler, RoundHandler) {
+	if perPartition {
+		round = nil
 	}
-	check := wrap(func(context.Context, Batch) error { return nil })
-	return func(ctx context.Context, round []Batch) error {
-		for _, b := range round {
-			if err := check(ctx, b); err != nil {
-				return err
+	if wrap == nil {
+		return h, round
+	}
+	if round != nil {
+		check, inner := wrap(func(context.Context, Batch) error { return nil }), round
+		round = func(ctx context.Context, bs []Batch) error {
+			for _, b := range bs {
+				if err := check(ctx, b); err != nil {
+					return err
+				}
 			}
+			return inner(ctx, bs)
 		}
-		return h(ctx, round)
 	}
+	return wrap(h), round
 }
 
 // Config configures a Consumer.

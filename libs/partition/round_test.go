@@ -278,3 +278,35 @@ func TestRoundLostPartitionCommitsNothing(t *testing.T) {
 		}
 	}
 }
+
+// Handlers: a per-partition consumer gets no round handler; a wrapper's
+// failure for any batch of a round fails the round before it is handled.
+func TestHandlers(t *testing.T) {
+	ctx := context.Background()
+	handled := 0
+	h := func(context.Context, partition.Batch) error { handled++; return nil }
+	round := func(context.Context, []partition.Batch) error { handled += 10; return nil }
+	if _, r := partition.Handlers(h, round, true, nil); r != nil {
+		t.Fatal("per partition: a round handler")
+	}
+	refused := eventbus.Permanent(errors.New("test: refused"))
+	wrap := func(next partition.Handler) partition.Handler {
+		return func(ctx context.Context, b partition.Batch) error {
+			if b.Lease.Partition == 2 {
+				return refused
+			}
+			return next(ctx, b)
+		}
+	}
+	wh, wr := partition.Handlers(h, round, false, wrap)
+	d := []*eventbus.Delivery{{StreamSeq: 1}}
+	if err := wr(ctx, []partition.Batch{{Lease: partition.Lease{Partition: 1}, Deliveries: d}, {Lease: partition.Lease{Partition: 2}, Deliveries: d}}); !errors.Is(err, refused) || handled != 0 {
+		t.Fatalf("round with a refused batch: %v, handled %d", err, handled)
+	}
+	if err := wr(ctx, []partition.Batch{{Lease: partition.Lease{Partition: 1}, Deliveries: d}}); err != nil || handled != 10 {
+		t.Fatalf("round: %v, handled %d", err, handled)
+	}
+	if err := wh(ctx, partition.Batch{Lease: partition.Lease{Partition: 2}, Deliveries: d}); !errors.Is(err, refused) || handled != 10 {
+		t.Fatalf("wrapped handler: %v, handled %d", err, handled)
+	}
+}

@@ -192,15 +192,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("reporting: http gateway: %w", err)
 	}
 	proj := projector.New(ch, states, projector.LiveTables, b.Log)
-	handle := partition.Handler(proj.HandlePartition)
-	var round partition.RoundHandler
-	if !cfg.ProjectorPerPartition {
-		round = proj.HandleRound
-	}
-	if cfg.Wrap != nil {
-		handle = cfg.Wrap(handle)
-		round = partition.WrapRound(cfg.Wrap, round)
-	}
+	handle, round := partition.Handlers(proj.HandlePartition, proj.HandleRound, cfg.ProjectorPerPartition, cfg.Wrap)
 	pc := partition.NewConsumer(partition.Config{
 		Bus: b.Bus, Pool: b.PG, BatchSize: cfg.ProjectorBatch, MaxWait: cfg.ProjectorMaxWait, Log: b.Log, Meter: b.Tel.Meter("github.com/parley-dev/parley/libs/partition"),
 		Coordinator: partition.NewCoordinator(b.PG, projector.Durable, cfg.Member, cfg.Partitions, cfg.LeaseTTL),

@@ -187,15 +187,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if batch <= 0 {
 		batch = 500
 	}
-	handle := partition.Handler(cons.Handle)
-	var round partition.RoundHandler
-	if !cfg.ConsumerPerPartition {
-		round = cons.HandleRound
-	}
-	if cfg.Wrap != nil {
-		handle = cfg.Wrap(handle)
-		round = partition.WrapRound(cfg.Wrap, round)
-	}
+	handle, round := partition.Handlers(cons.Handle, cons.HandleRound, cfg.ConsumerPerPartition, cfg.Wrap)
 	pc := partition.NewConsumer(partition.Config{
 		Bus: b.Bus, Pool: b.PG, BatchSize: batch, Log: b.Log, Meter: b.Tel.Meter("github.com/parley-dev/parley/libs/partition"),
 		Coordinator: partition.NewCoordinator(b.PG, consumer.Durable, cfg.Member, cfg.Partitions, cfg.LeaseTTL),
