@@ -35,6 +35,51 @@ func (b Batch) Last() uint64 { return b.Deliveries[len(b.Deliveries)-1].StreamSe
 // error pauses the consumer, which resumes from the stored positions.
 type Handler func(ctx context.Context, b Batch) error
 
+// RoundHandler applies the batches of several partitions read in one round
+// (each in stream order, one batch per partition) together and, in the same
+// transaction, commits every batch's position (CommitRound). A permanent
+// error makes the consumer hand the same events to the Handler partition by
+// partition, which isolates the failing event (bisection); any other error
+// pauses the consumer. An error of Commit (ErrFenced) is returned as is:
+// nothing of the round is committed.
+type RoundHandler func(ctx context.Context, round []Batch) error
+
+// CommitRound commits the position of every batch of a round in tx (Commit
+// each): one lost lease fails the whole transaction with ErrFenced.
+func CommitRound(ctx context.Context, tx pgx.Tx, round []Batch) error {
+	for _, b := range round {
+		if err := Commit(ctx, tx, b.Lease, b.Last()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Handlers returns a consumer's Handler and RoundHandler as Run and
+// Config.Round take them: round is dropped when perPartition is set, and
+// wrap (fault injection in tests), when set, wraps h and checks each batch
+// of a round before round handles it.
+func Handlers(h Handler, round RoundHandler, perPartition bool, wrap func(Handler) Handler) (Handler, RoundHandler) {
+	if perPartition {
+		round = nil
+	}
+	if wrap == nil {
+		return h, round
+	}
+	if round != nil {
+		check, inner := wrap(func(context.Context, Batch) error { return nil }), round
+		round = func(ctx context.Context, bs []Batch) error {
+			for _, b := range bs {
+				if err := check(ctx, b); err != nil {
+					return err
+				}
+			}
+			return inner(ctx, bs)
+		}
+	}
+	return wrap(h), round
+}
+
 // Config configures a Consumer.
 type Config struct {
 	Bus *eventbus.Bus
@@ -54,7 +99,14 @@ type Config struct {
 	// (default 4); the handler is called concurrently for different
 	// partitions, never for one partition.
 	Parallel int
-	Log      *slog.Logger
+	// Round, when set, receives the events of all owned partitions read in
+	// a round at once (up to BatchSize events), so that their effects and
+	// positions take one write per store instead of one per partition; the
+	// Handler given to Run remains the fallback for permanent failures and
+	// for events behind a dead-lettered or held one. Unset: every
+	// partition's batch goes to the Handler.
+	Round RoundHandler
+	Log   *slog.Logger
 	// Meter, when set, receives the partition metrics (see MetricPosition).
 	Meter metric.Meter
 }
@@ -283,9 +335,10 @@ func (c *Consumer) session(ctx context.Context, leases map[int]Lease, h Handler)
 		if ctx.Err() != nil {
 			return nil, nil
 		}
-		if n == c.cfg.BatchSize && fullest < c.cfg.BatchSize && count < c.cfg.BatchSize*c.cfg.Parallel {
+		if n == c.cfg.BatchSize && fullest < c.cfg.BatchSize && count < c.limit() {
 			// More to read before handling: a partition's batch fills up
-			// to BatchSize while Parallel partitions are handled at once.
+			// to BatchSize while Parallel partitions are handled at once
+			// (a round: up to BatchSize events of all partitions).
 			continue
 		}
 		if err := s.handle(ctx, pending); err != nil {
@@ -309,12 +362,29 @@ func (c *Consumer) session(ctx context.Context, leases map[int]Lease, h Handler)
 	return nil, nil
 }
 
-// handle runs each partition's pending items, up to Parallel partitions
-// at once, and returns the first failure once all have stopped.
+// limit is the most events of all partitions read before they are handled.
+func (c *Consumer) limit() int {
+	if c.cfg.Round != nil {
+		return c.cfg.BatchSize
+	}
+	return c.cfg.BatchSize * c.cfg.Parallel
+}
+
+// handle runs the pending items: first a round (Config.Round) of every
+// partition's leading good items, then each partition's remaining items,
+// up to Parallel partitions at once; it returns the first failure once all
+// have stopped.
 func (s *session) handle(ctx context.Context, pending map[int][]item) error {
+	if s.c.cfg.Round != nil {
+		if err := s.round(ctx, pending); err != nil {
+			return err
+		}
+	}
 	parts := make([]int, 0, len(pending))
-	for p := range pending {
-		parts = append(parts, p)
+	for p, items := range pending {
+		if len(items) > 0 {
+			parts = append(parts, p)
+		}
 	}
 	sort.Ints(parts)
 	g, gctx := errgroup.WithContext(ctx)
@@ -323,6 +393,52 @@ func (s *session) handle(ctx context.Context, pending map[int][]item) error {
 		g.Go(func() error { return s.run(gctx, s.leases[p], pending[p]) })
 	}
 	return g.Wait()
+}
+
+// round hands the leading good items of every pending partition (up to its
+// first bad or held item) to the round handler at once and, once they are
+// committed, removes them from pending. After a permanent failure pending
+// is left as it is: the per-partition path applies it exactly once and
+// isolates the failing event.
+func (s *session) round(ctx context.Context, pending map[int][]item) error {
+	parts := make([]int, 0, len(pending))
+	for p := range pending {
+		parts = append(parts, p)
+	}
+	sort.Ints(parts)
+	round := make([]Batch, 0, len(parts))
+	for _, p := range parts {
+		items := pending[p]
+		j := 0
+		for j < len(items) && items[j].bad == nil && !s.isHeld(items[j]) {
+			j++
+		}
+		if j == 0 {
+			continue
+		}
+		ds := make([]*eventbus.Delivery, j)
+		for i, it := range items[:j] {
+			ds[i] = it.d
+		}
+		round = append(round, Batch{Lease: s.leases[p], Deliveries: ds})
+	}
+	if len(round) == 0 {
+		return nil
+	}
+	err := s.c.cfg.Round(ctx, round)
+	if IsPermanent(err) {
+		s.c.cfg.Log.DebugContext(ctx, "round refused; applying it partition by partition", "consumer", s.c.cfg.Coordinator.Consumer(), "err", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, b := range round {
+		p := b.Lease.Partition
+		s.pos[p] = max(s.pos[p], b.Last())
+		pending[p] = pending[p][len(b.Deliveries):]
+	}
+	return nil
 }
 
 func sameLeases(a, b map[int]Lease) bool {

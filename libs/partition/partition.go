@@ -65,6 +65,11 @@
 // a Batch (events of one partition, in stream order) and, in the same
 // transaction, calls Commit(ctx, tx, batch.Lease, batch.Last()). It returns
 // nil only once committed; an error of Commit (ErrFenced) is returned as is.
+// A consumer may also set Config.Round: a RoundHandler gets the events of
+// every owned partition read in a round at once (one batch per partition)
+// and commits all their positions with its effects in one transaction
+// (CommitRound), one write per store per round instead of one per
+// partition; the Handler stays the fallback for permanent failures.
 // A handler whose effects live in another store (ClickHouse) commits the
 // position in PostgreSQL after its effects are durable and must make its
 // effects idempotent by stream sequence.

@@ -65,6 +65,10 @@ type Config struct {
 	// ConsumerBatch is the most events applied in one PostgreSQL
 	// transaction.
 	ConsumerBatch int `env:"PARLEY_LIFECYCLE_CONSUMER_BATCH" envDefault:"500"`
+	// ConsumerPerPartition switches off rounds: each partition's events are
+	// then applied in their own transaction instead of those of all owned
+	// partitions read together in one.
+	ConsumerPerPartition bool `env:"PARLEY_LIFECYCLE_CONSUMER_PER_PARTITION" envDefault:"false"`
 	// Partitions is the number of partitions the log is divided into among
 	// replicas; fixed per deployment (changing it is a migration, see
 	// docs/operations.md).
@@ -177,15 +181,13 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	cons := consumer.New(consumer.Config{Store: st, Bus: b.Bus, Relay: relay, Pool: b.PG, Partitions: cfg.Partitions,
 		BatchSize: cfg.ConsumerBatch, Clock: cfg.Clock, Log: b.Log})
+	handle, round := partition.Handlers(cons.Handle, cons.HandleRound, cfg.ConsumerPerPartition, cfg.Wrap)
 	pc := partition.NewConsumer(partition.Config{
 		Bus: b.Bus, Pool: b.PG, BatchSize: cfg.ConsumerBatch, Log: b.Log, Meter: b.Tel.Meter("github.com/parley-dev/parley/libs/partition"),
 		Coordinator: partition.NewCoordinator(b.PG, consumer.Durable, cfg.Member, cfg.Partitions, cfg.LeaseTTL),
+		Round:       round,
 	})
 	b.AddCheck("consumer", pc.Ready)
-	handle := partition.Handler(cons.Handle)
-	if cfg.Wrap != nil {
-		handle = cfg.Wrap(handle)
-	}
 	sw := sweeper.New(sweeper.Config{
 		Store: st, Relay: relay, CaughtUp: cons.CaughtUp, HandoffTimeout: cfg.HandoffTimeout,
 		Interval: cfg.SweepInterval, Clock: cfg.Clock, Log: b.Log,

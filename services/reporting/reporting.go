@@ -42,6 +42,11 @@ type Config struct {
 	Export ExportConfig
 	// ProjectorBatch is the most events written to ClickHouse per insert.
 	ProjectorBatch int `env:"PARLEY_REPORTING_PROJECTOR_BATCH" envDefault:"5000"`
+	// ProjectorPerPartition switches off rounds: the projector then writes
+	// each partition's events on their own (one insert per table and one
+	// PostgreSQL transaction per partition) instead of those of all its
+	// partitions read in a round together.
+	ProjectorPerPartition bool `env:"PARLEY_REPORTING_PROJECTOR_PER_PARTITION" envDefault:"false"`
 	// ProjectorMaxWait is how long the projector waits to fill a batch.
 	ProjectorMaxWait time.Duration `env:"PARLEY_REPORTING_PROJECTOR_MAX_WAIT" envDefault:"200ms"`
 	// QueryTimeout bounds each ClickHouse query.
@@ -205,17 +210,15 @@ func Run(ctx context.Context, cfg Config) error {
 	gw.Mux.Handle("GET "+export.DownloadPath+"{token}", ex.downloads)
 	gw.Mux.Handle("POST /v1/reports/{kind}", &export.SyncCSV{Client: reportingv1.NewReportingServiceClient(gw.Conn), Next: gw.GW})
 	proj := projector.New(ch, states, projector.LiveTables, b.Log)
+	handle, round := partition.Handlers(proj.HandlePartition, proj.HandleRound, cfg.ProjectorPerPartition, cfg.Wrap)
 	pc := partition.NewConsumer(partition.Config{
 		Bus: b.Bus, Pool: b.PG, BatchSize: cfg.ProjectorBatch, MaxWait: cfg.ProjectorMaxWait, Log: b.Log, Meter: b.Tel.Meter("github.com/parley-dev/parley/libs/partition"),
 		Coordinator: partition.NewCoordinator(b.PG, projector.Durable, cfg.Member, cfg.Partitions, cfg.LeaseTTL),
+		Round:       round,
 	})
 	// Not ready while the projector is paused (ClickHouse, PostgreSQL or
 	// the event log unreachable).
 	b.AddCheck("projector", pc.Ready)
-	handle := partition.Handler(proj.HandlePartition)
-	if cfg.Wrap != nil {
-		handle = cfg.Wrap(handle)
-	}
 	srv.SetRebuilder(&rebuild.Rebuilder{CH: ch, PG: b.PG, Bus: b.Bus, States: states, Batch: cfg.ProjectorBatch, Log: b.Log})
 	return b.Run(ctx, func(ctx context.Context) error {
 		return httpgw.Serve(ctx, cfg.HTTPAddr, gw.Handler(), b.Log, cfg.Server.HTTP)

@@ -49,6 +49,10 @@ type Config struct {
 	// ConsumerBatch is the most events of one partition live tagging
 	// applies in one transaction.
 	ConsumerBatch int `env:"PARLEY_TAGGING_CONSUMER_BATCH" envDefault:"500"`
+	// ConsumerPerPartition switches off rounds: each partition's events are
+	// then applied in their own transaction instead of those of all owned
+	// partitions read together in one.
+	ConsumerPerPartition bool `env:"PARLEY_TAGGING_CONSUMER_PER_PARTITION" envDefault:"false"`
 	// MaxMessages is how many recent messages each conversation's facts keep
 	// for rules (`conversation.messages`); counts stay exact.
 	MaxMessages int `env:"PARLEY_TAGGING_MAX_MESSAGES" envDefault:"50"`
@@ -183,15 +187,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if batch <= 0 {
 		batch = 500
 	}
+	handle, round := partition.Handlers(cons.Handle, cons.HandleRound, cfg.ConsumerPerPartition, cfg.Wrap)
 	pc := partition.NewConsumer(partition.Config{
 		Bus: b.Bus, Pool: b.PG, BatchSize: batch, Log: b.Log, Meter: b.Tel.Meter("github.com/parley-dev/parley/libs/partition"),
 		Coordinator: partition.NewCoordinator(b.PG, consumer.Durable, cfg.Member, cfg.Partitions, cfg.LeaseTTL),
+		Round:       round,
 	})
 	b.AddCheck("consumer", pc.Ready)
-	handle := partition.Handler(cons.Handle)
-	if cfg.Wrap != nil {
-		handle = cfg.Wrap(handle)
-	}
 	consume := func(ctx context.Context) error {
 		removeDurable(ctx, b)
 		// Every replica applies the partitions it holds a lease on; the

@@ -138,7 +138,27 @@ func (c *Consumer) WaitApplied(ctx context.Context, tenant, conversation string,
 // together, and the relay (or the next start) publishes what the outbox
 // holds.
 func (c *Consumer) Handle(ctx context.Context, pb partition.Batch) error {
-	batch := pb.Deliveries
+	return c.apply(ctx, pb.Deliveries, []partition.Batch{pb})
+}
+
+// HandleRound is the partition.RoundHandler: as Handle, for the batches of
+// every partition read in a round, in one transaction that commits all
+// their positions. Partitions hold disjoint conversations, so each
+// conversation's events stay in stream order.
+func (c *Consumer) HandleRound(ctx context.Context, round []partition.Batch) error {
+	if len(round) == 1 {
+		return c.apply(ctx, round[0].Deliveries, round)
+	}
+	var batch []*eventbus.Delivery
+	for _, b := range round {
+		batch = append(batch, b.Deliveries...)
+	}
+	return c.apply(ctx, batch, round)
+}
+
+// apply applies batch (the deliveries of round) and commits round's
+// positions in the same transaction.
+func (c *Consumer) apply(ctx context.Context, batch []*eventbus.Delivery, round []partition.Batch) error {
 	now := c.cfg.Clock()
 	keys := make([]store.Key, 0, len(batch))
 	seen := map[store.Key]bool{}
@@ -204,7 +224,7 @@ func (c *Consumer) Handle(ctx context.Context, pb partition.Batch) error {
 		if err := c.cfg.Store.Save(ctx, tx, change); err != nil {
 			return err
 		}
-		return partition.Commit(ctx, tx, pb.Lease, maxSeq)
+		return partition.CommitRound(ctx, tx, round)
 	})
 	if err != nil {
 		return fmt.Errorf("consumer: apply batch: %w", err)

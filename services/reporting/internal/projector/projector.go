@@ -109,11 +109,43 @@ func (p *Projector) HandlePartition(ctx context.Context, b partition.Batch) erro
 }
 
 func (p *Projector) handlePartition(ctx context.Context, b partition.Batch) error {
+	return p.handleRound(ctx, b.Deliveries, []partition.Batch{b})
+}
+
+// HandleRound is the live projector's partition.RoundHandler: as
+// HandlePartition, for the batches of every partition read in a round at
+// once: one insert per table, then one PostgreSQL transaction for the fold
+// states and every partition's position. Partitions hold disjoint
+// conversations, so each conversation's events stay in stream order.
+func (p *Projector) HandleRound(ctx context.Context, round []partition.Batch) error {
+	var all []*eventbus.Delivery
+	if len(round) == 1 {
+		all = round[0].Deliveries
+	} else {
+		n := 0
+		for _, b := range round {
+			n += len(b.Deliveries)
+		}
+		all = make([]*eventbus.Delivery, 0, n)
+		for _, b := range round {
+			all = append(all, b.Deliveries...)
+		}
+	}
+	err := p.handleRound(ctx, all, round)
+	if errors.Is(err, statestore.ErrSwapped) {
+		err = p.handleRound(ctx, all, round)
+	}
+	return err
+}
+
+// handleRound projects events (the deliveries of round) and commits the
+// fold states and the round's positions, fenced by the generation.
+func (p *Projector) handleRound(ctx context.Context, events []*eventbus.Delivery, round []partition.Batch) error {
 	gen, err := p.states.Generation(ctx)
 	if err != nil {
 		return err
 	}
-	return p.Project(ctx, b.Deliveries, func(ctx context.Context, changed []*convstate.State) error {
+	return p.Project(ctx, events, func(ctx context.Context, changed []*convstate.State) error {
 		return p.states.Tx(ctx, func(tx pgx.Tx) error {
 			if err := statestore.CheckGeneration(ctx, tx, gen); err != nil {
 				return err
@@ -121,7 +153,7 @@ func (p *Projector) handlePartition(ctx context.Context, b partition.Batch) erro
 			if err := p.states.SaveIn(ctx, tx, changed); err != nil {
 				return err
 			}
-			return partition.Commit(ctx, tx, b.Lease, b.Last())
+			return partition.CommitRound(ctx, tx, round)
 		})
 	})
 }

@@ -226,22 +226,44 @@ func OwnedLeases(ctx context.Context, q partition.Querier, member string) (map[i
 // the batch's lease. States kept for the partition under another lease
 // (it moved away and came back) are dropped first.
 func (c *Consumer) Handle(ctx context.Context, pb partition.Batch) error {
-	p := pb.Lease.Partition
+	return c.HandleRound(ctx, []partition.Batch{pb})
+}
+
+// HandleRound is the partition.RoundHandler: as Handle, for the batches of
+// every partition read in a round, in one transaction that commits all
+// their positions. Partitions hold disjoint conversations, so each
+// conversation's events stay in stream order, and each state is kept under
+// its own partition.
+func (c *Consumer) HandleRound(ctx context.Context, round []partition.Batch) error {
 	c.mu.Lock()
-	if e, ok := c.epochs[p]; !ok || e != pb.Lease.Epoch {
-		c.states.retain(func(q int) bool { return q != p })
-		c.epochs[p] = pb.Lease.Epoch
+	for _, pb := range round {
+		p := pb.Lease.Partition
+		if e, ok := c.epochs[p]; !ok || e != pb.Lease.Epoch {
+			c.states.retain(func(q int) bool { return q != p })
+			c.epochs[p] = pb.Lease.Epoch
+		}
 	}
 	c.mu.Unlock()
-	return c.apply(ctx, pb.Deliveries, p, func(tx pgx.Tx) error {
-		return partition.Commit(ctx, tx, pb.Lease, pb.Last())
-	})
+	commit := func(tx pgx.Tx) error { return partition.CommitRound(ctx, tx, round) }
+	if len(round) == 1 {
+		p := round[0].Lease.Partition
+		return c.apply(ctx, round[0].Deliveries, func(store.ConvKey) int { return p }, commit)
+	}
+	var batch []*eventbus.Delivery
+	parts := map[store.ConvKey]int{}
+	for _, pb := range round {
+		batch = append(batch, pb.Deliveries...)
+		for _, d := range pb.Deliveries {
+			parts[store.ConvKey{TenantID: d.Envelope.GetTenantId(), ConversationID: d.Envelope.GetConversationId()}] = pb.Lease.Partition
+		}
+	}
+	return c.apply(ctx, batch, func(k store.ConvKey) int { return parts[k] }, commit)
 }
 
 // Apply applies a batch without recording a partition position (tests,
 // tools).
 func (c *Consumer) Apply(ctx context.Context, batch []*eventbus.Delivery) error {
-	return c.apply(ctx, batch, -1, nil)
+	return c.apply(ctx, batch, func(store.ConvKey) int { return -1 }, nil)
 }
 
 // apply applies a batch in one transaction, usually in four round trips
@@ -252,8 +274,9 @@ func (c *Consumer) Apply(ctx context.Context, batch []*eventbus.Delivery) error 
 // that a conversation still at the applied_seq and tags_rev this consumer
 // knows is neither sent by PostgreSQL nor decoded again; every change is
 // still written in the batch's transaction, and only changed states are
-// written. commit, when set, runs last in the transaction.
-func (c *Consumer) apply(ctx context.Context, batch []*eventbus.Delivery, part int, commit func(pgx.Tx) error) error {
+// written. partOf names the partition a conversation's state is kept
+// under; commit, when set, runs last in the transaction.
+func (c *Consumer) apply(ctx context.Context, batch []*eventbus.Delivery, partOf func(store.ConvKey) int, commit func(pgx.Tx) error) error {
 	keys := make([]store.ConvKey, 0, len(batch))
 	var tenants []string
 	seen := make(map[store.ConvKey]bool, len(batch))
@@ -339,7 +362,7 @@ func (c *Consumer) apply(ctx context.Context, batch []*eventbus.Delivery, part i
 			delete(stored, k) // no row to mirror (only no-op events)
 		}
 	}
-	c.states.put(part, stored)
+	c.keep(stored, partOf)
 	for _, s := range stats {
 		c.record(ctx, s)
 	}
@@ -347,6 +370,21 @@ func (c *Consumer) apply(ctx context.Context, batch []*eventbus.Delivery, part i
 		c.cfg.Kick()
 	}
 	return nil
+}
+
+// keep caches the stored states, each under its conversation's partition.
+func (c *Consumer) keep(stored map[store.ConvKey]*store.ConvState, partOf func(store.ConvKey) int) {
+	byPart := map[int]map[store.ConvKey]*store.ConvState{}
+	for k, st := range stored {
+		p := partOf(k)
+		if byPart[p] == nil {
+			byPart[p] = map[store.ConvKey]*store.ConvState{}
+		}
+		byPart[p][k] = st
+	}
+	for p, states := range byPart {
+		c.states.put(p, states)
+	}
 }
 
 // stat is what one event's evaluation produced, for metrics after commit.
